@@ -1,0 +1,2 @@
+"""batchlib: incremental batch processing of mother-machine microscopy folders."""
+__version__ = "0.1.0"

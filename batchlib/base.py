@@ -1,0 +1,355 @@
+"""Batch jobs: map every input image of a folder to its output container(s).
+
+A job declares its parameters, version, inputs and outputs; the framework
+decides what is up to date (from the completion records written last into the
+outputs), validates what must be computed, runs it on an executor, writes the
+records and keeps the ``.status`` file. Subclasses implement only the work:
+``run(self, input_files, output_files, **kwargs)`` or its per-file helper.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidInputError, InvalidOutputError, JobError
+from .io import CONTAINER_EXTS, open_file, remove_container, replace_container
+from .log import get_logger
+from .records import (delete_record, file_signature, key_run_ids, new_record, param_hash,
+                      producer_run_id, read_record, read_records, record_stamp, write_record)
+from .status import JobStatus, status_dir
+
+#: What can make an up-to-date output stale; see :class:`BatchJob`.
+RERUN_TRIGGERS = ("input", "params", "version", "mtime")
+DEFAULT_TRIGGERS = ("input", "params", "version")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A declared job parameter.
+
+    ``affects_result=False`` marks options (threads, device) that change how,
+    not what, is computed: they are left out of the parameter hash.
+    """
+
+    default: Any
+    help: str = ""
+    choices: tuple | None = None
+    affects_result: bool = True
+
+
+@dataclass
+class Unit:
+    """One unit of work: one input image and the outputs it maps to."""
+
+    key: str
+    inputs: list
+    outputs: list
+    signature: dict = field(default_factory=dict)
+
+
+@dataclass
+class JobResult:
+    name: str
+    state: str
+    counts: dict
+    failed: dict
+    invalid: dict
+    computed: list
+
+    @property
+    def success(self) -> bool:
+        return self.state == "processed"
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and ".tmp-" in name
+
+
+class BatchJob:
+    """Base class of jobs that map input files to new output containers.
+
+    Parameters
+    ----------
+    input_pattern : str
+        Glob pattern of the inputs, relative to the input folder.
+    output_ext : str
+        Extension of the output containers (``.h5``, ``.n5``, ``.zarr``).
+    identifier : str, optional
+        Appended to the class name to form :attr:`name`, so that one class
+        can run twice in a workflow.
+    **params
+        Values for the parameters declared in :attr:`params`.
+
+    Class attributes
+    ----------------
+    version : str
+        Bump it when the job's results change; outputs of older versions are recomputed.
+    params : dict of str to Param
+        Declared parameters; workflows build their command-line options from them.
+    output_keys : dict
+        Keys (or key prefixes) the job writes into each output, recorded so that
+        downstream jobs can tell when their inputs changed.
+    update_in_place : bool
+        Hand existing, completed outputs to ``run`` under their own name (for
+        appending) instead of rebuilding them under a temporary name.
+    reads_folder : bool
+        Whether the inputs are found in the working folder (containers written
+        by earlier jobs) rather than in the input folder.
+    """
+
+    version = "1"
+    params: dict = {}
+    output_keys: dict = {}
+    update_in_place = False
+    reads_folder = False
+
+    def __init__(self, input_pattern="*", output_ext=".h5", identifier=None, **params):
+        unknown = set(params) - set(self.params)
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: unknown parameter(s) {sorted(unknown)}; "
+                            f"known: {sorted(self.params)}")
+        self.input_pattern = input_pattern
+        self.output_ext = output_ext
+        self.identifier = identifier
+        self.param_values = {k: p.default for k, p in self.params.items()}
+        self.param_values.update(params)
+        for k, v in self.param_values.items():
+            choices = self.params[k].choices
+            if choices and v not in choices:
+                raise ValueError(f"{self.name}: {k}={v!r} is not one of {choices}")
+
+    # -- identity -------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return type(self).__name__ + (f"_{self.identifier}" if self.identifier else "")
+
+    @property
+    def result_params(self) -> dict:
+        """The parameters that define the results (hashed into the records)."""
+        return {k: v for k, v in self.param_values.items() if self.params[k].affects_result}
+
+    @property
+    def param_hash(self) -> str:
+        return param_hash({"params": self.result_params, "pattern": self.input_pattern})
+
+    @property
+    def logger(self):
+        return get_logger(self.name)
+
+    # -- what the job works on ------------------------------------------------
+    def list_inputs(self, input_folder) -> list:
+        """Input paths matching :attr:`input_pattern`, sorted; temporary files skipped."""
+        paths = glob.glob(os.path.join(str(input_folder), self.input_pattern),
+                          recursive="**" in self.input_pattern)
+        return sorted(p for p in paths if not _is_temporary(os.path.basename(p)))
+
+    def unit_key(self, path, input_folder) -> str:
+        return os.path.relpath(path, input_folder)
+
+    def outputs_for(self, input_path, folder) -> list:
+        """Output containers of one input; override for one-to-many jobs."""
+        stem = Path(input_path).name.split(".")[0]
+        return [os.path.join(str(folder), stem + self.output_ext)]
+
+    def input_signature(self, unit: Unit) -> dict:
+        """What identifies the inputs' content: size and mtime of each input file."""
+        with_hash = bool(self.param_values.get("hash_inputs", False))
+        return {os.path.basename(p): file_signature(p, with_hash) for p in unit.inputs}
+
+    def validate_input(self, path) -> None:
+        """Raise :class:`InvalidInputError` (naming the file and the reason) for a bad input."""
+        if not os.path.exists(path):
+            raise InvalidInputError(f"{path}: does not exist")
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise InvalidInputError(f"{path}: file is empty (0 bytes)")
+
+    def validate_output(self, path) -> None:
+        """Raise :class:`InvalidOutputError` if an output does not hold what it should."""
+        try:
+            with open_file(path, "r") as f:
+                missing = [k for k in self.resolved_output_keys() if k not in f]
+        except (OSError, ValueError, RuntimeError) as e:
+            raise InvalidOutputError(f"{path}: cannot be opened ({e})") from e
+        if missing:
+            raise InvalidOutputError(f"{path}: missing {missing}")
+
+    def resolved_output_keys(self) -> list:
+        return [k.format(**self.param_values) for k in self.output_keys]
+
+    # -- the work -------------------------------------------------------------
+    def run(self, input_files, output_files, **kwargs):
+        """Compute the outputs (BatchLib's contract).
+
+        The framework calls it with the inputs of one unit and the paths to
+        write (temporary names for new containers). One-to-one jobs can
+        implement :meth:`process` instead.
+        """
+        for inp, out in zip(input_files, output_files):
+            self.process(inp, out)
+
+    def process(self, input_file, output_file):
+        raise NotImplementedError(f"{type(self).__name__} must implement run() or process()")
+
+    # -- planning (coordinator side) ------------------------------------------
+    def list_units(self, input_folder, folder, status: JobStatus) -> list:
+        units = []
+        for path in self.list_inputs(input_folder):
+            key = self.unit_key(path, input_folder)
+            unit = Unit(key, [path], [])
+            try:
+                unit.signature = self.input_signature(unit)
+            except OSError as e:  # vanished between glob and stat
+                unit.signature = {"error": str(e)}
+            cached = status.cached(key)
+            if cached and cached.get("input_signature") == unit.signature and cached.get("outputs"):
+                unit.outputs = [os.path.join(str(folder), o) for o in cached["outputs"]]
+            else:
+                try:
+                    unit.outputs = self.outputs_for(path, folder)
+                except InvalidInputError:
+                    unit.outputs = []  # validate_input reports it
+            units.append(unit)
+        return units
+
+    def check_unit(self, unit: Unit, cached, triggers, force) -> tuple:
+        """``(up_to_date, reason, records)`` for one unit."""
+        if force:
+            return False, "force_recompute", {}
+        if not unit.outputs:
+            return False, "outputs unknown", {}
+        if cached and cached.get("state") == "failed":
+            return False, "failed last time", {}
+        records = {}
+        fast = bool(cached) and cached.get("state") == "done"
+        for out in unit.outputs:
+            stamp = record_stamp(out)
+            if stamp is None:
+                return False, f"output {os.path.basename(out)} missing", {}
+            if fast and cached.get("stamps", {}).get(os.path.basename(out)) == stamp:
+                records[out] = cached.get("record")
+                continue
+            try:
+                self.validate_output(out)
+            except InvalidOutputError as e:
+                return False, f"output invalid: {e}", {}
+            records[out] = read_record(out, self.name)
+        for out, rec in records.items():
+            if not rec:
+                return False, f"{os.path.basename(out)} has no completion record (unfinished)", records
+            stale = self.stale_reason(unit, rec, triggers)
+            if stale:
+                return False, stale, records
+        return True, "up to date", records
+
+    def stale_reason(self, unit, rec, triggers) -> str | None:
+        if "params" in triggers and rec.get("param_hash") != self.param_hash:
+            return "parameters changed"
+        if "version" in triggers and str(rec.get("version")) != str(self.version):
+            return f"job version changed ({rec.get('version')} -> {self.version})"
+        if "input" in triggers and rec.get("input_signature") != unit.signature:
+            return "input changed"
+        if "mtime" in triggers:
+            newest = max((s.get("mtime_ns", 0) for s in unit.signature.values()
+                          if isinstance(s, dict)), default=0)
+            if newest > rec.get("finished_ns", 0):
+                return "input newer than output"
+        return None
+
+    def validate_unit(self, unit: Unit) -> None:
+        for path in unit.inputs:
+            self.validate_input(path)
+        if not unit.outputs:
+            raise InvalidInputError(f"{unit.inputs[0]}: no outputs can be derived from it")
+
+    def write_plan(self, unit: Unit, records: dict) -> list:
+        """``[(final path, path to write, in place)]`` for each output of a unit."""
+        plan = []
+        for out in unit.outputs:
+            if self.update_in_place and records.get(out):
+                plan.append((out, out, True))
+            else:
+                p = Path(out)
+                tmp = p.with_name(f".{p.name.split('.')[0]}.tmp-{uuid.uuid4().hex[:8]}{p.suffix}")
+                plan.append((out, str(tmp), False))
+        return plan
+
+    def clean_temporary(self, folder) -> None:
+        """Remove temporary containers left by a killed run (the lock says none is live)."""
+        for ext in CONTAINER_EXTS:
+            for p in glob.glob(os.path.join(str(folder), f".*.tmp-*{ext}")):
+                self.logger.warning("removing %s, left unfinished by an interrupted run", p)
+                remove_container(p)
+
+    # -- running ----------------------------------------------------------------
+    def __call__(self, folder, input_folder=None, force_recompute=False, ignore_invalid_inputs=False,
+                 ignore_failed_outputs=False, executor="serial", n_jobs=1, lock=True,
+                 lock_timeout=0.0, **kwargs) -> JobResult:
+        """Run this job alone on a folder (with its own lock and log).
+
+        See :func:`batchlib.workflow.run_workflow` for the options; a job run
+        alone is a workflow of one job named after it.
+        """
+        from .workflow import run_workflow
+
+        result = run_workflow(self.name, folder, [self], input_folder=input_folder,
+                              force_recompute=force_recompute,
+                              ignore_invalid_inputs=ignore_invalid_inputs,
+                              ignore_failed_outputs=ignore_failed_outputs, executor=executor,
+                              n_jobs=n_jobs, lock=lock, lock_timeout=lock_timeout,
+                              write_workflow_status=False, **kwargs)
+        return result.jobs[0]
+
+    def run_in_folder(self, folder, input_folder, get_executor, force_recompute=False,
+                      ignore_invalid_inputs=False, ignore_failed_outputs=False,
+                      rerun_triggers=DEFAULT_TRIGGERS, progress=True, status_interval_s=5.0) -> JobResult:
+        """Plan, validate and run the job; called by the workflow, which holds the lock."""
+        from .runner import JobRunner
+
+        return JobRunner(self, folder, input_folder, get_executor, force_recompute,
+                         ignore_invalid_inputs, ignore_failed_outputs, rerun_triggers,
+                         progress, status_interval_s).run()
+
+
+def execute_unit(task) -> dict:
+    """Worker side: run one unit, write the completion records, move outputs into place.
+
+    Returns a plain dict (picklable) that the coordinator records in the status.
+    """
+    job, unit, plan, signature = task
+    t0 = time.monotonic()
+    write_paths = [w for _, w, _ in plan]
+    try:
+        for _, path, in_place in plan:
+            if in_place:
+                with open_file(path, "a") as f:
+                    delete_record(f, job.name)
+        job.run(list(unit.inputs), write_paths)
+        record = new_record(job.name, job.version, job.param_hash, signature,
+                            job.resolved_output_keys())
+        for final, path, in_place in plan:
+            job.validate_output(path)
+            with open_file(path, "a") as f:
+                write_record(f, job.name, record)
+            if not in_place:
+                replace_container(path, final)
+        return {"key": unit.key, "state": "done", "duration_s": round(time.monotonic() - t0, 4),
+                "stamps": {os.path.basename(f): record_stamp(f) for f, _, _ in plan},
+                "record": record}
+    except Exception as e:  # noqa: BLE001 - any failure of one image is recorded, not fatal
+        for final, path, in_place in plan:
+            if not in_place and path != final:
+                remove_container(path)
+        state = "invalid" if isinstance(e, InvalidInputError) else "failed"
+        tb = traceback.format_exception(type(e), e, e.__traceback__)
+        return {"key": unit.key, "state": state, "duration_s": round(time.monotonic() - t0, 4),
+                "error": f"{type(e).__name__}: {e}", "traceback": "".join(tb[-6:])[-4000:]}
+
+
+__all__ = ["BatchJob", "Param", "Unit", "JobResult", "JobError", "RERUN_TRIGGERS",
+           "DEFAULT_TRIGGERS", "execute_unit", "status_dir"]

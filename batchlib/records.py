@@ -1,0 +1,160 @@
+"""Completion records: the fact, written last into an output, that a job finished it.
+
+A record lives in the output container as the attributes of the group
+``batchlib/<job name>``. It holds the parameter hash, the job version, the
+signature of the inputs it was computed from, the keys it wrote with a run id
+for each, the finish time and the library version. An output without a
+record, or with one that does not match the current job, is not done.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+from . import __version__
+from .io import container_format, open_file, read_attrs, write_attrs
+
+RECORD_GROUP = "batchlib"
+
+
+def canonical_json(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def param_hash(params: dict) -> str:
+    """Stable short hash of a job's parameters."""
+    return hashlib.sha1(canonical_json(params).encode()).hexdigest()[:16]
+
+
+def content_hash(path, block=1 << 20) -> str:
+    """BLAKE2b of a file's bytes, read in blocks (or of all files below a directory)."""
+    h = hashlib.blake2b(digest_size=16)
+    p = Path(path)
+    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    for q in files:
+        with open(q, "rb") as f:
+            while chunk := f.read(block):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def file_signature(path, with_hash=False) -> dict:
+    """Size and modification time (ns) of a file; optionally its content hash."""
+    st = os.stat(path)
+    sig = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if with_hash:
+        sig["blake2b"] = content_hash(path)
+    return sig
+
+
+def record_stamp(container) -> list | None:
+    """Cheap fingerprint of everything that can change a container's records.
+
+    An h5 container is one file, so its size and mtime change on every write.
+    An n5/zarr container is a directory whose mtime does not follow nested
+    writes, so the stamp lists the record files themselves. ``None`` when the
+    container does not exist.
+    """
+    p = Path(container)
+    try:
+        if container_format(p) == "h5":
+            st = os.stat(p)
+            return [st.st_size, st.st_mtime_ns]
+        root = p / RECORD_GROUP
+        if not p.is_dir():
+            return None
+        stamp = []
+        if root.is_dir():
+            for entry in sorted(os.scandir(root), key=lambda e: e.name):
+                for meta in ("attributes.json", ".zattrs"):
+                    try:
+                        st = os.stat(os.path.join(entry.path, meta))
+                    except FileNotFoundError:
+                        continue
+                    stamp.append([entry.name, st.st_size, st.st_mtime_ns])
+        return stamp
+    except FileNotFoundError:
+        return None
+
+
+def new_record(job_name, version, params_digest, input_signature, output_keys) -> dict:
+    """A completion record for a job that has just finished writing."""
+    run_id = uuid.uuid4().hex[:12]
+    return {
+        "job": job_name,
+        "version": str(version),
+        "param_hash": params_digest,
+        "input_signature": input_signature,
+        "outputs": {key: run_id for key in output_keys},
+        "run_id": run_id,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "finished_ns": time.time_ns(),
+        "library_version": __version__,
+    }
+
+
+def write_record(container, job_name: str, record: dict) -> None:
+    """Write ``record`` into an open container; call it after all the job's data."""
+    group = container.require_group(f"{RECORD_GROUP}/{job_name}")
+    write_attrs(group, {"record": record})
+    if hasattr(container, "flush"):
+        container.flush()
+
+
+def delete_record(container, job_name: str) -> None:
+    """Remove a job's record from an open container (before rewriting its outputs)."""
+    key = f"{RECORD_GROUP}/{job_name}"
+    if key in container:
+        del container[key]
+        if hasattr(container, "flush"):
+            container.flush()  # the "unfinished" state must reach the disk before new data
+
+
+def read_records(container) -> dict:
+    """All records of an open container, ``{job name: record}``."""
+    if RECORD_GROUP not in container:
+        return {}
+    records = {}
+    for name in container[RECORD_GROUP].keys():
+        try:
+            rec = read_attrs(container[f"{RECORD_GROUP}/{name}"]).get("record")
+        except (OSError, ValueError, KeyError):
+            rec = None
+        if isinstance(rec, dict):
+            records[name] = rec
+    return records
+
+
+def read_record(path, job_name: str) -> dict | None:
+    """A job's record in the container at ``path``; ``None`` if absent or unreadable."""
+    try:
+        with open_file(path, "r") as f:
+            return read_records(f).get(job_name)
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return None
+
+
+def key_run_ids(records: dict) -> dict:
+    """Map every key written by a recorded job to the run id that wrote it.
+
+    Keys may be group prefixes (``"raw"`` covers ``"raw/phase"``); the latest
+    record wins when two jobs list the same key.
+    """
+    out = {}
+    for rec in sorted(records.values(), key=lambda r: r.get("finished_ns", 0)):
+        out.update(rec.get("outputs", {}))
+    return out
+
+
+def producer_run_id(run_ids: dict, key: str) -> str | None:
+    """Run id that produced ``key`` (or the group containing it)."""
+    parts = key.strip("/").split("/")
+    for n in range(len(parts), 0, -1):
+        rid = run_ids.get("/".join(parts[:n]))
+        if rid is not None:
+            return rid
+    return None

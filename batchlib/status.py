@@ -1,0 +1,180 @@
+"""Status files: what is done, what failed and why, for people and for reruns.
+
+Status files are JSON, indented, written atomically (temporary file, then
+``os.replace``). They are a *cache* of the completion records: a missing or
+corrupted status file is rebuilt from the containers, with a warning. The
+schema is documented in README.md ("Status files").
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+JOB_SCHEMA = "batchlib-job-status-1"
+WORKFLOW_SCHEMA = "batchlib-workflow-status-1"
+
+#: Job states, in the order a person should care about them.
+STATES = ("errored", "invalid_inputs", "failed_outputs", "running", "processed")
+#: Per-file states.
+FILE_STATES = ("done", "failed", "invalid", "pending")
+
+logger = logging.getLogger("Workflow.status")
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def status_dir(folder) -> Path:
+    return Path(folder) / "batchlib"
+
+
+def write_json_atomic(path, data) -> None:
+    """Write JSON so that readers see the old or the new file, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path, schema=None) -> dict | None:
+    """Read a status file; ``None`` (with a warning) if it is missing or unusable."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or (schema and data.get("schema") != schema):
+            raise ValueError(f"not a {schema} file")
+        return data
+    except (ValueError, OSError) as e:
+        logger.warning("%s is unreadable (%s); rebuilding it from the completion records", path, e)
+        return None
+
+
+class JobStatus:
+    """The ``<JobName>.status`` file of one job in one folder.
+
+    Parameters
+    ----------
+    path : Path
+        The status file.
+    header : dict
+        Job name, class, version, parameters and parameter hash.
+    min_interval_s : float
+        While a job runs, :meth:`save` writes at most this often, so that
+        100,000 files do not mean 100,000 rewrites; :meth:`save` with
+        ``force=True`` always writes.
+    """
+
+    def __init__(self, path, header: dict, min_interval_s: float = 5.0):
+        self.path = Path(path)
+        self.min_interval_s = min_interval_s
+        previous = read_json(self.path, JOB_SCHEMA) or {}
+        self.previous_files = previous.get("files", {}) if isinstance(previous.get("files"), dict) else {}
+        self.data = {"schema": JOB_SCHEMA, **header, "state": "running", "started": now_iso(),
+                     "finished": None, "duration_s": None, "error": None, "counts": {},
+                     "files": {}}
+        self._t0 = time.monotonic()
+        self._last_save = 0.0
+
+    @property
+    def files(self) -> dict:
+        return self.data["files"]
+
+    def cached(self, key) -> dict | None:
+        """What the previous status said about input ``key`` (a cache, not a fact)."""
+        entry = self.previous_files.get(key)
+        return entry if isinstance(entry, dict) else None
+
+    def set_file(self, key, **entry) -> None:
+        self.files[key] = entry
+
+    def counts(self) -> dict:
+        counts = {s: 0 for s in FILE_STATES}
+        for entry in self.files.values():
+            counts[entry.get("state", "pending")] = counts.get(entry.get("state", "pending"), 0) + 1
+        counts["total"] = len(self.files)
+        counts["computed_this_run"] = sum(1 for e in self.files.values() if e.get("this_run"))
+        return counts
+
+    def finish(self, state, error=None) -> None:
+        self.data.update(state=state, error=error, finished=now_iso(),
+                         duration_s=round(time.monotonic() - self._t0, 3))
+        self.save(force=True)
+
+    def save(self, force=False) -> None:
+        if not force and time.monotonic() - self._last_save < self.min_interval_s:
+            return
+        self.data["counts"] = self.counts()
+        write_json_atomic(self.path, self.data)
+        self._last_save = time.monotonic()
+
+
+class WorkflowStatus:
+    """The ``<WorkflowName>.status`` file: one line per job, and the overall state."""
+
+    def __init__(self, path, header: dict):
+        self.path = Path(path)
+        self.data = {"schema": WORKFLOW_SCHEMA, **header, "state": "running", "started": now_iso(),
+                     "finished": None, "error": None, "jobs": []}
+
+    def job_done(self, name, state, counts, status_file) -> None:
+        self.data["jobs"].append({"name": name, "state": state, "counts": counts,
+                                  "status_file": str(status_file)})
+        write_json_atomic(self.path, self.data)
+
+    def finish(self, state, error=None) -> None:
+        self.data.update(state=state, error=error, finished=now_iso())
+        write_json_atomic(self.path, self.data)
+
+    def start(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+
+def summarize(folder, max_listed: int = 20) -> str:
+    """A readable summary of every status file in ``<folder>/batchlib``."""
+    sdir = status_dir(folder)
+    if not sdir.is_dir():
+        return f"{folder}: no batchlib run has been recorded here (no {sdir})"
+    lines = []
+    files = sorted(sdir.glob("*.status"))
+    workflows = [d for d in (read_json(p, WORKFLOW_SCHEMA) for p in files) if d]
+    for wf in workflows:
+        lines.append(f"workflow {wf.get('workflow')}: {wf.get('state')} "
+                     f"(started {wf.get('started')}, finished {wf.get('finished') or '-'})")
+        if wf.get("error"):
+            lines.append(f"  error: {wf['error'].splitlines()[0]}")
+    lines.append("")
+    header = f"{'job':<28} {'state':<15} {'done':>7} {'failed':>7} {'invalid':>8} {'pending':>8} {'this run':>9}"
+    lines += [header, "-" * len(header)]
+    problems = []
+    for p in files:
+        d = read_json(p, JOB_SCHEMA)
+        if not d:
+            continue
+        c = d.get("counts", {})
+        lines.append(f"{d.get('job', p.stem):<28} {d.get('state', '?'):<15} {c.get('done', 0):>7} "
+                     f"{c.get('failed', 0):>7} {c.get('invalid', 0):>8} {c.get('pending', 0):>8} "
+                     f"{c.get('computed_this_run', 0):>9}")
+        if d.get("error"):
+            problems.append(f"{d['job']} stopped: {d['error'].splitlines()[0]}")
+        for key, entry in d.get("files", {}).items():
+            if entry.get("state") in ("failed", "invalid"):
+                problems.append(f"{d['job']}: {entry['state']:<7} {key}: {entry.get('error')}")
+    if problems:
+        lines += ["", f"{len(problems)} problem(s):"]
+        lines += [f"  {p}" for p in problems[:max_listed]]
+        if len(problems) > max_listed:
+            lines.append(f"  ... and {len(problems) - max_listed} more (see the .status files in {sdir})")
+    else:
+        lines += ["", "no failed or invalid files"]
+    return "\n".join(lines)

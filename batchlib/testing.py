@@ -1,0 +1,74 @@
+"""Small jobs for tests, benchmarks and as examples of how to write a job.
+
+They live in the package (not in tests/) so that worker processes, which
+import jobs by module name, find them under every executor.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from .base import BatchJob, Param
+from .container_job import BatchJobOnContainer, KeySpec
+from .errors import InvalidInputError
+from .io import create_dataset, open_file, write_table
+
+
+def write_array_file(path, array) -> None:
+    """Write a ``.npy`` input file for :class:`ImportArray`."""
+    np.save(path, np.asarray(array))
+
+
+class ImportArray(BatchJob):
+    """Read ``*.npy`` files into ``raw`` of one container each (a minimal ingest)."""
+
+    params = {
+        "fail_on": Param("", "fail on inputs whose name contains this text (for tests)"),
+        "sleep_s": Param(0.0, "pause per image (for tests of killing)", affects_result=False),
+        "hash_inputs": Param(False, "add a content hash to the input signature"),
+    }
+    output_keys = {"raw": KeySpec()}
+
+    def __init__(self, input_pattern="*.npy", output_ext=".h5", **kwargs):
+        super().__init__(input_pattern=input_pattern, output_ext=output_ext, **kwargs)
+
+    def validate_input(self, path):
+        super().validate_input(path)
+        try:
+            np.load(path, mmap_mode="r")
+        except Exception as e:  # noqa: BLE001 - any read error makes the input invalid
+            raise InvalidInputError(f"{path}: not a readable .npy file ({e})") from e
+
+    def process(self, input_file, output_file):
+        if self.param_values["fail_on"] and self.param_values["fail_on"] in os.path.basename(input_file):
+            raise RuntimeError(f"simulated failure on {os.path.basename(input_file)}")
+        data = np.load(input_file)
+        with open_file(output_file, "a") as f:
+            ds = create_dataset(f, "raw", shape=data.shape, dtype=data.dtype, chunks=(1,) + data.shape[1:])
+            for i in range(data.shape[0]):  # frame by frame, so a kill can land mid-write
+                ds[i] = data[i]
+                if self.param_values["sleep_s"]:
+                    time.sleep(self.param_values["sleep_s"])
+
+
+class ScaleRaw(BatchJobOnContainer):
+    """Multiply ``raw`` by ``factor`` into ``scaled`` and tabulate the frame sums."""
+
+    params = {"factor": Param(2.0, "multiplier"),
+              "fail_on": Param("", "fail on containers whose name contains this text")}
+    input_keys = {"raw": KeySpec(ndim=3)}
+    output_keys = {"scaled": KeySpec(ndim=3, dtype="f"), "tables/sums": KeySpec(kind="table")}
+
+    def process_container(self, container, path):
+        if self.param_values["fail_on"] and self.param_values["fail_on"] in os.path.basename(path):
+            raise RuntimeError(f"simulated failure on {os.path.basename(path)}")
+        raw = container["raw"][:]
+        scaled = raw.astype("float32") * self.param_values["factor"]
+        create_dataset(container, "scaled", data=scaled)
+        import pandas as pd
+
+        write_table(container, "tables/sums", pd.DataFrame({
+            "t": np.arange(len(scaled), dtype=np.int64), "sum": scaled.reshape(len(scaled), -1).sum(1),
+            "name": [os.path.basename(path)] * len(scaled)}))

@@ -1,0 +1,1 @@
+"""The mother-machine domain: algorithms on arrays and the jobs that wrap them."""

@@ -1,0 +1,204 @@
+"""Workflows: jobs chained in order over one folder, under one lock and one log."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+
+from .base import DEFAULT_TRIGGERS, RERUN_TRIGGERS, JobResult
+from .errors import JobError
+from .executors import make_executor
+from .lock import FolderLock
+from .log import get_logger, workflow_logging
+from .status import WorkflowStatus, status_dir
+
+#: Exit codes of workflow scripts.
+EXIT_OK, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_LOCKED = 0, 1, 2, 3
+
+
+@dataclass
+class WorkflowResult:
+    name: str
+    state: str
+    jobs: list = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return self.state == "processed"
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.success else EXIT_INCOMPLETE
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """Turn SIGTERM (e.g. from a cluster's scheduler) into SystemExit so that
+    ``finally`` blocks release the lock and close the status."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _LazyExecutor:
+    """Start the executor (maybe a dask cluster) only when a job has work."""
+
+    def __init__(self, **options):
+        self.options, self.executor = options, None
+
+    def __call__(self):
+        if self.executor is None:
+            self.executor = make_executor(**self.options)
+        return self.executor
+
+    def close(self):
+        if self.executor is not None:
+            self.executor.close()
+
+
+def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
+                 ignore_invalid_inputs=False, ignore_failed_outputs=False, executor="serial",
+                 n_jobs=1, scheduler_address=None, slurm=None, rerun_triggers=DEFAULT_TRIGGERS,
+                 lock=True, lock_timeout=0.0, break_lock=False, log_level=None, progress=None,
+                 status_interval_s=5.0, write_workflow_status=True) -> WorkflowResult:
+    """Run ``jobs`` in order on ``folder``.
+
+    Parameters
+    ----------
+    name : str
+        Workflow name: names the lock, log and workflow status files in
+        ``<folder>/batchlib/``.
+    folder : path
+        Working folder, where the output containers are written.
+    jobs : list of BatchJob
+    input_folder : path, optional
+        Where jobs that read raw inputs (e.g. Ingest) find them; default ``folder``.
+    force_recompute : bool
+        Recompute every output, up to date or not.
+    ignore_invalid_inputs : bool
+        Record invalid inputs with their reason and go on with the others
+        (otherwise stop with an error naming them).
+    ignore_failed_outputs : bool
+        Record failures with the error and go on (otherwise stop at the first).
+    executor : {"serial", "processes", "dask", "slurm"}
+    n_jobs : int
+        Worker processes for ``processes`` and a local dask cluster.
+    scheduler_address : str, optional
+        A running dask scheduler (``executor="dask"``).
+    slurm : dict, optional
+        dask-jobqueue settings (queue, cores, memory, walltime, jobs, account).
+    rerun_triggers : sequence of str
+        Which changes make an output stale: any of ``input`` (input size and
+        mtime, or content with hashing), ``params``, ``version``, ``mtime``
+        (input newer than output, Snakemake's classic rule).
+    lock : bool
+        Take ``<folder>/batchlib/<name>.lock`` (on by default).
+    lock_timeout : float
+        Seconds to wait for another run's lock.
+    break_lock : bool
+        Break a lock held by another host.
+    log_level : str, optional
+        Default from ``$LOGLEVEL``, else INFO.
+    progress : bool, optional
+        tqdm progress bars; default on when stderr is a terminal.
+
+    Returns
+    -------
+    WorkflowResult
+        ``state`` is "processed" only when every job processed every input.
+
+    Raises
+    ------
+    JobError
+        Invalid inputs or failed outputs without the matching ``ignore_*`` flag.
+    LockError
+        Another run holds the lock.
+    """
+    unknown = set(rerun_triggers) - set(RERUN_TRIGGERS)
+    if unknown:
+        raise ValueError(f"unknown rerun trigger(s) {sorted(unknown)}; choose from {RERUN_TRIGGERS}")
+    names = [job.name for job in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"job names must be unique in a workflow (use identifier=...): {names}")
+    folder = os.fspath(folder)
+    input_folder = os.fspath(input_folder) if input_folder is not None else folder
+    os.makedirs(status_dir(folder), exist_ok=True)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    sdir = status_dir(folder)
+    folder_lock = FolderLock(sdir / f"{name}.lock", timeout_s=lock_timeout, break_foreign=break_lock)
+    get_executor = _LazyExecutor(kind=executor, n_jobs=n_jobs, scheduler_address=scheduler_address,
+                                 slurm=slurm)
+    with contextlib.ExitStack() as stack:
+        logger = stack.enter_context(workflow_logging(sdir / f"{name}.log", log_level))
+        stack.enter_context(_sigterm_as_exit())
+        if lock:
+            stack.enter_context(folder_lock)
+        stack.callback(get_executor.close)
+        wf_status = WorkflowStatus(sdir / f"{name}.status", {
+            "workflow": name, "folder": os.path.abspath(folder),
+            "input_folder": os.path.abspath(input_folder), "command": sys.argv,
+            "options": {"force_recompute": force_recompute,
+                        "ignore_invalid_inputs": ignore_invalid_inputs,
+                        "ignore_failed_outputs": ignore_failed_outputs, "executor": executor,
+                        "n_jobs": n_jobs, "rerun_triggers": list(rerun_triggers)},
+        })
+        if write_workflow_status:
+            wf_status.start()
+        logger.info("workflow %s on %s: %s", name, folder, " -> ".join(names))
+        results: list[JobResult] = []
+        try:
+            for job in jobs:
+                result = job.run_in_folder(folder, input_folder, get_executor,
+                                           force_recompute=force_recompute,
+                                           ignore_invalid_inputs=ignore_invalid_inputs,
+                                           ignore_failed_outputs=ignore_failed_outputs,
+                                           rerun_triggers=rerun_triggers, progress=progress,
+                                           status_interval_s=status_interval_s)
+                results.append(result)
+                if write_workflow_status:
+                    wf_status.job_done(job.name, result.state, result.counts,
+                                       f"{job.name}.status")
+        except BaseException as e:
+            logger.error("workflow %s stopped: %s", name, e)
+            if write_workflow_status:
+                wf_status.finish("errored", error=f"{type(e).__name__}: {e}")
+            raise
+        bad = [r for r in results if not r.success]
+        state = "processed" if not bad else bad[0].state
+        if write_workflow_status:
+            wf_status.finish(state)
+        logger.info("workflow %s finished: %s", name, state)
+        return WorkflowResult(name, state, results)
+
+
+def main_exit_code(run) -> int:
+    """Call ``run()`` and map its outcome to an exit code for scripts."""
+    from .errors import LockError
+
+    log = get_logger()
+    try:
+        result = run()
+    except LockError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_LOCKED
+    except JobError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if not result.success:
+        log.warning("finished with problems; run `batchlib status <folder>` for details")
+    return result.exit_code
