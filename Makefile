@@ -1,0 +1,33 @@
+# make demo: the trench workflow on a generated demo acquisition.
+# make test: the test suite. Both create .venv and install what they need first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_CONF ?= configs/demo.conf
+
+.PHONY: demo test bench clean-demo help
+
+help:
+	@echo "make demo   run the trench workflow on a generated demo acquisition"
+	@echo "make test   run the tests"
+	@echo "make bench  run the benchmarks (quick versions)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: setup.py | $(PY)
+	$(PY) -m pip install --quiet -e ".[test,dask]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) workflows/trench_workflow.py -c $(DEMO_CONF)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/run_all.py --quick
+
+clean-demo:
+	rm -rf demo_data
