@@ -51,6 +51,8 @@ class Unit:
     inputs: list
     outputs: list
     signature: dict = field(default_factory=dict)
+    #: Extra keyword arguments for ``run`` (e.g. the acquisition a set of files forms).
+    run_kwargs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -329,7 +331,7 @@ def execute_unit(task) -> dict:
             if in_place:
                 with open_file(path, "a") as f:
                     delete_record(f, job.name)
-        job.run(list(unit.inputs), write_paths)
+        job.run(list(unit.inputs), write_paths, **unit.run_kwargs)
         record = new_record(job.name, job.version, job.param_hash, signature,
                             job.resolved_output_keys())
         for final, path, in_place in plan:

@@ -118,8 +118,9 @@ def create_dataset(group, key, data=None, shape=None, dtype=None, chunks=None,
         Defaults to the whole array for small arrays, else the backend's choice.
     compression : str
         One of :data:`batchlib.io.compression.COMPRESSIONS` or "default".
-    growable : bool
-        Allow growing along axis 0 later (:func:`grow_dataset`).
+    growable : bool or int
+        Allow growing along axis 0 (``True``) or along the given axis later
+        (:func:`grow_dataset`).
     """
     if key in group:
         del group[key]
@@ -132,8 +133,11 @@ def create_dataset(group, key, data=None, shape=None, dtype=None, chunks=None,
     chunks = tuple(max(1, min(int(c), max(int(s), 1))) for c, s in zip(chunks, shape))
     if is_h5(group):
         kwargs = h5_compression_kwargs(compression)
-        maxshape = (None,) + shape[1:] if growable else None
-        if 0 in shape and not growable:
+        maxshape = None
+        if growable is not False:
+            axis = 0 if growable is True else int(growable)
+            maxshape = tuple(None if i == axis else s for i, s in enumerate(shape))
+        if 0 in shape and growable is False:
             return group.create_dataset(key, shape=shape, dtype=dtype, data=data)
         return group.create_dataset(key, shape=shape, dtype=dtype, data=data,
                                     chunks=chunks, maxshape=maxshape, **kwargs)
@@ -158,15 +162,15 @@ def _default_chunks(shape, dtype, target_bytes=1 << 20):
     return tuple(chunks)
 
 
-def grow_dataset(group, key, new_length: int):
-    """Grow dataset ``key`` along axis 0 to ``new_length`` and return it.
+def grow_dataset(group, key, new_length: int, axis: int = 0):
+    """Grow dataset ``key`` along ``axis`` to ``new_length`` and return it.
 
-    h5 datasets must have been created with ``growable=True``. For n5 and zarr
+    h5 datasets must have been created growable along that axis. For n5 and zarr
     only the shape in the dataset's metadata changes: chunks already written
     stay untouched, so existing data is neither re-read nor rewritten.
     """
     ds = group[key]
-    new_shape = (int(new_length),) + tuple(ds.shape[1:])
+    new_shape = tuple(int(new_length) if i == axis else s for i, s in enumerate(ds.shape))
     if is_h5(group):
         ds.resize(new_shape)
         return ds

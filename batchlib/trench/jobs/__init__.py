@@ -1,0 +1,8 @@
+"""The trench workflow's jobs: Ingest -> TrenchDetection -> Compress -> Segment -> Measure."""
+from .compress import Compress
+from .detection import TrenchDetection
+from .ingest import Ingest
+from .measure import Measure, export_csv, read_cells
+from .segment import Segment
+
+__all__ = ["Ingest", "TrenchDetection", "Compress", "Segment", "Measure", "read_cells", "export_csv"]

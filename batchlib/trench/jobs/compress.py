@@ -1,0 +1,110 @@
+"""Compress: crop every trench of every frame and channel into trench stacks."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ...base import Param
+from ...container_job import BatchJobOnContainer, KeySpec
+from ...io import (container_format, create_dataset, is_h5, open_file, read_attrs, read_table,
+                   replace_container, write_attrs)
+from ..layout import ACQUISITION_ATTR, CROPS, DRIFT_TABLE, OVERVIEW, RAW, TRENCHES_TABLE
+from ._stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
+
+
+class Compress(BatchJobOnContainer):
+    """Crop the trenches (rotated, drift-corrected) of every channel into ``trench_crops/<channel>``.
+
+    Crops have shape (n_trench, T, H, W) with the closed end at row 0. When
+    Ingest appended frames and the trench layout is unchanged, only the new
+    frames are cropped. ``drop_raw`` replaces the full-frame movies by a
+    downsampled overview and rewrites the container so the space returns to
+    the disk.
+    """
+
+    version = "1"
+    params = {
+        "interpolation_order": Param(1, "spline order where the angle requires interpolation"),
+        "drop_raw": Param(False, "replace raw movies by a downsampled overview after cropping"),
+        "overview_factor": Param(4, "downsampling of the overview kept when drop_raw is set"),
+    }
+    input_keys = {RAW: KeySpec(kind="group"), TRENCHES_TABLE: KeySpec(kind="table"),
+                  DRIFT_TABLE: KeySpec(kind="table")}
+    output_keys = {CROPS: KeySpec(kind="group")}
+
+    def run(self, input_files, output_files, **kwargs):
+        super().run(input_files, output_files, **kwargs)
+        if self.param_values["drop_raw"]:
+            for path in output_files:
+                repack(path)
+
+    def process_container(self, container, path):
+        from ..detection import crop_trenches
+
+        trenches = read_table(container, TRENCHES_TABLE)
+        tattrs = read_attrs(container[TRENCHES_TABLE])
+        angle = float(tattrs["angle_deg"])
+        drift = read_table(container, DRIFT_TABLE)[["dy", "dx"]].to_numpy()
+        md = read_attrs(container).get(ACQUISITION_ATTR) or {}
+        keys = md.get("channel_keys") or sorted(container[RAW].keys())
+        n = len(trenches)
+        h, w = int(trenches["height"].iloc[0]), int(trenches["width"].iloc[0])
+        n_t = min(container[f"{RAW}/{keys[0]}"].shape[0], len(drift))
+        basis = {"layout": tattrs.get("layout_hash"), "order": int(self.param_values["interpolation_order"])}
+        order = basis["order"]
+        for key in keys:
+            raw = container[f"{RAW}/{key}"]
+            ckey = f"{CROPS}/{key}"
+            kept = frames_kept(container, ckey, (n, h, w), basis)
+            ds = prepare_stack(container, ckey, (n, h, w), n_t, raw.dtype, kept)
+            for t0, t1 in frame_blocks(kept, n_t):
+                block = np.empty((n, t1 - t0, h, w), dtype=raw.dtype)
+                for t in range(t0, t1):
+                    block[:, t - t0] = crop_trenches(raw[t], trenches, angle, tuple(drift[t]), order=order)
+                ds[:, t0:t1] = block
+            mark_frames(ds, n_t, basis, angle_deg=angle)
+        write_attrs(container[CROPS], {"n_trenches": n, "height": h, "width": w, "n_frames": n_t,
+                                       "channels": keys})
+        if self.param_values["drop_raw"]:
+            self._drop_raw(container, keys)
+        self.logger.debug("%s: %d trenches x %d frames x %d channels", os.path.basename(path), n, n_t,
+                          len(keys))
+
+    def _drop_raw(self, container, keys):
+        factor = int(self.param_values["overview_factor"])
+        for key in keys:
+            raw = container[f"{RAW}/{key}"]
+            small = np.stack([_downsample(raw[t], factor) for t in range(raw.shape[0])])
+            create_dataset(container, f"{OVERVIEW}/{key}", data=small,
+                           chunks=(1,) + small.shape[1:])
+            write_attrs(container[f"{OVERVIEW}/{key}"], {"downsampling_factor": factor})
+        del container[RAW]
+        write_attrs(container, {"raw_dropped": True})
+
+
+def _downsample(frame, factor):
+    h, w = (frame.shape[0] // factor) * factor, (frame.shape[1] // factor) * factor
+    f = frame[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    return f.astype(frame.dtype)
+
+
+def repack(path) -> None:
+    """Rewrite an h5 container so that space freed by deletions returns to the disk.
+
+    HDF5 never shrinks a file when datasets are deleted; copying the live
+    objects into a new file and replacing the old one does. n5/zarr free the
+    space of deleted chunk files directly, so nothing is done for them.
+    """
+    if container_format(path) != "h5":
+        return
+    p = Path(path)
+    tmp = p.with_name(f".{p.name.split('.')[0]}.tmp-repack{p.suffix}")
+    with open_file(p, "r") as src, open_file(tmp, "w") as dst:
+        assert is_h5(src)
+        for key in src.keys():
+            src.copy(src[key], dst, name=key)
+        for k, v in src.attrs.items():
+            dst.attrs[k] = v
+    replace_container(tmp, p)

@@ -1,0 +1,170 @@
+"""Ingest: ND2 / TIFF acquisitions -> one container per field of view (position)."""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pandas as pd
+
+from ...base import BatchJob, Param, Unit
+from ...errors import InvalidInputError, InvalidOutputError
+from ...io import create_dataset, grow_dataset, open_file, read_attrs, write_attrs, write_table
+from ..layout import ACQUISITION_ATTR, FRAMES_TABLE, OVERVIEW, RAW, channel_keys
+from ..readers import (DEFAULT_SEQUENCE_PATTERN, InvalidAcquisitionError, find_acquisitions,
+                       open_acquisition)
+
+PHASE_NAMES = re.compile(r"phase|brightfield|bright.field|\bbf\b|\btrans|\bdic\b|\bph[0-9]?\b(?!\s*[0-9])",
+                         re.IGNORECASE)
+
+
+def guess_channel_kind(name: str) -> str:
+    """``"phase"`` for transmitted-light channel names, else ``"fluorescence"``."""
+    return "phase" if PHASE_NAMES.search(str(name)) else "fluorescence"
+
+
+def container_name(acquisition: str, position: int, ext: str) -> str:
+    return f"{acquisition}_pos{position:03d}{ext}"
+
+
+class Ingest(BatchJob):
+    """Read ND2 / OME-TIFF / ImageJ / TIFF-sequence acquisitions into one container per position.
+
+    Each channel becomes a movie ``raw/<channel>`` (T, Y, X), one frame per
+    chunk. When an acquisition grows (the microscope is still writing), a
+    rerun appends only the new frames to the existing containers.
+    """
+
+    version = "1"
+    params = {
+        "backend": Param("auto", "reader: auto, nd2, nd2reader or tifffile",
+                         choices=("auto", "nd2", "nd2reader", "tifffile")),
+        "sequence_pattern": Param(DEFAULT_SEQUENCE_PATTERN,
+                                  "regex with groups position, t, channel (and optionally name) "
+                                  "that groups TIFF files into sequences"),
+        "z_reduction": Param("max", "z-stacks: 'max' projection or a plane index"),
+        "phase_channels": Param([], "names of phase-contrast-like channels (default: guessed from names)"),
+        "hash_inputs": Param(False, "add a content hash of the input files to their signature"),
+    }
+    output_keys = {RAW: None, FRAMES_TABLE: None}
+    update_in_place = True
+
+    def __init__(self, output_ext=".h5", **params):
+        super().__init__(input_pattern="*", output_ext=output_ext, **params)
+
+    @property
+    def _z(self):
+        z = str(self.param_values["z_reduction"]).strip()
+        return "max" if z == "max" else int(z)
+
+    def list_units(self, input_folder, folder, status) -> list:
+        units = []
+        for src in find_acquisitions(input_folder, sequence_pattern=self.param_values["sequence_pattern"]):
+            unit = Unit(src.key, [str(f) for f in src.files], [], run_kwargs={"source": src})
+            unit.signature = src.signature()
+            if self.param_values["hash_inputs"]:
+                from ...records import content_hash
+
+                unit.signature["blake2b"] = [content_hash(f) for f in src.files]
+            cached = status.cached(src.key)
+            if cached and cached.get("input_signature") == unit.signature and cached.get("outputs"):
+                unit.outputs = [os.path.join(str(folder), o) for o in cached["outputs"]]
+            else:
+                try:
+                    with open_acquisition(src, backend=self.param_values["backend"]) as acq:
+                        n = acq.n_positions
+                    unit.outputs = [os.path.join(str(folder), container_name(src.name, p, self.output_ext))
+                                    for p in range(n)]
+                except InvalidAcquisitionError:
+                    unit.outputs = []  # validate_unit reports why
+            units.append(unit)
+        return units
+
+    def stale_reason(self, unit, rec, triggers):
+        if "mtime" in triggers and rec.get("finished_ns", 0) < unit.signature.get("mtime_ns", 0):
+            return "input newer than output"
+        return super().stale_reason(unit, rec, [t for t in triggers if t != "mtime"])
+
+    def validate_unit(self, unit) -> None:
+        src = unit.run_kwargs["source"]
+        for f in src.files:
+            super().validate_input(str(f))
+        try:
+            with open_acquisition(src, backend=self.param_values["backend"]) as acq:
+                if acq.n_timepoints == 0:
+                    raise InvalidInputError(f"{src.path}: no complete timepoint yet")
+                if self._z != "max" and not 0 <= self._z < acq.n_z:
+                    raise InvalidInputError(f"{src.path}: z plane {self._z} requested, "
+                                            f"the acquisition has {acq.n_z}")
+        except InvalidAcquisitionError as e:
+            raise InvalidInputError(str(e)) from e
+        if not unit.outputs:
+            raise InvalidInputError(f"{src.path}: no positions found")
+
+    def validate_output(self, path) -> None:
+        try:
+            with open_file(path, "r") as f:
+                attrs = read_attrs(f)
+                md = attrs.get(ACQUISITION_ATTR)
+                if not md:
+                    raise InvalidOutputError(f"{path}: no acquisition metadata")
+                if RAW not in f and OVERVIEW not in f:
+                    raise InvalidOutputError(f"{path}: no {RAW} movies")
+                for key in md["channel_keys"] if RAW in f else []:
+                    ds = f[f"{RAW}/{key}"]
+                    if ds.ndim != 3 or ds.shape[0] != md["n_timepoints_ingested"]:
+                        raise InvalidOutputError(f"{path}: {RAW}/{key} has shape {ds.shape}, "
+                                                 f"expected {md['n_timepoints_ingested']} frames")
+        except InvalidOutputError:
+            raise
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            raise InvalidOutputError(f"{path}: cannot be read ({e})") from e
+
+    def run(self, input_files, output_files, source=None, **kwargs):
+        with open_acquisition(source, backend=self.param_values["backend"]) as acq:
+            if len(output_files) != acq.n_positions:
+                raise RuntimeError(f"{source.path}: {acq.n_positions} positions, "
+                                   f"{len(output_files)} outputs planned")
+            for position, out in enumerate(output_files):
+                self._ingest_position(acq, position, out)
+
+    def _ingest_position(self, acq, position, path):
+        names = list(acq.channels)
+        keys = channel_keys(names)
+        phase = set(self.param_values["phase_channels"])
+        kinds = [("phase" if n in phase else "fluorescence") if phase else guess_channel_kind(n)
+                 for n in names]
+        n_t = acq.n_timepoints
+        with open_file(path, "a") as f:
+            done = self._frames_already_ingested(f, acq, keys)
+            for key in keys:
+                rkey = f"{RAW}/{key}"
+                if done == 0:
+                    create_dataset(f, rkey, shape=(n_t,) + tuple(acq.shape_yx), dtype=acq.dtype,
+                                   chunks=(1,) + tuple(acq.shape_yx), growable=True)
+                elif n_t > f[rkey].shape[0]:
+                    grow_dataset(f, rkey, n_t)
+            # Frame by frame: memory stays at a few frames whatever the movie length.
+            for t in range(done, n_t):
+                for c, key in enumerate(keys):
+                    f[f"{RAW}/{key}"][t] = acq.read_frame(position, t, c, z=self._z)
+            md = acq.position_metadata(position, z=self._z)
+            md.update(channel_keys=keys, channel_kinds=kinds, n_timepoints_ingested=n_t,
+                      acquisition=acq.name, container=os.path.basename(path))
+            times = np.array([np.nan if v is None else v for v in md["times_s"]], dtype=float)
+            write_table(f, FRAMES_TABLE, pd.DataFrame({"t": np.arange(n_t, dtype=np.int64),
+                                                       "time_s": times[:n_t]}))
+            write_attrs(f, {ACQUISITION_ATTR: md})
+
+    @staticmethod
+    def _frames_already_ingested(f, acq, keys) -> int:
+        """Frames that can be kept: 0 unless the container holds the same movie, shorter."""
+        md = read_attrs(f).get(ACQUISITION_ATTR)
+        if not md or md.get("channel_keys") != keys or md.get("shape_yx") != list(acq.shape_yx) \
+                or md.get("dtype") != str(acq.dtype):
+            return 0
+        done = int(md.get("n_timepoints_ingested", 0))
+        if done > acq.n_timepoints or any(f"{RAW}/{k}" not in f or f[f"{RAW}/{k}"].shape[0] < done
+                                          for k in keys):
+            return 0
+        return done

@@ -1,0 +1,136 @@
+"""Measure: per-cell and per-trench-frame tables, and the folder-wide parquet dataset."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...base import Param
+from ...container_job import BatchJobOnContainer, KeySpec
+from ...io import read_attrs, read_table, write_table
+from ..geometry import rotated_to_raw
+from ..layout import (ACQUISITION_ATTR, CELLS_TABLE, CROPS, DRIFT_TABLE, FRAMES_TABLE, SEGMENTATION,
+                      TRENCH_FRAMES_TABLE, TRENCHES_TABLE)
+from ._stacks import CHUNK_T, frame_blocks
+
+#: Folder-wide tables: one parquet file per container under <folder>/tables/cells/.
+CELLS_DATASET = Path("tables") / "cells"
+
+
+class Measure(BatchJobOnContainer):
+    """Measure every segmented cell (size, position, fluorescence) and every trench-frame.
+
+    Writes ``tables/cells/<segmentation>`` and ``tables/trenches_t`` into the
+    container and ``<folder>/tables/cells/<container>.parquet``, so the whole
+    folder reads as one dataset (:func:`read_cells`).
+    """
+
+    version = "1"
+    params = {
+        "segmentation": Param("cells", "name of the segmentation to measure"),
+        "background": Param("trench", "background: trench (cell-free lumen of the same crop) "
+                            "or empty_trenches (median of empty trenches in that frame)",
+                            choices=("trench", "empty_trenches")),
+        "percentile": Param(95.0, "intensity percentile reported per cell"),
+    }
+    input_keys = {f"{SEGMENTATION}/{{segmentation}}": KeySpec(ndim=4), CROPS: KeySpec(kind="group"),
+                  TRENCHES_TABLE: KeySpec(kind="table"), DRIFT_TABLE: KeySpec(kind="table")}
+    output_keys = {f"{CELLS_TABLE}/{{segmentation}}": KeySpec(kind="table"),
+                   TRENCH_FRAMES_TABLE: KeySpec(kind="table")}
+
+    def process_container(self, container, path):
+        from ..measure import measure_cells, measure_trench_frames
+
+        p = self.param_values
+        md = read_attrs(container).get(ACQUISITION_ATTR) or {}
+        keys = md.get("channel_keys") or sorted(container[CROPS].keys())
+        kinds = dict(zip(keys, md.get("channel_kinds", ["fluorescence"] * len(keys))))
+        fluo = [k for k in keys if kinds.get(k) == "fluorescence" and f"{CROPS}/{k}" in container]
+        focus = next((k for k in keys if kinds.get(k) == "phase"), keys[0])
+        labels_ds = container[f"{SEGMENTATION}/{p['segmentation']}"]
+        n_t = min(labels_ds.shape[1], int(read_attrs(labels_ds).get("n_frames", labels_ds.shape[1])))
+        trenches = read_table(container, TRENCHES_TABLE)
+        empty = trenches["empty"].to_numpy(bool) if "empty" in trenches else None
+        cells, frames = [], []
+        for t0, t1 in frame_blocks(0, n_t, CHUNK_T):
+            labels = labels_ds[:, t0:t1]
+            inten = {k: container[f"{CROPS}/{k}"][:, t0:t1] for k in fluo}
+            block = measure_cells(labels, inten, pixel_size_um=md.get("pixel_size_um"),
+                                  background=p["background"], empty_trench_mask=empty,
+                                  percentile=float(p["percentile"]))
+            block["t"] += t0
+            cells.append(block)
+            focus_inten = dict(inten)
+            if f"{CROPS}/{focus}" in container and focus not in focus_inten:
+                focus_inten[focus] = container[f"{CROPS}/{focus}"][:, t0:t1]
+            fr = measure_trench_frames(labels, focus_inten, focus_channel=focus)
+            fr["t"] += t0
+            frames.append(fr)
+        cells = self._annotate(pd.concat(cells, ignore_index=True), container, trenches, md, path)
+        frames = _add_trench_ids(pd.concat(frames, ignore_index=True), trenches)
+        write_table(container, f"{CELLS_TABLE}/{p['segmentation']}", cells)
+        write_table(container, TRENCH_FRAMES_TABLE, frames)
+        write_parquet(Path(path).parent / CELLS_DATASET / f"{Path(path).name.split('.')[0]}.parquet",
+                      cells)
+
+    @staticmethod
+    def _annotate(cells, container, trenches, md, path):
+        cells = _add_trench_ids(cells, trenches)
+        t = cells["t"].to_numpy()
+        times = np.full(int(t.max(initial=-1)) + 1, np.nan)
+        if FRAMES_TABLE in container:
+            known = read_table(container, FRAMES_TABLE)["time_s"].to_numpy()[:len(times)]
+            times[:len(known)] = known
+        cells.insert(0, "acquisition", md.get("acquisition", ""))
+        cells.insert(1, "position", np.full(len(cells), int(md.get("position", -1)), np.int64))
+        cells.insert(2, "container", Path(path).name)
+        cells["time_s"] = times[t]
+        # Centroids in the raw frame: crop -> rotated frame -> raw frame with that frame's drift.
+        angle = float(read_attrs(container[TRENCHES_TABLE])["angle_deg"])
+        drift = read_table(container, DRIFT_TABLE)[["dy", "dx"]].to_numpy()
+        row = cells["n"].to_numpy()
+        tr = trenches.iloc[row]
+        rot_y = tr["y_closed"].to_numpy() + tr["direction"].to_numpy() * cells["centroid_y"].to_numpy()
+        rot_x = tr["x_center"].to_numpy() - (tr["width"].to_numpy() - 1) / 2 + cells["centroid_x"].to_numpy()
+        shape = md.get("shape_yx") or [0, 0]
+        raw = rotated_to_raw(np.stack([rot_y, rot_x], axis=1), angle, shape) + drift[t] \
+            if len(cells) else np.zeros((0, 2))
+        cells["frame_y"], cells["frame_x"] = raw[:, 0], raw[:, 1]
+        return cells
+
+
+def _add_trench_ids(table, trenches):
+    n = table["n"].to_numpy()
+    table.insert(table.columns.get_loc("n") + 1, "trench_set", trenches["set"].to_numpy()[n].astype(np.int64))
+    table.insert(table.columns.get_loc("trench_set") + 1, "trench",
+                 trenches["trench"].to_numpy()[n].astype(np.int64))
+    return table
+
+
+def write_parquet(path, table: pd.DataFrame) -> None:
+    """Write a parquet file atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def read_cells(folder) -> pd.DataFrame:
+    """All per-cell rows of a folder (every ``<folder>/tables/cells/*.parquet``) as one table."""
+    files = sorted((Path(folder) / CELLS_DATASET).glob("*.parquet"))
+    if not files:
+        return pd.DataFrame()
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def export_csv(folder, path=None) -> Path:
+    """Write the folder's consolidated cell table as CSV; returns its path."""
+    path = Path(path) if path else Path(folder) / "tables" / "cells.csv"
+    table = read_cells(folder)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,87 @@
+"""Segment: label the cells in every trench crop."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ...base import Param
+from ...container_job import BatchJobOnContainer, KeySpec
+from ...errors import InvalidInputError
+from ...io import read_attrs
+from ..layout import CROPS, SEGMENTATION
+from ._stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
+from .detection import resolve_channel
+
+
+def resolve_device(gpu: bool) -> str:
+    """``"cuda"`` when a GPU is requested and usable, else ``"cpu"``; an unusable request is an error."""
+    if not gpu:
+        return "cpu"
+    try:
+        import torch
+    except ImportError as e:
+        raise RuntimeError("gpu=True needs PyTorch with CUDA (pip install 'batchlib[gpu]')") from e
+    if not torch.cuda.is_available():
+        raise RuntimeError("gpu=True but no CUDA device is visible to PyTorch")
+    return "cuda"
+
+
+class Segment(BatchJobOnContainer):
+    """Segment cells in ``trench_crops/<channel>`` into ``segmentation/<name>``.
+
+    Labels have the crops' shape (n_trench, T, H, W) and are numbered from the
+    closed end in every trench and frame (label 1 is the mother cell). The
+    method is pluggable (:func:`batchlib.trench.segmentation.register_method`);
+    the default needs no trained model and runs on the CPU.
+    """
+
+    version = "1"
+    params = {
+        "channel": Param("", "segmentation channel (name or key; default: first phase-like channel)"),
+        "kind": Param("auto", "auto (from the channel name), phase or fluorescence",
+                      choices=("auto", "phase", "fluorescence")),
+        "method": Param("threshold", "segmentation method (registered name)"),
+        "method_params": Param("{}", "JSON object of extra parameters for the method"),
+        "name": Param("cells", "name of the segmentation: segmentation/<name>"),
+        "gpu": Param(False, "run the method on a GPU (methods that support it)", affects_result=False),
+    }
+    input_keys = {CROPS: KeySpec(kind="group")}
+    output_keys = {f"{SEGMENTATION}/{{name}}": KeySpec(ndim=4, dtype="ui")}
+
+    def method_params(self) -> dict:
+        try:
+            params = json.loads(self.param_values["method_params"] or "{}")
+        except ValueError as e:
+            raise ValueError(f"{self.name}: method_params is not valid JSON: {e}") from None
+        if not isinstance(params, dict):
+            raise ValueError(f"{self.name}: method_params must be a JSON object")
+        return params
+
+    def process_container(self, container, path):
+        from ..segmentation import get_method, segment_trenches
+
+        p = self.param_values
+        get_method(p["method"])  # unknown method: a clear error before any work
+        key, kind = resolve_channel(container, p["channel"])
+        kind = kind if p["kind"] == "auto" else p["kind"]
+        ckey = f"{CROPS}/{key}"
+        if ckey not in container:
+            raise InvalidInputError(f"{path}: {ckey!r} is missing (was Compress run?)")
+        crops = container[ckey]
+        n, n_t, h, w = crops.shape
+        n_t = min(n_t, int(read_attrs(crops).get("n_frames", n_t)))
+        extra = self.method_params()
+        if p["gpu"]:
+            extra["device"] = resolve_device(True)
+        basis = {"crops": read_attrs(crops).get("basis"), "method": p["method"], "kind": kind,
+                 "params": extra, "channel": key}
+        out_key = f"{SEGMENTATION}/{p['name']}"
+        kept = frames_kept(container, out_key, (n, h, w), basis)
+        ds = prepare_stack(container, out_key, (n, h, w), n_t, np.uint16, kept)
+        for t0, t1 in frame_blocks(kept, n_t):
+            labels = segment_trenches(crops[:, t0:t1], method=p["method"], kind=kind, **extra)
+            if labels.max(initial=0) > np.iinfo(np.uint16).max:
+                raise RuntimeError(f"{path}: more than 65535 cells in one crop")
+            ds[:, t0:t1] = labels.astype(np.uint16)
+        mark_frames(ds, n_t, basis, channel=key, kind=kind, method=p["method"])

@@ -1,0 +1,49 @@
+"""The keys of a per-image (one field of view) container, in one place.
+
+=============================  ==============================================
+``raw/<channel>``              movie (T, Y, X), one frame per chunk (Ingest)
+``tables/frames``              t, time_s per frame (Ingest)
+root attribute ``acquisition`` normalised metadata (Ingest)
+``tables/trenches``            one row per trench box (TrenchDetection)
+``tables/drift``               t, dy, dx per frame (TrenchDetection)
+``trench_crops/<channel>``     crops (n_trench, T, H, W) (Compress)
+``overview/<channel>``         downsampled movie when raw is dropped (Compress)
+``segmentation/<name>``        labels (n_trench, T, H, W) (Segment)
+``tables/cells/<name>``        one row per cell and frame (Measure)
+``tables/trenches_t``          one row per trench and frame (Measure)
+``batchlib/<job>``             completion records (framework)
+=============================  ==============================================
+"""
+from __future__ import annotations
+
+import re
+
+RAW = "raw"
+OVERVIEW = "overview"
+FRAMES_TABLE = "tables/frames"
+TRENCHES_TABLE = "tables/trenches"
+DRIFT_TABLE = "tables/drift"
+CROPS = "trench_crops"
+SEGMENTATION = "segmentation"
+CELLS_TABLE = "tables/cells"
+TRENCH_FRAMES_TABLE = "tables/trenches_t"
+ACQUISITION_ATTR = "acquisition"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
+
+
+def channel_key(name: str) -> str:
+    """A container-safe key for a channel name ("5-FAM/pH 9.0" -> "5-FAM_pH_9.0")."""
+    key = _UNSAFE.sub("_", str(name)).strip("_")
+    return key or "channel"
+
+
+def channel_keys(names) -> list:
+    """Unique keys for a list of channel names."""
+    keys, seen = [], {}
+    for name in names:
+        key = channel_key(name)
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        keys.append(key if n == 0 else f"{key}_{n}")
+    return keys

@@ -1,0 +1,56 @@
+"""A short summary of a trench workflow's folder: positions, trenches, cells, problems."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..io import CONTAINER_EXTS, open_file, read_attrs
+from ..status import JOB_SCHEMA, read_json, status_dir
+from .layout import TRENCHES_TABLE
+
+
+def folder_summary(folder) -> dict:
+    folder = Path(folder)
+    containers = sorted(p for p in folder.iterdir()
+                        if p.suffix in CONTAINER_EXTS and not p.name.startswith("."))
+    n_trenches = 0
+    for p in containers:
+        try:
+            with open_file(p, "r") as f:
+                if TRENCHES_TABLE in f:
+                    n_trenches += int(read_attrs(f[TRENCHES_TABLE])["n_rows"])
+        except (OSError, ValueError, KeyError):
+            continue
+    cells_dir = folder / "tables" / "cells"
+    n_rows = n_cells = 0
+    if cells_dir.is_dir():
+        import pyarrow.parquet as pq
+
+        for f in sorted(cells_dir.glob("*.parquet")):
+            meta = pq.ParquetFile(f)
+            n_rows += meta.metadata.num_rows
+            table = meta.read(columns=["t"]).column("t").to_numpy()
+            n_cells += int((table == 0).sum())
+    problems = []
+    for s in sorted(status_dir(folder).glob("*.status")):
+        d = read_json(s, JOB_SCHEMA)
+        if d:
+            problems += [f"{d['job']}: {e['state']} {k}: {e.get('error')}"
+                         for k, e in d.get("files", {}).items() if e.get("state") in ("failed", "invalid")]
+    return {"folder": str(folder), "positions": len(containers), "trenches": n_trenches,
+            "cell_rows": n_rows, "cells_first_frame": n_cells, "problems": problems,
+            "cells_table": str(cells_dir)}
+
+
+def format_summary(s: dict) -> str:
+    lines = [
+        f"results in {s['folder']}",
+        f"  positions (containers): {s['positions']}",
+        f"  trenches:               {s['trenches']}",
+        f"  cells in the first frame: {s['cells_first_frame']}  (cell-frame rows: {s['cell_rows']})",
+        f"  per-cell tables:        {s['cells_table']}/*.parquet "
+        "(pandas.read_parquet on the folder reads them as one table)",
+        f"  QC pictures:            {Path(s['folder']) / 'qc'}",
+        f"  failures / invalid:     {len(s['problems'])}",
+    ]
+    lines += [f"    {p}" for p in s["problems"][:10]]
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""The trench workflow: Ingest -> TrenchDetection -> Compress -> Segment -> Measure.
+
+    python workflows/trench_workflow.py -c configs/demo.conf [--option value ...]
+
+Every option can be set in the config file and overridden on the command line
+(`--help` lists them). Exit code: 0 everything processed, 1 stopped on an error,
+2 finished with ignored invalid inputs or failed outputs, 3 the folder is locked.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from batchlib.config import job_params, str2bool, workflow_options, workflow_parser
+from batchlib.trench.jobs import Compress, Ingest, Measure, Segment, TrenchDetection, export_csv
+from batchlib.trench.summary import folder_summary, format_summary
+from batchlib.workflow import main_exit_code, run_workflow
+
+JOBS = [("ingest", Ingest), ("detect", TrenchDetection), ("compress", Compress),
+        ("segment", Segment), ("measure", Measure)]
+
+
+def build_parser():
+    parser = workflow_parser(__doc__, JOBS)
+    group = parser.add_argument_group("trench workflow")
+    group.add_argument("--workflow_name", default="TrenchWorkflow", help="names the lock, log and status")
+    group.add_argument("--container_ext", default=".h5", choices=(".h5", ".n5", ".zarr"),
+                       help="container format of the outputs")
+    group.add_argument("--export_csv", type=str2bool, nargs="?", const=True, default=False,
+                       help="also write <folder>/tables/cells.csv")
+    group.add_argument("--demo", type=str2bool, nargs="?", const=True, default=False,
+                       help="generate a synthetic acquisition into input_folder when it is empty")
+    group.add_argument("--demo_positions", type=int, default=2)
+    group.add_argument("--demo_timepoints", type=int, default=12)
+    group.add_argument("--demo_size", type=int, default=512, help="frame height and width")
+    group.add_argument("--demo_seed", type=int, default=0)
+    return parser
+
+
+def ensure_demo(args) -> None:
+    """Write the embedded demo acquisition when the input folder is empty."""
+    folder = Path(args.input_folder)
+    if folder.is_dir() and any(p for p in folder.iterdir() if not p.name.startswith(".")):
+        return
+    from batchlib.trench.synthetic import SyntheticConfig, write_acquisition
+
+    print(f"generating a synthetic demo acquisition in {folder} ...", file=sys.stderr)
+    cfg = SyntheticConfig(height=args.demo_size, width=args.demo_size,
+                          n_positions=args.demo_positions, n_timepoints=args.demo_timepoints,
+                          channels=("phase", "gfp"), seed=args.demo_seed)
+    write_acquisition(folder, cfg, layout="ome-tiff", name="demo")
+
+
+def build_jobs(args) -> list:
+    segment = job_params(args, "segment", Segment)
+    segment["gpu"] = segment["gpu"] or args.gpu
+    return [
+        Ingest(output_ext=args.container_ext, **job_params(args, "ingest", Ingest)),
+        TrenchDetection(**job_params(args, "detect", TrenchDetection)),
+        Compress(**job_params(args, "compress", Compress)),
+        Segment(**segment),
+        Measure(**job_params(args, "measure", Measure)),
+    ]
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.demo:
+        ensure_demo(args)
+    jobs = build_jobs(args)
+    code = main_exit_code(lambda: run_workflow(args.workflow_name, args.folder, jobs,
+                                               **workflow_options(args)))
+    if Path(args.folder).is_dir():
+        if args.export_csv and code in (0, 2):
+            print(f"cells exported to {export_csv(args.folder)}")
+        print(format_summary(folder_summary(args.folder)))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
