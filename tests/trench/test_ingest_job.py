@@ -1,0 +1,195 @@
+"""The Ingest job on folders: layouts, metadata, growth, bad input, ND2 backends."""
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+import tifffile
+
+from batchlib import JobError, run_workflow
+from batchlib.io import open_file, read_attrs, read_table
+from batchlib.trench.jobs import Ingest
+from batchlib.trench.layout import ACQUISITION_ATTR
+from batchlib.trench.synthetic import SyntheticConfig, simulate_position, write_acquisition
+
+CFG = SyntheticConfig(height=192, width=160, n_positions=2, n_timepoints=4, channels=("phase", "gfp"),
+                      seed=3, trench_length_px=60, n_sets=1)
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return [simulate_position(CFG, p) for p in range(CFG.n_positions)]
+
+
+def ingest(raw, out, **kw):
+    job = Ingest(output_ext=kw.pop("ext", ".h5"), **kw.pop("params", {}))
+    return run_workflow("IngestTest", out, [job], input_folder=raw, **kw).jobs[0]
+
+
+def status(out, job="Ingest"):
+    return json.loads((out / "batchlib" / f"{job}.status").read_text())
+
+
+@pytest.mark.parametrize("layout,ext", [("ome-tiff", ".h5"), ("tiff-stacks", ".h5"), ("tiff-sequence", ".n5")])
+def test_round_trip_is_pixel_exact(tmp_path, truth, layout, ext):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_acquisition(raw, CFG, layout=layout, name="acq")
+    shutil.rmtree(raw / "ground_truth", ignore_errors=True)
+    result = ingest(raw, out, ext=ext)
+    assert result.success
+    containers = sorted(p.name for p in out.iterdir() if p.suffix == ext)
+    assert len(containers) == CFG.n_positions, containers
+    for p, name in enumerate(containers):
+        with open_file(out / name, "r") as f:
+            md = read_attrs(f)[ACQUISITION_ATTR]
+            assert md["channels"] == ["phase", "gfp"]
+            assert md["channel_kinds"] == ["phase", "fluorescence"]
+            assert md["n_timepoints_ingested"] == CFG.n_timepoints
+            for key, ch in zip(md["channel_keys"], ("phase", "gfp")):
+                ds = f[f"raw/{key}"]
+                assert ds.chunks[0] == 1 and tuple(ds.chunks[1:]) == ds.shape[1:]  # one frame per chunk
+                np.testing.assert_array_equal(ds[:], truth[p].movies[ch])
+            frames = read_table(f, "tables/frames")
+            assert list(frames["t"]) == list(range(CFG.n_timepoints))
+
+
+def test_metadata_from_ome_tiff(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_acquisition(raw, CFG, layout="ome-tiff", name="acq")
+    ingest(raw, out)
+    with open_file(out / "acq_pos001.h5", "r") as f:
+        md = read_attrs(f)[ACQUISITION_ATTR]
+    assert md["position"] == 1 and md["format"] == "ome-tiff"
+    assert md["pixel_size_um"] == pytest.approx(CFG.pixel_size_um)
+    assert md["shape_yx"] == [CFG.height, CFG.width] and md["dtype"] == "uint16"
+    assert md["reader"] and md["source_file"].endswith("acq.ome.tif")
+    assert isinstance(md["missing"], list)
+
+
+def test_rerun_ingests_nothing_and_growth_appends_only_new_frames(tmp_path, truth):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_acquisition(raw, CFG, layout="tiff-sequence", name="acq")
+    shutil.rmtree(raw / "ground_truth", ignore_errors=True)
+    seq = raw / "acq"
+    last = sorted(seq.glob("t003*"))
+    held_back = tmp_path / "later"
+    held_back.mkdir()
+    for f in last:  # the microscope has not written timepoint 3 yet
+        shutil.move(str(f), held_back / f.name)
+    first = ingest(raw, out)
+    assert len(first.computed) == 1 and first.success
+    path = out / "acq_pos000.h5"
+    with open_file(path, "r") as f:
+        assert f["raw/phase"].shape[0] == 3
+    mtime = path.stat().st_mtime_ns
+    again = ingest(raw, out)
+    assert again.computed == [] and path.stat().st_mtime_ns == mtime
+
+    from batchlib.trench import readers
+
+    reads = []
+    original = readers.base.Acquisition.read_frame
+
+    def counting(self, position, t, channel, z="max"):
+        reads.append((position, t))
+        return original(self, position, t, channel, z)
+
+    for f in held_back.iterdir():
+        shutil.move(str(f), seq / f.name)
+    readers.base.Acquisition.read_frame = counting
+    try:
+        grown = ingest(raw, out)
+    finally:
+        readers.base.Acquisition.read_frame = original
+    assert grown.computed == first.computed
+    assert {t for _, t in reads} == {3}, "only the new timepoint is read"
+    with open_file(path, "r") as f:
+        assert f["raw/phase"].shape[0] == 4
+        np.testing.assert_array_equal(f["raw/phase"][:], truth[0].movies["phase"])
+        assert read_attrs(f)[ACQUISITION_ATTR]["n_timepoints_ingested"] == 4
+
+
+def _bad_files(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.nd2").write_bytes(b"")
+    (folder / "empty.tif").write_bytes(b"")
+    (folder / "text.tif").write_text("this is not a tiff file\n" * 10)
+    good = folder / "good.tif"
+    tifffile.imwrite(good, np.zeros((3, 32, 32), np.uint16), imagej=True, metadata={"axes": "TYX"})
+    truncated = folder / "truncated.tif"
+    data = good.read_bytes()
+    tifffile.imwrite(truncated, np.ones((3, 64, 64), np.uint16), imagej=True, metadata={"axes": "TYX"})
+    truncated.write_bytes(truncated.read_bytes()[: len(truncated.read_bytes()) // 2])
+    tifffile.imwrite(folder / "line.tif", np.arange(50, dtype=np.uint16))
+    return data
+
+
+def test_bad_inputs_stop_the_workflow_with_named_reasons(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    _bad_files(raw)
+    with pytest.raises(JobError) as err:
+        ingest(raw, out)
+    message = str(err.value)
+    for name in ("empty.nd2", "empty.tif", "text.tif", "truncated.tif", "line.tif"):
+        assert name in message
+    assert "good.tif" not in message
+    st = status(out)
+    assert st["state"] == "invalid_inputs"
+    assert st["files"]["empty.tif"]["state"] == "invalid"
+    assert "empty" in st["files"]["empty.tif"]["error"]
+    assert not list(out.glob("*.h5")), "nothing is processed when inputs are invalid"
+
+
+def test_bad_inputs_are_skipped_with_the_flag(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    _bad_files(raw)
+    result = ingest(raw, out, ignore_invalid_inputs=True)
+    assert result.state == "invalid_inputs"
+    assert sorted(result.invalid) == sorted(["empty.nd2", "empty.tif", "text.tif", "truncated.tif",
+                                             "line.tif"])
+    assert [p.name for p in out.glob("*.h5")] == ["good_pos000.h5"]
+    st = status(out)
+    assert st["files"]["good.tif"]["state"] == "done"
+    for name in result.invalid:
+        entry = st["files"][name]
+        assert entry["state"] == "invalid" and name in entry["error"]
+    assert not list(out.glob(".*tmp*")), "no partial container is left behind"
+
+
+@pytest.mark.parametrize("backend", ["nd2", "nd2reader"])
+def test_nd2_into_containers(tmp_path, shared_data, backend):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    shutil.copy(shared_data / "nd2" / "cluster.nd2", raw / "cluster.nd2")
+    result = ingest(raw, out, params={"backend": backend})
+    assert result.success
+    import nd2
+
+    full = nd2.imread(str(shared_data / "nd2" / "cluster.nd2"))  # T Z C Y X
+    with open_file(out / "cluster_pos000.h5", "r") as f:
+        md = read_attrs(f)[ACQUISITION_ATTR]
+        assert md["channels"] == ["5-FAM/pH 9.0", "FM 4-64/2% CHAPS"]
+        assert md["pixel_size_um"] == pytest.approx(0.1678, abs=1e-3)
+        assert md["n_z"] == 10 and md["z_reduction"] == "max"
+        assert len(md["times_s"]) == 3 and md["times_s"][0] == pytest.approx(0.0, abs=1e-6)
+        assert md["times_s"][2] > md["times_s"][1] > 0
+        for c, key in enumerate(md["channel_keys"]):
+            np.testing.assert_array_equal(f[f"raw/{key}"][:], full[:, :, c].max(axis=1))
+
+
+def test_z_plane_selection(tmp_path, shared_data):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    shutil.copy(shared_data / "nd2" / "cluster.nd2", raw / "cluster.nd2")
+    ingest(raw, out, params={"z_reduction": "4"})
+    import nd2
+
+    full = nd2.imread(str(shared_data / "nd2" / "cluster.nd2"))
+    with open_file(out / "cluster_pos000.h5", "r") as f:
+        key = read_attrs(f)[ACQUISITION_ATTR]["channel_keys"][1]
+        np.testing.assert_array_equal(f[f"raw/{key}"][:], full[:, 4, 1])
+    # A plane that does not exist is an invalid input, named.
+    with pytest.raises(JobError, match="z plane 12"):
+        ingest(raw, tmp_path / "out2", params={"z_reduction": "12"})
