@@ -1,10 +1,12 @@
 """A short summary of a trench workflow's folder: positions, trenches, cells, problems."""
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 from ..io import CONTAINER_EXTS, open_file, read_attrs
-from ..status import JOB_SCHEMA, read_json, status_dir
+from ..status import JOB_SCHEMA, status_dir
 from .layout import TRENCHES_TABLE
 
 
@@ -32,8 +34,11 @@ def folder_summary(folder) -> dict:
             n_cells += int((table == 0).sum())
     problems = []
     for s in sorted(status_dir(folder).glob("*.status")):
-        d = read_json(s, JOB_SCHEMA)
-        if d:
+        try:
+            d = json.loads(s.read_text())
+        except (OSError, ValueError):
+            continue  # a damaged status is rebuilt by the next run; a summary only reads
+        if isinstance(d, dict) and d.get("schema") == JOB_SCHEMA:
             problems += [f"{d['job']}: {e['state']} {k}: {e.get('error')}"
                          for k, e in d.get("files", {}).items() if e.get("state") in ("failed", "invalid")]
     return {"folder": str(folder), "positions": len(containers), "trenches": n_trenches,
