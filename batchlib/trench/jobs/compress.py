@@ -76,10 +76,12 @@ class Compress(BatchJobOnContainer):
         factor = int(self.param_values["overview_factor"])
         for key in keys:
             raw = container[f"{RAW}/{key}"]
-            small = np.stack([_downsample(raw[t], factor) for t in range(raw.shape[0])])
-            create_dataset(container, f"{OVERVIEW}/{key}", data=small,
-                           chunks=(1,) + small.shape[1:])
-            write_attrs(container[f"{OVERVIEW}/{key}"], {"downsampling_factor": factor})
+            first = _downsample(raw[0], factor)
+            ds = create_dataset(container, f"{OVERVIEW}/{key}", shape=(raw.shape[0],) + first.shape,
+                                dtype=raw.dtype, chunks=(1,) + first.shape)
+            for t in range(raw.shape[0]):  # frame by frame: memory bounded
+                ds[t] = first if t == 0 else _downsample(raw[t], factor)
+            write_attrs(ds, {"downsampling_factor": factor})
         del container[RAW]
         write_attrs(container, {"raw_dropped": True})
 

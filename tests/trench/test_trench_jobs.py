@@ -1,0 +1,112 @@
+"""Trench jobs on folders: failures recorded in the status, drop_raw, options and errors."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tifffile
+
+from batchlib import JobError, run_workflow
+from batchlib.io import open_file, read_attrs, read_table
+from batchlib.trench.jobs import Compress, Ingest, Measure, Segment, TrenchDetection
+from batchlib.trench.synthetic import SyntheticConfig, write_acquisition
+
+CFG = SyntheticConfig(height=320, width=320, n_positions=1, n_timepoints=3, channels=("phase", "gfp"),
+                      seed=5)
+
+
+def job_status(folder, job):
+    return json.loads((folder / "batchlib" / f"{job}.status").read_text())
+
+
+@pytest.fixture
+def acquisition(tmp_path):
+    raw = tmp_path / "raw"
+    write_acquisition(raw, CFG, layout="ome-tiff", name="acq")
+    shutil.rmtree(raw / "ground_truth")
+    return raw
+
+
+def workflow(raw, out, jobs, **kw):
+    return run_workflow("Test", out, jobs, input_folder=raw, **kw)
+
+
+def test_detection_failure_is_recorded_not_garbage(tmp_path, acquisition):
+    raw, out = acquisition, tmp_path / "out"
+    rng = np.random.default_rng(0)
+    blank = rng.poisson(100, (3, 2, 320, 320)).astype(np.uint16)  # noise only: no trench array
+    tifffile.imwrite(raw / "blank.tif", blank, imagej=True, metadata={"axes": "TCYX"})
+    jobs = [Ingest(phase_channels=["phase"]), TrenchDetection(kind="phase")]
+    with pytest.raises(JobError, match="blank_pos000"):
+        workflow(raw, out, jobs)
+    result = workflow(raw, out, jobs, ignore_failed_outputs=True)
+    det = result.jobs[1]
+    assert det.state == "failed_outputs" and list(det.failed) == ["blank_pos000.h5"]
+    entry = job_status(out, "TrenchDetection")["files"]["blank_pos000.h5"]
+    assert entry["state"] == "failed" and "TrenchDetectionError" in entry["error"]
+    with open_file(out / "blank_pos000.h5", "r") as f:
+        assert "tables/trenches" not in f  # no garbage boxes
+    assert job_status(out, "TrenchDetection")["files"]["acq_pos000.h5"]["state"] == "done"
+    assert (out / "qc" / "acq_pos000_trenches.png").stat().st_size > 10_000
+
+
+def test_drop_raw_returns_space_and_causes_no_recomputation(tmp_path, acquisition):
+    raw, out = acquisition, tmp_path / "out"
+    jobs = [Ingest(), TrenchDetection(qc_plot=False), Compress()]
+    workflow(raw, out, jobs)
+    path = out / "acq_pos000.h5"
+    size_with_raw = path.stat().st_size
+    with open_file(path, "r") as f:
+        crops = f["trench_crops/phase"][:]
+    dropped = [Ingest(), TrenchDetection(qc_plot=False), Compress(drop_raw=True, overview_factor=4)]
+    result = workflow(raw, out, dropped)
+    assert [j.computed for j in result.jobs] == [[], [], ["acq_pos000.h5"]]
+    assert path.stat().st_size < 0.5 * size_with_raw
+    with open_file(path, "r") as f:
+        assert "raw" not in f and read_attrs(f)["raw_dropped"] is True
+        assert f["overview/phase"].shape == (3, 80, 80)
+        np.testing.assert_array_equal(f["trench_crops/phase"][:], crops)
+    again = workflow(raw, out, dropped)
+    assert [j.computed for j in again.jobs] == [[], [], []]
+
+
+def test_gpu_is_opt_in_and_fails_clearly_without_one(tmp_path, acquisition):
+    raw, out = acquisition, tmp_path / "out"
+    base = [Ingest(), TrenchDetection(qc_plot=False), Compress()]
+    workflow(raw, out, base + [Segment()])
+    with open_file(out / "acq_pos000.h5", "r") as f:
+        assert f["segmentation/cells"].dtype == np.uint16
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present: the error path cannot be exercised")
+    except ImportError:
+        pass
+    with pytest.raises(JobError, match="gpu=True"):
+        workflow(raw, out, base + [Segment(gpu=True)], force_recompute=True)
+
+
+def test_unknown_channel_and_method_are_named(tmp_path, acquisition):
+    raw, out = acquisition, tmp_path / "out"
+    with pytest.raises(JobError, match="no channel 'dapi'"):
+        workflow(raw, out, [Ingest(), TrenchDetection(channel="dapi")])
+    base = [Ingest(), TrenchDetection(qc_plot=False), Compress()]
+    with pytest.raises(JobError, match="unknown segmentation method 'unet'"):
+        workflow(raw, out, base + [Segment(method="unet")])
+
+
+def test_measure_writes_container_and_folder_tables(tmp_path, acquisition):
+    raw, out = acquisition, tmp_path / "out"
+    jobs = [Ingest(), TrenchDetection(qc_plot=False), Compress(), Segment(), Measure()]
+    workflow(raw, out, jobs)
+    with open_file(out / "acq_pos000.h5", "r") as f:
+        cells = read_table(f, "tables/cells/cells")
+        trenches = read_table(f, "tables/trenches")
+    import pandas as pd
+
+    folder_table = pd.read_parquet(out / "tables" / "cells")
+    assert len(folder_table) == len(cells) > 0
+    assert set(cells["trench"]) <= set(trenches["trench"])
+    assert (cells["time_s"].to_numpy() == cells["t"].to_numpy() * CFG.frame_interval_s).all()
+    assert (cells["gfp_mean_bgsub"] > 0).mean() > 0.95
