@@ -73,6 +73,30 @@ def _is_temporary(name: str) -> bool:
     return name.startswith(".") and ".tmp-" in name
 
 
+def _content_only(sig):
+    """``sig`` without modification times wherever a content hash identifies the content."""
+    if isinstance(sig, dict):
+        hashed = "blake2b" in sig
+        return {k: _content_only(v) for k, v in sig.items() if not (hashed and k == "mtime_ns")}
+    if isinstance(sig, list):
+        return [_content_only(v) for v in sig]
+    return sig
+
+
+def same_signature(recorded, current) -> bool:
+    """Whether two input signatures describe the same input content.
+
+    Equal signatures match. Where both carry a content hash (``hash_inputs``),
+    the modification times are ignored, so a file that was touched or copied
+    but not changed is not recomputed.
+    """
+    if recorded == current:
+        return True
+    if recorded is None or current is None:
+        return False
+    return _content_only(recorded) == _content_only(current)
+
+
 class BatchJob:
     """Base class of jobs that map input files to new output containers.
 
@@ -138,6 +162,9 @@ class BatchJob:
 
     @property
     def param_hash(self) -> str:
+        frozen = self.__dict__.get("_frozen_param_hash")
+        if frozen is not None:  # set by the runner while it checks many units
+            return frozen
         return param_hash({"params": self.result_params, "pattern": self.input_pattern})
 
     @property
@@ -152,6 +179,9 @@ class BatchJob:
         return sorted(p for p in paths if not _is_temporary(os.path.basename(p)))
 
     def unit_key(self, path, input_folder) -> str:
+        prefix = os.path.join(str(input_folder), "")
+        if path.startswith(prefix):  # os.path.relpath is slow for 100,000 inputs
+            return path[len(prefix):]
         return os.path.relpath(path, input_folder)
 
     def outputs_for(self, input_path, folder) -> list:
@@ -254,7 +284,7 @@ class BatchJob:
             return "parameters changed"
         if "version" in triggers and str(rec.get("version")) != str(self.version):
             return f"job version changed ({rec.get('version')} -> {self.version})"
-        if "input" in triggers and rec.get("input_signature") != unit.signature:
+        if "input" in triggers and not same_signature(rec.get("input_signature"), unit.signature):
             return "input changed"
         if "mtime" in triggers:
             newest = max((s.get("mtime_ns", 0) for s in unit.signature.values()
@@ -286,6 +316,11 @@ class BatchJob:
         for ext in CONTAINER_EXTS:
             for p in glob.glob(os.path.join(str(folder), f".*.tmp-*{ext}")):
                 self.logger.warning("removing %s, left unfinished by an interrupted run", p)
+                remove_container(p)
+            # Old n5/zarr directories that replace_container had renamed aside
+            # (".<name><ext>.old-<pid>") when a run was killed before deleting them.
+            for p in glob.glob(os.path.join(str(folder), f".*{ext}.old-*")):
+                self.logger.warning("removing %s, an old container left by an interrupted run", p)
                 remove_container(p)
 
     # -- running ----------------------------------------------------------------
@@ -347,10 +382,25 @@ def execute_unit(task) -> dict:
         for final, path, in_place in plan:
             if not in_place and path != final:
                 remove_container(path)
+                # An older output stays in place, but it no longer matches what
+                # this job was asked to compute: take its record away so that
+                # downstream jobs see its keys as not completed (as they do for
+                # in-place jobs, whose record is removed before they run).
+                _forget_record(final, job.name)
         state = "invalid" if isinstance(e, InvalidInputError) else "failed"
         tb = traceback.format_exception(type(e), e, e.__traceback__)
         return {"key": unit.key, "state": state, "duration_s": round(time.monotonic() - t0, 4),
                 "error": f"{type(e).__name__}: {e}", "traceback": "".join(tb[-6:])[-4000:]}
+
+
+def _forget_record(path, job_name) -> None:
+    if not os.path.exists(path):
+        return
+    try:
+        with open_file(path, "a") as f:
+            delete_record(f, job_name)
+    except Exception:  # noqa: BLE001 - the container may be the reason it failed
+        pass
 
 
 __all__ = ["BatchJob", "Param", "Unit", "JobResult", "JobError", "RERUN_TRIGGERS",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 
@@ -12,7 +13,29 @@ def _status(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_domain_command(sub, name, help_text, module) -> None:
+    """Add ``batchlib <name>`` from ``module`` (``configure_parser`` and ``main``).
+
+    A domain module that cannot be imported must not break the other
+    commands: the command then explains why it is unavailable.
+    """
+    p = sub.add_parser(name, help=help_text)
+    try:
+        mod = importlib.import_module(module, __package__)
+        configure, run = mod.configure_parser, mod.main
+    except (ImportError, AttributeError) as e:
+        def unavailable(args, _error=e):
+            print(f"error: `batchlib {name}` is unavailable: {_error}", file=sys.stderr)
+            return 1
+
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=unavailable)
+        return
+    configure(p)
+    p.set_defaults(func=run)
+
+
+def build_parser(domain: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchlib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -21,23 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_listed", type=int, default=50, help="problems listed at most")
     p.set_defaults(func=_status)
 
-    # The domain commands are imported lazily so that `batchlib status` stays fast.
-    p = sub.add_parser("inventory", help="list the acquisitions found in an input folder")
-    from .trench import inventory
-
-    inventory.configure_parser(p)
-    p.set_defaults(func=inventory.main)
-
-    p = sub.add_parser("generate", help="write a synthetic mother-machine acquisition with ground truth")
-    from .trench.synthetic import cli as synthetic_cli
-
-    synthetic_cli.configure_parser(p)
-    p.set_defaults(func=synthetic_cli.main)
+    # The domain commands import the heavy domain modules: `batchlib status`
+    # (domain=False) skips them, so it stays fast and works without them.
+    if domain:
+        _add_domain_command(sub, "inventory", "list the acquisitions found in an input folder",
+                            ".trench.inventory")
+        _add_domain_command(sub, "generate",
+                            "write a synthetic mother-machine acquisition with ground truth",
+                            ".trench.synthetic.cli")
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    domain = not (argv and argv[0] == "status")
+    args = build_parser(domain).parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -131,12 +131,17 @@ class BatchJobOnContainer(BatchJob):
                 records = read_records(f)
                 run_ids = key_run_ids(records)
                 for key, spec in self.resolved_input_keys().items():
+                    if producer_run_id(run_ids, key) is None:
+                        # Say why first: the upstream job failed here (its record was
+                        # removed), found its input invalid, or has not run.
+                        what = "is missing" if key not in f else "is present but incomplete"
+                        raise InvalidInputError(
+                            f"{path}: input {key!r} {what}: no completion record lists it, so the "
+                            f"job that writes it failed on this container, had an invalid input "
+                            f"or has not run (see `batchlib status`)")
                     reason = spec.check(f, key)
                     if reason:
                         raise InvalidInputError(f"{path}: {reason}")
-                    if producer_run_id(run_ids, key) is None:
-                        raise InvalidInputError(f"{path}: {key!r} was not completed by an earlier job "
-                                                "(no completion record lists it)")
         except InvalidInputError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError) as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+from itertools import islice
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 logger = logging.getLogger("Workflow.executor")
@@ -110,7 +111,9 @@ class DaskExecutor(Executor):
         from dask.distributed import as_completed
 
         items = iter(items)
-        futures = [self.client.submit(fn, item, pure=False) for item, _ in zip(items, range(self.window))]
+        # islice, not zip(items, range(window)): zip takes one more item from
+        # ``items`` before it finds the range exhausted, and that unit was lost.
+        futures = [self.client.submit(fn, item, pure=False) for item in islice(items, self.window)]
         if not futures:
             return
         queue = as_completed(futures)

@@ -61,6 +61,25 @@ class FolderLock:
     def _try_create(self) -> bool:
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)}
+        # Write the holder's details first, then hard-link them to the lock
+        # name (atomic, fails if it exists, also on NFS): a competing run never
+        # sees an empty lock file and can always say who holds the lock.
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            with open(tmp, "w") as f:
+                json.dump(info, f, indent=2)
+            try:
+                os.link(tmp, self.path)
+                return True
+            except FileExistsError:
+                return False
+            except OSError:  # a file system without hard links: plain exclusive create
+                pass
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:

@@ -46,6 +46,7 @@ def workflow_logging(log_file=None, level=None):
     twice; handlers are removed and closed on exit, even after an error.
     """
     logger = get_logger()
+    previous = (logger.level, logger.propagate)  # restored on exit: no state leaks past the run
     logger.setLevel(resolve_level(level))
     logger.propagate = False
     formatter = logging.Formatter(FORMAT)
@@ -62,3 +63,5 @@ def workflow_logging(log_file=None, level=None):
         for h in handlers:
             logger.removeHandler(h)
             h.close()
+        logger.setLevel(previous[0])
+        logger.propagate = previous[1]

@@ -59,23 +59,26 @@ def record_stamp(container) -> list | None:
     writes, so the stamp lists the record files themselves. ``None`` when the
     container does not exist.
     """
-    p = Path(container)
+    p = os.fspath(container)
+    fmt = container_format(p)
     try:
-        if container_format(p) == "h5":
+        if fmt == "h5":
             st = os.stat(p)
             return [st.st_size, st.st_mtime_ns]
-        root = p / RECORD_GROUP
-        if not p.is_dir():
-            return None
+        # As few system calls as possible: this runs for every output on every rerun.
+        try:
+            with os.scandir(os.path.join(p, RECORD_GROUP)) as it:
+                names = sorted(e.name for e in it)
+        except (FileNotFoundError, NotADirectoryError):
+            return [] if os.path.isdir(p) else None
+        meta = "attributes.json" if fmt == "n5" else ".zattrs"
         stamp = []
-        if root.is_dir():
-            for entry in sorted(os.scandir(root), key=lambda e: e.name):
-                for meta in ("attributes.json", ".zattrs"):
-                    try:
-                        st = os.stat(os.path.join(entry.path, meta))
-                    except FileNotFoundError:
-                        continue
-                    stamp.append([entry.name, st.st_size, st.st_mtime_ns])
+        for name in names:
+            try:
+                st = os.stat(os.path.join(p, RECORD_GROUP, name, meta))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            stamp.append([name, st.st_size, st.st_mtime_ns])
         return stamp
     except FileNotFoundError:
         return None

@@ -42,13 +42,26 @@ class JobRunner:
                                 min_interval_s=status_interval_s)
 
     def _rel(self, paths):
-        return [os.path.relpath(p, self.folder) for p in paths]
+        # os.path.relpath is slow (it normalises both paths); outputs are almost
+        # always directly below the folder, so cut the prefix when it is there.
+        prefix = os.path.join(self.folder, "")
+        return [p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, self.folder)
+                for p in paths]
 
     def plan(self):
         """Split the units into up to date, to compute and invalid."""
         if not os.path.isdir(self.input_folder):
             raise FileNotFoundError(f"{self.job.name}: input folder {self.input_folder} does not exist")
         self.job.clean_temporary(self.folder)
+        # The parameters cannot change while planning: hash them once, not per unit.
+        self.job._frozen_param_hash = None
+        self.job._frozen_param_hash = self.job.param_hash
+        try:
+            return self._plan()
+        finally:
+            self.job._frozen_param_hash = None
+
+    def _plan(self):
         units = self.job.list_units(self.input_folder, self.folder, self.status)
         todo, invalid = [], {}
         for unit in units:
@@ -90,7 +103,8 @@ class JobRunner:
                 err = JobError(self.job.name, invalid, "invalid inputs")
                 self.status.finish("invalid_inputs", error=str(err))
                 raise err
-            self.status.save(force=True)
+            if todo:  # with nothing to do, finish() below writes the status once
+                self.status.save(force=True)
             failed, computed = self._dispatch(todo) if todo else ({}, [])
         except JobError:
             raise
@@ -121,6 +135,7 @@ class JobRunner:
 
         executor = self.get_executor()
         units = {unit.key: unit for unit, _ in todo}
+        n_results = 0
         bar = tqdm(total=len(todo), desc=self.job.name, unit="image", disable=not self.progress,
                    dynamic_ncols=True, leave=True)
         try:
@@ -143,10 +158,15 @@ class JobRunner:
                     self.log.debug("%s", result["traceback"])
                     if not self.ignore_failed:
                         stop = True
+                n_results += 1
                 bar.update(1)
                 self.status.save()
         finally:
             bar.close()
+        if not stop and n_results != len(todo):
+            # Never report "processed" with units silently left pending.
+            raise RuntimeError(f"{self.job.name}: the {executor.name} executor returned {n_results} "
+                               f"results for {len(todo)} units")
         return failed, computed
 
 

@@ -3,7 +3,7 @@
 Status files are JSON, indented, written atomically (temporary file, then
 ``os.replace``). They are a *cache* of the completion records: a missing or
 corrupted status file is rebuilt from the containers, with a warning. The
-schema is documented in README.md ("Status files").
+schema is documented in docs/status_schema.md.
 """
 from __future__ import annotations
 
@@ -32,14 +32,34 @@ def status_dir(folder) -> Path:
     return Path(folder) / "batchlib"
 
 
+def dumps_status(data: dict) -> str:
+    """JSON text of a status file: the header indented, one line per file entry.
+
+    ``json.dump(..., indent=2)`` runs the pure-Python encoder, which made
+    writing the status of 10,000 files take most of a "nothing to do" rerun;
+    each entry is encoded here by the C encoder on a line of its own, which
+    also keeps the file easy to ``grep``.
+    """
+    parts = []
+    for key, value in data.items():
+        if key == "files" and isinstance(value, dict) and value:
+            entries = ",\n".join(f"    {json.dumps(str(k))}: {json.dumps(v, default=str)}"
+                                  for k, v in value.items())
+            parts.append(f'  "files": {{\n{entries}\n  }}')
+        else:
+            text = json.dumps(value, indent=2, default=str).replace("\n", "\n  ")
+            parts.append(f"  {json.dumps(str(key))}: {text}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
 def write_json_atomic(path, data) -> None:
     """Write JSON so that readers see the old or the new file, never a mix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    text = dumps_status(data)
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=str)
-        f.write("\n")
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -52,6 +72,9 @@ def read_json(path, schema=None) -> dict | None:
         return None
     try:
         data = json.loads(path.read_text())
+        if (schema and isinstance(data, dict) and data.get("schema") != schema
+                and data.get("schema") in (JOB_SCHEMA, WORKFLOW_SCHEMA)):
+            return None  # a sound status file of the other kind (scanning *.status): no warning
         if not isinstance(data, dict) or (schema and data.get("schema") != schema):
             raise ValueError(f"not a {schema} file")
         return data
@@ -147,7 +170,21 @@ def summarize(folder, max_listed: int = 20) -> str:
         return f"{folder}: no batchlib run has been recorded here (no {sdir})"
     lines = []
     files = sorted(sdir.glob("*.status"))
-    workflows = [d for d in (read_json(p, WORKFLOW_SCHEMA) for p in files) if d]
+    # Read each file once and sort by schema; read_json(path, schema) would warn
+    # about every file of the other kind and talk of rebuilding, which a
+    # read-only summary never does.
+    loaded, unreadable = {}, []
+    for p in files:
+        try:
+            data = json.loads(p.read_text())
+        except (ValueError, OSError):
+            data = None
+        if isinstance(data, dict) and data.get("schema") in (JOB_SCHEMA, WORKFLOW_SCHEMA):
+            loaded[p] = data
+        else:
+            unreadable.append(p.name)
+    workflows = [d for d in loaded.values() if d["schema"] == WORKFLOW_SCHEMA]
+    locked = any(sdir.glob("*.lock"))
     for wf in workflows:
         lines.append(f"workflow {wf.get('workflow')}: {wf.get('state')} "
                      f"(started {wf.get('started')}, finished {wf.get('finished') or '-'})")
@@ -157,9 +194,8 @@ def summarize(folder, max_listed: int = 20) -> str:
     header = f"{'job':<28} {'state':<15} {'done':>7} {'failed':>7} {'invalid':>8} {'pending':>8} {'this run':>9}"
     lines += [header, "-" * len(header)]
     problems = []
-    for p in files:
-        d = read_json(p, JOB_SCHEMA)
-        if not d:
+    for p, d in loaded.items():
+        if d["schema"] != JOB_SCHEMA:
             continue
         c = d.get("counts", {})
         lines.append(f"{d.get('job', p.stem):<28} {d.get('state', '?'):<15} {c.get('done', 0):>7} "
@@ -167,9 +203,14 @@ def summarize(folder, max_listed: int = 20) -> str:
                      f"{c.get('computed_this_run', 0):>9}")
         if d.get("error"):
             problems.append(f"{d['job']} stopped: {d['error'].splitlines()[0]}")
+        if d.get("state") == "running" and not locked:
+            problems.append(f"{d.get('job', p.stem)} was interrupted (its status says running and no "
+                            f"lock is held); a rerun finishes it")
         for key, entry in d.get("files", {}).items():
             if entry.get("state") in ("failed", "invalid"):
                 problems.append(f"{d['job']}: {entry['state']:<7} {key}: {entry.get('error')}")
+    if unreadable:
+        lines += ["", f"unreadable status file(s), rebuilt by the next run: {', '.join(unreadable)}"]
     if problems:
         lines += ["", f"{len(problems)} problem(s):"]
         lines += [f"  {p}" for p in problems[:max_listed]]

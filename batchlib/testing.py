@@ -21,13 +21,29 @@ def write_array_file(path, array) -> None:
     np.save(path, np.asarray(array))
 
 
+def make_array_inputs(folder, n, shape=(3, 8, 8), dtype="uint16", seed=0, prefix="im",
+                      start=0) -> dict:
+    """Write ``n`` random ``<prefix><i>.npy`` files; return ``{stem: array}``."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed + start)
+    arrays = {}
+    for i in range(start, start + n):
+        stem = f"{prefix}{i:06d}"
+        arrays[stem] = rng.integers(0, 1000, size=shape).astype(dtype)
+        write_array_file(os.path.join(str(folder), stem + ".npy"), arrays[stem])
+    return arrays
+
+
 class ImportArray(BatchJob):
     """Read ``*.npy`` files into ``raw`` of one container each (a minimal ingest)."""
 
     params = {
-        "fail_on": Param("", "fail on inputs whose name contains this text (for tests)"),
+        # fail_on and hash_inputs do not change what is computed: fixing a
+        # simulated failure must retry only the failed files, not everything.
+        "fail_on": Param("", "fail on inputs whose name contains this text (for tests)",
+                         affects_result=False),
         "sleep_s": Param(0.0, "pause per image (for tests of killing)", affects_result=False),
-        "hash_inputs": Param(False, "add a content hash to the input signature"),
+        "hash_inputs": Param(False, "add a content hash to the input signature", affects_result=False),
     }
     output_keys = {"raw": KeySpec()}
 
@@ -57,7 +73,8 @@ class ScaleRaw(BatchJobOnContainer):
     """Multiply ``raw`` by ``factor`` into ``scaled`` and tabulate the frame sums."""
 
     params = {"factor": Param(2.0, "multiplier"),
-              "fail_on": Param("", "fail on containers whose name contains this text")}
+              "fail_on": Param("", "fail on containers whose name contains this text",
+                               affects_result=False)}
     input_keys = {"raw": KeySpec(ndim=3)}
     output_keys = {"scaled": KeySpec(ndim=3, dtype="f"), "tables/sums": KeySpec(kind="table")}
 
@@ -72,3 +89,20 @@ class ScaleRaw(BatchJobOnContainer):
         write_table(container, "tables/sums", pd.DataFrame({
             "t": np.arange(len(scaled), dtype=np.int64), "sum": scaled.reshape(len(scaled), -1).sum(1),
             "name": [os.path.basename(path)] * len(scaled)}))
+
+
+class SumScaled(BatchJobOnContainer):
+    """Sum ``scaled`` (written by :class:`ScaleRaw`) into a one-row table: a second on-container job."""
+
+    params = {"fail_on": Param("", "fail on containers whose name contains this text",
+                               affects_result=False)}
+    input_keys = {"scaled": KeySpec(ndim=3, dtype="f")}
+    output_keys = {"tables/total": KeySpec(kind="table")}
+
+    def process_container(self, container, path):
+        if self.param_values["fail_on"] and self.param_values["fail_on"] in os.path.basename(path):
+            raise RuntimeError(f"simulated failure on {os.path.basename(path)}")
+        import pandas as pd
+
+        total = float(container["scaled"][:].sum())
+        write_table(container, "tables/total", pd.DataFrame({"total": [total]}))

@@ -131,6 +131,10 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"job names must be unique in a workflow (use identifier=...): {names}")
+    if write_workflow_status and name in names:
+        # Both would write batchlib/<name>.status, each overwriting the other.
+        raise ValueError(f"the workflow name {name!r} is also the name of one of its jobs; their "
+                         f"status files would collide: choose another workflow name")
     folder = os.fspath(folder)
     input_folder = os.fspath(input_folder) if input_folder is not None else folder
     os.makedirs(status_dir(folder), exist_ok=True)

@@ -30,9 +30,14 @@ def h5_compression_kwargs(name: str | None) -> dict:
     raise ValueError(f"unknown compression {name!r}; choose one of {COMPRESSIONS}")
 
 
-def z5_compression_kwargs(name: str | None) -> dict:
-    """Keyword arguments for ``z5py.Group.create_dataset`` for a compression name."""
+def z5_compression_kwargs(name: str | None, zarr: bool = False) -> dict:
+    """Keyword arguments for ``z5py.Group.create_dataset`` for a compression name.
+
+    z5py has no plain LZ4 codec for zarr; there ``lz4`` is Blosc-LZ4 without shuffle.
+    """
     name = DEFAULT_COMPRESSION if name in (None, "default") else name
+    if name == "lz4" and zarr:
+        return {"compression": "blosc", "codec": "lz4", "clevel": 5, "shuffle": 0}
     if name == "none":
         return {"compression": "raw"}
     if name == "gzip":

@@ -26,7 +26,7 @@ _JSON_PREFIX = "json:"
 
 def container_format(path) -> str:
     """``"h5"``, ``"n5"`` or ``"zarr"`` from a container's file extension."""
-    ext = Path(path).suffix.lower()
+    ext = os.path.splitext(os.fspath(path).rstrip("/" + os.sep))[1].lower()  # not Path: hot path
     if ext in H5_EXTS:
         return "h5"
     if ext in N5_EXTS:
@@ -144,7 +144,7 @@ def create_dataset(group, key, data=None, shape=None, dtype=None, chunks=None,
     if 0 in shape:
         # z5py divides by the shape when laying out chunks and crashes the process.
         raise ValueError(f"{key}: n5/zarr datasets cannot be empty (shape {shape})")
-    kwargs = z5_compression_kwargs(compression)
+    kwargs = z5_compression_kwargs(compression, zarr=bool(getattr(group, "is_zarr", False)))
     ds = group.create_dataset(key, shape=shape, dtype=dtype, chunks=chunks, **kwargs)
     if data is not None and data.size:
         ds[...] = data

@@ -8,7 +8,6 @@ smaller in Y and X), ... and attributes that viewers read (``multiScale``,
 from __future__ import annotations
 
 import numpy as np
-from skimage.transform import downscale_local_mean
 
 from .files import create_dataset, read_attrs, write_attrs
 
@@ -18,6 +17,8 @@ def _downsample(image, factor, is_label):
     if is_label:
         # Averaging would invent label ids; take every factor-th pixel instead.
         return image[(Ellipsis, slice(None, None, factor), slice(None, None, factor))]
+    from skimage.transform import downscale_local_mean  # lazy: scikit-image is slow to import
+
     return downscale_local_mean(image, scale).astype(image.dtype)
 
 

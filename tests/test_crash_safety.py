@@ -1,0 +1,154 @@
+"""Killing a run (SIGKILL, SIGTERM) never leaves a half-written output counted as done."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from batchlib.io import open_file
+from batchlib.records import read_record
+from batchlib.testing import ImportArray, make_array_inputs
+from batchlib.workflow import run_workflow
+
+SCRIPT = """
+import sys
+from batchlib.testing import ImportArray
+from batchlib.workflow import main_exit_code, run_workflow
+folder, inp, ext, sleep = sys.argv[1:5]
+sys.exit(main_exit_code(lambda: run_workflow(
+    "WF", folder, [ImportArray(output_ext=ext, sleep_s=float(sleep))], input_folder=inp,
+    progress=False, status_interval_s=0.0)))
+"""
+
+N, FRAMES = 6, 8
+
+
+def start(folder, inp, ext, sleep_s):
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, folder, inp, ext, str(sleep_s)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def temporaries(folder):
+    return glob.glob(os.path.join(folder, ".*.tmp-*"))
+
+
+def finals(folder, ext):
+    return sorted(p for p in glob.glob(os.path.join(folder, "*" + ext)))
+
+
+def wait_for(predicate, proc, timeout=30.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended early: {proc.communicate()}")
+        time.sleep(0.005)
+    proc.kill()
+    raise AssertionError("timed out waiting for the run")
+
+
+def frames_written(tmp):
+    """Frames with data in a half-written container (n5: chunk files present)."""
+    try:
+        if os.path.isdir(tmp):
+            raw = os.path.join(tmp, "raw")
+            return len(os.listdir(raw)) if os.path.isdir(raw) else 0
+        return os.path.getsize(tmp)
+    except FileNotFoundError:  # renamed into place meanwhile
+        return 0
+
+
+@pytest.mark.parametrize("ext", [".h5", ".n5"])
+def test_sigkill_mid_write_then_rerun(tmp_path, ext):
+    inp, folder = str(tmp_path / "in"), str(tmp_path / "out")
+    arrays = make_array_inputs(inp, N, shape=(FRAMES, 16, 16))
+    proc = start(folder, inp, ext, sleep_s=0.03)  # ~0.25 s per image
+    # Kill while the third image is half written (two are finished).
+    wait_for(lambda: len(finals(folder, ext)) >= 2 and temporaries(folder)
+             and frames_written(temporaries(folder)[0]) > 0, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+
+    half = temporaries(folder)
+    assert half, "the kill should have landed while a container was being written"
+    lock = os.path.join(folder, "batchlib", "WF.lock")
+    assert os.path.exists(lock)  # left behind by the killed run
+    done_before = {os.path.basename(p) for p in finals(folder, ext)
+                   if read_record(p, "ImportArray") is not None}
+    assert len(done_before) >= 2
+    assert done_before == {os.path.basename(p) for p in finals(folder, ext)}  # no record-less final
+
+    # A half-written container under a final name (as a non-atomic writer
+    # would leave it) must not count as done either.
+    victim = sorted({s + ext for s in arrays} - done_before)[-1]
+    os.rename(half[0], os.path.join(folder, victim))
+
+    res = run_workflow("WF", folder, [ImportArray(output_ext=ext)], input_folder=inp, progress=False)
+    assert res.success
+    job = res.jobs[0]
+    recomputed = {k.replace(".npy", ext) for k in job.computed}
+    assert recomputed == {s + ext for s in arrays} - done_before  # done ones kept, the rest redone
+    assert victim in recomputed
+    assert not temporaries(folder)
+    assert not os.path.exists(lock)
+    log = open(os.path.join(folder, "batchlib", "WF.log")).read()
+    assert "breaking a stale lock" in log
+    for stem, data in arrays.items():
+        path = os.path.join(folder, stem + ext)
+        assert read_record(path, "ImportArray") is not None
+        with open_file(path, "r") as f:
+            np.testing.assert_array_equal(f["raw"][:], data)
+    st = json.load(open(os.path.join(folder, "batchlib", "ImportArray.status")))
+    assert st["state"] == "processed" and st["counts"]["done"] == N
+    # And the next run has nothing to do.
+    res = run_workflow("WF", folder, [ImportArray(output_ext=ext)], input_folder=inp, progress=False)
+    assert res.jobs[0].computed == []
+
+
+def test_sigkill_during_in_place_job_is_redone(tmp_path):
+    """An on-container job killed mid-write: its record was removed first, so it is redone."""
+    from batchlib.testing import ScaleRaw
+
+    inp, folder = str(tmp_path / "in"), str(tmp_path / "out")
+    arrays = make_array_inputs(inp, 2, shape=(2, 8, 8), dtype="uint8")
+    assert run_workflow("WF", folder, [ImportArray(output_ext=".n5"), ScaleRaw()], input_folder=inp,
+                        progress=False).success
+    path = os.path.join(folder, "im000000.n5")
+    # Simulate the state a kill inside ScaleRaw leaves: record removed, data half rewritten.
+    with open_file(path, "a") as f:
+        del f["batchlib/ScaleRaw"]
+        f["scaled"][0] = -1
+    res = run_workflow("WF", folder, [ImportArray(output_ext=".n5"), ScaleRaw()], input_folder=inp,
+                       progress=False)
+    assert res.jobs[0].computed == [] and res.jobs[1].computed == ["im000000.n5"]
+    with open_file(path, "r") as f:
+        np.testing.assert_allclose(f["scaled"][:], arrays["im000000"] * 2.0)
+
+
+def test_sigterm_releases_lock_and_records_error(tmp_path):
+    inp, folder = str(tmp_path / "in"), str(tmp_path / "out")
+    arrays = make_array_inputs(inp, 4, shape=(FRAMES, 8, 8))
+    proc = start(folder, inp, ".h5", sleep_s=0.05)
+    lock = os.path.join(folder, "batchlib", "WF.lock")
+    wait_for(lambda: os.path.exists(lock) and temporaries(folder), proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 128 + signal.SIGTERM, (out, err)
+    assert not os.path.exists(lock)
+    job = json.load(open(os.path.join(folder, "batchlib", "ImportArray.status")))
+    assert job["state"] == "errored" and "SystemExit" in job["error"]
+    wf = json.load(open(os.path.join(folder, "batchlib", "WF.status")))
+    assert wf["state"] == "errored"
+    # The rerun cleans up and completes.
+    res = run_workflow("WF", folder, [ImportArray()], input_folder=inp, progress=False)
+    assert res.success and not temporaries(folder)
+    for stem, data in arrays.items():
+        with open_file(os.path.join(folder, stem + ".h5"), "r") as f:
+            np.testing.assert_array_equal(f["raw"][:], data)

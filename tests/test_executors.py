@@ -1,0 +1,121 @@
+"""Executors: serial, local processes and dask give the same outputs; results stream."""
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from batchlib.executors import (DaskExecutor, ProcessExecutor, SerialExecutor, make_executor)
+from batchlib.io import open_file, read_table
+from batchlib.testing import ImportArray, ScaleRaw, make_array_inputs
+from batchlib.workflow import run_workflow
+
+N_IMAGES = 10
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    """The same inputs through each executor: ``{executor: folder}``."""
+    root = tmp_path_factory.mktemp("executors")
+    inp = str(root / "in")
+    arrays = make_array_inputs(inp, N_IMAGES, shape=(3, 16, 12))
+    folders = {}
+    for kind in ("serial", "processes", "dask"):
+        folder = str(root / kind)
+        res = run_workflow("WF", folder, [ImportArray(), ScaleRaw(factor=1.25)], input_folder=inp,
+                           executor=kind, n_jobs=1 if kind == "serial" else 2, progress=False)
+        assert res.success, kind
+        assert [len(j.computed) for j in res.jobs] == [N_IMAGES, N_IMAGES], kind
+        folders[kind] = folder
+    return arrays, folders
+
+
+@pytest.mark.parametrize("kind", ["processes", "dask"])
+def test_same_outputs_as_serial(outputs, kind):
+    arrays, folders = outputs
+    for stem, data in arrays.items():
+        with open_file(os.path.join(folders["serial"], stem + ".h5"), "r") as a, \
+                open_file(os.path.join(folders[kind], stem + ".h5"), "r") as b:
+            np.testing.assert_array_equal(a["raw"][:], data)
+            for key in ("raw", "scaled"):
+                assert a[key].dtype == b[key].dtype
+                np.testing.assert_array_equal(a[key][:], b[key][:])
+            pd.testing.assert_frame_equal(read_table(a, "tables/sums"), read_table(b, "tables/sums"))
+
+
+def test_executor_status_is_complete(outputs):
+    import json
+
+    _, folders = outputs
+    for kind, folder in folders.items():
+        st = json.load(open(os.path.join(folder, "batchlib", "ScaleRaw.status")))
+        assert st["counts"]["done"] == N_IMAGES and st["counts"]["computed_this_run"] == N_IMAGES, kind
+        assert all(e["stamps"] and e["record"] for e in st["files"].values())
+        wf = json.load(open(os.path.join(folder, "batchlib", "WF.status")))
+        assert wf["options"]["executor"] == kind
+
+
+def recording(items, submitted):
+    for item in items:
+        submitted.append(item)
+        yield item
+
+
+def check_streaming(executor, n):
+    submitted, seen_at_first = [], None
+    results = []
+    for result in executor.map_unordered(abs, recording(range(-n, 0), submitted)):
+        if seen_at_first is None:
+            seen_at_first = len(submitted)
+        results.append(result)
+    assert sorted(results) == list(range(1, n + 1))
+    assert len(submitted) == n
+    # The first result came back while most items had not even been taken
+    # from the generator: work is submitted in a bounded window, not all at once.
+    assert seen_at_first <= n // 2, seen_at_first
+    return seen_at_first
+
+
+def test_processes_stream_results():
+    with ProcessExecutor(2) as ex:
+        first = check_streaming(ex, 30)
+    assert first <= 2 * 2 + 1  # the window is 2 * n_jobs
+
+
+def test_dask_streams_results():
+    with DaskExecutor(n_workers=2) as ex:
+        check_streaming(ex, 40)
+        assert list(ex.map_unordered(abs, iter([]))) == []
+
+
+def test_serial_and_factory():
+    assert list(SerialExecutor().map_unordered(abs, [-1, -2])) == [1, 2]
+    assert isinstance(make_executor("serial"), SerialExecutor)
+    assert isinstance(make_executor("processes", n_jobs=1), SerialExecutor)
+    with make_executor("processes", n_jobs=2) as ex:
+        assert isinstance(ex, ProcessExecutor) and ex.n_workers == 2
+        assert sorted(ex.map_unordered(abs, [-3, -1, -2])) == [1, 2, 3]
+    with pytest.raises(ValueError):
+        make_executor("threads")
+    with pytest.raises(ValueError):
+        ProcessExecutor(0)
+
+
+class DroppingExecutor(SerialExecutor):
+    """A broken executor that loses the last unit."""
+
+    def map_unordered(self, fn, items):
+        items = list(items)
+        for item in items[:-1]:
+            yield fn(item)
+
+
+def test_runner_refuses_lost_units(tmp_path):
+    import json
+
+    inp, folder = str(tmp_path / "in"), str(tmp_path / "out")
+    make_array_inputs(inp, 3)
+    with pytest.raises(RuntimeError, match="returned 2 results for 3 units"):
+        ImportArray().run_in_folder(folder, inp, lambda: DroppingExecutor(), progress=False)
+    st = json.load(open(os.path.join(folder, "batchlib", "ImportArray.status")))
+    assert st["state"] == "errored" and st["counts"]["pending"] == 1

@@ -1,0 +1,221 @@
+"""Container I/O: h5, n5 and zarr give the same results."""
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from batchlib.io import (COMPRESSIONS, container_format, create_dataset, grow_dataset, image_attrs,
+                         open_file, read_attrs, read_image, read_table, write_attrs, write_image,
+                         write_table)
+from batchlib.testing import ImportArray, ScaleRaw, make_array_inputs
+from batchlib.workflow import run_workflow
+
+EXTS = [".h5", ".n5", ".zarr"]
+
+
+@pytest.fixture(params=EXTS)
+def container(request, tmp_path):
+    with open_file(tmp_path / f"c{request.param}", "a") as f:
+        yield f
+
+
+def test_h5_and_n5_workflows_agree(tmp_path):
+    inp = str(tmp_path / "in")
+    arrays = make_array_inputs(inp, 3, shape=(4, 12, 10), dtype="uint16")
+    for ext in (".h5", ".n5"):
+        res = run_workflow("WF", str(tmp_path / ext[1:]), [ImportArray(output_ext=ext), ScaleRaw(factor=0.5)],
+                           input_folder=inp, progress=False)
+        assert res.success and len(res.jobs[1].computed) == 3
+    for stem, data in arrays.items():
+        with open_file(tmp_path / "h5" / f"{stem}.h5", "r") as a, open_file(tmp_path / "n5" / f"{stem}.n5", "r") as b:
+            for key in ("raw", "scaled"):
+                assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape
+                np.testing.assert_array_equal(a[key][:], b[key][:])
+            np.testing.assert_array_equal(a["raw"][:], data)
+            ta, tb = read_table(a, "tables/sums"), read_table(b, "tables/sums")
+            assert ta["name"].str.replace(".h5", "").tolist() == tb["name"].str.replace(".n5", "").tolist()
+            pd.testing.assert_frame_equal(ta.drop(columns="name"), tb.drop(columns="name"))
+            assert read_attrs(a["batchlib/ScaleRaw"])["record"]["param_hash"] == \
+                read_attrs(b["batchlib/ScaleRaw"])["record"]["param_hash"]
+
+
+def full_table():
+    ints = {f"{k}{bits}": pd.Series(np.array([np.iinfo(f"{k}{bits}").min, 0, 1, np.iinfo(f"{k}{bits}").max],
+                                             dtype=f"{k}{bits}"))
+            for k in ("int", "uint") for bits in (8, 16, 32, 64)}
+    return pd.DataFrame({
+        **ints,
+        "float32": np.array([1.5, -0.0, np.nan, np.inf], dtype="float32"),
+        "float64": np.array([np.pi, -1e300, np.nan, -np.inf]),
+        "bool": [True, False, True, False],
+        "str": pd.Series(["a", "ünïcödé ✓ 顕微鏡", None, ""]),
+        "obj": pd.Series(["x", None, "🦠 cell", "long " * 50], dtype=object),
+        "ns": pd.Series(np.array(["2024-01-01T00:00:00.123456789", "1970-01-01", "NaT",
+                                  "2262-04-11T23:47:16.854775807"], dtype="datetime64[ns]")),
+        "us": pd.to_datetime(["2024-05-06 07:08:09.123456", "2000-01-01", None, "1900-01-01"],
+                             format="ISO8601"),
+        "s": pd.Series(np.array(["2024-01-01T00:00:01", "NaT", "1969-12-31T23:59:59", "2030-06-01"],
+                                dtype="datetime64[s]")),
+    })
+
+
+def test_table_round_trip(container):
+    table = full_table()
+    write_table(container, "tables/t", table)
+    back = read_table(container, "tables/t")
+    pd.testing.assert_frame_equal(back, table, check_exact=True)
+    for col in table.columns:
+        assert back[col].dtype == table[col].dtype, col
+    assert back["obj"][1] is None and back["ns"][0] == table["ns"][0]
+    assert back["ns"][0].nanosecond == 789
+    # Some columns, in the order asked for.
+    pd.testing.assert_frame_equal(read_table(container, "tables/t", columns=["str", "int8"]),
+                                  table[["str", "int8"]])
+    # Rewriting replaces the table (fewer rows, other columns).
+    small = pd.DataFrame({"only": np.arange(2, dtype="int16")})
+    write_table(container, "tables/t", small)
+    pd.testing.assert_frame_equal(read_table(container, "tables/t"), small)
+
+
+def test_empty_table_round_trip(container):
+    empty = pd.DataFrame({"i": pd.Series([], dtype="int32"), "f": pd.Series([], dtype="float64"),
+                          "b": pd.Series([], dtype=bool), "s": pd.Series([], dtype=object),
+                          "t": pd.Series([], dtype="datetime64[ns]")})
+    write_table(container, "empty", empty)
+    back = read_table(container, "empty")
+    assert len(back) == 0 and list(back.columns) == list(empty.columns)
+    pd.testing.assert_frame_equal(back, empty)
+    write_table(container, "nocols", pd.DataFrame())
+    assert read_table(container, "nocols").shape == (0, 0)
+
+
+def test_table_errors(container):
+    with pytest.raises(ValueError):
+        write_table(container, "bad", pd.DataFrame([[1, 2]], columns=["a", "a"]))
+    with pytest.raises(ValueError):
+        write_table(container, "bad", pd.DataFrame({"a/b": [1]}))
+    with pytest.raises(KeyError):
+        read_table(container, "nope")
+    create_dataset(container, "plain", data=np.zeros(3))
+    container.require_group("grp")
+    with pytest.raises(ValueError):
+        read_table(container, "grp")
+
+
+@pytest.mark.parametrize("ext", [".h5", ".n5"])
+def test_image_pyramid(tmp_path, ext):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 4000, size=(2, 256, 200)).astype("uint16")
+    labels = rng.integers(0, 5, size=(256, 200)).astype("uint32")
+    with open_file(tmp_path / f"img{ext}", "a") as f:
+        write_image(f, "images/phase", image, resolution=(0.065, 0.065), unit="micrometer")
+        write_image(f, "images/labels", labels, is_label=True, n_scales=2, visible=False)
+        write_image(f, "images/square", image[0, :, :128].repeat(2, axis=1))  # 256 x 256
+    with open_file(tmp_path / f"img{ext}", "r") as f:
+        group = f["images/phase"]
+        # Halved while Y and X stay >= 64 pixels: 200 -> 100 (-> 50 would be too small).
+        assert sorted(group.keys()) == ["s0", "s1"]
+        assert [group[f"s{i}"].shape for i in range(2)] == [(2, 256, 200), (2, 128, 100)]
+        assert group["s0"].chunks == (1, 256, 200)
+        np.testing.assert_array_equal(read_image(f, "images/phase"), image)
+        s1 = image.reshape(2, 128, 2, 100, 2).mean(axis=(2, 4)).astype("uint16")
+        np.testing.assert_array_equal(read_image(f, "images/phase", scale=1), s1)
+        np.testing.assert_array_equal(read_image(f, "images/phase", scale=0, roi=np.s_[1, :5, 3:9]),
+                                      image[1, :5, 3:9])
+        attrs = image_attrs(f, "images/phase")
+        assert attrs["multiScale"] is True and attrs["downsamplingFactors"] == [[1, 1], [2, 2]]
+        assert attrs["resolution"] == [0.065, 0.065] and attrs["unit"] == "micrometer"
+        assert attrs["visible"] is True and attrs["isLabel"] is False
+        lo, hi = attrs["contrastLimits"]
+        assert 0 <= lo < hi <= 4000
+        square = f["images/square"]
+        assert [square[k].shape for k in sorted(square.keys())] == [(256, 256), (128, 128), (64, 64)]
+        assert image_attrs(f, "images/square")["downsamplingFactors"] == [[1, 1], [2, 2], [4, 4]]
+        lab = image_attrs(f, "images/labels")
+        assert lab["isLabel"] is True and lab["visible"] is False
+        np.testing.assert_array_equal(read_image(f, "images/labels", scale=1), labels[::2, ::2])
+        with pytest.raises(KeyError):
+            read_image(f, "images/phase", scale=2)
+
+
+def chunk_mtimes(ds_dir):
+    out = {}
+    for root, _, files in os.walk(ds_dir):
+        for name in files:
+            if name not in ("attributes.json", ".zarray", ".zattrs"):
+                p = os.path.join(root, name)
+                out[os.path.relpath(p, ds_dir)] = os.stat(p).st_mtime_ns
+    return out
+
+
+@pytest.mark.parametrize("ext", EXTS)
+def test_grow_dataset_keeps_existing_frames(tmp_path, ext):
+    frames = np.arange(5 * 6 * 7, dtype="uint16").reshape(5, 6, 7)
+    path = tmp_path / f"g{ext}"
+    with open_file(path, "a") as f:
+        ds = create_dataset(f, "raw/phase", shape=(3, 6, 7), dtype="uint16", chunks=(1, 6, 7), growable=True)
+        for t in range(3):
+            ds[t] = frames[t]
+    before = chunk_mtimes(path / "raw" / "phase") if ext != ".h5" else None
+    if before is not None:
+        assert len(before) == 3
+    with open_file(path, "a") as f:
+        ds = grow_dataset(f, "raw/phase", 5)
+        assert ds.shape == (5, 6, 7)
+        for t in (3, 4):
+            ds[t] = frames[t]
+    if before is not None:
+        after = chunk_mtimes(path / "raw" / "phase")
+        assert {k: after[k] for k in before} == before  # old chunk files not rewritten
+        assert len(after) == 5
+    with open_file(path, "r") as f:
+        np.testing.assert_array_equal(f["raw/phase"][:], frames)
+
+
+@pytest.mark.parametrize("ext", [".h5", ".n5"])
+def test_grow_dataset_other_axis(tmp_path, ext):
+    data = np.arange(4 * 6, dtype="float32").reshape(4, 6)
+    with open_file(tmp_path / f"a{ext}", "a") as f:
+        ds = create_dataset(f, "x", data=data[:, :3], chunks=(4, 1), growable=1)
+        ds = grow_dataset(f, "x", 6, axis=1)
+        ds[:, 3:] = data[:, 3:]
+    with open_file(tmp_path / f"a{ext}", "r") as f:
+        np.testing.assert_array_equal(f["x"][:], data)
+
+
+NESTED = {"int": 3, "float": 2.5, "str": "ünï", "bool": True, "none": None, "list": [1, 2.5, "x", None],
+          "dict": {"a": {"b": [1, {"c": None}]}, "empty": {}}, "np": np.int64(7), "npf": np.float32(0.5),
+          "array": np.arange(3)}
+
+
+def test_attrs_round_trip(container):
+    group = container.require_group("g")
+    write_attrs(group, NESTED)
+    back = read_attrs(group)
+    expected = dict(NESTED, np=7, npf=0.5, array=[0, 1, 2])
+    assert {k: back[k] for k in expected} == expected
+    assert isinstance(back["np"], int) and isinstance(back["bool"], bool)
+    write_attrs(container, {"top": {"x": [1]}})
+    assert read_attrs(container)["top"] == {"x": [1]}
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS + ("default",))
+def test_create_dataset_replaces_and_compresses(container, compression):
+    create_dataset(container, "d", data=np.zeros((3, 4), dtype="uint8"), compression=compression)
+    data = np.random.default_rng(0).integers(0, 60000, size=(5, 6, 7)).astype("uint16")
+    create_dataset(container, "d", data=data, compression=compression)  # other shape and dtype
+    assert container["d"].shape == (5, 6, 7) and container["d"].dtype == np.uint16
+    np.testing.assert_array_equal(container["d"][:], data)
+
+
+def test_container_helpers(tmp_path):
+    assert [container_format(f"x{e}") for e in (".h5", ".hdf5", ".n5", ".zarr", ".N5")] == \
+        ["h5", "h5", "n5", "zarr", "n5"]
+    assert container_format(str(tmp_path / "dir.n5") + "/") == "n5"
+    with pytest.raises(ValueError):
+        container_format("x.tif")
+    with pytest.raises(FileNotFoundError):
+        open_file(tmp_path / "missing.n5", "r")
+    with pytest.raises(OSError):
+        open_file(tmp_path / "missing.h5", "r")
