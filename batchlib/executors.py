@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 from itertools import islice
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 logger = logging.getLogger("Workflow.executor")
 
@@ -24,8 +25,13 @@ class Executor:
     name = "serial"
     n_workers = 1
 
-    def map_unordered(self, fn, items):
-        """Yield ``fn(item)`` for every item, in completion order."""
+    def map_unordered(self, fn, items, on_crash=None):
+        """Yield ``fn(item)`` for every item, in completion order.
+
+        ``fn`` handles its own errors; ``on_crash(item, exc)`` gives the result
+        for an item whose worker died under it (killed for memory, a crash in
+        compiled code), so that one dead worker does not end the whole run.
+        """
         for item in items:
             yield fn(item)
 
@@ -58,21 +64,39 @@ class ProcessExecutor(Executor):
         self.n_workers = n_jobs
         self._pool = ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn"))
 
-    def map_unordered(self, fn, items):
+    def map_unordered(self, fn, items, on_crash=None):
         items = iter(items)
-        pending = set()
+        pending = {}
         window = 2 * self.n_workers
         try:
             while True:
                 for item in items:
-                    pending.add(self._pool.submit(fn, item))
+                    pending[self._pool.submit(fn, item)] = item
                     if len(pending) >= window:
                         break
                 if not pending:
                     return
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    yield fut.result()
+                    item = pending.pop(fut)
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool as e:
+                        if on_crash is None:
+                            raise
+                        # Every unit in flight is lost with the pool; which one
+                        # killed it cannot be told, so all are reported failed
+                        # (the next run retries them) and a new pool goes on.
+                        logger.error("a worker process died: %s", e)
+                        lost = [item] + list(pending.values())
+                        pending.clear()
+                        self._pool.shutdown(wait=False, cancel_futures=True)
+                        self._pool = ProcessPoolExecutor(
+                            self.n_workers, mp_context=multiprocessing.get_context("spawn"))
+                        for it in lost:
+                            yield on_crash(it, e)
+                        break
+                    yield result
         finally:
             for fut in pending:
                 fut.cancel()
@@ -107,21 +131,35 @@ class DaskExecutor(Executor):
         self.window = window or 4 * self.n_workers
         logger.info("dask client connected: %s", self.client)
 
-    def map_unordered(self, fn, items):
+    def map_unordered(self, fn, items, on_crash=None):
         from dask.distributed import as_completed
 
         items = iter(items)
+        submitted = {}
+
+        def submit(item):
+            fut = self.client.submit(fn, item, pure=False)
+            submitted[fut.key] = item
+            return fut
+
         # islice, not zip(items, range(window)): zip takes one more item from
         # ``items`` before it finds the range exhausted, and that unit was lost.
-        futures = [self.client.submit(fn, item, pure=False) for item in islice(items, self.window)]
+        futures = [submit(item) for item in islice(items, self.window)]
         if not futures:
             return
         queue = as_completed(futures)
         for fut in queue:
-            result = fut.result()
+            item = submitted.pop(fut.key)
+            try:
+                result = fut.result()
+            except Exception as e:  # noqa: BLE001 - fn catches its own errors; this is a dead worker
+                if on_crash is None:
+                    raise
+                logger.error("a dask worker died processing a unit: %s", e)
+                result = on_crash(item, e)
             fut.release()
-            for item in items:
-                queue.add(self.client.submit(fn, item, pure=False))
+            for nxt in items:
+                queue.add(submit(nxt))
                 break
             yield result
 
@@ -164,5 +202,7 @@ def make_executor(kind="serial", n_jobs=1, scheduler_address=None, slurm=None) -
         slurm = dict(slurm or {})
         cluster = slurm_cluster(**slurm)
         n = int(slurm.get("jobs", 1)) * int(slurm.get("cores", 1))
-        return DaskExecutor(cluster=cluster, n_workers=n)
+        executor = DaskExecutor(cluster=cluster, n_workers=n)
+        executor._own_cluster = cluster  # the SLURM jobs end with the run
+        return executor
     raise ValueError(f"unknown executor {kind!r}; choose one of {EXECUTORS}")

@@ -139,7 +139,7 @@ class JobRunner:
         bar = tqdm(total=len(todo), desc=self.job.name, unit="image", disable=not self.progress,
                    dynamic_ncols=True, leave=True)
         try:
-            for result in executor.map_unordered(execute_unit, tasks()):
+            for result in executor.map_unordered(execute_unit, tasks(), on_crash=_crashed):
                 key = result["key"]
                 unit = units[key]
                 entry = {"outputs": self._rel(unit.outputs), "input_signature": unit.signature,
@@ -168,6 +168,15 @@ class JobRunner:
             raise RuntimeError(f"{self.job.name}: the {executor.name} executor returned {n_results} "
                                f"results for {len(todo)} units")
         return failed, computed
+
+
+def _crashed(task, exc) -> dict:
+    """The result of a unit whose worker process died under it."""
+    unit = task[1]
+    return {"key": unit.key, "state": "failed", "duration_s": None,
+            "error": f"the worker process died while processing this image ({type(exc).__name__}: {exc}); "
+                     "out of memory? It is retried on the next run.",
+            "traceback": ""}
 
 
 def _lean(rec):

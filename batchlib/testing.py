@@ -43,6 +43,8 @@ class ImportArray(BatchJob):
         "fail_on": Param("", "fail on inputs whose name contains this text (for tests)",
                          affects_result=False),
         "sleep_s": Param(0.0, "pause per image (for tests of killing)", affects_result=False),
+        "crash_on": Param("", "kill the worker process on inputs whose name contains this text "
+                          "(for tests of dead workers)", affects_result=False),
         "hash_inputs": Param(False, "add a content hash to the input signature", affects_result=False),
     }
     output_keys = {"raw": KeySpec()}
@@ -58,6 +60,8 @@ class ImportArray(BatchJob):
             raise InvalidInputError(f"{path}: not a readable .npy file ({e})") from e
 
     def process(self, input_file, output_file):
+        if self.param_values["crash_on"] and self.param_values["crash_on"] in os.path.basename(input_file):
+            os._exit(77)  # as if the kernel killed the worker for memory
         if self.param_values["fail_on"] and self.param_values["fail_on"] in os.path.basename(input_file):
             raise RuntimeError(f"simulated failure on {os.path.basename(input_file)}")
         data = np.load(input_file)

@@ -104,7 +104,7 @@ def test_serial_and_factory():
 class DroppingExecutor(SerialExecutor):
     """A broken executor that loses the last unit."""
 
-    def map_unordered(self, fn, items):
+    def map_unordered(self, fn, items, on_crash=None):
         items = list(items)
         for item in items[:-1]:
             yield fn(item)
@@ -119,3 +119,30 @@ def test_runner_refuses_lost_units(tmp_path):
         ImportArray().run_in_folder(folder, inp, lambda: DroppingExecutor(), progress=False)
     st = json.load(open(os.path.join(folder, "batchlib", "ImportArray.status")))
     assert st["state"] == "errored" and st["counts"]["pending"] == 1
+
+
+def test_a_dead_worker_fails_its_images_not_the_run(tmp_path):
+    """A worker killed under an image (e.g. for memory) is a failed output, retried next run."""
+    import json
+
+    import numpy as np
+
+    from batchlib import run_workflow
+    from batchlib.testing import ImportArray, write_array_file
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    for i in range(6):
+        write_array_file(inp / f"img{i}.npy", np.full((2, 4, 4), i, np.uint16))
+    result = run_workflow("W", out, [ImportArray(crash_on="img3")], input_folder=inp,
+                          executor="processes", n_jobs=2, ignore_failed_outputs=True)
+    job = result.jobs[0]
+    assert job.state == "failed_outputs"
+    assert "img3.npy" in job.failed and "worker process died" in job.failed["img3.npy"]
+    status = json.loads((out / "batchlib" / "ImportArray.status").read_text())
+    states = {k: e["state"] for k, e in status["files"].items()}
+    assert states["img3.npy"] == "failed"
+    assert sum(s == "done" for s in states.values()) + len(job.failed) == 6
+    # Images lost with the pool are retried; with the crash gone everything completes.
+    again = run_workflow("W", out, [ImportArray()], input_folder=inp, executor="processes", n_jobs=2)
+    assert again.success and sorted(again.jobs[0].computed) == sorted(job.failed)
