@@ -1,0 +1,222 @@
+"""Default segmentation: background-corrected threshold in the lumen, profile splitting.
+
+All steps are vectorised over the stack of crops (no loop over crops in Python):
+
+1. Smooth each crop (Gaussian, ``sigma``; along/across the trench).
+2. Signal with cells positive. Fluorescence: intensity minus the median of
+   each row (cells cover less than half of a row), smoothed along the trench.
+   Phase: a reference minus the intensity, the reference being each column's
+   brightest level (gaps, septa, empty lumen) in a window longer than a cell;
+   it follows the blur of the walls across the lumen and the illumination
+   along it, whichever of walls or lumen is brighter.
+3. Lumen band: ``lumen_width`` columns, recentred per crop by up to
+   ``lumen_shift`` pixels on the strongest signal.
+4. Candidates: band pixels above ``snr`` times the noise (median absolute
+   deviation of the high-pass residual); phase also darker than
+   ``min_depth`` times the lumen level.
+5. Numba (:mod:`.splitting`): split touching cells at dips of the row profile,
+   keep each cell's pixels above ``level`` times its own peak (phase: depth
+   below the local halo), fill holes, drop side protrusions, small objects,
+   objects off the axis or (phase) too shallow, number from the closed end.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .splitting import label_crops
+
+# The references along the trench vary slowly: computed on every _STEP-th row.
+_STEP = 4
+
+DEFAULTS = {
+    "fluorescence": dict(level=0.3, snr=4.0, sigma=1.0, split_depth=0.25),
+    # Phase contrast darkens the middle of long cells less than their ends
+    # (shade-off), a dip of up to ~30 % that must not split them.
+    "phase": dict(level=0.12, snr=4.0, sigma=(1.5, 0.5), split_depth=0.4),
+}
+
+
+def _noise_factor(sigma) -> float:
+    """Ratio of the noise of the smoothed image to the noise of the high-pass residual."""
+    delta = np.zeros((31, 31))
+    delta[15, 15] = 1.0
+    g = ndimage.gaussian_filter(delta, sigma)
+    return float(np.sqrt((g ** 2).sum() / ((delta - g) ** 2).sum()))
+
+
+def _block_rows(a: np.ndarray, reduce) -> np.ndarray:
+    """``reduce`` over blocks of ``_STEP`` rows of ``(M, H, W)`` (last block may be shorter)."""
+    m, h, w = a.shape
+    full = h // _STEP * _STEP
+    out = reduce(a[:, :full].reshape(m, full // _STEP, _STEP, w), axis=2)
+    if full < h:
+        out = np.concatenate([out, reduce(a[:, full:], axis=1)[:, None]], axis=1)
+    return out
+
+
+def _rows_from_blocks(blocks: np.ndarray, h: int) -> np.ndarray:
+    """Back from blocks of ``_STEP`` rows to ``h`` rows (the references are smooth)."""
+    return np.repeat(blocks, _STEP, axis=1)[:, :h]
+
+
+def _lumen_band(cols: np.ndarray, lumen_width, lumen_shift: int):
+    """Boolean ``(M, W)`` lumen columns, centred where the cell signal ``cols`` is strongest.
+
+    Also returns the axis column of each band.
+    """
+    m, w = cols.shape
+    if lumen_width is None or lumen_width >= w:
+        return np.ones((m, w), bool), np.full(m, (w - 1) / 2.0)
+    lw = int(round(lumen_width))
+    csum = np.concatenate([np.zeros((m, 1)), np.cumsum(cols, axis=1)], axis=1)
+    start0 = (w - lw) // 2
+    shifts = np.arange(-lumen_shift, lumen_shift + 1)
+    starts = np.clip(start0 + shifts, 0, w - lw)
+    score = csum[:, starts + lw] - csum[:, starts]           # (M, n_shifts)
+    # Prefer the centred band unless another is clearly better (empty crops).
+    score[:, lumen_shift] *= 1.05
+    start = starts[np.argmax(score, axis=1)]
+    col = np.arange(w)
+    band = (col[None, :] >= start[:, None]) & (col[None, :] < start[:, None] + lw)
+    return band, start + (lw - 1) / 2.0
+
+
+def segment_threshold(crops, kind="phase", *, sigma=None, lumen_width=14, lumen_shift=2,
+                      snr=None, level=None, split_depth=None, min_length=8, min_area=40,
+                      open_end="keep", background_rows=61, min_depth=0.1, min_peak_depth=0.25,
+                      contour_window=15, contour_rows=3, max_offset=None, clean=True,
+                      device=None):
+    """Segment the cells of trench crops without a trained model.
+
+    Parameters
+    ----------
+    crops : ndarray, shape (..., H, W)
+        Trench crops, trench axis vertical, closed end at row 0.
+    kind : {"phase", "fluorescence"}
+        Phase contrast (dark cells) or fluorescence (bright cells).
+    sigma : float or (float, float)
+        Gaussian smoothing (pixels) before thresholding, or ``(along, across)``
+        the trench: cells are straight along it, so smoothing along the trench
+        steadies the edges without moving them.
+    lumen_width : int or None
+        Width in pixels of the band of columns searched for cells (the trench
+        lumen; give the real lumen width, not more, so walls stay out). None
+        searches the whole crop.
+    lumen_shift : int
+        The band may move this many pixels off the crop centre, per crop,
+        towards the strongest cell signal.
+    snr : float
+        Detection threshold in noise standard deviations of the smoothed image.
+    level : float
+        Contour level: each cell keeps the pixels above ``level`` times its own
+        peak, where the signal is the intensity above background
+        (fluorescence) or the depth below the local halo (phase).
+    split_depth : float
+        Relative depth of a dip of the row profile that separates two cells.
+    min_length : int
+        Shortest piece (rows) a split may produce.
+    min_area : int
+        Objects smaller than this (pixels) are dropped.
+    open_end : {"keep", "drop"}
+        Whether cells touching the last row (cut by the crop's open end) are kept.
+    background_rows : int
+        Length (rows, longer than a cell) of the windows of the reference along
+        the trench: running mean of the row median (fluorescence), running
+        maximum then mean of each column (phase).
+    min_depth : float
+        Phase: candidate pixels are darker than the reference by at least this
+        fraction of it.
+    min_peak_depth : float
+        Phase: a cell's darkest point is darker than the reference by at least
+        this fraction of it (empty lumen shades, e.g. near the open end, are not).
+    contour_window : int
+        Phase: width (columns) of the window of the local halo level; it must
+        reach from a cell's axis to its halo.
+    contour_rows : int
+        Phase: height (rows) of that window; small, so that the bright halo of
+        a neighbouring septum does not set the level along a cell's sides.
+    max_offset : float
+        Objects whose centroid lies farther than this (pixels) from the lumen
+        axis are dropped; default a quarter of ``lumen_width``.
+    clean : bool
+        Fill holes and keep, in every row, only each cell's run of pixels
+        through its axis (drops wall blur and debris glued to its side).
+    device : str, optional
+        Accepted for the registry's common interface and ignored: this method
+        runs on the CPU.
+
+    Returns
+    -------
+    labels : int32 ndarray, same shape as ``crops``
+        Cells numbered 1..k from the closed end in every crop, background 0.
+    """
+    if kind not in DEFAULTS:
+        raise ValueError(f"kind must be one of {sorted(DEFAULTS)}; got {kind!r}")
+    if open_end not in ("keep", "drop"):
+        raise ValueError(f"open_end must be 'keep' or 'drop'; got {open_end!r}")
+    snr = DEFAULTS[kind]["snr"] if snr is None else snr
+    level = DEFAULTS[kind]["level"] if level is None else level
+    sigma = DEFAULTS[kind]["sigma"] if sigma is None else sigma
+    split_depth = DEFAULTS[kind]["split_depth"] if split_depth is None else split_depth
+    crops = np.asarray(crops)
+    if crops.ndim < 2:
+        raise ValueError(f"crops must be (..., H, W); got shape {crops.shape}")
+    shape = crops.shape
+    h, w = shape[-2:]
+    x = crops.reshape(-1, h, w).astype(np.float32)
+    if x.shape[0] == 0 or h == 0 or w == 0:
+        return np.zeros(shape, np.int32)
+
+    sig = tuple(np.broadcast_to(np.asarray(sigma, float), (2,)))
+    sm = ndimage.gaussian_filter(x, (0,) + sig, mode="nearest")
+    m = x.shape[0]
+    size = max(1, min(background_rows, h) // _STEP)
+    if kind == "fluorescence":
+        # Cells cover less than half of each row: the row median is background.
+        ref = np.median(sm[:, ::_STEP], axis=2)
+        ref = ndimage.uniform_filter1d(ref, size, axis=1, mode="nearest")
+        s = sm - _rows_from_blocks(ref, h)[:, :, None]
+    else:
+        # Reference: each column's brightest level along the trench (gaps, septa,
+        # empty lumen) within a window longer than a cell; it follows the blur of
+        # the walls across the lumen and the illumination along it.
+        ref = ndimage.maximum_filter1d(_block_rows(sm, np.max), size, axis=1, mode="nearest")
+        ref = _rows_from_blocks(ndimage.uniform_filter1d(ref, size, axis=1, mode="nearest"), h)
+        s = ref - sm
+    band, axis = _lumen_band(s.sum(axis=1), lumen_width, lumen_shift)
+    # Only the columns of some lumen band go to the labelling kernel.
+    used = np.flatnonzero(band.any(axis=0))
+    c0, c1 = used[0], used[-1] + 1
+    if kind == "phase":
+        # Edges are measured from the nearest halo (local maximum across the
+        # trench, a few rows along it) rather than from the column reference,
+        # whose level is set by the brightest septum of the window.
+        e0, e1 = max(c0 - contour_window // 2, 0), min(c1 + contour_window // 2, w)
+        part = sm[:, :, e0:e1]
+        contour = ndimage.maximum_filter(part, (1, contour_rows, contour_window), mode="nearest") - part
+        contour = contour[:, :, c0 - e0:c1 - e0]
+    else:
+        contour = s[:, :, c0:c1]
+    if max_offset is None:
+        max_offset = (lumen_width if lumen_width is not None else w) / 4.0
+    # Noise from the high-pass residual of the lumen, on every _STEP-th row.
+    sub = np.broadcast_to(band[:, None, :], (m, len(range(0, h, _STEP)), w))
+    res = (x[:, ::_STEP] - sm[:, ::_STEP])[sub].reshape(m, -1)
+    mad = np.median(np.abs(res - np.median(res, axis=1, keepdims=True)), axis=1)
+    noise = 1.4826 * mad * _noise_factor(sig)
+    if kind == "fluorescence":
+        floor, min_peak = np.zeros(m), np.zeros(m)
+    else:
+        lumen_level = np.median(ref[:, ::_STEP][sub].reshape(m, -1), axis=1)
+        floor, min_peak = min_depth * lumen_level, min_peak_depth * lumen_level
+    cut = np.maximum(np.maximum(snr * noise, floor), 1e-6 * np.abs(sm).max(axis=(1, 2)))
+    cand = (s[:, :, c0:c1] > cut[:, None, None]) & band[:, None, c0:c1]
+    out = label_crops(np.ascontiguousarray(s[:, :, c0:c1], np.float32),
+                      np.ascontiguousarray(contour, np.float32),
+                      cand, float(level), min_peak.astype(np.float64), (axis - c0).astype(np.float64),
+                      float(max_offset), float(split_depth), max(int(min_length), 1),
+                      int(min_area), open_end == "drop", bool(clean))
+    labels = np.zeros((m, h, w), np.int32)
+    labels[:, :, c0:c1] = out
+    return labels.reshape(shape)

@@ -1,0 +1,294 @@
+import importlib
+import importlib.util
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from batchlib.trench.segmentation import (available_methods, get_method, register_method,
+                                          relabel_from_closed_end, segment_trenches)
+from batchlib.trench.segmentation.evaluate import match_labels
+
+H, W, LUMEN = 256, 32, 14
+
+
+def _rod(y0, length, width, cx):
+    """Spherocylinder along the rows from row ``y0``: (mask, normalised thickness)."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(float)
+    r = width / 2
+    d2 = (np.clip(yy, y0 + r, y0 + length - r) - yy) ** 2 + (xx - cx) ** 2
+    return d2 <= r * r, np.sqrt(np.clip(1 - d2 / (r * r), 0, None))
+
+
+def _cell_mask(y0, length, width, cx):
+    return _rod(y0, length, width, cx)[0]
+
+
+def render(labels, kind, rng, noise=0.03, bright=None, thickness=None):
+    """Phase (dark cells, bright halo, mid-grey lumen, brighter walls) or fluorescence.
+
+    Cells are rods: their signal is their thickness (optical path, amount of
+    fluorophore), blurred by a PSF.
+    """
+    if thickness is None:
+        thickness = (labels > 0).astype(float)
+    if kind == "fluorescence":
+        gain = np.zeros(labels.max() + 1)
+        gain[1:] = rng.uniform(0.6, 1.4, labels.max()) if bright is None else bright
+        img = ndimage.gaussian_filter(0.1 + gain[labels] * thickness, 1.2)
+    else:
+        lumen = np.abs(np.arange(W) - (W - 1) / 2) <= LUMEN / 2
+        base = ndimage.gaussian_filter(np.where(lumen, 0.5, 0.7) * np.ones((H, W)), 1.2)
+        th = ndimage.gaussian_filter(thickness, 1.2)
+        img = base - 0.6 * (th - ndimage.gaussian_filter(thickness, 3.2))
+    return (img + rng.normal(0, noise, img.shape)).astype(np.float32)
+
+
+def make_crops(n, kind, seed=0, touch=0.3, noise=0.03):
+    """Crops with cells end to end from the closed end; some pairs touch."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((n, H, W), np.int32)
+    crops = np.zeros((n, H, W), np.float32)
+    for i in range(n):
+        y, k = rng.uniform(0.5, 3), 0
+        thick = np.zeros((H, W))
+        while y + 20 < H:
+            length = rng.uniform(20, 45)
+            m, th = _rod(y, length, rng.uniform(9, 10), (W - 1) / 2 + rng.uniform(-0.5, 0.5))
+            k += 1
+            labels[i][m & (labels[i] == 0)] = k
+            thick = np.maximum(thick, th)
+            y += length + (0 if rng.random() < touch else rng.uniform(1, 3))
+        crops[i] = render(labels[i], kind, rng, noise, thickness=thick)
+    return crops, labels
+
+
+@pytest.mark.parametrize("kind", ["phase", "fluorescence"])
+def test_accuracy_on_synthetic_crops(kind):
+    crops, truth = make_crops(24, kind, seed=1)
+    labels = segment_trenches(crops, kind=kind)
+    assert labels.dtype == np.int32 and labels.shape == crops.shape
+    m = match_labels(truth, labels)
+    assert m.n_true > 150
+    assert m.f1 >= 0.95
+    assert m.mean_iou >= 0.8
+
+
+@pytest.mark.parametrize("kind", ["phase", "fluorescence"])
+def test_touching_cells_are_split(kind):
+    truth = np.zeros((H, W), np.int32)
+    (m1, t1), (m2, t2) = _rod(2, 30, 9.5, 15.5), _rod(32, 35, 9.5, 15.5)
+    truth[m1] = 1
+    truth[m2 & (truth == 0)] = 2
+    crop = render(truth, kind, np.random.default_rng(3), bright=[1.0, 1.0], thickness=np.maximum(t1, t2))
+    labels = segment_trenches(crop, kind=kind)
+    assert labels.max() == 2
+    m = match_labels(truth, labels)
+    assert m.tp == 2 and m.mean_iou > 0.8
+
+
+def test_numbering_from_closed_end():
+    crops, _ = make_crops(6, "fluorescence", seed=4)
+    labels = segment_trenches(crops, kind="fluorescence")
+    for lab in labels:
+        ids = np.unique(lab)[1:]
+        assert ids.tolist() == list(range(1, len(ids) + 1))
+        centroids = ndimage.center_of_mass(lab > 0, lab, ids)
+        assert np.all(np.diff([c[0] for c in centroids]) > 0)
+        assert centroids[0][0] < 25           # the mother sits at the closed end
+
+
+@pytest.mark.parametrize("kind", ["phase", "fluorescence"])
+def test_empty_crops_have_no_labels(kind):
+    rng = np.random.default_rng(5)
+    crops = np.stack([render(np.zeros((H, W), np.int32), kind, rng, noise) for noise in (0.01, 0.05)])
+    assert segment_trenches(crops, kind=kind).max() == 0
+    assert segment_trenches(np.zeros((H, W)), kind=kind).max() == 0
+
+
+def test_any_leading_dims_give_the_same_labels():
+    crops, _ = make_crops(8, "phase", seed=6)
+    ref = segment_trenches(crops, kind="phase")
+    assert np.array_equal(segment_trenches(crops[0], kind="phase"), ref[0])
+    assert np.array_equal(segment_trenches(crops.reshape(2, 4, H, W), kind="phase"), ref.reshape(2, 4, H, W))
+    assert np.array_equal(segment_trenches(crops.reshape(2, 2, 2, H, W), kind="phase"),
+                          ref.reshape(2, 2, 2, H, W))
+    assert segment_trenches(crops[:0], kind="phase").shape == (0, H, W)
+
+
+def test_open_end_policy():
+    truth = np.zeros((H, W), np.int32)
+    mask, thick = _rod(200, 80, 9.5, 15.5)             # runs out of the crop
+    truth[mask] = 1
+    crop = render(truth, "fluorescence", np.random.default_rng(7), bright=[1.0], thickness=thick)
+    assert segment_trenches(crop, kind="fluorescence").max() == 1
+    assert segment_trenches(crop, kind="fluorescence", open_end="drop").max() == 0
+
+
+def test_parameter_errors():
+    crop = np.zeros((H, W))
+    assert segment_trenches(crop, kind="phase", device="cuda").max() == 0   # CPU method, ignored
+    with pytest.raises(ValueError, match="kind"):
+        segment_trenches(crop, kind="brightfield")
+    with pytest.raises(ValueError, match="open_end"):
+        segment_trenches(crop, kind="phase", open_end="maybe")
+    with pytest.raises(ValueError, match="H, W"):
+        segment_trenches(np.zeros(5), kind="phase")
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Registrations made by a test disappear after it."""
+    import batchlib.trench.segmentation as seg
+    monkeypatch.setattr(seg, "_METHODS", dict(seg._METHODS))
+
+
+def test_registry_plugs_in_a_custom_method(scratch_registry):
+    def by_threshold(crops, kind, cutoff=0.5):
+        flat = crops.reshape(-1, *crops.shape[-2:])
+        lab = np.stack([ndimage.label(c > cutoff)[0] for c in flat]).reshape(crops.shape)
+        return np.where(lab > 0, 10 - lab, 0)      # numbered from the open end, on purpose
+
+    register_method("test_cutoff", by_threshold)
+    assert "test_cutoff" in available_methods() and "threshold" in available_methods()
+    assert get_method("test_cutoff") is by_threshold
+    crops = np.zeros((2, 40, 10))
+    crops[0, 30:38, 2:6] = 1
+    crops[0, 5:10, 2:6] = 1
+    crops[1, 10:20, 2:6] = 1
+    labels = segment_trenches(crops, method="test_cutoff", kind="fluorescence", cutoff=0.5)
+    assert labels[0, 6, 3] == 1 and labels[0, 33, 3] == 2 and labels[1, 15, 3] == 1
+    with pytest.raises(KeyError, match="available: .*threshold"):
+        segment_trenches(crops, method="nope")
+    with pytest.raises(ValueError, match="unknown segmentation method 'nope'"):
+        get_method("nope")
+    register_method("test_bad_shape", lambda crops, kind: crops[0])
+    with pytest.raises(ValueError, match="returned shape"):
+        segment_trenches(crops, method="test_bad_shape")
+    with pytest.raises(TypeError):
+        register_method("test_not_callable", 3)
+
+
+def test_relabel_from_closed_end():
+    lab = np.zeros((2, 30, 8), np.int32)
+    lab[0, 20:25, 1:4] = 7
+    lab[0, 2:6, 1:4] = 3
+    lab[1, 10:12, 1:4] = 9
+    out = relabel_from_closed_end(lab)
+    assert out[0, 3, 2] == 1 and out[0, 22, 2] == 2 and out[1, 11, 2] == 1
+    assert relabel_from_closed_end(np.zeros((4, 4), np.int32)).max() == 0
+    big = np.where(lab > 0, lab * 1_000_003, 0).astype(np.int64)
+    assert np.array_equal(relabel_from_closed_end(big), out)
+
+
+def test_match_labels_counts():
+    a = np.zeros((1, 20, 10), np.int32)
+    a[0, 2:8, 2:6] = 1
+    a[0, 10:18, 2:6] = 2
+    b = np.zeros_like(a)
+    b[0, 2:8, 2:6] = 5
+    m = match_labels(a, b)
+    assert (m.tp, m.n_true, m.n_pred) == (1, 2, 1)
+    assert m.f1 == pytest.approx(2 / 3) and m.mean_iou == 1.0
+
+
+def test_synthetic_generator_accuracy():
+    """Against the project's synthetic acquisitions, when the generator is available."""
+    synthetic = pytest.importorskip("batchlib.trench.synthetic")
+    if not hasattr(synthetic, "simulate_position"):
+        pytest.skip("batchlib.trench.synthetic.simulate_position is not available")
+    from batchlib.trench.geometry import crop_box
+    from batchlib.trench.measure import measure_cells
+
+    cfg = synthetic.SyntheticConfig(height=512, width=512, n_timepoints=3,
+                                    channels=("phase", "gfp"), seed=11)
+    pos = synthetic.simulate_position(cfg, position=0)
+    crops = {ch: np.stack([[crop_box(pos.movies[ch][t], r.x_center, r.y_closed, r.direction,
+                                     int(r.height), int(r.width), r.angle_deg, pos.drift[t])
+                            for t in range(cfg.n_timepoints)] for r in pos.trenches.itertuples()])
+             for ch in ("phase", "gfp")}
+    truth, n_t = pos.trench_labels, cfg.n_timepoints
+    cells = pos.cells.rename(columns={"row": "n"})
+    for ch, kind in (("phase", "phase"), ("gfp", "fluorescence")):
+        labels = segment_trenches(crops[ch], kind=kind)
+        m = match_labels(truth, labels)
+        assert m.n_true > 150
+        assert m.f1 >= 0.95, (ch, m.f1)
+        assert m.mean_iou >= 0.85, (ch, m.mean_iou)
+        measured = measure_cells(labels, {"gfp": crops["gfp"]}).set_index(["n", "t", "label"])
+        pred = measured.loc[list(zip(m.crop // n_t, m.crop % n_t, m.pred_label))]
+        true = cells.set_index(["n", "t", "label"]).loc[list(zip(m.crop // n_t, m.crop % n_t,
+                                                               m.true_label))]
+        whole = ~pred.at_open_end.to_numpy()
+        length_err = np.abs(pred.length_px.to_numpy() / true.length_px.to_numpy() - 1)[whole]
+        fl_err = np.abs(pred.gfp_mean_bgsub.to_numpy() / true.gfp_mean_true.to_numpy() - 1)
+        assert np.median(length_err) <= 0.05, (ch, np.median(length_err))
+        assert np.median(fl_err) <= 0.05, (ch, np.median(fl_err))
+
+
+@pytest.mark.parametrize("name, within_one, min_f1", [
+    ("delta_xy001_p0033_seg_otsu", 0.95, 0.9),
+    # The U-Net keeps constricted, dividing cells whole; the rendering shows the
+    # constriction and the segmenter splits there, so counts run higher.
+    ("delta_xy001_p0033_seg_unet", 0.8, 0.85),
+])
+def test_real_label_stack_pseudo_fluorescence(shared_data, name, within_one, min_f1):
+    """Cells of a real growth channel (napari-mm3 labels) are recovered.
+
+    The labels are real masks, not intensities: each cell is rendered as a rod
+    (thickness from the distance to its own edge, so poles and contacts are
+    dimmer), blurred and noised, then segmented. The reference is itself a
+    pipeline output (it merges or splits some cells), hence the tolerance.
+    """
+    tifffile = pytest.importorskip("tifffile")
+    truth = tifffile.imread(shared_data / "label_stacks" / f"{name}.tif")[:60].astype(np.int64)
+    inner = (ndimage.minimum_filter(truth, size=(1, 3, 3)) == truth) & (
+        ndimage.maximum_filter(truth, size=(1, 3, 3)) == truth) & (truth > 0)
+    d = ndimage.distance_transform_edt(inner, sampling=(1e6, 1, 1)) + 0.5 * (truth > 0)
+    key = np.arange(len(truth))[:, None, None] * (truth.max() + 1) + truth
+    r = np.zeros(key.max() + 1)
+    np.maximum.at(r, key[truth > 0], d[truth > 0])
+    rr = np.maximum(r[key], 1.0)
+    rods = np.where(truth > 0, np.sqrt(np.clip(1 - (1 - np.minimum(d, rr) / rr) ** 2, 0, 1)), 0)
+    rng = np.random.default_rng(0)
+    img = ndimage.gaussian_filter(rods, (0, 1.2, 1.2)) + rng.normal(0, 0.05, truth.shape)
+    labels = segment_trenches(img, kind="fluorescence", lumen_width=None, min_area=20)
+    counts_true = np.array([len(np.unique(t)) - 1 for t in truth])
+    counts = labels.reshape(len(labels), -1).max(axis=1)
+    assert np.mean(np.abs(counts - counts_true) <= 1) >= within_one
+    m = match_labels(truth, labels)
+    assert m.f1 >= min_f1 and m.mean_iou >= 0.75
+
+
+def test_real_phase_frame(shared_data):
+    """Two occupied growth channels of a real phase-contrast frame (molyso example).
+
+    No mask truth exists; the four cells per channel are read off the bright
+    septa of the axial intensity profile (closed end at the bottom of the frame).
+    """
+    tifffile = pytest.importorskip("tifffile")
+    frame = tifffile.imread(shared_data / "phase_fov" / "molyso_example_frame.tif")
+    rows = 381 - np.arange(240)
+    crops = np.stack([frame[rows][:, x - 16:x + 16] for x in (155, 216)])
+    labels = segment_trenches(crops, kind="phase")
+    assert labels.reshape(2, -1).max(axis=1).tolist() == [4, 4]
+    mother_rows = np.nonzero((labels[0] == 1).any(axis=1))[0]
+    assert mother_rows.min() < 5 and 30 < mother_rows.max() < 50
+
+
+def test_torch_template_imports_without_torch(scratch_registry):
+    torch_model = importlib.import_module("batchlib.trench.segmentation.torch_model")
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is installed")
+    with pytest.raises(ImportError, match="pip install torch"):
+        torch_model.register(name="test_unet_missing")
+    assert "test_unet_missing" not in available_methods()
+
+
+def test_torch_template_only_with_torch(scratch_registry):
+    pytest.importorskip("torch")
+    torch_model = importlib.import_module("batchlib.trench.segmentation.torch_model")
+    torch_model.register(name="test_unet")
+    crops, _ = make_crops(2, "phase", seed=8)
+    labels = segment_trenches(crops, method="test_unet", kind="phase")
+    assert labels.shape == crops.shape and labels.dtype == np.int32
