@@ -219,3 +219,18 @@ def test_container_helpers(tmp_path):
         open_file(tmp_path / "missing.n5", "r")
     with pytest.raises(OSError):
         open_file(tmp_path / "missing.h5", "r")
+
+
+def test_a_fresh_process_reads_compressed_h5(tmp_path):
+    """Workers are spawned: reading must register the compression filters itself."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.h5"
+    with open_file(path, "w") as f:
+        create_dataset(f, "x", data=np.arange(1000, dtype=np.uint16).reshape(10, 100))
+    code = ("from batchlib.io import open_file; import numpy as np; "
+            f"f = open_file({str(path)!r}, 'r'); print(int(f['x'][:].sum()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == sum(range(1000))

@@ -59,6 +59,7 @@ def open_file(path, mode: str = "a"):
     fmt = container_format(path)
     if fmt == "h5":
         import h5py
+        import hdf5plugin  # noqa: F401 - registers the Blosc/LZ4 filters, also for reading
 
         # The HDF5 file-locking protocol fails on several network file systems
         # used on clusters; batchlib's own lock protects the folder instead.
