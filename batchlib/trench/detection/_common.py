@@ -1,0 +1,73 @@
+"""Shared helpers of the detection modules: the error type and cheap image reductions."""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["TrenchDetectionError", "as_image2d", "band_profiles", "block_mean", "nanmean"]
+
+
+class TrenchDetectionError(RuntimeError):
+    """No trench array could be found; ``reason`` says why in plain words."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def as_image2d(image) -> np.ndarray:
+    """Validate a 2-D image without copying it."""
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {image.shape}")
+    if image.shape[0] < 16 or image.shape[1] < 16:
+        raise TrenchDetectionError(f"image {image.shape} is too small to hold trenches")
+    return image
+
+
+def band_profiles(image: np.ndarray, rows: int):
+    """Column profiles of horizontal bands of ``rows`` rows.
+
+    Summing bands (rather than rotating the image) keeps the cost to one pass
+    over the pixels; rows left over at the bottom are ignored.
+
+    Returns
+    -------
+    profiles : ndarray, shape (n_bands, W), float64
+        Mean of each band.
+    band_y : ndarray, shape (n_bands,)
+        Row coordinate of each band's centre.
+    """
+    n = image.shape[0] // rows
+    if n == 0:
+        raise ValueError("band taller than the image")
+    sums = np.add.reduce(image[: n * rows].reshape(n, rows, image.shape[1]), axis=1,
+                         dtype=np.float64)
+    band_y = np.arange(n) * rows + (rows - 1) / 2.0
+    return sums / rows, band_y
+
+
+def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over ``factor x factor`` blocks (float32); ragged edges are dropped."""
+    if factor == 1:
+        return np.asarray(image, dtype=np.float32)
+    ny, nx = image.shape[0] // factor, image.shape[1] // factor
+    rows = np.add.reduce(image[: ny * factor, : nx * factor].reshape(ny, factor, nx * factor),
+                         axis=1, dtype=np.float32)
+    out = rows[:, 0::factor].copy()
+    for k in range(1, factor):
+        out += rows[:, k::factor]
+    out /= factor * factor
+    return out
+
+
+def nanmean(a, axis=None, keepdims=False):
+    """Mean ignoring NaN; NaN (without a warning) where nothing is finite.
+
+    Rotated images have NaN outside the frame, so all-NaN slices are normal.
+    """
+    a = np.asarray(a, dtype=float)
+    ok = np.isfinite(a)
+    n = ok.sum(axis=axis, keepdims=keepdims)
+    s = np.where(ok, a, 0.0).sum(axis=axis, keepdims=keepdims)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan)

@@ -1,0 +1,243 @@
+"""Trench centres along a set's cross profile.
+
+The cross profile of a set is periodic and every period is mirror-symmetric
+about two axes half a pitch apart: the lumen axis and the wall axis. The
+phase of the fundamental gives both axes at once (which one is the lumen is
+decided by the caller from other cues). The pitch is refined by maximising the
+harmonic power, a template is folded from all periods and every lattice site
+is refined to sub-pixel precision by matching that template locally.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import optimize
+
+from ._common import nanmean
+from .pitch import fit_lattice, parabolic_peak
+
+__all__ = ["refine_pitch", "fundamental_axis", "fold_template", "match_template",
+           "locate_centres", "stripe_widths", "column_texture", "strip_mean"]
+
+
+def _clean(profile):
+    p = np.asarray(profile, dtype=float)
+    valid = np.isfinite(p)
+    x = np.flatnonzero(valid).astype(float)
+    v = p[valid] - p[valid].mean()
+    return x, v * np.hanning(v.size)
+
+
+def _harmonic_power(x, v, f, n_harmonics):
+    n = np.arange(1, n_harmonics + 1)[:, None]
+    z = np.exp(-2j * np.pi * f * n * x[None, :]) @ v
+    return float((z.real ** 2 + z.imag ** 2).sum())
+
+
+def refine_pitch(profile, pitch, n_harmonics=3, rel_range=0.04):
+    """Pitch that maximises the power of the first harmonics of ``profile``.
+
+    ``pitch`` must already be within ``rel_range`` (relative) of the answer.
+    """
+    x, v = _clean(profile)
+    if v.size < 3 * pitch:
+        return float(pitch)
+    nh = max(1, min(n_harmonics, int(0.45 * pitch)))
+    f0 = 1.0 / pitch
+    grid = f0 * (1 + np.linspace(-rel_range, rel_range, 17))
+    vals = [_harmonic_power(x, v, f, nh) for f in grid]
+    i = int(np.argmax(vals))
+    step = grid[1] - grid[0]
+    res = optimize.minimize_scalar(lambda f: -_harmonic_power(x, v, f, nh),
+                                   bounds=(grid[i] - step, grid[i] + step), method="bounded",
+                                   options={"xatol": 1e-7 * f0})
+    f = res.x if res.success and -res.fun >= vals[i] else grid[i]
+    return float(1.0 / f)
+
+
+def fundamental_axis(profile, pitch):
+    """Column (in ``[0, pitch)``) of the symmetry axis brighter at the fundamental.
+
+    The other axis of the same period lies half a pitch away.
+
+    Returns
+    -------
+    axis : float
+    amplitude : float
+        Magnitude of the fundamental (profile units).
+    """
+    x, v = _clean(profile)
+    z = np.exp(-2j * np.pi * x / pitch) @ v
+    axis = (-np.angle(z) * pitch / (2 * np.pi)) % pitch
+    return float(axis), float(2 * np.abs(z) / max(np.hanning(v.size).sum(), 1e-9))
+
+
+def _windows(profile, positions, offsets):
+    p = np.asarray(profile, dtype=float)
+    xs = np.asarray(positions, float)[..., None] + offsets
+    return np.interp(xs, np.arange(p.size), p, left=np.nan, right=np.nan)
+
+
+def fold_template(profile, sites, half):
+    """Mean of the profile around ``sites`` over ``[-half, half]``, made symmetric.
+
+    Returns
+    -------
+    offsets : ndarray, shape (2 * half + 1,)
+    template : ndarray, same shape
+    """
+    offsets = np.arange(-half, half + 1, dtype=float)
+    win = _windows(profile, sites, offsets)
+    good = np.all(np.isfinite(win), axis=1)
+    if not good.any():
+        return offsets, np.full(offsets.shape, np.nan)
+    t = win[good].mean(axis=0)
+    return offsets, 0.5 * (t + t[::-1])
+
+
+def match_template(profile, sites, offsets, template, search, min_valid=0.6):
+    """Refine every site to the position where the template correlates best.
+
+    Parameters
+    ----------
+    search : float
+        Largest displacement tried, in pixels.
+    min_valid : float
+        Fraction of the window that must lie inside the profile (sites near
+        the image edge are matched on the part that is inside).
+
+    Returns
+    -------
+    positions : ndarray
+        Sub-pixel positions (the site itself where no match is possible).
+    ncc : ndarray
+        Normalised correlation at the best position (NaN where no match).
+    """
+    sites = np.asarray(sites, float)
+    shifts = np.arange(-np.ceil(search), np.ceil(search) + 0.5, 0.5)
+    win = _windows(profile, sites[:, None] + shifts[None, :], offsets)
+    m = np.isfinite(win)
+    n = m.sum(axis=-1)
+    w = np.where(m, win, 0.0)
+    t = np.where(m, template, 0.0)
+    nn = np.maximum(n, 1)
+    wc = np.where(m, w - (w.sum(-1) / nn)[..., None], 0.0)
+    tc = np.where(m, t - (t.sum(-1) / nn)[..., None], 0.0)
+    den = np.sqrt((wc ** 2).sum(-1) * (tc ** 2).sum(-1)) + 1e-12
+    ncc = (wc * tc).sum(-1) / den
+    ncc = np.where(n >= min_valid * offsets.size, ncc, -np.inf)
+    best = np.argmax(ncc, axis=1)
+    pos, score = sites.copy(), np.full(sites.shape, np.nan)
+    for i, b in enumerate(best):
+        if not np.isfinite(ncc[i, b]):
+            continue
+        score[i] = ncc[i, b]
+        off = 0.0
+        if 0 < b < len(shifts) - 1 and np.isfinite(ncc[i, b - 1]) and np.isfinite(ncc[i, b + 1]):
+            off = parabolic_peak(ncc[i, b - 1], ncc[i, b], ncc[i, b + 1])
+        pos[i] = sites[i] + shifts[b] + off * (shifts[1] - shifts[0])
+    return pos, score
+
+
+def stripe_widths(offsets, template, pitch):
+    """Widths of the stripe centred on the template axis and of the other one.
+
+    The boundary between the two stripes is where the template is steepest.
+    """
+    half = offsets >= 0
+    u, t = offsets[half], template[half]
+    grad = np.abs(np.gradient(t, u))
+    inner = (u > 0.5) & (u < 0.5 * pitch - 0.5)
+    if not inner.any():
+        return 0.5 * pitch, 0.5 * pitch
+    edge = u[inner][np.argmax(grad[inner])]
+    return float(2 * edge), float(pitch - 2 * edge)
+
+
+def column_texture(rot_rows, sigma_rows=2.0):
+    """Per-column variance along rows after removing slow trends (cells, debris)."""
+    from scipy import ndimage
+
+    r = np.asarray(rot_rows, float)
+    filled = np.where(np.isfinite(r), r, np.nan_to_num(nanmean(r, axis=0, keepdims=True)))
+    hp = filled - ndimage.gaussian_filter1d(filled, sigma_rows, axis=0, mode="nearest")
+    return nanmean(np.where(np.isfinite(r), hp * hp, np.nan), axis=0)
+
+
+def strip_mean(values, centres, half_width):
+    """Mean of a column quantity over ``centres +- half_width``, per centre.
+
+    ``values`` is 1-D (one value per column) or 2-D (rows x columns); the
+    result has one entry per centre (per row and centre for 2-D input).
+    """
+    v = np.asarray(values, float)
+    off = np.arange(-np.floor(half_width), np.floor(half_width) + 1)
+    idx = np.rint(np.asarray(centres, float)[:, None] + off).astype(int)
+    ok = (idx >= 0) & (idx < v.shape[-1])
+    vals = np.where(ok, v[..., np.clip(idx, 0, v.shape[-1] - 1)], np.nan)
+    return nanmean(vals, axis=-1)
+
+
+def _contrast_ratio(prof, centres, offsets, tmpl, pitch):
+    """Lumen-minus-wall contrast at every centre relative to the template's."""
+    q = max(1.0, 0.1 * pitch)
+    t_lumen = tmpl[np.abs(offsets) <= q].mean()
+    t_wall = tmpl[np.abs(offsets) >= offsets.max() - q].mean()
+    lum = strip_mean(prof, centres, q)
+    wal = nanmean(np.stack([strip_mean(prof, centres - 0.5 * pitch, q),
+                            strip_mean(prof, centres + 0.5 * pitch, q)]), axis=0)
+    den = t_lumen - t_wall
+    return np.nan_to_num((lum - wal) / den) if den != 0 else np.zeros(len(centres))
+
+
+def locate_centres(profile, pitch, axis, first, last, kind="phase"):
+    """Sub-pixel trench centres of a set from its cross profile and lumen axis.
+
+    Parameters
+    ----------
+    profile : ndarray, shape (W,)
+    pitch : float
+    axis : float
+        Lumen axis modulo the pitch (see :func:`lumen.lumen_axis`).
+    first, last : int
+        First and last valid column of ``profile``.
+    kind : {"phase", "fluorescence"}
+        Phase trenches must each show the template's contrast (all are
+        visible); fluorescence sites are all kept (empty ones are dark).
+
+    Returns
+    -------
+    dict or None
+        ``centres`` (the site's own match where it agrees with the lattice,
+        else the lattice position), ``lattice``, ``residual`` (own match minus
+        lattice), ``ncc``, ``use_own`` and ``template`` (offsets, values).
+    """
+    half = int(np.ceil(0.5 * pitch))
+
+    def sites(margin):
+        m = np.arange(np.ceil((first + margin - axis) / pitch),
+                      np.floor((last - margin - axis) / pitch) + 1)
+        return axis + m * pitch
+
+    # edge trenches count if their lumen is inside; the template needs whole periods
+    site = sites(0.25 * pitch)
+    if site.size == 0:
+        return None
+    offsets, tmpl = fold_template(profile, sites(half), half)
+    if not np.isfinite(tmpl).all():
+        return None
+    pos, ncc = match_template(profile, site, offsets, tmpl, 0.25 * pitch)
+    keep = np.isfinite(ncc)
+    if kind == "phase":
+        # a halo next to the last trench can match the template's shape but not its contrast
+        keep &= (np.nan_to_num(ncc) >= 0.5) & (_contrast_ratio(profile, pos, offsets, tmpl, pitch) >= 0.4)
+    pos, ncc = pos[keep], ncc[keep]
+    if pos.size == 0:
+        return None
+    good = ncc >= 0.7
+    offset, pitch_fit, _, _ = fit_lattice(pos[good] if good.sum() >= 2 else pos, pitch)
+    lattice = offset + np.rint((pos - offset) / pitch_fit) * pitch_fit
+    residual = pos - lattice
+    # a site whose own match strays is more likely disturbed than displaced
+    use_own = (np.abs(residual) <= 0.125 * pitch) & (ncc >= 0.5)
+    return dict(centres=np.where(use_own, pos, lattice), lattice=lattice, residual=residual,
+                ncc=ncc, use_own=use_own, template=(offsets, tmpl))

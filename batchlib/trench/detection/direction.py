@@ -1,0 +1,61 @@
+"""Which end of a trench set is closed.
+
+* Two sets face one feeding channel between them: the upper set's closed end
+  is at its top (+1), the lower set's at its bottom (-1).
+* One set, phase contrast: at the closed end the lumen stops and the wall
+  continues into the PDMS, at the open end the wall stops and the lumen
+  continues into the feeding channel; so the lumen level changes more than the
+  wall level across the closed end, and the reverse across the open end.
+* One set, fluorescence (walls dark): cells touch the closed end in every
+  filled trench, while towards the open end they stop early or spill out; the
+  per-trench signal ends are tightly aligned at the closed end only, and
+  signal is found beyond the open end (spilled and floating cells) but not
+  beyond the closed end (31 single-set synthetic positions: 90 % right from
+  the alignment alone, 97 % from the spill alone).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["assign_directions"]
+
+
+def _closedness(change_lumen, change_wall):
+    if not (np.isfinite(change_lumen) and np.isfinite(change_wall)):
+        return 0.0
+    total = change_lumen + change_wall
+    return (change_lumen - change_wall) / total if total > 0 else 0.0
+
+
+def assign_directions(found, kind, forced=None):
+    """Set ``direction`` and ``dir_conf`` of every set dict (from :func:`ends.set_ends`).
+
+    ``dir_score > 0`` means the top end looks closed.
+    """
+    for s in found:
+        (dl_top, dw_top), (dl_bot, dw_bot) = s["cues"]
+        structural = _closedness(dl_top, dw_top) - _closedness(dl_bot, dw_bot)
+        sp_top, sp_bot = s["spread"]
+        spread = 0.0
+        if np.isfinite(sp_top) and np.isfinite(sp_bot) and sp_top + sp_bot > 0:
+            spread = (sp_bot - sp_top) / (sp_bot + sp_top)
+        if kind == "phase":
+            s["dir_score"] = structural + 0.5 * spread
+        else:
+            sp_top, sp_bot = s["spill"]
+            total = abs(sp_top) + abs(sp_bot)
+            spill = (sp_bot - sp_top) / total if total > 0 else 0.0
+            s["dir_score"] = spread + spill
+    if forced is not None and len(found) == 1:
+        found[0]["direction"], found[0]["dir_conf"] = int(np.sign(forced) or 1), 1.0
+        return
+    if len(found) == 2:
+        score = found[0]["dir_score"] - found[1]["dir_score"]
+        found[0]["direction"], found[1]["direction"] = 1, -1
+        # the cues only grade the confidence in the facing layout
+        for s in found:
+            s["dir_conf"] = float(np.clip(0.5 + 0.25 * score, 0, 1))
+        return
+    s = found[0]
+    s["direction"] = 1 if s["dir_score"] >= 0 else -1
+    s["dir_conf"] = float(min(1.0, abs(s["dir_score"])))

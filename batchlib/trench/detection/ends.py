@@ -1,0 +1,185 @@
+"""Closed and open ends of a trench set, and which way its trenches point.
+
+Along a trench, the lumen columns (L) and the wall columns (W) behave
+differently at the two ends: at the closed end the lumen stops (L changes,
+the wall continues into the PDMS beyond), at the open end the walls stop (W
+changes, the lumen continues into the feeding channel). The lumen-minus-wall
+contrast ``L - W`` therefore fades at both ends; its half-level crossing gives
+each end to sub-pixel precision, from full-resolution samples.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ._common import nanmean
+from ._sampling import rotated_samples
+
+__all__ = ["set_ends", "strip_profiles", "signal_extent", "half_level_crossing", "end_cues",
+           "smooth"]
+
+
+def strip_profiles(image, angle_deg, rows, lumen_x, wall_x, half_width):
+    """Intensity along rotated rows, averaged over the strip of each lumen and wall.
+
+    Returns
+    -------
+    lumen : ndarray, shape (len(rows), n_lumen)
+    wall : ndarray, shape (len(rows), n_wall)
+    """
+    off = np.arange(-half_width, half_width + 1, dtype=float)
+    lx = (np.asarray(lumen_x, float)[:, None] + off).ravel()
+    wx = (np.asarray(wall_x, float)[:, None] + off).ravel()
+    samples = rotated_samples(image, image.shape, angle_deg, rows, np.concatenate([lx, wx]))
+    n = len(rows)
+    lum = nanmean(samples[:, : lx.size].reshape(n, len(lumen_x), off.size), axis=2)
+    wal = nanmean(samples[:, lx.size:].reshape(n, len(wall_x), off.size), axis=2)
+    return lum, wal
+
+
+def signal_extent(rows, profile, inside_rows):
+    """First and last row (sub-pixel) where ``profile`` exceeds half its high level.
+
+    The high level is the 90th percentile inside the set, so a trench holding
+    cells only near one end still has that end found.
+    """
+    p = np.nan_to_num(np.asarray(profile, float))
+    if not inside_rows.any():
+        return np.nan, np.nan
+    level = np.percentile(p[inside_rows], 90)
+    if not level > 0:
+        return np.nan, np.nan
+    above = np.flatnonzero(p > 0.5 * level)
+    i0, i1 = above[0], above[-1]
+    def interp(i, j):  # crossing between samples i (above) and j (below)
+        if j < 0 or j >= p.size:
+            return float(rows[i])
+        f = (p[i] - 0.5 * level) / (p[i] - p[j]) if p[i] != p[j] else 0.5
+        return float(rows[i] + f * (rows[j] - rows[i]))
+    return interp(i0, i0 - 1), interp(i1, i1 + 1)
+
+
+def half_level_crossing(rows, profile, inside_rows, outward):
+    """Sub-pixel row where ``profile`` first falls to half its inside level.
+
+    Parameters
+    ----------
+    rows : ndarray
+        Rotated rows of ``profile`` (ascending, step 1).
+    profile : ndarray
+        A contrast that is non-zero inside the set and about zero outside.
+    inside_rows : ndarray of bool
+        Where to measure the inside level.
+    outward : {+1, -1}
+        Direction (in rows) from inside to outside.
+
+    Returns
+    -------
+    float
+        The crossing, or NaN if the profile never falls to half.
+    """
+    p = np.nan_to_num(np.asarray(profile, float))
+    level = np.median(p[inside_rows]) if inside_rows.any() else np.nan
+    if not np.isfinite(level) or level == 0:
+        return np.nan
+    rel = p / level
+    inside_idx = np.flatnonzero(inside_rows)
+    start = inside_idx[-1] if outward > 0 else inside_idx[0]
+    idx = np.arange(start, len(p)) if outward > 0 else np.arange(start, -1, -1)
+    below = np.flatnonzero(rel[idx] < 0.5)
+    if below.size == 0:
+        return np.nan
+    k = below[0]
+    if k == 0:
+        return float(rows[idx[0]])
+    i0, i1 = idx[k - 1], idx[k]
+    r0, r1 = rel[i0], rel[i1]
+    frac = (r0 - 0.5) / (r0 - r1) if r0 != r1 else 0.5
+    return float(rows[i0] + frac * (rows[i1] - rows[i0]))
+
+
+def end_cues(rows, lumen, wall, edge, outward, reach):
+    """How much the lumen and the wall profiles change across one end.
+
+    Returns ``(change_lumen, change_wall)``: absolute differences of the mean
+    levels between ``reach`` rows inside and ``reach`` rows outside the edge
+    (a few rows next to the edge are skipped to stay clear of the blur).
+    """
+    d = (rows - edge) * outward
+    inside = (d < -3) & (d >= -3 - reach)
+    outside = (d > 3) & (d <= 3 + reach)
+    if not inside.any() or not outside.any():
+        return np.nan, np.nan
+    dl = abs(nanmean(lumen[outside]) - nanmean(lumen[inside]))
+    dw = abs(nanmean(wall[outside]) - nanmean(wall[inside]))
+    return float(dl), float(dw)
+
+
+def smooth(profile, sigma):
+    """Gaussian smoothing that ignores NaN."""
+    p = np.asarray(profile, float)
+    ok = np.isfinite(p)
+    num = ndimage.gaussian_filter1d(np.where(ok, p, 0.0), sigma, mode="nearest")
+    den = ndimage.gaussian_filter1d(ok.astype(float), sigma, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / den
+
+
+def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, filled, kind):
+    """Top and bottom edges of a set and the cues for its direction.
+
+    Parameters
+    ----------
+    image : ndarray
+        Raw frame (sampled at full resolution).
+    y0, y1 : float
+        Coarse first and last rows of the set (rotated frame).
+    step : int
+        Row resolution of the coarse rows.
+    centres, walls : ndarray
+        Lumen axes and the wall axes around them (``len(centres) + 1``).
+    strip : int
+        Half width of the strips averaged along each lumen and wall.
+    filled : ndarray of bool
+        Trenches holding cells.
+
+    Returns
+    -------
+    dict
+        ``y_top, y_bottom`` (edges, i.e. pixel boundaries, in rotated rows),
+        ``cues`` (lumen and wall level changes at the top and bottom ends,
+        see :func:`end_cues`), ``spread`` (scatter of the per-trench signal
+        ends at the top and bottom) and ``spill`` (mean lumen signal beyond
+        each end, above the walls' level).
+    """
+    reach = int(max(3 * step, 40))
+    rows = np.arange(np.floor(y0 - reach), np.ceil(y1 + reach) + 1)
+    lum, wal = strip_profiles(image, angle_deg, rows, centres, walls, strip)
+    each = lum - 0.5 * (wal[:, :-1] + wal[:, 1:])
+    inside = (rows >= y0 + step) & (rows <= y1 - step)
+    if inside.sum() < 3:
+        inside = (rows >= y0) & (rows <= y1)
+    use = filled if filled.any() else np.ones(filled.shape, bool)
+    contrast = smooth(nanmean(each[:, use], axis=1), 1.0)
+    edges = []
+    for coarse, outward in ((y0, -1), (y1, +1)):
+        edge = half_level_crossing(rows, contrast, inside, outward)
+        edges.append(float(edge) if np.isfinite(edge) else coarse + 0.5 * step * outward)
+    # per-trench extents of the signal: cells always touch the closed end, while
+    # at the open end they stop early (few cells) or spill out
+    ext = np.array([signal_extent(rows, smooth(each[:, i], 1.0), inside)
+                    for i in np.flatnonzero(filled)]).reshape(-1, 2)
+    spread = [float(np.nanmedian(np.abs(e - np.nanmedian(e)))) if np.isfinite(e).sum() >= 3
+              else np.nan for e in ext.T]
+    if kind == "fluorescence" and np.isfinite(ext).sum(axis=0).min() >= 3:
+        # walls are dark: the cells' own ends are the only edges to see
+        edges = [float(np.nanmedian(ext[:, 0])) - 0.5, float(np.nanmedian(ext[:, 1])) + 0.5]
+    lum_mean, wal_mean = smooth(nanmean(lum, axis=1), 1.0), smooth(nanmean(wal, axis=1), 1.0)
+    cues = [end_cues(rows, lum_mean, wal_mean, e, o, int(min(0.5 * pitch, 30)))
+            for e, o in zip(edges, (-1, 1))]
+    # signal beyond each end above the walls' level: cells spill out of the open
+    # end into the feeding channel (fluorescence), nothing lies beyond the closed end
+    background = np.nanmedian(wal[inside]) if np.isfinite(wal[inside]).any() else 0.0
+    spill = [float(np.nan_to_num(nanmean(lum[(rows - e) * o > 3])) - background)
+             for e, o in zip(edges, (-1, 1))]
+    return dict(y_top=edges[0], y_bottom=edges[1], cues=cues, spread=spread, spill=spill)

@@ -1,0 +1,326 @@
+"""``detect_trenches``: angle, sets and boxes of the trench array of one image.
+
+The steps (each in its own module) are:
+
+1. pitch from the band profiles' autocorrelation (:mod:`.pitch`);
+2. angle by shift-and-add projection sharpness (:mod:`.rotation`);
+3. the image is straightened at low row resolution from 8-row band profiles
+   and the periodic rows are grouped into sets (:mod:`.trench_sets`);
+4. the angle is refined from the residual lean inside the sets;
+5. per set, the lumen axis and sub-pixel centres along the cross profile
+   (:mod:`.centres`), the ends at full resolution and the direction
+   (:mod:`.ends`);
+6. boxes, the ``empty`` flag and the quality metrics (:mod:`.quality`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..geometry import box_corners, frame_center, rotated_to_raw
+from ._common import TrenchDetectionError, as_image2d, band_profiles, nanmean
+from ._sampling import rotated_band_image
+from .centres import locate_centres, refine_pitch
+from .direction import assign_directions
+from .ends import set_ends
+from .lumen import lumen_axis
+from .pitch import estimate_pitch
+from .quality import empty_flags, image_noise, layout_quality
+from .rotation import angle_from_bands
+from .trench_sets import find_sets, row_coherence, row_periodicity
+
+__all__ = ["TrenchLayout", "detect_trenches"]
+
+_CORNERS = [f"rot_{a}{i}" for a in "yx" for i in range(4)] + \
+           [f"raw_{a}{i}" for a in "yx" for i in range(4)]
+TRENCH_COLUMNS = ["set", "trench", "x_center", "y_closed", "direction", "height", "width",
+                  "empty", "score", *_CORNERS]
+SET_COLUMNS = ["set", "y_closed", "y_open", "direction"]
+
+
+@dataclass
+class TrenchLayout:
+    """The trench array found on one image.
+
+    Attributes
+    ----------
+    angle_deg : float
+        Trench angle (see :mod:`batchlib.trench.geometry`).
+    pitch : float
+        Trench spacing in pixels.
+    sets : DataFrame
+        ``set, y_closed, y_open, direction`` (rotated frame); set 0 has the
+        closed end with the smaller row.
+    trenches : DataFrame
+        One row per box, ordered by ``(set, trench)``: ``set, trench,
+        x_center, y_closed, direction, height, width, empty, score`` and the
+        box corners in the rotated (``rot_y0..3, rot_x0..3``) and raw
+        (``raw_y0..3, raw_x0..3``) frames, order closed-left, closed-right,
+        open-right, open-left.
+    quality : dict of float
+        ``pitch_regularity, contrast, empty_fraction, confidence,
+        n_trenches`` and diagnostics (see ``docs/trench_detection.md``).
+    image_shape : tuple of int
+    kind : str
+        ``"phase"`` or ``"fluorescence"``.
+    profiles : dict
+        Diagnostic profiles for the QC figure (not needed to use the layout).
+    """
+
+    angle_deg: float
+    pitch: float
+    sets: pd.DataFrame
+    trenches: pd.DataFrame
+    quality: dict
+    image_shape: tuple
+    kind: str = "phase"
+    profiles: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_trenches(self) -> int:
+        return len(self.trenches)
+
+    def to_dict(self) -> dict:
+        """JSON-friendly form (without the diagnostic profiles)."""
+        return {"angle_deg": float(self.angle_deg), "pitch": float(self.pitch),
+                "sets": self.sets.to_dict(orient="list"),
+                "trenches": self.trenches.to_dict(orient="list"),
+                "quality": {k: float(v) for k, v in self.quality.items()},
+                "image_shape": [int(s) for s in self.image_shape], "kind": self.kind}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrenchLayout":
+        trenches = pd.DataFrame(d["trenches"], columns=TRENCH_COLUMNS)
+        trenches = trenches.astype({"set": int, "trench": int, "direction": int, "height": int,
+                                    "width": int, "empty": bool})
+        return cls(float(d["angle_deg"]), float(d["pitch"]),
+                   pd.DataFrame(d["sets"], columns=SET_COLUMNS), trenches,
+                   dict(d["quality"]), tuple(d["image_shape"]), d.get("kind", "phase"))
+
+
+def _finite(image):
+    img = np.asarray(image)
+    if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
+        finite = np.isfinite(img)
+        if not finite.any():
+            raise TrenchDetectionError("the image has no finite pixel")
+        img = np.where(finite, img, np.median(img[finite]))
+    return img
+
+
+def _rows_inside(row_y, y0, y1, margin):
+    sel = (row_y >= y0 + margin) & (row_y <= y1 - margin)
+    if sel.sum() < 2:
+        sel = (row_y >= y0) & (row_y <= y1)
+    return sel
+
+
+def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
+                    box_height: int | None = None, pitch: float | None = None,
+                    angle_range_deg: float = 5.0, n_sets: int | None = None,
+                    min_trenches: int = 3, *, min_pitch: float = 6.0,
+                    max_pitch: float | None = None, lumen: str = "auto",
+                    direction: int | None = None) -> TrenchLayout:
+    """Find the trench array of a mother-machine image.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W)
+        A phase-contrast frame (all trenches visible), or for ``kind =
+        "fluorescence"`` preferably a maximum projection over time (only
+        trenches holding cells are visible).
+    kind : {"phase", "fluorescence"}
+    box_width : int, optional
+        Crop width in pixels (default 32; ``None``: the lumen width plus 8 px).
+    box_height : int, optional
+        Crop height; default the trench length found (shortest set).
+    pitch : float, optional
+        Trench spacing in pixels, estimated when omitted.
+    angle_range_deg : float
+        Largest absolute trench angle searched.
+    n_sets : int, optional
+        Number of trench sets (1 or 2); found from the image when omitted.
+    min_trenches : int
+        A set with fewer trenches is dropped; no set left is a failure.
+    min_pitch, max_pitch : float
+        Pitch search range in pixels (default 6 px to a third of the width).
+    lumen : {"auto", "bright", "dark"}
+        Whether the lumens are the brighter stripes of the cross profile;
+        "auto" decides from the cell texture and the stripe widths (phase) and
+        uses "bright" for fluorescence.
+    direction : {+1, -1}, optional
+        Force the direction of a single set (closed end at the top: +1).
+
+    Returns
+    -------
+    TrenchLayout
+
+    Raises
+    ------
+    TrenchDetectionError
+        When no trench array is found, with the reason.
+    """
+    if kind not in ("phase", "fluorescence"):
+        raise ValueError(f"kind must be 'phase' or 'fluorescence', got {kind!r}")
+    if lumen not in ("auto", "bright", "dark"):
+        raise ValueError("lumen must be 'auto', 'bright' or 'dark'")
+    img = _finite(as_image2d(image))
+    shape = img.shape
+    H, W = shape
+    sample = np.asarray(img[:: max(1, H // 256), :: max(1, W // 256)], dtype=float)
+    if not np.ptp(sample) > 0:
+        raise TrenchDetectionError("blank image: the intensity is constant")
+
+    step = 8 if H >= 256 else max(2, H // 32)
+    bands8, y8 = band_profiles(img, step)
+    k = max(1, 32 // step)
+    n32 = len(y8) // k
+    bands32 = bands8[: n32 * k].reshape(n32, k, W).mean(axis=1)
+    y32 = y8[: n32 * k].reshape(n32, k).mean(axis=1)
+
+    if pitch is None:
+        pitch, periodicity = estimate_pitch(bands32, min_pitch=min_pitch, max_pitch=max_pitch,
+                                            sparse=kind == "fluorescence")
+        # empty trenches are dark in fluorescence, which weakens the periodicity;
+        # the set and trench checks further down still reject debris there
+        floor = 0.2 if kind == "phase" else 0.1
+        if not np.isfinite(pitch) or periodicity < floor:
+            raise TrenchDetectionError(
+                "no periodic trench pattern: the column profiles show no repeating spacing "
+                f"between {min_pitch:g} and {max_pitch or W / 3:g} px (periodicity "
+                f"{periodicity:.2f} < {floor}); blank, debris-only or out-of-focus image?")
+    pitch = float(pitch)
+    angle, gain = angle_from_bands(bands32, y32, frame_center(shape)[0], pitch, angle_range_deg,
+                                   fine_bands=bands8, fine_y=y8)
+
+    rot = rotated_band_image(bands8, y8, shape, angle, y8)
+    power, ratio = row_periodicity(rot, pitch)
+    coherence = row_coherence(rot, pitch) if kind == "fluorescence" else None
+    runs = find_sets(power, ratio, y8, pitch, n_sets, coherence=coherence)
+    if not runs:
+        raise TrenchDetectionError(
+            f"no rows with trenches: no run of rows is periodic at the pitch {pitch:.1f} px "
+            f"(best periodicity ratio {np.nanmax(ratio):.1f} < 3)")
+
+    # cross profile of every set; the pitch is shared (one chip), refined on all
+    profiles, pitches, lengths = [], [], []
+    for y0, y1, _ in runs:
+        sel = _rows_inside(y8, y0, y1, step)
+        prof = nanmean(rot[sel], axis=0)
+        profiles.append((prof, sel))
+        pitches.append(refine_pitch(prof, pitch))
+        lengths.append(sel.sum())
+    pitch = float(np.average(pitches, weights=lengths))
+
+    noise = image_noise(img)
+    found = []
+    for (prof, sel), (y0, y1, _) in zip(profiles, runs):
+        res = _locate_set(img, rot[sel], prof, pitch, kind, lumen, angle, y0, y1, step, noise)
+        if res is not None:
+            found.append(res)
+    if not found:
+        raise TrenchDetectionError(
+            "no trench set could be resolved into trenches: rows with trench-like structure "
+            "were found, but no regularly spaced trenches in them (debris or too few trenches?)")
+
+    assign_directions(found, kind, direction)
+    return _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches,
+                     noise, dict(angle_gain=gain),
+                     dict(row_y=y8, row_ratio=ratio, row_power=power))
+
+
+def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noise):
+    """Centres, empty flags and ends of one set; ``None`` if it holds no trench."""
+    valid = np.flatnonzero(np.isfinite(prof))
+    if valid.size < 2 * pitch:
+        return None
+    axis, lumen_width, lumen_conf = lumen_axis(prof, rot_set, pitch, kind, lumen,
+                                               4.0 * noise ** 2 / step)
+    c = locate_centres(prof, pitch, axis, valid[0], valid[-1], kind)
+    if c is None:
+        return None
+    centres, lattice, residual, ncc, use_own = (c["centres"], c["lattice"], c["residual"],
+                                                c["ncc"], c["use_own"])
+    strip = max(1, int(np.floor(0.25 * lumen_width)))
+    walls = np.concatenate([centres - 0.5 * pitch, centres[-1:] + 0.5 * pitch])
+    empty, signal = empty_flags(kind, rot_set, prof, centres, walls, strip, noise, step)
+    if kind == "fluorescence":
+        filled = ~empty
+        # cells sit on the lattice and look alike; debris that passed so far does not
+        regular = filled & (ncc >= 0.7) & (np.abs(residual) <= 0.1 * pitch)
+        if not filled.any() or regular.sum() < max(2.0, 0.7 * filled.sum()):
+            return None
+        # an empty trench is invisible: its own match is noise, the lattice knows better
+        centres = np.where(empty, lattice, centres)
+        use_own = use_own & ~empty
+        # only the span of visible trenches is trusted; gaps inside it are empty trenches
+        lo, hi = np.flatnonzero(filled)[[0, -1]]
+        span = slice(lo, hi + 1)
+        centres, ncc, empty, signal, residual, use_own = (
+            centres[span], ncc[span], empty[span], signal[span], residual[span], use_own[span])
+        walls = np.concatenate([centres - 0.5 * pitch, centres[-1:] + 0.5 * pitch])
+
+    ends = set_ends(img, angle, y0, y1, step, centres, walls, strip, pitch, ~empty, kind)
+    periodicity = estimate_pitch(prof, max(2.0, 0.5 * pitch), min(1.5 * pitch, prof.size / 2.5),
+                                 sparse=kind == "fluorescence")[1]
+    return dict(centres=centres, ncc=ncc, empty=empty, signal=signal,
+                residual=residual[use_own], lumen_conf=lumen_conf, lumen_width=lumen_width,
+                template=c["template"], profile=prof, periodicity=periodicity, **ends)
+
+
+def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches, noise,
+              extra_quality, row_profiles):
+    H, W = shape
+    lengths = [s["y_bottom"] - s["y_top"] for s in found]
+    if box_height is None:
+        box_height = int(np.rint(min(lengths)))
+    box_height = int(box_height)
+    if box_width is None:
+        lumen = np.median([s["lumen_width"] for s in found])
+        box_width = int(2 * np.ceil((lumen + 8) / 2))
+    box_width = int(box_width)
+    if box_height < 2 or box_width < 2:
+        raise TrenchDetectionError(f"trench box too small ({box_height} x {box_width} px)")
+    # set 0 = the set whose closed end has the smaller row
+    for s in found:
+        s["y_closed"] = s["y_top"] + 0.5 if s["direction"] == 1 else s["y_bottom"] - 0.5
+        s["y_open"] = s["y_bottom"] - 0.5 if s["direction"] == 1 else s["y_top"] + 0.5
+    found = sorted(found, key=lambda s: s["y_closed"])
+
+    rows, set_rows, kept = [], [], []
+    for s in found:
+        n = len(s["centres"])
+        corners = np.stack([box_corners(x, s["y_closed"], s["direction"], box_height, box_width)
+                            for x in s["centres"]]) if n else np.zeros((0, 4, 2))
+        raw = rotated_to_raw(corners, angle, shape)
+        inside = np.all((raw[..., 0] >= -0.5) & (raw[..., 0] <= H - 0.5)
+                        & (raw[..., 1] >= -0.5) & (raw[..., 1] <= W - 0.5), axis=1)
+        if inside.sum() < min_trenches:
+            continue
+        set_id = len(set_rows)
+        order = np.argsort(s["centres"][inside])
+        for j, i in enumerate(np.flatnonzero(inside)[order]):
+            rows.append([set_id, j, float(s["centres"][i]), float(s["y_closed"]),
+                         int(s["direction"]), box_height, box_width, bool(s["empty"][i]),
+                         float(s["ncc"][i]), *corners[i, :, 0], *corners[i, :, 1],
+                         *raw[i, :, 0], *raw[i, :, 1]])
+        set_rows.append([set_id, float(s["y_closed"]), float(s["y_open"]), int(s["direction"])])
+        kept.append(s)
+    if not kept:
+        n_max = max(len(s["centres"]) for s in found)
+        raise TrenchDetectionError(
+            f"too few trenches: fewer than min_trenches={min_trenches} boxes of "
+            f"{box_height} x {box_width} px fit inside the image in any set (best set: {n_max} "
+            "trench positions before the frame check)")
+    trenches = pd.DataFrame(rows, columns=TRENCH_COLUMNS).astype(
+        {"set": int, "trench": int, "direction": int, "height": int, "width": int,
+         "empty": bool})
+    sets = pd.DataFrame(set_rows, columns=SET_COLUMNS).astype({"set": int, "direction": int})
+    quality = layout_quality(kept, trenches, pitch, noise, kind, extra_quality)
+    profiles = dict(row_profiles)
+    profiles["sets"] = [dict(profile=s["profile"], centres=s["centres"], template=s["template"],
+                             y_top=s["y_top"], y_bottom=s["y_bottom"]) for s in kept]
+    return TrenchLayout(float(angle), float(pitch), sets, trenches, quality, (H, W), kind,
+                        profiles)

@@ -1,0 +1,101 @@
+"""The ``empty`` flag of every trench and the quality metrics of a layout."""
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import nanmean
+from .centres import column_texture, strip_mean
+
+__all__ = ["image_noise", "empty_flags", "layout_quality"]
+
+
+def image_noise(image) -> float:
+    """Pixel noise sigma from the median absolute difference of horizontal neighbours."""
+    img = np.asarray(image)
+    rows = img[:: max(1, img.shape[0] // 48)].astype(np.float32)
+    d = np.diff(rows, axis=1).ravel()
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2)) + 1e-12
+
+
+def _split(scores, floor):
+    """Boolean 'high' class of ``scores``: above the largest gap in log space, or ``floor``."""
+    s = np.asarray(scores, float)
+    high = s > floor
+    pos = np.sort(np.log(np.maximum(s[s > 0], 1e-12)))
+    if pos.size >= 4:
+        gaps = np.diff(pos)
+        i = int(np.argmax(gaps))
+        # only a clear gap (a factor of 2.5) separates two populations
+        if gaps[i] > np.log(2.5):
+            high = s > np.exp(0.5 * (pos[i] + pos[i + 1]))
+    return high
+
+
+def empty_flags(kind, rot_set, profile, centres, walls, strip, noise, rows_per_band=8):
+    """Which trenches hold no cells, and the per-trench signal used to decide.
+
+    Phase contrast: cells give the lumen texture along the trench (dark bodies,
+    bright gaps) that an empty lumen and the PDMS walls lack; the signal is the
+    lumen's texture over the walls' texture. Fluorescence: the signal is the
+    largest excess, over the rows of the set, of the lumen's mean over the
+    mean of its two neighbouring walls.
+    """
+    left, right = walls[:-1], walls[1:]
+    if kind == "fluorescence":
+        # per row, so that a single short cell in a long trench still counts
+        lum = strip_mean(rot_set, centres, strip)
+        # an edge trench may have only one wall inside the image
+        wal = nanmean(np.stack([strip_mean(rot_set, left, strip),
+                                strip_mean(rot_set, right, strip)]), axis=0)
+        excess = lum - wal
+        if excess.shape[0] >= 2:
+            # a trench's cells stand along it over several rows, a floating cell
+            # crossing the lumen strip mostly does not: two consecutive rows
+            excess = np.fmin(excess[:-1], excess[1:])
+        ok = np.isfinite(excess).any(axis=0)
+        signal = np.where(ok, np.nanmax(np.where(np.isfinite(excess), excess, -np.inf), axis=0),
+                          np.nan)
+        sigma = noise / np.sqrt(rows_per_band * (2 * strip + 1))
+        ref = np.nanpercentile(signal, 90) if ok.any() else 0.0
+        # an empty lumen looks exactly like the walls, so any clear excess is a cell
+        filled = np.nan_to_num(signal) > max(8 * sigma, 0.05 * ref)
+        return ~filled, signal
+    tex = column_texture(rot_set)
+    lum = strip_mean(tex, centres, strip)
+    walls_tex = np.concatenate([strip_mean(tex, left, strip), strip_mean(tex, right, strip)])
+    walls_tex = walls_tex[np.isfinite(walls_tex)]
+    wal = float(np.median(walls_tex)) if walls_tex.size else 0.0
+    signal = lum / (wal + 1e-12 * (np.nanmax(lum) + 1e-300))
+    filled = _split(np.nan_to_num(signal), 4.0)
+    return ~filled, signal
+
+
+def layout_quality(sets, trenches, pitch, noise, kind, extra):
+    """Quality metrics of a layout (all floats, see ``docs/trench_detection.md``)."""
+    res = np.concatenate([s["residual"] for s in sets]) if sets else np.zeros(0)
+    sigma = float(np.sqrt(np.mean(res ** 2))) if res.size else 0.0
+    regularity = float(np.clip(1.0 - sigma / (0.1 * pitch), 0.0, 1.0))
+    ptp = [float(np.ptp(s["template"][1])) for s in sets if np.isfinite(s["template"][1]).all()]
+    contrast = float(np.median(ptp) / noise) if ptp else 0.0
+    periodicity = float(np.clip(np.mean([s["periodicity"] for s in sets]), 0.0, 1.0))
+    match = float(np.clip(np.nanmean(trenches["score"]), 0.0, 1.0)) if len(trenches) else 0.0
+    confidence = periodicity * regularity * match * (1.0 - np.exp(-contrast / 3.0))
+    q = {
+        "pitch_regularity": regularity,
+        "contrast": contrast,
+        "empty_fraction": float(trenches["empty"].mean()) if len(trenches) else 0.0,
+        "confidence": float(confidence),
+        "n_trenches": float(len(trenches)),
+        "n_sets": float(len(sets)),
+        "periodicity": periodicity,
+        "centre_rms_px": sigma,
+        "match_score": match,
+        "lumen_confidence": float(min(s["lumen_conf"] for s in sets)) if sets else 0.0,
+        "direction_confidence": float(min(s["dir_conf"] for s in sets)) if sets else 0.0,
+        # a fluorescence image shows only filled trenches: empty ones at the ends
+        # of the array cannot be seen and are missing from the layout
+        "may_miss_empty": 1.0 if kind == "fluorescence" else 0.0,
+    }
+    q.update({k: float(v) for k, v in extra.items()})
+    # the metrics end up in JSON attributes, where NaN and inf are not portable
+    return {k: (v if np.isfinite(v) else 0.0) for k, v in q.items()}

@@ -1,0 +1,145 @@
+"""Trench angle: the rotation that makes the trenches vertical.
+
+Method (projection sharpness by shift-and-add): the frame is reduced to column
+profiles of horizontal bands. A trench tilted by ``a`` crosses band ``k``
+(centre row ``y_k``) at ``x0 + (y_k - cy) tan a``, so shifting every band
+profile back by that amount and summing gives the sharpest cross profile at
+``a``. The shifts are applied as Fourier phases and only frequencies around
+the harmonics of the pitch are kept, which makes each trial angle cost a few
+thousand complex products and ignores non-periodic structure (feeding channel
+edges, debris). A coarse grid on the fundamental alone (a smooth, single-peaked
+criterion) is followed by a grid and a bounded scalar search with harmonics on
+thinner bands.
+
+Refining instead from the lean of the straightened profile between the top
+and the bottom of a set was tried and dropped: the cells (tilted, jittered)
+bias it by up to 0.1 deg, against 0.003 deg median for the shift-and-add.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import fft, optimize
+
+from ..geometry import frame_center
+from ._common import as_image2d, band_profiles, nanmean
+from .pitch import estimate_pitch
+
+__all__ = ["estimate_angle", "angle_from_bands"]
+
+
+def _harmonic_bins(freq, f0, n_harmonics, width):
+    keep = np.zeros(freq.shape, bool)
+    for n in range(1, n_harmonics + 1):
+        if n * f0 > 0.45:
+            break
+        half = 2.5 / width + 0.015 * n * f0
+        keep |= np.abs(freq - n * f0) <= half
+    return keep
+
+
+def _sharpness(spec, freq, dy, angles_rad):
+    phase = (2j * np.pi) * (np.tan(np.atleast_1d(angles_rad))[:, None, None]
+                            * dy[None, :, None] * freq[None, None, :])
+    summed = (spec[None] * np.exp(phase)).sum(axis=1)
+    return (summed.real ** 2 + summed.imag ** 2).sum(axis=1)
+
+
+def _band_spectra(bands, nfft):
+    p = np.nan_to_num(bands - nanmean(bands, axis=1, keepdims=True))
+    p *= np.hanning(bands.shape[1])
+    return fft.rfft(p, nfft, axis=1)
+
+
+def angle_from_bands(bands, band_y, center_y, pitch, angle_range_deg=5.0, n_harmonics=4,
+                     fine_bands=None, fine_y=None):
+    """Angle (degrees) that best aligns the band profiles, see the module docstring.
+
+    Parameters
+    ----------
+    bands : ndarray, shape (K, W)
+        Column profiles of equally spaced horizontal bands.
+    band_y : ndarray, shape (K,)
+        Raw row of each band's centre.
+    center_y : float
+        Row of the centre of rotation.
+    pitch : float
+        Trench pitch in pixels.
+    fine_bands, fine_y : ndarray, optional
+        Thinner bands for the final search (less smear within a band, hence
+        less bias from the tilted ends of the sets); default ``bands``.
+
+    Returns
+    -------
+    angle_deg : float
+    gain : float
+        Sharpness at the best angle relative to the median over the searched
+        range (about 1 when nothing periodic aligns).
+    """
+    width = bands.shape[1]
+    nfft = fft.next_fast_len(width)
+    spec_all = _band_spectra(bands, nfft)
+    freq_all = fft.rfftfreq(nfft)
+    dy = np.asarray(band_y, float) - center_y
+    extent = max(float(np.ptp(band_y)), 1.0)
+    f0 = 1.0 / pitch
+
+    keep1 = _harmonic_bins(freq_all, f0, 1, width)
+    step = np.arctan(0.12 * pitch / extent)
+    lim = np.deg2rad(angle_range_deg) + step
+    grid = np.arange(-lim, lim + step / 2, step)
+    s1 = _sharpness(spec_all[:, keep1], freq_all[keep1], dy, grid)
+    coarse = grid[np.argmax(s1)]
+    gain = float(s1.max() / max(np.median(s1), 1e-300))
+
+    keep = _harmonic_bins(freq_all, f0, n_harmonics, width)
+    if fine_bands is not None:
+        spec_all = _band_spectra(fine_bands, nfft)
+        dy = np.asarray(fine_y, float) - center_y
+    spec, freq = spec_all[:, keep], freq_all[keep]
+    fine = coarse + np.linspace(-1.5 * step, 1.5 * step, 31)
+    sf = _sharpness(spec, freq, dy, fine)
+    centre = fine[np.argmax(sf)]
+    half = 3.0 * step / 30
+    res = optimize.minimize_scalar(lambda a: -_sharpness(spec, freq, dy, a)[0],
+                                   bounds=(centre - half, centre + half), method="bounded",
+                                   options={"xatol": 1e-6})
+    best = res.x if res.success and -res.fun >= sf.max() else centre
+    return float(np.rad2deg(best)), gain
+
+
+def estimate_angle(image, angle_range_deg: float = 5.0, pitch: float | None = None,
+                   band_rows: int = 32, min_pitch: float = 6.0) -> float:
+    """Estimate the angle (degrees) by which the trenches are rotated in ``image``.
+
+    The sign follows :mod:`batchlib.trench.geometry`: a trench runs along the
+    raw-frame direction ``(cos a, sin a)`` in ``(y, x)``, i.e. its column grows
+    by ``tan a`` per row.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W)
+    angle_range_deg : float
+        Largest absolute angle searched.
+    pitch : float, optional
+        Trench pitch in pixels; estimated when omitted.
+    band_rows : int
+        Rows per band of the coarse search (the final search uses bands a
+        quarter as tall); the smear ``band_rows * tan(angle)`` should stay
+        well below the trench width.
+
+    Returns
+    -------
+    float
+    """
+    image = as_image2d(image)
+    band_rows = max(1, min(band_rows, image.shape[0] // 8))
+    bands, band_y = band_profiles(image, band_rows)
+    if pitch is None:
+        pitch, _ = estimate_pitch(bands, min_pitch=min_pitch)
+        if not np.isfinite(pitch):
+            return float("nan")
+    fine, fine_y = band_profiles(image, max(1, band_rows // 4))
+    angle, _ = angle_from_bands(bands, band_y, frame_center(image.shape)[0], pitch,
+                                angle_range_deg, fine_bands=fine, fine_y=fine_y)
+    return angle
+

@@ -1,0 +1,163 @@
+"""Trench sets: the row ranges of the straightened image that hold trenches.
+
+Every row of the rotated image is scored by how periodic it is at the trench
+pitch: the mean power in the harmonic bins of the pitch over the mean power
+half-way between them. That ratio is high on trench rows and about 1 on the
+feeding channel, on PDMS and on debris (whose power is spread over all
+frequencies), independently of contrast and noise level. Runs of periodic rows
+are the sets.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import fft, ndimage
+
+__all__ = ["row_periodicity", "row_coherence", "find_sets"]
+
+
+def _fill_rows(img):
+    img = np.array(img, dtype=float)
+    bad = ~np.isfinite(img)
+    if bad.any():
+        valid = (~bad).sum(axis=1)
+        means = np.where(valid > 0, np.nansum(np.where(bad, 0.0, img), axis=1) / np.maximum(valid, 1), 0.0)
+        img[bad] = np.broadcast_to(means[:, None], img.shape)[bad]
+    return img, bad
+
+
+def row_periodicity(rot, pitch, n_harmonics=4):
+    """Periodic power and periodicity ratio of every row of a straightened image.
+
+    Parameters
+    ----------
+    rot : ndarray, shape (n_rows, W)
+        Rotated-frame image (NaN outside the frame).
+    pitch : float
+
+    Returns
+    -------
+    power : ndarray, shape (n_rows,)
+        Mean power per harmonic bin (intensity squared units).
+    ratio : ndarray, shape (n_rows,)
+        ``power`` over the mean power half-way between the harmonics.
+    """
+    img, bad = _fill_rows(rot)
+    img -= img.mean(axis=1, keepdims=True)
+    width = img.shape[1]
+    img *= np.hanning(width)
+    nfft = fft.next_fast_len(width)
+    spec = np.abs(fft.rfft(img, nfft, axis=1, workers=1)) ** 2
+    freq = fft.rfftfreq(nfft)
+    f0 = 1.0 / pitch
+    harm = np.zeros(freq.shape, bool)
+    between = np.zeros(freq.shape, bool)
+    for n in range(1, n_harmonics + 1):
+        if n * f0 > 0.45:
+            break
+        half = 1.5 / width + 0.01 * n * f0
+        harm |= np.abs(freq - n * f0) <= half
+        # the floor is taken half-way between harmonics, at similar frequencies, so
+        # that smooth blobs (whose power falls with frequency) score about 1
+        between |= np.abs(freq - (n - 0.5) * f0) <= half
+    power = spec[:, harm].mean(axis=1)
+    floor = spec[:, between].mean(axis=1) + 1e-12 * (power.max() + 1e-300)
+    return power, power / floor
+
+
+def row_coherence(rot, pitch, lag=2):
+    """Correlation of every row's cross profile with the rows ``lag`` above and below.
+
+    Cells stacked in trenches make consecutive rows alike even where the
+    occupancy of the trenches is too irregular for a clean periodic spectrum
+    (fluorescence, many empty trenches); cells floating in the feeding channel
+    and noise do not.
+    """
+    img, _ = _fill_rows(rot)
+    # a running mean over two pitches removes illumination, not the trenches
+    hp = img - ndimage.uniform_filter1d(img, int(2 * pitch) | 1, axis=1, mode="nearest")
+    hp -= hp.mean(axis=1, keepdims=True)
+    hp /= np.sqrt((hp ** 2).mean(axis=1, keepdims=True)) + 1e-12
+    n = hp.shape[0]
+    out = np.zeros(n)
+    cnt = np.zeros(n)
+    if n > lag:
+        c = (hp[:-lag] * hp[lag:]).mean(axis=1)
+        out[:-lag] += c
+        cnt[:-lag] += 1
+        out[lag:] += c
+        cnt[lag:] += 1
+    return out / np.maximum(cnt, 1)
+
+
+def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length=None,
+              merge_fraction=0.2, coherence=None, min_coherence=0.8):
+    """Row ranges of the trench sets.
+
+    Parameters
+    ----------
+    power, ratio : ndarray
+        From :func:`row_periodicity`.
+    row_y : ndarray
+        Rotated-frame row of each entry (equally spaced).
+    n_sets : int, optional
+        Keep this many sets (the strongest); default: all that qualify, at most 2.
+    min_ratio : float
+        Periodicity ratio a trench row must exceed.
+    min_length : float, optional
+        Shortest set in pixels (default: the larger of 3 rows and one pitch).
+    merge_fraction : float
+        Runs separated by less than this fraction of the longer run's length
+        are one set.
+    coherence : ndarray, optional
+        From :func:`row_coherence`; rows with ``coherence >= min_coherence``
+        count as trench rows too. For fluorescence, where a few irregularly
+        filled trenches hardly show a periodic spectrum; the lattice and
+        trench checks downstream reject what is not a trench array.
+
+    Returns
+    -------
+    list of (y_start, y_end, strength)
+        First and last periodic row (rotated frame) of each set, top to bottom,
+        and the mean periodic power of the set.
+    """
+    step = float(row_y[1] - row_y[0]) if len(row_y) > 1 else 1.0
+    r = ndimage.median_filter(np.nan_to_num(ratio), size=3, mode="nearest")
+    p = ndimage.median_filter(np.nan_to_num(power), size=3, mode="nearest")
+    strong = r >= min_ratio
+    if coherence is not None:
+        c = ndimage.median_filter(np.nan_to_num(coherence), size=3, mode="nearest")
+        strong |= c >= min_coherence
+    if not strong.any():
+        return []
+    # weakly periodic rows (cells, faint debris) are only kept next to strong ones
+    ref = np.percentile(p[strong], 90)
+    periodic = strong & (p >= 0.05 * ref)
+    # bridge short interruptions (a clump of debris across a set)
+    gap = max(1, int(round(0.5 * pitch / step)))
+    periodic = ndimage.binary_closing(np.pad(periodic, gap), structure=np.ones(gap + 1))[gap:-gap]
+    labels, n = ndimage.label(periodic)
+    spans = [np.flatnonzero(labels == lab)[[0, -1]] for lab in range(1, n + 1)]
+    # A set interrupted by rows without periodic signal (e.g. fluorescence where
+    # no trench holds cells at that height) is rejoined; a feeding channel is
+    # much wider than such a hole compared with the trench length.
+    merged = []
+    for a, b in spans:
+        if merged:
+            pa, pb = merged[-1]
+            if (a - pb - 1) * step < merge_fraction * max(pb - pa + 1, b - a + 1) * step:
+                merged[-1] = (pa, b)
+                continue
+        merged.append((a, b))
+    min_length = max(3 * step, pitch) if min_length is None else min_length
+    runs = []
+    for a, b in merged:
+        if (b - a + 1) * step < min_length:
+            continue
+        idx = np.arange(a, b + 1)
+        runs.append((float(row_y[a]), float(row_y[b]), float(p[idx][periodic[idx]].mean())))
+    keep = n_sets if n_sets is not None else 2
+    runs = sorted(runs, key=lambda t: -t[2] * (t[1] - t[0] + step))[:keep]
+    if n_sets is None and len(runs) == 2:
+        longest = max(r[1] - r[0] for r in runs)
+        runs = [r for r in runs if r[1] - r[0] >= 0.25 * longest]
+    return sorted(runs)

@@ -1,0 +1,66 @@
+"""estimate_drift: sub-pixel translation, sign convention, stacks and reuse of the reference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from batchlib.trench.detection import DriftEstimator, estimate_drift, estimate_drift_stack
+
+
+def _scene(shape=(600, 520), seed=0):
+    rng = np.random.default_rng(seed)
+    big = ndimage.gaussian_filter(rng.random((shape[0] + 40, shape[1] + 40)), 3) * 4000
+    return big
+
+
+def _moved(big, d, shape, noise, rng):
+    """Crop of ``big`` whose content is moved by ``+d`` (sub-pixel, spline shift)."""
+    moved = ndimage.shift(big, d, order=3, mode="nearest")
+    frame = moved[20:20 + shape[0], 20:20 + shape[1]]
+    return (frame + rng.normal(0, noise, shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("d", [(0.0, 0.0), (0.37, -0.81), (-2.6, 1.45), (4.2, 3.9)])
+def test_sub_pixel_drift_and_sign(d):
+    shape = (600, 520)
+    rng = np.random.default_rng(1)
+    big = _scene(shape)
+    ref = _moved(big, (0, 0), shape, 20, rng)
+    frame = _moved(big, d, shape, 20, rng)
+    dy, dx = estimate_drift(ref, frame)
+    assert np.hypot(dy - d[0], dx - d[1]) < 0.3
+    assert abs(dy - d[0]) < 0.1 and abs(dx - d[1]) < 0.1
+
+
+def test_stack_and_estimator_agree():
+    shape = (300, 280)
+    rng = np.random.default_rng(2)
+    big = _scene(shape, seed=3)
+    truth = np.array([(0, 0), (0.5, 0.2), (1.1, -0.4), (-0.7, 1.9)])
+    frames = np.stack([_moved(big, d, shape, 5, rng) for d in truth])
+    drifts = estimate_drift_stack(frames[0], frames)
+    assert drifts.shape == (4, 2)
+    assert np.abs(drifts - truth).max() < 0.2
+    est = DriftEstimator(frames[0])
+    assert np.allclose([est(f) for f in frames], drifts)
+    # repeated calls with one reference reuse its transform and give the same answer
+    assert estimate_drift(frames[0], frames[2]) == pytest.approx(tuple(drifts[2]))
+
+
+def test_changed_reference_is_not_reused():
+    shape = (256, 256)
+    rng = np.random.default_rng(4)
+    big = _scene(shape, seed=5)
+    ref = _moved(big, (0, 0), shape, 1, rng)
+    frame = _moved(big, (1.5, 0.0), shape, 1, rng)
+    first = estimate_drift(ref, frame)
+    ref[:] = _moved(big, (1.5, 0.0), shape, 1, rng)  # same array object, new content
+    second = estimate_drift(ref, frame)
+    assert first[0] == pytest.approx(1.5, abs=0.2)
+    assert second[0] == pytest.approx(0.0, abs=0.2)
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError):
+        estimate_drift(np.zeros((64, 64)), np.zeros((64, 65)))
