@@ -117,7 +117,8 @@ def crop_box(frame, x_center, y_closed, direction, height, width,
     pts = rotated_to_raw(np.stack([rr, cc], axis=-1), angle_deg, frame.shape, drift_yx)
     py, px = pts[..., 0], pts[..., 1]
     iy, ix = np.rint(py), np.rint(px)
-    if np.allclose(py, iy, atol=1e-6) and np.allclose(px, ix, atol=1e-6):
+    # rtol=0: at coordinates near 2000 the default rtol would call 0.02 px "whole".
+    if np.allclose(py, iy, rtol=0, atol=1e-6) and np.allclose(px, ix, rtol=0, atol=1e-6):
         iy, ix = iy.astype(np.intp), ix.astype(np.intp)
         inside = (iy >= 0) & (iy < frame.shape[0]) & (ix >= 0) & (ix < frame.shape[1])
         out = np.full((height, width), cval, dtype=frame.dtype)

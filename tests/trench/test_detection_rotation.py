@@ -127,3 +127,14 @@ def test_single_set_direction_from_the_end_structure(direction):
     assert list(lay.sets["direction"]) == [direction]
     closed = 60 if direction == 1 else 440
     assert lay.sets["y_closed"].iloc[0] == pytest.approx(closed, abs=1.5)
+
+
+@pytest.mark.parametrize("lumen", ["auto", "dark"])
+def test_dark_lumens_are_found_by_their_width(lumen):
+    # inverted contrast: lumens darker than the walls, no cells to give texture
+    img, axes = render_stripes(1.3, pitch=30.0, sets=((80, 330, 1),))
+    inverted = (img.max() + img.min() - img).astype(np.float32)
+    lay = detect_trenches(inverted, box_width=20, lumen=lumen)
+    x = lay.trenches["x_center"].to_numpy()
+    assert np.abs(x[:, None] - axes[None, :]).min(axis=1).max() < 0.3
+    assert list(lay.sets["direction"]) == [1]

@@ -9,7 +9,7 @@ bright stripe (cells). For phase contrast two cues vote:
   gaps) while PDMS walls are flat; regularised by the noise so that it stays
   silent when no trench holds cells;
 * width: lumens are narrower than the walls between them on every chip seen
-  so far (molyso example 15 vs 46 px, synthetic 11-18 vs 16-50 px).
+  so far (molyso example 15 vs 46 px, synthetic 11-18 vs 16-53 px).
 """
 from __future__ import annotations
 

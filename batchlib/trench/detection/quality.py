@@ -78,7 +78,10 @@ def layout_quality(sets, trenches, pitch, noise, kind, extra):
     ptp = [float(np.ptp(s["template"][1])) for s in sets if np.isfinite(s["template"][1]).all()]
     contrast = float(np.median(ptp) / noise) if ptp else 0.0
     periodicity = float(np.clip(np.mean([s["periodicity"] for s in sets]), 0.0, 1.0))
-    match = float(np.clip(np.nanmean(trenches["score"]), 0.0, 1.0)) if len(trenches) else 0.0
+    scored = trenches
+    if kind == "fluorescence" and (~trenches["empty"]).any():
+        scored = trenches[~trenches["empty"]]  # an empty trench is dark: nothing to match
+    match = float(np.clip(np.nanmean(scored["score"]), 0.0, 1.0)) if len(scored) else 0.0
     confidence = periodicity * regularity * match * (1.0 - np.exp(-contrast / 3.0))
     q = {
         "pitch_regularity": regularity,
