@@ -319,6 +319,8 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
          "empty": bool})
     sets = pd.DataFrame(set_rows, columns=SET_COLUMNS).astype({"set": int, "direction": int})
     quality = layout_quality(kept, trenches, pitch, noise, kind, extra_quality)
+    # Segmentation restricts cells to the lumen: hand it the width measured here.
+    quality["lumen_width_px"] = float(np.median([s["lumen_width"] for s in kept]))
     profiles = dict(row_profiles)
     profiles["sets"] = [dict(profile=s["profile"], centres=s["centres"], template=s["template"],
                              y_top=s["y_top"], y_bottom=s["y_bottom"]) for s in kept]

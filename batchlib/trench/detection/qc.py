@@ -34,7 +34,7 @@ def plot_detection(image2d, layout, path_png, title=None, max_side=1600):
     lo, hi = np.nanpercentile(shown, [0.5, 99.5])
     fig = Figure(figsize=(13, 6.5), dpi=110)
     FigureCanvasAgg(fig)
-    ax_img = fig.add_axes([0.03, 0.05, 0.47, 0.82])
+    ax_img = fig.add_axes([0.03, 0.05, 0.47, 0.78])
     ax_img.imshow(shown, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1,
                   extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5),
                   interpolation="nearest")
@@ -58,7 +58,7 @@ def plot_detection(image2d, layout, path_png, title=None, max_side=1600):
     n = max(1, len(sets))
     q = layout.quality
     for i in range(n):
-        ax = fig.add_axes([0.56, 0.06 + (n - 1 - i) * 0.82 / n + 0.03, 0.42, 0.82 / n - 0.08])
+        ax = fig.add_axes([0.56, 0.06 + (n - 1 - i) * 0.78 / n + 0.03, 0.42, 0.78 / n - 0.08])
         if i < len(sets):
             prof = np.asarray(sets[i]["profile"], float)
             ax.plot(np.arange(prof.size), prof, "-", color="0.3", lw=0.8)
@@ -74,5 +74,5 @@ def plot_detection(image2d, layout, path_png, title=None, max_side=1600):
     summary = (f"angle {layout.angle_deg:.3f} deg, pitch {layout.pitch:.2f} px, "
                f"{int(q.get('n_trenches', len(t)))} trenches, confidence {q.get('confidence', 0):.2f}, "
                f"empty {q.get('empty_fraction', 0):.0%}")
-    fig.suptitle(f"{title}\n{summary}" if title else summary, fontsize=10)
+    fig.suptitle(f"{title}\n{summary}" if title else summary, fontsize=10, y=0.99, va="top")
     fig.savefig(str(path_png))

@@ -89,7 +89,7 @@ class TrenchDetection(BatchJobOnContainer):
             qc.mkdir(exist_ok=True)
             name = Path(path).name.split(".")[0]
             plot_detection(reference, layout, qc / f"{name}_trenches.png",
-                           title=f"{name}: {len(trenches)} trenches, angle {layout.angle_deg:.2f} deg")
+                           title=f"{name} ({key}, {kind})")
         self.logger.debug("%s: %d trenches, angle %.3f", os.path.basename(path), len(trenches),
                           layout.angle_deg)
 

@@ -9,7 +9,7 @@ from ...base import Param
 from ...container_job import BatchJobOnContainer, KeySpec
 from ...errors import InvalidInputError
 from ...io import read_attrs
-from ..layout import CROPS, SEGMENTATION
+from ..layout import CROPS, SEGMENTATION, TRENCHES_TABLE
 from ._stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
 from .detection import resolve_channel
 
@@ -42,7 +42,9 @@ class Segment(BatchJobOnContainer):
         "kind": Param("auto", "auto (from the channel name), phase or fluorescence",
                       choices=("auto", "phase", "fluorescence")),
         "method": Param("threshold", "segmentation method (registered name)"),
-        "method_params": Param("{}", "JSON object of extra parameters for the method"),
+        "method_params": Param("{}", "JSON object of extra parameters for the method, e.g. "
+                               '{"lumen_width": 12} (default for threshold: the lumen width '
+                               "measured by TrenchDetection)"),
         "name": Param("cells", "name of the segmentation: segmentation/<name>"),
         "gpu": Param(False, "run the method on a GPU (methods that support it)", affects_result=False),
     }
@@ -72,6 +74,8 @@ class Segment(BatchJobOnContainer):
         n, n_t, h, w = crops.shape
         n_t = min(n_t, int(read_attrs(crops).get("n_frames", n_t)))
         extra = self.method_params()
+        if p["method"] == "threshold" and "lumen_width" not in extra:
+            extra["lumen_width"] = self._measured_lumen_width(container)
         if p["gpu"]:
             extra["device"] = resolve_device(True)
         basis = {"crops": read_attrs(crops).get("basis"), "method": p["method"], "kind": kind,
@@ -85,3 +89,11 @@ class Segment(BatchJobOnContainer):
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
             ds[:, t0:t1] = labels.astype(np.uint16)
         mark_frames(ds, n_t, basis, channel=key, kind=kind, method=p["method"])
+
+    @staticmethod
+    def _measured_lumen_width(container, default=14.0):
+        """The lumen width TrenchDetection measured (pixels), rounded to a whole pixel."""
+        quality = read_attrs(container[TRENCHES_TABLE]).get("quality", {}) \
+            if TRENCHES_TABLE in container else {}
+        width = quality.get("lumen_width_px")
+        return float(round(width)) if width and width > 2 else default
