@@ -20,8 +20,8 @@ from typing import Any
 from .errors import InvalidInputError, InvalidOutputError, JobError
 from .io import CONTAINER_EXTS, open_file, remove_container, replace_container
 from .log import get_logger
-from .records import (delete_record, file_signature, key_run_ids, new_record, param_hash,
-                      producer_run_id, read_record, read_records, record_stamp, write_record)
+from .records import (delete_record, file_signature, new_record, param_hash, read_record,
+                      record_stamp, write_record)
 from .status import JobStatus, status_dir
 
 #: What can make an up-to-date output stale; see :class:`BatchJob`.

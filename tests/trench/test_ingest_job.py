@@ -1,8 +1,6 @@
 """The Ingest job on folders: layouts, metadata, growth, bad input, ND2 backends."""
 import json
-import os
 import shutil
-import time
 
 import numpy as np
 import pytest

@@ -253,6 +253,17 @@ class Acquisition(abc.ABC):
         """Release file handles; idempotent."""
 
     # -- shared -----------------------------------------------------------
+    def _setup_or_close(self, damaged: str) -> None:
+        """Run ``self._setup()``; on failure close the file and say it is ``damaged``."""
+        try:
+            self._setup()
+        except InvalidAcquisitionError:
+            self.close()
+            raise
+        except Exception as exc:
+            self.close()
+            raise wrap_error(self.path, damaged, exc) from exc
+
     @property
     def n_channels(self) -> int:
         return len(self.channels)

@@ -50,14 +50,7 @@ class Nd2Acquisition(Acquisition):
             except Exception as exc:
                 raise wrap_error(self.path, "not a readable ND2 file", exc) from exc
         self._f = handle
-        try:
-            self._setup()
-        except InvalidAcquisitionError:
-            self.close()
-            raise
-        except Exception as exc:
-            self.close()
-            raise wrap_error(self.path, DAMAGED, exc) from exc
+        self._setup_or_close(DAMAGED)
         self._times = {}
 
     def _setup(self):

@@ -38,14 +38,7 @@ class Nd2readerAcquisition(Acquisition):
         except Exception as exc:
             fh.close()
             raise wrap_error(self.path, "not a readable ND2 file", exc) from exc
-        try:
-            self._setup()
-        except InvalidAcquisitionError:
-            self.close()
-            raise
-        except Exception as exc:
-            self.close()
-            raise wrap_error(self.path, DAMAGED, exc) from exc
+        self._setup_or_close(DAMAGED)
 
     def _setup(self):
         r = self._r
