@@ -14,6 +14,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +144,10 @@ class BatchJob:
         self.input_pattern = input_pattern
         self.output_ext = output_ext
         self.identifier = identifier
-        self.param_values = {k: p.default for k, p in self.params.items()}
-        self.param_values.update(params)
+        values = {k: p.default for k, p in self.params.items()}
+        values.update(params)
+        self._params = values
+        self._param_hash = None
         for k, v in self.param_values.items():
             choices = self.params[k].choices
             if choices and v not in choices:
@@ -161,11 +164,16 @@ class BatchJob:
         return {k: v for k, v in self.param_values.items() if self.params[k].affects_result}
 
     @property
+    def param_values(self):
+        """The job's parameters, read-only: they are fixed when the job is built, so
+        the records written for one run all describe the same computation."""
+        return MappingProxyType(self._params)
+
+    @property
     def param_hash(self) -> str:
-        frozen = self.__dict__.get("_frozen_param_hash")
-        if frozen is not None:  # set by the runner while it checks many units
-            return frozen
-        return param_hash({"params": self.result_params, "pattern": self.input_pattern})
+        if self._param_hash is None:  # once per job, not once per image
+            self._param_hash = param_hash({"params": self.result_params, "pattern": self.input_pattern})
+        return self._param_hash
 
     @property
     def logger(self):

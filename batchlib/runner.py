@@ -33,7 +33,7 @@ class JobRunner:
         self.progress = progress
         self.log = job.logger
         header = {"job": job.name, "class": f"{type(job).__module__}.{type(job).__qualname__}",
-                  "version": str(job.version), "params": job.param_values,
+                  "version": str(job.version), "params": dict(job.param_values),
                   "param_hash": job.param_hash, "input_pattern": job.input_pattern,
                   "folder": os.path.abspath(self.folder),
                   "input_folder": os.path.abspath(self.input_folder),
@@ -53,15 +53,6 @@ class JobRunner:
         if not os.path.isdir(self.input_folder):
             raise FileNotFoundError(f"{self.job.name}: input folder {self.input_folder} does not exist")
         self.job.clean_temporary(self.folder)
-        # The parameters cannot change while planning: hash them once, not per unit.
-        self.job._frozen_param_hash = None
-        self.job._frozen_param_hash = self.job.param_hash
-        try:
-            return self._plan()
-        finally:
-            self.job._frozen_param_hash = None
-
-    def _plan(self):
         units = self.job.list_units(self.input_folder, self.folder, self.status)
         todo, invalid = [], {}
         for unit in units:
