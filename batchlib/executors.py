@@ -170,15 +170,21 @@ class DaskExecutor(Executor):
 
 
 def slurm_cluster(queue=None, cores=1, memory="4GB", walltime="01:00:00", jobs=1,
-                  account=None, job_extra_directives=(), log_directory=None):
-    """A dask-jobqueue SLURMCluster scaled to ``jobs`` SLURM jobs."""
+                  account=None, job_extra_directives=(), log_directory=None, scale=True):
+    """A dask-jobqueue SLURMCluster scaled to ``jobs`` SLURM jobs.
+
+    Each SLURM job runs ``cores`` single-threaded worker processes, so one
+    image is processed per core. ``scale=False`` only builds the cluster (its
+    ``job_script()`` shows what would be submitted).
+    """
     from dask_jobqueue import SLURMCluster
 
     cluster = SLURMCluster(queue=queue, cores=cores, processes=cores, memory=memory,
                            walltime=walltime, account=account,
                            job_extra_directives=list(job_extra_directives),
                            log_directory=log_directory)
-    cluster.scale(jobs=jobs)
+    if scale:
+        cluster.scale(jobs=jobs)
     return cluster
 
 

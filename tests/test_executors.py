@@ -146,3 +146,19 @@ def test_a_dead_worker_fails_its_images_not_the_run(tmp_path):
     # Images lost with the pool are retried; with the crash gone everything completes.
     again = run_workflow("W", out, [ImportArray()], input_folder=inp, executor="processes", n_jobs=2)
     assert again.success and sorted(again.jobs[0].computed) == sorted(job.failed)
+
+
+def test_slurm_job_script_carries_the_configured_resources():
+    """SLURM itself is not available here; the job script dask-jobqueue would submit is."""
+    pytest.importorskip("dask_jobqueue")
+    from batchlib.executors import slurm_cluster
+
+    cluster = slurm_cluster(queue="cpu", cores=8, memory="32GB", walltime="04:00:00", jobs=3,
+                            account="mylab", scale=False)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH -p cpu" in script and "#SBATCH -A mylab" in script
+    assert "#SBATCH -t 04:00:00" in script and "#SBATCH --cpus-per-task=8" in script
+    assert "--nworkers 8" in script and "--nthreads 1" in script
