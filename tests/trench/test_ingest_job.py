@@ -79,7 +79,8 @@ def test_rerun_ingests_nothing_and_growth_appends_only_new_frames(tmp_path, trut
     for f in last:  # the microscope has not written timepoint 3 yet
         shutil.move(str(f), held_back / f.name)
     first = ingest(raw, out)
-    assert len(first.computed) == 1 and first.success
+    # One unit per position: the sequence's two positions ingest independently.
+    assert sorted(first.computed) == ["acq/#pos000", "acq/#pos001"] and first.success
     path = out / "acq_pos000.h5"
     with open_file(path, "r") as f:
         assert f["raw/c0"].shape[0] == 3
@@ -193,3 +194,15 @@ def test_z_plane_selection(tmp_path, shared_data):
     # A plane that does not exist is an invalid input, named.
     with pytest.raises(JobError, match="z plane 12"):
         ingest(raw, tmp_path / "out2", params={"z_reduction": "12"})
+
+
+def test_positions_are_units_ingested_in_parallel(tmp_path, truth):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_acquisition(raw, CFG, layout="ome-tiff", name="acq")
+    shutil.rmtree(raw / "ground_truth")
+    result = ingest(raw, out, executor="processes", n_jobs=2)
+    assert sorted(result.computed) == ["acq.ome.tif#pos000", "acq.ome.tif#pos001"]
+    for p in range(CFG.n_positions):
+        with open_file(out / f"acq_pos{p:03d}.h5", "r") as f:
+            np.testing.assert_array_equal(f["raw/gfp"][:], truth[p].movies["gfp"])
+    assert ingest(raw, out, executor="processes", n_jobs=2).computed == []

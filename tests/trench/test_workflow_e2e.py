@@ -137,7 +137,8 @@ def test_growth_and_new_position_do_only_the_new_work(run, monkeypatch):
     monkeypatch.setattr(detection, "crop_trenches",
                         lambda frame, *a, **k: cropped.append(1) or original(frame, *a, **k))
     assert wf.main(run["argv"]) == 0
-    assert len(computed(out, "Ingest")) == 2  # A grew, B is new
+    # A's two positions grew, B's one position is new (one Ingest unit per position).
+    assert computed(out, "Ingest") == ["A/#pos000", "A/#pos001", "B.ome.tif"]
     for job in ("TrenchDetection", "Compress", "Segment", "Measure"):
         assert computed(out, job) == ["A_pos000.h5", "A_pos001.h5", "B_pos000.h5"], job
     # Compress cropped only the new frame of A (2 positions x 2 channels) and all of B.

@@ -23,15 +23,26 @@ def guess_channel_kind(name: str) -> str:
     return "phase" if PHASE_NAMES.search(str(name)) else "fluorescence"
 
 
+#: Separates an acquisition's key from the position in Ingest's unit keys.
+POSITION_SEP = "#pos"
+
+
 def container_name(acquisition: str, position: int, ext: str) -> str:
     return f"{acquisition}_pos{position:03d}{ext}"
+
+
+def unit_key(source_key: str, position: int, n_positions: int) -> str:
+    """Status key of one position: the source's key, with ``#posNNN`` when it has several."""
+    return source_key if n_positions <= 1 else f"{source_key}{POSITION_SEP}{position:03d}"
 
 
 class Ingest(BatchJob):
     """Read ND2 / OME-TIFF / ImageJ / TIFF-sequence acquisitions into one container per position.
 
     Each channel becomes a movie ``raw/<channel>`` (T, Y, X), one frame per
-    chunk. When an acquisition grows (the microscope is still writing), a
+    chunk. Every position is a unit of its own (status key
+    ``<file>#pos<NNN>`` for multi-position files), so positions are ingested
+    in parallel. When an acquisition grows (the microscope is still writing), a
     rerun appends only the new frames to the existing containers.
     """
 
@@ -51,6 +62,10 @@ class Ingest(BatchJob):
 
     def __init__(self, output_ext=".h5", **params):
         super().__init__(input_pattern="*", output_ext=output_ext, **params)
+        self._checked = {}  # source key -> (signature, problem): validation once per acquisition
+
+    def __getstate__(self):
+        return {**self.__dict__, "_checked": {}}  # workers need no validation cache
 
     @property
     def _z(self):
@@ -58,26 +73,33 @@ class Ingest(BatchJob):
         return "max" if z == "max" else int(z)
 
     def list_units(self, input_folder, folder, status) -> list:
+        """One unit per position (field of view), so positions ingest in parallel."""
+        # Units of one acquisition already known with the same signature: their
+        # positions and outputs are reused without opening the file again.
+        known = {}
+        for key, entry in status.previous_files.items():
+            known.setdefault(key.split(POSITION_SEP)[0], []).append((key, entry))
         units = []
         for src in find_acquisitions(input_folder, sequence_pattern=self.param_values["sequence_pattern"]):
-            unit = Unit(src.key, [str(f) for f in src.files], [], run_kwargs={"source": src})
-            unit.signature = src.signature()
+            sig = src.signature()
             if self.param_values["hash_inputs"]:
                 from ...records import content_hash
 
-                unit.signature["blake2b"] = [content_hash(f) for f in src.files]
-            cached = status.cached(src.key)
-            if cached and cached.get("input_signature") == unit.signature and cached.get("outputs"):
-                unit.outputs = [os.path.join(str(folder), o) for o in cached["outputs"]]
+                sig["blake2b"] = [content_hash(f) for f in src.files]
+            cached = known.get(src.key, [])
+            if cached and all(e.get("input_signature") == sig and len(e.get("outputs") or []) == 1
+                              for _, e in cached):
+                n = len(cached)
             else:
                 try:
                     with open_acquisition(src, backend=self.param_values["backend"]) as acq:
                         n = acq.n_positions
-                    unit.outputs = [os.path.join(str(folder), container_name(src.name, p, self.output_ext))
-                                    for p in range(n)]
                 except InvalidAcquisitionError:
-                    unit.outputs = []  # validate_unit reports why
-            units.append(unit)
+                    n = 0  # one unit without outputs: validate_unit says why
+            for p in range(max(n, 1)):
+                outputs = [os.path.join(str(folder), container_name(src.name, p, self.output_ext))] if n else []
+                units.append(Unit(unit_key(src.key, p, n), [str(f) for f in src.files], outputs,
+                                  signature=dict(sig), run_kwargs={"source": src, "position": p}))
         return units
 
     def stale_reason(self, unit, rec, triggers):
@@ -89,17 +111,28 @@ class Ingest(BatchJob):
         src = unit.run_kwargs["source"]
         for f in src.files:
             super().validate_input(str(f))
-        try:
-            with open_acquisition(src, backend=self.param_values["backend"]) as acq:
-                if acq.n_timepoints == 0:
-                    raise InvalidInputError(f"{src.path}: no complete timepoint yet")
-                if self._z != "max" and not 0 <= self._z < acq.n_z:
-                    raise InvalidInputError(f"{src.path}: z plane {self._z} requested, "
-                                            f"the acquisition has {acq.n_z}")
-        except InvalidAcquisitionError as e:
-            raise InvalidInputError(str(e)) from e
         if not unit.outputs:
+            try:
+                with open_acquisition(src, backend=self.param_values["backend"]):
+                    pass
+            except InvalidAcquisitionError as e:
+                raise InvalidInputError(str(e)) from e
             raise InvalidInputError(f"{src.path}: no positions found")
+        # Positions of one acquisition share the checks: open the file once per run.
+        checked = self._checked.get(src.key)
+        if checked is None or checked[0] != unit.signature:
+            try:
+                with open_acquisition(src, backend=self.param_values["backend"]) as acq:
+                    problem = None
+                    if acq.n_timepoints == 0:
+                        problem = f"{src.path}: no complete timepoint yet"
+                    elif self._z != "max" and not 0 <= self._z < acq.n_z:
+                        problem = f"{src.path}: z plane {self._z} requested, the acquisition has {acq.n_z}"
+            except InvalidAcquisitionError as e:
+                problem = str(e)
+            checked = self._checked[src.key] = (unit.signature, problem)
+        if checked[1]:
+            raise InvalidInputError(checked[1])
 
     def validate_output(self, path) -> None:
         try:
@@ -120,13 +153,12 @@ class Ingest(BatchJob):
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             raise InvalidOutputError(f"{path}: cannot be read ({e})") from e
 
-    def run(self, input_files, output_files, source=None, **kwargs):
+    def run(self, input_files, output_files, source=None, position=0, **kwargs):
         with open_acquisition(source, backend=self.param_values["backend"]) as acq:
-            if len(output_files) != acq.n_positions:
-                raise RuntimeError(f"{source.path}: {acq.n_positions} positions, "
-                                   f"{len(output_files)} outputs planned")
-            for position, out in enumerate(output_files):
-                self._ingest_position(acq, position, out)
+            if position >= acq.n_positions:
+                raise RuntimeError(f"{source.path}: position {position} planned, the acquisition "
+                                   f"has {acq.n_positions}")
+            self._ingest_position(acq, position, output_files[0])
 
     def _ingest_position(self, acq, position, path):
         names = list(acq.channels)
