@@ -24,13 +24,26 @@ from pathlib import Path
 import numpy as np
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 mode, src, out, codec = sys.argv[1:5]
+
+
+def peak_rss_mb():
+    # VmHWM belongs to this process's address space; getrusage's ru_maxrss would
+    # carry over the peak of the parent that forked us.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+import h5py, hdf5plugin  # noqa: F401 - imported before timing, as a long-running process has
 import batchlib.io.compression as comp
 from batchlib import run_workflow
 from batchlib.trench.jobs import Ingest
 from batchlib.trench.readers import find_acquisitions, open_acquisition
 comp.DEFAULT_COMPRESSION = codec
+rss0 = peak_rss_mb()
 t0 = time.perf_counter()  # after the imports: both runs pay the same start-up
 if mode == "floor":
     n = 0
@@ -46,7 +59,8 @@ else:
     n = None
 dt = time.perf_counter() - t0
 print(json.dumps({"seconds": dt, "frames": n,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb(),
+                  "rss_after_imports_mb": rss0}))
 """
 
 
@@ -65,7 +79,20 @@ def make_movie(n_frames, size, seed=0):
     return np.stack(frames).astype(np.uint16)
 
 
-def run_child(mode, src, out, codec="blosc-lz4"):
+def drop_page_cache() -> bool:
+    """Empty the page cache (needs root) so that reads come from the disk."""
+    try:
+        subprocess.run(["sync"], check=True)
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def run_child(mode, src, out, codec="blosc-lz4", cold=False):
+    if cold and not drop_page_cache():
+        raise SystemExit("--cold needs permission to write /proc/sys/vm/drop_caches (root)")
     res = subprocess.run([sys.executable, "-c", CHILD, mode, str(src), str(out), codec],
                          capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -81,6 +108,9 @@ def main():
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--quick", action="store_true", help="40 frames of 512 x 512")
+    ap.add_argument("--cold", action="store_true",
+                    help="empty the page cache before each run (root): reads come from the disk, "
+                         "as for data arriving from a microscope")
     args = ap.parse_args()
     if args.quick:
         args.frames, args.size = 40, 512
@@ -99,23 +129,30 @@ def main():
         for t in range(movie.shape[0]):
             for c in range(movie.shape[1]):
                 tifffile.imwrite(seq / f"t{t:03d}xy00c{c}.tif", movie[t, c])
+        n = movie.shape[0] * movie.shape[1]
+        n_t, n_c = movie.shape[:2]
+        del movie  # free the movie before the measurements start
+        import gc
+
+        gc.collect()
         for layout, src in (("ImageJ stack", stack), ("TIFF sequence", seq.parent)):
-            floor = run_child("floor", src, tmp / "none")
+            floor = run_child("floor", src, tmp / "none", cold=args.cold)
             rows.append((layout, "read only (floor)", floor, None, floor["seconds"]))
             for codec in ("blosc-lz4", "gzip"):
                 out = tmp / f"out-{codec}-{layout[:5]}"
-                res = run_child("ingest", src, out, codec)
+                res = run_child("ingest", src, out, codec, cold=args.cold)
                 size = sum(dir_size(p) for p in out.glob("*.h5"))
                 rows.append((layout, f"Ingest, {codec}", res, raw_bytes / size, floor["seconds"]))
-    n = movie.shape[0] * movie.shape[1]
-    print(f"\n{movie.shape[0]} timepoints x {movie.shape[1]} channels x {args.size}^2 uint16 "
-          f"({raw_bytes / 1e6:.0f} MB), one core\n")
-    print("| input | run | seconds | frames/s/core | x floor | compression ratio | peak RSS MB |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(f"\n{n_t} timepoints x {n_c} channels x {args.size}^2 uint16 "
+          f"({raw_bytes / 1e6:.0f} MB), one core, "
+          f"{'cold page cache (reads from disk)' if args.cold else 'warm page cache'}\n")
+    print("| input | run | seconds | frames/s/core | x floor | compression ratio | peak RSS MB "
+          "| RSS after imports MB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for layout, what, res, ratio, floor_s in rows:
         print(f"| {layout} | {what} | {res['seconds']:.2f} | {n / res['seconds']:.0f} | "
               f"{res['seconds'] / floor_s:.2f} | {'' if ratio is None else f'{ratio:.2f}'} | "
-              f"{res['peak_rss_mb']:.0f} |")
+              f"{res['peak_rss_mb']:.0f} | {res['rss_after_imports_mb']:.0f} |")
 
 
 if __name__ == "__main__":
