@@ -177,9 +177,12 @@ class Ingest(BatchJob):
                 elif n_t > f[rkey].shape[0]:
                     grow_dataset(f, rkey, n_t)
             # Frame by frame: memory stays at a few frames whatever the movie length.
+            # The dataset handles are looked up once: a lookup costs about as much
+            # as compressing a 512 x 512 frame.
+            movies = [f[f"{RAW}/{key}"] for key in keys]
             for t in range(done, n_t):
-                for c, key in enumerate(keys):
-                    f[f"{RAW}/{key}"][t] = acq.read_frame(position, t, c, z=self._z)
+                for c, movie in enumerate(movies):
+                    movie[t] = acq.read_frame(position, t, c, z=self._z)
             md = acq.position_metadata(position, z=self._z)
             md.update(channel_keys=keys, channel_kinds=kinds, n_timepoints_ingested=n_t,
                       acquisition=acq.name, container=os.path.basename(path))
