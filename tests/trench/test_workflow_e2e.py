@@ -58,13 +58,20 @@ def run(tmp_path_factory):
     return {"tmp": tmp, "raw": raw, "gt": gt, "out": out, "later": later, "wf": wf, "argv": argv}
 
 
+def detected(run, p):
+    """Ground truth and what the workflow found for position ``p`` of acquisition A."""
+    truth = load_ground_truth(run["gt"] / f"A_pos{p:03d}")
+    with open_file(run["out"] / f"A_pos{p:03d}.h5", "r") as f:
+        det = read_table(f, "tables/trenches")
+        angle = read_attrs(f["tables/trenches"])["angle_deg"]
+        drift = read_table(f, "tables/drift")[["dy", "dx"]].to_numpy()
+        labels = f["segmentation/cells"][:]
+    return truth, det, angle, drift, labels
+
+
 def test_detection_matches_ground_truth(run):
     for p in range(CFG_A.n_positions):
-        truth = load_ground_truth(run["gt"] / f"A_pos{p:03d}")
-        with open_file(run["out"] / f"A_pos{p:03d}.h5", "r") as f:
-            det = read_table(f, "tables/trenches")
-            angle = read_attrs(f["tables/trenches"])["angle_deg"]
-            drift = read_table(f, "tables/drift")[["dy", "dx"]].to_numpy()
+        truth, det, angle, drift, _ = detected(run, p)
         assert abs(angle - truth.metadata["angle_deg"]) < 0.1
         pitch = truth.metadata["pitch_px"]
         for s in sorted(set(truth.trenches["set"])):
@@ -82,12 +89,7 @@ def test_segmentation_matches_ground_truth(run):
 
     f1s, ious = [], []
     for p in range(CFG_A.n_positions):
-        truth = load_ground_truth(run["gt"] / f"A_pos{p:03d}")
-        with open_file(run["out"] / f"A_pos{p:03d}.h5", "r") as f:
-            det = read_table(f, "tables/trenches")
-            angle = read_attrs(f["tables/trenches"])["angle_deg"]
-            drift = read_table(f, "tables/drift")[["dy", "dx"]].to_numpy()
-            labels = f["segmentation/cells"][:]
+        truth, det, angle, drift, labels = detected(run, p)
         # The true labels cut out with the *detected* boxes: detection errors count against us.
         true = np.stack([crop_trenches(truth.frame_labels[t], det, angle, tuple(drift[t]), order=0)
                          for t in range(labels.shape[1])], axis=1)
