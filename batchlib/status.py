@@ -194,9 +194,12 @@ def summarize(folder, max_listed: int = 20) -> str:
     header = f"{'job':<28} {'state':<15} {'done':>7} {'failed':>7} {'invalid':>8} {'pending':>8} {'this run':>9}"
     lines += [header, "-" * len(header)]
     problems = []
-    for p, d in loaded.items():
-        if d["schema"] != JOB_SCHEMA:
-            continue
+    # Jobs in the order the workflows ran them, then any others by name.
+    order = [j.get("name") for wf in workflows for j in wf.get("jobs", [])]
+    jobs = sorted(((p, d) for p, d in loaded.items() if d["schema"] == JOB_SCHEMA),
+                  key=lambda pd: (order.index(pd[1].get("job")) if pd[1].get("job") in order
+                                  else len(order), pd[0].name))
+    for p, d in jobs:
         c = d.get("counts", {})
         lines.append(f"{d.get('job', p.stem):<28} {d.get('state', '?'):<15} {c.get('done', 0):>7} "
                      f"{c.get('failed', 0):>7} {c.get('invalid', 0):>8} {c.get('pending', 0):>8} "
