@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "numba>=0.58",
     "h5py>=3.8",
     "hdf5plugin>=4.1",
+    "blosc>=1.11",
     "z5py>=2.0",
     "pandas>=2.0",
     "pyarrow>=12",

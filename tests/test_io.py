@@ -234,3 +234,28 @@ def test_a_fresh_process_reads_compressed_h5(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) == sum(range(1000))
+
+
+@pytest.mark.parametrize("ext,compression,direct", [(".h5", "blosc-lz4", True), (".h5", "blosc-zstd", True),
+                                                    (".h5", "gzip", False), (".n5", "blosc-lz4", False)])
+def test_stream_frames_writes_exactly_what_it_reads(tmp_path, ext, compression, direct):
+    from batchlib.io.frames import _direct_compressor, stream_frames
+
+    rng = np.random.default_rng(1)
+    movie = rng.poisson(200, (2, 7, 33, 40)).astype(np.uint16)  # C, T, Y, X
+    reads = []
+
+    def read(t, c):
+        reads.append((t, c))
+        return movie[c, t]
+
+    with open_file(tmp_path / f"m{ext}", "a") as f:
+        dss = [create_dataset(f, f"raw/{c}", shape=(7, 33, 40), dtype=np.uint16, chunks=(1, 33, 40),
+                              growable=True, compression=compression) for c in range(2)]
+        assert (_direct_compressor(dss[0]) is not None) == direct
+        order = [(t, c) for t in range(7) for c in range(2)]
+        stream_frames(dss, read, order, window=3)
+        assert reads == order  # read once each, in order, by one thread
+    with open_file(tmp_path / f"m{ext}", "r") as f:  # a fresh handle: through the HDF5 filters
+        for c in range(2):
+            np.testing.assert_array_equal(f[f"raw/{c}"][:], movie[c])

@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: conda package name -> pip names it stands for
-CONDA_TO_PIP = {"pytorch": ["torch"], "dask": ["dask[distributed]"], "distributed": ["dask[distributed]"]}
+CONDA_TO_PIP = {"pytorch": ["torch"], "python-blosc": ["blosc"], "dask": ["dask[distributed]"], "distributed": ["dask[distributed]"]}
 #: conda entries that are not dependencies of the package itself
 CONDA_IGNORED = {"python", "pip", "cpuonly", "pytorch-gpu"}
 

@@ -10,6 +10,7 @@ import pandas as pd
 from ...base import BatchJob, Param, Unit
 from ...errors import InvalidInputError, InvalidOutputError
 from ...io import create_dataset, grow_dataset, open_file, read_attrs, write_attrs, write_table
+from ...io.frames import stream_frames
 from ..layout import ACQUISITION_ATTR, FRAMES_TABLE, OVERVIEW, RAW, channel_keys
 from ..readers import (DEFAULT_SEQUENCE_PATTERN, InvalidAcquisitionError, find_acquisitions,
                        open_acquisition)
@@ -176,13 +177,11 @@ class Ingest(BatchJob):
                                    chunks=(1,) + tuple(acq.shape_yx), growable=True)
                 elif n_t > f[rkey].shape[0]:
                     grow_dataset(f, rkey, n_t)
-            # Frame by frame: memory stays at a few frames whatever the movie length.
-            # The dataset handles are looked up once: a lookup costs about as much
-            # as compressing a 512 x 512 frame.
+            # Frame by frame (memory stays at a few frames whatever the movie
+            # length), the next frames read while this one is compressed.
             movies = [f[f"{RAW}/{key}"] for key in keys]
-            for t in range(done, n_t):
-                for c, movie in enumerate(movies):
-                    movie[t] = acq.read_frame(position, t, c, z=self._z)
+            stream_frames(movies, lambda t, c: acq.read_frame(position, t, c, z=self._z),
+                          [(t, c) for t in range(done, n_t) for c in range(len(keys))])
             md = acq.position_metadata(position, z=self._z)
             md.update(channel_keys=keys, channel_kinds=kinds, n_timepoints_ingested=n_t,
                       acquisition=acq.name, container=os.path.basename(path))
