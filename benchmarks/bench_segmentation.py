@@ -24,7 +24,7 @@ from scipy import ndimage
 from batchlib.trench.geometry import crop_box
 from batchlib.trench.measure import measure_cells, measure_trench_frames
 from batchlib.trench.segmentation import segment_trenches
-from batchlib.trench.segmentation.evaluate import match_labels
+from batchlib.trench.segmentation.evaluate import match_labels, rod_profile
 
 SCENARIOS = {
     "default": {},
@@ -167,18 +167,7 @@ def pseudo_fluorescence(labels, rods: bool, rng, psf=1.2, noise=0.05):
     cells are dimmer, as in real projections. ``rods=False``: flat masks, no
     cue at all where two labels touch (a worst case).
     """
-    labels = labels.astype(np.int64)
-    if not rods:
-        img = (labels > 0).astype(np.float32)
-    else:
-        inner = (labels > 0) & (ndimage.minimum_filter(labels, size=(1, 3, 3)) == labels)
-        inner &= ndimage.maximum_filter(labels, size=(1, 3, 3)) == labels
-        d = ndimage.distance_transform_edt(inner, sampling=(1e6, 1, 1)) + 0.5 * (labels > 0)
-        key = np.arange(len(labels))[:, None, None] * (labels.max() + 1) + labels
-        r = np.zeros(key.max() + 1)
-        np.maximum.at(r, key[labels > 0], d[labels > 0])
-        rr = np.maximum(r[key], 1.0)
-        img = np.where(labels > 0, np.sqrt(np.clip(1 - (1 - np.minimum(d, rr) / rr) ** 2, 0, 1)), 0)
+    img = rod_profile(labels) if rods else (np.asarray(labels) > 0).astype(np.float32)
     img = ndimage.gaussian_filter(img.astype(np.float32), (0, psf, psf))
     return img + rng.normal(0, noise, img.shape).astype(np.float32)
 

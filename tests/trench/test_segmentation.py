@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from batchlib.trench.segmentation import (available_methods, get_method, register_method,
                                           relabel_from_closed_end, segment_trenches)
-from batchlib.trench.segmentation.evaluate import match_labels
+from batchlib.trench.segmentation.evaluate import match_labels, rod_profile
 
 H, W, LUMEN = 256, 32, 14
 
@@ -242,14 +242,7 @@ def test_real_label_stack_pseudo_fluorescence(shared_data, name, within_one, min
     """
     tifffile = pytest.importorskip("tifffile")
     truth = tifffile.imread(shared_data / "label_stacks" / f"{name}.tif")[:60].astype(np.int64)
-    inner = (ndimage.minimum_filter(truth, size=(1, 3, 3)) == truth) & (
-        ndimage.maximum_filter(truth, size=(1, 3, 3)) == truth) & (truth > 0)
-    d = ndimage.distance_transform_edt(inner, sampling=(1e6, 1, 1)) + 0.5 * (truth > 0)
-    key = np.arange(len(truth))[:, None, None] * (truth.max() + 1) + truth
-    r = np.zeros(key.max() + 1)
-    np.maximum.at(r, key[truth > 0], d[truth > 0])
-    rr = np.maximum(r[key], 1.0)
-    rods = np.where(truth > 0, np.sqrt(np.clip(1 - (1 - np.minimum(d, rr) / rr) ** 2, 0, 1)), 0)
+    rods = rod_profile(truth)
     rng = np.random.default_rng(0)
     img = ndimage.gaussian_filter(rods, (0, 1.2, 1.2)) + rng.normal(0, 0.05, truth.shape)
     labels = segment_trenches(img, kind="fluorescence", lumen_width=None, min_area=20)
