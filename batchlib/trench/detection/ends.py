@@ -16,7 +16,7 @@ from ._common import nanmean
 from ._sampling import rotated_samples
 
 __all__ = ["set_ends", "strip_profiles", "signal_extent", "half_level_crossing", "end_cues",
-           "smooth"]
+           "smooth", "fit_end_line"]
 
 
 def strip_profiles(image, angle_deg, rows, lumen_x, wall_x, half_width):
@@ -37,11 +37,12 @@ def strip_profiles(image, angle_deg, rows, lumen_x, wall_x, half_width):
     return lum, wal
 
 
-def signal_extent(rows, profile, inside_rows):
-    """First and last row (sub-pixel) where ``profile`` exceeds half its high level.
+def signal_extent(rows, profile, inside_rows, fraction=0.5):
+    """First and last row (sub-pixel) where ``profile`` exceeds ``fraction`` of its high level.
 
     The high level is the 90th percentile inside the set, so a trench holding
-    cells only near one end still has that end found.
+    cells only near one end still has that end found. A low ``fraction``
+    gives the outer foot of a blurred object rather than its half-level edge.
     """
     p = np.nan_to_num(np.asarray(profile, float))
     if not inside_rows.any():
@@ -49,12 +50,13 @@ def signal_extent(rows, profile, inside_rows):
     level = np.percentile(p[inside_rows], 90)
     if not level > 0:
         return np.nan, np.nan
-    above = np.flatnonzero(p > 0.5 * level)
+    thr = fraction * level
+    above = np.flatnonzero(p > thr)
     i0, i1 = above[0], above[-1]
     def interp(i, j):  # crossing between samples i (above) and j (below)
         if j < 0 or j >= p.size:
             return float(rows[i])
-        f = (p[i] - 0.5 * level) / (p[i] - p[j]) if p[i] != p[j] else 0.5
+        f = (p[i] - thr) / (p[i] - p[j]) if p[i] != p[j] else 0.5
         return float(rows[i] + f * (rows[j] - rows[i]))
     return interp(i0, i0 - 1), interp(i1, i1 + 1)
 
@@ -125,6 +127,62 @@ def smooth(profile, sigma):
         return num / den
 
 
+def fit_end_line(x, ends, fallback, max_residual=None):
+    """Robust straight line through the per-trench ends of one set, evaluated at every trench.
+
+    The closed ends of a chip are drawn on one straight line by lithography;
+    a line through many trenches is far less noisy than any one of them, and
+    its slope absorbs a small residual error of the angle.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n,)
+        Trench axes (rotated columns).
+    ends : ndarray, shape (n,)
+        Per-trench end rows; NaN where not measured.
+    fallback : float
+        Used when fewer than three ends are measured.
+    max_residual : float, optional
+        Ends further than this from the line are outliers (default: 3 robust
+        sigmas, at least 1 px).
+
+    Returns
+    -------
+    ndarray, shape (n,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(10.0) * 40
+    >>> ends = 100 + 0.01 * x
+    >>> ends[3] = 140                                   # a cell sticking out
+    >>> np.round(fit_end_line(x, ends, 100.0), 2)[:4]
+    array([100. , 100.4, 100.8, 101.2])
+    """
+    x = np.asarray(x, float)
+    e = np.asarray(ends, float)
+    ok = np.isfinite(e)
+    if ok.sum() < 3:
+        med = float(np.nanmedian(e)) if ok.any() else float(fallback)
+        return np.full(x.shape, med)
+    keep = ok.copy()
+    coef = np.array([0.0, float(np.median(e[ok]))])
+    for _ in range(4):
+        if keep.sum() < 3:
+            break
+        xm = x[keep].mean()
+        coef = np.polyfit(x[keep] - xm, e[keep], 1)
+        coef = np.array([coef[0], coef[1] - coef[0] * xm])
+        res = e - np.polyval(coef, x)
+        sigma = 1.4826 * np.median(np.abs(res[keep]))
+        limit = max(3.0 * sigma, 1.0) if max_residual is None else max_residual
+        new = ok & (np.abs(res) <= limit)
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return np.polyval(coef, x)
+
+
 def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, filled, kind):
     """Top and bottom edges of a set and the cues for its direction.
 
@@ -174,6 +232,7 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
     if kind == "fluorescence" and np.isfinite(ext).sum(axis=0).min() >= 3:
         # walls are dark: the cells' own ends are the only edges to see
         edges = [float(np.nanmedian(ext[:, 0])) - 0.5, float(np.nanmedian(ext[:, 1])) + 0.5]
+    per_trench = _trench_ends(rows, each, inside, filled, centres, edges, kind)
     lum_mean, wal_mean = smooth(nanmean(lum, axis=1), 1.0), smooth(nanmean(wal, axis=1), 1.0)
     cues = [end_cues(rows, lum_mean, wal_mean, e, o, int(min(0.5 * pitch, 30)))
             for e, o in zip(edges, (-1, 1))]
@@ -182,4 +241,39 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
     background = np.nanmedian(wal[inside]) if np.isfinite(wal[inside]).any() else 0.0
     spill = [float(np.nan_to_num(nanmean(lum[(rows - e) * o > 3])) - background)
              for e, o in zip(edges, (-1, 1))]
-    return dict(y_top=edges[0], y_bottom=edges[1], cues=cues, spread=spread, spill=spill)
+    return dict(y_top=edges[0], y_bottom=edges[1], cues=cues, spread=spread, spill=spill,
+                top_each=per_trench[0], bottom_each=per_trench[1])
+
+
+def _trench_ends(rows, each, inside, filled, centres, edges, kind):
+    """Edge rows of both ends of every trench: a line through the trenches' own ends.
+
+    Phase contrast: every lumen, empty or not, ends where its contrast to the
+    walls fades. Fluorescence: only cells are seen, so the end of a filled
+    trench is the outer foot (a fifth of the level) of its signal, never
+    inside its outermost cell, and the line is pushed out to clear every
+    measured cell.
+    """
+    n = len(centres)
+    ends = np.full((n, 2), np.nan)
+    if kind == "fluorescence":
+        idx = np.flatnonzero(filled)
+        for i in idx:
+            ends[i] = signal_extent(rows, smooth(each[:, i], 1.0), inside, fraction=0.2)
+        ends[:, 0] -= 0.5
+        ends[:, 1] += 0.5
+    else:
+        for i in range(n):
+            prof = smooth(each[:, i], 1.0)
+            for k, outward in ((0, -1), (1, +1)):
+                ends[i, k] = half_level_crossing(rows, prof, inside, outward)
+        # a trench end far from the set's (a smear, a cell crossing the end) is no end
+        for k in range(2):
+            far = np.abs(ends[:, k] - edges[k]) > 12.0
+            ends[far, k] = np.nan
+    top = fit_end_line(centres, ends[:, 0], edges[0])
+    bottom = fit_end_line(centres, ends[:, 1], edges[1])
+    if kind == "fluorescence":
+        top = np.fmin(top, ends[:, 0])
+        bottom = np.fmax(bottom, ends[:, 1])
+    return top, bottom

@@ -28,7 +28,7 @@ from .ends import set_ends
 from .lumen import lumen_axis
 from .pitch import estimate_pitch
 from .quality import empty_flags, image_noise, layout_quality
-from .rotation import angle_from_bands
+from .rotation import angle_from_bands, combine_set_angles, set_angles
 from .trench_sets import find_sets, row_coherence, row_periodicity
 
 __all__ = ["TrenchLayout", "detect_trenches"]
@@ -122,7 +122,8 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                     angle_range_deg: float = 5.0, n_sets: int | None = None,
                     min_trenches: int = 3, *, min_pitch: float = 6.0,
                     max_pitch: float | None = None, lumen: str = "auto",
-                    direction: int | None = None) -> TrenchLayout:
+                    direction: int | None = None,
+                    closed_end_margin: float = 0.5) -> TrenchLayout:
     """Find the trench array of a mother-machine image.
 
     Parameters
@@ -152,6 +153,9 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         uses "bright" for fluorescence.
     direction : {+1, -1}, optional
         Force the direction of a single set (closed end at the top: +1).
+    closed_end_margin : float
+        Pixels of PDMS kept before the closed end in every box, so that the
+        box starts just outside the trench and never inside the mother cell.
 
     Returns
     -------
@@ -195,10 +199,28 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     angle, gain = angle_from_bands(bands32, y32, frame_center(shape)[0], pitch, angle_range_deg,
                                    fine_bands=bands8, fine_y=y8)
 
-    rot = rotated_band_image(bands8, y8, shape, angle, y8)
-    power, ratio = row_periodicity(rot, pitch)
-    coherence = row_coherence(rot, pitch) if kind == "fluorescence" else None
-    runs = find_sets(power, ratio, y8, pitch, n_sets, coherence=coherence)
+    rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets)
+    # The whole-frame search mixes the sets' lattices (biased by degrees when
+    # the sets are offset sideways): each set's own angle, twice, the second
+    # time with the sets placed by the first answer.
+    whole_frame_angle, per_set, spread = angle, np.full(len(runs), np.nan), 0.0
+    margins = (0.5 * W * np.tan(np.deg2rad(angle_range_deg)),
+               0.5 * W * np.tan(np.deg2rad(0.2)) + step)
+    for margin in margins:
+        if not runs:
+            break
+        per_set, _ = set_angles(bands32, y32, bands8, y8, shape, angle, runs, pitch,
+                                angle_range_deg, margin)
+        combined, spread = combine_set_angles(per_set, [r[1] - r[0] for r in runs])
+        if not np.isfinite(combined):
+            break
+        if len(runs) > 1 and np.all(np.abs(per_set - whole_frame_angle) <= 0.1):
+            # The sets' lattices line up (no sideways offset): the whole-frame
+            # search is unbiased and its lever arm spans both sets.
+            combined = whole_frame_angle
+        if abs(combined - angle) > 1e-4:
+            angle = combined
+            rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets)
     if not runs:
         raise TrenchDetectionError(
             f"no rows with trenches: no run of rows is periodic at the pitch {pitch:.1f} px "
@@ -226,9 +248,20 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
             "were found, but no regularly spaced trenches in them (debris or too few trenches?)")
 
     assign_directions(found, kind, direction)
+    extra = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
+                 set_angle_spread_deg=spread)
+    extra.update({f"set{i}_angle_deg": a for i, a in enumerate(per_set)})
     return _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches,
-                     noise, dict(angle_gain=gain),
+                     closed_end_margin, noise, extra,
                      dict(row_y=y8, row_ratio=ratio, row_power=power))
+
+
+def _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets):
+    """The straightened low-resolution image at ``angle`` and the sets found in it."""
+    rot = rotated_band_image(bands8, y8, shape, angle, y8)
+    power, ratio = row_periodicity(rot, pitch)
+    coherence = row_coherence(rot, pitch) if kind == "fluorescence" else None
+    return rot, power, ratio, find_sets(power, ratio, y8, pitch, n_sets, coherence=coherence)
 
 
 def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noise):
@@ -270,7 +303,8 @@ def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noi
                 template=c["template"], profile=prof, periodicity=periodicity, **ends)
 
 
-def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches, noise,
+def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches,
+              closed_end_margin, noise,
               extra_quality, row_profiles):
     H, W = shape
     lengths = [s["y_bottom"] - s["y_top"] for s in found]
@@ -292,8 +326,11 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
     rows, set_rows, kept = [], [], []
     for s in found:
         n = len(s["centres"])
-        corners = np.stack([box_corners(x, s["y_closed"], s["direction"], box_height, box_width)
-                            for x in s["centres"]]) if n else np.zeros((0, 4, 2))
+        d = s["direction"]
+        # per trench: the first lumen row, moved out by the margin
+        closed = (s["top_each"] + 0.5 if d == 1 else s["bottom_each"] - 0.5) - d * closed_end_margin
+        corners = np.stack([box_corners(x, y, d, box_height, box_width)
+                            for x, y in zip(s["centres"], closed)]) if n else np.zeros((0, 4, 2))
         raw = rotated_to_raw(corners, angle, shape)
         inside = np.all((raw[..., 0] >= -0.5) & (raw[..., 0] <= H - 0.5)
                         & (raw[..., 1] >= -0.5) & (raw[..., 1] <= W - 0.5), axis=1)
@@ -302,7 +339,7 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
         set_id = len(set_rows)
         order = np.argsort(s["centres"][inside])
         for j, i in enumerate(np.flatnonzero(inside)[order]):
-            rows.append([set_id, j, float(s["centres"][i]), float(s["y_closed"]),
+            rows.append([set_id, j, float(s["centres"][i]), float(closed[i]),
                          int(s["direction"]), box_height, box_width, bool(s["empty"][i]),
                          float(s["ncc"][i]), *corners[i, :, 0], *corners[i, :, 1],
                          *raw[i, :, 0], *raw[i, :, 1]])
