@@ -28,6 +28,7 @@ from .ends import set_ends
 from .lumen import lumen_axis
 from .pitch import estimate_pitch
 from .quality import empty_flags, image_noise, layout_quality
+from .selfcheck import check_layout
 from .rotation import angle_from_bands, combine_set_angles, set_angles
 from .trench_sets import find_sets, row_coherence, row_periodicity
 
@@ -77,6 +78,7 @@ class TrenchLayout:
     image_shape: tuple
     kind: str = "phase"
     profiles: dict = field(default_factory=dict, repr=False)
+    warnings: list = field(default_factory=list)
 
     @property
     def n_trenches(self) -> int:
@@ -88,7 +90,8 @@ class TrenchLayout:
                 "sets": self.sets.to_dict(orient="list"),
                 "trenches": self.trenches.to_dict(orient="list"),
                 "quality": {k: float(v) for k, v in self.quality.items()},
-                "image_shape": [int(s) for s in self.image_shape], "kind": self.kind}
+                "image_shape": [int(s) for s in self.image_shape], "kind": self.kind,
+                "warnings": list(self.warnings)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrenchLayout":
@@ -97,7 +100,8 @@ class TrenchLayout:
                                     "width": int, "empty": bool})
         return cls(float(d["angle_deg"]), float(d["pitch"]),
                    pd.DataFrame(d["sets"], columns=SET_COLUMNS), trenches,
-                   dict(d["quality"]), tuple(d["image_shape"]), d.get("kind", "phase"))
+                   dict(d["quality"]), tuple(d["image_shape"]), d.get("kind", "phase"),
+                   warnings=list(d.get("warnings", [])))
 
 
 def _finite(image):
@@ -123,7 +127,7 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                     min_trenches: int = 3, *, min_pitch: float = 6.0,
                     max_pitch: float | None = None, lumen: str = "auto",
                     direction: int | None = None,
-                    closed_end_margin: float = 0.5) -> TrenchLayout:
+                    closed_end_margin: float = 0.5, self_check: bool = True) -> TrenchLayout:
     """Find the trench array of a mother-machine image.
 
     Parameters
@@ -156,6 +160,10 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     closed_end_margin : float
         Pixels of PDMS kept before the closed end in every box, so that the
         box starts just outside the trench and never inside the mother cell.
+    self_check : bool
+        Check that the boxes hold the cells (:func:`.selfcheck.check_layout`):
+        a layout whose boxes sit on the walls is an error; one that cannot be
+        checked (no cells seen) has its confidence halved and a warning.
 
     Returns
     -------
@@ -251,9 +259,23 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     extra = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
                  set_angle_spread_deg=spread)
     extra.update({f"set{i}_angle_deg": a for i, a in enumerate(per_set)})
-    return _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches,
-                     closed_end_margin, noise, extra,
-                     dict(row_y=y8, row_ratio=ratio, row_power=power))
+    layout = _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches,
+                       closed_end_margin, noise, extra,
+                       dict(row_y=y8, row_ratio=ratio, row_power=power))
+    if self_check:
+        _apply_self_check(img, layout, noise)
+    return layout
+
+
+def _apply_self_check(img, layout, noise):
+    check = check_layout(img, layout, noise)
+    layout.quality["self_check"] = {"pass": 1.0, "undetermined": 0.5, "fail": 0.0}[check.verdict]
+    layout.quality["self_check_log_ratio"] = check.log_ratio
+    if check.verdict == "fail":
+        raise TrenchDetectionError(f"self-check failed: {check.reason}")
+    if check.verdict == "undetermined":
+        layout.quality["confidence"] *= 0.5
+        layout.warnings.append(f"self-check undetermined: {check.reason}")
 
 
 def _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets):
