@@ -219,13 +219,10 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
             break
         per_set, _ = set_angles(bands32, y32, bands8, y8, shape, angle, runs, pitch,
                                 angle_range_deg, margin)
-        combined, spread = combine_set_angles(per_set, [r[1] - r[0] for r in runs])
+        combined, spread = combine_set_angles(per_set, [(r[1] - r[0]) * r[2] for r in runs],
+                                              whole_frame_angle)
         if not np.isfinite(combined):
             break
-        if len(runs) > 1 and np.all(np.abs(per_set - whole_frame_angle) <= 0.1):
-            # The sets' lattices line up (no sideways offset): the whole-frame
-            # search is unbiased and its lever arm spans both sets.
-            combined = whole_frame_angle
         if abs(combined - angle) > 1e-4:
             angle = combined
             rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets)

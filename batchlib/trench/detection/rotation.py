@@ -233,18 +233,33 @@ def _masked(bands, band_y, shape, angle_deg, lo, hi):
     return b, np.asarray(band_y)[rows]
 
 
-def combine_set_angles(angles, weights, tolerance_deg=0.1):
+def combine_set_angles(angles, weights, whole_frame=None, tolerance_deg=0.05):
     """One angle for the chip from the per-set angles, and their disagreement.
 
-    The sets of one chip share its angle, so agreeing estimates are averaged
-    (weighted); when they disagree by more than ``tolerance_deg`` the
-    best-supported set alone is trusted.
+    The sets of one chip share its angle. When the whole-frame estimate lies
+    within the per-set estimates (give or take ``tolerance_deg``), the sets'
+    lattices line up and the whole-frame search, whose lever arm spans all
+    sets, is unbiased and the most precise: it is returned. Otherwise (sets
+    offset sideways, which biases it) the weighted mean of the per-set angles.
+
+    Parameters
+    ----------
+    angles, weights : array_like, shape (n_sets,)
+    whole_frame : float, optional
+    tolerance_deg : float
 
     Returns
     -------
     angle : float
     spread : float
         Largest difference between the per-set angles (0 for one set).
+
+    Examples
+    --------
+    >>> combine_set_angles([1.02, 0.98], [1, 1], whole_frame=1.0)
+    (1.0, 0.040000000000000036)
+    >>> combine_set_angles([1.02, 0.98], [1, 3], whole_frame=2.5)[0]
+    0.99
     """
     a = np.asarray(angles, float)
     w = np.asarray(weights, float)
@@ -253,6 +268,7 @@ def combine_set_angles(angles, weights, tolerance_deg=0.1):
         return float("nan"), float("nan")
     a, w = a[ok], w[ok]
     spread = float(np.ptp(a)) if a.size > 1 else 0.0
-    if spread <= tolerance_deg:
-        return float(np.average(a, weights=w)), spread
-    return float(a[np.argmax(w)]), spread
+    if (whole_frame is not None and a.size > 1 and np.isfinite(whole_frame)
+            and a.min() - tolerance_deg <= whole_frame <= a.max() + tolerance_deg):
+        return float(whole_frame), spread
+    return float(np.average(a, weights=w)), spread
