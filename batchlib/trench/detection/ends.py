@@ -127,7 +127,7 @@ def smooth(profile, sigma):
         return num / den
 
 
-def fit_end_line(x, ends, fallback, max_residual=None):
+def fit_end_line(x, ends, fallback, max_residual=None, max_slope=0.002):
     """Robust straight line through the per-trench ends of one set, evaluated at every trench.
 
     The closed ends of a chip are drawn on one straight line by lithography;
@@ -145,6 +145,10 @@ def fit_end_line(x, ends, fallback, max_residual=None):
     max_residual : float, optional
         Ends further than this from the line are outliers (default: 3 robust
         sigmas, at least 1 px).
+    max_slope : float
+        Largest slope (rows per column) allowed: what the error of the angle
+        can leave. Ends that differ between filled and empty trenches would
+        otherwise tilt the line across the frame.
 
     Returns
     -------
@@ -154,10 +158,10 @@ def fit_end_line(x, ends, fallback, max_residual=None):
     --------
     >>> import numpy as np
     >>> x = np.arange(10.0) * 40
-    >>> ends = 100 + 0.01 * x
+    >>> ends = 100 + 0.001 * x
     >>> ends[3] = 140                                   # a cell sticking out
     >>> np.round(fit_end_line(x, ends, 100.0), 2)[:4]
-    array([100. , 100.4, 100.8, 101.2])
+    array([100.  , 100.04, 100.08, 100.12])
     """
     x = np.asarray(x, float)
     e = np.asarray(ends, float)
@@ -171,8 +175,8 @@ def fit_end_line(x, ends, fallback, max_residual=None):
         if keep.sum() < 3:
             break
         xm = x[keep].mean()
-        coef = np.polyfit(x[keep] - xm, e[keep], 1)
-        coef = np.array([coef[0], coef[1] - coef[0] * xm])
+        slope = float(np.clip(np.polyfit(x[keep] - xm, e[keep], 1)[0], -max_slope, max_slope))
+        coef = np.array([slope, float(np.median(e[keep] - slope * (x[keep] - xm))) - slope * xm])
         res = e - np.polyval(coef, x)
         sigma = 1.4826 * np.median(np.abs(res[keep]))
         limit = max(3.0 * sigma, 1.0) if max_residual is None else max_residual
@@ -271,8 +275,10 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
         for k in range(2):
             far = np.abs(ends[:, k] - edges[k]) > 12.0
             ends[far, k] = np.nan
-    top = fit_end_line(centres, ends[:, 0], edges[0])
-    bottom = fit_end_line(centres, ends[:, 1], edges[1])
+    # phase angles are good to ~0.02 deg, fluorescence (cells only) to ~0.2 deg
+    max_slope = np.tan(np.deg2rad(0.05 if kind == "phase" else 0.3))
+    top = fit_end_line(centres, ends[:, 0], edges[0], max_slope=max_slope)
+    bottom = fit_end_line(centres, ends[:, 1], edges[1], max_slope=max_slope)
     if kind == "fluorescence":
         top = np.fmin(top, ends[:, 0])
         bottom = np.fmax(bottom, ends[:, 1])

@@ -127,7 +127,7 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                     min_trenches: int = 3, *, min_pitch: float = 6.0,
                     max_pitch: float | None = None, lumen: str = "auto",
                     direction: int | None = None,
-                    closed_end_margin: float = 0.5, self_check: bool = True) -> TrenchLayout:
+                    closed_end_margin: float | None = None, self_check: bool = True) -> TrenchLayout:
     """Find the trench array of a mother-machine image.
 
     Parameters
@@ -157,9 +157,12 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         uses "bright" for fluorescence.
     direction : {+1, -1}, optional
         Force the direction of a single set (closed end at the top: +1).
-    closed_end_margin : float
+    closed_end_margin : float, optional
         Pixels of PDMS kept before the closed end in every box, so that the
         box starts just outside the trench and never inside the mother cell.
+        Default 0 for phase (the lumen-wall half level found already lies
+        about 1 px outside the lumen) and 0.5 for fluorescence (measured from
+        the outer foot of the outermost cell).
     self_check : bool
         Check that the boxes hold the cells (:func:`.selfcheck.check_layout`):
         a layout whose boxes sit on the walls is an error; one that cannot be
@@ -256,6 +259,8 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     extra = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
                  set_angle_spread_deg=spread)
     extra.update({f"set{i}_angle_deg": a for i, a in enumerate(per_set)})
+    if closed_end_margin is None:
+        closed_end_margin = 0.0 if kind == "phase" else 0.5
     layout = _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches,
                        closed_end_margin, noise, extra,
                        dict(row_y=y8, row_ratio=ratio, row_power=power))
