@@ -31,7 +31,7 @@ def _phase(cfg):
 def test_every_family_renders_with_truth(rendered):
     assert len(FAMILIES) >= 14
     for family, pos in rendered.items():
-        assert pos.metadata["family"] == family
+        assert pos.metadata["family"] == family and pos.metadata["family_seed"] == 10000
         assert len(pos.trenches) >= 3, family
         assert pos.trench_labels.max() > 0, family
         for movie in pos.movies.values():
@@ -52,8 +52,13 @@ def test_family_is_deterministic_per_seed():
 
 
 def test_families_differ_for_the_same_seed():
-    draws = {f: sample_config(f, 10000).pitch_px for f in FAMILIES}
-    assert len(set(draws.values())) == len(FAMILIES)
+    cfgs = {f: sample_config(f, 10000, **SIZE) for f in FAMILIES}
+    assert len({c.pitch_px for c in cfgs.values()}) == len(FAMILIES)
+    # The rendering seed mixes in the family: angles and layouts are not shared.
+    assert len({c.seed for c in cfgs.values()}) == len(FAMILIES)
+    assert all(c.family_seed == 10000 and c.family == f for f, c in cfgs.items())
+    angles = {round(make_layout(c, 0).angle_deg, 6) for c in cfgs.values()}
+    assert len(angles) == len(FAMILIES)
 
 
 def test_defaults_render_as_before():

@@ -123,7 +123,8 @@ class SyntheticConfig:
     cell_taper_sd : sd of the per-cell relative radius change from pole to pole.
     jpeg_quality : 0 (off) or 1-100: JPEG-like 8 x 8 DCT quantisation of every
         written frame, after rescaling it to 8 bits.
-    family : scenario family name, recorded in the metadata.
+    family, family_seed : scenario family and the seed it was drawn for (see
+        :func:`.families.sample_config`), recorded in the metadata.
     """
 
     # acquisition
@@ -207,6 +208,7 @@ class SyntheticConfig:
     cell_taper_sd: float = 0.0
     jpeg_quality: int = 0
     family: str = ""
+    family_seed: int = -1
 
     def __post_init__(self):
         self.channels = tuple(self.channels)

@@ -192,8 +192,10 @@ def sample_config(family: str, seed: int, **overrides) -> SyntheticConfig:
     family : str
         One of :data:`FAMILIES`.
     seed : int
-        A tuning (0-999) or held-out (>= 10000) seed; it seeds the parameter
-        draws and becomes ``SyntheticConfig.seed``.
+        A tuning (0-999) or held-out (>= 10000) seed. It seeds the parameter
+        draws and, mixed with the family, the rendering: ``SyntheticConfig.seed``
+        is derived from ``(family, seed)`` so that families drawn for the same
+        seed do not share angles or layouts; ``family_seed`` keeps ``seed``.
     **overrides
         Any ``SyntheticConfig`` field (frame size, timepoints, positions, ...),
         applied after the draws.
@@ -201,7 +203,7 @@ def sample_config(family: str, seed: int, **overrides) -> SyntheticConfig:
     Returns
     -------
     SyntheticConfig
-        With ``family`` set, so the metadata record it.
+        With ``family`` and ``family_seed`` set, so the metadata record them.
     """
     if family not in _DRAW:
         raise ValueError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
@@ -213,7 +215,9 @@ def sample_config(family: str, seed: int, **overrides) -> SyntheticConfig:
     params = _base(rng)
     params.update(_DRAW[family](rng, params))
     fraction = params.pop("_length_fraction", None)
-    params.update(overrides, seed=int(seed), family=family)
+    render_seed = int(np.random.SeedSequence([zlib.crc32(family.encode()), int(seed), 1])
+                      .generate_state(1)[0] >> 1)
+    params.update(overrides, seed=render_seed, family=family, family_seed=int(seed))
     cfg = SyntheticConfig(**params)
     if fraction is not None and "trench_length_px" not in overrides:
         # Shorter trenches than the frame allows: a fraction of the automatic length.

@@ -80,6 +80,7 @@ def _metadata(cfg: SyntheticConfig, layout, position: int) -> dict:
         "fluor_background": float(cfg.fluor_background),
         "feeding_channel_cells_labelled": False,
         "family": cfg.family,
+        "family_seed": int(cfg.family_seed),
         "config": cfg.to_dict(),
     }
 
