@@ -150,45 +150,62 @@ def family_table(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def with_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Append the median over families, the worst family per column and PASS/FAIL."""
-    num = [c for c in table.columns if c not in ("kind", "family")]
-    med = table[num].median()
+def with_summary(table: pd.DataFrame, targets=TARGETS, keys=("kind", "family"),
+                 also=(("end err med", "absmax"), ("drift med", "max"), ("ms", "max"))):
+    """Append the median over families, the worst family per column and PASS/FAIL.
+
+    ``targets``: ``(column, target, "max" | "min")``; the worst family is the
+    largest value of a "max" column and the smallest of a "min" one. ``also``:
+    other columns shown in the worst row (``"max"``, ``"min"`` or ``"absmax"``).
+    The first ``keys`` column is copied into the summary rows, the last names them.
+    """
+    rule = {c: k for c, _, k in targets} | dict(also)
+    num = [c for c in table.columns if c not in keys]
     worst = {}
     for c in num:
-        col = table[c].astype(float)
-        kind = next((k for name, _, k in TARGETS if name == c), None)
-        if kind == "min":
-            worst[c] = col.min()
-        elif kind == "max" or c in ("end err med", "ms", "drift med"):
-            worst[c] = col.max() if c != "end err med" else col[col.abs().idxmax()] \
-                if col.notna().any() else np.nan
-        else:
+        col = pd.to_numeric(table[c], errors="coerce")
+        if c not in rule or not col.notna().any():
             worst[c] = np.nan
+        elif rule[c] == "min":
+            worst[c] = col.min()
+        elif rule[c] == "max":
+            worst[c] = col.max()
+        else:
+            worst[c] = col[col.abs().idxmax()]
     verdict = {}
-    for name, target, kind in TARGETS:
+    for name, target, kind in targets:
         v = worst[name]
         ok = np.isfinite(v) and (v <= target if kind == "max" else v >= target)
         verdict[name] = "PASS" if ok else "FAIL"
-    kind = table["kind"].iloc[0]
+    head = {k: table[k].iloc[0] for k in keys[:-1]}
+    label = keys[-1]
+    med = table[num].apply(pd.to_numeric, errors="coerce").median()
     lines = [table,
-             pd.DataFrame([{"kind": kind, "family": "**median of families**", **med}]),
-             pd.DataFrame([{"kind": kind, "family": "**worst family**", **worst}]),
-             pd.DataFrame([{"kind": kind, "family": "target (worst family)",
-                            **{n: f"{'<=' if k == 'max' else '>='} {t:g}" for n, t, k in TARGETS}}]),
-             pd.DataFrame([{"kind": kind, "family": "**verdict**", **verdict}])]
+             pd.DataFrame([{**head, label: "**median of families**", **med}]),
+             pd.DataFrame([{**head, label: "**worst family**", **worst}]),
+             pd.DataFrame([{**head, label: "target (worst family)",
+                            **{n: f"{'<=' if k == 'max' else '>='} {t:g}" for n, t, k in targets}}]),
+             pd.DataFrame([{**head, label: "**verdict**", **verdict}])]
     return pd.concat(lines, ignore_index=True)
 
 
-def markdown(df: pd.DataFrame, digits: int = 3) -> str:
-    """A pipe table (pandas' ``to_markdown`` needs ``tabulate``, not a dependency)."""
-    def fmt(v):
+def markdown(df: pd.DataFrame, digits: int = 3, whole=("positions", "ms", "trench-frames",
+                                                       "true cells", "seeds")) -> str:
+    """A pipe table (pandas' ``to_markdown`` needs ``tabulate``, not a dependency).
+
+    Columns named in ``whole`` print as whole numbers, the other floats with
+    ``digits`` decimals; NaN prints empty.
+    """
+    def fmt(v, col):
         if isinstance(v, (float, np.floating)):
-            return "" if np.isnan(v) else f"{v:.{digits}f}"
+            if np.isnan(v):
+                return ""
+            return f"{v:.0f}" if col in whole else f"{v:.{digits}f}"
         return str(v)
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |",
-             "|" + "|".join("---" for _ in df.columns) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(fmt(v, c) for v, c in zip(row, cols)) + " |"
+              for row in df.itertuples(index=False)]
     return "\n".join(lines)
 
 

@@ -236,3 +236,36 @@ def test_bad_family_and_overrides():
     assert all(c.n_timepoints == 1 for *_, c in got)
     with pytest.raises(ValueError, match="phase_lumen"):
         SyntheticConfig(phase_lumen="grey")
+
+
+# -- scoring helpers used by the benchmarks -----------------------------------------
+def test_truth_boxes_score_perfectly():
+    from batchlib.trench.synthetic.scoring import (closed_end_errors, count_labels,
+                                                   labels_in_boxes, match_boxes, mother_top_rows)
+    cfg = SyntheticConfig(height=256, width=288, n_timepoints=2, seed=5, angle_deg=0.0,
+                          drift_quantum_px=1.0, drift_step_px=1.0)
+    pos = simulate_position(cfg, 0)
+    tr = pos.trenches
+    shape = pos.frame_labels.shape[1:]
+    pairs, ious = match_boxes(tr, 0.0, tr, 0.0, shape, cfg.pitch_px)
+    assert pairs == [(i, i) for i in range(len(tr))] and np.allclose(ious, 1.0)
+    np.testing.assert_allclose(closed_end_errors(tr, tr, pairs, 0.0, shape), 0.0, atol=1e-9)
+    # A box moved 3 px towards the open end starts 3 px inside; into the wall: negative.
+    for shift in (3, -2):
+        moved = tr.copy()
+        moved["y_closed"] += shift * moved["direction"]
+        raw = np.stack([geometry.rotated_to_raw(geometry.box_corners(
+            r.x_center, r.y_closed, r.direction, r.height, r.width), 0.0, shape)
+            for r in moved.itertuples()])
+        for k in range(4):
+            moved[f"raw_y{k}"], moved[f"raw_x{k}"] = raw[:, k, 0], raw[:, k, 1]
+        np.testing.assert_allclose(closed_end_errors(moved, tr, pairs, 0.0, shape), shift,
+                                   atol=1e-9)
+    # The truth sampled on the true boxes is the crop truth (ids aside), frame by frame.
+    for t in range(2):
+        got = labels_in_boxes(pos.frame_labels[t], tr, 0.0, pos.drift[t])
+        np.testing.assert_array_equal(got > 0, pos.trench_labels[:, t] > 0)
+        np.testing.assert_array_equal(count_labels(got), count_labels(pos.trench_labels[:, t]))
+    top = mother_top_rows(pos.trench_labels)
+    empty = tr["empty"].to_numpy()
+    assert np.isnan(top[empty]).all() and (top[~empty] <= 3).all()
