@@ -269,3 +269,21 @@ def test_truth_boxes_score_perfectly():
     top = mother_top_rows(pos.trench_labels)
     empty = tr["empty"].to_numpy()
     assert np.isnan(top[empty]).all() and (top[~empty] <= 3).all()
+
+
+def test_cli_writes_a_family(tmp_path):
+    import argparse
+
+    from batchlib.trench.synthetic import cli, load_ground_truth
+    parser = cli.configure_parser(argparse.ArgumentParser())
+    args = parser.parse_args(["--out", str(tmp_path), "--layout", "tiff-sequence", "--name", "f",
+                              "--positions", "1", "--timepoints", "2", "--size", "320",
+                              "--family", "unnamed_channels", "--seed", "10002"])
+    assert cli.main(args) == 0
+    gt = load_ground_truth(tmp_path / "ground_truth" / "f_pos000")
+    assert gt.metadata["family"] == "unnamed_channels" and gt.metadata["family_seed"] == 10002
+    assert gt.metadata["channels"] == ["c0", "c1"]
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [
+        "t000xy00c0.tif", "t000xy00c1.tif", "t001xy00c0.tif", "t001xy00c1.tif"]
+    bad = parser.parse_args(["--out", str(tmp_path), "--family", "jpeg", "--seed", "5000"])
+    assert cli.main(bad) == 2
