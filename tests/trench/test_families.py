@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import tifffile
+from scipy import ndimage
 
 from batchlib.trench import geometry
 from batchlib.trench.synthetic import SyntheticConfig, simulate_position, write_acquisition
@@ -200,6 +201,31 @@ def test_edge_partial_draws_cut_lumens():
     cfg = sample_config("edge_partial", 10000, **SIZE)
     lumens = make_layout(cfg, 0).lumens
     assert (lumens.row == -1).any() and (lumens.row >= 0).any()
+    kinds = {sample_config("edge_partial", s).edge_trenches for s in range(10000, 10012)}
+    assert kinds == {"cells", "empty"}
+
+
+def test_edge_trenches_with_cells_stay_out_of_the_truth():
+    import dataclasses
+    cfg = dataclasses.replace(sample_config("edge_partial", 10000, height=384, width=384,
+                                            n_timepoints=2), edge_trenches="cells",
+                              empty_fraction=0.0)
+    pos = simulate_position(cfg, 0)
+    omit = simulate_position(dataclasses.replace(cfg, edge_trenches="omit"), 0)
+    n = len(pos.trenches)
+    # The same trenches are in the truth; the cut ones are not.
+    assert pos.trenches[["x_center", "y_closed"]].equals(omit.trenches[["x_center", "y_closed"]])
+    assert pos.metadata["n_trenches"] == n == pos.trench_labels.shape[0]
+    assert pos.cells.row.max() < n and pos.lineage.row.max() < n
+    labelled = np.isin(pos.frame_labels, pos.cells.cell_id.unique()) | (pos.frame_labels == 0)
+    assert labelled.all()
+    # Fluorescent cells outside every labelled pixel: the cells of the cut trenches.
+    fl = pos.movies["gfp"][0].astype(float)
+    bright = fl > np.percentile(fl, 50) + 0.5 * cfg.fluor_amplitude
+    far = bright & ~ndimage.binary_dilation(pos.frame_labels[0] > 0, iterations=6)
+    far_omit = (omit.movies["gfp"][0] > np.percentile(fl, 50) + 0.5 * cfg.fluor_amplitude) & \
+        ~ndimage.binary_dilation(omit.frame_labels[0] > 0, iterations=6)
+    assert far.sum() > far_omit.sum() + 50
 
 
 def test_mother_cells_and_empty_trenches_in_truth(rendered):

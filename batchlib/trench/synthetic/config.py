@@ -48,7 +48,9 @@ class SyntheticConfig:
         ``[-max_angle_deg, max_angle_deg]``.
     layout_jitter_px : random vertical shift of the whole chip per position.
     edge_trenches : ``"omit"`` draws only trenches whose box stays inside every
-        frame; ``"empty"`` also draws the others (without cells, not in the truth).
+        frame; ``"empty"`` also draws the others (without cells, not in the truth);
+        ``"cells"`` draws them with cells (rendered, but neither the trenches nor
+        their cells are in the truth or the labels).
     pillar_corner_radius_px : rounding of the PDMS walls at the open ends.
 
     Dynamics
@@ -220,8 +222,8 @@ class SyntheticConfig:
             raise ValueError("n_sets must be 1 or 2")
         if self.single_set_direction not in (-1, 0, 1):
             raise ValueError("single_set_direction must be -1, 0 or +1")
-        if self.edge_trenches not in ("omit", "empty"):
-            raise ValueError("edge_trenches must be 'omit' or 'empty'")
+        if self.edge_trenches not in ("omit", "empty", "cells"):
+            raise ValueError("edge_trenches must be 'omit', 'empty' or 'cells'")
         if self.phase_lumen not in ("bright", "dark"):
             raise ValueError("phase_lumen must be 'bright' or 'dark'")
         if self.halo_model not in ("gaussian", "exponential"):
