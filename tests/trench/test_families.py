@@ -313,3 +313,12 @@ def test_cli_writes_a_family(tmp_path):
         "t000xy00c0.tif", "t000xy00c1.tif", "t001xy00c0.tif", "t001xy00c1.tif"]
     bad = parser.parse_args(["--out", str(tmp_path), "--family", "jpeg", "--seed", "5000"])
     assert cli.main(bad) == 2
+
+
+@pytest.mark.parametrize("size", [256, 512, 2048])
+def test_every_family_gives_a_valid_config_for_many_seeds(size):
+    for family in FAMILIES:
+        for seed in list(range(0, 30)) + list(range(10000, 10030)):
+            cfg = sample_config(family, seed, height=size, width=size)
+            assert cfg.box_width <= cfg.pitch_px and cfg.cell_width_px + 1 <= cfg.trench_width_px
+            assert cfg.resolved_trench_length() >= 2 * cfg.birth_length_px

@@ -93,9 +93,9 @@ def _offset_sets(rng, p):
 
 
 def _geometry(rng, p):
-    pitch = float(rng.uniform(34, 90))
-    box = int(min(32, math.floor(pitch)))
-    tw = float(rng.uniform(10, min(20, box - 2)))
+    pitch = float(rng.uniform(28, 90))
+    box = int(min(32, math.floor(pitch)))  # boxes of neighbours must not overlap
+    tw = float(rng.uniform(10, min(20, box - 4)))
     return dict(pitch_px=pitch, box_width=box, trench_width_px=tw,
                 cell_width_px=tw - float(rng.uniform(2.5, 4.5)),
                 birth_length_px=float(rng.uniform(16, 28)),
@@ -171,7 +171,7 @@ def _mixed(rng, p):
     """Several of the other families at once, each with probability 0.35."""
     out = {}
     for name, draw in _DRAW.items():
-        if name != "nominal" and rng.random() < 0.35:
+        if name not in ("nominal", "mixed") and rng.random() < 0.35:
             q = {**p, **out}
             out.update(draw(rng, q))
     return out
