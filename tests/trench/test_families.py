@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import tifffile
+from scipy import ndimage
 
 from batchlib.trench import geometry
 from batchlib.trench.synthetic import SyntheticConfig, simulate_position, write_acquisition
@@ -31,7 +32,7 @@ def _phase(cfg):
 def test_every_family_renders_with_truth(rendered):
     assert len(FAMILIES) >= 14
     for family, pos in rendered.items():
-        assert pos.metadata["family"] == family
+        assert pos.metadata["family"] == family and pos.metadata["family_seed"] == 10000
         assert len(pos.trenches) >= 3, family
         assert pos.trench_labels.max() > 0, family
         for movie in pos.movies.values():
@@ -52,8 +53,13 @@ def test_family_is_deterministic_per_seed():
 
 
 def test_families_differ_for_the_same_seed():
-    draws = {f: sample_config(f, 10000).pitch_px for f in FAMILIES}
-    assert len(set(draws.values())) == len(FAMILIES)
+    cfgs = {f: sample_config(f, 10000, **SIZE) for f in FAMILIES}
+    assert len({c.pitch_px for c in cfgs.values()}) == len(FAMILIES)
+    # The rendering seed mixes in the family: angles and layouts are not shared.
+    assert len({c.seed for c in cfgs.values()}) == len(FAMILIES)
+    assert all(c.family_seed == 10000 and c.family == f for f, c in cfgs.items())
+    angles = {round(make_layout(c, 0).angle_deg, 6) for c in cfgs.values()}
+    assert len(angles) == len(FAMILIES)
 
 
 def test_defaults_render_as_before():
@@ -195,6 +201,31 @@ def test_edge_partial_draws_cut_lumens():
     cfg = sample_config("edge_partial", 10000, **SIZE)
     lumens = make_layout(cfg, 0).lumens
     assert (lumens.row == -1).any() and (lumens.row >= 0).any()
+    kinds = {sample_config("edge_partial", s).edge_trenches for s in range(10000, 10012)}
+    assert kinds == {"cells", "empty"}
+
+
+def test_edge_trenches_with_cells_stay_out_of_the_truth():
+    import dataclasses
+    cfg = dataclasses.replace(sample_config("edge_partial", 10000, height=384, width=384,
+                                            n_timepoints=2), edge_trenches="cells",
+                              empty_fraction=0.0)
+    pos = simulate_position(cfg, 0)
+    omit = simulate_position(dataclasses.replace(cfg, edge_trenches="omit"), 0)
+    n = len(pos.trenches)
+    # The same trenches are in the truth; the cut ones are not.
+    assert pos.trenches[["x_center", "y_closed"]].equals(omit.trenches[["x_center", "y_closed"]])
+    assert pos.metadata["n_trenches"] == n == pos.trench_labels.shape[0]
+    assert pos.cells.row.max() < n and pos.lineage.row.max() < n
+    labelled = np.isin(pos.frame_labels, pos.cells.cell_id.unique()) | (pos.frame_labels == 0)
+    assert labelled.all()
+    # Fluorescent cells outside every labelled pixel: the cells of the cut trenches.
+    fl = pos.movies["gfp"][0].astype(float)
+    bright = fl > np.percentile(fl, 50) + 0.5 * cfg.fluor_amplitude
+    far = bright & ~ndimage.binary_dilation(pos.frame_labels[0] > 0, iterations=6)
+    far_omit = (omit.movies["gfp"][0] > np.percentile(fl, 50) + 0.5 * cfg.fluor_amplitude) & \
+        ~ndimage.binary_dilation(omit.frame_labels[0] > 0, iterations=6)
+    assert far.sum() > far_omit.sum() + 50
 
 
 def test_mother_cells_and_empty_trenches_in_truth(rendered):
@@ -231,3 +262,63 @@ def test_bad_family_and_overrides():
     assert all(c.n_timepoints == 1 for *_, c in got)
     with pytest.raises(ValueError, match="phase_lumen"):
         SyntheticConfig(phase_lumen="grey")
+
+
+# -- scoring helpers used by the benchmarks -----------------------------------------
+def test_truth_boxes_score_perfectly():
+    from batchlib.trench.synthetic.scoring import (closed_end_errors, count_labels,
+                                                   labels_in_boxes, match_boxes, mother_top_rows)
+    cfg = SyntheticConfig(height=256, width=288, n_timepoints=2, seed=5, angle_deg=0.0,
+                          drift_quantum_px=1.0, drift_step_px=1.0)
+    pos = simulate_position(cfg, 0)
+    tr = pos.trenches
+    shape = pos.frame_labels.shape[1:]
+    pairs, ious = match_boxes(tr, 0.0, tr, 0.0, shape, cfg.pitch_px)
+    assert pairs == [(i, i) for i in range(len(tr))] and np.allclose(ious, 1.0)
+    np.testing.assert_allclose(closed_end_errors(tr, tr, pairs, 0.0, shape), 0.0, atol=1e-9)
+    # A box moved 3 px towards the open end starts 3 px inside; into the wall: negative.
+    for shift in (3, -2):
+        moved = tr.copy()
+        moved["y_closed"] += shift * moved["direction"]
+        raw = np.stack([geometry.rotated_to_raw(geometry.box_corners(
+            r.x_center, r.y_closed, r.direction, r.height, r.width), 0.0, shape)
+            for r in moved.itertuples()])
+        for k in range(4):
+            moved[f"raw_y{k}"], moved[f"raw_x{k}"] = raw[:, k, 0], raw[:, k, 1]
+        np.testing.assert_allclose(closed_end_errors(moved, tr, pairs, 0.0, shape), shift,
+                                   atol=1e-9)
+    # The truth sampled on the true boxes is the crop truth (ids aside), frame by frame.
+    for t in range(2):
+        got = labels_in_boxes(pos.frame_labels[t], tr, 0.0, pos.drift[t])
+        np.testing.assert_array_equal(got > 0, pos.trench_labels[:, t] > 0)
+        np.testing.assert_array_equal(count_labels(got), count_labels(pos.trench_labels[:, t]))
+    top = mother_top_rows(pos.trench_labels)
+    empty = tr["empty"].to_numpy()
+    assert np.isnan(top[empty]).all() and (top[~empty] <= 3).all()
+
+
+def test_cli_writes_a_family(tmp_path):
+    import argparse
+
+    from batchlib.trench.synthetic import cli, load_ground_truth
+    parser = cli.configure_parser(argparse.ArgumentParser())
+    args = parser.parse_args(["--out", str(tmp_path), "--layout", "tiff-sequence", "--name", "f",
+                              "--positions", "1", "--timepoints", "2", "--size", "320",
+                              "--family", "unnamed_channels", "--seed", "10002"])
+    assert cli.main(args) == 0
+    gt = load_ground_truth(tmp_path / "ground_truth" / "f_pos000")
+    assert gt.metadata["family"] == "unnamed_channels" and gt.metadata["family_seed"] == 10002
+    assert gt.metadata["channels"] == ["c0", "c1"]
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [
+        "t000xy00c0.tif", "t000xy00c1.tif", "t001xy00c0.tif", "t001xy00c1.tif"]
+    bad = parser.parse_args(["--out", str(tmp_path), "--family", "jpeg", "--seed", "5000"])
+    assert cli.main(bad) == 2
+
+
+@pytest.mark.parametrize("size", [256, 512, 2048])
+def test_every_family_gives_a_valid_config_for_many_seeds(size):
+    for family in FAMILIES:
+        for seed in list(range(0, 30)) + list(range(10000, 10030)):
+            cfg = sample_config(family, seed, height=size, width=size)
+            assert cfg.box_width <= cfg.pitch_px and cfg.cell_width_px + 1 <= cfg.trench_width_px
+            assert cfg.resolved_trench_length() >= 2 * cfg.birth_length_px

@@ -48,7 +48,9 @@ class SyntheticConfig:
         ``[-max_angle_deg, max_angle_deg]``.
     layout_jitter_px : random vertical shift of the whole chip per position.
     edge_trenches : ``"omit"`` draws only trenches whose box stays inside every
-        frame; ``"empty"`` also draws the others (without cells, not in the truth).
+        frame; ``"empty"`` also draws the others (without cells, not in the truth);
+        ``"cells"`` draws them with cells (rendered, but neither the trenches nor
+        their cells are in the truth or the labels).
     pillar_corner_radius_px : rounding of the PDMS walls at the open ends.
 
     Dynamics
@@ -123,7 +125,8 @@ class SyntheticConfig:
     cell_taper_sd : sd of the per-cell relative radius change from pole to pole.
     jpeg_quality : 0 (off) or 1-100: JPEG-like 8 x 8 DCT quantisation of every
         written frame, after rescaling it to 8 bits.
-    family : scenario family name, recorded in the metadata.
+    family, family_seed : scenario family and the seed it was drawn for (see
+        :func:`.families.sample_config`), recorded in the metadata.
     """
 
     # acquisition
@@ -207,6 +210,7 @@ class SyntheticConfig:
     cell_taper_sd: float = 0.0
     jpeg_quality: int = 0
     family: str = ""
+    family_seed: int = -1
 
     def __post_init__(self):
         self.channels = tuple(self.channels)
@@ -218,8 +222,8 @@ class SyntheticConfig:
             raise ValueError("n_sets must be 1 or 2")
         if self.single_set_direction not in (-1, 0, 1):
             raise ValueError("single_set_direction must be -1, 0 or +1")
-        if self.edge_trenches not in ("omit", "empty"):
-            raise ValueError("edge_trenches must be 'omit' or 'empty'")
+        if self.edge_trenches not in ("omit", "empty", "cells"):
+            raise ValueError("edge_trenches must be 'omit', 'empty' or 'cells'")
         if self.phase_lumen not in ("bright", "dark"):
             raise ValueError("phase_lumen must be 'bright' or 'dark'")
         if self.halo_model not in ("gaussian", "exponential"):

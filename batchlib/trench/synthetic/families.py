@@ -93,9 +93,9 @@ def _offset_sets(rng, p):
 
 
 def _geometry(rng, p):
-    pitch = float(rng.uniform(34, 90))
-    box = int(min(32, math.floor(pitch)))
-    tw = float(rng.uniform(10, min(20, box - 2)))
+    pitch = float(rng.uniform(28, 90))
+    box = int(min(32, math.floor(pitch)))  # boxes of neighbours must not overlap
+    tw = float(rng.uniform(10, min(20, box - 4)))
     return dict(pitch_px=pitch, box_width=box, trench_width_px=tw,
                 cell_width_px=tw - float(rng.uniform(2.5, 4.5)),
                 birth_length_px=float(rng.uniform(16, 28)),
@@ -103,7 +103,8 @@ def _geometry(rng, p):
 
 
 def _edge_partial(rng, p):
-    return dict(edge_trenches="empty")
+    # Trenches cut by the frame edges are drawn, most of them with cells.
+    return dict(edge_trenches="cells" if rng.random() < 0.75 else "empty")
 
 
 def _curved_cells(rng, p):
@@ -170,7 +171,7 @@ def _mixed(rng, p):
     """Several of the other families at once, each with probability 0.35."""
     out = {}
     for name, draw in _DRAW.items():
-        if name != "nominal" and rng.random() < 0.35:
+        if name not in ("nominal", "mixed") and rng.random() < 0.35:
             q = {**p, **out}
             out.update(draw(rng, q))
     return out
@@ -192,8 +193,10 @@ def sample_config(family: str, seed: int, **overrides) -> SyntheticConfig:
     family : str
         One of :data:`FAMILIES`.
     seed : int
-        A tuning (0-999) or held-out (>= 10000) seed; it seeds the parameter
-        draws and becomes ``SyntheticConfig.seed``.
+        A tuning (0-999) or held-out (>= 10000) seed. It seeds the parameter
+        draws and, mixed with the family, the rendering: ``SyntheticConfig.seed``
+        is derived from ``(family, seed)`` so that families drawn for the same
+        seed do not share angles or layouts; ``family_seed`` keeps ``seed``.
     **overrides
         Any ``SyntheticConfig`` field (frame size, timepoints, positions, ...),
         applied after the draws.
@@ -201,7 +204,7 @@ def sample_config(family: str, seed: int, **overrides) -> SyntheticConfig:
     Returns
     -------
     SyntheticConfig
-        With ``family`` set, so the metadata record it.
+        With ``family`` and ``family_seed`` set, so the metadata record them.
     """
     if family not in _DRAW:
         raise ValueError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
@@ -213,7 +216,9 @@ def sample_config(family: str, seed: int, **overrides) -> SyntheticConfig:
     params = _base(rng)
     params.update(_DRAW[family](rng, params))
     fraction = params.pop("_length_fraction", None)
-    params.update(overrides, seed=int(seed), family=family)
+    render_seed = int(np.random.SeedSequence([zlib.crc32(family.encode()), int(seed), 1])
+                      .generate_state(1)[0] >> 1)
+    params.update(overrides, seed=render_seed, family=family, family_seed=int(seed))
     cfg = SyntheticConfig(**params)
     if fraction is not None and "trench_length_px" not in overrides:
         # Shorter trenches than the frame allows: a fraction of the automatic length.

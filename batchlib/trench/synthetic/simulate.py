@@ -9,7 +9,7 @@ import pandas as pd
 from .artefacts import jpeg_like, psf_tail
 from .config import SyntheticConfig, rng_for
 from .kernels import camera
-from .layout import make_layout
+from .layout import make_layout, with_edge_trenches
 from .lineage import simulate_lineage
 from .render import Renderer
 
@@ -51,7 +51,7 @@ class SimulatedPosition(GroundTruth):
     movies: dict
 
 
-def _metadata(cfg: SyntheticConfig, layout, position: int) -> dict:
+def _metadata(cfg: SyntheticConfig, layout, position: int, n_trenches: int) -> dict:
     rng = rng_for(cfg, "layout", position, 1)
     # A plausible stage path: positions along the chip, a slightly tilted focus plane.
     stage = [1000.0 + 650.0 * position + rng.normal(0, 5), 2000.0 + rng.normal(0, 5),
@@ -70,7 +70,7 @@ def _metadata(cfg: SyntheticConfig, layout, position: int) -> dict:
         "angle_deg": float(layout.angle_deg),
         "pitch_px": float(cfg.pitch_px),
         "n_sets": int(cfg.n_sets),
-        "n_trenches": int(len(layout.trenches)),
+        "n_trenches": int(n_trenches),
         "trench_length_px": int(layout.trench_length),
         "trench_width_px": float(cfg.trench_width_px),
         "box_height": int(layout.trench_length),
@@ -80,6 +80,7 @@ def _metadata(cfg: SyntheticConfig, layout, position: int) -> dict:
         "fluor_background": float(cfg.fluor_background),
         "feeding_channel_cells_labelled": False,
         "family": cfg.family,
+        "family_seed": int(cfg.family_seed),
         "config": cfg.to_dict(),
     }
 
@@ -108,12 +109,17 @@ def simulate_position(cfg: SyntheticConfig, position: int = 0) -> SimulatedPosit
         ``lineage``, ``drift``, ``psf_sigma`` and ``metadata``.
     """
     layout = make_layout(cfg, position)
+    n_truth = len(layout.trenches)
+    if cfg.edge_trenches == "cells":
+        # Trenches cut by the frame edge get cells too; rows >= n_truth leave the truth below.
+        layout = with_edge_trenches(layout)
     sim = simulate_lineage(cfg, layout, position)
-    trenches = layout.trenches.copy()
-    trenches["empty"] = sim.empty
+    trenches = layout.trenches.iloc[:n_truth].copy()
+    trenches["empty"] = sim.empty[:n_truth]
     lineage, states = sim.lineage, sim.states
     cell_row = np.zeros(int(lineage.cell_id.max()) + 1 if len(lineage) else 1, np.intp)
     cell_row[lineage.cell_id.to_numpy()] = lineage.row.to_numpy()
+    lineage = lineage[lineage.row < n_truth].reset_index(drop=True)
     renderer = Renderer(cfg, layout, position, cell_row)
 
     T, H, W = cfg.n_timepoints, cfg.height, cfg.width
@@ -132,6 +138,9 @@ def simulate_position(cfg: SyntheticConfig, position: int = 0) -> SimulatedPosit
     for t in range(T):
         frame = {k: v[bounds[t]:bounds[t + 1]] for k, v in arrays.items()}
         raw, frame_labels[t], crop_labels, crop_fluo = renderer.render(t, frame)
+        if len(layout.trenches) > n_truth:
+            frame_labels[t][cell_row[frame_labels[t]] >= n_truth] = 0
+            crop_labels = {r: v for r, v in crop_labels.items() if r < n_truth}
         if cfg.psf_tail_weight > 0:
             raw = psf_tail(raw, cfg.psf_tail_weight, cfg.psf_tail_sigma_px)
         for c, ch in enumerate(cfg.channels):
@@ -164,7 +173,7 @@ def simulate_position(cfg: SyntheticConfig, position: int = 0) -> SimulatedPosit
     return SimulatedPosition(frame_labels=frame_labels, trench_labels=trench_labels,
                              trenches=trenches, cells=cells, lineage=lineage, drift=drift,
                              psf_sigma=layout.psf_sigma.copy(),
-                             metadata=_metadata(cfg, layout, position), movies=movies)
+                             metadata=_metadata(cfg, layout, position, n_truth), movies=movies)
 
 
 def _cell_shapes(cfg: SyntheticConfig, position: int, cell_ids) -> dict:
