@@ -16,7 +16,7 @@ from ._common import nanmean
 from ._sampling import rotated_samples
 
 __all__ = ["set_ends", "strip_profiles", "signal_extent", "half_level_crossing", "end_cues",
-           "smooth", "fit_end_line"]
+           "smooth", "fit_end_line", "outer_foot"]
 
 
 def strip_profiles(image, angle_deg, rows, lumen_x, wall_x, half_width):
@@ -100,6 +100,45 @@ def half_level_crossing(rows, profile, inside_rows, outward):
     return float(rows[i0] + frac * (rows[i1] - rows[i0]))
 
 
+def smooth_columns(profiles, sigma):
+    """:func:`smooth` of every column of ``profiles`` (rows x n) at once."""
+    p = np.asarray(profiles, float)
+    ok = np.isfinite(p)
+    num = ndimage.gaussian_filter1d(np.where(ok, p, 0.0), sigma, axis=0, mode="nearest")
+    den = ndimage.gaussian_filter1d(ok.astype(float), sigma, axis=0, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / den
+
+
+def half_level_crossings(rows, profiles, inside_rows, outward):
+    """:func:`half_level_crossing` of every column of ``profiles`` (rows x n) at once."""
+    p = np.nan_to_num(np.asarray(profiles, float))
+    n = p.shape[1]
+    out = np.full(n, np.nan)
+    if not inside_rows.any():
+        return out
+    level = np.median(p[inside_rows], axis=0)
+    good = np.isfinite(level) & (level != 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = p / np.where(good, level, 1.0)
+    inside_idx = np.flatnonzero(inside_rows)
+    start = inside_idx[-1] if outward > 0 else inside_idx[0]
+    idx = np.arange(start, len(rows)) if outward > 0 else np.arange(start, -1, -1)
+    below = rel[idx] < 0.5                                   # (len(idx), n)
+    found = below.any(axis=0) & good
+    k = np.argmax(below, axis=0)
+    cols = np.flatnonzero(found)
+    at_start = cols[k[cols] == 0]
+    out[at_start] = rows[idx[0]]
+    cols = cols[k[cols] > 0]
+    i0, i1 = idx[k[cols] - 1], idx[k[cols]]
+    r0, r1 = rel[i0, cols], rel[i1, cols]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(r0 != r1, (r0 - 0.5) / (r0 - r1), 0.5)
+    out[cols] = rows[i0] + frac * (rows[i1] - rows[i0])
+    return out
+
+
 def end_cues(rows, lumen, wall, edge, outward, reach):
     """How much the lumen and the wall profiles change across one end.
 
@@ -125,6 +164,50 @@ def smooth(profile, sigma):
     den = ndimage.gaussian_filter1d(ok.astype(float), sigma, mode="nearest")
     with np.errstate(invalid="ignore", divide="ignore"):
         return num / den
+
+
+def outer_foot(rows, profile, edge, inward, window=40, fraction=0.2):
+    """Row where the outermost object near ``edge`` fades to ``fraction`` of its own peak.
+
+    In fluorescence the end of a trench is where its outermost cell ends; a
+    dim mother below brighter daughters would be cut by a level set on the
+    whole trench, so the level is that cell's own peak: the brightest point
+    within ``window`` rows inside the edge.
+
+    Parameters
+    ----------
+    rows : ndarray
+        Rotated rows of ``profile`` (ascending, step 1).
+    profile : ndarray
+        Signal above the walls' level along the trench.
+    edge : float
+        Approximate end (the set's).
+    inward : {+1, -1}
+        Direction (in rows) from the end into the trench.
+
+    Returns
+    -------
+    float
+        NaN when no object lies near the end.
+    """
+    p = np.nan_to_num(np.asarray(profile, float))
+    d = (rows - edge) * inward
+    near = np.flatnonzero((d >= -window / 2) & (d <= window))
+    if near.size == 0:
+        return np.nan
+    peak_i = near[np.argmax(p[near])]
+    level = p[peak_i]
+    if not level > 0:
+        return np.nan
+    step = -inward                      # from the peak outwards
+    i = peak_i
+    while 0 <= i + step < p.size and p[i + step] > fraction * level:
+        i += step
+    j = i + step
+    if not 0 <= j < p.size:
+        return float(rows[i])
+    f = (p[i] - fraction * level) / (p[i] - p[j]) if p[i] != p[j] else 0.5
+    return float(rows[i] + f * (rows[j] - rows[i]))
 
 
 def fit_end_line(x, ends, fallback, max_residual=None, max_slope=0.002):
@@ -261,16 +344,15 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
     n = len(centres)
     ends = np.full((n, 2), np.nan)
     if kind == "fluorescence":
-        idx = np.flatnonzero(filled)
-        for i in idx:
-            ends[i] = signal_extent(rows, smooth(each[:, i], 1.0), inside, fraction=0.2)
+        for i in np.flatnonzero(filled):
+            prof = smooth(each[:, i], 1.0)
+            ends[i] = [outer_foot(rows, prof, edges[0], +1), outer_foot(rows, prof, edges[1], -1)]
         ends[:, 0] -= 0.5
         ends[:, 1] += 0.5
     else:
-        for i in range(n):
-            prof = smooth(each[:, i], 1.0)
-            for k, outward in ((0, -1), (1, +1)):
-                ends[i, k] = half_level_crossing(rows, prof, inside, outward)
+        profs = smooth_columns(each, 1.0)
+        for k, outward in ((0, -1), (1, +1)):
+            ends[:, k] = half_level_crossings(rows, profs, inside, outward)
         # a trench end far from the set's (a smear, a cell crossing the end) is no end
         for k in range(2):
             far = np.abs(ends[:, k] - edges[k]) > 12.0

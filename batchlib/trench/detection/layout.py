@@ -226,9 +226,13 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                                               whole_frame_angle)
         if not np.isfinite(combined):
             break
-        if abs(combined - angle) > 1e-4:
-            angle = combined
+        moved = abs(combined - angle)
+        angle = combined
+        # the sets' rows move by less than a pixel for small changes: keep them
+        if moved > 0.02:
             rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets)
+        elif moved > 1e-4:
+            rot = rotated_band_image(bands8, y8, shape, angle, y8)
     if not runs:
         raise TrenchDetectionError(
             f"no rows with trenches: no run of rows is periodic at the pitch {pitch:.1f} px "
