@@ -34,6 +34,8 @@ def write(folder, layout, kwargs, data):
     if layout == "stack":
         tifffile.imwrite(folder / "acq.tif", data, metadata={"axes": "TCYX"}, photometric="minisblack",
                          **kwargs)
+    elif layout == "imagej":
+        tifffile.imwrite(folder / "acq.tif", data, imagej=True, metadata={"axes": "TCYX"}, **kwargs)
     elif layout == "ome":
         tifffile.imwrite(folder / "acq.ome.tif", data, metadata={"axes": "TCYX"}, ome=True,
                          photometric="minisblack", **kwargs)
@@ -44,7 +46,7 @@ def write(folder, layout, kwargs, data):
                                  photometric="minisblack", **kwargs)
 
 
-@pytest.mark.parametrize("layout", ["stack", "ome", "sequence"])
+@pytest.mark.parametrize("layout", ["stack", "imagej", "ome", "sequence"])
 @pytest.mark.parametrize("codec", sorted(CODECS))
 def test_compressed_tiffs_ingest_with_their_values(tmp_path, layout, codec):
     kwargs, data, tol = CODECS[codec]

@@ -278,3 +278,16 @@ def test_channel_options_of_the_wrong_length_are_named(tmp_path, truth):
         Ingest(channel_kinds=["phase", "brightfield"])
     with pytest.raises(ValueError, match="unique"):
         Ingest(channel_names=["a", "a"])
+
+
+def test_real_unnamed_files_get_the_right_kind(tmp_path, shared_data):
+    """The real fluorescence chamber movie and the real phase frame, both without channel names."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    shutil.copy(shared_data / "chamber_stack" / "example_stack.tiff", raw / "chamber.tiff")
+    tifffile.imwrite(raw / "molyso.tif", tifffile.imread(shared_data / "phase_fov" / "molyso_example_frame.tif"))
+    assert ingest(raw, out).success
+    for name, kind in (("chamber", "fluorescence"), ("molyso", "phase")):
+        md, _ = acquisition_md(out / f"{name}_pos000.h5")
+        assert md["channels"] == ["c0"] and md["channel_kinds"] == [kind], name
+        assert md["channel_kind_sources"] == ["data"] and md["channel_kind_confidence"][0] > 0.9
