@@ -1,6 +1,6 @@
 """Channel kind from the pixels (phase-like or fluorescence): accuracy per scenario family.
 
-    python benchmarks/bench_channel_kind.py [--seeds 3] [--size 512] [--split heldout]
+    python benchmarks/bench_channel_kind.py [--quick] [--seeds 3] [--size 512] [--split heldout]
 
 Classifies, with :func:`batchlib.trench.channels.kind_from_data`, the first
 frame of every channel of generated acquisitions (every scenario family of
@@ -86,7 +86,10 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--split", default="heldout", choices=("tuning", "heldout"))
+    ap.add_argument("--quick", action="store_true", help="one seed")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds = 1
     frames = real_frames() + generated_frames(args.seeds, args.size, args.split)
     rows = {}
     t0 = time.perf_counter()
