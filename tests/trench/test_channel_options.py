@@ -24,7 +24,8 @@ def pos():
 
 @pytest.fixture(scope="module")
 def wf():
-    spec = importlib.util.spec_from_file_location("trench_workflow", ROOT / "workflows" / "trench_workflow.py")
+    path = ROOT / "workflows" / "trench_workflow.py"
+    spec = importlib.util.spec_from_file_location("trench_workflow", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

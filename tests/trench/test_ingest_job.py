@@ -285,7 +285,8 @@ def test_real_unnamed_files_get_the_right_kind(tmp_path, shared_data):
     raw, out = tmp_path / "raw", tmp_path / "out"
     raw.mkdir()
     shutil.copy(shared_data / "chamber_stack" / "example_stack.tiff", raw / "chamber.tiff")
-    tifffile.imwrite(raw / "molyso.tif", tifffile.imread(shared_data / "phase_fov" / "molyso_example_frame.tif"))
+    frame = tifffile.imread(shared_data / "phase_fov" / "molyso_example_frame.tif")
+    tifffile.imwrite(raw / "molyso.tif", frame)
     assert ingest(raw, out).success
     for name, kind in (("chamber", "fluorescence"), ("molyso", "phase")):
         md, _ = acquisition_md(out / f"{name}_pos000.h5")
