@@ -292,3 +292,33 @@ def test_real_unnamed_files_get_the_right_kind(tmp_path, shared_data):
         md, _ = acquisition_md(out / f"{name}_pos000.h5")
         assert md["channels"] == ["c0"] and md["channel_kinds"] == [kind], name
         assert md["channel_kind_sources"] == ["data"] and md["channel_kind_confidence"][0] > 0.9
+
+
+def test_kinds_decided_once_are_kept_for_new_frames(tmp_path, truth, monkeypatch):
+    from batchlib.trench.jobs import ingest as ingest_module
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+
+    def write_frames(ts):
+        for p in range(2):
+            for t in ts:
+                for c, ch in enumerate(("phase", "gfp")):
+                    tifffile.imwrite(raw / f"t{t:03d}xy{p:02d}c{c}.tif", truth[p].movies[ch][t])
+
+    write_frames(range(2))
+    calls = []
+    decide = ingest_module.kind_from_data
+    monkeypatch.setattr(ingest_module, "kind_from_data", lambda frames: calls.append(1) or decide(frames))
+    assert ingest(raw, out).success and len(calls) == 2  # one decision per channel
+    write_frames(range(2, 4))
+    # Even with the first position's container gone, the other one's decisions are used.
+    shutil.rmtree(out / "raw_pos000.h5", ignore_errors=True)
+    (out / "raw_pos000.h5").unlink(missing_ok=True)
+    grown = ingest(raw, out)
+    assert sorted(grown.computed) == ["./#pos000", "./#pos001"]
+    assert len(calls) == 2, "the recorded decisions are reused, no frame is classified again"
+    for p in range(2):
+        md, _ = acquisition_md(out / f"raw_pos{p:03d}.h5")
+        assert md["channel_kinds"] == ["phase", "fluorescence"] and md["n_timepoints_ingested"] == 4
+        assert md["channel_kind_sources"] == ["data", "data"]

@@ -158,7 +158,13 @@ class Ingest(BatchJob):
                     else:
                         problem = self._channel_option_problem(acq)
                     if problem is None:
-                        kinds = self.channel_kinds(acq, self._decided(unit.outputs))
+                        # Any position's container will do: a new position gets the kinds
+                        # the others were given.
+                        folder = os.path.dirname(unit.outputs[0])
+                        earlier = unit.outputs + [
+                            os.path.join(folder, container_name(src.name, p, self.output_ext))
+                            for p in range(acq.n_positions)]
+                        kinds = self.channel_kinds(acq, self._decided(earlier))
                         self._log_kinds(acq, kinds)
             except InvalidAcquisitionError as e:
                 problem = str(e)
@@ -184,8 +190,8 @@ class Ingest(BatchJob):
     def _decided(outputs) -> dict:
         """Channel name -> kind decision from the pixels recorded in an earlier run.
 
-        Reused when frames are appended, so that the kind does not change (and
-        no old frame is read again) while the microscope writes.
+        Reused when frames or positions are appended, so that the kind does not
+        change (and no old frame is read again) while the microscope writes.
         """
         for path in outputs:
             if not os.path.exists(path):
@@ -194,6 +200,8 @@ class Ingest(BatchJob):
                 with open_file(path, "r") as f:
                     md = read_attrs(f).get(ACQUISITION_ATTR) or {}
             except (OSError, ValueError, RuntimeError):
+                continue
+            if "channel_kind_sources" not in md:
                 continue
             rows = zip(md.get("channels", []), md.get("channel_kinds", []),
                        md.get("channel_kind_sources", []), md.get("channel_kind_confidence", []))
