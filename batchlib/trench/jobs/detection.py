@@ -58,7 +58,7 @@ class TrenchDetection(BatchJobOnContainer):
     the reference; when frames were appended, only the new ones are measured.
     """
 
-    version = "1"
+    version = "2"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
@@ -109,13 +109,19 @@ class TrenchDetection(BatchJobOnContainer):
             "sets": layout.sets.to_dict(orient="list"),
             "note": ("fluorescence reference: empty trenches may be missed"
                      if kind == "fluorescence" else ""),
+            "warnings": list(layout.warnings),
         })
+        for warning in layout.warnings:
+            self.warn(f"{os.path.basename(path)}: {warning}")
         if p["qc_plot"]:
             qc = Path(path).parent / "qc"
             qc.mkdir(exist_ok=True)
             name = Path(path).name.split(".")[0]
+            verdict = {1.0: "self-check passed", 0.5: "NOT VERIFIED",
+                       0.0: "self-check failed"}.get(layout.quality.get("self_check"), "")
             plot_detection(reference, layout, qc / f"{name}_trenches.png",
-                           title=f"{name} ({key}, {kind})")
+                           title=f"{name} ({key}, {kind}) - {verdict}, confidence "
+                                 f"{layout.quality.get('confidence', 0):.2f}")
         self.logger.debug("%s: %d trenches, angle %.3f", os.path.basename(path), len(trenches),
                           layout.angle_deg)
 
