@@ -247,6 +247,9 @@ def test_low_confidence_kind_is_a_warning_naming_the_option(tmp_path, truth, mon
                 if "WARNING" in line]
     assert len(warnings) == 2, warnings
     assert "channel c0 looks phase" in warnings[0] and "--ingest_channel_kinds" in warnings[0]
+    # ... and kept with the image in the status, where `batchlib status` lists it
+    entry = status(out)["files"]["plain.tif"]
+    assert len(entry["warnings"]) == 2 and "channel c1 looks fluorescence" in entry["warnings"][1]
 
 
 def test_channel_names_and_kinds_options(tmp_path, truth):

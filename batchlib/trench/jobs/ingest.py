@@ -248,13 +248,15 @@ class Ingest(BatchJob):
                          + (f", confidence {k['confidence']:.2f})" if k["source"] == "data" else ")")
                          for n, k in zip(names, kinds))
         self.logger.info("%s: channel kinds %s", acq.path, text)
-        for n, k in zip(names, kinds):
-            if k["source"] == "data" and k["confidence"] < LOW_CONFIDENCE:
-                self.logger.warning(
-                    "%s: channel %s looks %s from its pixels, but only with confidence %.2f; "
-                    "if that is wrong, set --ingest_channel_kinds: phase, fluorescence or auto for "
-                    "each channel, in the order %s", acq.path, n, k["kind"], k["confidence"],
-                    " ".join(names))
+
+    def _unsure_kinds(self, acq, kinds) -> list:
+        """Warnings for the kinds decided from the pixels with a low confidence."""
+        names = self.channel_names(acq)
+        return [f"{acq.path}: channel {n} looks {k['kind']} from its pixels, but only with "
+                f"confidence {k['confidence']:.2f}; if that is wrong, set --ingest_channel_kinds: "
+                f"phase, fluorescence or auto for each channel, in the order {' '.join(names)}"
+                for n, k in zip(names, kinds)
+                if k["source"] == "data" and k["confidence"] < LOW_CONFIDENCE]
 
     def validate_output(self, path) -> None:
         try:
@@ -283,7 +285,10 @@ class Ingest(BatchJob):
             problem = self._channel_option_problem(acq)
             if problem:
                 raise InvalidInputError(problem)
-            self._ingest_position(acq, position, output_files[0], kinds or self.channel_kinds(acq))
+            kinds = kinds or self.channel_kinds(acq)
+            for warning in self._unsure_kinds(acq, kinds):
+                self.warn(warning)  # in this image's status entry and the log
+            self._ingest_position(acq, position, output_files[0], kinds)
 
     def _ingest_position(self, acq, position, path, kinds):
         names = self.channel_names(acq)
