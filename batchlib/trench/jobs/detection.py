@@ -11,25 +11,42 @@ from ...base import Param
 from ...container_job import BatchJobOnContainer, KeySpec
 from ...errors import InvalidInputError
 from ...io import read_attrs, read_table, write_attrs, write_table
+from ..channels import ChannelChoiceError, choose_channel
 from ..layout import ACQUISITION_ATTR, DRIFT_TABLE, RAW, TRENCHES_TABLE
 
 
-def resolve_channel(container, channel: str) -> tuple:
-    """``(key, kind)`` of a channel given by name or key; "" means the first phase-like one."""
+def resolve_channel(container, channel: str, option: str = "--detect_channel", where: str = "") -> tuple:
+    """``(key, kind)`` of a channel given by name or key.
+
+    ``""`` or ``"auto"`` is the first phase-like channel, else the first
+    fluorescence one (kinds as Ingest recorded them). A channel that is not
+    there is an :class:`InvalidInputError` listing the channels found and
+    naming ``option``.
+    """
     md = read_attrs(container).get(ACQUISITION_ATTR) or {}
     keys, names = md.get("channel_keys", []), md.get("channels", [])
     kinds = md.get("channel_kinds", ["fluorescence"] * len(keys))
     if not keys:
-        raise InvalidInputError("no channels recorded (was the container written by Ingest?)")
-    if channel in ("", None):
-        i = kinds.index("phase") if "phase" in kinds else 0
-    elif channel in keys:
-        i = keys.index(channel)
-    elif channel in names:
-        i = names.index(channel)
-    else:
-        raise InvalidInputError(f"no channel {channel!r}; the container has {names} (keys {keys})")
+        raise InvalidInputError(f"{where + ': ' if where else ''}no channels recorded "
+                                "(was the container written by Ingest?)")
+    try:
+        i = choose_channel(channel, names, keys, kinds, option=option, where=where)
+    except ChannelChoiceError as e:
+        raise InvalidInputError(str(e)) from None
     return keys[i], kinds[i]
+
+
+def check_channel(job, path, option) -> None:
+    """Planning-time check that ``job``'s channel exists in the container at ``path``."""
+    from ...io import open_file
+
+    try:
+        with open_file(path, "r") as f:
+            resolve_channel(f, job.param_values["channel"], option=option, where=str(path))
+    except InvalidInputError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise InvalidInputError(f"{path}: cannot be read ({e})") from e
 
 
 class TrenchDetection(BatchJobOnContainer):
@@ -43,9 +60,13 @@ class TrenchDetection(BatchJobOnContainer):
 
     version = "2"
     params = {
-        "channel": Param("", "detection channel (name or key; default: first phase-like channel)"),
-        "kind": Param("auto", "auto (from the channel name), phase or fluorescence",
+        "channel": Param("", "detection channel, name or key (default or auto: the first "
+                         "phase-like channel, else the first fluorescence one)"),
+        "kind": Param("auto", "auto (the kind Ingest recorded for the channel), phase or fluorescence",
                       choices=("auto", "phase", "fluorescence")),
+        "lumen": Param("auto", "trench lumens are the bright or the dark stripes of the cross "
+                       "profile (auto: decided from the image; fluorescence: bright)",
+                       choices=("auto", "bright", "dark")),
         "box_width": Param(32, "crop width in pixels"),
         "box_height": Param(0, "crop height in pixels (0: the trench length found)"),
         "pitch": Param(0.0, "trench pitch in pixels (0: estimated)"),
@@ -57,11 +78,15 @@ class TrenchDetection(BatchJobOnContainer):
     input_keys = {RAW: KeySpec(kind="group")}
     output_keys = {TRENCHES_TABLE: KeySpec(kind="table"), DRIFT_TABLE: KeySpec(kind="table")}
 
+    def validate_input(self, path) -> None:
+        super().validate_input(path)
+        check_channel(self, path, "--detect_channel")
+
     def process_container(self, container, path):
         from ..detection import detect_trenches, estimate_drift, plot_detection
 
         p = self.param_values
-        key, kind = resolve_channel(container, p["channel"])
+        key, kind = resolve_channel(container, p["channel"], "--detect_channel", str(path))
         kind = kind if p["kind"] == "auto" else p["kind"]
         movie = container[f"{RAW}/{key}"]
         n_t = movie.shape[0]
@@ -70,7 +95,7 @@ class TrenchDetection(BatchJobOnContainer):
             reference, kind=kind, box_width=int(p["box_width"]),
             box_height=int(p["box_height"]) or None, pitch=float(p["pitch"]) or None,
             angle_range_deg=float(p["angle_range_deg"]), n_sets=int(p["n_sets"]) or None,
-            min_trenches=int(p["min_trenches"]))
+            min_trenches=int(p["min_trenches"]), lumen=p["lumen"])
         trenches = layout.trenches.reset_index(drop=True)
         drift = self._drift(container, movie, reference, trenches, estimate_drift, kind)
         write_table(container, TRENCHES_TABLE, trenches)
@@ -78,7 +103,8 @@ class TrenchDetection(BatchJobOnContainer):
         quality = {k: float(v) for k, v in layout.quality.items()}
         write_attrs(container[TRENCHES_TABLE], {
             "angle_deg": float(layout.angle_deg), "pitch": float(layout.pitch),
-            "channel": key, "kind": kind, "quality": quality, "n_frames": int(n_t),
+            "channel": key, "kind": kind, "lumen_option": p["lumen"], "quality": quality,
+            "n_frames": int(n_t),
             "layout_hash": _layout_hash(trenches),
             "sets": layout.sets.to_dict(orient="list"),
             "note": ("fluorescence reference: empty trenches may be missed"
