@@ -58,7 +58,7 @@ class TrenchDetection(BatchJobOnContainer):
     the reference; when frames were appended, only the new ones are measured.
     """
 
-    version = "2"
+    version = "3"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
@@ -83,21 +83,21 @@ class TrenchDetection(BatchJobOnContainer):
         check_channel(self, path, "--detect_channel")
 
     def process_container(self, container, path):
-        from ..detection import detect_trenches, estimate_drift, plot_detection
+        from ..detection import plot_detection
+        from ..detection.movie import detect_in_movie
 
         p = self.param_values
         key, kind = resolve_channel(container, p["channel"], "--detect_channel", str(path))
         kind = kind if p["kind"] == "auto" else p["kind"]
         movie = container[f"{RAW}/{key}"]
         n_t = movie.shape[0]
-        reference = self._reference(movie, kind)
-        layout = detect_trenches(
-            reference, kind=kind, box_width=int(p["box_width"]),
+        layout, reference = detect_in_movie(
+            movie, kind, box_width=int(p["box_width"]),
             box_height=int(p["box_height"]) or None, pitch=float(p["pitch"]) or None,
             angle_range_deg=float(p["angle_range_deg"]), n_sets=int(p["n_sets"]) or None,
             min_trenches=int(p["min_trenches"]), lumen=p["lumen"])
         trenches = layout.trenches.reset_index(drop=True)
-        drift = self._drift(container, movie, reference, trenches, estimate_drift, kind)
+        drift = self._drift(container, movie, reference, layout, kind)
         write_table(container, TRENCHES_TABLE, trenches)
         write_table(container, DRIFT_TABLE, drift)
         quality = {k: float(v) for k, v in layout.quality.items()}
@@ -125,32 +125,20 @@ class TrenchDetection(BatchJobOnContainer):
         self.logger.debug("%s: %d trenches, angle %.3f", os.path.basename(path), len(trenches),
                           layout.angle_deg)
 
-    @staticmethod
-    def _reference(movie, kind):
-        if kind == "phase":
-            return np.asarray(movie[0], dtype=np.float32)
-        ref = np.asarray(movie[0], dtype=np.float32)
-        for t in range(1, movie.shape[0]):  # streamed maximum projection
-            np.maximum(ref, movie[t], out=ref)
-        return ref
+    def _drift(self, container, movie, reference, layout, kind):
+        from ..detection.movie import movie_drift
 
-    def _drift(self, container, movie, reference, trenches, estimate_drift, kind):
         n_t = movie.shape[0]
+        trenches = layout.trenches.reset_index(drop=True)
         old = None
         if DRIFT_TABLE in container and TRENCHES_TABLE in container and kind == "phase":
             attrs = read_attrs(container[TRENCHES_TABLE])
             if attrs.get("layout_hash") == _layout_hash(trenches):
                 old = read_table(container, DRIFT_TABLE)
         start = 0 if old is None else min(len(old), n_t)
-        dy, dx = np.zeros(n_t), np.zeros(n_t)
-        if start:
-            dy[:start], dx[:start] = old["dy"].to_numpy()[:start], old["dx"].to_numpy()[:start]
-        # Boxes live in the reference's coordinates: a phase reference is frame 0
-        # (drift 0 by definition); a max projection is measured against every frame.
-        first = 1 if kind == "phase" else 0
-        for t in range(max(start, first), n_t):
-            dy[t], dx[t] = estimate_drift(reference, np.asarray(movie[t], dtype=np.float32))
-        return pd.DataFrame({"t": np.arange(n_t, dtype=np.int64), "dy": dy, "dx": dx})
+        previous = None if old is None else old[["dy", "dx"]].to_numpy()
+        d = movie_drift(movie, reference, layout, kind, start, previous)
+        return pd.DataFrame({"t": np.arange(n_t, dtype=np.int64), "dy": d[:, 0], "dx": d[:, 1]})
 
 
 def _layout_hash(trenches: pd.DataFrame) -> str:
