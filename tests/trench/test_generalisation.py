@@ -151,3 +151,27 @@ def test_workflow_on_a_randomized_acquisition(tmp_path):
         attrs = read_attrs(f["tables/trenches"])
     assert abs(attrs["angle_deg"] - truth.metadata["angle_deg"]) <= 0.05
     assert attrs["quality"]["self_check"] == 1.0
+
+
+def test_fluorescence_direction_and_drift_from_the_mother_tips():
+    """A max projection says little about which end is closed; the frames do.
+
+    On this tuning seed the projection alone points the single set the wrong
+    way, and a whole-frame cross-correlation is pixels off along the trenches.
+    """
+    from batchlib.trench.detection.movie import detect_in_movie, movie_drift
+
+    cfg = sample_config("nominal", 1, height=512, width=512, n_timepoints=6, n_positions=1)
+    pos = simulate_position(cfg, 0)
+    assert cfg.n_sets == 1
+    movie = pos.movies[[c for c in cfg.channels if not cfg.is_phase(c)][0]]
+    alone = detect_trenches(movie.max(axis=0), kind="fluorescence")
+    true_dir = int(pos.trenches["direction"].iloc[0])
+    assert int(alone.trenches["direction"].iloc[0]) == -true_dir   # the case being fixed
+    layout, reference = detect_in_movie(movie, "fluorescence")
+    assert set(layout.trenches["direction"]) == {true_dir}
+    assert layout.quality["tip_scatter_px"] < 1.0
+    drift = movie_drift(movie, reference, layout, "fluorescence")
+    # the boxes live in the projection's coordinates: compare frame-to-frame changes
+    err = (drift - drift[0]) - (pos.drift - pos.drift[0])
+    assert np.abs(err).max() < 1.0
