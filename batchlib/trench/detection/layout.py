@@ -195,6 +195,7 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     bands32 = bands8[: n32 * k].reshape(n32, k, W).mean(axis=1)
     y32 = y8[: n32 * k].reshape(n32, k).mean(axis=1)
 
+    pitch_given = pitch is not None
     if pitch is None:
         pitch, periodicity = estimate_pitch(bands32, min_pitch=min_pitch, max_pitch=max_pitch,
                                             sparse=kind == "fluorescence")
@@ -259,6 +260,14 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
             "no trench set could be resolved into trenches: rows with trench-like structure "
             "were found, but no regularly spaced trenches in them (debris or too few trenches?)")
 
+    if (kind == "fluorescence" and not pitch_given and 0.5 * pitch >= min_pitch
+            and _cells_between(found, pitch)):
+        # Sparse filled trenches (many empty ones) make every second trench look
+        # like the period; cells half-way between the boxes say it is half of it.
+        return detect_trenches(image, kind, box_width, box_height, 0.5 * pitch,
+                               angle_range_deg, n_sets, min_trenches, min_pitch=min_pitch,
+                               max_pitch=max_pitch, lumen=lumen, direction=direction,
+                               closed_end_margin=closed_end_margin, self_check=self_check)
     assign_directions(found, kind, direction)
     extra = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
                  set_angle_spread_deg=spread)
@@ -282,6 +291,31 @@ def _apply_self_check(img, layout, noise):
     if check.verdict == "undetermined":
         layout.quality["confidence"] *= 0.5
         layout.warnings.append(f"self-check undetermined: {check.reason}")
+
+
+def _cells_between(found, pitch, min_fraction=0.2):
+    """Whether cells stand half-way between the boxes of a fluorescence layout.
+
+    True when at least ``min_fraction`` of the half-way sites (and two) show
+    at least half the median signal of the filled trenches.
+    """
+    from .centres import strip_mean
+
+    n_between, n_filled = 0, 0
+    for s in found:
+        prof = np.asarray(s["profile"], float)
+        base = np.nanpercentile(prof, 20)
+        centres = np.asarray(s["centres"], float)
+        filled = ~np.asarray(s["empty"], bool)
+        if not filled.any():
+            continue
+        at = strip_mean(prof, centres, 1) - base
+        level = np.nanmedian(at[filled])
+        half = strip_mean(prof, np.concatenate([centres - 0.5 * pitch, centres[-1:] + 0.5 * pitch]),
+                          1) - base
+        n_between += int(np.sum(np.nan_to_num(half) > 0.5 * level))
+        n_filled += int(filled.sum())
+    return n_filled > 0 and n_between >= max(2, min_fraction * n_filled)
 
 
 def _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets):

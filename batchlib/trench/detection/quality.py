@@ -83,6 +83,10 @@ def layout_quality(sets, trenches, pitch, noise, kind, extra):
         scored = trenches[~trenches["empty"]]  # an empty trench is dark: nothing to match
     match = float(np.clip(np.nanmean(scored["score"]), 0.0, 1.0)) if len(scored) else 0.0
     confidence = periodicity * regularity * match * (1.0 - np.exp(-contrast / 3.0))
+    # a box pointing the wrong way is as wrong as a box on a wall: an unclear
+    # direction (a single set) lowers the confidence
+    direction = min(s["dir_conf"] for s in sets) if sets else 0.0
+    confidence *= 0.5 + 0.5 * float(np.clip(direction, 0.0, 1.0))
     q = {
         "pitch_regularity": regularity,
         "contrast": contrast,
