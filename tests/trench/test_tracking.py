@@ -274,7 +274,9 @@ def workflow_run(tmp_path_factory):
             shutil.move(str(f), later / f.name)
     wf = load_workflow()
     argv = ["--input_folder", str(raw), "--folder", str(out), "--executor", "serial",
-            "--ingest_phase_channels", "c0", "--progress", "false", "--log_level", "WARNING"]
+            "--ingest_phase_channels", "c0", "--progress", "false", "--log_level", "WARNING",
+            # A TIFF sequence records no frame times.
+            "--track_frame_interval_s", str(CFG.frame_interval_s)]
     assert wf.main(argv) == 0
     return {"tmp": tmp, "raw": raw, "out": out, "later": later, "wf": wf, "argv": argv}
 

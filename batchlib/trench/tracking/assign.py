@@ -166,3 +166,60 @@ def assign_frame(p_top, p_bot, p_logl, ready, gap, exit_cost, o_top, o_bot, o_tr
         out[k, 2] = j if dj else -1
         k += 1
     return out[:k][::-1].copy(), best[m, n]
+
+
+@njit(cache=True)
+def predict_and_assign(state, sb_ref, o_top, o_bot, height, costs, ready_fraction, ready_sigma):
+    """Predict every track one frame ahead, then :func:`assign_frame`.
+
+    Parameters
+    ----------
+    state : float array (m, 5)
+        Per track (ordered from the closed end): log length, log growth per
+        frame, top, frames missed, birth length (NaN or <= 0: unknown).
+    sb_ref : float
+        Typical birth length of the trench (NaN: unknown), for tracks without one.
+    o_top, o_bot : float arrays (n,)
+        Observed cells, ordered from the closed end.
+    height : float
+        Crop length (rows).
+    costs : float array
+        See :data:`COST_FIELDS`.
+    ready_fraction, ready_sigma : float
+        A division costs ``((ready_fraction - L / sb) / ready_sigma) ** 2`` more
+        while the predicted length ``L`` is below ``ready_fraction`` birth lengths.
+
+    Returns
+    -------
+    moves : int array (k, 3)
+    p_top, p_logl : float arrays (m,)
+        The predictions the moves were chosen on.
+    """
+    m = state.shape[0]
+    p_top = np.empty(m)
+    p_bot = np.empty(m)
+    p_logl = np.empty(m)
+    ready = np.zeros(m)
+    gap = np.empty(m, np.int64)
+    exit_cost = np.empty(m)
+    edge = height - 0.5
+    push = 0.0
+    for i in range(m):
+        x, v, top, g, sb = state[i, 0], state[i, 1], state[i, 2], state[i, 3], state[i, 4]
+        length = np.exp(x + v)
+        # The cells above push this one toward the open end by what they grow.
+        p_top[i] = top + push
+        push += length - np.exp(x)
+        p_logl[i] = x + v
+        p_bot[i] = p_top[i] + length
+        ref = sb if sb > 0 else sb_ref
+        if ref > 0 and length / ref < ready_fraction:
+            ready[i] = ((ready_fraction - length / ref) / ready_sigma) ** 2
+        gap[i] = int(g)
+        sp = (costs[1] + costs[2] * max(p_top[i], 0.0)) * (1.0 + g)
+        centre = p_top[i] + 0.5 * length
+        exit_cost[i] = 0.0 if centre >= edge else ((edge - centre) / sp) ** 2
+    o_trunc = o_bot >= height - 1.5
+    moves, _ = assign_frame(p_top, p_bot, p_logl, ready, gap, exit_cost, o_top, o_bot, o_trunc,
+                            costs, edge)
+    return moves, p_top, p_logl

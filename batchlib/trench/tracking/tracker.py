@@ -6,7 +6,7 @@ length, i.e. exponential growth), the position of its closed-end side and
 how many frames it has been missed. Each frame it predicts every track
 (length grows exponentially; position moves toward the open end by the growth
 of the cells above it), matches the ordered predictions to the ordered cells
-with :func:`assign_frame` and applies the moves.
+with :func:`~.assign.predict_and_assign` and applies the moves.
 
 Two decisions are taken with a short delay, so the labels of the last
 ``undo_frames`` frames stay open: a track missed for ``max_gap`` frames is
@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .assign import (COST_FIELDS, DIVIDE, EXIT, HALF_LOW, HALF_UP, LINK, MERGE, MISS, NEW,
-                     OVERSEG, assign_frame)
+from .assign import (COST_FIELDS, DIVIDE, HALF_LOW, HALF_UP, LINK, MERGE, MISS, NEW, OVERSEG,
+                     predict_and_assign)
 
 __all__ = ["TrackParams", "TrenchTracker", "track_trench"]
 
@@ -126,14 +126,6 @@ class TrenchTracker:
         if tr.sb < 0 and not trunc:
             tr.sb = math.exp(logl)
 
-    def _ready(self, tr, length):
-        p = self.params
-        sb = tr.sb if tr.sb > 0 else self.sb_ref
-        if not sb > 0:
-            return 0.0
-        r = length / sb
-        return ((p.ready_fraction - r) / p.ready_sigma) ** 2 if r < p.ready_fraction else 0.0
-
     # -- one frame ------------------------------------------------------------------
     def step(self, labels, top, bottom):
         """Process frame ``self.t``: cells ``labels`` with extents ``[top, bottom]`` (rows).
@@ -142,31 +134,23 @@ class TrenchTracker:
         """
         p, t, h = self.params, self.t, self.height
         order = np.argsort(top, kind="stable")
-        labels = np.asarray(labels, np.int64)[order]
-        o_top = np.asarray(top, np.float64)[order]
-        o_bot = np.maximum(np.asarray(bottom, np.float64)[order], o_top + 1.0)
-        o_trunc = o_bot >= h - 1.5
-        o_logl = np.log(o_bot - o_top)
+        o_top_a = np.asarray(top, np.float64)[order]
+        o_bot_a = np.maximum(np.asarray(bottom, np.float64)[order], o_top_a + 1.0)
+        labels = np.asarray(labels, np.int64)[order].tolist()
+        o_top, o_bot = o_top_a.tolist(), o_bot_a.tolist()
+        o_trunc = (o_bot_a >= h - 1.5).tolist()
         tracks = self.tracks
-        m = len(tracks)
-        x = np.array([tr.x for tr in tracks])
-        v = np.array([tr.v for tr in tracks])
-        grow = np.exp(x + v) - np.exp(x)
-        p_top = np.array([tr.top for tr in tracks]) + (np.cumsum(grow) - grow)
-        p_logl = x + v
-        p_len = np.exp(p_logl)
-        p_bot = p_top + p_len
-        gap = np.array([tr.gap for tr in tracks], np.int64)
-        ready = np.array([self._ready(tr, L) for tr, L in zip(tracks, p_len)])
-        centre = 0.5 * (p_top + p_bot)
-        sp = (p.sigma_pos + p.sigma_pos_rel * np.maximum(p_top, 0.0)) * (1 + gap)
         edge = h - 0.5
-        exit_cost = np.where(centre >= edge, 0.0, ((edge - centre) / sp) ** 2)
-        if m == 0:
-            moves = np.array([[NEW, -1, j] for j in range(len(o_top))], np.int64).reshape(-1, 3)
+        if not tracks:
+            moves = [(NEW, -1, j) for j in range(len(o_top))]
+            p_top = p_logl = p_len = []
         else:
-            moves, _ = assign_frame(p_top, p_bot, p_logl, ready, gap, exit_cost,
-                                    o_top, o_bot, o_trunc, self._costs, edge)
+            state = np.array([(tr.x, tr.v, tr.top, tr.gap, tr.sb) for tr in tracks], np.float64)
+            moves, p_top, p_logl = predict_and_assign(
+                state, self.sb_ref, o_top_a, o_bot_a, h, self._costs, p.ready_fraction,
+                p.ready_sigma)
+            moves, p_top, p_logl = moves.tolist(), p_top.tolist(), p_logl.tolist()
+            p_len = [math.exp(x) for x in p_logl]
         kept, recs, linked_v = [], [], []
 
         def rec(j, tr):
@@ -225,7 +209,7 @@ class TrenchTracker:
                         and t - div[0] <= p.undo_frames:
                     mother = self._undo(a.parent)
                     steps = t - div[0] + 1
-                    self._update(mother, o_logl[j], mother.x + steps * mother.v, o_top[j],
+                    self._update(mother, math.log(o_bot[j] - o_top[j]), mother.x + steps * mother.v, o_top[j],
                                  o_trunc[j])
                     kept.append(mother)
                     rec(j, mother)
@@ -243,8 +227,8 @@ class TrenchTracker:
                 rec(j, tr)
             # EXIT: the track ends
         if linked_v:
-            self.v_ref = 0.9 * self.v_ref + 0.1 * float(np.mean(linked_v)) if t else \
-                float(np.mean(linked_v))
+            mean_v = sum(linked_v) / len(linked_v)
+            self.v_ref = 0.9 * self.v_ref + 0.1 * mean_v if t else mean_v
         kept.sort(key=lambda tr: tr.top)
         self.tracks = kept
         self.buffer.append([t, recs])
