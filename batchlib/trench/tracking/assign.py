@@ -25,8 +25,11 @@ MERGE = 5     # (2, 1) two cells fused by the segmentation (or a division undone
 MISS = 6      # (1, 0) missed this frame (gap) or lost
 EXIT = 7      # (1, 0) pushed out of the open end
 NEW = 8       # (0, 1) a cell without a track (first frame, spurious object)
+DIV_CUT_UP = 9   # (1, 3) a division whose upper daughter is cut in two by the segmentation
+DIV_CUT_LOW = 10  # (1, 3) a division whose lower daughter is cut in two
 
-MOVE_NAMES = ("link", "divide", "overseg", "half_up", "half_low", "merge", "miss", "exit", "new")
+MOVE_NAMES = ("link", "divide", "overseg", "half_up", "half_low", "merge", "miss", "exit", "new",
+              "div_cut_up", "div_cut_low")
 
 #: Order of the entries of the ``costs`` vector passed to :func:`assign_frame`.
 COST_FIELDS = ("sigma_length", "sigma_pos", "sigma_pos_rel", "c_divide", "c_overseg",
@@ -136,6 +139,21 @@ def assign_frame(p_top, p_bot, p_logl, ready, gap, exit_cost, o_top, o_bot, o_tr
                 if c < best[i + 1, j + 2]:
                     best[i + 1, j + 2] = c
                     move[i + 1, j + 2] = mv
+            if j + 2 < n:
+                pos = ((o_top[j] - p_top[i]) / sp) ** 2
+                span = np.log(max(o_bot[j + 2] - o_top[j], 1.0))
+                base = d + pos + _len_cost(span, p_logl[i], o_trunc[j + 2], s_len) + c_div \
+                    + c_over + ready[i]
+                c, mv = inf, DIV_CUT_UP
+                for up in range(2):
+                    la = (o_bot[j + 1] if up == 0 else o_bot[j]) - o_top[j]
+                    lb = o_bot[j + 2] - (o_top[j + 2] if up == 0 else o_top[j + 1])
+                    asym = 0.0 if o_trunc[j + 2] else ((la / (la + lb) - 0.5) / s_asym) ** 2
+                    if base + asym < c:
+                        c, mv = base + asym, (DIV_CUT_UP if up == 0 else DIV_CUT_LOW)
+                if c < best[i + 1, j + 3]:
+                    best[i + 1, j + 3] = c
+                    move[i + 1, j + 3] = mv
             if i + 1 < m and j < n:
                 pos = ((o_top[j] - p_top[i]) / sp) ** 2
                 span = np.log(max(p_bot[i + 1] - p_top[i], 1.0))
@@ -157,6 +175,8 @@ def assign_frame(p_top, p_bot, p_logl, ready, gap, exit_cost, o_top, o_bot, o_tr
             di, dj = 1, 2
         elif mv == MERGE:
             di, dj = 2, 1
+        elif mv == DIV_CUT_UP or mv == DIV_CUT_LOW:
+            di, dj = 1, 3
         else:
             di, dj = 1, 1
         i -= di

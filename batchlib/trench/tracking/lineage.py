@@ -200,6 +200,8 @@ def cycle_table(tracks: pd.DataFrame, cells: pd.DataFrame, height, times, pixel_
         is_mother=("is_mother", "first"), **{c: (c, "first") for c in meta},
         **{c: (c, "mean") for c in extra})
     cyc = cyc.join(info)
+    # napari-mm3's birth_label: the label (1 = closed end) the cell has in its first frame.
+    cyc["birth_label"] = table.sort_values(["t", "label"]).groupby("cell_id")["label"].first()
 
     # Daughters, ordered from the closed end.
     kids = first[first["n"].notna()].reset_index()
@@ -248,7 +250,8 @@ def cycle_table(tracks: pd.DataFrame, cells: pd.DataFrame, height, times, pixel_
     cyc["fate"] = ended
     cyc = cyc.reset_index()
     cols = ["cell_id", "parent_id", "daughter1_id", "daughter2_id", *[c for c in meta if c in cyc],
-            "n", "generation", "is_mother", "complete", "fate", "birth_frame", "division_frame",
+            "n", "birth_label", "generation", "is_mother", "complete", "fate", "birth_frame",
+            "division_frame",
             "last_frame", "n_frames", "birth_time_s", "division_time_s", "tau", "sb", "sd", "delta",
             "sb_px", "sd_px", "delta_px", "elong_rate", "septum_position",
             *[c for c in ("width", "width_px") if c in cyc], *fluo]

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .assign import (COST_FIELDS, DIVIDE, HALF_LOW, HALF_UP, LINK, MERGE, MISS, NEW, OVERSEG,
-                     predict_and_assign)
+from .assign import (COST_FIELDS, DIV_CUT_LOW, DIV_CUT_UP, DIVIDE, HALF_LOW, HALF_UP, LINK,
+                     MERGE, MISS, NEW, OVERSEG, predict_and_assign)
 
 __all__ = ["TrackParams", "TrenchTracker", "track_trench"]
 
@@ -173,21 +173,26 @@ class TrenchTracker:
                 rec(j, tr)
                 if jb != j:
                     rec(jb, tr)
-            elif mv == DIVIDE:
+            elif mv == DIVIDE or mv == DIV_CUT_UP or mv == DIV_CUT_LOW:
+                # Each daughter is one cell, or two pieces of one (a cut by the segmentation).
+                parts = {DIVIDE: ((j,), (j + 1,)), DIV_CUT_UP: ((j, j + 1), (j + 2,)),
+                         DIV_CUT_LOW: ((j,), (j + 1, j + 2))}[mv]
                 tr = tracks[i]
                 kids = []
-                for jj in (j, j + 1):
-                    length = o_bot[jj] - o_top[jj]
-                    kids.append(self._new(tr.id, length, tr.v, o_top[jj],
-                                          math.nan if o_trunc[jj] else length))
+                for rows in parts:
+                    a, b = rows[0], rows[-1]
+                    length = o_bot[b] - o_top[a]
+                    kid = self._new(tr.id, length, tr.v, o_top[a],
+                                    math.nan if o_trunc[b] else length)
+                    kids.append(kid)
+                    for r in rows:
+                        rec(r, kid)
                 self.divisions[tr.id] = [t, tr, [kids[0].id, kids[1].id]]
                 sbs = [k.sb for k in kids if k.sb > 0]
                 if sbs:
                     sb = sum(sbs) / len(sbs)
                     self.sb_ref = sb if not self.sb_ref > 0 else 0.8 * self.sb_ref + 0.2 * sb
                 kept += kids
-                rec(j, kids[0])
-                rec(j + 1, kids[1])
             elif mv == HALF_UP or mv == HALF_LOW:
                 tr = tracks[i]
                 length = o_bot[j] - o_top[j]
@@ -230,7 +235,7 @@ class TrenchTracker:
             mean_v = sum(linked_v) / len(linked_v)
             self.v_ref = 0.9 * self.v_ref + 0.1 * mean_v if t else mean_v
         kept.sort(key=lambda tr: tr.top)
-        self.tracks = kept
+        self.tracks = _drop_ghosts(kept)
         self.buffer.append([t, recs])
         self.t = t + 1
         while self.buffer and self.buffer[0][0] < self.t - p.undo_frames:
@@ -252,6 +257,31 @@ class TrenchTracker:
         out = self.final + [[t, [list(r) for r in recs]] for t, recs in self.buffer]
         self.final = []
         return out
+
+
+def _drop_ghosts(tracks):
+    """Drop missed tracks that overlap a cell seen in this frame by more than half.
+
+    Two cells cannot overlap: such a track duplicates the seen one (left over
+    from a segmentation error) and would otherwise take turns with it.
+    """
+    if not any(tr.gap for tr in tracks):
+        return tracks
+    ext = [(tr.top, tr.top + math.exp(tr.x)) for tr in tracks]
+    out = []
+    for k, tr in enumerate(tracks):
+        if tr.gap:
+            a, b = ext[k]
+            ghost = False
+            for q in (k - 1, k + 1):
+                if 0 <= q < len(tracks) and not tracks[q].gap:
+                    c, d = ext[q]
+                    if min(b, d) - max(a, c) > 0.5 * min(b - a, d - c):
+                        ghost = True
+            if ghost:
+                continue
+        out.append(tr)
+    return out
 
 
 def track_trench(frames, n_frames, height, params=None, state=None):
