@@ -247,6 +247,34 @@ def test_empty_trench_and_empty_frames():
     assert cyc.empty and "tau" in cyc and "elong_rate" in cyc
 
 
+def test_track_job_on_bad_and_empty_tables(tmp_path):
+    from batchlib.errors import InvalidInputError
+    from batchlib.io import create_dataset, write_table
+    from batchlib.trench.jobs import Track
+
+    path = tmp_path / "p.h5"
+    cells = growing_trench(24)[["n", "t", "label", "centroid_y", "length_px"]]
+    with open_file(path, "a") as f:
+        create_dataset(f, "segmentation/cells", shape=(2, 24, H, 16), dtype="uint16")
+        write_table(f, "tables/cells/cells", cells.drop(columns="centroid_y"))
+        with pytest.raises(InvalidInputError, match=r"p\.h5.*centroid_y"):
+            Track(qc_plot=False).process_container(f, str(path))
+        # No cell at all: empty tables, no error.
+        write_table(f, "tables/cells/cells", cells.iloc[:0])
+        Track(qc_plot=True).process_container(f, str(path))
+        assert read_table(f, "tables/tracks/cells").empty
+        assert read_table(f, "tables/cycles/cells").empty
+        # Cells in trench 0 only (trench 1 empty); no frame times: the interval option.
+        write_table(f, "tables/cells/cells", cells)
+        Track(frame_interval_s=180.0, qc_plot=True).process_container(f, str(path))
+        cycles = read_table(f, "tables/cycles/cells")
+    done = cycles[cycles["complete"] & cycles["is_mother"]]
+    assert len(done) == 1 and 30 <= done["tau"].iloc[0] <= 33  # 10-11 frames of 3 min
+    assert set(cycles["n"]) == {0}
+    assert len(pd.read_parquet(tmp_path / "tables" / "cycles" / "p.parquet")) == len(cycles)
+    assert (tmp_path / "qc" / "p_tracks.png").is_file()
+
+
 # -- the Track job in the workflow ------------------------------------------------------
 
 T = 14

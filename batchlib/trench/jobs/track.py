@@ -10,6 +10,7 @@ import pandas as pd
 
 from ...base import Param
 from ...container_job import BatchJobOnContainer, KeySpec
+from ...errors import InvalidInputError
 from ...io import create_dataset, read_attrs, read_table, write_table
 from ..layout import (ACQUISITION_ATTR, CELLS_TABLE, CYCLES_TABLE, SEGMENTATION, TRACK_STATE,
                       TRACKS_TABLE)
@@ -59,7 +60,8 @@ class Track(BatchJobOnContainer):
         cells = read_table(container, f"{CELLS_TABLE}/{seg}")
         missing = [c for c in (*_KEYS, "centroid_y", "length_px") if c not in cells]
         if missing:
-            raise ValueError(f"{path}: {CELLS_TABLE}/{seg} lacks the columns {missing}")
+            raise InvalidInputError(f"{path}: {CELLS_TABLE}/{seg} lacks the columns {missing} "
+                                    "(was it written by Measure?)")
         labels = container[f"{SEGMENTATION}/{seg}"]
         height = int(labels.shape[2])
         n_frames = min(labels.shape[1], int(read_attrs(labels).get("n_frames", labels.shape[1])))
