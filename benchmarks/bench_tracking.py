@@ -9,6 +9,8 @@
     within +-1 frame, median relative errors of ``tau``, ``elong_rate`` and
     ``sb`` over complete mother cycles, and the slope of ``delta`` against
     ``sb`` over all complete cycles next to the same slope from the truth.
+(3) End to end: the whole workflow on a generated acquisition, segmented
+    cells matched to true cells by IoU (segmentation errors included).
 (2) Speed. 100 trenches x 500 frames on one core: the tracker (linking),
     the lineage and cycle tables, a floor (visiting every trench-frame of the
     table without linking) and a peer (per-frame nearest-centroid assignment
@@ -231,14 +233,86 @@ def speed(quick):
     print(f"\nlargest saved trench state: {state / 1024:.1f} KiB (independent of the number of frames)")
 
 
+def end_to_end(quick):
+    """The whole workflow on a generated acquisition; segmented cells matched to the truth by IoU."""
+    import contextlib
+    import importlib.util
+    import io
+    import shutil
+    import tempfile
+
+    from batchlib.io import open_file, read_attrs, read_table
+    from batchlib.trench.detection import crop_trenches
+    from batchlib.trench.segmentation.evaluate import match_labels
+    from batchlib.trench.synthetic import load_ground_truth, write_acquisition
+
+    n_t = 30 if quick else 80
+    cfg = SyntheticConfig(height=512, width=512, n_positions=1, n_timepoints=n_t, seed=3001,
+                          channels=("phase", "gfp"))
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("wf", root / "workflows" / "trench_workflow.py")
+    wf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wf)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_tracking_"))
+    try:
+        write_acquisition(tmp / "raw", cfg, layout="ome-tiff", name="E")
+        shutil.move(str(tmp / "raw" / "ground_truth"), tmp / "gt")
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):  # the workflow's own summary
+            code = wf.main(["--input_folder", str(tmp / "raw"), "--folder", str(tmp / "out"),
+                            "--executor", "serial", "--progress", "false", "--log_level", "ERROR"])
+        wall = time.perf_counter() - t0
+        assert code == 0, code
+        truth = load_ground_truth(tmp / "gt" / "E_pos000")
+        with open_file(tmp / "out" / "E_pos000.h5", "r") as f:
+            det = read_table(f, "tables/trenches")
+            angle = read_attrs(f["tables/trenches"])["angle_deg"]
+            drift = read_table(f, "tables/drift")[["dy", "dx"]].to_numpy()
+            labels = f["segmentation/cells"][:].astype(np.int64)
+            cells = read_table(f, "tables/cells/cells")
+            tracks = read_table(f, "tables/tracks/cells")
+            cycles = read_table(f, "tables/cycles/cells")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    true = np.stack([crop_trenches(truth.frame_labels[t], det, angle, tuple(drift[t]), order=0)
+                     for t in range(labels.shape[1])], axis=1).astype(np.int64)
+    m = match_labels(true, labels)
+    match = pd.DataFrame({"n": m.crop // n_t, "t": m.crop % n_t, "label": m.pred_label,
+                          "true_id": m.true_label})
+    cells = cells.merge(match, on=["n", "t", "label"], how="inner")
+    # Truth labels (1 = closed end) and detected trench -> true trench row.
+    st = truth.cells[["t", "cell_id", "label", "row"]].rename(
+        columns={"cell_id": "true_id", "label": "true_label", "row": "true_row"})
+    cells = cells.merge(st, on=["t", "true_id"], how="left")
+    rows = cells.groupby("n")["true_row"].agg(lambda s: s.value_counts().index[0])
+    tracks = tracks[tracks.set_index(["n", "t", "label"]).index.isin(
+        cells.set_index(["n", "t", "label"]).index)]
+    cyc = cycles.assign(n=rows.reindex(cycles["n"]).to_numpy())
+    le = link_error(tracks, cells, truth.lineage)
+    f1 = mother_division_f1(cyc, cells, truth.lineage.assign(row=truth.lineage["row"]))
+    ce = cycle_errors(cycles, tracks, cells, truth.lineage, cfg.frame_interval_s)
+    print(f"\n### End to end: workflow on a generated acquisition (1 position, 512 x 512, {n_t} frames, "
+          f"threshold segmentation)\n")
+    print(f"segmented cells matched to true cells (IoU > 0.5): {m.f1:.3f} F1; workflow {wall:.0f} s\n")
+    print("| true links | link error | mother div. F1 (+-1) | mother cycles | tau err | elong_rate err "
+          "| sb err | adder slope (truth) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---|")
+    print(f"| {le['true_links']} | {100 * le['error']:.2f} % | {f1['f1']:.4f} | {ce['cycles']} "
+          f"| {100 * ce['tau']:.2f} % | {100 * ce['elong_rate']:.2f} % | {100 * ce['sb']:.2f} % "
+          f"| {ce['adder_slope']:+.3f} ({ce['adder_slope_true']:+.3f}) |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--only-e2e", action="store_true")
     args = ap.parse_args()
-    speed(args.quick)
-    if not args.skip_accuracy:
-        accuracy(args.quick)
+    if not args.only_e2e:
+        speed(args.quick)
+        if not args.skip_accuracy:
+            accuracy(args.quick)
+    end_to_end(args.quick)
     return 0
 
 
