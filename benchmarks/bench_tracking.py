@@ -106,7 +106,8 @@ def score(sims, noise, miss, split, seed):
         ok = np.isfinite(x) & np.isfinite(y)
         return float(np.polyfit(x[ok], y[ok], 1)[0])
 
-    return {"links": tot["true_links"], "link_err": (tot["wrong"] + tot["missing"]) / tot["true_links"],
+    errors = tot["wrong"] + tot["missing"]
+    return {"links": tot["true_links"], "link_err": errors / tot["true_links"],
             "div_f1": 2 * prec * rec / max(prec + rec, 1e-12), "mother_cycles": len(mothers),
             "tau": rel("tau"), "elong_rate": rel("elong_rate"), "sb": rel("sb_px"),
             "slope": slope(cyc["sb_px"], cyc["delta_px"]),

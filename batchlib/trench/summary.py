@@ -74,8 +74,8 @@ def format_summary(s: dict) -> str:
     lines += [f"    {p}" for p in s["problems"][:10]]
     c = s.get("cycles")
     if c:
-        lines.append(f"  cell cycles:            {c['complete']} complete of {c['cells']} cells tracked; "
-                     f"mean generation time {c['tau_min']:.1f} min, "
+        lines.append(f"  cell cycles:            {c['complete']} complete of {c['cells']} cells "
+                     f"tracked; mean generation time {c['tau_min']:.1f} min, "
                      f"mean elongation rate {c['elong_rate_per_h']:.2f} /h "
                      f"({Path(s['folder']) / 'tables' / 'cycles'}/*.parquet)")
     return "\n".join(lines)

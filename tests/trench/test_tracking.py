@@ -283,7 +283,8 @@ CFG = SyntheticConfig(height=320, width=256, n_positions=2, n_timepoints=T, n_se
 
 
 def load_workflow():
-    spec = importlib.util.spec_from_file_location("trench_workflow", ROOT / "workflows" / "trench_workflow.py")
+    spec = importlib.util.spec_from_file_location("trench_workflow",
+                                                  ROOT / "workflows" / "trench_workflow.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -340,8 +341,8 @@ def test_workflow_tracks_then_continues_on_new_frames(workflow_run, capsys):
         pd.testing.assert_frame_equal(tracks[scratch.columns], scratch)
         if p == 0:
             old = first[first["t"] < T - 4 - 2].reset_index(drop=True)
-            pd.testing.assert_frame_equal(tracks[tracks["t"] < T - 6][old.columns].reset_index(drop=True),
-                                          old)
+            kept = tracks[tracks["t"] < T - 6][old.columns].reset_index(drop=True)
+            pd.testing.assert_frame_equal(kept, old)
         assert (cycles["tau"].dropna() > 0).all()
         # The parquet copies.
         pq = pd.read_parquet(out / "tables" / "cycles" / f"{name}.parquet")

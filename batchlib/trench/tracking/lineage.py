@@ -213,7 +213,13 @@ def cycle_table(tracks: pd.DataFrame, cells: pd.DataFrame, height, times, pixel_
     cyc["daughter1_id"] = d1["cell_id"].reindex(cyc.index).fillna(0).astype(np.int64)
     cyc["daughter2_id"] = d2["cell_id"].reindex(cyc.index).fillna(0).astype(np.int64)
     divided = (cyc["daughter1_id"] > 0) & (cyc["daughter2_id"] > 0)
-    cyc["division_frame"] = np.where(divided, d1["t"].reindex(cyc.index), -1).astype(np.int64)
+    # The division is seen in the first frame of either daughter (one may have been
+    # missed there), and it is the daughters' birth even if one is first seen later.
+    first_kid = np.minimum(d1["t"].reindex(cyc.index), d2["t"].reindex(cyc.index))
+    cyc["division_frame"] = np.where(divided, first_kid, -1).astype(np.int64)
+    born = cyc["division_frame"].reindex(cyc["parent_id"]).to_numpy()
+    cyc["birth_frame"] = np.where(np.nan_to_num(born, nan=-1) >= 0, born,
+                                  cyc["birth_frame"]).astype(np.int64)
 
     fr = cyc["birth_frame"].to_numpy()
     dv = cyc["division_frame"].to_numpy()

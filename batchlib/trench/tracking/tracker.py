@@ -201,8 +201,9 @@ class TrenchTracker:
                                  math.nan if o_trunc[j] else length)
                 if mv == HALF_UP:
                     kept.append(seen)
-                    if o_bot[j] + p.septum_px + 0.5 * rest < edge:  # else it has left
-                        kept.append(self._new(tr.id, rest, tr.v, o_bot[j] + p.septum_px, -1.0, gap=1))
+                    below = o_bot[j] + p.septum_px
+                    if below + 0.5 * rest < edge:  # else it has left
+                        kept.append(self._new(tr.id, rest, tr.v, below, -1.0, gap=1))
                 else:
                     other = self._new(tr.id, rest, tr.v, p_top[i], -1.0, gap=1)
                     kept += [other, seen]
@@ -214,8 +215,8 @@ class TrenchTracker:
                         and t - div[0] <= p.undo_frames:
                     mother = self._undo(a.parent)
                     steps = t - div[0] + 1
-                    self._update(mother, math.log(o_bot[j] - o_top[j]), mother.x + steps * mother.v, o_top[j],
-                                 o_trunc[j])
+                    self._update(mother, math.log(o_bot[j] - o_top[j]),
+                                 mother.x + steps * mother.v, o_top[j], o_trunc[j])
                     kept.append(mother)
                     rec(j, mother)
                 else:
