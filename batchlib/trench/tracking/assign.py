@@ -3,8 +3,9 @@
 In a mother-machine trench cells keep their order along the trench, so the
 tracks of frame ``t - 1`` (ordered from the closed end) and the cells of frame
 ``t`` (ordered the same way) can be matched by dynamic programming over the two
-ordered lists, like aligning two sequences (the approach of mm3 and DeLTA's
-post-processing, without a general assignment solver). Each step consumes a
+ordered lists, like aligning two sequences: the order rule that mm3-style
+rule-based trackers apply greedily, solved exactly, without a general
+assignment solver. Each step consumes a
 few tracks and a few cells with one of the moves below; the cost of a move is
 a negative log-likelihood-like score of how well the cells fit the track's
 prediction (length from exponential growth, position pushed by the growth of
