@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The trench workflow: Ingest -> TrenchDetection -> Compress -> Segment -> Measure.
+"""The trench workflow: Ingest -> TrenchDetection -> Compress -> Segment -> Measure -> Track.
 
     python workflows/trench_workflow.py -c configs/demo.conf [--option value ...]
 
@@ -14,12 +14,12 @@ from pathlib import Path
 
 from batchlib.config import job_params, str2bool, workflow_options, workflow_parser
 from batchlib.trench.channels import ChannelChoiceError, choose_channel
-from batchlib.trench.jobs import Compress, Ingest, Measure, Segment, TrenchDetection, export_csv
+from batchlib.trench.jobs import Compress, Ingest, Measure, Segment, Track, TrenchDetection, export_csv
 from batchlib.trench.summary import folder_summary, format_summary
 from batchlib.workflow import EXIT_ERROR, main_exit_code, run_workflow
 
 JOBS = [("ingest", Ingest), ("detect", TrenchDetection), ("compress", Compress),
-        ("segment", Segment), ("measure", Measure)]
+        ("segment", Segment), ("measure", Measure), ("track", Track)]
 
 
 def build_parser():
@@ -62,6 +62,7 @@ def build_jobs(args) -> list:
         Compress(**job_params(args, "compress", Compress)),
         Segment(**segment),
         Measure(**job_params(args, "measure", Measure)),
+        Track(**job_params(args, "track", Track)),
     ]
 
 

@@ -11,6 +11,9 @@ root attribute ``acquisition`` normalised metadata (Ingest)
 ``segmentation/<name>``        labels (n_trench, T, H, W) (Segment)
 ``tables/cells/<name>``        one row per cell and frame (Measure)
 ``tables/trenches_t``          one row per trench and frame (Measure)
+``tables/tracks/<name>``       cell_id, parent_id... per cell and frame (Track)
+``tables/cycles/<name>``       one row per tracked cell: its cell cycle (Track)
+``tracking/<name>``            the trackers' state, to continue on new frames (Track)
 ``batchlib/<job>``             completion records (framework)
 =============================  ==============================================
 """
@@ -28,6 +31,9 @@ SEGMENTATION = "segmentation"
 CELLS_TABLE = "tables/cells"
 TRENCH_FRAMES_TABLE = "tables/trenches_t"
 ACQUISITION_ATTR = "acquisition"
+TRACKS_TABLE = "tables/tracks"
+CYCLES_TABLE = "tables/cycles"
+TRACK_STATE = "tracking"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 

@@ -43,7 +43,21 @@ def folder_summary(folder) -> dict:
                          for k, e in d.get("files", {}).items() if e.get("state") in ("failed", "invalid")]
     return {"folder": str(folder), "positions": len(containers), "trenches": n_trenches,
             "cell_rows": n_rows, "cells_first_frame": n_cells, "problems": problems,
-            "cells_table": str(cells_dir)}
+            "cells_table": str(cells_dir), "cycles": cycles_summary(folder)}
+
+
+def cycles_summary(folder) -> dict | None:
+    """Cells tracked and complete cycles of ``<folder>/tables/cycles`` (None without it)."""
+    files = sorted((Path(folder) / "tables" / "cycles").glob("*.parquet"))
+    if not files:
+        return None
+    import pandas as pd
+
+    cols = ["complete", "tau", "elong_rate"]
+    c = pd.concat([pd.read_parquet(f, columns=cols) for f in files], ignore_index=True)
+    done = c[c["complete"]]
+    return {"cells": len(c), "complete": len(done), "tau_min": float(done["tau"].mean()),
+            "elong_rate_per_h": float(done["elong_rate"].mean())}
 
 
 def format_summary(s: dict) -> str:
@@ -58,4 +72,10 @@ def format_summary(s: dict) -> str:
         f"  failures / invalid:     {len(s['problems'])}",
     ]
     lines += [f"    {p}" for p in s["problems"][:10]]
+    c = s.get("cycles")
+    if c:
+        lines.append(f"  cell cycles:            {c['complete']} complete of {c['cells']} cells "
+                     f"tracked; mean generation time {c['tau_min']:.1f} min, "
+                     f"mean elongation rate {c['elong_rate_per_h']:.2f} /h "
+                     f"({Path(s['folder']) / 'tables' / 'cycles'}/*.parquet)")
     return "\n".join(lines)

@@ -1,0 +1,317 @@
+"""Frame-by-frame tracking of the cells of one trench.
+
+:class:`TrenchTracker` keeps, for every cell it follows, a small state: the
+log length and log growth rate per frame (an alpha-beta filter on the log
+length, i.e. exponential growth), the position of its closed-end side and
+how many frames it has been missed. Each frame it predicts every track
+(length grows exponentially; position moves toward the open end by the growth
+of the cells above it), matches the ordered predictions to the ordered cells
+with :func:`~.assign.predict_and_assign` and applies the moves.
+
+Two decisions are taken with a short delay, so the labels of the last
+``undo_frames`` frames stay open: a track missed for ``max_gap`` frames is
+picked up again when it reappears (gap closing), and a "division" whose two
+daughters fuse again within ``undo_frames`` frames was a cell cut in two by the
+segmentation; it is undone and the mother's track continues. Everything older
+is final, which is what makes appending frames cheap and exact: the state
+after the last frame (:meth:`TrenchTracker.to_dict`) is all a later run needs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .assign import (COST_FIELDS, DIV_CUT_LOW, DIV_CUT_UP, DIVIDE, HALF_LOW, HALF_UP, LINK,
+                     MERGE, MISS, NEW, OVERSEG, predict_and_assign)
+
+__all__ = ["TrackParams", "TrenchTracker", "track_trench"]
+
+
+@dataclass
+class TrackParams:
+    """Costs and tolerances of the tracker (pixels, log-length, frames).
+
+    The defaults suit rod-shaped bacteria imaged every few minutes (cells grow
+    a few percent to ~20 % per frame); see ``docs/tracking.md``.
+    """
+
+    sigma_length: float = 0.08     # log-length mismatch of one standard deviation
+    sigma_pos: float = 2.5         # position mismatch (px) at the closed end ...
+    sigma_pos_rel: float = 0.04    # ... growing with the distance from it
+    c_divide: float = 2.0          # cost of a division of a cell of division size
+    c_overseg: float = 8.0         # cost of taking two pieces as one cell
+    c_miss: float = 12.0           # cost of a missed cell (gap) or a lost track
+    c_new: float = 12.0            # cost of a cell without a track
+    c_merge: float = 10.0          # cost of two tracks sharing one segmented object
+    sigma_asym: float = 0.1        # sd of the daughters' length fraction around 0.5
+    sigma_half: float = 0.2        # log-length tolerance of a division with a missed daughter
+    ready_fraction: float = 1.3    # a cell divides only after growing by this factor ...
+    ready_sigma: float = 0.08      # ... (soft limit, relative to its birth length)
+    gain_length: float = 0.7       # filter gain of the log length
+    gain_rate: float = 0.25        # filter gain of the growth rate
+    max_rate: float = 0.7          # bound of the log growth per frame
+    max_gap: int = 1               # frames a cell may be missed and picked up again
+    undo_frames: int = 2           # a division undone if the daughters fuse within this
+    septum_px: float = 1.5         # assumed gap between daughters when one is missed
+
+    def costs(self) -> np.ndarray:
+        return np.array([getattr(self, f) for f in COST_FIELDS], np.float64)
+
+
+class _Track:
+    __slots__ = ("id", "parent", "x", "v", "top", "gap", "sb")
+    # sb: birth length; NaN unknown (founder, new), -1: to take from the first sighting
+
+    def __init__(self, id, parent, x, v, top, gap=0, sb=math.nan):
+        self.id, self.parent, self.x, self.v, self.top, self.gap, self.sb = \
+            int(id), int(parent), float(x), float(v), float(top), int(gap), float(sb)
+
+    def as_list(self):
+        return [self.id, self.parent, self.x, self.v, self.top, self.gap, self.sb]
+
+
+class TrenchTracker:
+    """Tracks the cells of one trench; feed frames in order with :meth:`step`.
+
+    Parameters
+    ----------
+    height : int
+        Length of the trench crop (rows); cells leave when their centre passes
+        row ``height - 0.5``.
+    params : TrackParams, optional
+    state : dict, optional
+        :meth:`to_dict` of an earlier tracker to continue from.
+    """
+
+    def __init__(self, height, params=None, state=None):
+        self.height = float(height)
+        self.params = params or TrackParams()
+        self._costs = self.params.costs()
+        s = state or {}
+        self.t = int(s.get("t", 0))
+        self.next_id = int(s.get("next_id", 1))
+        self.sb_ref = float(s.get("sb_ref", math.nan))
+        self.v_ref = float(s.get("v_ref", 0.0))
+        self.tracks = [_Track(*a) for a in s.get("tracks", [])]
+        # parent id -> [division frame, parent's track state, daughter ids]
+        self.divisions = {int(k): [v[0], _Track(*v[1]), v[2]] for k, v in s.get("divisions", [])}
+        # open frames: [t, [[label, cell, parent], ...]]
+        self.buffer = [[t, [list(r) for r in recs]] for t, recs in s.get("buffer", [])]
+        self.final = []
+
+    def to_dict(self) -> dict:
+        """The whole state as plain JSON-able values."""
+        return {"t": self.t, "next_id": self.next_id, "sb_ref": self.sb_ref, "v_ref": self.v_ref,
+                "tracks": [tr.as_list() for tr in self.tracks],
+                "divisions": [[k, [v[0], v[1].as_list(), v[2]]] for k, v in self.divisions.items()],
+                "buffer": self.buffer}
+
+    # -- helpers -------------------------------------------------------------------
+    def _new(self, parent, length, v, top, sb, gap=0):
+        tr = _Track(self.next_id, parent, math.log(max(length, 1.0)), v, top, gap, sb)
+        self.next_id += 1
+        return tr
+
+    def _update(self, tr, logl, p_logl, top, trunc):
+        p = self.params
+        e = logl - p_logl
+        if trunc and e < 0:
+            tr.x = p_logl  # a truncated cell says nothing about the length
+        else:
+            tr.x = p_logl + p.gain_length * e
+            tr.v = min(max(tr.v + p.gain_rate * e, -p.max_rate), p.max_rate)
+        tr.top, tr.gap = top, 0
+        if tr.sb < 0 and not trunc:
+            tr.sb = math.exp(logl)
+
+    # -- one frame ------------------------------------------------------------------
+    def step(self, labels, top, bottom):
+        """Process frame ``self.t``: cells ``labels`` with extents ``[top, bottom]`` (rows).
+
+        Returns nothing; finished frames accumulate in :attr:`final`.
+        """
+        p, t, h = self.params, self.t, self.height
+        order = np.argsort(top, kind="stable")
+        o_top_a = np.asarray(top, np.float64)[order]
+        o_bot_a = np.maximum(np.asarray(bottom, np.float64)[order], o_top_a + 1.0)
+        labels = np.asarray(labels, np.int64)[order].tolist()
+        o_top, o_bot = o_top_a.tolist(), o_bot_a.tolist()
+        o_trunc = (o_bot_a >= h - 1.5).tolist()
+        tracks = self.tracks
+        edge = h - 0.5
+        if not tracks:
+            moves = [(NEW, -1, j) for j in range(len(o_top))]
+            p_top = p_logl = p_len = []
+        else:
+            state = np.array([(tr.x, tr.v, tr.top, tr.gap, tr.sb) for tr in tracks], np.float64)
+            moves, p_top, p_logl = predict_and_assign(
+                state, self.sb_ref, o_top_a, o_bot_a, h, self._costs, p.ready_fraction,
+                p.ready_sigma)
+            moves, p_top, p_logl = moves.tolist(), p_top.tolist(), p_logl.tolist()
+            p_len = [math.exp(x) for x in p_logl]
+        kept, recs, linked_v = [], [], []
+
+        def rec(j, tr):
+            recs.append([int(labels[j]), tr.id, tr.parent])
+
+        def miss(i):
+            tr = tracks[i]
+            if tr.gap < p.max_gap:
+                tr.gap += 1
+                tr.x, tr.top = p_logl[i], p_top[i]
+                kept.append(tr)
+
+        for mv, i, j in moves:
+            if mv == LINK or mv == OVERSEG:
+                tr = tracks[i]
+                jb = j + 1 if mv == OVERSEG else j
+                self._update(tr, math.log(o_bot[jb] - o_top[j]), p_logl[i], o_top[j], o_trunc[jb])
+                kept.append(tr)
+                linked_v.append(tr.v)
+                rec(j, tr)
+                if jb != j:
+                    rec(jb, tr)
+            elif mv == DIVIDE or mv == DIV_CUT_UP or mv == DIV_CUT_LOW:
+                # Each daughter is one cell, or two pieces of one (a cut by the segmentation).
+                parts = {DIVIDE: ((j,), (j + 1,)), DIV_CUT_UP: ((j, j + 1), (j + 2,)),
+                         DIV_CUT_LOW: ((j,), (j + 1, j + 2))}[mv]
+                tr = tracks[i]
+                kids = []
+                for rows in parts:
+                    a, b = rows[0], rows[-1]
+                    length = o_bot[b] - o_top[a]
+                    kid = self._new(tr.id, length, tr.v, o_top[a],
+                                    math.nan if o_trunc[b] else length)
+                    kids.append(kid)
+                    for r in rows:
+                        rec(r, kid)
+                self.divisions[tr.id] = [t, tr, [kids[0].id, kids[1].id]]
+                sbs = [k.sb for k in kids if k.sb > 0]
+                if sbs:
+                    sb = sum(sbs) / len(sbs)
+                    self.sb_ref = sb if not self.sb_ref > 0 else 0.8 * self.sb_ref + 0.2 * sb
+                kept += kids
+            elif mv == HALF_UP or mv == HALF_LOW:
+                tr = tracks[i]
+                length = o_bot[j] - o_top[j]
+                rest = max(p_len[i] - length - p.septum_px, 0.3 * p_len[i])
+                seen = self._new(tr.id, length, tr.v, o_top[j],
+                                 math.nan if o_trunc[j] else length)
+                if mv == HALF_UP:
+                    kept.append(seen)
+                    below = o_bot[j] + p.septum_px
+                    if below + 0.5 * rest < edge:  # else it has left
+                        kept.append(self._new(tr.id, rest, tr.v, below, -1.0, gap=1))
+                else:
+                    other = self._new(tr.id, rest, tr.v, p_top[i], -1.0, gap=1)
+                    kept += [other, seen]
+                rec(j, seen)
+            elif mv == MERGE:
+                a, b = tracks[i], tracks[i + 1]
+                div = self.divisions.get(a.parent)
+                if div is not None and a.parent == b.parent and div[2] == [a.id, b.id] \
+                        and t - div[0] <= p.undo_frames:
+                    mother = self._undo(a.parent)
+                    steps = t - div[0] + 1
+                    self._update(mother, math.log(o_bot[j] - o_top[j]),
+                                 mother.x + steps * mother.v, o_top[j], o_trunc[j])
+                    kept.append(mother)
+                    rec(j, mother)
+                else:
+                    a.x, a.top, a.gap = p_logl[i], o_top[j], 0
+                    kept.append(a)
+                    rec(j, a)
+                    miss(i + 1)
+            elif mv == MISS:
+                miss(i)
+            elif mv == NEW:
+                length = o_bot[j] - o_top[j]
+                tr = self._new(0, length, self.v_ref, o_top[j], math.nan)
+                kept.append(tr)
+                rec(j, tr)
+            # EXIT: the track ends
+        if linked_v:
+            mean_v = sum(linked_v) / len(linked_v)
+            self.v_ref = 0.9 * self.v_ref + 0.1 * mean_v if t else mean_v
+        kept.sort(key=lambda tr: tr.top)
+        self.tracks = _drop_ghosts(kept)
+        self.buffer.append([t, recs])
+        self.t = t + 1
+        while self.buffer and self.buffer[0][0] < self.t - p.undo_frames:
+            self.final.append(self.buffer.pop(0))
+        for k in [k for k, d in self.divisions.items() if d[0] < self.t - p.undo_frames]:
+            del self.divisions[k]
+
+    def _undo(self, mother_id):
+        """The daughters of ``mother_id`` were one cell: relabel their open frames."""
+        t_div, mother, kids = self.divisions.pop(mother_id)
+        for _, recs in self.buffer:
+            for r in recs:
+                if r[1] in kids:
+                    r[1], r[2] = mother.id, mother.parent
+        return mother
+
+    def flush(self) -> list:
+        """All labelled frames, open ones included: ``[[t, [[label, cell, parent], ...]], ...]``."""
+        out = self.final + [[t, [list(r) for r in recs]] for t, recs in self.buffer]
+        self.final = []
+        return out
+
+
+def _drop_ghosts(tracks):
+    """Drop missed tracks that overlap a cell seen in this frame by more than half.
+
+    Two cells cannot overlap: such a track duplicates the seen one (left over
+    from a segmentation error) and would otherwise take turns with it.
+    """
+    if not any(tr.gap for tr in tracks):
+        return tracks
+    ext = [(tr.top, tr.top + math.exp(tr.x)) for tr in tracks]
+    out = []
+    for k, tr in enumerate(tracks):
+        if tr.gap:
+            a, b = ext[k]
+            ghost = False
+            for q in (k - 1, k + 1):
+                if 0 <= q < len(tracks) and not tracks[q].gap:
+                    c, d = ext[q]
+                    if min(b, d) - max(a, c) > 0.5 * min(b - a, d - c):
+                        ghost = True
+            if ghost:
+                continue
+        out.append(tr)
+    return out
+
+
+def track_trench(frames, n_frames, height, params=None, state=None):
+    """Track one trench over frames ``state["t"]`` (0 without a state) to ``n_frames - 1``.
+
+    Parameters
+    ----------
+    frames : dict of int to tuple
+        ``t -> (labels, top, bottom)`` of the cells in frame ``t`` (absent: no cells).
+    n_frames : int
+    height : int
+        Crop length along the trench (rows).
+    params : TrackParams, optional
+    state : dict, optional
+        The state returned by an earlier call on the first frames.
+
+    Returns
+    -------
+    records : ndarray (k, 4) int64
+        ``t, label, cell, parent`` (trench-local ids from 1; parent 0 = none) of
+        every cell of frames ``>= first final frame``: without a state all of them,
+        with one the frames from ``state["t"] - undo_frames`` on.
+    state : dict
+        State after the last frame, for a later call with more frames.
+    """
+    tracker = TrenchTracker(height, params, state)
+    empty = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+    for t in range(tracker.t, n_frames):
+        tracker.step(*frames.get(t, empty))
+    state = tracker.to_dict()
+    rows = [(t, *r) for t, recs in tracker.flush() for r in recs]
+    return np.array(rows, np.int64).reshape(-1, 4), state
