@@ -95,3 +95,15 @@ def test_layout_round_trips_through_json(molyso):
     pd.testing.assert_frame_equal(back.trenches, layout.trenches)
     pd.testing.assert_frame_equal(back.sets, layout.sets)
     assert back.quality == layout.quality
+
+
+def test_molyso_frame_either_polarity_and_self_check(molyso):
+    """The same real frame with its contrast inverted gives the same boxes; the
+    self-check passes on both and refuses the lumen polarity forced wrong."""
+    plain = detect_trenches(molyso)
+    inverted = detect_trenches(molyso.max() - molyso)
+    assert plain.quality["self_check"] == inverted.quality["self_check"] == 1.0
+    np.testing.assert_allclose(inverted.trenches["x_center"], plain.trenches["x_center"], atol=1.0)
+    np.testing.assert_allclose(inverted.trenches["y_closed"], plain.trenches["y_closed"], atol=2.0)
+    with pytest.raises(TrenchDetectionError, match="self-check failed"):
+        detect_trenches(molyso, lumen="dark")
