@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInputError, InvalidOutputError, JobError
-from .io import CONTAINER_EXTS, open_file, remove_container, replace_container
+from .io import CONTAINER_EXTS, container_format, open_file, remove_container, replace_container
+from .io.checksum import describe_datasets
+from .io.space import (DiskFullError, check_free_space, disk_full_message, is_disk_full,
+                       reserve_space)
 from .log import get_logger
-from .records import (delete_record, file_signature, new_record, param_hash, read_record,
-                      record_stamp, write_record)
+from .records import (container_damage, delete_record, file_signature, new_record, param_hash,
+                      read_record, record_stamp, write_record)
 from .status import JobStatus, status_dir
 
 #: What can make an up-to-date output stale; see :class:`BatchJob`.
@@ -214,13 +217,31 @@ class BatchJob:
         try:
             with open_file(path, "r") as f:
                 missing = [k for k in self.resolved_output_keys() if k not in f]
-        except (OSError, ValueError, RuntimeError) as e:
+        except Exception as e:  # noqa: BLE001 - a damaged container fails in many ways
             raise InvalidOutputError(f"{path}: cannot be opened ({e})") from e
         if missing:
             raise InvalidOutputError(f"{path}: missing {missing}")
 
     def resolved_output_keys(self) -> list:
         return [k.format(**self.param_values) for k in self.output_keys]
+
+    #: Space reserved beyond any estimate before writing into an existing h5
+    #: container (HDF5 metadata, small tables); see :mod:`batchlib.io.space`.
+    #: ``$BATCHLIB_RESERVE_MB`` changes it (e.g. for tests on a small file system).
+    reserve_margin_bytes = int(float(os.environ.get("BATCHLIB_RESERVE_MB", "16")) * (1 << 20))
+
+    def estimate_output_bytes(self, container) -> int:
+        """Bytes the job will add to the open, existing ``container`` (before it runs).
+
+        Reserved in h5 containers before an in-place write, so that a full disk
+        stops the job before HDF5 writes anything. The default is what this
+        job's datasets took last time (from its record); override it when the
+        job knows better.
+        """
+        from .records import read_records
+
+        rec = read_records(container).get(self.name) or {}
+        return sum(int(d.get("nbytes", 0)) for d in (rec.get("datasets") or {}).values())
 
     # -- the work -------------------------------------------------------------
     def run(self, input_files, output_files, **kwargs):
@@ -274,6 +295,11 @@ class BatchJob:
             if fast and cached.get("stamps", {}).get(os.path.basename(out)) == stamp:
                 records[out] = cached.get("record")
                 continue
+            # The container changed since the job last saw it: one that no longer
+            # opens or walks (a full disk during another job's write) is rebuilt.
+            damage = container_damage(out)
+            if damage:
+                return False, f"output damaged: {damage}", {}
             try:
                 self.validate_output(out)
             except InvalidOutputError as e:
@@ -373,20 +399,30 @@ def execute_unit(task) -> dict:
         for _, path, in_place in plan:
             if in_place:
                 with open_file(path, "a") as f:
-                    delete_record(f, job.name)
+                    estimate = job.estimate_output_bytes(f) + job.reserve_margin_bytes
+                    delete_record(f, job.name)  # flushes, which gives back any earlier reservation
+                if container_format(path) == "h5":
+                    reserve_space(path, estimate)
+                else:  # n5/zarr: each chunk is a file of its own; a failed write loses only it
+                    check_free_space(path, job.reserve_margin_bytes)
+            else:
+                check_free_space(path, job.reserve_margin_bytes)
         job.run(list(unit.inputs), write_paths, **unit.run_kwargs)
         record = new_record(job.name, job.version, job.param_hash, signature,
                             job.resolved_output_keys())
         for final, path, in_place in plan:
             job.validate_output(path)
             with open_file(path, "a") as f:
-                write_record(f, job.name, record)
+                # What was written, so that planning and `batchlib verify` can check it later.
+                datasets = describe_datasets(f, job.resolved_output_keys())
+                write_record(f, job.name, {**record, "datasets": datasets})
             if not in_place:
                 replace_container(path, final)
         return {"key": unit.key, "state": "done", "duration_s": round(time.monotonic() - t0, 4),
                 "stamps": {os.path.basename(f): record_stamp(f) for f, _, _ in plan},
                 "record": record}
     except Exception as e:  # noqa: BLE001 - any failure of one image is recorded, not fatal
+        disk_full = is_disk_full(e)
         for final, path, in_place in plan:
             if not in_place and path != final:
                 remove_container(path)
@@ -394,11 +430,18 @@ def execute_unit(task) -> dict:
                 # this job was asked to compute: take its record away so that
                 # downstream jobs see its keys as not completed (as they do for
                 # in-place jobs, whose record is removed before they run).
-                _forget_record(final, job.name)
+                # Not on a full disk: writing into an h5 file then is what damages it.
+                if not disk_full:
+                    _forget_record(final, job.name)
         state = "invalid" if isinstance(e, InvalidInputError) else "failed"
         tb = traceback.format_exception(type(e), e, e.__traceback__)
+        error = f"{type(e).__name__}: {e}"
+        if disk_full and not isinstance(e, DiskFullError):
+            error = f"{disk_full_message(plan[0][0] if plan else '.')} ({error.splitlines()[0][:300]})"
+        elif disk_full:
+            error = str(e)
         return {"key": unit.key, "state": state, "duration_s": round(time.monotonic() - t0, 4),
-                "error": f"{type(e).__name__}: {e}", "traceback": "".join(tb[-6:])[-4000:]}
+                "error": error, "traceback": "".join(tb[-6:])[-4000:], "disk_full": disk_full}
 
 
 def _forget_record(path, job_name) -> None:

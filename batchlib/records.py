@@ -125,7 +125,7 @@ def read_records(container) -> dict:
     for name in container[RECORD_GROUP].keys():
         try:
             rec = read_attrs(container[f"{RECORD_GROUP}/{name}"]).get("record")
-        except (OSError, ValueError, KeyError):
+        except Exception:  # noqa: BLE001 - a damaged record is no record
             rec = None
         if isinstance(rec, dict):
             records[name] = rec
@@ -137,8 +137,27 @@ def read_record(path, job_name: str) -> dict | None:
     try:
         with open_file(path, "r") as f:
             return read_records(f).get(job_name)
-    except (OSError, ValueError, KeyError, RuntimeError):
+    except Exception:  # noqa: BLE001 - unreadable means no usable record
         return None
+
+
+def container_damage(path) -> str | None:
+    """Why the container at ``path`` is structurally damaged, or ``None``.
+
+    Opens it, visits every object (h5: each object header; n5/zarr: each
+    metadata file) and reads every record. A container that fails any of this
+    cannot be trusted for anything and must be rebuilt by the job that created
+    it. Data chunks are not read here (see ``batchlib verify``).
+    """
+    try:
+        with open_file(path, "r") as f:
+            f.visititems(lambda name, obj: None)
+            if RECORD_GROUP in f:
+                for name in f[RECORD_GROUP].keys():
+                    read_attrs(f[f"{RECORD_GROUP}/{name}"])
+    except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways (KeyError, OSError, ...)
+        return f"{os.path.basename(os.fspath(path))} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+    return None
 
 
 def key_run_ids(records: dict) -> dict:
