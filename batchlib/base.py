@@ -297,7 +297,7 @@ class BatchJob:
                 continue
             # The container changed since the job last saw it: one that no longer
             # opens or walks (a full disk during another job's write) is rebuilt.
-            damage = container_damage(out)
+            damage = container_damage(out, self.resolved_output_keys())
             if damage:
                 return False, f"output damaged: {damage}", {}
             try:
@@ -405,6 +405,7 @@ def execute_unit(task) -> dict:
                     reserve_space(path, estimate)
                 else:  # n5/zarr: each chunk is a file of its own; a failed write loses only it
                     check_free_space(path, job.reserve_margin_bytes)
+                    _drop_broken_keys(path, job.resolved_output_keys(), job.logger)
             else:
                 check_free_space(path, job.reserve_margin_bytes)
         job.run(list(unit.inputs), write_paths, **unit.run_kwargs)
@@ -442,6 +443,20 @@ def execute_unit(task) -> dict:
             error = str(e)
         return {"key": unit.key, "state": state, "duration_s": round(time.monotonic() - t0, 4),
                 "error": error, "traceback": "".join(tb[-6:])[-4000:], "disk_full": disk_full}
+
+
+def _drop_broken_keys(path, keys, logger) -> None:
+    """n5/zarr: delete the job's own output keys whose metadata an earlier failure left
+    unreadable (z5py cannot even replace them then); the job writes them again."""
+    import shutil
+
+    from .io.checksum import broken_metadata
+
+    for key in keys:
+        root = os.path.join(path, key)
+        if os.path.isdir(root) and broken_metadata(root):
+            logger.warning("%s: %s was left unreadable by an interrupted write; rewriting it", path, key)
+            shutil.rmtree(root)
 
 
 def _forget_record(path, job_name) -> None:

@@ -87,6 +87,16 @@ class JobRunner:
         return units, todo, invalid
 
     def run(self) -> JobResult:
+        try:
+            return self._run()
+        except DiskFullError:
+            raise
+        except OSError as e:
+            if is_disk_full(e):  # e.g. writing the status file itself: one line, exit code 1
+                raise DiskFullError(f"{self.job.name} stopped: {disk_full_message(self.folder)}") from e
+            raise
+
+    def _run(self) -> JobResult:
         t0 = time.monotonic()
         try:
             units, todo, invalid = self.plan()
@@ -105,8 +115,6 @@ class JobRunner:
             raise
         except BaseException as e:
             self.status.finish("errored", error=f"{type(e).__name__}: {e}")
-            if isinstance(e, Exception) and is_disk_full(e):  # e.g. writing the status itself
-                raise DiskFullError(f"{self.job.name} stopped: {disk_full_message(self.folder)}") from e
             raise
         state = "failed_outputs" if failed else "invalid_inputs" if invalid else "processed"
         self.status.finish(state)

@@ -28,6 +28,29 @@ from .files import is_h5
 _META_FILES = {"attributes.json", ".zarray", ".zattrs", ".zgroup", "zarr.json"}
 
 
+def broken_metadata(root, recursive=True) -> str | None:
+    """n5/zarr: the first metadata file below directory ``root`` that is not valid JSON.
+
+    z5py rewrites these files in place, so a full disk can leave one empty;
+    opening the group or dataset then fails with a JSON parse error.
+    """
+    import json
+
+    for dirpath, dirnames, files in os.walk(root):
+        for name in sorted(set(files) & _META_FILES):
+            path = os.path.join(dirpath, name)
+            try:
+                with open(path, "rb") as f:
+                    json.loads(f.read() or b"!")
+            except (OSError, ValueError):
+                return path
+        if not recursive:
+            break
+        # chunk directories (digits only) hold no metadata: do not walk them
+        dirnames[:] = [d for d in dirnames if not d.isdigit()]
+    return None
+
+
 def iter_datasets(container, keys=None):
     """``(path, dataset)`` for every dataset at or below ``keys`` (default: all)."""
     roots = [""] if keys is None else [str(k).strip("/") for k in keys]
