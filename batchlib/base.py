@@ -230,18 +230,28 @@ class BatchJob:
     #: ``$BATCHLIB_RESERVE_MB`` changes it (e.g. for tests on a small file system).
     reserve_margin_bytes = int(float(os.environ.get("BATCHLIB_RESERVE_MB", "16")) * (1 << 20))
 
-    def estimate_output_bytes(self, container) -> int:
+    def input_bytes(self, container, unit) -> int:
+        """Size of what a unit's outputs are computed from: the sizes in its input signature."""
+        return _signature_bytes(unit.signature)
+
+    def estimate_output_bytes(self, container, unit) -> int:
         """Bytes the job will add to the open, existing ``container`` (before it runs).
 
         Reserved in h5 containers before an in-place write, so that a full disk
         stops the job before HDF5 writes anything. The default is what this
-        job's datasets took last time (from its record); override it when the
-        job knows better.
+        job's datasets took last time (from its record), scaled down when the
+        inputs grew (outputs are then extended, not rewritten); override it
+        when the job knows better.
         """
         from .records import read_records
 
         rec = read_records(container).get(self.name) or {}
-        return sum(int(d.get("nbytes", 0)) for d in (rec.get("datasets") or {}).values())
+        last = sum(int(d.get("nbytes", 0)) for d in (rec.get("datasets") or {}).values())
+        before, now = int(rec.get("input_nbytes") or 0), self.input_bytes(container, unit)
+        if last and before and now > before:
+            # Twice the proportional growth: appending rewrites the last, partial chunks too.
+            return min(last, int(2 * last * (now - before) / before))
+        return last
 
     # -- the work -------------------------------------------------------------
     def run(self, input_files, output_files, **kwargs):
@@ -387,6 +397,16 @@ class BatchJob:
                          progress, status_interval_s).run()
 
 
+def _signature_bytes(sig) -> int:
+    """Sum of the ``size`` / ``size_bytes`` values in an input signature."""
+    if isinstance(sig, dict):
+        return sum(int(v) if k in ("size", "size_bytes") and isinstance(v, (int, float))
+                   else _signature_bytes(v) for k, v in sig.items())
+    if isinstance(sig, list):
+        return sum(_signature_bytes(v) for v in sig)
+    return 0
+
+
 def execute_unit(task) -> dict:
     """Worker side: run one unit, write the completion records, move outputs into place.
 
@@ -399,7 +419,7 @@ def execute_unit(task) -> dict:
         for _, path, in_place in plan:
             if in_place:
                 with open_file(path, "a") as f:
-                    estimate = job.estimate_output_bytes(f) + job.reserve_margin_bytes
+                    estimate = job.estimate_output_bytes(f, unit) + job.reserve_margin_bytes
                     delete_record(f, job.name)  # flushes, which gives back any earlier reservation
                 if container_format(path) == "h5":
                     reserve_space(path, estimate)
@@ -416,7 +436,8 @@ def execute_unit(task) -> dict:
             with open_file(path, "a") as f:
                 # What was written, so that planning and `batchlib verify` can check it later.
                 datasets = describe_datasets(f, job.resolved_output_keys())
-                write_record(f, job.name, {**record, "datasets": datasets})
+                write_record(f, job.name, {**record, "datasets": datasets,
+                                           "input_nbytes": job.input_bytes(f, unit)})
             if not in_place:
                 replace_container(path, final)
         return {"key": unit.key, "state": "done", "duration_s": round(time.monotonic() - t0, 4),

@@ -136,19 +136,21 @@ class BatchJobOnContainer(BatchJob):
             return False
         return any(not os.path.isdir(os.path.join(path, k)) for k in self.resolved_output_specs())
 
-    def estimate_output_bytes(self, container) -> int:
-        """What this job wrote last time, or else the stored size of what it reads.
-
-        The second is an upper bound for jobs that derive smaller data from
-        their inputs (crops, labels, tables); override it when a job knows better.
-        """
-        last = super().estimate_output_bytes(container)
-        if last:
-            return last
+    def input_bytes(self, container, unit) -> int:
+        """Stored size of the input keys in the container."""
         try:
             return sum(stored_nbytes(ds) for _, ds in iter_datasets(container, self.resolved_input_keys()))
         except Exception:  # noqa: BLE001 - a guess; the input check reports damage
             return 0
+
+    def estimate_output_bytes(self, container, unit) -> int:
+        """What this job wrote last time (scaled to the growth of its inputs), or else
+        the stored size of what it reads.
+
+        The second is an upper bound for jobs that derive smaller data from
+        their inputs (crops, labels, tables); override it when a job knows better.
+        """
+        return super().estimate_output_bytes(container, unit) or self.input_bytes(container, unit)
 
     def resolved_output_specs(self) -> dict:
         return {k.format(**self.param_values): s for k, s in self.output_keys.items()}

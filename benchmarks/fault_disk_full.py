@@ -37,7 +37,7 @@ from batchlib.testing import ImportArray, ScaleRaw, SumScaled
 from batchlib.workflow import main_exit_code, run_workflow
 folder, inp, ext, reserve, stage = sys.argv[1:6]
 if reserve == "off":
-    ScaleRaw.estimate_output_bytes = SumScaled.estimate_output_bytes = lambda self, c: 0
+    ScaleRaw.estimate_output_bytes = SumScaled.estimate_output_bytes = lambda self, *args: 0
 jobs = [ImportArray(output_ext=ext), ScaleRaw(), SumScaled()]
 jobs = jobs[:1] if stage == "first" else jobs
 sys.exit(main_exit_code(lambda: run_workflow("WF", folder, jobs, input_folder=inp, progress=False)))
@@ -51,7 +51,7 @@ from batchlib.workflow import main_exit_code, run_workflow
 import trench_workflow as tw
 folder, inp, ext, reserve, stage = sys.argv[1:6]
 if reserve == "off":
-    BatchJobOnContainer.estimate_output_bytes = lambda self, c: 0
+    BatchJobOnContainer.estimate_output_bytes = lambda self, *args: 0
 args = tw.build_parser().parse_args(["--input_folder", inp, "--folder", folder, "--container_ext", ext,
                                      "--segment_method", "threshold", "--detect_box_width", "32",
                                      "--progress", "false"])

@@ -22,7 +22,7 @@ from batchlib.testing import ImportArray, ScaleRaw, SumScaled
 from batchlib.workflow import main_exit_code, run_workflow
 folder, inp, ext, reserve = sys.argv[1:5]
 if reserve == "off":  # the fallback: HDF5 itself meets the full disk
-    ScaleRaw.estimate_output_bytes = SumScaled.estimate_output_bytes = lambda self, c: 0
+    ScaleRaw.estimate_output_bytes = SumScaled.estimate_output_bytes = lambda self, *args: 0
 jobs = [ImportArray(output_ext=ext), ScaleRaw(), SumScaled()]
 if sys.argv[5:] == ["ingest"]:
     jobs = jobs[:1]
@@ -177,3 +177,62 @@ def test_a_status_write_on_a_full_disk_leaves_no_temporary(tmp_path, monkeypatch
     with pytest.raises(OSError):
         status.write_json_atomic(tmp_path / "X.status", {"a": 1})
     assert os.listdir(tmp_path) == []
+
+
+def test_reserve_space_extends_the_file_and_hdf5_gives_back_what_it_did_not_use(tmp_path):
+    from batchlib.io import create_dataset
+    from batchlib.io.space import DiskFullError, free_bytes, reserve_space
+
+    path = str(tmp_path / "c.h5")
+    with open_file(path, "w") as f:
+        create_dataset(f, "a", data=np.arange(1000))
+    size = os.path.getsize(path)
+    reserve_space(path, 1 << 20)
+    assert os.path.getsize(path) == size + (1 << 20)
+    with open_file(path, "r") as f:  # a reserved tail does not disturb readers
+        np.testing.assert_array_equal(f["a"][:], np.arange(1000))
+    with open_file(path, "a") as f:  # HDF5 writes into it and truncates what it did not use
+        create_dataset(f, "b", data=np.ones(5000))
+    assert size < os.path.getsize(path) < size + (1 << 20)
+    before = os.path.getsize(path)
+    with pytest.raises(DiskFullError, match=r"disk full: .*c\.h5 \(.* MB free, about .* MB needed\)"):
+        reserve_space(path, free_bytes(path) + (1 << 30))
+    assert os.path.getsize(path) == before  # nothing kept from a failed reservation
+
+
+def test_in_place_jobs_reserve_what_they_wrote_last_time(tmp_path, monkeypatch):
+    from batchlib import base
+
+    inp, folder = str(tmp_path / "in"), str(tmp_path / "out")
+    make_array_inputs(inp, 1, shape=(4, 32, 32))
+    assert run_workflow("WF", folder, [ImportArray(), ScaleRaw()], input_folder=inp, progress=False).success
+    path = os.path.join(folder, "im000000.h5")
+    from batchlib.records import read_record
+
+    rec = read_record(path, "ScaleRaw")
+    assert set(rec["datasets"]) == {"scaled", "tables/sums/name", "tables/sums/sum", "tables/sums/t"}
+    assert rec["datasets"]["scaled"]["shape"] == [4, 32, 32] and rec["datasets"]["scaled"]["dtype"] == "float32"
+    assert rec["input_nbytes"] > 0
+    last = sum(d["nbytes"] for d in rec["datasets"].values())
+    calls = []
+    monkeypatch.setattr(base, "reserve_space", lambda p, n: calls.append((p, n)))
+    res = run_workflow("WF", folder, [ImportArray(), ScaleRaw(factor=3.0)], input_folder=inp, progress=False)
+    assert res.jobs[1].computed == ["im000000.h5"]
+    assert calls == [(path, last + ScaleRaw.reserve_margin_bytes)]
+
+
+def test_the_estimate_follows_the_growth_of_the_inputs(tmp_path):
+    """Appending to outputs (inputs grew by a quarter) needs about that share, not all of it again."""
+    from batchlib.base import Unit
+    from batchlib.records import write_record
+
+    path = str(tmp_path / "c.h5")
+    with open_file(path, "w") as f:
+        write_record(f, "ImportArray", {"datasets": {"raw": {"nbytes": 1000}, "t": {"nbytes": 200}},
+                                        "input_nbytes": 4000})
+    job = ImportArray()
+    with open_file(path, "r") as f:
+        grown = Unit("x", [], [], signature={"x.npy": {"size": 5000, "mtime_ns": 1}})
+        same = Unit("x", [], [], signature={"x.npy": {"size": 4000, "mtime_ns": 2}})
+        assert job.estimate_output_bytes(f, grown) == 2 * 1200 * 1000 // 4000  # twice the share
+        assert job.estimate_output_bytes(f, same) == 1200  # a rewrite: all of it
