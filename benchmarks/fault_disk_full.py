@@ -2,7 +2,8 @@
 """Fault injection: fill the disk during the in-place jobs, free it, rerun; does it recover?
 
 Each trial mounts a small tmpfs (root only), runs the first jobs into it,
-fills the rest of it with a ballast file leaving a random few hundred kB,
+fills the rest of it with a ballast file leaving a random amount (up to a
+little more than the remaining jobs write),
 runs the whole workflow (which meets the full disk during Compress, Segment
 or Measure: the in-place writes into the containers), removes the ballast and
 runs again. A trial *recovers* when the rerun exits 0 and the results equal
@@ -139,8 +140,9 @@ def main(argv=None) -> int:
         print("needs root to mount a tmpfs", file=sys.stderr)
         return 1
     script = TESTING if args.workflow == "testing" else TRENCH
-    # Free space left after the first jobs: from "nothing" to about one container's in-place outputs.
-    leave_range = (0, 400_000) if args.workflow == "testing" else (0, 300_000)
+    # Free space left after the first jobs: from nothing to a little more than the in-place
+    # jobs write, so that the disk fills up in any of them (or in none).
+    leave_range = (0, 400_000) if args.workflow == "testing" else (0, 2_500_000)
     size_mb = 4 if args.workflow == "testing" else 12
     rng = random.Random(args.seed)
     base = Path(tempfile.mkdtemp(prefix="batchlib-diskfull-"))

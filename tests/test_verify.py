@@ -175,3 +175,18 @@ def test_cli_reports_a_table_and_exit_code(done, capsys):
     assert cli_main(["verify", folder]) == 1
     assert "record removed: ScaleRaw, SumScaled" in capsys.readouterr().out
     assert read_record(os.path.join(folder, "im000002" + ext), "ScaleRaw") is None
+
+
+def test_digests_of_an_unknown_algorithm_fall_back_to_decoding(tmp_path):
+    """Records from another version (another checksum) are checked by reading, not flagged."""
+    from batchlib.records import write_record
+
+    inp, folder = str(tmp_path / "in"), str(tmp_path / "out")
+    make_array_inputs(inp, 1, shape=(4, 16, 16))
+    run(folder, inp, ".h5")
+    path = os.path.join(folder, "im000000.h5")
+    rec = read_record(path, "ScaleRaw")
+    rec["datasets"] = {k: {**v, "digest": "otherhash:0123"} for k, v in rec["datasets"].items()}
+    with open_file(path, "a") as f:
+        write_record(f, "ScaleRaw", rec)
+    assert verify_folder(folder, progress=False) == []
