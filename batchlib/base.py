@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import InvalidInputError, InvalidOutputError, JobError
 from .io import CONTAINER_EXTS, container_format, open_file, remove_container, replace_container
-from .io.checksum import describe_datasets
+from .io.checksum import describe_datasets, iter_datasets
 from .io.space import (DiskFullError, check_free_space, disk_full_message, is_disk_full,
                        reserve_space)
 from .log import get_logger
@@ -415,11 +415,13 @@ def execute_unit(task) -> dict:
     job, unit, plan, signature = task
     t0 = time.monotonic()
     write_paths = [w for _, w, _ in plan]
+    present = {}  # datasets of the containers updated in place, to record what the job removed
     try:
         for _, path, in_place in plan:
             if in_place:
                 with open_file(path, "a") as f:
                     estimate = job.estimate_output_bytes(f, unit) + job.reserve_margin_bytes
+                    present[path] = {k for k, _ in iter_datasets(f)}
                     delete_record(f, job.name)  # flushes, which gives back any earlier reservation
                 if container_format(path) == "h5":
                     reserve_space(path, estimate)
@@ -436,8 +438,12 @@ def execute_unit(task) -> dict:
             with open_file(path, "a") as f:
                 # What was written, so that planning and `batchlib verify` can check it later.
                 datasets = describe_datasets(f, job.resolved_output_keys())
-                write_record(f, job.name, {**record, "datasets": datasets,
-                                           "input_nbytes": job.input_bytes(f, unit)})
+                extra = {"datasets": datasets, "input_nbytes": job.input_bytes(f, unit)}
+                if path in present:  # e.g. raw movies replaced by an overview: not damage
+                    removed = sorted(present[path] - {k for k, _ in iter_datasets(f)})
+                    if removed:
+                        extra["removed"] = removed
+                write_record(f, job.name, {**record, **extra})
             if not in_place:
                 replace_container(path, final)
         return {"key": unit.key, "state": "done", "duration_s": round(time.monotonic() - t0, 4),

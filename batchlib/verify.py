@@ -86,13 +86,19 @@ def verify_container(path, job=None) -> list:
             for name, rec in records.items():
                 if job and name != job:
                     continue
-                for key in sorted(set(rec.get("datasets") or {}) - seen):
+                for key in sorted(set(rec.get("datasets") or {}) - seen - _removed_later(records, rec)):
                     damages.append(Damage(path, key, name, "missing (the record lists it)"))
             damages += _table_damage(f, path, records, job, {d.key for d in damages})
     except Exception as e:  # noqa: BLE001 - a container that does not open is damaged as a whole
         return [Damage(path, None, None, f"cannot be read ({type(e).__name__}: "
                                          f"{str(e).splitlines()[0][:200]})")]
     return damages
+
+
+def _removed_later(records: dict, rec: dict) -> set:
+    """Datasets that a job finished after ``rec`` removed on purpose (its record's ``removed``)."""
+    t = rec.get("finished_ns", 0)
+    return {k for r in records.values() if r.get("finished_ns", 0) > t for k in r.get("removed") or []}
 
 
 def _table_damage(f, path, records, job, already) -> list:

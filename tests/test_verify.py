@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from batchlib.cli import main as cli_main
+from batchlib.container_job import BatchJobOnContainer, KeySpec
 from batchlib.io import open_file
 from batchlib.records import read_record
 from batchlib.testing import ImportArray, ScaleRaw, SumScaled, make_array_inputs
@@ -190,3 +191,29 @@ def test_digests_of_an_unknown_algorithm_fall_back_to_decoding(tmp_path):
     with open_file(path, "a") as f:
         write_record(f, "ScaleRaw", rec)
     assert verify_folder(folder, progress=False) == []
+
+
+class DropScaled(BatchJobOnContainer):
+    """Replaces ``scaled`` (ScaleRaw's) by its first frame, as Compress's drop_raw replaces raw."""
+
+    input_keys = {}
+    output_keys = {"first": KeySpec(ndim=2)}
+
+    def process_container(self, container, path):
+        from batchlib.io import create_dataset
+
+        create_dataset(container, "first", data=container["scaled"][0])
+        del container["scaled"]
+
+
+def test_datasets_removed_on_purpose_by_a_later_job_are_not_damage(tmp_path):
+    inp, folder = str(tmp_path / "in"), str(tmp_path / "out")
+    make_array_inputs(inp, 1, shape=(4, 16, 16))
+    jobs = [ImportArray(), ScaleRaw(), DropScaled()]
+    assert run_workflow("WF", folder, jobs, input_folder=inp, progress=False).success
+    path = os.path.join(folder, "im000000.h5")
+    assert read_record(path, "DropScaled")["removed"] == ["scaled"]
+    assert verify_folder(folder, progress=False) == []
+    with open_file(path, "a") as f:  # but a deletion nobody recorded is damage
+        del f["raw"]
+    assert [(d.key, d.job) for d in verify_folder(folder, progress=False, mark=False)] == [("raw", "ImportArray")]
