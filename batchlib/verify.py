@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .io import CONTAINER_EXTS, open_file, read_attrs
 from .io.checksum import content_problem, iter_datasets
 from .io.table import TABLE_FORMAT, read_table
-from .records import RECORD_GROUP, delete_record, read_records
+from .records import delete_record, read_records
 from .status import status_dir
 
 
@@ -248,5 +248,4 @@ def main(args) -> int:
     return 1 if damages else 0
 
 
-__all__ = ["Damage", "verify_folder", "verify_container", "mark_for_recompute", "format_report",
-           "RECORD_GROUP"]
+__all__ = ["Damage", "verify_folder", "verify_container", "mark_for_recompute", "format_report"]

@@ -85,6 +85,11 @@ def snapshot(folder, ext, workflow):
     return out
 
 
+def disk_usage(folder) -> int:
+    """Bytes allocated below ``folder`` (what it takes from a file system)."""
+    return sum(p.stat().st_blocks * 512 for p in Path(folder).rglob("*") if p.is_file())
+
+
 def same(a, b) -> bool:
     return a.keys() == b.keys() and all(
         x.shape == y.shape and np.array_equal(x, y, equal_nan=True) for k in a for x, y in zip(a[k], b[k]))
@@ -140,9 +145,6 @@ def main(argv=None) -> int:
         print("needs root to mount a tmpfs", file=sys.stderr)
         return 1
     script = TESTING if args.workflow == "testing" else TRENCH
-    # Free space left after the first jobs: from nothing to a little more than the in-place
-    # jobs write, so that the disk fills up in any of them (or in none).
-    leave_range = (0, 400_000) if args.workflow == "testing" else (0, 2_500_000)
     size_mb = 4 if args.workflow == "testing" else 12
     rng = random.Random(args.seed)
     base = Path(tempfile.mkdtemp(prefix="batchlib-diskfull-"))
@@ -155,8 +157,14 @@ def main(argv=None) -> int:
     try:
         for ext in args.formats:
             ref = base / f"ref{ext}"
+            assert run(script, ref, inp, ext, args.reserve, "first").returncode == 0
+            before = disk_usage(ref)
             assert run(script, ref, inp, ext, args.reserve, "all").returncode == 0
             expected = snapshot(ref, ext, args.workflow)
+            # Free space left after the first jobs: from nothing to a little more than what the
+            # other jobs write, so that the disk fills up in any of them (or, rarely, in none).
+            leave_range = (0, int(1.1 * (disk_usage(ref) - before)))
+            print(f"{ext}: the jobs after the first ones write {(disk_usage(ref) - before) // 1000} kB")
             for i in range(args.trials):
                 leave = rng.randint(*leave_range)
                 r = trial(script, base, inp, ext, args.reserve, leave, expected, args.workflow, size_mb)
