@@ -206,7 +206,7 @@ class WorkflowStatus:
     def job_done(self, name, state, counts, status_file) -> None:
         self.data["jobs"].append({"name": name, "state": state, "counts": counts,
                                   "status_file": str(status_file)})
-        write_json_atomic(self.path, self.data)
+        self._write()
 
     def finish(self, state, error=None) -> None:
         self.data.update(state=state, error=error, finished=now_iso())
@@ -218,7 +218,18 @@ class WorkflowStatus:
             logger.warning("could not write %s (%s)", self.path, e)
 
     def start(self) -> None:
-        write_json_atomic(self.path, self.data)
+        self._write()
+
+    def _write(self) -> None:
+        try:
+            write_json_atomic(self.path, self.data)
+        except OSError as e:
+            from .io.space import DiskFullError, disk_full_message, is_disk_full
+
+            if is_disk_full(e):  # one clear line and exit code 1, not a traceback
+                raise DiskFullError(f"{self.data.get('workflow')} stopped: "
+                                    f"{disk_full_message(self.path)}") from e
+            raise
 
 
 def summarize(folder, max_listed: int = 20) -> str:

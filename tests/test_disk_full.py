@@ -236,3 +236,26 @@ def test_the_estimate_follows_the_growth_of_the_inputs(tmp_path):
         same = Unit("x", [], [], signature={"x.npy": {"size": 4000, "mtime_ns": 2}})
         assert job.estimate_output_bytes(f, grown) == 2 * 1200 * 1000 // 4000  # twice the share
         assert job.estimate_output_bytes(f, same) == 1200  # a rewrite: all of it
+
+
+def test_a_full_disk_while_writing_the_workflow_status_is_one_clear_error(tmp_path, monkeypatch):
+    import errno
+
+    from batchlib import status
+    from batchlib.io.space import DiskFullError
+    from batchlib.workflow import main_exit_code
+
+    inp, folder = str(tmp_path / "in"), str(tmp_path / "out")
+    make_array_inputs(inp, 1, shape=(2, 8, 8))
+    real = status.write_json_atomic
+
+    def full_for_workflow_status(path, data):
+        if str(path).endswith("WF.status"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(status, "write_json_atomic", full_for_workflow_status)
+    with pytest.raises(DiskFullError, match=r"WF stopped: disk full: .*WF.status \(.* MB free\)"):
+        run_workflow("WF", folder, [ImportArray()], input_folder=inp, progress=False)
+    assert main_exit_code(lambda: run_workflow("WF", folder, [ImportArray()], input_folder=inp,
+                                               progress=False)) == 1
