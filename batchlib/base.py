@@ -419,18 +419,25 @@ def execute_unit(task) -> dict:
     try:
         for _, path, in_place in plan:
             if in_place:
+                h5 = container_format(path) == "h5"
+                if not h5:  # before anything opens them
+                    _drop_broken_keys(path, job.resolved_output_keys(), job.logger)
                 with open_file(path, "a") as f:
                     estimate = job.estimate_output_bytes(f, unit) + job.reserve_margin_bytes
                     present[path] = {k for k, _ in iter_datasets(f)}
                     delete_record(f, job.name)  # flushes, which gives back any earlier reservation
-                if container_format(path) == "h5":
+                if h5:
                     reserve_space(path, estimate)
                 else:  # n5/zarr: each chunk is a file of its own; a failed write loses only it
                     check_free_space(path, job.reserve_margin_bytes)
-                    _drop_broken_keys(path, job.resolved_output_keys(), job.logger)
             else:
                 check_free_space(path, job.reserve_margin_bytes)
         job.run(list(unit.inputs), write_paths, **unit.run_kwargs)
+        for _, path, _ in plan:
+            if container_format(path) != "h5":
+                # z5py does not report a write that failed for lack of space (it leaves
+                # empty files): a disk that is full now cannot be trusted to hold the result.
+                check_free_space(path, min(job.reserve_margin_bytes, 1 << 20))
         record = new_record(job.name, job.version, job.param_hash, signature,
                             job.resolved_output_keys())
         for final, path, in_place in plan:
