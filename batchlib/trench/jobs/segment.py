@@ -11,7 +11,7 @@ from ...errors import InvalidInputError
 from ...io import read_attrs
 from ..layout import CROPS, SEGMENTATION, TRENCHES_TABLE
 from ._stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
-from .detection import resolve_channel
+from .detection import check_channel, resolve_channel
 
 
 def resolve_device(gpu: bool) -> str:
@@ -36,10 +36,11 @@ class Segment(BatchJobOnContainer):
     the default needs no trained model and runs on the CPU.
     """
 
-    version = "1"
+    version = "2"
     params = {
-        "channel": Param("", "segmentation channel (name or key; default: first phase-like channel)"),
-        "kind": Param("auto", "auto (from the channel name), phase or fluorescence",
+        "channel": Param("", "segmentation channel, name or key (default or auto: the first "
+                         "phase-like channel, else the first fluorescence one)"),
+        "kind": Param("auto", "auto (the kind Ingest recorded for the channel), phase or fluorescence",
                       choices=("auto", "phase", "fluorescence")),
         "method": Param("threshold", "segmentation method (registered name)"),
         "method_params": Param("{}", "JSON object of extra parameters for the method, e.g. "
@@ -60,12 +61,17 @@ class Segment(BatchJobOnContainer):
             raise ValueError(f"{self.name}: method_params must be a JSON object")
         return params
 
+    def validate_input(self, path) -> None:
+        super().validate_input(path)
+        check_channel(self, path, "--segment_channel")
+
     def process_container(self, container, path):
         from ..segmentation import get_method, segment_trenches
+        from ..segmentation.threshold import empty_background
 
         p = self.param_values
         get_method(p["method"])  # unknown method: a clear error before any work
-        key, kind = resolve_channel(container, p["channel"])
+        key, kind = resolve_channel(container, p["channel"], "--segment_channel", str(path))
         kind = kind if p["kind"] == "auto" else p["kind"]
         ckey = f"{CROPS}/{key}"
         if ckey not in container:
@@ -83,12 +89,31 @@ class Segment(BatchJobOnContainer):
         out_key = f"{SEGMENTATION}/{p['name']}"
         kept = frames_kept(container, out_key, (n, h, w), basis)
         ds = prepare_stack(container, out_key, (n, h, w), n_t, np.uint16, kept)
+        empty = self._empty_trenches(container, n) if (
+            p["method"] == "threshold" and kind == "phase" and "background" not in extra) else None
         for t0, t1 in frame_blocks(kept, n_t):
-            labels = segment_trenches(crops[:, t0:t1], method=p["method"], kind=kind, **extra)
+            block = crops[:, t0:t1]
+            kwargs = dict(extra)
+            if empty is not None:
+                # what an empty trench looks like in these frames (see segment_threshold)
+                kwargs["background"] = empty_background(block, empty)
+            labels = segment_trenches(block, method=p["method"], kind=kind, **kwargs)
             if labels.max(initial=0) > np.iinfo(np.uint16).max:
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
             ds[:, t0:t1] = labels.astype(np.uint16)
         mark_frames(ds, n_t, basis, channel=key, kind=kind, method=p["method"])
+
+    @staticmethod
+    def _empty_trenches(container, n):
+        """TrenchDetection's ``empty`` flag per crop, or ``None`` when it is not there."""
+        from ...io import read_table
+
+        if TRENCHES_TABLE not in container:
+            return None
+        table = read_table(container, TRENCHES_TABLE)
+        if "empty" not in table or len(table) != n:
+            return None
+        return table["empty"].to_numpy(bool)
 
     @staticmethod
     def _measured_lumen_width(container, default=14.0):
