@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInputError, InvalidOutputError, JobError
-from .io import CONTAINER_EXTS, open_file, remove_container, replace_container
+from .io import CONTAINER_EXTS, container_format, open_file, remove_container, replace_container
+from .io.checksum import describe_datasets, iter_datasets
+from .io.space import (DiskFullError, check_free_space, disk_full_message, is_disk_full,
+                       reserve_space)
 from .log import get_logger
-from .records import (delete_record, file_signature, new_record, param_hash, read_record,
-                      record_stamp, write_record)
+from .records import (container_damage, delete_record, file_signature, new_record, param_hash,
+                      read_record, record_stamp, write_record)
 from .status import JobStatus, status_dir
 
 #: What can make an up-to-date output stale; see :class:`BatchJob`.
@@ -225,13 +228,41 @@ class BatchJob:
         try:
             with open_file(path, "r") as f:
                 missing = [k for k in self.resolved_output_keys() if k not in f]
-        except (OSError, ValueError, RuntimeError) as e:
+        except Exception as e:  # noqa: BLE001 - a damaged container fails in many ways
             raise InvalidOutputError(f"{path}: cannot be opened ({e})") from e
         if missing:
             raise InvalidOutputError(f"{path}: missing {missing}")
 
     def resolved_output_keys(self) -> list:
         return [k.format(**self.param_values) for k in self.output_keys]
+
+    #: Space reserved beyond any estimate before writing into an existing h5
+    #: container (HDF5 metadata, small tables); see :mod:`batchlib.io.space`.
+    #: ``$BATCHLIB_RESERVE_MB`` changes it (e.g. for tests on a small file system).
+    reserve_margin_bytes = int(float(os.environ.get("BATCHLIB_RESERVE_MB", "16")) * (1 << 20))
+
+    def input_bytes(self, container, unit) -> int:
+        """Size of what a unit's outputs are computed from: the sizes in its input signature."""
+        return _signature_bytes(unit.signature)
+
+    def estimate_output_bytes(self, container, unit) -> int:
+        """Bytes the job will add to the open, existing ``container`` (before it runs).
+
+        Reserved in h5 containers before an in-place write, so that a full disk
+        stops the job before HDF5 writes anything. The default is what this
+        job's datasets took last time (from its record), scaled down when the
+        inputs grew (outputs are then extended, not rewritten); override it
+        when the job knows better.
+        """
+        from .records import read_records
+
+        rec = read_records(container).get(self.name) or {}
+        last = sum(int(d.get("nbytes", 0)) for d in (rec.get("datasets") or {}).values())
+        before, now = int(rec.get("input_nbytes") or 0), self.input_bytes(container, unit)
+        if last and before and now > before:
+            # Twice the proportional growth: appending rewrites the last, partial chunks too.
+            return min(last, int(2 * last * (now - before) / before))
+        return last
 
     # -- the work -------------------------------------------------------------
     def run(self, input_files, output_files, **kwargs):
@@ -285,6 +316,11 @@ class BatchJob:
             if fast and cached.get("stamps", {}).get(os.path.basename(out)) == stamp:
                 records[out] = cached.get("record")
                 continue
+            # The container changed since the job last saw it: one that no longer
+            # opens or walks (a full disk during another job's write) is rebuilt.
+            damage = container_damage(out, self.resolved_output_keys())
+            if damage:
+                return False, f"output damaged: {damage}", {}
             try:
                 self.validate_output(out)
             except InvalidOutputError as e:
@@ -372,6 +408,16 @@ class BatchJob:
                          progress, status_interval_s).run()
 
 
+def _signature_bytes(sig) -> int:
+    """Sum of the ``size`` / ``size_bytes`` values in an input signature."""
+    if isinstance(sig, dict):
+        return sum(int(v) if k in ("size", "size_bytes") and isinstance(v, (int, float))
+                   else _signature_bytes(v) for k, v in sig.items())
+    if isinstance(sig, list):
+        return sum(_signature_bytes(v) for v in sig)
+    return 0
+
+
 def execute_unit(task) -> dict:
     """Worker side: run one unit, write the completion records, move outputs into place.
 
@@ -380,13 +426,30 @@ def execute_unit(task) -> dict:
     job, unit, plan, signature = task
     t0 = time.monotonic()
     write_paths = [w for _, w, _ in plan]
+    present = {}  # datasets of the containers updated in place, to record what the job removed
     try:
         for _, path, in_place in plan:
             if in_place:
+                h5 = container_format(path) == "h5"
+                if not h5:  # before anything opens them
+                    _drop_broken_keys(path, job.resolved_output_keys(), job.logger)
                 with open_file(path, "a") as f:
-                    delete_record(f, job.name)
+                    estimate = job.estimate_output_bytes(f, unit) + job.reserve_margin_bytes
+                    present[path] = {k for k, _ in iter_datasets(f)}
+                    delete_record(f, job.name)  # flushes, which gives back any earlier reservation
+                if h5:
+                    reserve_space(path, estimate)
+                else:  # n5/zarr: each chunk is a file of its own; a failed write loses only it
+                    check_free_space(path, job.reserve_margin_bytes)
+            else:
+                check_free_space(path, job.reserve_margin_bytes)
         job.__dict__["_unit_warnings"] = []
         job.run(list(unit.inputs), write_paths, **unit.run_kwargs)
+        for _, path, _ in plan:
+            if container_format(path) != "h5":
+                # z5py does not report a write that failed for lack of space (it leaves
+                # empty files): a disk that is full now cannot be trusted to hold the result.
+                check_free_space(path, min(job.reserve_margin_bytes, 1 << 20))
         record = new_record(job.name, job.version, job.param_hash, signature,
                             job.resolved_output_keys())
         warnings = list(job.__dict__.get("_unit_warnings", []))
@@ -396,13 +459,21 @@ def execute_unit(task) -> dict:
         for final, path, in_place in plan:
             job.validate_output(path)
             with open_file(path, "a") as f:
-                write_record(f, job.name, record)
+                # What was written, so that planning and `batchlib verify` can check it later.
+                datasets = describe_datasets(f, job.resolved_output_keys())
+                extra = {"datasets": datasets, "input_nbytes": job.input_bytes(f, unit)}
+                if path in present:  # e.g. raw movies replaced by an overview: not damage
+                    removed = sorted(present[path] - {k for k, _ in iter_datasets(f)})
+                    if removed:
+                        extra["removed"] = removed
+                write_record(f, job.name, {**record, **extra})
             if not in_place:
                 replace_container(path, final)
         return {"key": unit.key, "state": "done", "duration_s": round(time.monotonic() - t0, 4),
                 "stamps": {os.path.basename(f): record_stamp(f) for f, _, _ in plan},
                 "record": record, "warnings": warnings}
     except Exception as e:  # noqa: BLE001 - any failure of one image is recorded, not fatal
+        disk_full = is_disk_full(e)
         for final, path, in_place in plan:
             if not in_place and path != final:
                 remove_container(path)
@@ -410,11 +481,32 @@ def execute_unit(task) -> dict:
                 # this job was asked to compute: take its record away so that
                 # downstream jobs see its keys as not completed (as they do for
                 # in-place jobs, whose record is removed before they run).
-                _forget_record(final, job.name)
+                # Not on a full disk: writing into an h5 file then is what damages it.
+                if not disk_full:
+                    _forget_record(final, job.name)
         state = "invalid" if isinstance(e, InvalidInputError) else "failed"
         tb = traceback.format_exception(type(e), e, e.__traceback__)
+        error = f"{type(e).__name__}: {e}"
+        if disk_full and not isinstance(e, DiskFullError):
+            error = f"{disk_full_message(plan[0][0] if plan else '.')} ({error.splitlines()[0][:300]})"
+        elif disk_full:
+            error = str(e)
         return {"key": unit.key, "state": state, "duration_s": round(time.monotonic() - t0, 4),
-                "error": f"{type(e).__name__}: {e}", "traceback": "".join(tb[-6:])[-4000:]}
+                "error": error, "traceback": "".join(tb[-6:])[-4000:], "disk_full": disk_full}
+
+
+def _drop_broken_keys(path, keys, logger) -> None:
+    """n5/zarr: delete the job's own output keys whose metadata an earlier failure left
+    unreadable (z5py cannot even replace them then); the job writes them again."""
+    import shutil
+
+    from .io.checksum import broken_metadata
+
+    for key in keys:
+        root = os.path.join(path, key)
+        if os.path.isdir(root) and broken_metadata(root):
+            logger.warning("%s: %s was left unreadable by an interrupted write; rewriting it", path, key)
+            shutil.rmtree(root)
 
 
 def _forget_record(path, job_name) -> None:

@@ -1,4 +1,4 @@
-"""The ``batchlib`` console command: ``status``, ``inventory`` and ``generate``."""
+"""The ``batchlib`` console command: ``status``, ``verify``, ``inventory`` and ``generate``."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,13 @@ def _status(args) -> int:
 
     print(summarize(args.folder, max_listed=args.max_listed))
     return 0
+
+
+def _configure_verify(p) -> None:
+    from .verify import configure_parser, main
+
+    configure_parser(p)
+    p.set_defaults(func=main)
 
 
 def _add_domain_command(sub, name, help_text, module) -> None:
@@ -44,6 +51,10 @@ def build_parser(domain: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--max_listed", type=int, default=50, help="problems listed at most")
     p.set_defaults(func=_status)
 
+    p = sub.add_parser("verify", help="read every stored dataset and table, report damaged ones "
+                                      "and mark them for recompute (exit code 1 when damage is found)")
+    _configure_verify(p)
+
     # The domain commands import the heavy domain modules: `batchlib status`
     # (domain=False) skips them, so it stays fast and works without them.
     if domain:
@@ -57,7 +68,7 @@ def build_parser(domain: bool = True) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    domain = not (argv and argv[0] == "status")
+    domain = not (argv and argv[0] in ("status", "verify"))
     args = build_parser(domain).parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from .base import BatchJob, Unit
 from .errors import InvalidInputError, InvalidOutputError
-from .io import CONTAINER_EXTS, open_file
+from .io import CONTAINER_EXTS, container_format, open_file
+from .io.checksum import iter_datasets, metadata_problems, stored_nbytes
 from .records import key_run_ids, producer_run_id, read_records, record_stamp
 
 
@@ -93,7 +94,8 @@ class BatchJobOnContainer(BatchJob):
         if (not force and cached and cached.get("state") == "done"
                 and cached.get("stamps", {}).get(os.path.basename(path)) == stamp):
             rec = cached.get("record") or {}
-            if not self.stale_reason(unit, rec, [t for t in triggers if t in ("params", "version")]):
+            if not self.stale_reason(unit, rec, [t for t in triggers if t in ("params", "version")]) \
+                    and not self._keys_deleted(path):
                 unit.signature = cached.get("input_signature") or {}
                 return True, "up to date", {path: rec}
         try:
@@ -102,8 +104,10 @@ class BatchJobOnContainer(BatchJob):
                 run_ids = key_run_ids(records)
                 producers = {k: producer_run_id(run_ids, k) for k in self.resolved_input_keys()}
                 problems = [r for r in (s.check(f, k) for k, s in self.resolved_output_specs().items()) if r]
-        except (OSError, ValueError, RuntimeError) as e:
-            return False, f"container unreadable ({e})", {}
+                # What the record says was written must still be there (metadata only).
+                problems += metadata_problems(f, (records.get(self.name) or {}).get("datasets"))
+        except Exception as e:  # noqa: BLE001 - never crash planning: a damaged container is redone
+            return False, f"container unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200]})", {}
         unit.signature = {"producers": producers}
         rec = records.get(self.name)
         if force:
@@ -120,6 +124,33 @@ class BatchJobOnContainer(BatchJob):
         if stale:
             return False, stale, {}
         return True, "up to date", {path: rec}
+
+    def _keys_deleted(self, path) -> bool:
+        """n5/zarr: whether an output key's directory is gone (one ``stat`` per key).
+
+        An h5 file's stamp changes with any write; an n5/zarr stamp covers only
+        the records, so a deleted output would otherwise go unnoticed while the
+        status cache is trusted.
+        """
+        if container_format(path) == "h5":
+            return False
+        return any(not os.path.isdir(os.path.join(path, k)) for k in self.resolved_output_specs())
+
+    def input_bytes(self, container, unit) -> int:
+        """Stored size of the input keys in the container."""
+        try:
+            return sum(stored_nbytes(ds) for _, ds in iter_datasets(container, self.resolved_input_keys()))
+        except Exception:  # noqa: BLE001 - a guess; the input check reports damage
+            return 0
+
+    def estimate_output_bytes(self, container, unit) -> int:
+        """What this job wrote last time (scaled to the growth of its inputs), or else
+        the stored size of what it reads.
+
+        The second is an upper bound for jobs that derive smaller data from
+        their inputs (crops, labels, tables); override it when a job knows better.
+        """
+        return super().estimate_output_bytes(container, unit) or self.input_bytes(container, unit)
 
     def resolved_output_specs(self) -> dict:
         return {k.format(**self.param_values): s for k, s in self.output_keys.items()}
@@ -144,14 +175,14 @@ class BatchJobOnContainer(BatchJob):
                         raise InvalidInputError(f"{path}: {reason}")
         except InvalidInputError:
             raise
-        except (OSError, ValueError, RuntimeError, KeyError) as e:
+        except Exception as e:  # noqa: BLE001 - any failure to read makes the input invalid
             raise InvalidInputError(f"{path}: cannot be read ({e})") from e
 
     def validate_output(self, path) -> None:
         try:
             with open_file(path, "r") as f:
                 problems = [r for r in (s.check(f, k) for k, s in self.resolved_output_specs().items()) if r]
-        except (OSError, ValueError, RuntimeError) as e:
+        except Exception as e:  # noqa: BLE001 - a damaged container fails in many ways
             raise InvalidOutputError(f"{path}: cannot be opened ({e})") from e
         if problems:
             raise InvalidOutputError(f"{path}: {'; '.join(problems)}")

@@ -125,7 +125,7 @@ def read_records(container) -> dict:
     for name in container[RECORD_GROUP].keys():
         try:
             rec = read_attrs(container[f"{RECORD_GROUP}/{name}"]).get("record")
-        except (OSError, ValueError, KeyError):
+        except Exception:  # noqa: BLE001 - a damaged record is no record
             rec = None
         if isinstance(rec, dict):
             records[name] = rec
@@ -137,8 +137,40 @@ def read_record(path, job_name: str) -> dict | None:
     try:
         with open_file(path, "r") as f:
             return read_records(f).get(job_name)
-    except (OSError, ValueError, KeyError, RuntimeError):
+    except Exception:  # noqa: BLE001 - unreadable means no usable record
         return None
+
+
+def container_damage(path, keys=None) -> str | None:
+    """Why the container at ``path`` is structurally damaged, or ``None``.
+
+    Opens it and reads every record; h5: visits every object header; n5/zarr:
+    parses the metadata files of the root, of the records and of ``keys``
+    (default: all). A container that fails this cannot be trusted and must be
+    rebuilt by the job that created it. Data chunks are not read here (see
+    ``batchlib verify``).
+    """
+    from .io.checksum import broken_metadata
+
+    name = os.path.basename(os.fspath(path))
+    try:
+        fmt = container_format(path)
+        if fmt != "h5" and os.path.isdir(path):
+            roots = [(path, False), (os.path.join(path, RECORD_GROUP), True)]
+            roots += [(os.path.join(path, k), True) for k in (keys if keys is not None else [""])]
+            for root, recursive in roots:
+                bad = broken_metadata(root, recursive)
+                if bad:
+                    return f"{name}: {os.path.relpath(bad, path)} is not valid JSON"
+        with open_file(path, "r") as f:
+            if fmt == "h5":
+                f.visititems(lambda name, obj: None)
+            if RECORD_GROUP in f:
+                for job in f[RECORD_GROUP].keys():
+                    read_attrs(f[f"{RECORD_GROUP}/{job}"])
+    except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways (KeyError, OSError, ...)
+        return f"{name} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+    return None
 
 
 def key_run_ids(records: dict) -> dict:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from .base import JobResult, execute_unit
 from .errors import InvalidInputError, JobError
+from .io.space import DiskFullError, disk_full_message, is_disk_full
 from .status import JobStatus, status_dir
 
 
@@ -57,7 +58,10 @@ class JobRunner:
         todo, invalid = [], {}
         for unit in units:
             cached = self.status.cached(unit.key)
-            ok, reason, records = self.job.check_unit(unit, cached, self.triggers, self.force)
+            try:
+                ok, reason, records = self.job.check_unit(unit, cached, self.triggers, self.force)
+            except Exception as e:  # noqa: BLE001 - never crash planning: what cannot be checked is redone
+                ok, reason, records = False, f"cannot be checked ({type(e).__name__}: {e})", {}
             if ok:
                 rec = next(iter(records.values()), None) or (cached or {}).get("record")
                 stamps = (cached or {}).get("stamps") if cached and cached.get("record") == rec else None
@@ -84,6 +88,16 @@ class JobRunner:
         return units, todo, invalid
 
     def run(self) -> JobResult:
+        try:
+            return self._run()
+        except DiskFullError:
+            raise
+        except OSError as e:
+            if is_disk_full(e):  # e.g. writing the status file itself: one line, exit code 1
+                raise DiskFullError(f"{self.job.name} stopped: {disk_full_message(self.folder)}") from e
+            raise
+
+    def _run(self) -> JobResult:
         t0 = time.monotonic()
         try:
             units, todo, invalid = self.plan()
@@ -118,6 +132,7 @@ class JobRunner:
     def _dispatch(self, todo):
         failed, computed = {}, []
         stop = False
+        disk_full = {}
 
         def tasks():
             for unit, records in todo:
@@ -150,13 +165,20 @@ class JobRunner:
                                          error=result["error"], traceback=result["traceback"], **entry)
                     self.log.error("%s failed: %s", key, result["error"])
                     self.log.debug("%s", result["traceback"])
-                    if not self.ignore_failed:
-                        stop = True
+                    if result.get("disk_full"):
+                        disk_full[key] = result["error"]
+                    if not self.ignore_failed or disk_full:
+                        stop = True  # on a full disk every other image would fail too
                 n_results += 1
                 bar.update(1)
                 self.status.save()
         finally:
             bar.close()
+        if disk_full:
+            self.status.finish("failed_outputs", error=next(iter(disk_full.values())))
+            raise DiskFullError(f"{self.job.name} stopped: {next(iter(disk_full.values()))}\n"
+                                f"Free space (or move the folder) and rerun: the images not "
+                                f"finished are redone.", disk_full)
         if not stop and n_results != len(todo):
             # Never report "processed" with units silently left pending.
             raise RuntimeError(f"{self.job.name}: the {executor.name} executor returned {n_results} "

@@ -58,11 +58,57 @@ def write_json_atomic(path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     text = dumps_status(data)
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk (or a signal) must not leave the temporary behind.
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # exists (another user's), or not a pid we can judge: keep the file
+    return True
+
+
+def clean_status_temporaries(sdir) -> list:
+    """Remove ``.<name>.tmp-<pid>`` files left in ``sdir`` by runs that were killed.
+
+    Only files whose writer is gone (a dead pid, or our own pid from before
+    this run: the pid was reused) are removed; a live writer's file is kept.
+    Called at the start of each run, which holds the folder's lock.
+    """
+    removed = []
+    sdir = Path(sdir)
+    if not sdir.is_dir():
+        return removed
+    for p in sdir.glob(".*.tmp-*"):
+        pid = p.name.rsplit(".tmp-", 1)[1]
+        if not pid.isdigit():
+            continue
+        if int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue
+        try:
+            p.unlink()
+            removed.append(p.name)
+        except OSError:
+            pass
+    if removed:
+        logger.warning("removed %d status temporary file(s) left by interrupted runs: %s",
+                       len(removed), ", ".join(sorted(removed)[:5]))
+    return removed
 
 
 def read_json(path, schema=None) -> dict | None:
@@ -101,6 +147,7 @@ class JobStatus:
     def __init__(self, path, header: dict, min_interval_s: float = 5.0):
         self.path = Path(path)
         self.min_interval_s = min_interval_s
+        clean_status_temporaries(self.path.parent)
         previous = read_json(self.path, JOB_SCHEMA) or {}
         self.previous_files = previous.get("files", {}) if isinstance(previous.get("files"), dict) else {}
         self.data = {"schema": JOB_SCHEMA, **header, "state": "running", "started": now_iso(),
@@ -132,7 +179,13 @@ class JobStatus:
     def finish(self, state, error=None) -> None:
         self.data.update(state=state, error=error, finished=now_iso(),
                          duration_s=round(time.monotonic() - self._t0, 3))
-        self.save(force=True)
+        if state != "errored":
+            self.save(force=True)
+            return
+        try:  # on the way out of an error: never hide it behind a second one (a full disk)
+            self.save(force=True)
+        except OSError as e:
+            logger.warning("could not write %s (%s)", self.path, e)
 
     def save(self, force=False) -> None:
         if not force and time.monotonic() - self._last_save < self.min_interval_s:
@@ -153,14 +206,30 @@ class WorkflowStatus:
     def job_done(self, name, state, counts, status_file) -> None:
         self.data["jobs"].append({"name": name, "state": state, "counts": counts,
                                   "status_file": str(status_file)})
-        write_json_atomic(self.path, self.data)
+        self._write()
 
     def finish(self, state, error=None) -> None:
         self.data.update(state=state, error=error, finished=now_iso())
-        write_json_atomic(self.path, self.data)
+        try:
+            write_json_atomic(self.path, self.data)
+        except OSError as e:
+            if state != "errored":
+                raise
+            logger.warning("could not write %s (%s)", self.path, e)
 
     def start(self) -> None:
-        write_json_atomic(self.path, self.data)
+        self._write()
+
+    def _write(self) -> None:
+        try:
+            write_json_atomic(self.path, self.data)
+        except OSError as e:
+            from .io.space import DiskFullError, disk_full_message, is_disk_full
+
+            if is_disk_full(e):  # one clear line and exit code 1, not a traceback
+                raise DiskFullError(f"{self.data.get('workflow')} stopped: "
+                                    f"{disk_full_message(self.path)}") from e
+            raise
 
 
 def summarize(folder, max_listed: int = 20) -> str:
