@@ -94,6 +94,9 @@ class BatchJobOnContainer(BatchJob):
                 and cached.get("stamps", {}).get(os.path.basename(path)) == stamp):
             rec = cached.get("record") or {}
             if not self.stale_reason(unit, rec, [t for t in triggers if t in ("params", "version")]):
+                problem = self.folder_outputs_problem(path, rec)
+                if problem:
+                    return False, f"output invalid: {problem}", {}
                 unit.signature = cached.get("input_signature") or {}
                 return True, "up to date", {path: rec}
         try:
@@ -119,6 +122,9 @@ class BatchJobOnContainer(BatchJob):
         stale = self.stale_reason(unit, rec, [t for t in triggers if t in ("params", "version", "input")])
         if stale:
             return False, stale, {}
+        problem = self.folder_outputs_problem(path, rec)
+        if problem:
+            return False, f"output invalid: {problem}", {}
         return True, "up to date", {path: rec}
 
     def resolved_output_specs(self) -> dict:

@@ -12,6 +12,7 @@ from .errors import JobError
 from .executors import make_executor
 from .lock import FolderLock
 from .log import get_logger, workflow_logging
+from .names import check_name
 from .status import WorkflowStatus, status_dir
 
 #: Exit codes of workflow scripts.
@@ -128,6 +129,7 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
     unknown = set(rerun_triggers) - set(RERUN_TRIGGERS)
     if unknown:
         raise ValueError(f"unknown rerun trigger(s) {sorted(unknown)}; choose from {RERUN_TRIGGERS}")
+    check_name(name, "workflow name")  # it names the lock, log and status files
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"job names must be unique in a workflow (use identifier=...): {names}")

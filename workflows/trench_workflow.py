@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from batchlib.names import check_name
 from batchlib.config import job_params, str2bool, workflow_options, workflow_parser
 from batchlib.trench.jobs import Compress, Ingest, Measure, Segment, TrenchDetection, export_csv
 from batchlib.trench.summary import folder_summary, format_summary
@@ -68,7 +69,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.demo:
         ensure_demo(args)
-    jobs = build_jobs(args)
+    try:
+        check_name(args.workflow_name, "--workflow_name")
+        jobs = build_jobs(args)
+    except ValueError as e:  # a bad option value (e.g. an unsafe name): say so, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     code = main_exit_code(lambda: run_workflow(args.workflow_name, args.folder, jobs,
                                                **workflow_options(args)))
     if Path(args.folder).is_dir():

@@ -13,7 +13,8 @@ from ...io import create_dataset, grow_dataset, open_file, read_attrs, write_att
 from ...io.frames import stream_frames
 from ..layout import ACQUISITION_ATTR, FRAMES_TABLE, OVERVIEW, RAW, channel_keys
 from ..readers import (DEFAULT_SEQUENCE_PATTERN, InvalidAcquisitionError, find_acquisitions,
-                       open_acquisition)
+                       open_acquisition, output_stem)
+from ..readers.sequence import position_signatures
 
 PHASE_NAMES = re.compile(r"phase|brightfield|bright.field|\bbf\b|\btrans|\bdic\b|\bph[0-9]?\b(?!\s*[0-9])",
                          re.IGNORECASE)
@@ -82,14 +83,17 @@ class Ingest(BatchJob):
             known.setdefault(key.split(POSITION_SEP)[0], []).append((key, entry))
         units = []
         for src in find_acquisitions(input_folder, sequence_pattern=self.param_values["sequence_pattern"]):
-            sig = src.signature()
-            if self.param_values["hash_inputs"]:
+            sigs = self._sequence_signatures(src)
+            sig = sigs[0] if sigs else src.signature()
+            if self.param_values["hash_inputs"] and not sigs:
                 from ...records import content_hash
 
                 sig["blake2b"] = [content_hash(f) for f in src.files]
             cached = known.get(src.key, [])
-            if cached and all(e.get("input_signature") == sig and len(e.get("outputs") or []) == 1
-                              for _, e in cached):
+            if sigs:  # a sequence: positions counted from the file names, no file opened
+                n = len(sigs)
+            elif cached and all(e.get("input_signature") == sig and len(e.get("outputs") or []) == 1
+                                for _, e in cached):
                 n = len(cached)
             else:
                 try:
@@ -98,10 +102,27 @@ class Ingest(BatchJob):
                 except InvalidAcquisitionError:
                     n = 0  # one unit without outputs: validate_unit says why
             for p in range(max(n, 1)):
-                outputs = [os.path.join(str(folder), container_name(src.name, p, self.output_ext))] if n else []
+                outputs = [os.path.join(str(folder), container_name(output_stem(src), p, self.output_ext))] \
+                    if n else []
                 units.append(Unit(unit_key(src.key, p, n), [str(f) for f in src.files], outputs,
-                                  signature=dict(sig), run_kwargs={"source": src, "position": p}))
+                                  signature=dict(sigs[p] if sigs else sig),
+                                  run_kwargs={"source": src, "position": p}))
         return units
+
+    def _sequence_signatures(self, src) -> list:
+        """One input signature per position of a TIFF sequence: only that position's files of
+        complete timepoints (see :func:`position_signatures`), so a file of a timepoint still
+        being written changes nothing and a changed file reruns its own position only.
+        ``[]`` for other formats, whose one file is the signature of every position."""
+        if src.format != "tiff-sequence":
+            return []
+        hash_fn = None
+        if self.param_values["hash_inputs"]:
+            from ...records import content_hash as hash_fn
+        try:
+            return position_signatures(src.files, src.pattern or DEFAULT_SEQUENCE_PATTERN, hash_fn)
+        except InvalidAcquisitionError:
+            return []  # opened, and reported, by validate_unit
 
     def stale_reason(self, unit, rec, triggers):
         if "mtime" in triggers and rec.get("finished_ns", 0) < unit.signature.get("mtime_ns", 0):
@@ -169,7 +190,7 @@ class Ingest(BatchJob):
                  for n in names]
         n_t = acq.n_timepoints
         with open_file(path, "a") as f:
-            done = self._frames_already_ingested(f, acq, keys)
+            done = self._frames_already_ingested(f, acq, keys, position)
             for key in keys:
                 rkey = f"{RAW}/{key}"
                 if done == 0:
@@ -183,6 +204,7 @@ class Ingest(BatchJob):
             stream_frames(movies, lambda t, c: acq.read_frame(position, t, c, z=self._z),
                           [(t, c) for t in range(done, n_t) for c in range(len(keys))])
             md = acq.position_metadata(position, z=self._z)
+            md.update(frames_signature=_frames_signature(acq, position, n_t))
             md.update(channel_keys=keys, channel_kinds=kinds, n_timepoints_ingested=n_t,
                       acquisition=acq.name, container=os.path.basename(path))
             times = np.array([np.nan if v is None else v for v in md["times_s"]], dtype=float)
@@ -191,8 +213,9 @@ class Ingest(BatchJob):
             write_attrs(f, {ACQUISITION_ATTR: md})
 
     @staticmethod
-    def _frames_already_ingested(f, acq, keys) -> int:
-        """Frames that can be kept: 0 unless the container holds the same movie, shorter."""
+    def _frames_already_ingested(f, acq, keys, position) -> int:
+        """Frames that can be kept: 0 unless the container holds the same movie, shorter
+        (for a sequence: the files of the kept frames are unchanged)."""
         md = read_attrs(f).get(ACQUISITION_ATTR)
         if not md or md.get("channel_keys") != keys or md.get("shape_yx") != list(acq.shape_yx) \
                 or md.get("dtype") != str(acq.dtype):
@@ -201,4 +224,20 @@ class Ingest(BatchJob):
         if done > acq.n_timepoints or any(f"{RAW}/{k}" not in f or f[f"{RAW}/{k}"].shape[0] < done
                                           for k in keys):
             return 0
+        if md.get("frames_signature") != _frames_signature(acq, position, done):
+            return 0  # a file of an ingested frame was rewritten: read them all again
         return done
+
+
+def _frames_signature(acq, position, n_t):
+    """Stat signature of the files of the first ``n_t`` frames of a position (sequences only)."""
+    files = getattr(acq, "frame_files", None)
+    if files is None:
+        return None
+    from ...records import param_hash
+
+    sig = []
+    for path in files(position, n_t):
+        st = os.stat(path)
+        sig.append([os.path.basename(path), st.st_size, st.st_mtime_ns])
+    return param_hash({"files": sig})  # a short digest: thousands of files fit an attribute
