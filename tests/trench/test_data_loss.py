@@ -398,3 +398,88 @@ def test_incremental_recomputes_only_what_changed(growing):
     assert sorted(k for k, e in st.items() if e.get("this_run")) == ["./#pos001"]
     with open_file(tmp / "out" / "raw_pos001.h5", "r") as f:
         assert np.array_equal(f["raw/c1"][1], img[::-1])
+
+
+# -- implausible images -----------------------------------------------------------------------
+
+
+def huge_tiff(path, side=100000):
+    """A well-formed TIFF header claiming ``side`` x ``side`` pixels, in a few bytes."""
+    import struct
+
+    import tifffile
+
+    tifffile.imwrite(path, np.zeros((64, 64), np.uint8), rowsperstrip=64)
+    with tifffile.TiffFile(path) as t:
+        tags = t.pages[0].tags
+        patch = [(tags[n].valueoffset, tags[n].dtype) for n in ("ImageWidth", "ImageLength", "RowsPerStrip")]
+    data = bytearray(Path(path).read_bytes())
+    for offset, dtype in patch:
+        struct.pack_into("<I" if dtype == 4 else "<H", data, offset, side if dtype == 4 else 65535)
+    Path(path).write_bytes(bytes(data))
+
+
+def ingest_problem(raw, tmp_path, ext=".h5"):
+    """The reason Ingest gives for the one bad input of ``raw``."""
+    from batchlib import JobError
+
+    with pytest.raises(JobError) as info:
+        run_workflow("W", tmp_path / "out", [Ingest(output_ext=ext)], input_folder=raw, progress=False)
+    (entry,) = status(tmp_path / "out", "Ingest")["files"].values()
+    assert entry["state"] == "invalid", entry
+    return str(info.value), entry["error"]
+
+
+def test_absurd_dimensions_are_refused_at_validation(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    huge_tiff(raw / "huge.tif")
+    msg, reason = ingest_problem(raw, tmp_path)
+    assert "100000 x 100000 pixels" in reason and "probably corrupted" in reason and "huge.tif" in reason
+    assert "invalid inputs" in msg and not list((tmp_path / "out").glob("*.h5"))
+
+
+def test_one_pixel_imagej_file_is_named_too_small(tmp_path):
+    import tifffile
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    tifffile.imwrite(raw / "tiny.tif", np.zeros((1, 1), np.uint16), imagej=True)
+    _, reason = ingest_problem(raw, tmp_path)
+    assert "frames of 1 x 1 pixels are too small" in reason
+
+
+@pytest.mark.parametrize("where", ["some pixels", "one frame"])
+def test_float_movie_with_nan_is_refused_naming_the_frame(tmp_path, where):
+    import tifffile
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    movie = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
+    if where == "some pixels":
+        movie[0, 5:10, 5:10] = np.nan
+    else:
+        movie[1] = np.inf
+    tifffile.imwrite(raw / "m.tif", movie, imagej=True, metadata={"axes": "TYX"})
+    from batchlib import JobError
+
+    with pytest.raises(JobError) as info:
+        run_workflow("W", tmp_path / "out", [Ingest()], input_folder=raw, progress=False)
+    (entry,) = status(tmp_path / "out", "Ingest")["files"].values()
+    t, n = (0, 25) if where == "some pixels" else (1, 64 * 64)
+    assert f"frame t={t}" in entry["error"] and f"{n} of 4096 pixels are NaN or infinite" in entry["error"]
+    assert entry["state"] == "invalid" and "argmin" not in str(info.value)
+    assert not list((tmp_path / "out").glob("*.h5"))
+
+
+def test_channel_named_dotdot_stays_inside_an_n5_container(tmp_path):
+    raw = make(tmp_path / "raw", "exp", dataclasses.replace(SMALL, channels=("phase", "..")))
+    out = tmp_path / "out"
+    assert run_workflow("W", out, [Ingest(output_ext=".n5")], input_folder=raw, progress=False).success
+    with open_file(out / "exp_pos000.n5", "r") as f:
+        assert sorted(f["raw"].keys()) == ["channel", "phase"]
+        from batchlib.io import read_attrs
+
+        md = read_attrs(f)["acquisition"]
+        assert md["channels"] == ["phase", ".."] and md["channel_keys"] == ["phase", "channel"]
+    assert sorted(p.name for p in out.iterdir()) == ["batchlib", "exp_pos000.n5"]

@@ -201,7 +201,8 @@ class Ingest(BatchJob):
             # Frame by frame (memory stays at a few frames whatever the movie
             # length), the next frames read while this one is compressed.
             movies = [f[f"{RAW}/{key}"] for key in keys]
-            stream_frames(movies, lambda t, c: acq.read_frame(position, t, c, z=self._z),
+            stream_frames(movies, lambda t, c: _finite(acq.read_frame(position, t, c, z=self._z),
+                                                       acq, position, t, names[c]),
                           [(t, c) for t in range(done, n_t) for c in range(len(keys))])
             md = acq.position_metadata(position, z=self._z)
             md.update(frames_signature=_frames_signature(acq, position, n_t))
@@ -227,6 +228,19 @@ class Ingest(BatchJob):
         if md.get("frames_signature") != _frames_signature(acq, position, done):
             return 0  # a file of an ingested frame was rewritten: read them all again
         return done
+
+
+def _finite(frame, acq, position, t, channel):
+    """``frame``, or :class:`InvalidInputError` when a float frame holds NaN or infinity
+    (no later step can measure such a frame; say so here, naming it)."""
+    if frame.dtype.kind == "f":
+        bad = int(frame.size - np.count_nonzero(np.isfinite(frame)))
+        if bad:
+            raise InvalidInputError(
+                f"{acq.path}: position {position}, frame t={t}, channel {channel!r}: {bad} of "
+                f"{frame.size} pixels are NaN or infinite; replace them (e.g. by 0) in the float "
+                "movie before ingesting it")
+    return frame
 
 
 def _frames_signature(acq, position, n_t):
