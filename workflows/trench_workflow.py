@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         return 1
     code = main_exit_code(lambda: run_workflow(args.workflow_name, args.folder, jobs,
                                                **workflow_options(args)))
-    if Path(args.folder).is_dir():
+    if Path(args.folder).is_dir() and code != 130:  # after Ctrl-C: out at once
         if args.export_csv and code in (0, 2):
             print(f"cells exported to {export_csv(args.folder)}")
         print(format_summary(folder_summary(args.folder)))
