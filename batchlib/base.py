@@ -285,11 +285,13 @@ class BatchJob:
         return units
 
     def check_distinct_outputs(self, units) -> None:
-        """Raise :class:`OutputCollisionError` if two units would write one output."""
+        """Raise :class:`OutputCollisionError` if two units would write one output
+        (a container or one of its :meth:`folder_outputs`)."""
         owners = {}
         for unit in units:
             for out in unit.outputs:
-                owners.setdefault(os.path.normpath(out), []).append(unit.key)
+                for path in [out] + self.folder_outputs(out):
+                    owners.setdefault(os.path.normpath(path), []).append(unit.key)
         collisions = {out: keys for out, keys in owners.items() if len(set(keys)) > 1}
         if collisions:
             raise OutputCollisionError(self.name, collisions)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import os
 import re
 
+from ..io import CONTAINER_EXTS
+
 RAW = "raw"
 OVERVIEW = "overview"
 FRAMES_TABLE = "tables/frames"
@@ -45,7 +47,7 @@ def container_stem(path) -> str:
     """A container's file name without its extension (``exp.v2_pos000.h5`` -> ``exp.v2_pos000``)."""
     name = os.path.basename(os.path.normpath(str(path)))
     root, ext = os.path.splitext(name)
-    return root if ext in (".h5", ".hdf5", ".n5", ".zarr") else name
+    return root if ext in CONTAINER_EXTS else name
 
 
 def folder_output(container, subfolder: str, suffix: str) -> str:

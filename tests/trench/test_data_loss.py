@@ -483,3 +483,15 @@ def test_channel_named_dotdot_stays_inside_an_n5_container(tmp_path):
         md = read_attrs(f)["acquisition"]
         assert md["channels"] == ["phase", ".."] and md["channel_keys"] == ["phase", "channel"]
     assert sorted(p.name for p in out.iterdir()) == ["batchlib", "exp_pos000.n5"]
+
+
+def test_two_containers_sharing_a_folder_output_is_a_hard_error(done):
+    """exp.v2_pos000.h5 and exp.v2_pos000.hdf5 would both write tables/cells/exp.v2_pos000.parquet."""
+    raw, out = done
+    shutil.copy2(out / "exp.v2_pos000.h5", out / "exp.v2_pos000.hdf5")
+    parquet = out / "tables" / "cells" / "exp.v2_pos000.parquet"
+    before = parquet.read_bytes()
+    with pytest.raises(OutputCollisionError) as info:
+        run_workflow("W", out, [Measure()], input_folder=raw, progress=False)
+    assert "exp.v2_pos000.parquet" in str(info.value) and "exp.v2_pos000.hdf5" in str(info.value)
+    assert parquet.read_bytes() == before
