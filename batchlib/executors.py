@@ -58,23 +58,35 @@ def _ignore_sigint():
 
 
 @contextlib.contextmanager
-def _sigint_blocked():
-    """Block SIGINT while worker processes may be started.
+def _sigint_deferred():
+    """Hold back Ctrl-C while worker processes may be started, then deliver it.
 
     Ctrl-C in a terminal signals the whole process group, workers included.
-    A worker still starting up (importing) would die with a traceback before
-    its initializer could ignore SIGINT; one started while SIGINT is blocked
-    inherits the blocked mask and never sees it. The coordinator receives a
-    Ctrl-C pressed meanwhile as soon as the block ends.
+    A worker still starting up (importing, or reading its start-up data from
+    the coordinator) would die with a traceback before its initializer could
+    ignore SIGINT. Here SIGINT is blocked in this thread, so that workers
+    started meanwhile inherit the blocked mask and never see it, and Python's
+    handler is swapped for one that only takes note (another thread may
+    receive the signal, and Python runs handlers in the main thread anyway),
+    so that a start is never cut in half. A Ctrl-C that came meanwhile is
+    raised as :class:`KeyboardInterrupt` when the block ends.
     """
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        signal.signal(signal.SIGINT, previous)
+        if received and previous not in (signal.SIG_IGN, None):
+            if callable(previous):
+                previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+            else:
+                raise KeyboardInterrupt
 
 
 class ProcessExecutor(Executor):
@@ -99,7 +111,7 @@ class ProcessExecutor(Executor):
                                    initializer=_ignore_sigint)
 
     def _submit(self, fn, item):
-        with _sigint_blocked():  # submit may start a worker process
+        with _sigint_deferred():  # submit may start a worker process
             return self._pool.submit(fn, item)
 
     def map_unordered(self, fn, items, on_crash=None):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["bench_core.py", "bench_compression.py", "bench_synthetic.py", "bench_ingest.py",
-              "bench_detection.py", "bench_segmentation.py", "bench_workflow.py"]
+              "bench_detection.py", "bench_segmentation.py", "bench_workflow.py",
+              "bench_interrupt.py"]
 
 
 def main() -> int:

@@ -63,8 +63,18 @@ def running(pid):
 
 
 def worker_pids(pid):
+    """The spawned pool workers among the children of ``pid`` (not multiprocessing's resource
+    tracker, which leaves on its own once its parent is gone)."""
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    workers = []
+    for child in out.split():
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            workers.append(int(child))
+    return workers
 
 
 @pytest.mark.parametrize("when", ["while units run", "while workers start"])

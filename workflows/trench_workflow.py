@@ -67,19 +67,23 @@ def build_jobs(args) -> list:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.demo:
-        ensure_demo(args)
     try:
         check_name(args.workflow_name, "--workflow_name")
         jobs = build_jobs(args)
     except ValueError as e:  # a bad option value (e.g. an unsafe name): say so, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if args.demo:
+        ensure_demo(args)
     code = main_exit_code(lambda: run_workflow(args.workflow_name, args.folder, jobs,
                                                **workflow_options(args)))
     if Path(args.folder).is_dir() and code != 130:  # after Ctrl-C: out at once
         if args.export_csv and code in (0, 2):
-            print(f"cells exported to {export_csv(args.folder)}")
+            try:
+                print(f"cells exported to {export_csv(args.folder)}")
+            except (OSError, ValueError) as e:  # e.g. a damaged table no container claims
+                print(f"error: the CSV export failed: {e}", file=sys.stderr)
+                code = 1
         print(format_summary(folder_summary(args.folder)))
     return code
 
