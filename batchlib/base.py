@@ -188,6 +188,17 @@ class BatchJob:
     def logger(self):
         return get_logger(self.name)
 
+    def warn(self, message: str) -> None:
+        """Record a warning about the image being processed.
+
+        It is logged, and stored with the image's entry in the job status
+        (``warnings``), where ``batchlib status`` lists it: for results that
+        were produced but should be looked at (e.g. a detection that could
+        not be verified).
+        """
+        self.logger.warning("%s", message)
+        self.__dict__.setdefault("_unit_warnings", []).append(str(message))
+
     # -- what the job works on ------------------------------------------------
     def list_inputs(self, input_folder) -> list:
         """Input paths matching :attr:`input_pattern`, sorted; temporary files skipped."""
@@ -413,9 +424,14 @@ def execute_unit(task) -> dict:
             if in_place:
                 with open_file(path, "a") as f:
                     delete_record(f, job.name)
+        job.__dict__["_unit_warnings"] = []
         job.run(list(unit.inputs), write_paths, **unit.run_kwargs)
         record = new_record(job.name, job.version, job.param_hash, signature,
                             job.resolved_output_keys())
+        warnings = list(job.__dict__.get("_unit_warnings", []))
+        if warnings:
+            # kept with the output, so that the status lists them after any rerun
+            record["warnings"] = warnings
         for final, path, in_place in plan:
             job.validate_output(path)
             files = job.folder_outputs(final)
@@ -428,7 +444,7 @@ def execute_unit(task) -> dict:
                 replace_container(path, final)
         return {"key": unit.key, "state": "done", "duration_s": round(time.monotonic() - t0, 4),
                 "stamps": {os.path.basename(f): record_stamp(f) for f, _, _ in plan},
-                "record": record}
+                "record": record, "warnings": warnings}
     except Exception as e:  # noqa: BLE001 - any failure of one image is recorded, not fatal
         for final, path, in_place in plan:
             if not in_place and path != final:

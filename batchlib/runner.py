@@ -70,10 +70,11 @@ class JobRunner:
                     from .records import record_stamp
 
                     stamps = {os.path.basename(o): record_stamp(o) for o in unit.outputs}
+                extra = {"warnings": rec["warnings"]} if (rec or {}).get("warnings") else {}
                 self.status.set_file(unit.key, state="done", outputs=self._rel(unit.outputs),
                                      input_signature=unit.signature, stamps=stamps,
                                      record=_lean(rec), finished=(rec or {}).get("finished"),
-                                     duration_s=(cached or {}).get("duration_s"))
+                                     duration_s=(cached or {}).get("duration_s"), **extra)
                 continue
             try:
                 self.job.validate_unit(unit)
@@ -144,6 +145,8 @@ class JobRunner:
                 if result["state"] == "done":
                     computed.append(key)
                     rec = result["record"]
+                    if result.get("warnings"):
+                        entry["warnings"] = result["warnings"]
                     self.status.set_file(key, state="done", stamps=result["stamps"],
                                          record=_lean(rec), **entry)
                 else:
@@ -179,5 +182,8 @@ def _lean(rec):
     """The part of a record the status keeps to decide the next run quickly."""
     if not rec:
         return None
-    return {k: rec.get(k) for k in ("param_hash", "version", "input_signature", "run_id",
-                                    "finished", "finished_ns", "folder_outputs") if k in rec}
+    lean = {k: rec.get(k) for k in ("param_hash", "version", "input_signature", "run_id",
+                                     "finished", "finished_ns", "folder_outputs") if k in rec}
+    if rec.get("warnings"):
+        lean["warnings"] = rec["warnings"]
+    return lean

@@ -212,6 +212,8 @@ def summarize(folder, max_listed: int = 20) -> str:
         for key, entry in d.get("files", {}).items():
             if entry.get("state") in ("failed", "invalid"):
                 problems.append(f"{d['job']}: {entry['state']:<7} {key}: {entry.get('error')}")
+            for warning in entry.get("warnings", []):
+                problems.append(f"{d['job']}: warning {key}: {warning}")
     if unreadable:
         lines += ["", f"unreadable status file(s), rebuilt by the next run: {', '.join(unreadable)}"]
     if problems:

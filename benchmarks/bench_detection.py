@@ -1,21 +1,34 @@
-"""Accuracy and speed of trench detection, drift estimation and cropping.
+"""Accuracy and speed of trench detection, per scenario family, on held-out seeds.
 
-Accuracy: synthetic positions (``batchlib.trench.synthetic``) with drawn angle
-(-3..3 deg), pitch, trench width, one or two sets, 30 % empty trenches, noise
-level, debris and drift. Detection runs on the first phase frame and on the
-maximum projection of the fluorescence movie (only filled trenches visible).
-A detected box matches a true one when its centre lies within a quarter pitch
-across and half a box height along the trench.
+Accuracy: every family of :mod:`batchlib.trench.synthetic.families` (both
+lumen polarities, halos, offset sets, geometry ranges, cut edge trenches,
+curved cells, defocus, uneven illumination, low SNR, JPEG blocks, unnamed
+channels, an alternative optics model, a mix) is drawn for ``--n-seeds`` seeds
+of the held-out split (``--seeds tuning`` for the tuning split), each with
+``--positions`` positions. Detection runs on the first phase frame
+(``kind="phase"``) and on the maximum projection of the fluorescence movie
+(``kind="fluorescence"``, only filled trenches visible). A detected box matches
+a true one when its centre lies within a quarter pitch across and half a box
+height along the trench (:func:`batchlib.trench.synthetic.scoring.match_boxes`).
+
+Per family and kind: angle error (median and 95th percentile over positions),
+trench recall and precision, the fraction of matched boxes whose closed end is
+within +-2 px of the truth, the fraction whose box starts inside the mother
+cell (it cuts rows of the mother), detection failures (``TrenchDetectionError``)
+and *confident wrong answers*: positions where the detection reports
+``quality["confidence"] >= 0.5`` although it is wrong (recall or precision
+below 90 %, angle error above 0.3 deg or fewer than half of the closed ends
+within 2 px). Then the median over families and the **worst family** per
+column, with PASS/FAIL against the targets of issue 8.
 
 Speed (one core): ``detect_trenches`` on a 2048 x 2048 frame, drift per frame
-(with the reference transformed once, and as a single call), and cropping
-throughput (frames per second) for the layout found on that frame.
+and cropping throughput.
 
 Usage::
 
-    python benchmarks/bench_detection.py            # 60 positions of 1024 x 1024
-    python benchmarks/bench_detection.py --quick    # 16 positions of 768 x 768
-    python benchmarks/bench_detection.py -n 100 --size 2048
+    python benchmarks/bench_detection.py --quick     # 1 seed x 1 position per family, 1024^2
+    python benchmarks/bench_detection.py             # 4 seeds x 2 positions per family
+    python benchmarks/bench_detection.py --families dark_lumen,offset_sets --n-seeds 10
 
 Prints markdown tables.
 """
@@ -33,171 +46,197 @@ import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchlib.trench.detection import (DriftEstimator, TrenchDetectionError,  # noqa: E402
                                        crop_trenches, detect_trenches, estimate_drift)
-from batchlib.trench.geometry import raw_to_rotated, rotated_to_raw  # noqa: E402
 from batchlib.trench.synthetic import SyntheticConfig, simulate_position  # noqa: E402
+from batchlib.trench.synthetic.families import FAMILIES, sample_config, seeds  # noqa: E402
+from batchlib.trench.synthetic.scoring import (closed_end_errors, match_boxes,  # noqa: E402
+                                               mother_top_rows)
+
+CONFIDENT = 0.5  # quality["confidence"] at or above which a wrong answer counts as confident
+# (column, target, "max" | "min"): the worst family must satisfy every one.
+TARGETS = [("angle med", 0.05, "max"), ("angle p95", 0.1, "max"), ("recall", 0.99, "min"),
+           ("precision", 0.99, "min"), ("end +-2px", 0.95, "min"), ("cuts mother", 0.0, "max"),
+           ("failed", 0.0, "max"), ("confident wrong", 0.0, "max")]
 
 
-def draw_config(i, size, n_timepoints):
-    rng = np.random.default_rng(1000 + i)
-    pitch = float(rng.uniform(34, 64))
-    trench_width = float(rng.uniform(11, 18))
-    return SyntheticConfig(
-        height=size, width=size, n_timepoints=n_timepoints, channels=("phase", "gfp"), seed=i,
-        n_sets=int(rng.integers(1, 3)), single_set_direction=0,
-        angle_deg=float(rng.uniform(-3, 3)), pitch_px=pitch, trench_width_px=trench_width,
-        cell_width_px=trench_width - 3.0, box_width=32, empty_fraction=0.3,
-        phase_background=float(rng.uniform(300, 3000)), read_noise=float(rng.uniform(2, 10)),
-        fluor_amplitude=float(rng.uniform(120, 800)),
-        debris_per_mpx=float(rng.uniform(0, 200)), drift_step_px=float(rng.uniform(0.2, 1.0)),
-        max_drift_px=5.0)
+def channels_of(cfg):
+    """The phase and the first fluorescence channel of a configuration (names may be c0/c1)."""
+    return (next(c for c in cfg.channels if cfg.is_phase(c)), cfg.fluorescence_channels[0])
 
 
-def _centres(df, angle, shape):
-    yc = df["y_closed"].to_numpy(float) + df["direction"].to_numpy(float) * (
-        df["height"].to_numpy(float) - 1) / 2
-    return rotated_to_raw(np.stack([yc, df["x_center"].to_numpy(float)], -1), angle, shape)
+def score_detection(lay, truth, angle, shape, pitch, mother_top):
+    """Scores of one detected layout against the true trenches (rows of ``truth``)."""
+    pairs, _ = match_boxes(lay.trenches, lay.angle_deg, truth, angle, shape, pitch)
+    err = closed_end_errors(lay.trenches, truth, pairs, angle, shape)
+    ti = np.array([p[0] for p in pairs], int)
+    top = mother_top[ti] if len(ti) else np.zeros(0)
+    has_mother = np.isfinite(top)
+    r = dict(failed=0, angle_err=abs(lay.angle_deg - angle), tp=len(pairs), n_true=len(truth),
+             n_det=len(lay.trenches), within2=int(np.sum(np.abs(err) <= 2.0)),
+             n_ends=len(err), cuts=int(np.sum(err[has_mother] > top[has_mother] + 0.5)),
+             n_mothers=int(has_mother.sum()), end_err=list(err),
+             confidence=float(lay.quality.get("confidence", np.nan)))
+    wrong = (r["tp"] < 0.9 * max(r["n_true"], 1) or r["tp"] < 0.9 * max(r["n_det"], 1)
+             or r["angle_err"] > 0.3 or r["within2"] < 0.5 * max(r["n_ends"], 1))
+    r["wrong"] = int(wrong)
+    r["confident_wrong"] = int(wrong and r["confidence"] >= CONFIDENT)
+    return r
 
 
-def match_boxes(det, det_angle, truth, true_angle, shape, pitch):
-    """Greedy matching; returns (pairs, IoUs) with IoU of the boxes in the true rotated frame."""
-    if len(det) == 0 or len(truth) == 0:
-        return [], []
-    tc = raw_to_rotated(_centres(truth, true_angle, shape), true_angle, shape)
-    dc = raw_to_rotated(_centres(det, det_angle, shape), true_angle, shape)
-    th, tw = truth["height"].to_numpy(float), truth["width"].to_numpy(float)
-    dh, dw = det["height"].to_numpy(float), det["width"].to_numpy(float)
-    pairs, ious, used = [], [], set()
-    for i in range(len(tc)):
-        dx = np.abs(dc[:, 1] - tc[i, 1])
-        ok = (dx < pitch / 4) & (np.abs(dc[:, 0] - tc[i, 0]) < th[i] / 2)
-        cand = [j for j in np.flatnonzero(ok) if j not in used]
-        if not cand:
-            continue
-        j = min(cand, key=lambda c: dx[c])
-        used.add(j)
-        pairs.append((i, j))
-        iy = max(0.0, min(tc[i, 0] + th[i] / 2, dc[j, 0] + dh[j] / 2)
-                 - max(tc[i, 0] - th[i] / 2, dc[j, 0] - dh[j] / 2))
-        ix = max(0.0, min(tc[i, 1] + tw[i] / 2, dc[j, 1] + dw[j] / 2)
-                 - max(tc[i, 1] - tw[i] / 2, dc[j, 1] - dw[j] / 2))
-        inter = iy * ix
-        ious.append(inter / (th[i] * tw[i] + dh[j] * dw[j] - inter))
-    return pairs, ious
-
-
-def _directions_ok(det, truth, pairs):
-    if not pairs:
-        return np.nan
-    ti, dj = zip(*pairs)
-    return float(np.mean(truth["direction"].to_numpy()[list(ti)]
-                         == det["direction"].to_numpy()[list(dj)]))
-
-
-def evaluate(i, size, n_timepoints):
-    cfg = draw_config(i, size, n_timepoints)
-    pos = simulate_position(cfg, 0)
+def evaluate(family, seed, position, cfg):
+    """Rows (one per kind) of one simulated position."""
+    pos = simulate_position(cfg, position)
     shape = (cfg.height, cfg.width)
     angle = pos.metadata["angle_deg"]
     truth = pos.trenches.reset_index(drop=True)
-    row = {"position": i, "n_sets": cfg.n_sets, "pitch": cfg.pitch_px, "angle": angle}
-    phase = pos.movies["phase"]
-
-    try:
-        lay = detect_trenches(phase[0], kind="phase", box_width=cfg.box_width)
-        pairs, ious = match_boxes(lay.trenches, lay.angle_deg, truth, angle, shape, cfg.pitch_px)
-        ti = [p[0] for p in pairs]
-        dj = [p[1] for p in pairs]
-        row.update(
-            ph_fail=0, ph_angle_err=abs(lay.angle_deg - angle), ph_tp=len(pairs),
-            ph_true=len(truth), ph_det=len(lay.trenches), ph_iou=list(ious),
-            ph_dir=_directions_ok(lay.trenches, truth, pairs),
-            ph_empty_acc=float(np.mean(truth["empty"].to_numpy()[ti]
-                                       == lay.trenches["empty"].to_numpy()[dj])) if pairs else np.nan,
-            ph_pitch_err=abs(lay.pitch - cfg.pitch_px),
-            # positive: the detected closed end lies inside the lumen
-            ph_yc_err=list((lay.trenches["y_closed"].to_numpy()[dj] - truth["y_closed"].to_numpy()[ti])
-                           * truth["direction"].to_numpy()[ti]),
-            ph_h_err=list(lay.trenches["height"].to_numpy()[dj] - truth["height"].to_numpy()[ti]))
-    except TrenchDetectionError as e:
-        row.update(ph_fail=1, ph_true=len(truth), ph_tp=0, ph_det=0, ph_iou=[], ph_error=str(e))
-
-    filled = truth[~truth["empty"]].reset_index(drop=True)
-    try:
-        lay_f = detect_trenches(pos.movies["gfp"].max(axis=0), kind="fluorescence",
-                                box_width=cfg.box_width)
-        det_f = lay_f.trenches[~lay_f.trenches["empty"]].reset_index(drop=True)
-        pairs, ious = match_boxes(det_f, lay_f.angle_deg, filled, angle, shape, cfg.pitch_px)
-        row.update(fl_fail=0, fl_angle_err=abs(lay_f.angle_deg - angle), fl_tp=len(pairs),
-                   fl_true=len(filled), fl_det=len(det_f), fl_iou=list(ious),
-                   fl_dir=_directions_ok(lay_f.trenches[~lay_f.trenches["empty"]]
-                                         .reset_index(drop=True), filled, pairs))
-    except TrenchDetectionError as e:
-        row.update(fl_fail=1, fl_true=len(filled), fl_tp=0, fl_det=0, fl_iou=[], fl_error=str(e))
-
-    est = DriftEstimator(phase[0])
-    drifts = np.array([est(f) for f in phase[1:]])
-    row["drift_err"] = list(np.linalg.norm(drifts - pos.drift[1:], axis=1))
-    return row
+    top = mother_top_rows(pos.trench_labels, 0)
+    ph, fl = channels_of(cfg)
+    filled = ~truth["empty"].to_numpy()
+    rows = []
+    for kind, image, sel in (("phase", pos.movies[ph][0], np.ones(len(truth), bool)),
+                             ("fluorescence", pos.movies[fl].max(axis=0), filled)):
+        base = dict(family=family, seed=seed, position=position, kind=kind, angle=angle)
+        t0 = time.perf_counter()
+        try:
+            lay = detect_trenches(image, kind=kind, box_width=cfg.box_width)
+            elapsed = time.perf_counter() - t0
+            if kind == "fluorescence":
+                # Only filled trenches are visible: score the boxes not flagged empty.
+                lay.trenches = lay.trenches[~lay.trenches["empty"]].reset_index(drop=True)
+            r = score_detection(lay, truth[sel].reset_index(drop=True), angle, shape,
+                                cfg.pitch_px, top[sel])
+        except TrenchDetectionError as exc:
+            elapsed = time.perf_counter() - t0
+            r = dict(failed=1, angle_err=np.nan, tp=0, n_true=int(sel.sum()), n_det=0, within2=0,
+                     n_ends=0, cuts=0, n_mothers=0, end_err=[], confidence=np.nan, wrong=0,
+                     confident_wrong=0, error=str(exc))
+        r["seconds"] = elapsed
+        if kind == "phase":
+            est = DriftEstimator(pos.movies[ph][0])
+            d = np.array([est(f) for f in pos.movies[ph][1:]]).reshape(-1, 2)
+            r["drift_err"] = list(np.linalg.norm(d - pos.drift[1:], axis=1))
+        rows.append({**base, **r})
+    return rows
 
 
-def accuracy(n, size, n_timepoints, verbose):
+def family_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per family and kind, then the median over families and the worst family."""
+    out = []
+    for (kind, family), g in rows.groupby(["kind", "family"], sort=False):
+        ang = g["angle_err"].dropna().to_numpy()
+        ends = np.concatenate([np.asarray(e, float) for e in g["end_err"]] or [np.zeros(0)])
+        drift = np.concatenate([np.asarray(e, float) for e in g.get("drift_err", pd.Series(
+            [[]] * len(g))).dropna()] or [np.zeros(0)])
+        out.append({
+            "kind": kind, "family": family, "positions": len(g),
+            "angle med": np.median(ang) if ang.size else np.nan,
+            "angle p95": np.percentile(ang, 95) if ang.size else np.nan,
+            "recall": g.tp.sum() / max(g.n_true.sum(), 1),
+            "precision": g.tp.sum() / max(g.n_det.sum(), 1) if g.n_det.sum() else 0.0,
+            "end +-2px": g.within2.sum() / max(g.n_ends.sum(), 1),
+            "end err med": np.median(ends) if ends.size else np.nan,
+            "cuts mother": g.cuts.sum() / max(g.n_mothers.sum(), 1),
+            "failed": g.failed.sum() / len(g),
+            "confident wrong": g.confident_wrong.sum() / len(g),
+            "confidence": g.confidence.median(),
+            "drift med": np.median(drift) if drift.size else np.nan,
+            "ms": 1e3 * g.seconds.median(),
+        })
+    return pd.DataFrame(out)
+
+
+def with_summary(table: pd.DataFrame, targets=TARGETS, keys=("kind", "family"),
+                 also=(("end err med", "absmax"), ("drift med", "max"), ("ms", "max"))):
+    """Append the median over families, the worst family per column and PASS/FAIL.
+
+    ``targets``: ``(column, target, "max" | "min")``; the worst family is the
+    largest value of a "max" column and the smallest of a "min" one. ``also``:
+    other columns shown in the worst row (``"max"``, ``"min"`` or ``"absmax"``).
+    The first ``keys`` column is copied into the summary rows, the last names them.
+    """
+    rule = {c: k for c, _, k in targets} | dict(also)
+    num = [c for c in table.columns if c not in keys]
+    worst = {}
+    for c in num:
+        col = pd.to_numeric(table[c], errors="coerce")
+        if c not in rule or not col.notna().any():
+            worst[c] = np.nan
+        elif rule[c] == "min":
+            worst[c] = col.min()
+        elif rule[c] == "max":
+            worst[c] = col.max()
+        else:
+            worst[c] = col[col.abs().idxmax()]
+    verdict = {}
+    for name, target, kind in targets:
+        v = worst[name]
+        ok = np.isfinite(v) and (v <= target if kind == "max" else v >= target)
+        verdict[name] = "PASS" if ok else "FAIL"
+    head = {k: table[k].iloc[0] for k in keys[:-1]}
+    label = keys[-1]
+    med = table[num].apply(pd.to_numeric, errors="coerce").median()
+    lines = [table,
+             pd.DataFrame([{**head, label: "**median of families**", **med}]),
+             pd.DataFrame([{**head, label: "**worst family**", **worst}]),
+             pd.DataFrame([{**head, label: "target (worst family)",
+                            **{n: f"{'<=' if k == 'max' else '>='} {t:g}" for n, t, k in targets}}]),
+             pd.DataFrame([{**head, label: "**verdict**", **verdict}])]
+    return pd.concat(lines, ignore_index=True)
+
+
+def markdown(df: pd.DataFrame, digits: int = 3, whole=("positions", "ms", "trench-frames",
+                                                       "true cells", "seeds")) -> str:
+    """A pipe table (pandas' ``to_markdown`` needs ``tabulate``, not a dependency).
+
+    Columns named in ``whole`` print as whole numbers, the other floats with
+    ``digits`` decimals; NaN prints empty.
+    """
+    def fmt(v, col):
+        if isinstance(v, (float, np.floating)):
+            if np.isnan(v):
+                return ""
+            return f"{v:.0f}" if col in whole else f"{v:.{digits}f}"
+        return str(v)
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(fmt(v, c) for v, c in zip(row, cols)) + " |"
+              for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def accuracy(families, seed_list, n_positions, size, n_timepoints, verbose):
     rows = []
     t0 = time.perf_counter()
-    for i in range(n):
-        rows.append(evaluate(i, size, n_timepoints))
-        r = rows[-1]
-        if verbose:
-            print(f"# {i}: sets {r['n_sets']} pitch {r['pitch']:.1f} angle {r['angle']:+.2f} "
-                  f"phase {r['ph_tp']}/{r['ph_true']} (det {r['ph_det']}) "
-                  f"fluo {r['fl_tp']}/{r['fl_true']} (det {r['fl_det']}) "
-                  f"drift max {max(r['drift_err']):.2f} px "
-                  f"{r.get('ph_error', '')}{r.get('fl_error', '')}", file=sys.stderr)
+    for family in families:
+        for seed in seed_list:
+            cfg = sample_config(family, seed, height=size, width=size, n_timepoints=n_timepoints,
+                                n_positions=n_positions)
+            for p in range(n_positions):
+                for r in evaluate(family, seed, p, cfg):
+                    rows.append(r)
+                    if verbose:
+                        print(f"# {family} seed {seed} pos {p} {r['kind']}: angle {r['angle']:+.2f} "
+                              f"err {r['angle_err']:.3f} {r['tp']}/{r['n_true']} (det {r['n_det']}) "
+                              f"ends within 2 px {r['within2']}/{r['n_ends']} cuts {r['cuts']} "
+                              f"conf {r['confidence']:.2f} {r.get('error', '')}", file=sys.stderr)
     elapsed = time.perf_counter() - t0
-
-    def agg(key):
-        return np.array([r[key] for r in rows if key in r and np.isfinite(r[key])], float)
-
-    def cat(key):
-        vals = [v for r in rows for v in r.get(key, [])]
-        return np.array(vals, float)
-
-    ph_tp, ph_true, ph_det = (sum(r[k] for r in rows) for k in ("ph_tp", "ph_true", "ph_det"))
-    fl_tp, fl_true, fl_det = (sum(r[k] for r in rows) for k in ("fl_tp", "fl_true", "fl_det"))
-    ang, ang_f = agg("ph_angle_err"), agg("fl_angle_err")
-    drift = cat("drift_err")
-    iou, iou_f = cat("ph_iou"), cat("fl_iou")
-    print(f"\n### Detection accuracy ({n} synthetic positions, {size} x {size}, "
+    df = pd.DataFrame(rows)
+    print(f"\n### Detection accuracy per family ({len(families)} families x {len(seed_list)} seeds "
+          f"({seed_list[0]}..{seed_list[-1]}) x {n_positions} position(s), {size} x {size}, "
           f"{elapsed:.0f} s)\n")
-    print("| metric | phase | fluorescence (max projection) | target |")
-    print("|---|---|---|---|")
-    print(f"| median abs angle error (deg) | {np.median(ang):.4f} | {np.median(ang_f):.4f} | <= 0.05 |")
-    print(f"| 90th pct / max abs angle error (deg) | {np.percentile(ang, 90):.4f} / {ang.max():.4f} | "
-          f"{np.percentile(ang_f, 90):.4f} / {ang_f.max():.4f} | |")
-    print(f"| trench recall | {ph_tp / max(ph_true, 1):.2%} ({ph_tp}/{ph_true}) | "
-          f"{fl_tp / max(fl_true, 1):.2%} ({fl_tp}/{fl_true} filled) | >= 99 % |")
-    print(f"| trench precision | {ph_tp / max(ph_det, 1):.2%} ({ph_tp}/{ph_det}) | "
-          f"{fl_tp / max(fl_det, 1):.2%} ({fl_tp}/{fl_det} non-empty) | >= 99 % |")
-    print(f"| median box IoU | {np.median(iou):.3f} | {np.median(iou_f):.3f} | >= 0.85 |")
-    print(f"| boxes with IoU >= 0.85 | {np.mean(iou >= 0.85):.1%} | {np.mean(iou_f >= 0.85):.1%} | |")
-    print(f"| set direction correct (matched boxes) | {np.mean(agg('ph_dir')):.1%} | "
-          f"{np.mean(agg('fl_dir')):.1%} | |")
-    print(f"| empty flag correct (matched boxes) | {np.mean(agg('ph_empty_acc')):.1%} | | |")
-    print(f"| median abs pitch error (px) | {np.median(agg('ph_pitch_err')):.3f} | | |")
-    yc, hh = cat("ph_yc_err"), cat("ph_h_err")
-    print(f"| closed end: mean / median abs error (px, + = inside) | {yc.mean():+.2f} / "
-          f"{np.median(np.abs(yc)):.2f} | | |")
-    print(f"| box height: mean / median abs error (px) | {hh.mean():+.2f} / "
-          f"{np.median(np.abs(hh)):.2f} | | |")
-    print(f"| detection failures (TrenchDetectionError) | {sum(r['ph_fail'] for r in rows)} | "
-          f"{sum(r['fl_fail'] for r in rows)} | 0 |")
-    print(f"| drift error median / 95th pct / max (px) | {np.median(drift):.3f} / "
-          f"{np.percentile(drift, 95):.3f} / {drift.max():.3f} | | <= 0.3 (median) |")
-    return rows
+    print("Angles in degrees, ends in px (+ = inside the lumen), fractions in [0, 1], "
+          "`ms` = median detect_trenches time per frame.\n")
+    for kind in ("phase", "fluorescence"):
+        table = family_table(df[df.kind == kind])
+        print(f"#### {kind}\n")
+        print(markdown(with_summary(table)))
+        print()
+    return df
 
 
 def speed(size=2048, repeats=5):
@@ -253,17 +292,29 @@ def speed(size=2048, repeats=5):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-n", type=int, default=None, help="number of positions (default 60)")
-    ap.add_argument("--size", type=int, default=None, help="frame side (default 1024)")
-    ap.add_argument("--timepoints", type=int, default=4)
-    ap.add_argument("--quick", action="store_true", help="16 positions of 768 x 768")
+    ap.add_argument("--quick", action="store_true",
+                    help="1 seed x 1 position per family (about 1 min on one core)")
+    ap.add_argument("--seeds", choices=("heldout", "tuning"), default="heldout",
+                    help="seed split (default: held-out seeds, 10000 and up)")
+    ap.add_argument("--n-seeds", type=int, default=None, help="seeds per family (default 4)")
+    ap.add_argument("--seed-start", type=int, default=0, help="offset into the split")
+    ap.add_argument("--positions", type=int, default=None, help="positions per seed (default 2)")
+    ap.add_argument("--families", default=",".join(FAMILIES),
+                    help="comma-separated families (default: all)")
+    ap.add_argument("--size", type=int, default=1024, help="frame side")
+    ap.add_argument("--timepoints", type=int, default=3)
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true", help="one line per position (stderr)")
     args = ap.parse_args(argv)
-    n = args.n or (16 if args.quick else 60)
-    size = args.size or (768 if args.quick else 1024)
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown:
+        ap.error(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
+    n_seeds = args.n_seeds or (1 if args.quick else 4)
+    n_positions = args.positions or (1 if args.quick else 2)
     warnings.simplefilter("ignore", RuntimeWarning)
-    accuracy(n, size, args.timepoints, args.verbose)
+    accuracy(families, seeds(args.seeds, n_seeds, args.seed_start), n_positions, args.size,
+             args.timepoints, args.verbose)
     if not args.no_speed:
         speed(repeats=3 if args.quick else 5)
 

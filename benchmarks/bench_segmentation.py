@@ -1,70 +1,77 @@
-"""Accuracy and speed of trench-crop segmentation and per-cell measurement.
+"""Accuracy and speed of trench-crop segmentation, per scenario family, on held-out seeds.
 
-Synthetic acquisitions (``batchlib.trench.synthetic``) with varied density,
-noise and fluorescence levels give exact masks, lengths and fluorescence; the
-real label stacks of ``../shared/data/label_stacks`` (napari-mm3 outputs, not
-intensities) are rendered as pseudo-fluorescence and segmented back.
+Every family of :mod:`batchlib.trench.synthetic.families` is drawn for
+``--n-seeds`` held-out seeds (``--seeds tuning`` for the tuning split). Both the
+phase channel (``kind="phase"``) and the first fluorescence channel
+(``kind="fluorescence"``) are segmented twice:
 
-    python benchmarks/bench_segmentation.py            # full (>= 2000 cells)
-    python benchmarks/bench_segmentation.py --quick    # a few seconds
+* **true geometry**: crops cut on the true boxes and drift, so the truth is
+  ``trench_labels`` exactly; ``lumen_width`` is the true trench width;
+* **detected geometry** (end to end): ``detect_trenches`` on the channel itself
+  (first phase frame, or the maximum projection of the fluorescence movie),
+  drift from ``DriftEstimator`` on the same channel, ``crop_trenches`` and
+  ``lumen_width`` from the detection, as the workflow does. The truth of each
+  crop is the raw-frame truth sampled on the same box; cells of true trenches
+  the detection missed count as missed, cells in boxes matching no trench as
+  false.
+
+Per family, kind and geometry: F1 at IoU 0.5, mean IoU of the matched cells,
+the fraction of trench-frames whose cell count is within +-1, the fraction of
+mothers (label 1 of the truth) whose predicted mother (label 1 of the
+prediction, closest to the closed end) has its whole-cell length within 5 %,
+and the fraction of empty trench-frames (no true cell) left without any cell.
+Then the median over families, the **worst family** and PASS/FAIL against the
+targets of issue 8.
+
+Also: speed per trench-frame, the real molyso phase frame and the real label
+stacks of ``../shared/data`` rendered as pseudo-fluorescence.
+
+    python benchmarks/bench_segmentation.py --quick   # 1 seed per family, 512^2, 4 frames
+    python benchmarks/bench_segmentation.py           # 3 seeds per family, 768^2, 8 frames
 
 Prints markdown tables.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import time
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from scipy import ndimage
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from batchlib.trench.geometry import crop_box
-from batchlib.trench.measure import measure_cells, measure_trench_frames
-from batchlib.trench.segmentation import segment_trenches
-from batchlib.trench.segmentation.evaluate import match_labels, rod_profile
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-SCENARIOS = {
-    "default": {},
-    "dense": dict(empty_fraction=0.0, partial_fraction=0.0),
-    "sparse": dict(empty_fraction=0.5, partial_fraction=0.7),
-    "dim + noisy": dict(fluor_amplitude=120.0, read_noise=6.0, phase_background=600.0),
-    "bright": dict(fluor_amplitude=2000.0),
-    "touching": dict(cell_gap_px=0.0, empty_fraction=0.1),
-    "often defocused": dict(focus_change_prob=0.5),
-}
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_detection import channels_of, markdown, with_summary  # noqa: E402
+
+from batchlib.trench.detection import (DriftEstimator, TrenchDetectionError,  # noqa: E402
+                                       crop_trenches, detect_trenches)
+from batchlib.trench.geometry import crop_box  # noqa: E402
+from batchlib.trench.measure import measure_cells, measure_trench_frames  # noqa: E402
+from batchlib.trench.segmentation import segment_trenches  # noqa: E402
+from batchlib.trench.segmentation.evaluate import match_labels, rod_profile  # noqa: E402
+from batchlib.trench.synthetic import simulate_position  # noqa: E402
+from batchlib.trench.synthetic.families import FAMILIES, sample_config, seeds  # noqa: E402
+from batchlib.trench.synthetic.scoring import (count_labels, labels_in_boxes,  # noqa: E402
+                                               match_boxes)
+
 SHARED = Path(os.environ.get("BATCHLIB_SHARED_DATA",
                              Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-
-
-def markdown(df: pd.DataFrame, digits: int = 3) -> str:
-    """A pipe table (pandas' ``to_markdown`` needs ``tabulate``, not a dependency)."""
-    def fmt(v):
-        if isinstance(v, (float, np.floating)):
-            return "nan" if np.isnan(v) else f"{v:.{digits}f}"
-        return str(v)
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |",
-             "|" + "|".join("---" for _ in df.columns) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-def simulate(cfg_kwargs, seed):
-    """``simulate_position`` of the first seed from ``seed`` on that the generator accepts."""
-    from batchlib.trench.synthetic import SyntheticConfig, simulate_position
-
-    for s in range(seed, seed + 20):
-        try:
-            return simulate_position(SyntheticConfig(seed=s, **cfg_kwargs), position=0), s
-        except ValueError as exc:  # a layout the generator cannot render; try the next seed
-            last = exc
-    raise last
+TARGETS = [("F1", 0.95, "min"), ("mean IoU", 0.85, "min"), ("count +-1", 0.95, "min"),
+           ("mother len 5%", 0.90, "min"), ("empty clean", 0.99, "min")]
 
 
 def crops_of(pos, channels):
-    """``(n_trench, T, H, W)`` crops of each channel, aligned with ``pos.trench_labels``."""
+    """``(n_trench, T, H, W)`` crops of each channel on the true boxes and drift."""
     out = {}
     for ch in channels:
         movie = pos.movies[ch]
@@ -74,47 +81,135 @@ def crops_of(pos, channels):
     return out
 
 
-def evaluate(truth, pred, measured, cells, fluo):
-    """Matching and per-cell errors of one segmentation against the synthetic truth."""
-    n_t = truth.shape[1]
-    m = match_labels(truth, pred)
-    pairs = pd.DataFrame({"row": m.crop // n_t, "t": m.crop % n_t, "label": m.true_label,
-                          "pred": m.pred_label})
-    gt = cells.rename(columns={c: "true_" + c for c in cells.columns if c not in ("row", "t", "label")})
-    pairs = pairs.merge(gt, on=["row", "t", "label"])
-    meas = measured.rename(columns={"n": "row", "label": "pred"})
-    pairs = pairs.merge(meas, on=["row", "t", "pred"])
-    # Cells cut by the open end have no defined length in the crop.
-    whole = ~pairs.at_open_end
-    length_err = ((pairs.length_px - pairs.true_length_px) / pairs.true_length_px)[whole]
-    fl_err = ((pairs[f"{fluo}_mean_bgsub"] - pairs[f"true_{fluo}_mean_true"])
-              / pairs[f"true_{fluo}_mean_true"])
-    return m, length_err.abs(), fl_err.abs()
+def mother_lengths(pos) -> np.ndarray:
+    """True whole-cell length of the mother of every trench and frame ``(N, T)`` (NaN: none)."""
+    n, T = pos.trench_labels.shape[:2]
+    out = np.full((n, T), np.nan)
+    m = pos.cells[pos.cells["mother"]]
+    out[m["row"].to_numpy(), m["t"].to_numpy()] = m["length_px"].to_numpy(float)
+    return out
 
 
-def run_synthetic(quick: bool, seed: int):
-    rows, speed = [], None
-    n_t = 4 if quick else 12
-    for name, over in SCENARIOS.items():
-        pos, used = simulate(dict(height=512, width=512, n_timepoints=n_t,
-                                  channels=("phase", "gfp"), **over), seed)
-        crops = crops_of(pos, ("phase", "gfp"))
-        truth = pos.trench_labels
-        # The measurement alone: true masks, estimated background.
-        _, _, ferr_true = evaluate(truth, truth, measure_cells(truth, {"gfp": crops["gfp"]}),
-                                   pos.cells, "gfp")
-        for ch, kind in (("phase", "phase"), ("gfp", "fluorescence")):
-            pred = segment_trenches(crops[ch], kind=kind)
-            measured = measure_cells(pred, {"gfp": crops["gfp"]})
-            m, lerr, ferr = evaluate(truth, pred, measured, pos.cells, "gfp")
-            rows.append({"scenario": name, "seed": used, "segmented channel": ch, "true cells": m.n_true,
-                         "F1 (IoU>0.5)": m.f1, "precision": m.precision, "recall": m.recall,
-                         "mean IoU": m.mean_iou, "length err (median)": lerr.median(),
-                         "gfp mean err (median)": ferr.median(),
-                         "gfp mean err, true masks": ferr_true.median()})
-        if name == "default":
-            speed = crops
-    return pd.DataFrame(rows), speed
+def score(truth, pred, mother_len, true_counts=None, missed_counts=None, missed_mothers=0):
+    """Segmentation scores of crops ``(N, T, H, W)`` against their truth.
+
+    Parameters
+    ----------
+    truth, pred : ndarray (N, T, H, W)
+        True labels (any ids) and predicted labels (1..k from the closed end).
+    mother_len : ndarray (N, T)
+        True whole-cell length of each crop's mother, NaN where there is none.
+    true_counts : ndarray (N, T), optional
+        True number of cells of the trench behind each crop (default: counted
+        in ``truth``). With detected boxes a cell may be cut away from the crop;
+        it still counts as a cell to find.
+    missed_counts : ndarray, optional
+        True cell counts of the trench-frames no box covers (detection misses):
+        their cells count as missed, their mothers as wrong.
+    missed_mothers : int
+        Mothers in those trench-frames.
+    """
+    missed = np.zeros(0, int) if missed_counts is None else np.asarray(missed_counts).ravel()
+    if truth.size:
+        m = match_labels(truth, pred)
+        tp, n_pred, iou = m.tp, m.n_pred, m.mean_iou
+        nt = count_labels(truth) if true_counts is None else np.asarray(true_counts)
+        nt, npred = nt.ravel(), count_labels(pred).ravel()
+        n_true = max(int(nt.sum()), m.n_true)
+    else:
+        tp = n_true = n_pred = 0
+        iou, nt, npred = np.nan, np.zeros(0, int), np.zeros(0, int)
+    n_true += int(missed.sum())
+    within = np.concatenate([np.abs(npred - nt) <= 1, missed <= 1])
+    ok_mother, n_mother = 0, missed_mothers
+    if np.isfinite(mother_len).any():
+        meas = measure_cells(pred) if pred.size and pred.max() > 0 else None
+        pred_len = np.full(mother_len.shape, np.nan)
+        if meas is not None:
+            first = meas[meas["label"] == 1]
+            pred_len[first["n"].to_numpy(), first["t"].to_numpy()] = first["length_px"].to_numpy()
+        has = np.isfinite(mother_len)
+        err = np.abs(pred_len[has] - mother_len[has]) / mother_len[has]
+        ok_mother = int(np.sum(err <= 0.05))
+        n_mother += int(has.sum())
+    empty = nt == 0
+    return {"true cells": n_true, "trench-frames": len(within),
+            "F1": 2 * tp / (n_true + n_pred) if n_true + n_pred else 1.0,
+            "mean IoU": iou, "count +-1": within.mean() if within.size else np.nan,
+            "mother len 5%": ok_mother / n_mother if n_mother else np.nan,
+            "empty clean": np.mean(npred[empty] == 0) if empty.any() else np.nan}
+
+
+def segment(crops, kind, lumen_width):
+    return segment_trenches(crops, kind=kind, lumen_width=int(round(lumen_width)))
+
+
+def end_to_end(pos, cfg, ch, kind, mother_len):
+    """Detect, estimate drift, crop and segment one channel; scores against the truth."""
+    movie = pos.movies[ch]
+    image = movie[0] if kind == "phase" else movie.max(axis=0)
+    try:
+        lay = detect_trenches(image, kind=kind, box_width=cfg.box_width)
+    except TrenchDetectionError:
+        return score(np.zeros((0,)), np.zeros((0,)), np.full((0, 0), np.nan), None,
+                     count_labels(pos.trench_labels), int(np.isfinite(mother_len).sum()))
+    est = DriftEstimator(movie[0])
+    drift = [np.zeros(2)] + [np.asarray(est(f), float) for f in movie[1:]]
+    crops = np.stack([crop_trenches(movie[t], lay, drift_yx=drift[t])
+                      for t in range(len(movie))], axis=1)
+    truth = np.stack([labels_in_boxes(pos.frame_labels[t], lay.trenches, lay.angle_deg, drift[t])
+                      for t in range(len(movie))], axis=1)
+    pred = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0))
+    pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
+                           movie.shape[1:], cfg.pitch_px)
+    det_len = np.full(crops.shape[:2], np.nan)
+    counts = np.zeros(crops.shape[:2], int)  # boxes on no trench should hold no cell
+    all_counts = count_labels(pos.trench_labels)
+    matched = np.zeros(len(pos.trenches), bool)
+    for i, j in pairs:
+        det_len[j], counts[j] = mother_len[i], all_counts[i]
+        matched[i] = True
+    return score(truth, pred, det_len, counts, all_counts[~matched],
+                 int(np.isfinite(mother_len[~matched]).sum()))
+
+
+def run_families(families, seed_list, size, n_timepoints, verbose=False):
+    rows, nominal_crops = [], None
+    for family in families:
+        for seed in seed_list:
+            cfg = sample_config(family, seed, height=size, width=size, n_timepoints=n_timepoints,
+                                n_positions=1)
+            pos = simulate_position(cfg, 0)
+            ph, fl = channels_of(cfg)
+            crops = crops_of(pos, (ph, fl))
+            mlen = mother_lengths(pos)
+            if family == "nominal" and nominal_crops is None:
+                nominal_crops = {"phase": crops[ph], "gfp": crops[fl]}
+            for kind, ch in (("phase", ph), ("fluorescence", fl)):
+                r_true = score(pos.trench_labels, segment(crops[ch], kind, cfg.trench_width_px),
+                               mlen)
+                r_det = end_to_end(pos, cfg, ch, kind, mlen)
+                for geo, r in (("true", r_true), ("detected", r_det)):
+                    rows.append({"kind": kind, "geometry": geo, "family": family, "seed": seed,
+                                 **r})
+                    if verbose:
+                        print(f"# {family} {seed} {kind} {geo}: " + ", ".join(
+                            f"{k} {v:.3f}" for k, v in r.items()), file=sys.stderr)
+    return pd.DataFrame(rows), nominal_crops
+
+
+def family_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per family: sums of counts and cell-weighted means over seeds."""
+    out = []
+    for family, g in rows.groupby("family", sort=False):
+        w = g["true cells"].to_numpy(float)
+        mean = lambda c: float(np.average(g[c], weights=np.maximum(w, 1e-9))) \
+            if g[c].notna().all() else float(g[c].mean())  # noqa: E731
+        out.append({"family": family, "seeds": len(g), "true cells": g["true cells"].sum(),
+                    "trench-frames": g["trench-frames"].sum(),
+                    **{c: mean(c) for c in ("F1", "mean IoU", "count +-1", "mother len 5%",
+                                            "empty clean")}})
+    return pd.DataFrame(out)
 
 
 def time_per_trench_frame(crops, repeats: int = 3, n_trench: int = 100, n_t: int = 30):
@@ -231,21 +326,56 @@ def run_real_phase():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small acquisitions, for a smoke test")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--quick", action="store_true",
+                        help="1 seed per family, 512 x 512, 4 frames (about 1-2 min on one core)")
+    parser.add_argument("--seeds", choices=("heldout", "tuning"), default="heldout",
+                        help="seed split (default: held-out seeds, 10000 and up)")
+    parser.add_argument("--n-seeds", type=int, default=None, help="seeds per family (default 3)")
+    parser.add_argument("--seed-start", type=int, default=0, help="offset into the split")
+    parser.add_argument("--families", default=",".join(FAMILIES),
+                        help="comma-separated families (default: all)")
+    parser.add_argument("--size", type=int, default=None, help="frame side (default 768)")
+    parser.add_argument("--timepoints", type=int, default=None, help="frames (default 8)")
+    parser.add_argument("--no-extras", action="store_true",
+                        help="families only: no speed and no real-data tables")
+    parser.add_argument("-v", "--verbose", action="store_true", help="one line per run (stderr)")
     args = parser.parse_args(argv)
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown:
+        parser.error(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
+    n_seeds = args.n_seeds or (1 if args.quick else 3)
+    size = args.size or (512 if args.quick else 768)
+    n_t = args.timepoints or (4 if args.quick else 8)
+    seed_list = seeds(args.seeds, n_seeds, args.seed_start)
+    warnings.simplefilter("ignore", RuntimeWarning)
 
-    pd.set_option("display.precision", 3)
-    table, crops = run_synthetic(args.quick, args.seed)
-    print("## Synthetic acquisitions (512 x 512, 20 trench boxes of 32 px)\n")
-    print(markdown(table))
-    total = table.groupby("segmented channel")[["true cells"]].sum()
-    print(f"\ncells per segmented channel: {total['true cells'].to_dict()}\n")
-    speed, shape = time_per_trench_frame(crops, repeats=1 if args.quick else 3,
-                                         n_trench=20 if args.quick else 100,
-                                         n_t=10 if args.quick else 30)
-    print(f"## Speed (one core, stack {shape})\n")
-    print(markdown(speed))
+    t0 = time.perf_counter()
+    rows, crops = run_families(families, seed_list, size, n_t, args.verbose)
+    print(f"## Segmentation per family ({len(families)} families x {len(seed_list)} seeds "
+          f"({seed_list[0]}..{seed_list[-1]}), {size} x {size}, {n_t} frames, "
+          f"{time.perf_counter() - t0:.0f} s)\n")
+    print("F1 at IoU 0.5; `count +-1`: trench-frames with the cell count within one; "
+          "`mother len 5%`: mothers whose whole-cell length is within 5 %; `empty clean`: "
+          "empty trench-frames without any cell. Cell-weighted over seeds.\n")
+    for kind in ("phase", "fluorescence"):
+        for geo in ("true", "detected"):
+            sub = rows[(rows.kind == kind) & (rows.geometry == geo)]
+            table = family_table(sub)
+            table.insert(0, "geometry", geo)
+            table.insert(0, "kind", kind)
+            print(f"### {kind}, crops on the {geo} geometry\n")
+            print(markdown(with_summary(table, TARGETS, keys=("kind", "geometry", "family"),
+                                        also=())))
+            print()
+    if args.no_extras:
+        return
+    if crops is not None:
+        speed, shape = time_per_trench_frame(crops, repeats=1 if args.quick else 3,
+                                             n_trench=20 if args.quick else 100,
+                                             n_t=10 if args.quick else 30)
+        print(f"## Speed (one core, stack {shape})\n")
+        print(markdown(speed, whole=()))
     phase = run_real_phase()
     if phase is not None:
         print("\n## Real phase contrast (molyso example frame, no mask truth)\n")

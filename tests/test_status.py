@@ -222,3 +222,30 @@ def test_status_of_the_other_kind_is_skipped_quietly(done, caplog):
         assert read_json(Path(folder, "batchlib", "ImportArray.status"), WORKFLOW_SCHEMA) is None
         assert read_json(Path(folder, "batchlib", "ImportArray.status"), JOB_SCHEMA)["job"] == "ImportArray"
     assert len(caplog.records) == 1  # the other kind of status file is skipped quietly
+
+
+class _WarningScale(ScaleRaw):
+    """ScaleRaw that warns about every image it processes."""
+
+    def process_container(self, container, path):
+        super().process_container(container, path)
+        self.warn(f"{Path(path).name}: looked odd")
+
+
+def test_job_warnings_reach_the_status(tmp_path):
+    """A warning raised while processing an image is kept with its status entry and listed."""
+    raw = tmp_path / "raw"
+    make_array_inputs(raw, 2)
+    folder = tmp_path / "out"
+    run_workflow("W", folder, [ImportArray(), _WarningScale()], input_folder=raw)
+    st = json.loads((folder / "batchlib" / "_WarningScale.status").read_text())
+    entries = st["files"].values()
+    assert all(e["state"] == "done" for e in entries)
+    assert sorted(w for e in entries for w in e["warnings"]) == ["im000000.h5: looked odd",
+                                                                  "im000001.h5: looked odd"]
+    text = summarize(folder)
+    assert "_WarningScale: warning" in text and "looked odd" in text
+    # a clean rerun keeps the entries (nothing recomputed) and their warnings
+    run_workflow("W", folder, [ImportArray(), _WarningScale()], input_folder=raw)
+    st = json.loads((folder / "batchlib" / "_WarningScale.status").read_text())
+    assert all(e.get("warnings") for e in st["files"].values())

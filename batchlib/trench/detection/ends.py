@@ -16,7 +16,7 @@ from ._common import nanmean
 from ._sampling import rotated_samples
 
 __all__ = ["set_ends", "strip_profiles", "signal_extent", "half_level_crossing", "end_cues",
-           "smooth"]
+           "smooth", "fit_end_line", "outer_foot"]
 
 
 def strip_profiles(image, angle_deg, rows, lumen_x, wall_x, half_width):
@@ -37,11 +37,12 @@ def strip_profiles(image, angle_deg, rows, lumen_x, wall_x, half_width):
     return lum, wal
 
 
-def signal_extent(rows, profile, inside_rows):
-    """First and last row (sub-pixel) where ``profile`` exceeds half its high level.
+def signal_extent(rows, profile, inside_rows, fraction=0.5):
+    """First and last row (sub-pixel) where ``profile`` exceeds ``fraction`` of its high level.
 
     The high level is the 90th percentile inside the set, so a trench holding
-    cells only near one end still has that end found.
+    cells only near one end still has that end found. A low ``fraction``
+    gives the outer foot of a blurred object rather than its half-level edge.
     """
     p = np.nan_to_num(np.asarray(profile, float))
     if not inside_rows.any():
@@ -49,12 +50,13 @@ def signal_extent(rows, profile, inside_rows):
     level = np.percentile(p[inside_rows], 90)
     if not level > 0:
         return np.nan, np.nan
-    above = np.flatnonzero(p > 0.5 * level)
+    thr = fraction * level
+    above = np.flatnonzero(p > thr)
     i0, i1 = above[0], above[-1]
     def interp(i, j):  # crossing between samples i (above) and j (below)
         if j < 0 or j >= p.size:
             return float(rows[i])
-        f = (p[i] - 0.5 * level) / (p[i] - p[j]) if p[i] != p[j] else 0.5
+        f = (p[i] - thr) / (p[i] - p[j]) if p[i] != p[j] else 0.5
         return float(rows[i] + f * (rows[j] - rows[i]))
     return interp(i0, i0 - 1), interp(i1, i1 + 1)
 
@@ -98,6 +100,45 @@ def half_level_crossing(rows, profile, inside_rows, outward):
     return float(rows[i0] + frac * (rows[i1] - rows[i0]))
 
 
+def smooth_columns(profiles, sigma):
+    """:func:`smooth` of every column of ``profiles`` (rows x n) at once."""
+    p = np.asarray(profiles, float)
+    ok = np.isfinite(p)
+    num = ndimage.gaussian_filter1d(np.where(ok, p, 0.0), sigma, axis=0, mode="nearest")
+    den = ndimage.gaussian_filter1d(ok.astype(float), sigma, axis=0, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / den
+
+
+def half_level_crossings(rows, profiles, inside_rows, outward):
+    """:func:`half_level_crossing` of every column of ``profiles`` (rows x n) at once."""
+    p = np.nan_to_num(np.asarray(profiles, float))
+    n = p.shape[1]
+    out = np.full(n, np.nan)
+    if not inside_rows.any():
+        return out
+    level = np.median(p[inside_rows], axis=0)
+    good = np.isfinite(level) & (level != 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = p / np.where(good, level, 1.0)
+    inside_idx = np.flatnonzero(inside_rows)
+    start = inside_idx[-1] if outward > 0 else inside_idx[0]
+    idx = np.arange(start, len(rows)) if outward > 0 else np.arange(start, -1, -1)
+    below = rel[idx] < 0.5                                   # (len(idx), n)
+    found = below.any(axis=0) & good
+    k = np.argmax(below, axis=0)
+    cols = np.flatnonzero(found)
+    at_start = cols[k[cols] == 0]
+    out[at_start] = rows[idx[0]]
+    cols = cols[k[cols] > 0]
+    i0, i1 = idx[k[cols] - 1], idx[k[cols]]
+    r0, r1 = rel[i0, cols], rel[i1, cols]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(r0 != r1, (r0 - 0.5) / (r0 - r1), 0.5)
+    out[cols] = rows[i0] + frac * (rows[i1] - rows[i0])
+    return out
+
+
 def end_cues(rows, lumen, wall, edge, outward, reach):
     """How much the lumen and the wall profiles change across one end.
 
@@ -123,6 +164,110 @@ def smooth(profile, sigma):
     den = ndimage.gaussian_filter1d(ok.astype(float), sigma, mode="nearest")
     with np.errstate(invalid="ignore", divide="ignore"):
         return num / den
+
+
+def outer_foot(rows, profile, edge, inward, window=40, fraction=0.2):
+    """Row where the outermost object near ``edge`` fades to ``fraction`` of its own peak.
+
+    In fluorescence the end of a trench is where its outermost cell ends; a
+    dim mother below brighter daughters would be cut by a level set on the
+    whole trench, so the level is that cell's own peak: the brightest point
+    within ``window`` rows inside the edge.
+
+    Parameters
+    ----------
+    rows : ndarray
+        Rotated rows of ``profile`` (ascending, step 1).
+    profile : ndarray
+        Signal above the walls' level along the trench.
+    edge : float
+        Approximate end (the set's).
+    inward : {+1, -1}
+        Direction (in rows) from the end into the trench.
+
+    Returns
+    -------
+    float
+        NaN when no object lies near the end.
+    """
+    p = np.nan_to_num(np.asarray(profile, float))
+    d = (rows - edge) * inward
+    near = np.flatnonzero((d >= -window / 2) & (d <= window))
+    if near.size == 0:
+        return np.nan
+    peak_i = near[np.argmax(p[near])]
+    level = p[peak_i]
+    if not level > 0:
+        return np.nan
+    step = -inward                      # from the peak outwards
+    i = peak_i
+    while 0 <= i + step < p.size and p[i + step] > fraction * level:
+        i += step
+    j = i + step
+    if not 0 <= j < p.size:
+        return float(rows[i])
+    f = (p[i] - fraction * level) / (p[i] - p[j]) if p[i] != p[j] else 0.5
+    return float(rows[i] + f * (rows[j] - rows[i]))
+
+
+def fit_end_line(x, ends, fallback, max_residual=None, max_slope=0.002):
+    """Robust straight line through the per-trench ends of one set, evaluated at every trench.
+
+    The closed ends of a chip are drawn on one straight line by lithography;
+    a line through many trenches is far less noisy than any one of them, and
+    its slope absorbs a small residual error of the angle.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n,)
+        Trench axes (rotated columns).
+    ends : ndarray, shape (n,)
+        Per-trench end rows; NaN where not measured.
+    fallback : float
+        Used when fewer than three ends are measured.
+    max_residual : float, optional
+        Ends further than this from the line are outliers (default: 3 robust
+        sigmas, at least 1 px).
+    max_slope : float
+        Largest slope (rows per column) allowed: what the error of the angle
+        can leave. Ends that differ between filled and empty trenches would
+        otherwise tilt the line across the frame.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(10.0) * 40
+    >>> ends = 100 + 0.001 * x
+    >>> ends[3] = 140                                   # a cell sticking out
+    >>> np.round(fit_end_line(x, ends, 100.0), 2)[:4]
+    array([100.  , 100.04, 100.08, 100.12])
+    """
+    x = np.asarray(x, float)
+    e = np.asarray(ends, float)
+    ok = np.isfinite(e)
+    if ok.sum() < 3:
+        med = float(np.nanmedian(e)) if ok.any() else float(fallback)
+        return np.full(x.shape, med)
+    keep = ok.copy()
+    coef = np.array([0.0, float(np.median(e[ok]))])
+    for _ in range(4):
+        if keep.sum() < 3:
+            break
+        xm = x[keep].mean()
+        slope = float(np.clip(np.polyfit(x[keep] - xm, e[keep], 1)[0], -max_slope, max_slope))
+        coef = np.array([slope, float(np.median(e[keep] - slope * (x[keep] - xm))) - slope * xm])
+        res = e - np.polyval(coef, x)
+        sigma = 1.4826 * np.median(np.abs(res[keep]))
+        limit = max(3.0 * sigma, 1.0) if max_residual is None else max_residual
+        new = ok & (np.abs(res) <= limit)
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return np.polyval(coef, x)
 
 
 def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, filled, kind):
@@ -174,6 +319,7 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
     if kind == "fluorescence" and np.isfinite(ext).sum(axis=0).min() >= 3:
         # walls are dark: the cells' own ends are the only edges to see
         edges = [float(np.nanmedian(ext[:, 0])) - 0.5, float(np.nanmedian(ext[:, 1])) + 0.5]
+    per_trench = _trench_ends(rows, each, inside, filled, centres, edges, kind)
     lum_mean, wal_mean = smooth(nanmean(lum, axis=1), 1.0), smooth(nanmean(wal, axis=1), 1.0)
     cues = [end_cues(rows, lum_mean, wal_mean, e, o, int(min(0.5 * pitch, 30)))
             for e, o in zip(edges, (-1, 1))]
@@ -182,4 +328,40 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
     background = np.nanmedian(wal[inside]) if np.isfinite(wal[inside]).any() else 0.0
     spill = [float(np.nan_to_num(nanmean(lum[(rows - e) * o > 3])) - background)
              for e, o in zip(edges, (-1, 1))]
-    return dict(y_top=edges[0], y_bottom=edges[1], cues=cues, spread=spread, spill=spill)
+    return dict(y_top=edges[0], y_bottom=edges[1], cues=cues, spread=spread, spill=spill,
+                top_each=per_trench[0], bottom_each=per_trench[1])
+
+
+def _trench_ends(rows, each, inside, filled, centres, edges, kind):
+    """Edge rows of both ends of every trench: a line through the trenches' own ends.
+
+    Phase contrast: every lumen, empty or not, ends where its contrast to the
+    walls fades. Fluorescence: only cells are seen, so the end of a filled
+    trench is the outer foot (a fifth of the level) of its signal, never
+    inside its outermost cell, and the line is pushed out to clear every
+    measured cell.
+    """
+    n = len(centres)
+    ends = np.full((n, 2), np.nan)
+    if kind == "fluorescence":
+        for i in np.flatnonzero(filled):
+            prof = smooth(each[:, i], 1.0)
+            ends[i] = [outer_foot(rows, prof, edges[0], +1), outer_foot(rows, prof, edges[1], -1)]
+        ends[:, 0] -= 0.5
+        ends[:, 1] += 0.5
+    else:
+        profs = smooth_columns(each, 1.0)
+        for k, outward in ((0, -1), (1, +1)):
+            ends[:, k] = half_level_crossings(rows, profs, inside, outward)
+        # a trench end far from the set's (a smear, a cell crossing the end) is no end
+        for k in range(2):
+            far = np.abs(ends[:, k] - edges[k]) > 12.0
+            ends[far, k] = np.nan
+    # phase angles are good to ~0.02 deg, fluorescence (cells only) to ~0.2 deg
+    max_slope = np.tan(np.deg2rad(0.05 if kind == "phase" else 0.3))
+    top = fit_end_line(centres, ends[:, 0], edges[0], max_slope=max_slope)
+    bottom = fit_end_line(centres, ends[:, 1], edges[1], max_slope=max_slope)
+    if kind == "fluorescence":
+        top = np.fmin(top, ends[:, 0])
+        bottom = np.fmax(bottom, ends[:, 1])
+    return top, bottom

@@ -28,7 +28,8 @@ from .ends import set_ends
 from .lumen import lumen_axis
 from .pitch import estimate_pitch
 from .quality import empty_flags, image_noise, layout_quality
-from .rotation import angle_from_bands
+from .selfcheck import check_layout
+from .rotation import angle_from_bands, combine_set_angles, set_angles
 from .trench_sets import find_sets, row_coherence, row_periodicity
 
 __all__ = ["TrenchLayout", "detect_trenches"]
@@ -77,6 +78,7 @@ class TrenchLayout:
     image_shape: tuple
     kind: str = "phase"
     profiles: dict = field(default_factory=dict, repr=False)
+    warnings: list = field(default_factory=list)
 
     @property
     def n_trenches(self) -> int:
@@ -88,7 +90,8 @@ class TrenchLayout:
                 "sets": self.sets.to_dict(orient="list"),
                 "trenches": self.trenches.to_dict(orient="list"),
                 "quality": {k: float(v) for k, v in self.quality.items()},
-                "image_shape": [int(s) for s in self.image_shape], "kind": self.kind}
+                "image_shape": [int(s) for s in self.image_shape], "kind": self.kind,
+                "warnings": list(self.warnings)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrenchLayout":
@@ -97,7 +100,8 @@ class TrenchLayout:
                                     "width": int, "empty": bool})
         return cls(float(d["angle_deg"]), float(d["pitch"]),
                    pd.DataFrame(d["sets"], columns=SET_COLUMNS), trenches,
-                   dict(d["quality"]), tuple(d["image_shape"]), d.get("kind", "phase"))
+                   dict(d["quality"]), tuple(d["image_shape"]), d.get("kind", "phase"),
+                   warnings=list(d.get("warnings", [])))
 
 
 def _finite(image):
@@ -122,7 +126,8 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                     angle_range_deg: float = 5.0, n_sets: int | None = None,
                     min_trenches: int = 3, *, min_pitch: float = 6.0,
                     max_pitch: float | None = None, lumen: str = "auto",
-                    direction: int | None = None) -> TrenchLayout:
+                    direction: int | None = None,
+                    closed_end_margin: float | None = None, self_check: bool = True) -> TrenchLayout:
     """Find the trench array of a mother-machine image.
 
     Parameters
@@ -152,6 +157,16 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         uses "bright" for fluorescence.
     direction : {+1, -1}, optional
         Force the direction of a single set (closed end at the top: +1).
+    closed_end_margin : float, optional
+        Pixels of PDMS kept before the closed end in every box, so that the
+        box starts just outside the trench and never inside the mother cell.
+        Default 0 for phase (the lumen-wall half level found already lies
+        about 1 px outside the lumen) and 0.5 for fluorescence (measured from
+        the outer foot of the outermost cell).
+    self_check : bool
+        Check that the boxes hold the cells (:func:`.selfcheck.check_layout`):
+        a layout whose boxes sit on the walls is an error; one that cannot be
+        checked (no cells seen) has its confidence halved and a warning.
 
     Returns
     -------
@@ -195,10 +210,29 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     angle, gain = angle_from_bands(bands32, y32, frame_center(shape)[0], pitch, angle_range_deg,
                                    fine_bands=bands8, fine_y=y8)
 
-    rot = rotated_band_image(bands8, y8, shape, angle, y8)
-    power, ratio = row_periodicity(rot, pitch)
-    coherence = row_coherence(rot, pitch) if kind == "fluorescence" else None
-    runs = find_sets(power, ratio, y8, pitch, n_sets, coherence=coherence)
+    rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets)
+    # The whole-frame search mixes the sets' lattices (biased by degrees when
+    # the sets are offset sideways): each set's own angle, twice, the second
+    # time with the sets placed by the first answer.
+    whole_frame_angle, per_set, spread = angle, np.full(len(runs), np.nan), 0.0
+    margins = (0.5 * W * np.tan(np.deg2rad(angle_range_deg)),
+               0.5 * W * np.tan(np.deg2rad(0.2)) + step)
+    for margin in margins:
+        if not runs:
+            break
+        per_set, _ = set_angles(bands32, y32, bands8, y8, shape, angle, runs, pitch,
+                                angle_range_deg, margin)
+        combined, spread = combine_set_angles(per_set, [(r[1] - r[0]) * r[2] for r in runs],
+                                              whole_frame_angle)
+        if not np.isfinite(combined):
+            break
+        moved = abs(combined - angle)
+        angle = combined
+        # the sets' rows move by less than a pixel for small changes: keep them
+        if moved > 0.02:
+            rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets)
+        elif moved > 1e-4:
+            rot = rotated_band_image(bands8, y8, shape, angle, y8)
     if not runs:
         raise TrenchDetectionError(
             f"no rows with trenches: no run of rows is periodic at the pitch {pitch:.1f} px "
@@ -226,9 +260,36 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
             "were found, but no regularly spaced trenches in them (debris or too few trenches?)")
 
     assign_directions(found, kind, direction)
-    return _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches,
-                     noise, dict(angle_gain=gain),
-                     dict(row_y=y8, row_ratio=ratio, row_power=power))
+    extra = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
+                 set_angle_spread_deg=spread)
+    extra.update({f"set{i}_angle_deg": a for i, a in enumerate(per_set)})
+    if closed_end_margin is None:
+        closed_end_margin = 0.0 if kind == "phase" else 0.5
+    layout = _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches,
+                       closed_end_margin, noise, extra,
+                       dict(row_y=y8, row_ratio=ratio, row_power=power))
+    if self_check:
+        _apply_self_check(img, layout, noise)
+    return layout
+
+
+def _apply_self_check(img, layout, noise):
+    check = check_layout(img, layout, noise)
+    layout.quality["self_check"] = {"pass": 1.0, "undetermined": 0.5, "fail": 0.0}[check.verdict]
+    layout.quality["self_check_log_ratio"] = check.log_ratio
+    if check.verdict == "fail":
+        raise TrenchDetectionError(f"self-check failed: {check.reason}")
+    if check.verdict == "undetermined":
+        layout.quality["confidence"] *= 0.5
+        layout.warnings.append(f"self-check undetermined: {check.reason}")
+
+
+def _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets):
+    """The straightened low-resolution image at ``angle`` and the sets found in it."""
+    rot = rotated_band_image(bands8, y8, shape, angle, y8)
+    power, ratio = row_periodicity(rot, pitch)
+    coherence = row_coherence(rot, pitch) if kind == "fluorescence" else None
+    return rot, power, ratio, find_sets(power, ratio, y8, pitch, n_sets, coherence=coherence)
 
 
 def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noise):
@@ -270,7 +331,8 @@ def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noi
                 template=c["template"], profile=prof, periodicity=periodicity, **ends)
 
 
-def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches, noise,
+def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches,
+              closed_end_margin, noise,
               extra_quality, row_profiles):
     H, W = shape
     lengths = [s["y_bottom"] - s["y_top"] for s in found]
@@ -292,8 +354,11 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
     rows, set_rows, kept = [], [], []
     for s in found:
         n = len(s["centres"])
-        corners = np.stack([box_corners(x, s["y_closed"], s["direction"], box_height, box_width)
-                            for x in s["centres"]]) if n else np.zeros((0, 4, 2))
+        d = s["direction"]
+        # per trench: the first lumen row, moved out by the margin
+        closed = (s["top_each"] + 0.5 if d == 1 else s["bottom_each"] - 0.5) - d * closed_end_margin
+        corners = np.stack([box_corners(x, y, d, box_height, box_width)
+                            for x, y in zip(s["centres"], closed)]) if n else np.zeros((0, 4, 2))
         raw = rotated_to_raw(corners, angle, shape)
         inside = np.all((raw[..., 0] >= -0.5) & (raw[..., 0] <= H - 0.5)
                         & (raw[..., 1] >= -0.5) & (raw[..., 1] <= W - 0.5), axis=1)
@@ -302,7 +367,7 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
         set_id = len(set_rows)
         order = np.argsort(s["centres"][inside])
         for j, i in enumerate(np.flatnonzero(inside)[order]):
-            rows.append([set_id, j, float(s["centres"][i]), float(s["y_closed"]),
+            rows.append([set_id, j, float(s["centres"][i]), float(closed[i]),
                          int(s["direction"]), box_height, box_width, bool(s["empty"][i]),
                          float(s["ncc"][i]), *corners[i, :, 0], *corners[i, :, 1],
                          *raw[i, :, 0], *raw[i, :, 1]])

@@ -75,4 +75,8 @@ def plot_detection(image2d, layout, path_png, title=None, max_side=1600):
                f"{int(q.get('n_trenches', len(t)))} trenches, confidence {q.get('confidence', 0):.2f}, "
                f"empty {q.get('empty_fraction', 0):.0%}")
     fig.suptitle(f"{title}\n{summary}" if title else summary, fontsize=10, y=0.99, va="top")
+    for i, warning in enumerate(getattr(layout, "warnings", [])[:3]):
+        # a layout that could not be verified says so on the picture itself
+        fig.text(0.5, 0.02 + 0.03 * i, f"WARNING: {warning}", ha="center", fontsize=8,
+                 color="darkred", wrap=True)
     fig.savefig(str(path_png))

@@ -143,3 +143,132 @@ def estimate_angle(image, angle_range_deg: float = 5.0, pitch: float | None = No
                                 angle_range_deg, fine_bands=fine, fine_y=fine_y)
     return angle
 
+
+
+def set_band_mask(band_y, shape, angle_deg, y0, y1):
+    """Which band pixels fall inside the rotated rows ``[y0, y1]`` of one trench set.
+
+    Parameters
+    ----------
+    band_y : ndarray, shape (K,)
+        Raw row of each band's centre.
+    shape : tuple
+        Raw frame shape (fixes the centre of rotation).
+    angle_deg : float
+        Current angle estimate.
+    y0, y1 : float
+        Rotated-frame rows bounding the set.
+
+    Returns
+    -------
+    ndarray of bool, shape (K, W)
+    """
+    cy, cx = frame_center(shape)
+    a = np.deg2rad(angle_deg)
+    x = np.arange(shape[1], dtype=float) - cx
+    # rotated row of the raw point (y, x): cy + cos(a) (y - cy) + sin(a) (x - cx)
+    y_rot = cy + np.cos(a) * (np.asarray(band_y, float)[:, None] - cy) + np.sin(a) * x[None, :]
+    return (y_rot >= y0) & (y_rot <= y1)
+
+
+def set_angles(bands, band_y, fine_bands, fine_y, shape, angle_deg, runs, pitch,
+               angle_range_deg=5.0, margin=0.0):
+    """Angle of every trench set on its own.
+
+    One shift-and-add search over the whole frame mixes the sets' lattices:
+    when the two sets of a chip are offset sideways, aligning their trenches
+    tilts the angle by most of the angle that would line the two lattices up
+    (degrees on a 1024 px frame). Searching the pixels of each set alone gives
+    each set's own angle. The band pixels outside a set are set to the band's
+    mean over its pixels inside, which carries no periodic signal.
+
+    Parameters
+    ----------
+    bands, band_y, fine_bands, fine_y : ndarray
+        Coarse and fine band profiles of the raw frame and their centre rows.
+    shape : tuple
+        Raw frame shape.
+    angle_deg : float
+        Current angle estimate, which places the sets in the raw frame.
+    runs : list of (y0, y1, strength)
+        Rotated-frame row ranges of the sets (:func:`~.trench_sets.find_sets`).
+    margin : float
+        Rows dropped at both ends of every set (room for the error of
+        ``angle_deg`` across the frame).
+
+    Returns
+    -------
+    angles : ndarray, shape (n_sets,)
+        NaN where a set has too few rows left.
+    gains : ndarray, shape (n_sets,)
+        Sharpness gain of each set's search (see :func:`angle_from_bands`).
+    """
+    angles, gains = [], []
+    cy = frame_center(shape)[0]
+    for y0, y1, _ in runs:
+        lo, hi = y0 + margin, y1 - margin
+        if hi - lo < max(2 * pitch, 24.0):
+            # too short to shrink: keep the middle half
+            mid, half = 0.5 * (y0 + y1), max(0.25 * (y1 - y0), 4.0)
+            lo, hi = mid - half, mid + half
+        coarse = _masked(bands, band_y, shape, angle_deg, lo, hi)
+        fine = _masked(fine_bands, fine_y, shape, angle_deg, lo, hi)
+        if coarse is None or fine is None:
+            angles.append(np.nan)
+            gains.append(0.0)
+            continue
+        a, g = angle_from_bands(coarse[0], coarse[1], cy, pitch, angle_range_deg,
+                                fine_bands=fine[0], fine_y=fine[1])
+        angles.append(a)
+        gains.append(g)
+    return np.asarray(angles, float), np.asarray(gains, float)
+
+
+def _masked(bands, band_y, shape, angle_deg, lo, hi):
+    inside = set_band_mask(band_y, shape, angle_deg, lo, hi)
+    rows = inside.sum(axis=1) >= 0.25 * shape[1]
+    if rows.sum() < 3:
+        return None
+    b = np.where(inside[rows], bands[rows], np.nan)
+    return b, np.asarray(band_y)[rows]
+
+
+def combine_set_angles(angles, weights, whole_frame=None, tolerance_deg=0.05):
+    """One angle for the chip from the per-set angles, and their disagreement.
+
+    The sets of one chip share its angle. When the whole-frame estimate lies
+    within the per-set estimates (give or take ``tolerance_deg``), the sets'
+    lattices line up and the whole-frame search, whose lever arm spans all
+    sets, is unbiased and the most precise: it is returned. Otherwise (sets
+    offset sideways, which biases it) the weighted mean of the per-set angles.
+
+    Parameters
+    ----------
+    angles, weights : array_like, shape (n_sets,)
+    whole_frame : float, optional
+    tolerance_deg : float
+
+    Returns
+    -------
+    angle : float
+    spread : float
+        Largest difference between the per-set angles (0 for one set).
+
+    Examples
+    --------
+    >>> combine_set_angles([1.02, 0.98], [1, 1], whole_frame=1.0)
+    (1.0, 0.040000000000000036)
+    >>> combine_set_angles([1.02, 0.98], [1, 3], whole_frame=2.5)[0]
+    0.99
+    """
+    a = np.asarray(angles, float)
+    w = np.asarray(weights, float)
+    ok = np.isfinite(a) & (w > 0)
+    if not ok.any():
+        return float("nan"), float("nan")
+    a, w = a[ok], w[ok]
+    spread = float(np.ptp(a)) if a.size > 1 else 0.0
+    if (whole_frame is not None and a.size > 1 and np.isfinite(whole_frame)
+            and a.min() - tolerance_deg <= whole_frame <= a.max() + tolerance_deg):
+        return float(whole_frame), spread
+    return float(np.average(a, weights=w)), spread

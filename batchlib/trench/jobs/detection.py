@@ -41,7 +41,7 @@ class TrenchDetection(BatchJobOnContainer):
     the reference; when frames were appended, only the new ones are measured.
     """
 
-    version = "1"
+    version = "2"
     params = {
         "channel": Param("", "detection channel (name or key; default: first phase-like channel)"),
         "kind": Param("auto", "auto (from the channel name), phase or fluorescence",
@@ -83,12 +83,19 @@ class TrenchDetection(BatchJobOnContainer):
             "sets": layout.sets.to_dict(orient="list"),
             "note": ("fluorescence reference: empty trenches may be missed"
                      if kind == "fluorescence" else ""),
+            "warnings": list(layout.warnings),
         })
+        for warning in layout.warnings:
+            self.warn(f"{os.path.basename(path)}: {warning}")
+        verdict = {1.0: "self-check passed", 0.5: "NOT VERIFIED",
+                   0.0: "self-check failed"}.get(layout.quality.get("self_check"), "")
         for picture in self.folder_outputs(path):
             os.makedirs(os.path.dirname(picture), exist_ok=True)
             # Drawn under a temporary name, then renamed: never a half-written picture.
             tmp = os.path.join(os.path.dirname(picture), f".{os.path.basename(picture)}.tmp-{os.getpid()}.png")
-            plot_detection(reference, layout, tmp, title=f"{container_stem(path)} ({key}, {kind})")
+            plot_detection(reference, layout, tmp,
+                           title=f"{container_stem(path)} ({key}, {kind}) - {verdict}, confidence "
+                                 f"{layout.quality.get('confidence', 0):.2f}")
             os.replace(tmp, picture)
         self.logger.debug("%s: %d trenches, angle %.3f", os.path.basename(path), len(trenches),
                           layout.angle_deg)

@@ -36,7 +36,7 @@ class Segment(BatchJobOnContainer):
     the default needs no trained model and runs on the CPU.
     """
 
-    version = "1"
+    version = "2"
     params = {
         "channel": Param("", "segmentation channel (name or key; default: first phase-like channel)"),
         "kind": Param("auto", "auto (from the channel name), phase or fluorescence",
@@ -62,6 +62,7 @@ class Segment(BatchJobOnContainer):
 
     def process_container(self, container, path):
         from ..segmentation import get_method, segment_trenches
+        from ..segmentation.threshold import empty_background
 
         p = self.param_values
         get_method(p["method"])  # unknown method: a clear error before any work
@@ -83,12 +84,31 @@ class Segment(BatchJobOnContainer):
         out_key = f"{SEGMENTATION}/{p['name']}"
         kept = frames_kept(container, out_key, (n, h, w), basis)
         ds = prepare_stack(container, out_key, (n, h, w), n_t, np.uint16, kept)
+        empty = self._empty_trenches(container, n) if (
+            p["method"] == "threshold" and kind == "phase" and "background" not in extra) else None
         for t0, t1 in frame_blocks(kept, n_t):
-            labels = segment_trenches(crops[:, t0:t1], method=p["method"], kind=kind, **extra)
+            block = crops[:, t0:t1]
+            kwargs = dict(extra)
+            if empty is not None:
+                # what an empty trench looks like in these frames (see segment_threshold)
+                kwargs["background"] = empty_background(block, empty)
+            labels = segment_trenches(block, method=p["method"], kind=kind, **kwargs)
             if labels.max(initial=0) > np.iinfo(np.uint16).max:
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
             ds[:, t0:t1] = labels.astype(np.uint16)
         mark_frames(ds, n_t, basis, channel=key, kind=kind, method=p["method"])
+
+    @staticmethod
+    def _empty_trenches(container, n):
+        """TrenchDetection's ``empty`` flag per crop, or ``None`` when it is not there."""
+        from ...io import read_table
+
+        if TRENCHES_TABLE not in container:
+            return None
+        table = read_table(container, TRENCHES_TABLE)
+        if "empty" not in table or len(table) != n:
+            return None
+        return table["empty"].to_numpy(bool)
 
     @staticmethod
     def _measured_lumen_width(container, default=14.0):

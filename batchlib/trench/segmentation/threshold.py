@@ -82,11 +82,47 @@ def _lumen_band(cols: np.ndarray, lumen_width, lumen_shift: int):
     return band, start + (lw - 1) / 2.0
 
 
+def _empty_reference(background, shape, sm, sig):
+    """The empty-trench crop for every crop, smoothed like them and scaled to their brightness."""
+    h, w = shape[-2:]
+    bg = np.broadcast_to(np.asarray(background, np.float32), shape).reshape(-1, h, w)
+    bg = ndimage.gaussian_filter(bg, (0,) + sig, mode="nearest")
+    # the walls (outer quarters of the crop) hold no cells: their brightness
+    # relative to the empty crop's walls is the crop's gain
+    side = max(1, w // 4)
+    cols = np.r_[0:side, w - side:w]
+    q_crop = np.median(sm[:, :, cols].reshape(len(sm), -1), axis=1)
+    q_bg = np.median(bg[:, :, cols].reshape(len(bg), -1), axis=1)
+    gain = np.where(q_bg > 0, q_crop / np.maximum(q_bg, 1e-12), 1.0)
+    return (bg * gain[:, None, None].astype(np.float32)).astype(np.float32)
+
+
+def empty_background(crops, empty, min_empty=2):
+    """Median crop of the trenches known to be empty, per frame, or ``None``.
+
+    Parameters
+    ----------
+    crops : ndarray, shape (N, T, H, W)
+    empty : array of bool, shape (N,)
+        Trenches without cells (TrenchDetection's ``empty`` flag).
+    min_empty : int
+        Fewer empty trenches give no background.
+
+    Returns
+    -------
+    ndarray, shape (1, T, H, W), or None
+    """
+    empty = np.asarray(empty, bool)
+    if empty.sum() < min_empty:
+        return None
+    return np.median(np.asarray(crops)[empty].astype(np.float32), axis=0)[None]
+
+
 def segment_threshold(crops, kind="phase", *, sigma=None, lumen_width=14, lumen_shift=2,
                       snr=None, level=None, split_depth=None, min_length=8, min_area=40,
                       open_end="keep", background_rows=61, min_depth=0.1, min_peak_depth=0.25,
                       contour_window=15, contour_rows=3, max_offset=None, clean=True,
-                      device=None):
+                      background=None, device=None):
     """Segment the cells of trench crops without a trained model.
 
     Parameters
@@ -142,6 +178,13 @@ def segment_threshold(crops, kind="phase", *, sigma=None, lumen_width=14, lumen_
     clean : bool
         Fill holes and keep, in every row, only each cell's run of pixels
         through its axis (drops wall blur and debris glued to its side).
+    background : ndarray, optional
+        Phase: what an empty trench looks like, broadcastable to ``crops``
+        (e.g. ``(T, 1, H, W)``: the median crop of the trenches found empty,
+        per frame). It replaces the column reference: the chip's own
+        structure (walls, the PDMS beyond the closed end, their halos, a dark
+        lumen between bright walls) is then removed, so an empty lumen gives
+        no cell whatever the polarity. Scaled per crop to its brightness.
     device : str, optional
         Accepted for the registry's common interface and ignored: this method
         runs on the CPU.
@@ -177,6 +220,13 @@ def segment_threshold(crops, kind="phase", *, sigma=None, lumen_width=14, lumen_
         ref = np.median(sm[:, ::_STEP], axis=2)
         ref = ndimage.uniform_filter1d(ref, size, axis=1, mode="nearest")
         s = sm - _rows_from_blocks(ref, h)[:, :, None]
+    elif background is not None and _dark_lumen(background, w):
+        # A dark lumen between bright walls: the column reference would take the
+        # walls' and the closed end's glow for the empty lumen; the empty
+        # trenches show what an empty lumen really looks like.
+        ref = _empty_reference(background, shape, sm, sig)
+        s = ref - sm
+        background = None
     else:
         # Reference: each column's brightest level along the trench (gaps, septa,
         # empty lumen) within a window longer than a cell; it follows the blur of
@@ -217,6 +267,37 @@ def segment_threshold(crops, kind="phase", *, sigma=None, lumen_width=14, lumen_
                       cand, float(level), min_peak.astype(np.float64), (axis - c0).astype(np.float64),
                       float(max_offset), float(split_depth), max(int(min_length), 1),
                       int(min_area), open_end == "drop", bool(clean))
+    if kind == "phase" and background is not None:
+        # shapes come from the column reference; whether an object is a cell at
+        # all is decided against the empty trenches (lumen shades, halo dips)
+        empty_ref = _empty_reference(background, shape, sm, sig)
+        depth = (empty_ref - sm)[:, :, c0:c1]
+        out = _drop_shallow(out, depth, np.maximum(snr * noise, floor))
     labels = np.zeros((m, h, w), np.int32)
     labels[:, :, c0:c1] = out
     return labels.reshape(shape)
+
+
+def _dark_lumen(background, w) -> bool:
+    """Whether the empty lumen (centre columns) is darker than the walls (outer quarters)."""
+    bg = np.asarray(background, np.float32)
+    side = max(1, w // 4)
+    centre = np.median(bg[..., w // 2 - side // 2: w // 2 + side // 2 + 1])
+    walls = np.median(np.concatenate([bg[..., :side].ravel(), bg[..., w - side:].ravel()]))
+    return bool(centre < walls)
+
+
+def _drop_shallow(labels, depth, cut):
+    """Remove objects whose mean depth below the empty trench is under ``cut`` (per crop)."""
+    m = labels.shape[0]
+    n = int(labels.max(initial=0)) + 1
+    if n == 1:
+        return labels
+    idx = (np.arange(m)[:, None, None] * n + labels).ravel()
+    sums = np.bincount(idx, weights=depth.ravel().astype(np.float64), minlength=m * n)
+    counts = np.bincount(idx, minlength=m * n)
+    mean = (sums / np.maximum(counts, 1)).reshape(m, n)
+    keep = mean > np.asarray(cut, float)[:, None]
+    keep[:, 0] = False
+    return np.where(np.take_along_axis(keep, labels.reshape(m, -1), axis=1).reshape(labels.shape),
+                    labels, 0).astype(labels.dtype)

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from .config import SyntheticConfig
+from .families import FAMILIES, sample_config
 from .writers import LAYOUTS, write_acquisition
 
 __all__ = ["configure_parser", "main", "config_from_args"]
@@ -49,10 +50,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="frame interval in seconds")
     parser.add_argument("--max-drift", type=float, default=d["max_drift_px"].default, help="px")
     parser.add_argument("--no-ground-truth", action="store_true", help="write the images only")
+    parser.add_argument("--family", choices=FAMILIES, default=None,
+                        help="draw the chip, cells, optics and channel names from this scenario "
+                             "family for --seed (a tuning seed 0-999 or a held-out seed >= "
+                             "10000); only --size, --positions and --timepoints apply besides")
     return parser
 
 
 def config_from_args(args) -> SyntheticConfig:
+    if getattr(args, "family", None):
+        return sample_config(args.family, args.seed, height=args.size[0], width=args.size[1],
+                             n_positions=args.positions, n_timepoints=args.timepoints)
     split = lambda s: tuple(c.strip() for c in s.split(",") if c.strip())  # noqa: E731
     return SyntheticConfig(
         height=args.size[0], width=args.size[1], n_positions=args.positions,

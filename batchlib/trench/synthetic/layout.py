@@ -7,6 +7,7 @@ and every raw pixel of every frame samples a point inside the canvas.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import pandas as pd
 from .. import geometry
 from .config import SyntheticConfig, rng_for
 
-__all__ = ["Layout", "make_layout", "pdms_coverage"]
+__all__ = ["Layout", "make_layout", "pdms_coverage", "with_edge_trenches"]
 
 _CORNER_COLS = [f"raw_{a}{i}" for a in "yx" for i in range(4)]
 
@@ -128,6 +129,9 @@ def make_layout(cfg: SyntheticConfig, position: int) -> Layout:
         rng.uniform(-cfg.max_angle_deg, cfg.max_angle_deg))
     drift, psf_sigma = _drift_and_focus(cfg, position)
     margin = _canvas_margin(shape, angle, drift)
+    if cfg.edge_trenches == "cells":
+        # Room for the whole box of every trench cut by the frame edge, cells included.
+        margin += int(cfg.box_width) + 8
     L, bw = cfg.resolved_trench_length(), int(cfg.box_width)
     sets, feed = _set_rows(cfg, rng, shape[0])
     phase = rng.uniform(0.0, cfg.pitch_px)
@@ -143,7 +147,7 @@ def make_layout(cfg: SyntheticConfig, position: int) -> Layout:
         for x, ok in zip(x_center, inside):
             if ok:
                 truth.append((s, x, y_closed, direction))
-            if ok or cfg.edge_trenches == "empty":
+            if ok or cfg.edge_trenches != "omit":
                 lumens.append((x, y_closed, direction, ok))
 
     if not truth:
@@ -172,6 +176,34 @@ def make_layout(cfg: SyntheticConfig, position: int) -> Layout:
     return Layout(shape=shape, angle_deg=angle, drift=drift, psf_sigma=psf_sigma,
                   trench_length=L, box_width=bw, feed_edges=feed, margin=margin,
                   trenches=trenches, lumens=lum.drop(columns="in_truth"))
+
+
+def with_edge_trenches(layout: Layout) -> Layout:
+    """``layout`` with the edge lumens (``row == -1``) appended to ``trenches``.
+
+    For ``edge_trenches="cells"``: the appended rows (``trench == -1``) are
+    simulated and rendered like the others and then removed from the truth.
+    Only lumens whose box lies inside the canvas are added.
+    """
+    tr = layout.trenches
+    edge = layout.lumens[layout.lumens["row"] < 0]
+    H, W = layout.canvas_shape
+    L, bw, m = layout.trench_length, layout.box_width, layout.margin
+    x0 = np.round(edge.x_center.to_numpy() - (bw - 1) / 2) + m
+    y0 = np.where(edge.direction.to_numpy() == 1, edge.y_closed.to_numpy(),
+                  edge.y_closed.to_numpy() - L + 1) + m
+    fits = (x0 >= 0) & (x0 + bw <= W) & (y0 >= 0) & (y0 + L <= H)
+    edge = edge[fits]
+    sets = dict(zip(zip(tr.y_closed, tr.direction), tr["set"]))
+    extra = pd.DataFrame({
+        "set": [sets.get((y, d), 0) for y, d in zip(edge.y_closed, edge.direction)],
+        "trench": -1, "x_center": edge.x_center.to_numpy(), "y_closed": edge.y_closed.to_numpy(),
+        "direction": edge.direction.to_numpy(), "height": L, "width": bw,
+        "angle_deg": layout.angle_deg, "empty": False})
+    trenches = pd.concat([tr, extra], ignore_index=True)
+    trenches = trenches.astype({"set": int, "trench": int, "y_closed": int, "direction": int,
+                                "height": int, "width": int, "empty": bool})
+    return dataclasses.replace(layout, trenches=trenches)
 
 
 def _rounded_box_sdf(yy, xx, y0, y1, x0, x1, radius):
