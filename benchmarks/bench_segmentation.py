@@ -59,6 +59,7 @@ from batchlib.trench.geometry import crop_box  # noqa: E402
 from batchlib.trench.measure import measure_cells, measure_trench_frames  # noqa: E402
 from batchlib.trench.segmentation import segment_trenches  # noqa: E402
 from batchlib.trench.segmentation.evaluate import match_labels, rod_profile  # noqa: E402
+from batchlib.trench.segmentation.threshold import empty_background  # noqa: E402
 from batchlib.trench.synthetic import simulate_position  # noqa: E402
 from batchlib.trench.synthetic.families import FAMILIES, sample_config, seeds  # noqa: E402
 from batchlib.trench.synthetic.scoring import (count_labels, labels_in_boxes,  # noqa: E402
@@ -140,8 +141,14 @@ def score(truth, pred, mother_len, true_counts=None, missed_counts=None, missed_
             "empty clean": np.mean(npred[empty] == 0) if empty.any() else np.nan}
 
 
-def segment(crops, kind, lumen_width):
-    return segment_trenches(crops, kind=kind, lumen_width=int(round(lumen_width)))
+def segment(crops, kind, lumen_width, empty=None):
+    """The Segment job's call: with the empty trenches as the phase reference when known."""
+    extra = {}
+    if kind == "phase" and empty is not None:
+        background = empty_background(crops, empty)
+        if background is not None:
+            extra["background"] = background
+    return segment_trenches(crops, kind=kind, lumen_width=int(round(lumen_width)), **extra)
 
 
 def end_to_end(pos, cfg, ch, kind, mother_len):
@@ -159,7 +166,8 @@ def end_to_end(pos, cfg, ch, kind, mother_len):
                       for t in range(len(movie))], axis=1)
     truth = np.stack([labels_in_boxes(pos.frame_labels[t], lay.trenches, lay.angle_deg, drift[t])
                       for t in range(len(movie))], axis=1)
-    pred = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0))
+    pred = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0),
+                   lay.trenches["empty"].to_numpy(bool))
     pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
                            movie.shape[1:], cfg.pitch_px)
     det_len = np.full(crops.shape[:2], np.nan)
@@ -186,8 +194,9 @@ def run_families(families, seed_list, size, n_timepoints, verbose=False):
             if family == "nominal" and nominal_crops is None:
                 nominal_crops = {"phase": crops[ph], "gfp": crops[fl]}
             for kind, ch in (("phase", ph), ("fluorescence", fl)):
-                r_true = score(pos.trench_labels, segment(crops[ch], kind, cfg.trench_width_px),
-                               mlen)
+                r_true = score(pos.trench_labels,
+                               segment(crops[ch], kind, cfg.trench_width_px,
+                                       pos.trenches["empty"].to_numpy(bool)), mlen)
                 r_det = end_to_end(pos, cfg, ch, kind, mlen)
                 for geo, r in (("true", r_true), ("detected", r_det)):
                     rows.append({"kind": kind, "geometry": geo, "family": family, "seed": seed,

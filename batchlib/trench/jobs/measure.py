@@ -26,7 +26,7 @@ class Measure(BatchJobOnContainer):
     folder reads as one dataset (:func:`read_cells`).
     """
 
-    version = "1"
+    version = "2"
     params = {
         "segmentation": Param("cells", "name of the segmentation to measure", is_name=True),
         "background": Param("trench", "background: trench (cell-free lumen of the same crop) "
@@ -52,13 +52,14 @@ class Measure(BatchJobOnContainer):
         n_t = min(labels_ds.shape[1], int(read_attrs(labels_ds).get("n_frames", labels_ds.shape[1])))
         trenches = read_table(container, TRENCHES_TABLE)
         empty = trenches["empty"].to_numpy(bool) if "empty" in trenches else None
+        lumen = _lumen_columns(container, labels_ds.shape[-1])
         cells, frames = [], []
         for t0, t1 in frame_blocks(0, n_t, CHUNK_T):
             labels = labels_ds[:, t0:t1]
             inten = {k: container[f"{CROPS}/{k}"][:, t0:t1] for k in fluo}
             block = measure_cells(labels, inten, pixel_size_um=md.get("pixel_size_um"),
                                   background=p["background"], empty_trench_mask=empty,
-                                  percentile=float(p["percentile"]))
+                                  percentile=float(p["percentile"]), lumen_columns=lumen)
             block["t"] += t0
             cells.append(block)
             focus_inten = dict(inten)
@@ -181,3 +182,18 @@ def export_csv(folder, path=None, force=False) -> Path:
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, record_path)
     return path
+
+
+def _lumen_columns(container, width):
+    """Crop columns of the lumen, from the width TrenchDetection measured (``None``: unknown).
+
+    Fixed by the geometry rather than inferred from the cells, so that the
+    background of a frame does not change when later frames are appended.
+    """
+    quality = read_attrs(container[TRENCHES_TABLE]).get("quality", {}) \
+        if TRENCHES_TABLE in container else {}
+    lumen = float(quality.get("lumen_width_px") or 0.0)
+    if not lumen > 2:
+        return None
+    offset = np.arange(width) - (width - 1) / 2.0
+    return np.abs(offset) <= lumen / 2.0
