@@ -495,3 +495,15 @@ def test_two_containers_sharing_a_folder_output_is_a_hard_error(done):
         run_workflow("W", out, [Measure()], input_folder=raw, progress=False)
     assert "exp.v2_pos000.parquet" in str(info.value) and "exp.v2_pos000.hdf5" in str(info.value)
     assert parquet.read_bytes() == before
+
+
+def test_sequence_positions_share_one_validation(tmp_path, monkeypatch):
+    """Per-position signatures must not make Ingest open the acquisition once per position to validate."""
+    import batchlib.trench.jobs.ingest as ingest_module
+
+    small_sequence(tmp_path / "raw" / "run", n_t=2, n_p=3)
+    opened = []
+    real = ingest_module.open_acquisition
+    monkeypatch.setattr(ingest_module, "open_acquisition", lambda *a, **k: opened.append(1) or real(*a, **k))
+    assert Ingest()(tmp_path / "out", input_folder=tmp_path / "raw", progress=False).success
+    assert len(opened) == 3 + 1  # one per position ingested, one to validate them all

@@ -64,7 +64,7 @@ class Ingest(BatchJob):
 
     def __init__(self, output_ext=".h5", **params):
         super().__init__(input_pattern="*", output_ext=output_ext, **params)
-        self._checked = {}  # source key -> (signature, problem): validation once per acquisition
+        self._checked = {}  # source key -> (source, problem): validation once per acquisition and run
 
     def __getstate__(self):
         return {**self.__dict__, "_checked": {}}  # workers need no validation cache
@@ -142,7 +142,9 @@ class Ingest(BatchJob):
             raise InvalidInputError(f"{src.path}: no positions found")
         # Positions of one acquisition share the checks: open the file once per run.
         checked = self._checked.get(src.key)
-        if checked is None or checked[0] != unit.signature:
+        # The positions of one listing share one source object (their signatures differ
+        # for sequences, where each position is signed by its own files).
+        if checked is None or checked[0] is not src:
             try:
                 with open_acquisition(src, backend=self.param_values["backend"]) as acq:
                     problem = None
@@ -152,7 +154,7 @@ class Ingest(BatchJob):
                         problem = f"{src.path}: z plane {self._z} requested, the acquisition has {acq.n_z}"
             except InvalidAcquisitionError as e:
                 problem = str(e)
-            checked = self._checked[src.key] = (unit.signature, problem)
+            checked = self._checked[src.key] = (src, problem)
         if checked[1]:
             raise InvalidInputError(checked[1])
 
