@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "pandas>=2.0",
     "pyarrow>=12",
     "tifffile>=2023.7.10",
+    "imagecodecs>=2023.3.16",  # LZW, zstd, JPEG... compressed TIFFs
     "nd2>=0.8",
     "nd2reader>=3.3",
     "configargparse>=1.5",

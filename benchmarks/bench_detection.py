@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchlib.trench.detection import (DriftEstimator, TrenchDetectionError,  # noqa: E402
                                        crop_trenches, detect_trenches, estimate_drift)
+from batchlib.trench.detection.movie import detect_in_movie  # noqa: E402
 from batchlib.trench.synthetic import SyntheticConfig, simulate_position  # noqa: E402
 from batchlib.trench.synthetic.families import FAMILIES, sample_config, seeds  # noqa: E402
 from batchlib.trench.synthetic.scoring import (closed_end_errors, match_boxes,  # noqa: E402
@@ -98,12 +99,14 @@ def evaluate(family, seed, position, cfg):
     ph, fl = channels_of(cfg)
     filled = ~truth["empty"].to_numpy()
     rows = []
-    for kind, image, sel in (("phase", pos.movies[ph][0], np.ones(len(truth), bool)),
-                             ("fluorescence", pos.movies[fl].max(axis=0), filled)):
+    for kind, movie, sel in (("phase", pos.movies[ph], np.ones(len(truth), bool)),
+                             ("fluorescence", pos.movies[fl], filled)):
         base = dict(family=family, seed=seed, position=position, kind=kind, angle=angle)
         t0 = time.perf_counter()
         try:
-            lay = detect_trenches(image, kind=kind, box_width=cfg.box_width)
+            # as the TrenchDetection job does it (fluorescence: the maximum projection,
+            # a single set's direction checked on the frames)
+            lay, _ = detect_in_movie(movie, kind, box_width=cfg.box_width)
             elapsed = time.perf_counter() - t0
             if kind == "fluorescence":
                 # Only filled trenches are visible: score the boxes not flagged empty.

@@ -53,10 +53,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_detection import channels_of, markdown, with_summary  # noqa: E402
 
-from batchlib.trench.detection import (DriftEstimator, TrenchDetectionError,  # noqa: E402
-                                       crop_trenches, detect_trenches)
+from batchlib.trench.detection import (TrenchDetectionError,  # noqa: E402
+                                       crop_trenches)
 from batchlib.trench.geometry import crop_box  # noqa: E402
 from batchlib.trench.measure import measure_cells, measure_trench_frames  # noqa: E402
+from batchlib.trench.detection.movie import detect_in_movie, movie_drift  # noqa: E402
 from batchlib.trench.segmentation import segment_trenches  # noqa: E402
 from batchlib.trench.segmentation.evaluate import match_labels, rod_profile  # noqa: E402
 from batchlib.trench.segmentation.threshold import empty_background  # noqa: E402
@@ -154,14 +155,13 @@ def segment(crops, kind, lumen_width, empty=None):
 def end_to_end(pos, cfg, ch, kind, mother_len):
     """Detect, estimate drift, crop and segment one channel; scores against the truth."""
     movie = pos.movies[ch]
-    image = movie[0] if kind == "phase" else movie.max(axis=0)
     try:
-        lay = detect_trenches(image, kind=kind, box_width=cfg.box_width)
+        # as the TrenchDetection job does it
+        lay, reference = detect_in_movie(movie, kind, box_width=cfg.box_width)
     except TrenchDetectionError:
         return score(np.zeros((0,)), np.zeros((0,)), np.full((0, 0), np.nan), None,
                      count_labels(pos.trench_labels), int(np.isfinite(mother_len).sum()))
-    est = DriftEstimator(movie[0])
-    drift = [np.zeros(2)] + [np.asarray(est(f), float) for f in movie[1:]]
+    drift = movie_drift(movie, reference, lay, kind)
     crops = np.stack([crop_trenches(movie[t], lay, drift_yx=drift[t])
                       for t in range(len(movie))], axis=1)
     truth = np.stack([labels_in_boxes(pos.frame_labels[t], lay.trenches, lay.angle_deg, drift[t])

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from batchlib.names import check_name
 from batchlib.config import job_params, str2bool, workflow_options, workflow_parser
+from batchlib.trench.channels import ChannelChoiceError, choose_channel
 from batchlib.trench.jobs import Compress, Ingest, Measure, Segment, TrenchDetection, export_csv
 from batchlib.trench.summary import folder_summary, format_summary
-from batchlib.workflow import main_exit_code, run_workflow
+from batchlib.workflow import EXIT_ERROR, main_exit_code, run_workflow
 
 JOBS = [("ingest", Ingest), ("detect", TrenchDetection), ("compress", Compress),
         ("segment", Segment), ("measure", Measure)]
@@ -65,6 +66,33 @@ def build_jobs(args) -> list:
     ]
 
 
+def channel_option_problems(args, ingest) -> list:
+    """What is wrong with the channel options for the acquisitions in input_folder.
+
+    Checked before anything runs, so that a config naming a channel the data do
+    not have stops at once (listing the channels found) rather than fails in
+    every container. Nothing is opened when no channel option is set.
+    """
+    wanted = {opt: value for opt, value in (("--detect_channel", args.detect_channel),
+                                            ("--segment_channel", args.segment_channel))
+              if value not in ("", None, "auto")}
+    if not (wanted or args.ingest_channel_names or args.ingest_channel_kinds) \
+            or not Path(args.input_folder).is_dir():
+        return []
+    problems = []
+    for acq in ingest.planned_channels(args.input_folder):
+        if acq["problem"]:
+            problems.append(acq["problem"])
+            continue
+        for option, channel in wanted.items():
+            try:
+                choose_channel(channel, acq["names"], acq["keys"], [""] * len(acq["names"]),
+                               option=option, where=acq["path"])
+            except ChannelChoiceError as e:
+                problems.append(str(e))
+    return problems
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -75,6 +103,11 @@ def main(argv=None) -> int:
         return 1
     if args.demo:
         ensure_demo(args)
+    problems = channel_option_problems(args, jobs[0])
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_ERROR
     code = main_exit_code(lambda: run_workflow(args.workflow_name, args.folder, jobs,
                                                **workflow_options(args)))
     if Path(args.folder).is_dir() and code != 130:  # after Ctrl-C: out at once

@@ -172,6 +172,7 @@ def test_nd2_into_containers(tmp_path, shared_data, backend):
     with open_file(out / "cluster_pos000.h5", "r") as f:
         md = read_attrs(f)[ACQUISITION_ATTR]
         assert md["channels"] == ["5-FAM/pH 9.0", "FM 4-64/2% CHAPS"]
+        assert md["channel_kinds"] == ["fluorescence"] * 2 and md["channel_kind_sources"] == ["name"] * 2
         assert md["pixel_size_um"] == pytest.approx(0.1678, abs=1e-3)
         assert md["n_z"] == 10 and md["z_reduction"] == "max"
         # Frame times recorded by NIS-Elements (seconds from the start of the experiment).
@@ -206,3 +207,121 @@ def test_positions_are_units_ingested_in_parallel(tmp_path, truth):
         with open_file(out / f"acq_pos{p:03d}.h5", "r") as f:
             np.testing.assert_array_equal(f["raw/gfp"][:], truth[p].movies["gfp"])
     assert ingest(raw, out, executor="processes", n_jobs=2).computed == []
+
+
+# --------------------------------------------------------------------------- channel names and kinds
+def write_unnamed_stack(raw, truth, order=("phase", "gfp")):
+    """One plain TIFF stack (no channel names) of position 0's movies: channels c0, c1."""
+    raw.mkdir(parents=True, exist_ok=True)
+    data = np.stack([truth[0].movies[ch] for ch in order], axis=1)
+    tifffile.imwrite(raw / "plain.tif", data, metadata={"axes": "TCYX"}, photometric="minisblack")
+    return data
+
+
+def acquisition_md(path):
+    with open_file(path, "r") as f:
+        return read_attrs(f)[ACQUISITION_ATTR], sorted(f["raw"].keys())
+
+
+def test_unnamed_channels_get_their_kind_from_the_pixels(tmp_path, truth):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_unnamed_stack(raw, truth, order=("gfp", "phase"))
+    assert ingest(raw, out).success
+    md, keys = acquisition_md(out / "plain_pos000.h5")
+    assert md["channels"] == ["c0", "c1"] and md["channel_names_missing"]
+    assert md["channel_kinds"] == ["fluorescence", "phase"]
+    assert md["channel_kind_sources"] == ["data", "data"]
+    assert all(c > 0.75 for c in md["channel_kind_confidence"]), md["channel_kind_confidence"]
+    log = (out / "batchlib" / "IngestTest.log").read_text()
+    assert "channel kinds c0: fluorescence (data, confidence" in log
+
+
+def test_low_confidence_kind_is_a_warning_naming_the_option(tmp_path, truth, monkeypatch):
+    from batchlib.trench.jobs import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "LOW_CONFIDENCE", 1.01)  # every guess is "unsure"
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_unnamed_stack(raw, truth)
+    assert ingest(raw, out).success
+    warnings = [line for line in (out / "batchlib" / "IngestTest.log").read_text().splitlines()
+                if "WARNING" in line]
+    assert len(warnings) == 2, warnings
+    assert "channel c0 looks phase" in warnings[0] and "--ingest_channel_kinds" in warnings[0]
+    # ... and kept with the image in the status, where `batchlib status` lists it
+    entry = status(out)["files"]["plain.tif"]
+    assert len(entry["warnings"]) == 2 and "channel c1 looks fluorescence" in entry["warnings"][1]
+
+
+def test_channel_names_and_kinds_options(tmp_path, truth):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    data = write_unnamed_stack(raw, truth)
+    assert ingest(raw, out, params={"channel_names": ["bf", "green"],
+                                    "channel_kinds": ["auto", "fluorescence"]}).success
+    md, keys = acquisition_md(out / "plain_pos000.h5")
+    assert md["channels"] == ["bf", "green"] and md["channel_names_file"] == ["c0", "c1"]
+    assert md["channel_kinds"] == ["phase", "fluorescence"]
+    assert md["channel_kind_sources"] == ["name", "option"]
+    assert keys == ["bf", "green"]
+    with open_file(out / "plain_pos000.h5", "r") as f:
+        np.testing.assert_array_equal(f["raw/green"][:], data[:, 1])
+    # Renamed again: the movies under the old names go.
+    assert ingest(raw, out, params={"channel_names": ["phase", "gfp"]}).success
+    md, keys = acquisition_md(out / "plain_pos000.h5")
+    assert keys == ["gfp", "phase"] and md["channel_kinds"] == ["phase", "fluorescence"]
+
+
+def test_channel_options_of_the_wrong_length_are_named(tmp_path, truth):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_unnamed_stack(raw, truth)
+    with pytest.raises(JobError, match=r"channel_names gives 3 value\(s\) for 2 channel\(s\) \(c0, c1\)"):
+        ingest(raw, out, params={"channel_names": ["a", "b", "c"]})
+    entry = status(out)["files"]["plain.tif"]
+    assert entry["state"] == "invalid" and "--ingest_channel_names" in entry["error"]
+    with pytest.raises(ValueError, match="channel_kinds"):
+        Ingest(channel_kinds=["phase", "brightfield"])
+    with pytest.raises(ValueError, match="unique"):
+        Ingest(channel_names=["a", "a"])
+
+
+def test_real_unnamed_files_get_the_right_kind(tmp_path, shared_data):
+    """The real fluorescence chamber movie and the real phase frame, both without channel names."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    shutil.copy(shared_data / "chamber_stack" / "example_stack.tiff", raw / "chamber.tiff")
+    frame = tifffile.imread(shared_data / "phase_fov" / "molyso_example_frame.tif")
+    tifffile.imwrite(raw / "molyso.tif", frame)
+    assert ingest(raw, out).success
+    for name, kind in (("chamber", "fluorescence"), ("molyso", "phase")):
+        md, _ = acquisition_md(out / f"{name}_pos000.h5")
+        assert md["channels"] == ["c0"] and md["channel_kinds"] == [kind], name
+        assert md["channel_kind_sources"] == ["data"] and md["channel_kind_confidence"][0] > 0.9
+
+
+def test_kinds_decided_once_are_kept_for_new_frames(tmp_path, truth, monkeypatch):
+    from batchlib.trench.jobs import ingest as ingest_module
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+
+    def write_frames(ts):
+        for p in range(2):
+            for t in ts:
+                for c, ch in enumerate(("phase", "gfp")):
+                    tifffile.imwrite(raw / f"t{t:03d}xy{p:02d}c{c}.tif", truth[p].movies[ch][t])
+
+    write_frames(range(2))
+    calls = []
+    decide = ingest_module.kind_from_data
+    monkeypatch.setattr(ingest_module, "kind_from_data", lambda frames: calls.append(1) or decide(frames))
+    assert ingest(raw, out).success and len(calls) == 2  # one decision per channel
+    write_frames(range(2, 4))
+    # Even with the first position's container gone, the other one's decisions are used.
+    shutil.rmtree(out / "raw_pos000.h5", ignore_errors=True)
+    (out / "raw_pos000.h5").unlink(missing_ok=True)
+    grown = ingest(raw, out)
+    assert sorted(grown.computed) == ["./#pos000", "./#pos001"]
+    assert len(calls) == 2, "the recorded decisions are reused, no frame is classified again"
+    for p in range(2):
+        md, _ = acquisition_md(out / f"raw_pos{p:03d}.h5")
+        assert md["channel_kinds"] == ["phase", "fluorescence"] and md["n_timepoints_ingested"] == 4
+        assert md["channel_kind_sources"] == ["data", "data"]

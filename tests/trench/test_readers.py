@@ -304,6 +304,20 @@ def test_sequence_prefixes_and_stacks_that_match_the_pattern(tmp_path):
         assert acq.n_timepoints == 4
 
 
+def test_sequence_channels_keep_the_file_numbers(tmp_path):
+    """Files ...c1.tif and ...c2.tif are channels c1 and c2 (not c0 and c1)."""
+    frames = {}
+    for t in range(2):
+        for c in (1, 2):
+            frames[t, c] = write_plane(tmp_path / f"t{t:03d}xy01c{c}.tif")
+    with open_acquisition(find_acquisitions(tmp_path)[0]) as acq:
+        assert acq.channels == ["c1", "c2"] and acq.metadata["names_missing"]
+        assert acq.metadata["channel_labels"] == ["1", "2"]
+        np.testing.assert_array_equal(acq.read_frame(0, 1, "c2"), frames[1, 2])
+        np.testing.assert_array_equal(acq.read_frame(0, 0, "c1"), frames[0, 1])
+        assert "channels" in acq.position_metadata(0)["missing"]
+
+
 def test_sequence_pattern_is_configurable(tmp_path):
     for t in range(3):
         for ch in ("phase", "gfp"):

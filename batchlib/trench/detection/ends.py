@@ -199,7 +199,7 @@ def outer_foot(rows, profile, edge, inward, window=40, fraction=0.2):
     level = p[peak_i]
     if not level > 0:
         return np.nan
-    step = -inward                      # from the peak outwards
+    step = -int(inward)                 # from the peak outwards
     i = peak_i
     while 0 <= i + step < p.size and p[i + step] > fraction * level:
         i += step

@@ -10,26 +10,43 @@ from ...base import Param
 from ...container_job import BatchJobOnContainer, KeySpec
 from ...errors import InvalidInputError
 from ...io import read_attrs, read_table, write_attrs, write_table
+from ..channels import ChannelChoiceError, choose_channel
 from ..layout import (ACQUISITION_ATTR, DRIFT_TABLE, QC_DIR, RAW, TRENCHES_TABLE, container_stem,
                       folder_output)
 
 
-def resolve_channel(container, channel: str) -> tuple:
-    """``(key, kind)`` of a channel given by name or key; "" means the first phase-like one."""
+def resolve_channel(container, channel: str, option: str = "--detect_channel", where: str = "") -> tuple:
+    """``(key, kind)`` of a channel given by name or key.
+
+    ``""`` or ``"auto"`` is the first phase-like channel, else the first
+    fluorescence one (kinds as Ingest recorded them). A channel that is not
+    there is an :class:`InvalidInputError` listing the channels found and
+    naming ``option``.
+    """
     md = read_attrs(container).get(ACQUISITION_ATTR) or {}
     keys, names = md.get("channel_keys", []), md.get("channels", [])
     kinds = md.get("channel_kinds", ["fluorescence"] * len(keys))
     if not keys:
-        raise InvalidInputError("no channels recorded (was the container written by Ingest?)")
-    if channel in ("", None):
-        i = kinds.index("phase") if "phase" in kinds else 0
-    elif channel in keys:
-        i = keys.index(channel)
-    elif channel in names:
-        i = names.index(channel)
-    else:
-        raise InvalidInputError(f"no channel {channel!r}; the container has {names} (keys {keys})")
+        raise InvalidInputError(f"{where + ': ' if where else ''}no channels recorded "
+                                "(was the container written by Ingest?)")
+    try:
+        i = choose_channel(channel, names, keys, kinds, option=option, where=where)
+    except ChannelChoiceError as e:
+        raise InvalidInputError(str(e)) from None
     return keys[i], kinds[i]
+
+
+def check_channel(job, path, option) -> None:
+    """Planning-time check that ``job``'s channel exists in the container at ``path``."""
+    from ...io import open_file
+
+    try:
+        with open_file(path, "r") as f:
+            resolve_channel(f, job.param_values["channel"], option=option, where=str(path))
+    except InvalidInputError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise InvalidInputError(f"{path}: cannot be read ({e})") from e
 
 
 class TrenchDetection(BatchJobOnContainer):
@@ -41,11 +58,15 @@ class TrenchDetection(BatchJobOnContainer):
     the reference; when frames were appended, only the new ones are measured.
     """
 
-    version = "2"
+    version = "3"
     params = {
-        "channel": Param("", "detection channel (name or key; default: first phase-like channel)"),
-        "kind": Param("auto", "auto (from the channel name), phase or fluorescence",
+        "channel": Param("", "detection channel, name or key (default or auto: the first "
+                         "phase-like channel, else the first fluorescence one)"),
+        "kind": Param("auto", "auto (the kind Ingest recorded for the channel), phase or fluorescence",
                       choices=("auto", "phase", "fluorescence")),
+        "lumen": Param("auto", "trench lumens are the bright or the dark stripes of the cross "
+                       "profile (auto: decided from the image; fluorescence: bright)",
+                       choices=("auto", "bright", "dark")),
         "box_width": Param(32, "crop width in pixels"),
         "box_height": Param(0, "crop height in pixels (0: the trench length found)"),
         "pitch": Param(0.0, "trench pitch in pixels (0: estimated)"),
@@ -57,28 +78,33 @@ class TrenchDetection(BatchJobOnContainer):
     input_keys = {RAW: KeySpec(kind="group")}
     output_keys = {TRENCHES_TABLE: KeySpec(kind="table"), DRIFT_TABLE: KeySpec(kind="table")}
 
+    def validate_input(self, path) -> None:
+        super().validate_input(path)
+        check_channel(self, path, "--detect_channel")
+
     def process_container(self, container, path):
-        from ..detection import detect_trenches, estimate_drift, plot_detection
+        from ..detection import plot_detection
+        from ..detection.movie import detect_in_movie
 
         p = self.param_values
-        key, kind = resolve_channel(container, p["channel"])
+        key, kind = resolve_channel(container, p["channel"], "--detect_channel", str(path))
         kind = kind if p["kind"] == "auto" else p["kind"]
         movie = container[f"{RAW}/{key}"]
         n_t = movie.shape[0]
-        reference = self._reference(movie, kind)
-        layout = detect_trenches(
-            reference, kind=kind, box_width=int(p["box_width"]),
+        layout, reference = detect_in_movie(
+            movie, kind, box_width=int(p["box_width"]),
             box_height=int(p["box_height"]) or None, pitch=float(p["pitch"]) or None,
             angle_range_deg=float(p["angle_range_deg"]), n_sets=int(p["n_sets"]) or None,
-            min_trenches=int(p["min_trenches"]))
+            min_trenches=int(p["min_trenches"]), lumen=p["lumen"])
         trenches = layout.trenches.reset_index(drop=True)
-        drift = self._drift(container, movie, reference, trenches, estimate_drift, kind)
+        drift = self._drift(container, movie, reference, layout, kind)
         write_table(container, TRENCHES_TABLE, trenches)
         write_table(container, DRIFT_TABLE, drift)
         quality = {k: float(v) for k, v in layout.quality.items()}
         write_attrs(container[TRENCHES_TABLE], {
             "angle_deg": float(layout.angle_deg), "pitch": float(layout.pitch),
-            "channel": key, "kind": kind, "quality": quality, "n_frames": int(n_t),
+            "channel": key, "kind": kind, "lumen_option": p["lumen"], "quality": quality,
+            "n_frames": int(n_t),
             "layout_hash": _layout_hash(trenches),
             "sets": layout.sets.to_dict(orient="list"),
             "note": ("fluorescence reference: empty trenches may be missed"
@@ -104,32 +130,20 @@ class TrenchDetection(BatchJobOnContainer):
         """``<folder>/qc/<container>_trenches.png`` when ``qc_plot`` is set."""
         return [folder_output(output_path, QC_DIR, "_trenches.png")] if self.param_values["qc_plot"] else []
 
-    @staticmethod
-    def _reference(movie, kind):
-        if kind == "phase":
-            return np.asarray(movie[0], dtype=np.float32)
-        ref = np.asarray(movie[0], dtype=np.float32)
-        for t in range(1, movie.shape[0]):  # streamed maximum projection
-            np.maximum(ref, movie[t], out=ref)
-        return ref
+    def _drift(self, container, movie, reference, layout, kind):
+        from ..detection.movie import movie_drift
 
-    def _drift(self, container, movie, reference, trenches, estimate_drift, kind):
         n_t = movie.shape[0]
+        trenches = layout.trenches.reset_index(drop=True)
         old = None
         if DRIFT_TABLE in container and TRENCHES_TABLE in container and kind == "phase":
             attrs = read_attrs(container[TRENCHES_TABLE])
             if attrs.get("layout_hash") == _layout_hash(trenches):
                 old = read_table(container, DRIFT_TABLE)
         start = 0 if old is None else min(len(old), n_t)
-        dy, dx = np.zeros(n_t), np.zeros(n_t)
-        if start:
-            dy[:start], dx[:start] = old["dy"].to_numpy()[:start], old["dx"].to_numpy()[:start]
-        # Boxes live in the reference's coordinates: a phase reference is frame 0
-        # (drift 0 by definition); a max projection is measured against every frame.
-        first = 1 if kind == "phase" else 0
-        for t in range(max(start, first), n_t):
-            dy[t], dx[t] = estimate_drift(reference, np.asarray(movie[t], dtype=np.float32))
-        return pd.DataFrame({"t": np.arange(n_t, dtype=np.int64), "dy": dy, "dx": dx})
+        previous = None if old is None else old[["dy", "dx"]].to_numpy()
+        d = movie_drift(movie, reference, layout, kind, start, previous)
+        return pd.DataFrame({"t": np.arange(n_t, dtype=np.int64), "dy": d[:, 0], "dx": d[:, 1]})
 
 
 def _layout_hash(trenches: pd.DataFrame) -> str:

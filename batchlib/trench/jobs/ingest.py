@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 import pandas as pd
@@ -11,18 +10,13 @@ from ...base import BatchJob, Param, Unit
 from ...errors import InvalidInputError, InvalidOutputError
 from ...io import create_dataset, grow_dataset, open_file, read_attrs, write_attrs, write_table
 from ...io.frames import stream_frames
+from ..channels import LOW_CONFIDENCE, kind_from_data, kind_from_name
 from ..layout import ACQUISITION_ATTR, FRAMES_TABLE, OVERVIEW, RAW, channel_keys
 from ..readers import (DEFAULT_SEQUENCE_PATTERN, InvalidAcquisitionError, find_acquisitions,
                        open_acquisition, output_stem)
 from ..readers.sequence import position_signatures
 
-PHASE_NAMES = re.compile(r"phase|brightfield|bright.field|\bbf\b|\btrans|\bdic\b|\bph[0-9]?\b(?!\s*[0-9])",
-                         re.IGNORECASE)
-
-
-def guess_channel_kind(name: str) -> str:
-    """``"phase"`` for transmitted-light channel names, else ``"fluorescence"``."""
-    return "phase" if PHASE_NAMES.search(str(name)) else "fluorescence"
+CHANNEL_KIND_CHOICES = ("auto", "phase", "fluorescence")
 
 
 #: Separates an acquisition's key from the position in Ingest's unit keys.
@@ -56,7 +50,12 @@ class Ingest(BatchJob):
                                   "regex with groups position, t, channel (and optionally name) "
                                   "that groups TIFF files into sequences"),
         "z_reduction": Param("max", "z-stacks: 'max' projection or a plane index"),
-        "phase_channels": Param([], "names of phase-contrast-like channels (default: guessed from names)"),
+        "channel_names": Param([], "names for the channels, one per channel in file order "
+                               "(default: the file's names, else c<index>)"),
+        "channel_kinds": Param([], "phase, fluorescence or auto, one per channel in file order "
+                               "(default auto: from the name, else from the pixels)"),
+        "phase_channels": Param([], "names of phase-contrast-like channels; the others are then "
+                                "fluorescence (default: decided per channel, see channel_kinds)"),
         "hash_inputs": Param(False, "add a content hash of the input files to their signature"),
     }
     output_keys = {RAW: None, FRAMES_TABLE: None}
@@ -64,7 +63,13 @@ class Ingest(BatchJob):
 
     def __init__(self, output_ext=".h5", **params):
         super().__init__(input_pattern="*", output_ext=output_ext, **params)
-        self._checked = {}  # source key -> (source, problem): validation once per acquisition and run
+        names, kinds = self.param_values["channel_names"], self.param_values["channel_kinds"]
+        bad = [k for k in kinds if k not in CHANNEL_KIND_CHOICES]
+        if bad:
+            raise ValueError(f"{self.name}: channel_kinds {bad} not among {CHANNEL_KIND_CHOICES}")
+        if len(set(map(str, names))) != len(names) or not all(str(n).strip() for n in names):
+            raise ValueError(f"{self.name}: channel_names must be unique and non-empty, got {list(names)}")
+        self._checked = {}  # source key -> (source, problem, kinds): validation once per acquisition and run
 
     def __getstate__(self):
         return {**self.__dict__, "_checked": {}}  # workers need no validation cache
@@ -124,6 +129,25 @@ class Ingest(BatchJob):
         except InvalidAcquisitionError:
             return []  # opened, and reported, by validate_unit
 
+    def planned_channels(self, input_folder) -> list:
+        """``{"path", "names", "keys", "problem"}`` of every acquisition found.
+
+        Names as the containers will have them (after ``channel_names``), and
+        the problem with the channel options if any; for checking a workflow's
+        channel options before anything runs. Unreadable acquisitions are left
+        out (Ingest reports them).
+        """
+        out = []
+        for src in find_acquisitions(input_folder, sequence_pattern=self.param_values["sequence_pattern"]):
+            try:
+                with open_acquisition(src, backend=self.param_values["backend"]) as acq:
+                    names = self.channel_names(acq)
+                    out.append({"path": str(src.path), "names": names, "keys": channel_keys(names),
+                                "problem": self._channel_option_problem(acq)})
+            except (InvalidAcquisitionError, ImportError, ValueError):
+                continue
+        return out
+
     def stale_reason(self, unit, rec, triggers):
         if "mtime" in triggers and rec.get("finished_ns", 0) < unit.signature.get("mtime_ns", 0):
             return "input newer than output"
@@ -140,11 +164,13 @@ class Ingest(BatchJob):
             except InvalidAcquisitionError as e:
                 raise InvalidInputError(str(e)) from e
             raise InvalidInputError(f"{src.path}: no positions found")
-        # Positions of one acquisition share the checks: open the file once per run.
+        # Positions of one acquisition share the checks (and the channel kinds,
+        # decided once so that every position agrees): open the file once per run.
         checked = self._checked.get(src.key)
         # The positions of one listing share one source object (their signatures differ
         # for sequences, where each position is signed by its own files).
         if checked is None or checked[0] is not src:
+            kinds = None
             try:
                 with open_acquisition(src, backend=self.param_values["backend"]) as acq:
                     problem = None
@@ -152,11 +178,108 @@ class Ingest(BatchJob):
                         problem = f"{src.path}: no complete timepoint yet"
                     elif self._z != "max" and not 0 <= self._z < acq.n_z:
                         problem = f"{src.path}: z plane {self._z} requested, the acquisition has {acq.n_z}"
+                    else:
+                        problem = self._channel_option_problem(acq)
+                    if problem is None:
+                        # Any position's container will do: a new position gets the kinds
+                        # the others were given.
+                        folder = os.path.dirname(unit.outputs[0])
+                        earlier = unit.outputs + [
+                            os.path.join(folder, container_name(output_stem(src), p, self.output_ext))
+                            for p in range(acq.n_positions)]
+                        kinds = self.channel_kinds(acq, self._decided(earlier))
+                        self._log_kinds(acq, kinds)
             except InvalidAcquisitionError as e:
                 problem = str(e)
-            checked = self._checked[src.key] = (src, problem)
+            checked = self._checked[src.key] = (src, problem, kinds)
         if checked[1]:
             raise InvalidInputError(checked[1])
+        unit.run_kwargs["kinds"] = checked[2]
+
+    def channel_names(self, acq) -> list:
+        """The channels' names in the containers: ``channel_names`` or the file's."""
+        return [str(n) for n in self.param_values["channel_names"]] or list(acq.channels)
+
+    def _channel_option_problem(self, acq):
+        found = ", ".join(acq.channels)
+        for opt in ("channel_names", "channel_kinds"):
+            given = self.param_values[opt]
+            if given and len(given) != acq.n_channels:
+                return (f"{acq.path}: {opt} gives {len(given)} value(s) for {acq.n_channels} "
+                        f"channel(s) ({found}); set --ingest_{opt} with one value per channel")
+        return None
+
+    @staticmethod
+    def _decided(outputs) -> dict:
+        """Channel name -> kind decision from the pixels recorded in an earlier run.
+
+        Reused when frames or positions are appended, so that the kind does not
+        change (and no old frame is read again) while the microscope writes.
+        """
+        for path in outputs:
+            if not os.path.exists(path):
+                continue
+            try:
+                with open_file(path, "r") as f:
+                    md = read_attrs(f).get(ACQUISITION_ATTR) or {}
+            except (OSError, ValueError, RuntimeError):
+                continue
+            if "channel_kind_sources" not in md:
+                continue
+            rows = zip(md.get("channels", []), md.get("channel_kinds", []),
+                       md.get("channel_kind_sources", []), md.get("channel_kind_confidence", []))
+            return {n: {"kind": k, "source": "data", "confidence": c}
+                    for n, k, src, c in rows if src == "data"}
+        return {}
+
+    def channel_kinds(self, acq, decided=None) -> list:
+        """``{"kind", "source", "confidence"}`` of every channel of an open acquisition.
+
+        The kind comes from ``channel_kinds`` (source "option"), else from
+        ``phase_channels`` ("phase_channels"), else from the channel's name
+        ("name"), else from the first frame of up to three positions ("data";
+        ``decided`` holds such decisions of an earlier run, by channel name).
+        """
+        decided = decided or {}
+        names = self.channel_names(acq)
+        given = list(self.param_values["channel_kinds"]) or ["auto"] * len(names)
+        phase = set(map(str, self.param_values["phase_channels"]))
+        out = []
+        for c, (name, kind) in enumerate(zip(names, given)):
+            if kind != "auto":
+                out.append({"kind": kind, "source": "option", "confidence": 1.0})
+            elif phase:
+                hit = name in phase or acq.channels[c] in phase
+                out.append({"kind": "phase" if hit else "fluorescence", "source": "phase_channels",
+                            "confidence": 1.0})
+            elif kind_from_name(name) or kind_from_name(acq.channels[c]):
+                out.append({"kind": kind_from_name(name) or kind_from_name(acq.channels[c]),
+                            "source": "name", "confidence": 1.0})
+            elif name in decided:
+                out.append(dict(decided[name]))
+            else:
+                positions = sorted({int(round(p)) for p in np.linspace(0, acq.n_positions - 1,
+                                                                       min(3, acq.n_positions))})
+                frames = [acq.read_frame(p, 0, c, z=self._z) for p in positions]
+                kind, confidence = kind_from_data(frames)
+                out.append({"kind": kind, "source": "data", "confidence": confidence})
+        return out
+
+    def _log_kinds(self, acq, kinds):
+        names = self.channel_names(acq)
+        text = ", ".join(f"{n}: {k['kind']} ({k['source']}"
+                         + (f", confidence {k['confidence']:.2f})" if k["source"] == "data" else ")")
+                         for n, k in zip(names, kinds))
+        self.logger.info("%s: channel kinds %s", acq.path, text)
+
+    def _unsure_kinds(self, acq, kinds) -> list:
+        """Warnings for the kinds decided from the pixels with a low confidence."""
+        names = self.channel_names(acq)
+        return [f"{acq.path}: channel {n} looks {k['kind']} from its pixels, but only with "
+                f"confidence {k['confidence']:.2f}; if that is wrong, set --ingest_channel_kinds: "
+                f"phase, fluorescence or auto for each channel, in the order {' '.join(names)}"
+                for n, k in zip(names, kinds)
+                if k["source"] == "data" and k["confidence"] < LOW_CONFIDENCE]
 
     def validate_output(self, path) -> None:
         try:
@@ -177,22 +300,28 @@ class Ingest(BatchJob):
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             raise InvalidOutputError(f"{path}: cannot be read ({e})") from e
 
-    def run(self, input_files, output_files, source=None, position=0, **kwargs):
+    def run(self, input_files, output_files, source=None, position=0, kinds=None, **kwargs):
         with open_acquisition(source, backend=self.param_values["backend"]) as acq:
             if position >= acq.n_positions:
                 raise RuntimeError(f"{source.path}: position {position} planned, the acquisition "
                                    f"has {acq.n_positions}")
-            self._ingest_position(acq, position, output_files[0])
+            problem = self._channel_option_problem(acq)
+            if problem:
+                raise InvalidInputError(problem)
+            kinds = kinds or self.channel_kinds(acq)
+            for warning in self._unsure_kinds(acq, kinds):
+                self.warn(warning)  # in this image's status entry and the log
+            self._ingest_position(acq, position, output_files[0], kinds)
 
-    def _ingest_position(self, acq, position, path):
-        names = list(acq.channels)
+    def _ingest_position(self, acq, position, path, kinds):
+        names = self.channel_names(acq)
         keys = channel_keys(names)
-        phase = set(self.param_values["phase_channels"])
-        kinds = [("phase" if n in phase else "fluorescence") if phase else guess_channel_kind(n)
-                 for n in names]
         n_t = acq.n_timepoints
         with open_file(path, "a") as f:
             done = self._frames_already_ingested(f, acq, keys, position)
+            if done == 0 and RAW in f:
+                for old in [k for k in f[RAW].keys() if k not in keys]:
+                    del f[f"{RAW}/{old}"]  # channels renamed since the last run
             for key in keys:
                 rkey = f"{RAW}/{key}"
                 if done == 0:
@@ -208,8 +337,13 @@ class Ingest(BatchJob):
                           [(t, c) for t in range(done, n_t) for c in range(len(keys))])
             md = acq.position_metadata(position, z=self._z)
             md.update(frames_signature=_frames_signature(acq, position, n_t))
-            md.update(channel_keys=keys, channel_kinds=kinds, n_timepoints_ingested=n_t,
-                      acquisition=acq.name, container=os.path.basename(path))
+            if names != list(acq.channels):
+                md["channel_names_file"] = list(acq.channels)
+            md.update(channels=names, channel_keys=keys, channel_kinds=[k["kind"] for k in kinds],
+                      channel_kind_sources=[k["source"] for k in kinds],
+                      channel_kind_confidence=[float(k["confidence"]) for k in kinds],
+                      n_timepoints_ingested=n_t, acquisition=acq.name,
+                      container=os.path.basename(path))
             times = np.array([np.nan if v is None else v for v in md["times_s"]], dtype=float)
             write_table(f, FRAMES_TABLE, pd.DataFrame({"t": np.arange(n_t, dtype=np.int64),
                                                        "time_s": times[:n_t]}))

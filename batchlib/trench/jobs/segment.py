@@ -11,7 +11,7 @@ from ...errors import InvalidInputError
 from ...io import read_attrs
 from ..layout import CROPS, SEGMENTATION, TRENCHES_TABLE
 from ._stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
-from .detection import resolve_channel
+from .detection import check_channel, resolve_channel
 
 
 def resolve_device(gpu: bool) -> str:
@@ -38,8 +38,9 @@ class Segment(BatchJobOnContainer):
 
     version = "2"
     params = {
-        "channel": Param("", "segmentation channel (name or key; default: first phase-like channel)"),
-        "kind": Param("auto", "auto (from the channel name), phase or fluorescence",
+        "channel": Param("", "segmentation channel, name or key (default or auto: the first "
+                         "phase-like channel, else the first fluorescence one)"),
+        "kind": Param("auto", "auto (the kind Ingest recorded for the channel), phase or fluorescence",
                       choices=("auto", "phase", "fluorescence")),
         "method": Param("threshold", "segmentation method (registered name)"),
         "method_params": Param("{}", "JSON object of extra parameters for the method, e.g. "
@@ -60,13 +61,17 @@ class Segment(BatchJobOnContainer):
             raise ValueError(f"{self.name}: method_params must be a JSON object")
         return params
 
+    def validate_input(self, path) -> None:
+        super().validate_input(path)
+        check_channel(self, path, "--segment_channel")
+
     def process_container(self, container, path):
         from ..segmentation import get_method, segment_trenches
         from ..segmentation.threshold import empty_background
 
         p = self.param_values
         get_method(p["method"])  # unknown method: a clear error before any work
-        key, kind = resolve_channel(container, p["channel"])
+        key, kind = resolve_channel(container, p["channel"], "--segment_channel", str(path))
         kind = kind if p["kind"] == "auto" else p["kind"]
         ckey = f"{CROPS}/{key}"
         if ckey not in container:

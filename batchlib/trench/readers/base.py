@@ -226,7 +226,9 @@ class Acquisition(abc.ABC):
         ``n_timepoints`` counts complete timepoints only (every position,
         channel and plane present), so it is a safe bound on a growing file.
     channels : list of str
-        Channel names; ``"c0"``, ``"c1"``... only when the file has none, and
+        Channel names; when the file has none, ``"c<i>"`` with the file's own
+        channel index (``c1``, ``c2`` for sequence files ``...c1.tif``,
+        ``...c2.tif``; ``c0``, ``c1``... along a stack's channel axis), and
         then ``metadata["names_missing"]`` is True.
     shape_yx : tuple of int
     dtype : numpy.dtype
@@ -291,12 +293,16 @@ class Acquisition(abc.ABC):
     def n_channels(self) -> int:
         return len(self.channels)
 
-    def _finish_init(self, names=None, n_channels=None):
-        """Set channel names (or placeholders) and validate the geometry."""
+    def _finish_init(self, names=None, n_channels=None, placeholders=False):
+        """Set channel names (or placeholders) and validate the geometry.
+
+        ``placeholders``: ``names`` are indices the file gives (``c1``, ``c2``
+        of a sequence), kept as names but still recorded as names missing.
+        """
         n_channels = len(names) if n_channels is None else n_channels
         if names is not None and len(names) == n_channels and all(names):
             self.channels = [str(n) for n in names]
-            self.metadata["names_missing"] = False
+            self.metadata["names_missing"] = bool(placeholders)
             if len(set(self.channels)) < n_channels:
                 # names are lookup keys downstream, so repeated ones get their index
                 self.metadata["channel_names_original"] = list(self.channels)

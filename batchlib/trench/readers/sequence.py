@@ -227,7 +227,10 @@ class SequenceAcquisition(Acquisition):
         finally:
             tif.close()
         channel_labels = [str(c) for c in c_l]
-        names = None if all(c.isdigit() for c in channel_labels) else channel_labels
+        # Numbered channels keep the file's number: files ...c1.tif, ...c2.tif
+        # are channels c1, c2 (not c0, c1), so configs can name what they see.
+        numbered = all(c.isdigit() for c in channel_labels)
+        names = [f"c{c}" for c in channel_labels] if numbered else channel_labels
         self.metadata.update({
             "axes": "TPCZYX",
             "n_timepoints_declared": len(t_l),
@@ -237,7 +240,7 @@ class SequenceAcquisition(Acquisition):
             "times_source": None,
             "n_files": len(self._files),
         })
-        self._finish_init(names, len(c_l))
+        self._finish_init(names, len(c_l), placeholders=numbered)
 
     def _path(self, position, t, channel, z):
         p_l, t_l, c_l, z_l = self._labels

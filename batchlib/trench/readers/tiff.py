@@ -80,7 +80,37 @@ def open_tiff(path):
         tif.close()
         reason = log.errors[0] if log.errors else "no image series"
         raise InvalidAcquisitionError(f"{path}: corrupted or truncated TIFF ({reason})")
+    try:
+        for s in series:
+            check_codec(path, s.pages[0])
+    except InvalidAcquisitionError:
+        tif.close()
+        raise
     return tif, log.warnings
+
+
+def check_codec(path, page) -> None:
+    """Fail at open, naming the codec, when the pages' compression cannot be decoded.
+
+    LZW, Deflate, Zstandard, JPEG... are decoded by ``imagecodecs``; without it
+    (or with a codec it does not have) every frame read would fail.
+    """
+    from tifffile import TIFF
+
+    if page is None or not hasattr(page, "compression"):
+        return
+    code = int(page.compression)
+    if code == 1 or code in TIFF.DECOMPRESSORS:  # 1: uncompressed
+        return
+    name = getattr(page.compression, "name", None) or "unknown"
+    try:
+        import imagecodecs  # noqa: F401
+        hint = "imagecodecs is installed but has no decoder for it"
+    except ImportError:
+        hint = "install imagecodecs (pip install imagecodecs), which decodes LZW, Deflate, " \
+               "Zstandard, JPEG and more"
+    raise InvalidAcquisitionError(f"{path}: TIFF compression {name} (code {code}) cannot be "
+                                  f"decoded: {hint}; or save the images uncompressed")
 
 
 def tiff_format(tif) -> str:

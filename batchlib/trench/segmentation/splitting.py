@@ -52,14 +52,15 @@ def _components(cand, comp, order, starts):
 
 
 @nb.njit(cache=True)
-def split_profile(profile, lo, hi, depth, min_length, cuts):
+def split_profile(profile, lo, hi, depth, min_length, cuts, min_dip=0.0):
     """Cut rows of ``profile[lo:hi]`` at dips, appended to ``cuts``; returns their count.
 
     A row ``i`` is a cut when it is a local minimum whose depth below the lower
     of the highest values on either side, relative to that value, is at least
     ``depth``, and both pieces ``[lo, i)`` and ``[i, hi)`` are at least
     ``min_length`` rows. The deepest cut is taken first, then both pieces are
-    searched again.
+    searched again. ``min_dip`` is the smallest depth in absolute units: dips
+    that noise alone makes in a dim cell's profile do not split it.
     """
     n_cuts = 0
     stack_lo = np.empty(64, np.int64)
@@ -90,7 +91,7 @@ def split_profile(profile, lo, hi, depth, min_length, cuts):
             if peak <= 0:
                 continue
             ratio = (peak - v) / peak
-            if ratio >= best:
+            if ratio >= best and peak - v >= min_dip:
                 best, best_i = ratio, i
         if best_i < 0:
             continue
@@ -108,7 +109,8 @@ def split_profile(profile, lo, hi, depth, min_length, cuts):
 
 
 @nb.njit(cache=True)
-def _split_components(s, n_comp, order, starts, obj, profile, cuts, depth, min_length):
+def _split_components(s, n_comp, order, starts, obj, profile, cuts, depth, min_length,
+                      min_dip=0.0):
     """Object id of each candidate pixel after cutting components at profile dips."""
     h, w = s.shape
     obj[:, :] = 0
@@ -125,7 +127,7 @@ def _split_components(s, n_comp, order, starts, obj, profile, cuts, depth, min_l
             v = s[p // w, p % w]
             if v > 0:
                 profile[p // w] += v
-        n_cuts = split_profile(profile, y0, y1 + 1, depth, min_length, cuts)
+        n_cuts = split_profile(profile, y0, y1 + 1, depth, min_length, cuts, min_dip)
         bounds = np.sort(cuts[:n_cuts])
         for j in range(starts[k - 1], starts[k]):
             p = order[j]
@@ -138,9 +140,8 @@ def _split_components(s, n_comp, order, starts, obj, profile, cuts, depth, min_l
     return n_obj
 
 
-@nb.njit(cache=True)
 def label_crops(signal, contour, cand, level, min_peak, axis, max_offset, depth, min_length,
-                min_area, drop_open_end, clean):
+                min_area, drop_open_end, clean, min_dip=None):
     """Label the cells of every crop of a ``(M, H, W)`` stack.
 
     Parameters
@@ -173,11 +174,25 @@ def label_crops(signal, contour, cand, level, min_peak, axis, max_offset, depth,
         Fill holes and keep, in every row, only each object's run through its
         axis (rod cells are convex across the trench).
 
+    min_dip : float64 (M,), optional
+        Smallest absolute depth of a split, per crop, in units of the row
+        sums of ``signal`` (default 0: ``depth`` alone decides).
+
     Returns
     -------
     int32 (M, H, W)
         Labels numbered 1..k from the closed end (row 0) in every crop.
     """
+    if min_dip is None:
+        min_dip = np.zeros(signal.shape[0])
+    return _label_crops(signal, contour, cand, level, min_peak, axis, max_offset, depth,
+                        min_length, min_area, drop_open_end, clean,
+                        np.ascontiguousarray(min_dip, np.float64))
+
+
+@nb.njit(cache=True)
+def _label_crops(signal, contour, cand, level, min_peak, axis, max_offset, depth, min_length,
+                 min_area, drop_open_end, clean, min_dip):
     m_crops, h, w = signal.shape
     out = np.zeros((m_crops, h, w), np.int32)
     comp = np.zeros((h, w), np.int32)
@@ -197,7 +212,8 @@ def label_crops(signal, contour, cand, level, min_peak, axis, max_offset, depth,
         s = signal[m]
         c = contour[m]
         n_comp = _components(cand[m], comp, order, starts)
-        n_obj = _split_components(s, n_comp, order, starts, obj, profile, cuts, depth, min_length)
+        n_obj = _split_components(s, n_comp, order, starts, obj, profile, cuts, depth, min_length,
+                                  min_dip[m])
         obj_max[:n_obj] = -np.inf
         obj_cmax[:n_obj] = -np.inf
         for y in range(h):

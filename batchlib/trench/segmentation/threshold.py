@@ -37,6 +37,17 @@ DEFAULTS = {
 }
 
 
+def _min_dip(noise, sig, lumen_width, w, k):
+    """Smallest dip (row-sum units) that noise does not make: ``k`` sigmas of a row sum.
+
+    A row sum adds ``lumen_width`` smoothed pixels whose noise is correlated
+    over about ``2.5 * sigma_across`` columns.
+    """
+    width = float(lumen_width if lumen_width is not None else w)
+    corr = max(2.5 * float(sig[1]), 1.0)
+    return (k * np.asarray(noise, float) * np.sqrt(corr * width)).astype(np.float64)
+
+
 def _noise_factor(sigma) -> float:
     """Ratio of the noise of the smoothed image to the noise of the high-pass residual."""
     delta = np.zeros((31, 31))
@@ -122,7 +133,7 @@ def segment_threshold(crops, kind="phase", *, sigma=None, lumen_width=14, lumen_
                       snr=None, level=None, split_depth=None, min_length=8, min_area=40,
                       open_end="keep", background_rows=61, min_depth=0.1, min_peak_depth=0.25,
                       contour_window=15, contour_rows=3, max_offset=None, clean=True,
-                      background=None, device=None):
+                      background=None, split_noise=8.0, device=None):
     """Segment the cells of trench crops without a trained model.
 
     Parameters
@@ -179,6 +190,9 @@ def segment_threshold(crops, kind="phase", *, sigma=None, lumen_width=14, lumen_
     clean : bool
         Fill holes and keep, in every row, only each cell's run of pixels
         through its axis (drops wall blur and debris glued to its side).
+    split_noise : float
+        A dip must also be this many noise sigmas (of a row sum) deep to split
+        a cell: in dim cells noise makes dips as deep, relatively, as septa.
     background : ndarray, optional
         Phase: what an empty trench looks like, broadcastable to ``crops``
         (e.g. ``(T, 1, H, W)``: the median crop of the trenches found empty,
@@ -280,7 +294,8 @@ def segment_threshold(crops, kind="phase", *, sigma=None, lumen_width=14, lumen_
                       np.ascontiguousarray(contour, np.float32),
                       cand, float(level), min_peak.astype(np.float64), (axis - c0).astype(np.float64),
                       float(max_offset), float(split_depth), max(int(min_length), 1),
-                      int(min_area), open_end == "drop", bool(clean))
+                      int(min_area), open_end == "drop", bool(clean),
+                      _min_dip(noise, sig, lumen_width, w, split_noise))
     if kind == "phase" and background is not None:
         # whether an object is a cell at all is decided against the empty trenches
         out = _drop_shallow(out, depth, np.maximum(snr * noise, floor))

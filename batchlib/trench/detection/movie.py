@@ -1,0 +1,80 @@
+"""Detection on a whole movie: the reference image, the layout and the drift of every frame.
+
+The TrenchDetection job and the benchmarks use these, so what is measured is
+what the workflow does.
+
+>>> import numpy as np
+>>> from batchlib.trench.synthetic import SyntheticConfig, simulate_position
+>>> pos = simulate_position(SyntheticConfig(height=256, width=256, n_timepoints=3,
+...                                         channels=("phase",), n_sets=1, seed=3), 0)
+>>> movie = pos.movies["phase"]
+>>> layout, reference = detect_in_movie(movie, "phase")
+>>> drift = movie_drift(movie, reference, layout, "phase")
+>>> drift.shape
+(3, 2)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .closed_end_drift import fluorescence_drift, orient_by_tips
+from .drift import estimate_drift
+from .layout import detect_trenches
+
+__all__ = ["reference_image", "detect_in_movie", "movie_drift"]
+
+
+def reference_image(movie, kind):
+    """Frame 0 (phase), or the maximum projection over time (fluorescence: only
+    filled trenches show, and a cell seen once marks its trench), as float32."""
+    if kind == "phase":
+        return np.asarray(movie[0], dtype=np.float32)
+    ref = np.asarray(movie[0], dtype=np.float32)
+    for t in range(1, movie.shape[0]):  # streamed: one frame in memory at a time
+        np.maximum(ref, movie[t], out=ref)
+    return ref
+
+
+def detect_in_movie(movie, kind, **detect_kwargs):
+    """Layout of a movie (``(T, H, W)``, any array with ``shape`` and frame indexing).
+
+    Returns ``(layout, reference)``. For fluorescence a single set's direction
+    is checked on three frames (:func:`.closed_end_drift.orient_by_tips`).
+    """
+    reference = reference_image(movie, kind)
+    detect_kwargs = dict(detect_kwargs)
+    forced = detect_kwargs.pop("direction", None)
+
+    def detect(direction=forced):
+        return detect_trenches(reference, kind=kind, direction=direction, **detect_kwargs)
+
+    layout = detect()
+    n_t = movie.shape[0]
+    if kind == "fluorescence" and forced is None:
+        picks = np.unique(np.linspace(0, n_t - 1, min(n_t, 3)).round().astype(int))
+        layout = orient_by_tips(reference, [np.asarray(movie[t], np.float32) for t in picks],
+                                layout, detect)
+    return layout, reference
+
+
+def movie_drift(movie, reference, layout, kind, start=0, previous=None):
+    """``(T, 2)`` drift ``(dy, dx)`` of every frame relative to the boxes' coordinates.
+
+    A phase reference is frame 0 (drift 0 by definition); a fluorescence
+    maximum projection is compared with every frame, across the trenches by
+    cross-correlation and along them from the mother cells' tips. Frames
+    before ``start`` take their rows from ``previous`` (an incremental run).
+    """
+    n_t = movie.shape[0]
+    out = np.zeros((n_t, 2))
+    if start:
+        out[:start] = np.asarray(previous, float)[:start]
+    trenches = layout.trenches
+    first = 1 if kind == "phase" else 0
+    for t in range(max(start, first), n_t):
+        frame = np.asarray(movie[t], dtype=np.float32)
+        d = estimate_drift(reference, frame)
+        if kind == "fluorescence":
+            d = fluorescence_drift(reference, frame, trenches, layout.angle_deg, d)
+        out[t] = d
+    return out
