@@ -18,12 +18,14 @@ from types import MappingProxyType
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidInputError, InvalidOutputError, JobError
+from . import folder_outputs
+from .errors import InvalidInputError, InvalidOutputError, JobError, OutputCollisionError
 from .io import CONTAINER_EXTS, container_format, open_file, remove_container, replace_container
 from .io.checksum import describe_datasets, iter_datasets
 from .io.space import (DiskFullError, check_free_space, disk_full_message, is_disk_full,
                        reserve_space)
 from .log import get_logger
+from .names import check_name
 from .records import (container_damage, delete_record, file_signature, new_record, param_hash,
                       read_record, record_stamp, write_record)
 from .status import JobStatus, status_dir
@@ -39,12 +41,15 @@ class Param:
 
     ``affects_result=False`` marks options (threads, device) that change how,
     not what, is computed: they are left out of the parameter hash.
+    ``is_name=True`` marks values that become a file name or container key:
+    they are checked with :func:`batchlib.names.check_name`.
     """
 
     default: Any
     help: str = ""
     choices: tuple | None = None
     affects_result: bool = True
+    is_name: bool = False
 
 
 @dataclass
@@ -151,10 +156,14 @@ class BatchJob:
         values.update(params)
         self._params = values
         self._param_hash = None
+        if identifier is not None:
+            check_name(str(identifier), f"{type(self).__name__}: identifier")
         for k, v in self.param_values.items():
             choices = self.params[k].choices
             if choices and v not in choices:
                 raise ValueError(f"{self.name}: {k}={v!r} is not one of {choices}")
+            if self.params[k].is_name:
+                check_name(v, f"{self.name}: {k}")
 
     # -- identity -------------------------------------------------------------
     @property
@@ -208,8 +217,26 @@ class BatchJob:
 
     def outputs_for(self, input_path, folder) -> list:
         """Output containers of one input; override for one-to-many jobs."""
-        stem = Path(input_path).name.split(".")[0]
+        # Only the last extension goes: "exp.v2.npy" and "exp.v3.npy" stay apart.
+        stem = Path(input_path).stem
         return [os.path.join(str(folder), stem + self.output_ext)]
+
+    def folder_outputs(self, output_path) -> list:
+        """Files beside the containers that this job writes for ``output_path``.
+
+        Override in jobs that write such files (a per-container table, a QC
+        picture): they are listed in the completion record and checked at
+        planning, so a missing or damaged one gets its container redone.
+        """
+        return []
+
+    def folder_outputs_problem(self, output_path, rec) -> str | None:
+        """Why the folder outputs of ``output_path`` do not match its record ``rec``."""
+        paths = self.folder_outputs(output_path)
+        if not paths:
+            return None
+        return folder_outputs.problem(paths, os.path.dirname(os.path.normpath(output_path)),
+                                      (rec or {}).get("folder_outputs"))
 
     def input_signature(self, unit: Unit) -> dict:
         """What identifies the inputs' content: size and mtime of each input file."""
@@ -299,6 +326,18 @@ class BatchJob:
             units.append(unit)
         return units
 
+    def check_distinct_outputs(self, units) -> None:
+        """Raise :class:`OutputCollisionError` if two units would write one output
+        (a container or one of its :meth:`folder_outputs`)."""
+        owners = {}
+        for unit in units:
+            for out in unit.outputs:
+                for path in [out] + self.folder_outputs(out):
+                    owners.setdefault(os.path.normpath(path), []).append(unit.key)
+        collisions = {out: keys for out, keys in owners.items() if len(set(keys)) > 1}
+        if collisions:
+            raise OutputCollisionError(self.name, collisions)
+
     def check_unit(self, unit: Unit, cached, triggers, force) -> tuple:
         """``(up_to_date, reason, records)`` for one unit."""
         if force:
@@ -329,7 +368,7 @@ class BatchJob:
         for out, rec in records.items():
             if not rec:
                 return False, f"{os.path.basename(out)} has no completion record (unfinished)", records
-            stale = self.stale_reason(unit, rec, triggers)
+            stale = self.stale_reason(unit, rec, triggers) or self.folder_outputs_problem(out, rec)
             if stale:
                 return False, stale, records
         return True, "up to date", records
@@ -458,6 +497,10 @@ def execute_unit(task) -> dict:
             record["warnings"] = warnings
         for final, path, in_place in plan:
             job.validate_output(path)
+            files = job.folder_outputs(final)
+            if files:
+                record = dict(record, folder_outputs=folder_outputs.signatures(
+                    files, os.path.dirname(os.path.normpath(final))))
             with open_file(path, "a") as f:
                 # What was written, so that planning and `batchlib verify` can check it later.
                 datasets = describe_datasets(f, job.resolved_output_keys())
@@ -484,6 +527,8 @@ def execute_unit(task) -> dict:
                 # Not on a full disk: writing into an h5 file then is what damages it.
                 if not disk_full:
                     _forget_record(final, job.name)
+            # Files beside the containers that no record covers any more.
+            folder_outputs.remove(_folder_outputs_or_none(job, final))
         state = "invalid" if isinstance(e, InvalidInputError) else "failed"
         tb = traceback.format_exception(type(e), e, e.__traceback__)
         error = f"{type(e).__name__}: {e}"
@@ -507,6 +552,13 @@ def _drop_broken_keys(path, keys, logger) -> None:
         if os.path.isdir(root) and broken_metadata(root):
             logger.warning("%s: %s was left unreadable by an interrupted write; rewriting it", path, key)
             shutil.rmtree(root)
+
+
+def _folder_outputs_or_none(job, path) -> list:
+    try:
+        return job.folder_outputs(path)
+    except Exception:  # noqa: BLE001 - cleaning up after a failure must not fail
+        return []
 
 
 def _forget_record(path, job_name) -> None:

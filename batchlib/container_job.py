@@ -96,6 +96,9 @@ class BatchJobOnContainer(BatchJob):
             rec = cached.get("record") or {}
             if not self.stale_reason(unit, rec, [t for t in triggers if t in ("params", "version")]) \
                     and not self._keys_deleted(path):
+                problem = self.folder_outputs_problem(path, rec)
+                if problem:
+                    return False, f"output invalid: {problem}", {}
                 unit.signature = cached.get("input_signature") or {}
                 return True, "up to date", {path: rec}
         try:
@@ -123,6 +126,9 @@ class BatchJobOnContainer(BatchJob):
         stale = self.stale_reason(unit, rec, [t for t in triggers if t in ("params", "version", "input")])
         if stale:
             return False, stale, {}
+        problem = self.folder_outputs_problem(path, rec)
+        if problem:
+            return False, f"output invalid: {problem}", {}
         return True, "up to date", {path: rec}
 
     def _keys_deleted(self, path) -> bool:

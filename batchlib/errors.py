@@ -36,5 +36,25 @@ class JobError(BatchlibError):
         super().__init__("\n".join(lines))
 
 
+class OutputCollisionError(JobError):
+    """Two inputs would be written to the same output; found while planning, before any write.
+
+    Attributes
+    ----------
+    collisions : dict
+        ``{output: [input keys]}`` for every output claimed more than once.
+    """
+
+    def __init__(self, job, collisions):
+        self.job, self.kind, self.collisions = job, "output name collisions", dict(collisions)
+        self.problems = {k: f"writes {out}, as {len(keys) - 1} other input(s) would"
+                         for out, keys in self.collisions.items() for k in keys}
+        lines = [f"{job}: {len(self.collisions)} output(s) would be written by more than one input "
+                 f"(nothing was written):"]
+        lines += [f"  {out} <- {' and '.join(keys)}" for out, keys in list(self.collisions.items())[:20]]
+        lines.append("Rename or move one of each pair of inputs (or process them in separate folders).")
+        BatchlibError.__init__(self, "\n".join(lines))
+
+
 class LockError(BatchlibError):
     """Another run holds the folder's lock."""

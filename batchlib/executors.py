@@ -8,8 +8,11 @@ rather than a scheduler of our own.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import signal
+import threading
 from itertools import islice
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -35,8 +38,8 @@ class Executor:
         for item in items:
             yield fn(item)
 
-    def close(self):
-        pass
+    def close(self, abort=False):
+        """Release the workers; ``abort``: at once, without waiting for running units."""
 
     def __enter__(self):
         return self
@@ -49,11 +52,49 @@ class SerialExecutor(Executor):
     """Everything in the calling process: simplest to debug."""
 
 
+def _ignore_sigint():
+    """Worker initializer: Ctrl-C is the coordinator's to handle (no worker tracebacks)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold back Ctrl-C while worker processes may be started, then deliver it.
+
+    Ctrl-C in a terminal signals the whole process group, workers included.
+    A worker still starting up (importing, or reading its start-up data from
+    the coordinator) would die with a traceback before its initializer could
+    ignore SIGINT. Here SIGINT is blocked in this thread, so that workers
+    started meanwhile inherit the blocked mask and never see it, and Python's
+    handler is swapped for one that only takes note (another thread may
+    receive the signal, and Python runs handlers in the main thread anyway),
+    so that a start is never cut in half. A Ctrl-C that came meanwhile is
+    raised as :class:`KeyboardInterrupt` when the block ends.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        signal.signal(signal.SIGINT, previous)
+        if received and previous not in (signal.SIG_IGN, None):
+            if callable(previous):
+                previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+            else:
+                raise KeyboardInterrupt
+
+
 class ProcessExecutor(Executor):
     """Local worker processes (spawned, so safe with threads, h5py and numba).
 
     At most ``2 * n_jobs`` units are in flight, so 100,000 units do not mean
-    100,000 pending futures.
+    100,000 pending futures. Workers ignore Ctrl-C; the coordinator stops
+    them at once (:meth:`abort`) when it is interrupted.
     """
 
     name = "processes"
@@ -62,7 +103,16 @@ class ProcessExecutor(Executor):
         if n_jobs < 1:
             raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
         self.n_workers = n_jobs
-        self._pool = ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn"))
+        self._aborted = False
+        self._pool = self._new_pool()
+
+    def _new_pool(self):
+        return ProcessPoolExecutor(self.n_workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_ignore_sigint)
+
+    def _submit(self, fn, item):
+        with _sigint_deferred():  # submit may start a worker process
+            return self._pool.submit(fn, item)
 
     def map_unordered(self, fn, items, on_crash=None):
         items = iter(items)
@@ -71,7 +121,7 @@ class ProcessExecutor(Executor):
         try:
             while True:
                 for item in items:
-                    pending[self._pool.submit(fn, item)] = item
+                    pending[self._submit(fn, item)] = item
                     if len(pending) >= window:
                         break
                 if not pending:
@@ -91,17 +141,39 @@ class ProcessExecutor(Executor):
                         lost = [item] + list(pending.values())
                         pending.clear()
                         self._pool.shutdown(wait=False, cancel_futures=True)
-                        self._pool = ProcessPoolExecutor(
-                            self.n_workers, mp_context=multiprocessing.get_context("spawn"))
+                        self._pool = self._new_pool()
                         for it in lost:
                             yield on_crash(it, e)
                         break
                     yield result
+        except (KeyboardInterrupt, SystemExit):
+            self.abort()
+            raise
         finally:
-            for fut in pending:
-                fut.cancel()
+            if not self._aborted:  # an aborted pool fails its futures itself
+                for fut in pending:
+                    fut.cancel()
 
-    def close(self):
+    def abort(self):
+        """Stop now: terminate the workers (their units are redone by the next run).
+
+        Futures are not cancelled here: the pool marks them broken itself,
+        and cancelling them as well makes Python 3.11's pool thread fail.
+        """
+        if self._aborted:
+            return
+        self._aborted = True
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=False)
+        for p in procs:
+            p.terminate()
+        for p in procs:  # gone before the caller releases the folder's lock
+            p.join(timeout=2)
+
+    def close(self, abort=False):
+        if abort or self._aborted:
+            self.abort()
+            return
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -163,7 +235,7 @@ class DaskExecutor(Executor):
                 break
             yield result
 
-    def close(self):
+    def close(self, abort=False):
         self.client.close()
         if self._own_cluster is not None:
             self._own_cluster.close()

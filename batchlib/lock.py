@@ -2,7 +2,11 @@
 
 The lock file is created with ``O_CREAT | O_EXCL`` (atomic on local and NFSv3+
 file systems) and holds the owner's pid, host, start time and command line,
-so a person can see who holds it.
+so a person can see who holds it. On Linux it also holds the owner's
+process start time (from ``/proc/<pid>/stat``), so that a lock naming a pid
+that was reused by an unrelated process after a crash is recognised as stale.
+A lock file that cannot be understood (garbage, a JSON list, a pid that is
+not a number) never crashes a run: it is reported and treated as unreadable.
 """
 from __future__ import annotations
 
@@ -20,13 +24,42 @@ logger = logging.getLogger("Workflow.lock")
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill(0 or -n) would signal process groups, not one process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
+    except (OverflowError, OSError):
+        return False
     return True
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot (Linux), None where unknown.
+
+    Field 22 of ``/proc/<pid>/stat``; the command name before it may hold
+    spaces and parentheses, so fields are counted after its last ``)``.
+    """
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _as_pid(value) -> int | None:
+    """The pid recorded in a lock, or None when it is not a positive whole number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip()) or None
+    return None
 
 
 class FolderLock:
@@ -50,17 +83,24 @@ class FolderLock:
         self.acquired = False
 
     def holder(self) -> dict | None:
-        """Contents of the current lock file (``{}`` if unreadable, ``None`` if absent)."""
+        """Contents of the current lock file (``{}`` if unreadable, ``None`` if absent).
+
+        Anything but a JSON object with a usable pid counts as unreadable.
+        """
         try:
-            return json.loads(self.path.read_text())
+            data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return None
-        except (ValueError, OSError):
+        except (ValueError, OSError, UnicodeDecodeError):
             return {}
+        if not isinstance(data, dict) or _as_pid(data.get("pid")) is None:
+            return {}
+        return data
 
     def _try_create(self) -> bool:
         info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)}
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv),
+                "pid_start_ticks": process_start_ticks(os.getpid())}
         # Write the holder's details first, then hard-link them to the lock
         # name (atomic, fails if it exists, also on NFS): a competing run never
         # sees an empty lock file and can always say who holds the lock.
@@ -90,18 +130,31 @@ class FolderLock:
 
     def _is_stale(self, holder: dict) -> bool:
         if not holder:
-            # Unreadable: a holder killed between creating and filling the file.
             try:
-                return time.time() - self.path.stat().st_mtime > 60
+                st = self.path.stat()
             except FileNotFoundError:
                 return True
+            # Empty: maybe a holder between creating and filling the file (on a
+            # file system without hard links), so give it a minute. Content
+            # that is not a lock of ours (garbage, a list, a pid that is not a
+            # number) names no live run: stale at once.
+            return st.st_size > 0 or time.time() - st.st_mtime > 60
         if holder.get("host") == socket.gethostname():
-            return not _pid_alive(int(holder.get("pid", -1)))
+            pid = _as_pid(holder.get("pid"))
+            if pid is None or not _pid_alive(pid):
+                return True
+            recorded = holder.get("pid_start_ticks")
+            if isinstance(recorded, int) and not isinstance(recorded, bool):
+                now = process_start_ticks(pid)
+                # The pid is alive but started at another time: a new process
+                # reused the pid of the crashed holder.
+                return now is not None and now != recorded
+            return False
         return self.break_foreign
 
     def describe(self, holder) -> str:
         if not holder:
-            return f"{self.path} (unreadable)"
+            return f"{self.path} (unreadable: not a lock written by batchlib, or cut short)"
         return (f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}, "
                 f"command: {holder.get('command')}")
 
@@ -134,7 +187,7 @@ class FolderLock:
     def release(self) -> None:
         if self.acquired:
             holder = self.holder()
-            if holder is not None and holder.get("pid") == os.getpid():
+            if holder is not None and _as_pid(holder.get("pid")) == os.getpid():
                 os.unlink(self.path)
             self.acquired = False
 

@@ -55,6 +55,11 @@ class JobRunner:
             raise FileNotFoundError(f"{self.job.name}: input folder {self.input_folder} does not exist")
         self.job.clean_temporary(self.folder)
         units = self.job.list_units(self.input_folder, self.folder, self.status)
+        try:
+            self.job.check_distinct_outputs(units)  # before anything is written
+        except JobError as e:
+            self.status.finish("errored", error=str(e))
+            raise
         todo, invalid = [], {}
         for unit in units:
             cached = self.status.cached(unit.key)
@@ -200,7 +205,7 @@ def _lean(rec):
     if not rec:
         return None
     lean = {k: rec.get(k) for k in ("param_hash", "version", "input_signature", "run_id",
-                                     "finished", "finished_ns")}
+                                     "finished", "finished_ns", "folder_outputs") if k in rec}
     if rec.get("warnings"):
         lean["warnings"] = rec["warnings"]
     return lean

@@ -12,6 +12,7 @@ from .errors import JobError
 from .executors import make_executor
 from .lock import FolderLock
 from .log import get_logger, workflow_logging
+from .names import check_name
 from .status import WorkflowStatus, status_dir
 
 #: Exit codes of workflow scripts.
@@ -62,9 +63,13 @@ class _LazyExecutor:
             self.executor = make_executor(**self.options)
         return self.executor
 
-    def close(self):
+    def close(self, abort=False):
         if self.executor is not None:
-            self.executor.close()
+            self.executor.close(abort=abort)
+
+    def exit(self, exc_type, exc, tb):
+        """ExitStack callback: interrupted or terminated runs stop their workers at once."""
+        self.close(abort=exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, SystemExit)))
 
 
 def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
@@ -128,6 +133,7 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
     unknown = set(rerun_triggers) - set(RERUN_TRIGGERS)
     if unknown:
         raise ValueError(f"unknown rerun trigger(s) {sorted(unknown)}; choose from {RERUN_TRIGGERS}")
+    check_name(name, "workflow name")  # it names the lock, log and status files
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"job names must be unique in a workflow (use identifier=...): {names}")
@@ -149,7 +155,7 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
         stack.enter_context(_sigterm_as_exit())
         if lock:
             stack.enter_context(folder_lock)
-        stack.callback(get_executor.close)
+        stack.push(get_executor.exit)
         wf_status = WorkflowStatus(sdir / f"{name}.status", {
             "workflow": name, "folder": os.path.abspath(folder),
             "input_folder": os.path.abspath(input_folder), "command": sys.argv,
@@ -175,7 +181,11 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
                     wf_status.job_done(job.name, result.state, result.counts,
                                        f"{job.name}.status")
         except BaseException as e:
-            logger.error("workflow %s stopped: %s", name, e)
+            if isinstance(e, KeyboardInterrupt):
+                logger.warning("workflow %s interrupted: stopped; rerun to go on from here", name)
+                e.batchlib_reported = True  # main_exit_code adds no second line
+            else:
+                logger.error("workflow %s stopped: %s", name, e)
             if write_workflow_status:
                 wf_status.finish("errored", error=f"{type(e).__name__}: {e}")
             raise
@@ -200,8 +210,9 @@ def main_exit_code(run) -> int:
     except JobError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        if not getattr(e, "batchlib_reported", False):
+            print("interrupted", file=sys.stderr)
         return 130
     if not result.success:
         log.warning("finished with problems; run `batchlib status <folder>` for details")

@@ -8,12 +8,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["bench_core.py", "bench_compression.py", "bench_synthetic.py", "bench_ingest.py",
-<<<<<<< HEAD
               "bench_detection.py", "bench_segmentation.py", "bench_workflow.py",
-              "bench_channel_kind.py", "bench_unnamed_channels.py"]
-=======
-              "bench_detection.py", "bench_segmentation.py", "bench_workflow.py", "bench_tracking.py"]
->>>>>>> track
+              "bench_tracking.py", "bench_interrupt.py", "bench_channel_kind.py",
+              "bench_unnamed_channels.py", "bench_checksum.py"]
 
 
 def main() -> int:

@@ -151,3 +151,60 @@ def test_lock_removed_after_normal_exit_error_and_interrupt(dirs, tmp_path):
     st = json.load(open(os.path.join(folder2, "batchlib", "Interrupted.status")))
     assert st["state"] == "errored" and "KeyboardInterrupt" in st["error"]
     assert json.load(open(os.path.join(folder2, "batchlib", "WF.status")))["state"] == "errored"
+
+
+@pytest.mark.parametrize("content", ['[1, 2, 3]', 'garbage \x00\x01 not json', '{"pid": "abc", "host": "%s"}',
+                                     '{"pid": 1.5, "host": "%s"}', '{"pid": -4, "host": "%s"}', '"a string"'])
+def test_malformed_lock_is_broken_with_a_message(dirs, content):
+    inp, folder = dirs
+    os.makedirs(os.path.join(folder, "batchlib"), exist_ok=True)
+    with open(lock_path(folder), "w") as f:
+        f.write(content.replace("%s", socket.gethostname()))
+    res = run_workflow("WF", folder, [ImportArray()], input_folder=inp, progress=False)
+    assert res.success and res.jobs[0].counts["done"] == 3
+    assert not os.path.exists(lock_path(folder))
+    log = open(os.path.join(folder, "batchlib", "WF.log")).read()
+    assert "breaking a stale lock" in log and "unreadable" in log
+
+
+def test_malformed_lock_in_a_script_exits_cleanly(dirs):
+    inp, folder = dirs
+    os.makedirs(os.path.join(folder, "batchlib"), exist_ok=True)
+    with open(lock_path(folder), "w") as f:
+        f.write('[{"pid": 1}]')
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, folder, inp], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_lock_records_the_process_start_time(tmp_path):
+    from batchlib.lock import process_start_ticks
+
+    with FolderLock(tmp_path / "X.lock"):
+        info = json.loads((tmp_path / "X.lock").read_text())
+    if not os.path.exists("/proc/self/stat"):
+        pytest.skip("no /proc on this system: start times are not recorded")
+    assert info["pid_start_ticks"] == process_start_ticks(os.getpid()) > 0
+
+
+def test_lock_naming_a_reused_live_pid_is_stale(dirs):
+    """A live pid whose start time differs from the recorded one belongs to another process."""
+    from batchlib.lock import process_start_ticks
+
+    inp, folder = dirs
+    if process_start_ticks(os.getppid()) is None:
+        pytest.skip("no /proc on this system: pid reuse cannot be told")
+    write_lock(folder, os.getppid(), socket.gethostname())  # alive ...
+    info = json.load(open(lock_path(folder)))
+    info["pid_start_ticks"] = process_start_ticks(os.getppid()) + 12345  # ... but not the holder
+    json.dump(info, open(lock_path(folder), "w"))
+    res = run_workflow("WF", folder, [ImportArray()], input_folder=inp, progress=False)
+    assert res.success and not os.path.exists(lock_path(folder))
+    # The same live pid with its true start time is a live holder: not broken.
+    write_lock(folder, os.getppid(), socket.gethostname())
+    info = json.load(open(lock_path(folder)))
+    info["pid_start_ticks"] = process_start_ticks(os.getppid())
+    json.dump(info, open(lock_path(folder), "w"))
+    with pytest.raises(LockError):
+        run_workflow("WF", folder, [ImportArray()], input_folder=inp, progress=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from batchlib.names import check_name
 from batchlib.config import job_params, str2bool, workflow_options, workflow_parser
 from batchlib.trench.channels import ChannelChoiceError, choose_channel
 from batchlib.trench.jobs import Compress, Ingest, Measure, Segment, Track, TrenchDetection, export_csv
@@ -95,9 +96,14 @@ def channel_option_problems(args, ingest) -> list:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        check_name(args.workflow_name, "--workflow_name")
+        jobs = build_jobs(args)
+    except ValueError as e:  # a bad option value (e.g. an unsafe name): say so, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if args.demo:
         ensure_demo(args)
-    jobs = build_jobs(args)
     problems = channel_option_problems(args, jobs[0])
     if problems:
         for problem in problems:
@@ -105,9 +111,13 @@ def main(argv=None) -> int:
         return EXIT_ERROR
     code = main_exit_code(lambda: run_workflow(args.workflow_name, args.folder, jobs,
                                                **workflow_options(args)))
-    if Path(args.folder).is_dir():
+    if Path(args.folder).is_dir() and code != 130:  # after Ctrl-C: out at once
         if args.export_csv and code in (0, 2):
-            print(f"cells exported to {export_csv(args.folder)}")
+            try:
+                print(f"cells exported to {export_csv(args.folder)}")
+            except (OSError, ValueError) as e:  # e.g. a damaged table no container claims
+                print(f"error: the CSV export failed: {e}", file=sys.stderr)
+                code = 1
         print(format_summary(folder_summary(args.folder)))
     return code
 

@@ -116,8 +116,9 @@ def _mark_duplicates(sources, rows):
 def configure_parser(parser):
     """Add the ``inventory`` arguments to an ``argparse`` parser."""
     parser.add_argument("folder", type=Path, help="folder to scan (recursively)")
-    parser.add_argument("--csv", type=Path, default=None,
-                        help="where to write the table (default: <folder>/inventory.csv)")
+    parser.add_argument("--out", "--csv", dest="csv", type=Path, default=None,
+                        help="where to write the table (default: inventory.csv in the current "
+                             "directory; never into the scanned folder unless given here)")
     parser.add_argument("--no-hash", dest="hash_files", action="store_false",
                         help="skip content hashes (no duplicate detection)")
     parser.add_argument("--sequence-pattern", default=DEFAULT_SEQUENCE_PATTERN,
@@ -125,16 +126,31 @@ def configure_parser(parser):
     return parser
 
 
+def _inside(path, folder) -> bool:
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
 def main(args) -> int:
-    """Print the inventory of ``args.folder`` and write it as CSV; 0 on success, 2 on bad folder."""
+    """Print the inventory of ``args.folder`` and write it as CSV (``--out``, default
+    ``./inventory.csv``); 0 on success, 2 on a bad folder or a default target inside it."""
     folder = Path(args.folder)
     if not folder.is_dir():
         print(f"inventory: {folder} is not a folder", file=sys.stderr)
         return 2
+    csv = Path(args.csv) if getattr(args, "csv", None) else Path.cwd() / "inventory.csv"
+    if not getattr(args, "csv", None) and _inside(csv, folder):
+        # Raw folders are often read-only or shared: writing there is only done when asked.
+        print(f"inventory: the current directory is inside the scanned folder {folder}; "
+              "pass --out PATH to say where inventory.csv goes", file=sys.stderr)
+        return 2
     pattern = getattr(args, "sequence_pattern", DEFAULT_SEQUENCE_PATTERN)
     df = inventory(folder, sequence_pattern=pattern, hash_files=getattr(args, "hash_files", True))
-    csv = args.csv if getattr(args, "csv", None) else folder / "inventory.csv"
-    df.to_csv(csv, index=False)
+    try:
+        df.to_csv(csv, index=False)
+    except OSError as e:
+        print(f"inventory: cannot write {csv} ({e}); pass --out PATH", file=sys.stderr)
+        return 1
     if df.empty:
         print(f"no acquisitions found in {folder}")
     else:

@@ -16,10 +16,18 @@ root attribute ``acquisition`` normalised metadata (Ingest)
 ``tracking/<name>``            the trackers' state, to continue on new frames (Track)
 ``batchlib/<job>``             completion records (framework)
 =============================  ==============================================
+
+Next to the containers, one file per container (listed with their size and
+checksum in the completion record of the job that writes them):
+``tables/cells/<container>.parquet`` (Measure) and
+``qc/<container>_trenches.png`` (TrenchDetection).
 """
 from __future__ import annotations
 
+import os
 import re
+
+from ..io import CONTAINER_EXTS
 
 RAW = "raw"
 OVERVIEW = "overview"
@@ -35,12 +43,32 @@ TRACKS_TABLE = "tables/tracks"
 CYCLES_TABLE = "tables/cycles"
 TRACK_STATE = "tracking"
 
+#: Folder-level outputs, next to the containers: one file per container, named
+#: after it (see :func:`folder_output`), so two positions never share one.
+CELLS_DATASET = "tables/cells"
+QC_DIR = "qc"
+
+
+def container_stem(path) -> str:
+    """A container's file name without its extension (``exp.v2_pos000.h5`` -> ``exp.v2_pos000``)."""
+    name = os.path.basename(os.path.normpath(str(path)))
+    root, ext = os.path.splitext(name)
+    return root if ext in CONTAINER_EXTS else name
+
+
+def folder_output(container, subfolder: str, suffix: str) -> str:
+    """``<folder>/<subfolder>/<container stem><suffix>`` for the container at ``container``."""
+    folder = os.path.dirname(os.path.normpath(str(container)))
+    return os.path.join(folder, subfolder, container_stem(container) + suffix)
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 
 def channel_key(name: str) -> str:
     """A container-safe key for a channel name ("5-FAM/pH 9.0" -> "5-FAM_pH_9.0")."""
-    key = _UNSAFE.sub("_", str(name)).strip("_")
+    # Leading dots go too: "." and ".." are directories in n5/zarr, not keys.
+    key = _UNSAFE.sub("_", str(name)).strip("_").lstrip(".")
     return key or "channel"
 
 

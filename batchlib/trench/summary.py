@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..io import CONTAINER_EXTS, open_file, read_attrs
 from ..status import JOB_SCHEMA, status_dir
-from .layout import TRENCHES_TABLE
+from .layout import CELLS_DATASET, TRENCHES_TABLE, container_stem
 
 
 def folder_summary(folder) -> dict:
@@ -22,17 +22,27 @@ def folder_summary(folder) -> dict:
                     n_trenches += int(read_attrs(f[TRENCHES_TABLE])["n_rows"])
         except (OSError, ValueError, KeyError):
             continue
-    cells_dir = folder / "tables" / "cells"
+    cells_dir = folder / CELLS_DATASET
     n_rows = n_cells = 0
+    problems = []
     if cells_dir.is_dir():
         import pyarrow.parquet as pq
 
+        stems = {container_stem(p) for p in containers}
         for f in sorted(cells_dir.glob("*.parquet")):
-            meta = pq.ParquetFile(f)
+            rel = f.relative_to(folder)
+            try:
+                meta = pq.ParquetFile(f)
+                table = meta.read(columns=["t"]).column("t").to_numpy()
+            except Exception as e:  # noqa: BLE001 - a summary reports damage, it never fails on it
+                problems.append(f"{rel}: damaged, not counted ({type(e).__name__}: {e}); "
+                                "the next run rebuilds it")
+                continue
             n_rows += meta.metadata.num_rows
-            table = meta.read(columns=["t"]).column("t").to_numpy()
             n_cells += int((table == 0).sum())
-    problems = []
+            if f.stem not in stems:
+                problems.append(f"{rel}: no container {f.stem}.* in the folder (left by a deleted "
+                                "position or an older version?): its rows are still read")
     for s in sorted(status_dir(folder).glob("*.status")):
         try:
             d = json.loads(s.read_text())

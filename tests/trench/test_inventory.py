@@ -75,15 +75,26 @@ def test_inventory_nd2(shared_data, tmp_path):
     assert "empty file" in df.loc["empty", "error"]
 
 
-def test_main_prints_table_and_writes_csv(tmp_path, capsys):
+def test_main_prints_table_and_writes_csv(tmp_path, capsys, monkeypatch):
     root = _folder(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
     parser = inv.configure_parser(argparse.ArgumentParser())
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
     assert inv.main(parser.parse_args([str(root)])) == 0
     out = capsys.readouterr().out
     assert "exp_copy" in out and "4 acquisition(s), 1 unreadable" in out
-    written = pd.read_csv(root / "inventory.csv", keep_default_na=False)
+    # Written to the current directory, never into the scanned (raw) folder.
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    written = pd.read_csv(work / "inventory.csv", keep_default_na=False)
     assert list(written["name"]) == ["broken", "exp", "exp_copy", "seq"]
     csv = tmp_path / "out.csv"
-    assert inv.main(parser.parse_args([str(root), "--csv", str(csv), "--no-hash"])) == 0
+    assert inv.main(parser.parse_args([str(root), "--out", str(csv), "--no-hash"])) == 0
     assert (pd.read_csv(csv, keep_default_na=False)["duplicate_of"] == "").all()
     assert inv.main(parser.parse_args([str(tmp_path / "missing")])) == 2
+    # Run from inside the raw folder without --out: refused, nothing written there.
+    monkeypatch.chdir(root)
+    assert inv.main(parser.parse_args(["."])) == 2
+    assert "pass --out" in capsys.readouterr().err
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before

@@ -102,7 +102,8 @@ def repack(path) -> None:
     if container_format(path) != "h5":
         return
     p = Path(path)
-    tmp = p.with_name(f".{p.name.split('.')[0]}.tmp-repack{p.suffix}")
+    # The whole stem: "exp.v2_pos000" and "exp.v3_pos000" must not share a temporary file.
+    tmp = p.with_name(f".{p.stem}.tmp-repack-{os.getpid()}{p.suffix}")
     with open_file(p, "r") as src, open_file(tmp, "w") as dst:
         assert is_h5(src)
         for key in src.keys():

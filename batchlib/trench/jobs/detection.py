@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,8 @@ from ...container_job import BatchJobOnContainer, KeySpec
 from ...errors import InvalidInputError
 from ...io import read_attrs, read_table, write_attrs, write_table
 from ..channels import ChannelChoiceError, choose_channel
-from ..layout import ACQUISITION_ATTR, DRIFT_TABLE, RAW, TRENCHES_TABLE
+from ..layout import (ACQUISITION_ATTR, DRIFT_TABLE, QC_DIR, RAW, TRENCHES_TABLE, container_stem,
+                      folder_output)
 
 
 def resolve_channel(container, channel: str, option: str = "--detect_channel", where: str = "") -> tuple:
@@ -113,17 +113,22 @@ class TrenchDetection(BatchJobOnContainer):
         })
         for warning in layout.warnings:
             self.warn(f"{os.path.basename(path)}: {warning}")
-        if p["qc_plot"]:
-            qc = Path(path).parent / "qc"
-            qc.mkdir(exist_ok=True)
-            name = Path(path).name.split(".")[0]
-            verdict = {1.0: "self-check passed", 0.5: "NOT VERIFIED",
-                       0.0: "self-check failed"}.get(layout.quality.get("self_check"), "")
-            plot_detection(reference, layout, qc / f"{name}_trenches.png",
-                           title=f"{name} ({key}, {kind}) - {verdict}, confidence "
+        verdict = {1.0: "self-check passed", 0.5: "NOT VERIFIED",
+                   0.0: "self-check failed"}.get(layout.quality.get("self_check"), "")
+        for picture in self.folder_outputs(path):
+            os.makedirs(os.path.dirname(picture), exist_ok=True)
+            # Drawn under a temporary name, then renamed: never a half-written picture.
+            tmp = os.path.join(os.path.dirname(picture), f".{os.path.basename(picture)}.tmp-{os.getpid()}.png")
+            plot_detection(reference, layout, tmp,
+                           title=f"{container_stem(path)} ({key}, {kind}) - {verdict}, confidence "
                                  f"{layout.quality.get('confidence', 0):.2f}")
+            os.replace(tmp, picture)
         self.logger.debug("%s: %d trenches, angle %.3f", os.path.basename(path), len(trenches),
                           layout.angle_deg)
+
+    def folder_outputs(self, output_path) -> list:
+        """``<folder>/qc/<container>_trenches.png`` when ``qc_plot`` is set."""
+        return [folder_output(output_path, QC_DIR, "_trenches.png")] if self.param_values["qc_plot"] else []
 
     def _drift(self, container, movie, reference, layout, kind):
         from ..detection.movie import movie_drift

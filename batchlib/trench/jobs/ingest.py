@@ -13,7 +13,8 @@ from ...io.frames import stream_frames
 from ..channels import LOW_CONFIDENCE, kind_from_data, kind_from_name
 from ..layout import ACQUISITION_ATTR, FRAMES_TABLE, OVERVIEW, RAW, channel_keys
 from ..readers import (DEFAULT_SEQUENCE_PATTERN, InvalidAcquisitionError, find_acquisitions,
-                       open_acquisition)
+                       open_acquisition, output_stem)
+from ..readers.sequence import position_signatures
 
 CHANNEL_KIND_CHOICES = ("auto", "phase", "fluorescence")
 
@@ -68,7 +69,7 @@ class Ingest(BatchJob):
             raise ValueError(f"{self.name}: channel_kinds {bad} not among {CHANNEL_KIND_CHOICES}")
         if len(set(map(str, names))) != len(names) or not all(str(n).strip() for n in names):
             raise ValueError(f"{self.name}: channel_names must be unique and non-empty, got {list(names)}")
-        self._checked = {}  # source key -> (signature, problem): validation once per acquisition
+        self._checked = {}  # source key -> (source, problem, kinds): validation once per acquisition and run
 
     def __getstate__(self):
         return {**self.__dict__, "_checked": {}}  # workers need no validation cache
@@ -87,14 +88,17 @@ class Ingest(BatchJob):
             known.setdefault(key.split(POSITION_SEP)[0], []).append((key, entry))
         units = []
         for src in find_acquisitions(input_folder, sequence_pattern=self.param_values["sequence_pattern"]):
-            sig = src.signature()
-            if self.param_values["hash_inputs"]:
+            sigs = self._sequence_signatures(src)
+            sig = sigs[0] if sigs else src.signature()
+            if self.param_values["hash_inputs"] and not sigs:
                 from ...records import content_hash
 
                 sig["blake2b"] = [content_hash(f) for f in src.files]
             cached = known.get(src.key, [])
-            if cached and all(e.get("input_signature") == sig and len(e.get("outputs") or []) == 1
-                              for _, e in cached):
+            if sigs:  # a sequence: positions counted from the file names, no file opened
+                n = len(sigs)
+            elif cached and all(e.get("input_signature") == sig and len(e.get("outputs") or []) == 1
+                                for _, e in cached):
                 n = len(cached)
             else:
                 try:
@@ -103,10 +107,27 @@ class Ingest(BatchJob):
                 except InvalidAcquisitionError:
                     n = 0  # one unit without outputs: validate_unit says why
             for p in range(max(n, 1)):
-                outputs = [os.path.join(str(folder), container_name(src.name, p, self.output_ext))] if n else []
+                outputs = [os.path.join(str(folder), container_name(output_stem(src), p, self.output_ext))] \
+                    if n else []
                 units.append(Unit(unit_key(src.key, p, n), [str(f) for f in src.files], outputs,
-                                  signature=dict(sig), run_kwargs={"source": src, "position": p}))
+                                  signature=dict(sigs[p] if sigs else sig),
+                                  run_kwargs={"source": src, "position": p}))
         return units
+
+    def _sequence_signatures(self, src) -> list:
+        """One input signature per position of a TIFF sequence: only that position's files of
+        complete timepoints (see :func:`position_signatures`), so a file of a timepoint still
+        being written changes nothing and a changed file reruns its own position only.
+        ``[]`` for other formats, whose one file is the signature of every position."""
+        if src.format != "tiff-sequence":
+            return []
+        hash_fn = None
+        if self.param_values["hash_inputs"]:
+            from ...records import content_hash as hash_fn
+        try:
+            return position_signatures(src.files, src.pattern or DEFAULT_SEQUENCE_PATTERN, hash_fn)
+        except InvalidAcquisitionError:
+            return []  # opened, and reported, by validate_unit
 
     def planned_channels(self, input_folder) -> list:
         """``{"path", "names", "keys", "problem"}`` of every acquisition found.
@@ -146,7 +167,9 @@ class Ingest(BatchJob):
         # Positions of one acquisition share the checks (and the channel kinds,
         # decided once so that every position agrees): open the file once per run.
         checked = self._checked.get(src.key)
-        if checked is None or checked[0] != unit.signature:
+        # The positions of one listing share one source object (their signatures differ
+        # for sequences, where each position is signed by its own files).
+        if checked is None or checked[0] is not src:
             kinds = None
             try:
                 with open_acquisition(src, backend=self.param_values["backend"]) as acq:
@@ -162,13 +185,13 @@ class Ingest(BatchJob):
                         # the others were given.
                         folder = os.path.dirname(unit.outputs[0])
                         earlier = unit.outputs + [
-                            os.path.join(folder, container_name(src.name, p, self.output_ext))
+                            os.path.join(folder, container_name(output_stem(src), p, self.output_ext))
                             for p in range(acq.n_positions)]
                         kinds = self.channel_kinds(acq, self._decided(earlier))
                         self._log_kinds(acq, kinds)
             except InvalidAcquisitionError as e:
                 problem = str(e)
-            checked = self._checked[src.key] = (unit.signature, problem, kinds)
+            checked = self._checked[src.key] = (src, problem, kinds)
         if checked[1]:
             raise InvalidInputError(checked[1])
         unit.run_kwargs["kinds"] = checked[2]
@@ -295,7 +318,7 @@ class Ingest(BatchJob):
         keys = channel_keys(names)
         n_t = acq.n_timepoints
         with open_file(path, "a") as f:
-            done = self._frames_already_ingested(f, acq, keys)
+            done = self._frames_already_ingested(f, acq, keys, position)
             if done == 0 and RAW in f:
                 for old in [k for k in f[RAW].keys() if k not in keys]:
                     del f[f"{RAW}/{old}"]  # channels renamed since the last run
@@ -309,9 +332,11 @@ class Ingest(BatchJob):
             # Frame by frame (memory stays at a few frames whatever the movie
             # length), the next frames read while this one is compressed.
             movies = [f[f"{RAW}/{key}"] for key in keys]
-            stream_frames(movies, lambda t, c: acq.read_frame(position, t, c, z=self._z),
+            stream_frames(movies, lambda t, c: _finite(acq.read_frame(position, t, c, z=self._z),
+                                                       acq, position, t, names[c]),
                           [(t, c) for t in range(done, n_t) for c in range(len(keys))])
             md = acq.position_metadata(position, z=self._z)
+            md.update(frames_signature=_frames_signature(acq, position, n_t))
             if names != list(acq.channels):
                 md["channel_names_file"] = list(acq.channels)
             md.update(channels=names, channel_keys=keys, channel_kinds=[k["kind"] for k in kinds],
@@ -325,8 +350,9 @@ class Ingest(BatchJob):
             write_attrs(f, {ACQUISITION_ATTR: md})
 
     @staticmethod
-    def _frames_already_ingested(f, acq, keys) -> int:
-        """Frames that can be kept: 0 unless the container holds the same movie, shorter."""
+    def _frames_already_ingested(f, acq, keys, position) -> int:
+        """Frames that can be kept: 0 unless the container holds the same movie, shorter
+        (for a sequence: the files of the kept frames are unchanged)."""
         md = read_attrs(f).get(ACQUISITION_ATTR)
         if not md or md.get("channel_keys") != keys or md.get("shape_yx") != list(acq.shape_yx) \
                 or md.get("dtype") != str(acq.dtype):
@@ -335,4 +361,33 @@ class Ingest(BatchJob):
         if done > acq.n_timepoints or any(f"{RAW}/{k}" not in f or f[f"{RAW}/{k}"].shape[0] < done
                                           for k in keys):
             return 0
+        if md.get("frames_signature") != _frames_signature(acq, position, done):
+            return 0  # a file of an ingested frame was rewritten: read them all again
         return done
+
+
+def _finite(frame, acq, position, t, channel):
+    """``frame``, or :class:`InvalidInputError` when a float frame holds NaN or infinity
+    (no later step can measure such a frame; say so here, naming it)."""
+    if frame.dtype.kind == "f":
+        bad = int(frame.size - np.count_nonzero(np.isfinite(frame)))
+        if bad:
+            raise InvalidInputError(
+                f"{acq.path}: position {position}, frame t={t}, channel {channel!r}: {bad} of "
+                f"{frame.size} pixels are NaN or infinite; replace them (e.g. by 0) in the float "
+                "movie before ingesting it")
+    return frame
+
+
+def _frames_signature(acq, position, n_t):
+    """Stat signature of the files of the first ``n_t`` frames of a position (sequences only)."""
+    files = getattr(acq, "frame_files", None)
+    if files is None:
+        return None
+    from ...records import param_hash
+
+    sig = []
+    for path in files(position, n_t):
+        st = os.stat(path)
+        sig.append([os.path.basename(path), st.st_size, st.st_mtime_ns])
+    return param_hash({"files": sig})  # a short digest: thousands of files fit an attribute

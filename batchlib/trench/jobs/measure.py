@@ -1,6 +1,7 @@
 """Measure: per-cell and per-trench-frame tables, and the folder-wide parquet dataset."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,12 +12,10 @@ from ...base import Param
 from ...container_job import BatchJobOnContainer, KeySpec
 from ...io import read_attrs, read_table, write_table
 from ..geometry import rotated_to_raw
-from ..layout import (ACQUISITION_ATTR, CELLS_TABLE, CROPS, DRIFT_TABLE, FRAMES_TABLE, SEGMENTATION,
-                      TRENCH_FRAMES_TABLE, TRENCHES_TABLE)
+from ..layout import (ACQUISITION_ATTR, CELLS_DATASET, CELLS_TABLE, CROPS, DRIFT_TABLE, FRAMES_TABLE,
+                      SEGMENTATION, TRENCH_FRAMES_TABLE, TRENCHES_TABLE, folder_output)
 from ._stacks import CHUNK_T, frame_blocks
 
-#: Folder-wide tables: one parquet file per container under <folder>/tables/cells/.
-CELLS_DATASET = Path("tables") / "cells"
 
 
 class Measure(BatchJobOnContainer):
@@ -29,7 +28,7 @@ class Measure(BatchJobOnContainer):
 
     version = "2"
     params = {
-        "segmentation": Param("cells", "name of the segmentation to measure"),
+        "segmentation": Param("cells", "name of the segmentation to measure", is_name=True),
         "background": Param("trench", "background: trench (cell-free lumen of the same crop) "
                             "or empty_trenches (median of empty trenches in that frame)",
                             choices=("trench", "empty_trenches")),
@@ -73,8 +72,11 @@ class Measure(BatchJobOnContainer):
         frames = _add_trench_ids(pd.concat(frames, ignore_index=True), trenches)
         write_table(container, f"{CELLS_TABLE}/{p['segmentation']}", cells)
         write_table(container, TRENCH_FRAMES_TABLE, frames)
-        write_parquet(Path(path).parent / CELLS_DATASET / f"{Path(path).name.split('.')[0]}.parquet",
-                      cells)
+        write_parquet(self.folder_outputs(path)[0], cells)
+
+    def folder_outputs(self, output_path) -> list:
+        """``<folder>/tables/cells/<container>.parquet``: one file per container."""
+        return [folder_output(output_path, CELLS_DATASET, ".parquet")]
 
     @staticmethod
     def _annotate(cells, container, trenches, md, path):
@@ -119,21 +121,66 @@ def write_parquet(path, table: pd.DataFrame) -> None:
     os.replace(tmp, path)
 
 
+def cell_tables(folder) -> list:
+    """The per-container parquet files of a folder, sorted."""
+    return sorted((Path(folder) / CELLS_DATASET).glob("*.parquet"))
+
+
 def read_cells(folder) -> pd.DataFrame:
-    """All per-cell rows of a folder (every ``<folder>/tables/cells/*.parquet``) as one table."""
-    files = sorted((Path(folder) / CELLS_DATASET).glob("*.parquet"))
-    if not files:
-        return pd.DataFrame()
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    """All per-cell rows of a folder (every ``<folder>/tables/cells/*.parquet``) as one table.
+
+    Raises
+    ------
+    ValueError
+        A file that cannot be read, named (the next workflow run rebuilds it).
+    """
+    tables = []
+    for f in cell_tables(folder):
+        try:
+            tables.append(pd.read_parquet(f))
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{f}: cannot be read ({e}); the next run of the workflow rebuilds "
+                             f"it") from e
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
-def export_csv(folder, path=None) -> Path:
-    """Write the folder's consolidated cell table as CSV; returns its path."""
-    path = Path(path) if path else Path(folder) / "tables" / "cells.csv"
+#: The completion record of the CSV export, in the folder's status directory.
+CSV_RECORD = "cells_csv.record.json"
+
+
+def export_csv(folder, path=None, force=False) -> Path:
+    """Write the folder's consolidated cell table as CSV; returns its path.
+
+    The export has a completion record (``batchlib/cells_csv.record.json``):
+    the parquet files it was made from and the CSV's size and hash. It is
+    rewritten only when those files changed or the CSV is missing or damaged.
+    """
+    from ...folder_outputs import problem, signatures
+    from ...status import status_dir
+
+    folder = Path(folder)
+    path = Path(path) if path else folder / "tables" / "cells.csv"
+    sources = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in cell_tables(folder)}
+    record_path = status_dir(folder) / CSV_RECORD
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        record = None
+    if (not force and isinstance(record, dict) and record.get("csv") == str(path.resolve())
+            and record.get("sources") == sources
+            and problem([path], path.parent, record.get("output")) is None):
+        return path
     table = read_cells(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     table.to_csv(tmp, index=False)
     os.replace(tmp, path)
+    record = {"csv": str(path.resolve()), "sources": sources, "rows": len(table),
+              "output": signatures([path], path.parent)}
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record_path.with_name(f".{record_path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, record_path)
     return path
 
 

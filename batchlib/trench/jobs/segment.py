@@ -46,7 +46,7 @@ class Segment(BatchJobOnContainer):
         "method_params": Param("{}", "JSON object of extra parameters for the method, e.g. "
                                '{"lumen_width": 12} (default for threshold: the lumen width '
                                "measured by TrenchDetection)"),
-        "name": Param("cells", "name of the segmentation: segmentation/<name>"),
+        "name": Param("cells", "name of the segmentation: segmentation/<name>", is_name=True),
         "gpu": Param(False, "run the method on a GPU (methods that support it)", affects_result=False),
     }
     input_keys = {CROPS: KeySpec(kind="group")}

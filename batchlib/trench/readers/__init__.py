@@ -9,7 +9,7 @@ Examples
 ...         frame = acq.read_frame(position=0, t=0, channel=0, z="max")
 """
 from .base import Acquisition, AcquisitionSource, InvalidAcquisitionError
-from .discovery import find_acquisitions, open_acquisition, source_for_path
+from .discovery import find_acquisitions, open_acquisition, output_stem, source_for_path
 from .sequence import DEFAULT_SEQUENCE_PATTERN
 
 __all__ = [
@@ -19,5 +19,6 @@ __all__ = [
     "DEFAULT_SEQUENCE_PATTERN",
     "find_acquisitions",
     "open_acquisition",
+    "output_stem",
     "source_for_path",
 ]

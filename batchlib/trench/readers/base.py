@@ -26,6 +26,7 @@ __all__ = [
     "time_to_s",
     "check_file",
     "acquisition_name",
+    "check_frame_shape",
 ]
 
 #: Formats an :class:`AcquisitionSource` can have.
@@ -56,6 +57,28 @@ def check_file(path) -> Path:
     if path.stat().st_size == 0:
         raise InvalidAcquisitionError(f"{path}: empty file (0 bytes)")
     return path
+
+
+#: Plausible frame sizes. A header claiming more is corrupted (or not a camera
+#: image): refusing it at validation beats allocating 20 GB per frame later.
+MAX_FRAME_SIDE = 65536
+MAX_FRAME_BYTES = 2 ** 31
+MIN_FRAME_SIDE = 2
+
+
+def check_frame_shape(path, shape_yx, itemsize=2) -> None:
+    """Raise :class:`InvalidAcquisitionError` for frames no microscope camera writes."""
+    y, x = (int(v) for v in shape_yx)
+    if min(y, x) < MIN_FRAME_SIDE:
+        raise InvalidAcquisitionError(
+            f"{path}: frames of {y} x {x} pixels are too small to be images of trenches "
+            f"(at least {MIN_FRAME_SIDE} x {MIN_FRAME_SIDE})")
+    size = y * x * int(itemsize)
+    if max(y, x) > MAX_FRAME_SIDE or size > MAX_FRAME_BYTES:
+        raise InvalidAcquisitionError(
+            f"{path}: the header claims frames of {y} x {x} pixels ({size / 1e9:.1f} GB each), "
+            f"beyond any camera: the file is probably corrupted (limits: {MAX_FRAME_SIDE} pixels "
+            f"per side, {MAX_FRAME_BYTES / 2**30:.0f} GiB per frame)")
 
 
 def wrap_error(path, what: str, exc: BaseException) -> InvalidAcquisitionError:
@@ -294,6 +317,8 @@ class Acquisition(abc.ABC):
         if zero:
             raise InvalidAcquisitionError(f"{self.path}: zero-length axis ({', '.join(zero)})")
         self.shape_yx = (int(self.shape_yx[0]), int(self.shape_yx[1]))
+        dtype = getattr(self, "dtype", None)
+        check_frame_shape(self.path, self.shape_yx, np.dtype(dtype).itemsize if dtype is not None else 2)
 
     def _check_position(self, position):
         if not 0 <= int(position) < self.n_positions:

@@ -8,7 +8,7 @@ from .base import AcquisitionSource, InvalidAcquisitionError, acquisition_name, 
 from .sequence import DEFAULT_SEQUENCE_PATTERN, compile_pattern, parse_filename
 from .tiff import _tifffile_log, is_plain_2d, tiff_format
 
-__all__ = ["find_acquisitions", "open_acquisition", "source_for_path", "BACKENDS"]
+__all__ = ["find_acquisitions", "open_acquisition", "source_for_path", "output_stem", "BACKENDS"]
 
 BACKENDS = ("auto", "nd2", "nd2reader", "tifffile")
 _TIFF_EXT = (".tif", ".tiff")
@@ -63,6 +63,28 @@ def _scan_dir(root: Path, dirpath: Path, filenames, regex, exts):
     for path in singles:
         sources.append(_single(path, path.relative_to(root).as_posix()))
     return sources
+
+
+#: Joins the sub-folders of an acquisition's relative path in output names.
+SUBFOLDER_SEP = "__"
+
+
+def output_stem(src: AcquisitionSource) -> str:
+    """The name outputs of an acquisition are derived from: its relative path, flattened.
+
+    The full acquisition name is kept (``exp.v2.ome.tif`` -> ``exp.v2``) and
+    the sub-folders it lies in come first, joined by ``__``
+    (``day1/exp.ome.tif`` -> ``day1__exp``), so that two acquisitions found in
+    one scan never share an output. A sequence without a name prefix is named
+    after its folder, which is then its relative path (``day1/`` -> ``day1``);
+    one directly in the scanned folder keeps that folder's name. Acquisitions
+    directly in the scanned folder keep their plain name.
+    """
+    rel_dir, _, last = src.key.rpartition("/")
+    parts = [p for p in rel_dir.split("/") if p not in ("", ".")]
+    if src.format == "tiff-sequence" and not last:
+        return SUBFOLDER_SEP.join(parts) or src.name
+    return SUBFOLDER_SEP.join(parts + [src.name])
 
 
 def find_acquisitions(folder, sequence_pattern=DEFAULT_SEQUENCE_PATTERN,

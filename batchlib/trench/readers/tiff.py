@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from .base import (Acquisition, InvalidAcquisitionError, check_file, finite_or_none,
+from .base import (Acquisition, InvalidAcquisitionError, check_file, check_frame_shape, finite_or_none,
                    length_to_um, time_to_s, wrap_error)
 
 __all__ = ["TiffAcquisition", "open_tiff", "tiff_format", "pixel_size_um", "is_plain_2d"]
@@ -69,6 +69,14 @@ def open_tiff(path):
                 tif.close()
             raise wrap_error(path, "not a readable TIFF file", exc) from exc
     if log.errors or not series:
+        try:  # a frame size that explains the trouble is the clearer reason
+            page = tif.pages[0]
+            check_frame_shape(path, (page.imagelength, page.imagewidth), np.dtype(page.dtype).itemsize)
+        except InvalidAcquisitionError:
+            tif.close()
+            raise
+        except Exception:  # noqa: BLE001 - the first page itself may be unreadable
+            pass
         tif.close()
         reason = log.errors[0] if log.errors else "no image series"
         raise InvalidAcquisitionError(f"{path}: corrupted or truncated TIFF ({reason})")
