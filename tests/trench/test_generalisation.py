@@ -175,3 +175,18 @@ def test_fluorescence_direction_and_drift_from_the_mother_tips():
     # the boxes live in the projection's coordinates: compare frame-to-frame changes
     err = (drift - drift[0]) - (pos.drift - pos.drift[0])
     assert np.abs(err).max() < 1.0
+
+
+@pytest.mark.parametrize("angle", [0.0, 1.3])
+def test_unverifiable_layout_is_flagged(angle):
+    """Without a single cell the boxes cannot be checked: confidence halved, a warning."""
+    cfg = SyntheticConfig(height=384, width=384, n_timepoints=1, channels=("phase",), seed=2,
+                          n_sets=1, empty_fraction=1.0, debris_per_mpx=0.0,
+                          feeding_cells_per_kpx=0.0, angle_deg=angle)
+    frame = simulate_position(cfg, 0).movies["phase"][0]
+    checked = detect_trenches(frame)
+    unchecked = detect_trenches(frame, self_check=False)
+    assert checked.quality["self_check"] == 0.5
+    assert checked.quality["confidence"] == pytest.approx(0.5 * unchecked.quality["confidence"])
+    assert any("undetermined" in w for w in checked.warnings)
+    assert len(checked.trenches) == len(unchecked.trenches)

@@ -48,20 +48,25 @@ class LayoutCheck:
 
 
 def _nearest_samples(img, angle_deg, rows, cols):
-    """Rotated-frame samples at the nearest pixels (NaN outside).
+    """Rotated-frame samples: nearest pixel row, linear between columns (NaN outside).
 
-    Interpolation would smooth the noise by an amount that changes along the
-    rows; whole pixels keep it white, so that its level can be measured.
+    Interpolating between rows would smooth the noise along them, by an
+    amount that changes along the trench, so that its level could not be
+    measured from second differences; whole-pixel columns would step across
+    the walls' halo wherever the tilted axis moves to the next column.
     """
     cy, cx = frame_center(img.shape)
     a = np.deg2rad(angle_deg)
     dy = np.asarray(rows, float)[:, None] - cy
     dx = np.asarray(cols, float)[None, :] - cx
     yi = np.rint(cy + np.cos(a) * dy - np.sin(a) * dx).astype(np.int64)
-    xi = np.rint(cx + np.sin(a) * dy + np.cos(a) * dx).astype(np.int64)
-    ok = (yi >= 0) & (yi < img.shape[0]) & (xi >= 0) & (xi < img.shape[1])
+    xf = cx + np.sin(a) * dy + np.cos(a) * dx
+    x0 = np.floor(xf).astype(np.int64)
+    f = xf - x0
+    ok = (yi >= 0) & (yi < img.shape[0]) & (x0 >= 0) & (x0 + 1 < img.shape[1])
     out = np.full(yi.shape, np.nan)
-    out[ok] = img[yi[ok], xi[ok]]
+    y, x, w = yi[ok], x0[ok], f[ok]
+    out[ok] = (1.0 - w) * img[y, x] + w * img[y, x + 1]
     return out
 
 
