@@ -190,3 +190,29 @@ def test_unverifiable_layout_is_flagged(angle):
     assert checked.quality["confidence"] == pytest.approx(0.5 * unchecked.quality["confidence"])
     assert any("undetermined" in w for w in checked.warnings)
     assert len(checked.trenches) == len(unchecked.trenches)
+
+
+def test_unverified_detection_is_flagged_in_the_status(tmp_path):
+    """The workflow records an unverifiable layout as a warning of that position."""
+    spec = importlib.util.spec_from_file_location("trench_workflow",
+                                                  ROOT / "workflows" / "trench_workflow.py")
+    wf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wf)
+    cfg = SyntheticConfig(height=320, width=320, n_positions=1, n_timepoints=2,
+                          channels=("phase",), seed=4, n_sets=1, empty_fraction=1.0,
+                          debris_per_mpx=0.0, feeding_cells_per_kpx=0.0)
+    write_acquisition(tmp_path / "a", cfg, layout="tiff-stacks", name="E")
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    for f in (tmp_path / "a").glob("*.tif"):
+        f.rename(raw / f.name)
+    argv = ["--input_folder", str(raw), "--folder", str(out), "--executor", "serial",
+            "--progress", "false", "--log_level", "ERROR"]
+    assert wf.main(argv) == 0
+    status = json.loads((out / "batchlib" / "TrenchDetection.status").read_text())
+    (entry,) = status["files"].values()
+    assert entry["state"] == "done"
+    assert any("self-check undetermined" in w for w in entry["warnings"])
+    from batchlib.status import summarize
+
+    assert "self-check undetermined" in summarize(out)
