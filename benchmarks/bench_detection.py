@@ -54,7 +54,8 @@ from batchlib.trench.detection import (DriftEstimator, TrenchDetectionError,  # 
                                        crop_trenches, detect_trenches, estimate_drift)
 from batchlib.trench.detection.movie import detect_in_movie  # noqa: E402
 from batchlib.trench.synthetic import SyntheticConfig, simulate_position  # noqa: E402
-from batchlib.trench.synthetic.families import FAMILIES, sample_config, seeds  # noqa: E402
+from batchlib.trench.synthetic.families import (FAMILIES, add_seed_arguments,  # noqa: E402
+                                                sample_config, seeds)
 from batchlib.trench.synthetic.scoring import (closed_end_errors, match_boxes,  # noqa: E402
                                                mother_top_rows)
 
@@ -297,13 +298,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="1 seed x 1 position per family (about 1 min on one core)")
-    ap.add_argument("--seeds", choices=("heldout", "tuning"), default="heldout",
-                    help="seed split (default: held-out seeds, 10000 and up)")
-    ap.add_argument("--n-seeds", type=int, default=None, help="seeds per family (default 4)")
-    ap.add_argument("--seed-start", type=int, default=0, help="offset into the split")
-    ap.add_argument("--positions", type=int, default=None, help="positions per seed (default 2)")
-    ap.add_argument("--families", default=",".join(FAMILIES),
-                    help="comma-separated families (default: all)")
+    add_seed_arguments(ap, 4)
     ap.add_argument("--size", type=int, default=1024, help="frame side")
     ap.add_argument("--timepoints", type=int, default=3)
     ap.add_argument("--no-speed", action="store_true")

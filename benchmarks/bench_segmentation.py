@@ -62,7 +62,8 @@ from batchlib.trench.segmentation import segment_trenches  # noqa: E402
 from batchlib.trench.segmentation.evaluate import match_labels, rod_profile  # noqa: E402
 from batchlib.trench.segmentation.threshold import empty_background  # noqa: E402
 from batchlib.trench.synthetic import simulate_position  # noqa: E402
-from batchlib.trench.synthetic.families import FAMILIES, sample_config, seeds  # noqa: E402
+from batchlib.trench.synthetic.families import (FAMILIES, add_seed_arguments,  # noqa: E402
+                                                sample_config, seeds)
 from batchlib.trench.synthetic.scoring import (count_labels, labels_in_boxes,  # noqa: E402
                                                match_boxes)
 
@@ -337,12 +338,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="1 seed per family, 512 x 512, 4 frames (about 1-2 min on one core)")
-    parser.add_argument("--seeds", choices=("heldout", "tuning"), default="heldout",
-                        help="seed split (default: held-out seeds, 10000 and up)")
-    parser.add_argument("--n-seeds", type=int, default=None, help="seeds per family (default 3)")
-    parser.add_argument("--seed-start", type=int, default=0, help="offset into the split")
-    parser.add_argument("--families", default=",".join(FAMILIES),
-                        help="comma-separated families (default: all)")
+    add_seed_arguments(parser, 3)
     parser.add_argument("--size", type=int, default=None, help="frame side (default 768)")
     parser.add_argument("--timepoints", type=int, default=None, help="frames (default 8)")
     parser.add_argument("--no-extras", action="store_true",

@@ -23,7 +23,7 @@ import numpy as np
 from .config import SyntheticConfig
 
 __all__ = ["FAMILIES", "TUNING_SEEDS", "HELDOUT_SEEDS", "sample_config", "sample_configs",
-           "seeds", "split_of"]
+           "seeds", "split_of", "add_seed_arguments"]
 
 TUNING_SEEDS = range(0, 1000)
 HELDOUT_SEEDS = range(10000, 2 ** 31)
@@ -49,6 +49,17 @@ def seeds(split: str, n: int, start: int = 0) -> list:
     if start < 0 or start + n > len(r):
         raise ValueError(f"the {split} split has {len(r)} seeds; asked for {start}..{start + n - 1}")
     return [r[start + i] for i in range(n)]
+
+
+def add_seed_arguments(parser, n_seeds_default: int) -> None:
+    """The benchmarks' ``--seeds``, ``--n-seeds``, ``--seed-start`` and ``--families`` options."""
+    parser.add_argument("--seeds", choices=("heldout", "tuning"), default="heldout",
+                        help="seed split (default: held-out seeds, 10000 and up)")
+    parser.add_argument("--n-seeds", type=int, default=None,
+                        help=f"seeds per family (default {n_seeds_default})")
+    parser.add_argument("--seed-start", type=int, default=0, help="offset into the split")
+    parser.add_argument("--families", default=",".join(FAMILIES),
+                        help="comma-separated families (default: all)")
 
 
 # -- the common base -------------------------------------------------------------
