@@ -120,8 +120,7 @@ class TrenchDetection(BatchJobOnContainer):
             # Drawn under a temporary name, then renamed: never a half-written picture.
             tmp = os.path.join(os.path.dirname(picture), f".{os.path.basename(picture)}.tmp-{os.getpid()}.png")
             plot_detection(reference, layout, tmp,
-                           title=f"{container_stem(path)} ({key}, {kind}) - {verdict}, confidence "
-                                 f"{layout.quality.get('confidence', 0):.2f}")
+                           title=f"{container_stem(path)} ({key}, {kind}) - {verdict}")
             os.replace(tmp, picture)
         self.logger.debug("%s: %d trenches, angle %.3f", os.path.basename(path), len(trenches),
                           layout.angle_deg)
