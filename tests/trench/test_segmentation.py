@@ -139,8 +139,8 @@ def test_parameter_errors():
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """Registrations made by a test disappear after it."""
-    import batchlib.trench.segmentation as seg
-    monkeypatch.setattr(seg, "_METHODS", dict(seg._METHODS))
+    import batchlib.trench.segmentation.methods as methods
+    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
 
 
 def test_registry_plugs_in_a_custom_method(scratch_registry):
