@@ -105,6 +105,25 @@ class SyntheticConfig:
     debris_per_mpx : static debris blobs per megapixel (phase only, not labelled).
     feeding_cells_per_kpx : mean number of cells floating in the feeding channel per
         1000 px of channel length (drawn in every channel, never labelled).
+
+    Scenario knobs
+    --------------
+    Their defaults reproduce the original rendering exactly; the scenario
+    families of :mod:`.families` draw them.
+
+    phase_lumen : ``"bright"`` (medium brighter than the PDMS) or ``"dark"`` (the
+        wall term flipped: bright walls, dark lumens).
+    halo_model : ``"gaussian"`` or ``"exponential"`` (a heavier-tailed mixture of
+        Gaussians, for the wall and the cell halos).
+    psf_tail_weight, psf_tail_sigma_px : share and width of a wide PSF tail added
+        to every plane after the warp (an alternative optics model).
+    background_texture : amplitude of a static multiplicative texture (smooth
+        speckle and fringes) on the phase scene; 0 draws nothing.
+    cell_curvature_sd : sd of the per-cell curvature of the axis (1/px).
+    cell_taper_sd : sd of the per-cell relative radius change from pole to pole.
+    jpeg_quality : 0 (off) or 1-100: JPEG-like 8 x 8 DCT quantisation of every
+        written frame, after rescaling it to 8 bits.
+    family : scenario family name, recorded in the metadata.
     """
 
     # acquisition
@@ -178,6 +197,16 @@ class SyntheticConfig:
     # clutter
     debris_per_mpx: float = 40.0
     feeding_cells_per_kpx: float = 4.0
+    # scenario knobs (defaults: the original rendering)
+    phase_lumen: str = "bright"
+    halo_model: str = "gaussian"
+    psf_tail_weight: float = 0.0
+    psf_tail_sigma_px: float = 6.0
+    background_texture: float = 0.0
+    cell_curvature_sd: float = 0.0
+    cell_taper_sd: float = 0.0
+    jpeg_quality: int = 0
+    family: str = ""
 
     def __post_init__(self):
         self.channels = tuple(self.channels)
@@ -191,6 +220,14 @@ class SyntheticConfig:
             raise ValueError("single_set_direction must be -1, 0 or +1")
         if self.edge_trenches not in ("omit", "empty"):
             raise ValueError("edge_trenches must be 'omit' or 'empty'")
+        if self.phase_lumen not in ("bright", "dark"):
+            raise ValueError("phase_lumen must be 'bright' or 'dark'")
+        if self.halo_model not in ("gaussian", "exponential"):
+            raise ValueError("halo_model must be 'gaussian' or 'exponential'")
+        if not 0.0 <= self.psf_tail_weight < 1.0:
+            raise ValueError("psf_tail_weight must lie in [0, 1)")
+        if not 0 <= int(self.jpeg_quality) <= 100:
+            raise ValueError("jpeg_quality must be 0 (off) or 1-100")
         if self.box_width > self.pitch_px:
             # Disjoint boxes keep a neighbour's cells out of every crop.
             raise ValueError("box_width must not exceed pitch_px")
@@ -254,7 +291,8 @@ class SyntheticConfig:
 
 # Stream ids keep the random draws of one aspect independent of the others, so
 # that e.g. adding a channel does not change the cells.
-STREAMS = {"layout": 0, "drift": 1, "lineage": 2, "clutter": 3, "noise": 4, "illumination": 5}
+STREAMS = {"layout": 0, "drift": 1, "lineage": 2, "clutter": 3, "noise": 4, "illumination": 5,
+           "shape": 6}
 
 
 def rng_for(cfg: SyntheticConfig, stream: str, position: int | None = None, *extra: int):

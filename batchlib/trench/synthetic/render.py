@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import geometry
-from .cells import blur, phase_term, rod
+from .cells import _EXPONENTIAL_HALO, blur, halo_blur, phase_term, rod
 from .config import SyntheticConfig, rng_for
 from .layout import Layout, pdms_coverage
 from .kernels import warp_to_raw
@@ -79,7 +79,9 @@ class Renderer:
         self.fluo = list(cfg.fluorescence_channels)
         self.n_planes = (1 if self.phase else 0) + len(self.fluo)
         L, bw = layout.trench_length, layout.box_width
-        wide = math.sqrt(float(layout.psf_sigma.max()) ** 2 + cfg.cell_halo_sigma_px ** 2)
+        halo = cfg.cell_halo_sigma_px * (
+            1.0 if cfg.halo_model == "gaussian" else max(s for _, s in _EXPONENTIAL_HALO))
+        wide = math.sqrt(float(layout.psf_sigma.max()) ** 2 + halo ** 2)
         self.pad = int(math.ceil(3.5 * wide)) + 2
         # Cells stick out of the open end by at most half their longest length: the
         # longest division length, grown for one more frame at the fastest rate.
@@ -140,14 +142,39 @@ class Renderer:
         # one that draws bright lines along every wall. Only part of the contrast is
         # restored as halo, so large PDMS areas stay darker than the medium.
         w = cfg.phase_edge_halo_weight
-        halo = (1 - w) * blur(cover, cfg.phase_halo_sigma_px) + w * blur(
-            cover, cfg.phase_edge_halo_sigma_px)
-        scene = 1 - cfg.phase_pdms_contrast * (cover - cfg.phase_halo_fraction * halo)
+        if cfg.halo_model == "gaussian":
+            halo = (1 - w) * blur(cover, cfg.phase_halo_sigma_px) + w * blur(
+                cover, cfg.phase_edge_halo_sigma_px)
+        else:
+            halo = (1 - w) * halo_blur(cover, cfg.phase_halo_sigma_px, cfg.halo_model) + \
+                w * halo_blur(cover, cfg.phase_edge_halo_sigma_px, cfg.halo_model)
+        # "dark" flips the wall term: the PDMS then shows brighter than the medium
+        # and the narrow lumens between bright walls come out dark.
+        sign = 1.0 if cfg.phase_lumen == "bright" else -1.0
+        scene = 1 - sign * cfg.phase_pdms_contrast * (cover - cfg.phase_halo_fraction * halo)
         # A soft floor keeps the darkest walls positive without flattening them.
         f = cfg.phase_floor
         scene = B * f * np.logaddexp(0.0, scene / f)
+        if cfg.background_texture > 0:
+            scene = scene * self._texture(scene.shape)
         self._add_debris(scene)
         return blur(scene, cfg.psf_sigma_px).astype(np.float32)
+
+    def _texture(self, shape):
+        """Static multiplicative texture around 1: smooth speckle plus faint fringes.
+
+        Stands for a rough chip surface and stray interference, which neither the
+        halo model nor the illumination field produce.
+        """
+        cfg = self.cfg
+        rng = rng_for(cfg, "clutter", self.position, 2)
+        speckle = blur(rng.standard_normal(shape).astype(np.float32), rng.uniform(3.0, 8.0))
+        speckle /= max(float(speckle.std()), 1e-12)
+        yy, xx = np.indices(shape, dtype=np.float32)
+        theta, period = rng.uniform(0, np.pi), rng.uniform(40.0, 120.0)
+        fringes = np.sin(2 * np.pi * (yy * np.cos(theta) + xx * np.sin(theta)) / period
+                         + rng.uniform(0, 2 * np.pi))
+        return np.clip(1 + cfg.background_texture * (speckle + 0.5 * fringes), 0.2, None)
 
     def _add_debris(self, scene):
         cfg, lay = self.cfg, self.layout
@@ -187,11 +214,15 @@ class Renderer:
         axis = p + (bw - 1) / 2
         k_of = np.searchsorted(rows, frame["row"])
         amps = frame["amps"]
+        n = len(frame["row"])
+        curv = frame.get("curvature", np.zeros(n)).tolist()
+        taper = frame.get("taper", np.zeros(n)).tolist()
         for i, (k, s, lat, length, width, tilt, label) in enumerate(zip(
                 k_of.tolist(), frame["s_center"].tolist(), frame["lateral"].tolist(),
                 frame["length"].tolist(), frame["width"].tolist(), frame["tilt"].tolist(),
                 frame["label"].tolist())):
-            win, th, inside = rod(self.local_shape, p + s, axis + lat, length, width, tilt)
+            win, th, inside = rod(self.local_shape, p + s, axis + lat, length, width, tilt,
+                                  curv[i], taper[i])
             if win is None:
                 continue
             thick[k][win] += th
@@ -207,7 +238,7 @@ class Renderer:
         phase = None
         if self.phase:
             phase = phase_term(thick, cfg.phase_cell_contrast, psf, cfg.cell_halo_sigma_px,
-                               sharp=sharp[0])
+                               sharp=sharp[0], halo_model=cfg.halo_model)
         return rows, first, phase, sharp[1:], crop_labels
 
     def _feeding_cells(self, t, psf):
@@ -237,7 +268,8 @@ class Renderer:
             i = 0
             if self.phase:
                 self.planes[0, ys, xs] *= np.exp(phase_term(
-                    local, cfg.phase_cell_contrast, psf, cfg.cell_halo_sigma_px))
+                    local, cfg.phase_cell_contrast, psf, cfg.cell_halo_sigma_px,
+                    halo_model=cfg.halo_model))
                 i = 1
             blurred = blur(local, psf)
             for j, ch in enumerate(self.fluo):

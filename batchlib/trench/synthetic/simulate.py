@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .artefacts import jpeg_like, psf_tail
 from .config import SyntheticConfig, rng_for
 from .kernels import camera
 from .layout import make_layout
@@ -78,6 +79,7 @@ def _metadata(cfg: SyntheticConfig, layout, position: int) -> dict:
         "camera_offset": float(cfg.camera_offset),
         "fluor_background": float(cfg.fluor_background),
         "feeding_channel_cells_labelled": False,
+        "family": cfg.family,
         "config": cfg.to_dict(),
     }
 
@@ -125,10 +127,13 @@ def simulate_position(cfg: SyntheticConfig, position: int = 0) -> SimulatedPosit
     arrays = {c: states[c].to_numpy() for c in cols}
     amps = states[[f"amp_{ch}" for ch in fluo]].to_numpy(float)
     arrays["amps"] = amps.reshape(len(states), len(fluo))
+    arrays.update(_cell_shapes(cfg, position, arrays["cell_id"]))
     bounds = np.searchsorted(states["t"].to_numpy(), np.arange(T + 1))
     for t in range(T):
         frame = {k: v[bounds[t]:bounds[t + 1]] for k, v in arrays.items()}
         raw, frame_labels[t], crop_labels, crop_fluo = renderer.render(t, frame)
+        if cfg.psf_tail_weight > 0:
+            raw = psf_tail(raw, cfg.psf_tail_weight, cfg.psf_tail_sigma_px)
         for c, ch in enumerate(cfg.channels):
             phase = cfg.is_phase(ch)
             plane = raw[0] if phase else raw[int(bool(renderer.phase)) + fluo.index(ch)]
@@ -137,6 +142,8 @@ def simulate_position(cfg: SyntheticConfig, position: int = 0) -> SimulatedPosit
                 add=0.0 if phase else cfg.fluor_background,
                 electrons_per_count=cfg.electrons_per_count, read_noise=cfg.read_noise,
                 offset=cfg.camera_offset, exact_poisson_below=cfg.exact_poisson_below)
+            if cfg.jpeg_quality:
+                movies[ch][t] = jpeg_like(movies[ch][t], cfg.jpeg_quality)
         rows = frame["row"]
         for row, lab in crop_labels.items():
             trench_labels[row, t] = lab
@@ -160,19 +167,37 @@ def simulate_position(cfg: SyntheticConfig, position: int = 0) -> SimulatedPosit
                              metadata=_metadata(cfg, layout, position), movies=movies)
 
 
+def _cell_shapes(cfg: SyntheticConfig, position: int, cell_ids) -> dict:
+    """Per-state ``curvature`` and ``taper``, drawn once per cell (none by default).
+
+    They come from their own random stream, so switching them on leaves every
+    other draw (layout, lineage, noise) unchanged.
+    """
+    if not (cfg.cell_curvature_sd > 0 or cfg.cell_taper_sd > 0):
+        return {}
+    n = int(cell_ids.max()) + 1 if len(cell_ids) else 1
+    rng = rng_for(cfg, "shape", position)
+    clip = lambda v, sd: np.clip(v, -2.5 * sd, 2.5 * sd)  # noqa: E731
+    curv = clip(rng.normal(0.0, cfg.cell_curvature_sd, n), cfg.cell_curvature_sd)
+    taper = clip(rng.normal(0.0, cfg.cell_taper_sd, n), cfg.cell_taper_sd)
+    return {"curvature": curv[cell_ids], "taper": taper[cell_ids]}
+
+
 def _cells_table(measured, lineage, trenches, fluo):
-    cols = ["t", "cell_id", "parent_id", "set", "trench", "row", "label", "length_px",
+    cols = ["t", "cell_id", "parent_id", "set", "trench", "row", "label", "mother", "length_px",
             "width_px", "centroid_y", "centroid_x", "area_px",
             *[f"{ch}_amplitude" for ch in fluo], *[f"{ch}_mean_true" for ch in fluo]]
     if not measured:
         floats = {"length_px", "width_px", "centroid_y", "centroid_x"} | {
             c for c in cols if c.endswith(("_amplitude", "_mean_true"))}
-        return pd.DataFrame({c: pd.Series(dtype=float if c in floats else np.int64)
-                             for c in cols})
+        return pd.DataFrame({c: pd.Series(dtype=float if c in floats else
+                                          bool if c == "mother" else np.int64) for c in cols})
     cells = pd.DataFrame({c: np.concatenate([m[c] for m in measured])
                           for c in measured[0]})
     parent = lineage.set_index("cell_id")["parent_id"]
     cells["parent_id"] = parent.loc[cells.cell_id].to_numpy()
     cells["set"] = trenches["set"].to_numpy()[cells.row]
     cells["trench"] = trenches["trench"].to_numpy()[cells.row]
+    # The mother is the cell at the closed end of its trench (label 1) in that frame.
+    cells["mother"] = cells["label"] == 1
     return cells[cols].sort_values(["t", "row", "label"]).reset_index(drop=True)
