@@ -132,7 +132,8 @@ def test_unpicklable_registration_fails_in_workers_with_a_clear_error(cropped, t
 def test_methods_are_checked_when_the_job_is_built(on_path):
     with pytest.raises(ValueError, match="Segment: unknown segmentation method 'mothrs'.*threshold"):
         Segment(method="mothrs")
-    with pytest.raises(ValueError, match="cannot import module 'no_such_pkg.mod': No module named 'no_such_pkg'"):
+    with pytest.raises(ValueError, match="cannot import module 'no_such_pkg.mod': "
+                                         "No module named 'no_such_pkg'"):
         Segment(method="no_such_pkg.mod:fn")
     with pytest.raises(ValueError, match="has no attribute 'nope'"):
         Segment(method="batchlib_test_plugin:nope")

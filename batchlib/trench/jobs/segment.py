@@ -62,7 +62,7 @@ class Segment(BatchJobOnContainer):
         p = self.param_values
         try:
             method = check_method(p["method"], self.method_params(), gpu=bool(p["gpu"]))
-        except (KeyError, ValueError, RuntimeError) as e:
+        except (KeyError, ValueError, RuntimeError, OSError, ImportError) as e:
             raise type(e)(f"{self.name}: {e}") from None
         # Workers get the resolved method with the job (a module-level function
         # pickles by reference), so one registered with register_method() in

@@ -54,6 +54,7 @@ def segment_trenches(crops, method: str = "threshold", kind: str = "phase", **pa
 
 
 _builtin("threshold", "batchlib.trench.segmentation.threshold:segment_threshold", relabel=False)
+_builtin("unet", "batchlib.trench.segmentation.torch_model:segment_unet", relabel=False)
 
 __all__ = ["segment_trenches", "register_method", "get_method", "resolve_method", "check_method",
            "available_methods", "segment_threshold", "relabel_from_closed_end", "Method",

@@ -178,6 +178,9 @@ def check_method(method, params: dict | None = None, gpu: bool = False) -> Metho
         Whether the method will get ``device="cuda"``: it must accept
         ``device`` and CUDA must be usable here.
 
+    A method function may carry ``fn.check_params(params)``, called here to
+    check more than names (the ``unet`` method loads its weights file).
+
     Returns
     -------
     Method
@@ -196,6 +199,9 @@ def check_method(method, params: dict | None = None, gpu: bool = False) -> Metho
     if unknown:
         raise ValueError(f"segmentation method {found.name!r} does not accept parameter(s) "
                          f"{unknown}; it accepts {sorted(accepted - {'device'})}")
+    check = getattr(found.fn, "check_params", None)
+    if check is not None:  # a method's own check, e.g. that its weights file loads
+        check(dict(params or {}))
     if gpu:
         if not var_kw and "device" not in accepted:
             raise ValueError(f"segmentation method {found.name!r} cannot run on a GPU "
