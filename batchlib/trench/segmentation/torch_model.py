@@ -1,8 +1,8 @@
 """The ``unet`` segmentation method: a small U-Net shipped with the package.
 
 Crops follow the DeLTA / napari-mm3 convention of a fixed input geometry:
-each crop is standardised (phase inverted, so cells are bright for both
-kinds), reflect-padded to a multiple of 8 rows and columns (a 187 x 32 crop
+each crop is centred and scaled by one scale for the whole stack (phase
+inverted, so cells are bright for both kinds), reflect-padded to a multiple of 8 rows and columns (a 187 x 32 crop
 becomes 192 x 32; the weights are trained on 256 x 32) and segmented in
 batches. The network predicts, per pixel, background, cell interior and cell
 boundary. Instances come from the same numba splitting as the default method
@@ -170,16 +170,32 @@ def set_threads(threads: int | None = None) -> int:
     return threads
 
 
-def normalise(crops, kind) -> np.ndarray:
-    """``(M, 2, H, W)`` float32 network input: standardised crop (phase inverted), kind flag."""
+def normalise(crops, kind, scale=None) -> np.ndarray:
+    """``(M, 2, H, W)`` float32 network input: the crops centred, scaled, phase inverted,
+    and a kind flag.
+
+    Each crop has its own mean subtracted (illumination varies between
+    trenches) but all are divided by one ``scale``: by default the median of
+    the crops' standard deviations. A per-crop scale would blow the noise of
+    an empty trench up to the contrast of cells; one scale for the stack (all
+    trenches and frames Segment passes at once) keeps empty trenches flat.
+    """
     x = np.asarray(crops, np.float32).reshape(-1, *np.shape(crops)[-2:])
-    mean = x.mean(axis=(1, 2), keepdims=True)
-    std = x.std(axis=(1, 2), keepdims=True) + 1e-3 * (np.abs(mean) + 1.0)
-    x = (x - mean) / std
+    x = x - x.mean(axis=(1, 2), keepdims=True)
+    if scale is None:
+        scale = stack_scale(x)
+    x = x / np.float32(scale)
     if kind == "phase":
         x = -x
     flag = np.full_like(x, 1.0 if kind == "phase" else -1.0)
     return np.stack([x, flag], axis=1)
+
+
+def stack_scale(crops) -> float:
+    """The intensity scale of a stack of crops: the median of their standard deviations."""
+    x = np.asarray(crops, np.float32).reshape(-1, *np.shape(crops)[-2:])
+    std = x.std(axis=(1, 2))
+    return float(np.median(std)) + 1e-3 * (float(np.abs(x).mean()) + 1.0)
 
 
 def pad_to(x, multiple: int) -> np.ndarray:
@@ -192,12 +208,14 @@ def pad_to(x, multiple: int) -> np.ndarray:
     return np.pad(x, pad, mode="reflect" if min(h, w) > max(ph, pw) else "edge")
 
 
-def predict_probabilities(model, crops, kind: str, device: str = "cpu", batch_size: int = 128):
-    """Class probabilities ``(3, ..., H, W)`` (background, interior, boundary) of the crops."""
+def predict_probabilities(model, crops, kind: str, device: str = "cpu", batch_size: int = 128,
+                          scale=None):
+    """Class probabilities ``(3, ..., H, W)`` (background, interior, boundary) of the crops
+    (``scale``: see :func:`normalise`)."""
     torch = _require_torch()
     shape = np.shape(crops)
     h, w = shape[-2:]
-    x = np.ascontiguousarray(pad_to(normalise(crops, kind), 8))
+    x = np.ascontiguousarray(pad_to(normalise(crops, kind, scale), 8))
     out = np.empty((len(CLASSES), x.shape[0], h, w), np.float32)
     with torch.inference_mode():
         for i in range(0, x.shape[0], batch_size):

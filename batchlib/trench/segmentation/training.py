@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .torch_model import CLASSES, _require_torch, build_unet, load_weights, normalise, pad_to
+from .torch_model import (CLASSES, _require_torch, build_unet, load_weights, normalise, pad_to,
+                          stack_scale)
 
 #: input geometry of the training crops (rows x columns), as DeLTA / napari-mm3
 CROP_SHAPE = (256, 32)
@@ -85,7 +86,10 @@ def generated_examples(families, seed_list, *, height=512, width=256, n_timepoin
 
     Returns
     -------
-    crops : float32 (M, 256, 32), labels : int32 (M, 256, 32), kinds : (M,) str
+    crops : float32 (M, 256, 32)
+        Divided by the :func:`.torch_model.stack_scale` of their position and channel.
+    labels : int16 (M, 256, 32), :data:`PAD` in padding
+    kinds : (M,) str
     """
     from ..geometry import crop_box
     from ..synthetic import simulate_position
@@ -107,7 +111,9 @@ def generated_examples(families, seed_list, *, height=512, width=256, n_timepoin
             c = np.stack([[crop_box(movie[t], r.x_center, r.y_closed, r.direction, int(r.height),
                                     int(r.width), r.angle_deg, pos.drift[t])
                            for t in range(movie.shape[0])] for r in pos.trenches.itertuples()])
-            c, lab = fit_shape(c.reshape(truth.shape).astype(np.float32), truth)
+            # Scaled as one stack, as Segment passes all trenches of a position at once.
+            c = c.reshape(truth.shape).astype(np.float32)
+            c, lab = fit_shape(c / stack_scale(c), truth)
             crops.append(c)
             labels.append(lab)
             kinds += ["phase" if cfg.is_phase(ch) else "fluorescence"] * len(c)
@@ -149,7 +155,8 @@ def container_examples(folder, name: str = "cells", channel: str = ""):
         lab, img = lab[:, :n_t], img[:, :n_t]
         if lab.shape != img.shape:
             raise ValueError(f"{path}: {key} has shape {lab.shape}, the crops {img.shape}")
-        c, l_ = fit_shape(img.reshape(-1, *img.shape[-2:]).astype(np.float32),
+        img = img.astype(np.float32)
+        c, l_ = fit_shape(img.reshape(-1, *img.shape[-2:]) / stack_scale(img),
                           lab.reshape(-1, *lab.shape[-2:]).astype(np.int32))
         crops.append(c)
         labels.append(l_)
@@ -157,14 +164,18 @@ def container_examples(folder, name: str = "cells", channel: str = ""):
     return np.concatenate(crops), np.concatenate(labels), np.array(kinds)
 
 
-def _batch(crops, classes, kinds, idx, rng, rows=None):
+def _batch(crops, classes, kinds, idx, rng, rows=None, empty=None):
     """Network input and targets of crops ``idx``: random windows of ``rows`` rows
     (the network is convolutional; short windows make a step cheaper) and random
-    left-right flips. Each window is standardised on its own, as a crop is at inference."""
+    left-right flips. Crops come scaled by their stack's scale; each window is centred.
+    A quarter of the ``empty`` crops (no cell) are scaled by their own spread, as
+    in a stack of only empty trenches, where the noise gets the scale of cells."""
     h = crops.shape[1]
     rows = min(int(rows or h), h)
     start = rng.integers(0, h - rows + 1, len(idx))
-    x = np.concatenate([normalise(crops[i, s:s + rows][None], kinds[i]) for i, s in zip(idx, start)])
+    own = (empty[idx] if empty is not None else np.zeros(len(idx), bool)) & (rng.random(len(idx)) < 0.25)
+    x = np.concatenate([normalise(crops[i, s:s + rows][None], kinds[i], None if o else 1.0)
+                        for i, s, o in zip(idx, start, own)])
     y = np.stack([classes[i, s:s + rows] for i, s in zip(idx, start)]).astype(np.int64)
     flip = rng.random(len(idx)) < 0.5
     x[flip], y[flip] = x[flip][..., ::-1], y[flip][..., ::-1]
@@ -208,6 +219,7 @@ def train(crops, labels, kinds, *, steps=1200, batch_size=16, rows=128, lr=2e-3,
         config = dict(arch or DEFAULT_ARCH)
         model = build_unet(**config)
     classes = targets(labels)
+    empty = (classes <= 0).all(axis=(1, 2))
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(int(steps), 1),
@@ -217,7 +229,7 @@ def train(crops, labels, kinds, *, steps=1200, batch_size=16, rows=128, lr=2e-3,
     bar = tqdm(range(int(steps)), desc="train-segmenter", disable=not progress, mininterval=1.0)
     for step in bar:
         idx = rng.integers(0, len(crops), batch_size)
-        x, y = _batch(crops, classes, kinds, idx, rng, rows)
+        x, y = _batch(crops, classes, kinds, idx, rng, rows, empty)
         x = torch.from_numpy(pad_to(x, 8))
         logits = model(x)[..., :y.shape[-2], :y.shape[-1]]
         loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y), weight=weight)
@@ -241,7 +253,7 @@ def mean_loss(model, crops, labels, kinds, boundary_weight=2.0, batch_size=64) -
     model.eval()
     with torch.inference_mode():
         for i in range(0, len(crops), batch_size):
-            x = np.concatenate([normalise(c[None], k) for c, k in
+            x = np.concatenate([normalise(c[None], k, 1.0) for c, k in
                                 zip(crops[i:i + batch_size], kinds[i:i + batch_size])])
             y = torch.from_numpy(classes[i:i + batch_size].astype(np.int64))
             logits = model(torch.from_numpy(pad_to(x, 8)))[..., :y.shape[-2], :y.shape[-1]]
@@ -258,7 +270,8 @@ def evaluate_model(model, crops, labels, kinds, **params) -> dict:
     out = {}
     for kind in np.unique(kinds):
         sel = kinds == kind
-        pred = labels_from_probabilities(predict_probabilities(model, crops[sel], kind), **params)
+        pred = labels_from_probabilities(predict_probabilities(model, crops[sel], kind, scale=1.0),
+                                         **params)
         truth, pred = scored(labels[sel], pred)
         m = match_labels(truth, pred)
         n_true = np.array([len(np.unique(c)) - 1 for c in truth])
@@ -287,8 +300,8 @@ Command: `{info['command']}`
 
 ## Model
 A 3-level U-Net (channels {info['config']['channels']}) on the crop folded
-{info['config']['fold']} x {info['config']['fold']} (pixel unshuffle); inputs: the standardised crop
-(phase inverted) and a kind flag; outputs per pixel: {', '.join(CLASSES)}.
+{info['config']['fold']} x {info['config']['fold']} (pixel unshuffle); inputs: the crop centred and divided
+by its stack's scale (phase inverted) and a kind flag; outputs per pixel: {', '.join(CLASSES)}.
 {info['n_params']} parameters ({path.stat().st_size / 1e6:.2f} MB). Crops are
 reflect-padded to multiples of 8; trained on {CROP_SHAPE[0]} x {CROP_SHAPE[1]}.
 Instances: `torch_model.labels_from_probabilities` (the default method's splitting).
