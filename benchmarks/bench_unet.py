@@ -5,7 +5,8 @@ model is trained on tuning seeds 0-999 only, and never on the families
 alt_optics, jpeg and mixed), phase-like and fluorescence channels, with exact
 truth. Then per-frame agreement on the real label stacks of
 ``../shared/data/label_stacks`` (rendered as pseudo-fluorescence), the molyso
-phase frame, and CPU inference speed on 32 x 256 crops.
+phase frame, CPU inference speed on 32 x 256 crops and the whole workflow's
+time with each method.
 
     python benchmarks/bench_unet.py            # 3 seeds per family, a few minutes
     python benchmarks/bench_unet.py --quick    # 1 seed per family
@@ -178,6 +179,42 @@ def run_molyso():
     return pd.DataFrame(rows)
 
 
+def run_end_to_end(quick):
+    """The whole trench workflow (serial) with each method on one generated acquisition."""
+    import contextlib
+    import importlib.util
+    import io
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from batchlib.trench.synthetic import SyntheticConfig, write_acquisition
+
+    spec = importlib.util.spec_from_file_location(
+        "trench_workflow", Path(__file__).resolve().parents[1] / "workflows" / "trench_workflow.py")
+    wf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wf)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = SyntheticConfig(height=512, width=512, n_positions=2, n_timepoints=4 if quick else 12,
+                              channels=("phase", "gfp"), seed=0)
+        write_acquisition(Path(tmp) / "raw", cfg, layout="ome-tiff", name="demo")
+        for method in METHODS:
+            out = Path(tmp) / method
+            t0 = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):  # the workflow's summary
+                code = wf.main(["--input_folder", str(Path(tmp) / "raw"), "--folder", str(out),
+                                "--segment_method", method, "--progress", "false",
+                                "--log_level", "WARNING"])
+            wall = time.perf_counter() - t0
+            seg = json.loads((out / "batchlib" / "Segment.status").read_text())
+            rows.append({"method": method, "exit code": code, "workflow s": wall,
+                         "Segment s": sum(e["duration_s"] for e in seg["files"].values())})
+    df = pd.DataFrame(rows)
+    df["workflow relative to threshold"] = df["workflow s"] / df["workflow s"].iloc[0]
+    return df
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one seed per family, fewer frames")
@@ -195,6 +232,9 @@ def main(argv=None):
     print(markdown(worst.reset_index()))
     print("\n## CPU speed, 32 x 256 crops (threshold: numba, one core)\n")
     print(markdown(run_speed(crops, 256 if args.quick else 1024, 2 if args.quick else 3, args.threads)))
+    print("\n## End to end: the trench workflow, serial, 2 positions x "
+          f"{4 if args.quick else 12} frames of 512 x 512, phase + gfp\n")
+    print(markdown(run_end_to_end(args.quick)))
     stacks = run_label_stacks(args.quick)
     if stacks is not None:
         print("\n## Real label stacks (napari-mm3 outputs) rendered as pseudo-fluorescence\n")
