@@ -165,14 +165,15 @@ def container_examples(folder, name: str = "cells", channel: str = ""):
 
 
 def _batch(crops, classes, kinds, idx, rng, rows=None, empty=None):
-    """Network input and targets of crops ``idx``: random windows of ``rows`` rows
-    (the network is convolutional; short windows make a step cheaper) and random
+    """Network input and targets of crops ``idx``: windows of ``rows`` rows, half of
+    them at row 0 (the network is convolutional; short windows make a step cheaper), random
     left-right flips. Crops come scaled by their stack's scale; each window is centred.
     A quarter of the ``empty`` crops (no cell) are scaled by their own spread, as
     in a stack of only empty trenches, where the noise gets the scale of cells."""
     h = crops.shape[1]
     rows = min(int(rows or h), h)
-    start = rng.integers(0, h - rows + 1, len(idx))
+    # Half the windows start at the closed end: at inference it is always at row 0.
+    start = rng.integers(0, h - rows + 1, len(idx)) * (rng.random(len(idx)) < 0.5)
     own = (empty[idx] if empty is not None else np.zeros(len(idx), bool)) & (rng.random(len(idx)) < 0.25)
     x = np.concatenate([normalise(crops[i, s:s + rows][None], kinds[i], None if o else 1.0)
                         for i, s, o in zip(idx, start, own)])
