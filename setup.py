@@ -30,8 +30,10 @@ INSTALL_REQUIRES = [
 ]
 EXTRAS = {
     "dask": ["dask[distributed]>=2023.5", "dask-jobqueue>=0.8"],
-    "gpu": ["torch>=2.0"],
-    "test": ["pytest>=7"],
+    # torch is pinned exactly: the shipped U-Net weights are tested with it, and
+    # an unpinned resolve can pull gigabytes of CUDA wheels.
+    "gpu": ["torch==2.13.0"],
+    "test": ["pytest>=7", "torch==2.13.0"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
@@ -42,6 +44,9 @@ setup(
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["batchlib", "batchlib.*"]),
+    # The trained segmentation model (weights and model card) ships with the package.
+    package_data={"batchlib.trench.segmentation": ["models/*.pt", "models/*.md"]},
+    include_package_data=True,
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

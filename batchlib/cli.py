@@ -1,4 +1,5 @@
-"""The ``batchlib`` console command: ``status``, ``verify``, ``inventory`` and ``generate``."""
+"""The ``batchlib`` console command: ``status``, ``verify``, ``inventory``, ``generate`` and
+``train-segmenter``."""
 from __future__ import annotations
 
 import argparse
@@ -63,6 +64,9 @@ def build_parser(domain: bool = True) -> argparse.ArgumentParser:
         _add_domain_command(sub, "generate",
                             "write a synthetic mother-machine acquisition with ground truth",
                             ".trench.synthetic.cli")
+        _add_domain_command(sub, "train-segmenter",
+                            "train the U-Net segmenter on generated data, or fine-tune it",
+                            ".trench.segmentation.train_cli")
     return parser
 
 

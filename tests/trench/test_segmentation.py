@@ -1,5 +1,3 @@
-import importlib
-import importlib.util
 
 import numpy as np
 import pytest
@@ -139,8 +137,8 @@ def test_parameter_errors():
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """Registrations made by a test disappear after it."""
-    import batchlib.trench.segmentation as seg
-    monkeypatch.setattr(seg, "_METHODS", dict(seg._METHODS))
+    import batchlib.trench.segmentation.methods as methods
+    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
 
 
 def test_registry_plugs_in_a_custom_method(scratch_registry):
@@ -267,21 +265,3 @@ def test_real_phase_frame(shared_data):
     assert labels.reshape(2, -1).max(axis=1).tolist() == [4, 4]
     mother_rows = np.nonzero((labels[0] == 1).any(axis=1))[0]
     assert mother_rows.min() < 5 and 30 < mother_rows.max() < 50
-
-
-def test_torch_template_imports_without_torch(scratch_registry):
-    torch_model = importlib.import_module("batchlib.trench.segmentation.torch_model")
-    if importlib.util.find_spec("torch") is not None:
-        pytest.skip("torch is installed")
-    with pytest.raises(ImportError, match="pip install torch"):
-        torch_model.register(name="test_unet_missing")
-    assert "test_unet_missing" not in available_methods()
-
-
-def test_torch_template_only_with_torch(scratch_registry):
-    pytest.importorskip("torch")
-    torch_model = importlib.import_module("batchlib.trench.segmentation.torch_model")
-    torch_model.register(name="test_unet")
-    crops, _ = make_crops(2, "phase", seed=8)
-    labels = segment_trenches(crops, method="test_unet", kind="phase")
-    assert labels.shape == crops.shape and labels.dtype == np.int32

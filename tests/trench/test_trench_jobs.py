@@ -83,8 +83,8 @@ def test_gpu_is_opt_in_and_fails_clearly_without_one(tmp_path, acquisition):
             pytest.skip("a GPU is present: the error path cannot be exercised")
     except ImportError:
         pass
-    with pytest.raises(JobError, match="gpu=True"):
-        workflow(raw, out, base + [Segment(gpu=True)], force_recompute=True)
+    with pytest.raises(RuntimeError, match="Segment: gpu=True"):
+        Segment(gpu=True)  # checked when the job is built, before any work
 
 
 def test_unknown_channel_and_method_are_named(tmp_path, acquisition):
@@ -92,8 +92,12 @@ def test_unknown_channel_and_method_are_named(tmp_path, acquisition):
     with pytest.raises(JobError, match="no channel 'dapi'"):
         workflow(raw, out, [Ingest(), TrenchDetection(channel="dapi")])
     base = [Ingest(), TrenchDetection(qc_plot=False), Compress()]
-    with pytest.raises(JobError, match="unknown segmentation method 'unet'"):
-        workflow(raw, out, base + [Segment(method="unet")])
+    with pytest.raises(ValueError, match="Segment: unknown segmentation method 'nope'"):
+        Segment(method="nope")
+    with pytest.raises(ValueError, match="does not accept parameter.*'lumen_widht'"):
+        Segment(method_params='{"lumen_widht": 12}')
+    result = workflow(raw, out, base + [Segment(method_params='{"lumen_width": 12}')])
+    assert result.success
 
 
 def test_measure_writes_container_and_folder_tables(tmp_path, acquisition):

@@ -32,8 +32,11 @@ class Segment(BatchJobOnContainer):
 
     Labels have the crops' shape (n_trench, T, H, W) and are numbered from the
     closed end in every trench and frame (label 1 is the mother cell). The
-    method is pluggable (:func:`batchlib.trench.segmentation.register_method`);
-    the default needs no trained model and runs on the CPU.
+    method is pluggable (:mod:`batchlib.trench.segmentation.methods`); the
+    default needs no trained model and runs on the CPU.
+
+    ``method``, ``method_params`` and ``gpu`` are checked when the job is
+    built, so a misspelt name or parameter fails at once, not in every worker.
     """
 
     version = "2"
@@ -42,7 +45,8 @@ class Segment(BatchJobOnContainer):
                          "phase-like channel, else the first fluorescence one)"),
         "kind": Param("auto", "auto (the kind Ingest recorded for the channel), phase or fluorescence",
                       choices=("auto", "phase", "fluorescence")),
-        "method": Param("threshold", "segmentation method (registered name)"),
+        "method": Param("threshold", "segmentation method: a built-in name (threshold, unet), "
+                        "'package.module:function' or a batchlib.segmentation_methods entry point"),
         "method_params": Param("{}", "JSON object of extra parameters for the method, e.g. "
                                '{"lumen_width": 12} (default for threshold: the lumen width '
                                "measured by TrenchDetection)"),
@@ -51,6 +55,20 @@ class Segment(BatchJobOnContainer):
     }
     input_keys = {CROPS: KeySpec(kind="group")}
     output_keys = {f"{SEGMENTATION}/{{name}}": KeySpec(ndim=4, dtype="ui")}
+
+    def __init__(self, input_pattern=None, identifier=None, **params):
+        from ..segmentation.methods import check_method, is_picklable
+
+        super().__init__(input_pattern=input_pattern, identifier=identifier, **params)
+        p = self.param_values
+        try:
+            method = check_method(p["method"], self.method_params(), gpu=bool(p["gpu"]))
+        except (KeyError, ValueError, RuntimeError, OSError, ImportError) as e:
+            raise type(e)(f"{self.name}: {e}") from None
+        # Workers get the resolved method with the job (a module-level function
+        # pickles by reference), so one registered with register_method() in
+        # this process works there too; otherwise they resolve it by name.
+        self._method = method if is_picklable(method) else method.name
 
     def method_params(self) -> dict:
         try:
@@ -66,11 +84,11 @@ class Segment(BatchJobOnContainer):
         check_channel(self, path, "--segment_channel")
 
     def process_container(self, container, path):
-        from ..segmentation import get_method, segment_trenches
+        from ..segmentation import resolve_method, segment_trenches
         from ..segmentation.threshold import empty_background
 
         p = self.param_values
-        get_method(p["method"])  # unknown method: a clear error before any work
+        method = resolve_method(self._method)  # a worker: import it once, before any work
         key, kind = resolve_channel(container, p["channel"], "--segment_channel", str(path))
         kind = kind if p["kind"] == "auto" else p["kind"]
         ckey = f"{CROPS}/{key}"
@@ -97,7 +115,7 @@ class Segment(BatchJobOnContainer):
             if empty is not None:
                 # what an empty trench looks like in these frames (see segment_threshold)
                 kwargs["background"] = empty_background(block, empty)
-            labels = segment_trenches(block, method=p["method"], kind=kind, **kwargs)
+            labels = segment_trenches(block, method=method, kind=kind, **kwargs)
             if labels.max(initial=0) > np.iinfo(np.uint16).max:
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
             ds[:, t0:t1] = labels.astype(np.uint16)

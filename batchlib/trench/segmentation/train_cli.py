@@ -1,0 +1,103 @@
+"""``batchlib train-segmenter``: train the U-Net on generated data, or fine-tune it.
+
+    batchlib train-segmenter --out models/unet.pt                 # from the generator
+    batchlib train-segmenter --out mine.pt --finetune corrected/ --label_name cells
+
+Writes the weights and ``MODEL_CARD.md`` beside them. Use the result with
+``--segment_method unet --segment_method_params '{"weights": "mine.pt"}'``.
+"""
+from __future__ import annotations
+
+import datetime
+import shlex
+import sys
+import time
+
+import numpy as np
+
+
+def configure_parser(p) -> None:
+    p.description = __doc__
+    p.add_argument("--out", required=True, help="weights file to write (MODEL_CARD.md goes beside it)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights, the batches and the data")
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--rows", type=int, default=128, help="rows of the random window of each crop")
+    p.add_argument("--lr", type=float, default=None, help="max learning rate (default 2e-3, "
+                                                          "3e-4 when fine-tuning)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--positions", type=int, default=160,
+                   help="generated positions (one tuning seed each) to cut crops from")
+    p.add_argument("--families", default="",
+                   help="comma-separated scenario families (default: all but the held-out ones)")
+    p.add_argument("--validation_positions", type=int, default=24)
+    p.add_argument("--finetune", default=None,
+                   help="folder of containers with segmentation/<label_name> and trench crops")
+    p.add_argument("--label_name", default="cells", help="segmentation/<name> to fine-tune on")
+    p.add_argument("--channel", default="", help="crops channel (default: the one Segment used)")
+    p.add_argument("--init", default=None, help="weights to start from (default when fine-tuning: "
+                                               "the shipped ones)")
+    p.add_argument("--no_progress", action="store_true")
+
+
+def main(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ..synthetic.families import FAMILIES, seeds
+    from .torch_model import DEFAULT_WEIGHTS, save_weights
+    from .training import (HELDOUT_FAMILIES, container_examples, evaluate_model,
+                           generated_examples, train, write_model_card)
+
+    t0 = time.time()
+    torch.set_num_threads(args.threads)
+    families = [f for f in args.families.split(",") if f] or \
+        [f for f in FAMILIES if f not in HELDOUT_FAMILIES]
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown:
+        print(f"error: unknown families {unknown}; known: {', '.join(FAMILIES)}", file=sys.stderr)
+        return 2
+    # Validation on held-out seeds far from those the benchmark uses first.
+    val_seeds = seeds("heldout", args.validation_positions, start=900_000 + args.seed * 1000)
+    with tqdm(total=args.validation_positions, desc="validation crops",
+              disable=args.no_progress) as bar:
+        val = generated_examples(families, val_seeds, progress=bar.update)
+    init = args.init
+    if args.finetune:
+        data = container_examples(args.finetune, args.label_name, args.channel)
+        init = init or DEFAULT_WEIGHTS
+        described = (f"Fine-tuned from `{init}` on {len(data[0])} crops of the containers in "
+                     f"`{args.finetune}` (`segmentation/{args.label_name}`).")
+    else:
+        rng = np.random.default_rng(args.seed)
+        train_seeds = sorted(rng.choice(1000, size=min(args.positions, 1000), replace=False).tolist())
+        with tqdm(total=len(train_seeds), desc="training crops", disable=args.no_progress) as bar:
+            data = generated_examples(families, train_seeds, progress=bar.update)
+        described = (f"{len(data[0])} crops ({np.sum(data[2] == 'phase')} phase-like, "
+                     f"{np.sum(data[2] == 'fluorescence')} fluorescence) cut from "
+                     f"{len(train_seeds)} generated positions (512 x 256, 3 frames) of the "
+                     f"families {', '.join(families)} on tuning seeds (0-999) drawn with seed "
+                     f"{args.seed}; families never trained on: {', '.join(HELDOUT_FAMILIES)}.")
+    lr = args.lr or (3e-4 if init else 2e-3)
+    model, config, losses = train(*data, steps=args.steps, batch_size=args.batch_size,
+                                  rows=args.rows, lr=lr,
+                                  seed=args.seed, threads=args.threads, init=init,
+                                  progress=not args.no_progress)
+    save_weights(model, args.out, config, {"seed": args.seed, "steps": args.steps})
+    metrics = evaluate_model(model, *val)
+    command = "batchlib train-segmenter " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
+        if len(sys.argv) > 1 and sys.argv[1] == "train-segmenter" else "train_cli.main(...)"
+    card = write_model_card(args.out, {
+        "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+        "seconds": time.time() - t0, "threads": args.threads, "command": command,
+        "config": config, "n_params": sum(p.numel() for p in model.parameters()),
+        "data": described + f"\n\nValidation: {len(val[0])} crops of {len(val_seeds)} held-out "
+                            f"seeds ({val_seeds[0]}-{val_seeds[-1]}) of the same families.",
+        "steps": args.steps, "batch_size": f"{args.batch_size} windows of {args.rows} rows",
+        "lr": lr, "seed": args.seed,
+        "final_loss": float(np.mean(losses[-50:])), "validation": metrics})
+    for kind, m in metrics.items():
+        print(f"{kind}: F1 {m['f1']:.4f}, mean IoU {m['mean_iou']:.4f}, "
+              f"count within 1 {m['count_within_1']:.4f} ({m['cells']} cells)")
+    print(f"wrote {args.out} and {card} in {time.time() - t0:.0f} s")
+    return 0

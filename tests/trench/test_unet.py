@@ -1,0 +1,175 @@
+"""The shipped U-Net (`unet` method): weights, accuracy floor, workflow, fine-tuning, errors."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")  # a test dependency (setup.py "test" extra): never skipped in CI
+
+from batchlib import run_workflow  # noqa: E402
+from batchlib.cli import main as cli_main  # noqa: E402
+from batchlib.io import open_file, read_attrs  # noqa: E402
+from batchlib.trench.jobs import Compress, Ingest, Segment, TrenchDetection  # noqa: E402
+from batchlib.trench.segmentation import segment_trenches  # noqa: E402
+from batchlib.trench.segmentation import torch_model, training  # noqa: E402
+from batchlib.trench.segmentation.evaluate import match_labels  # noqa: E402
+from batchlib.trench.synthetic import SyntheticConfig, write_acquisition  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: small batches gain nothing from more, and on a busy
+    machine oversubscribed threads spin-wait for each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    """Crops of two held-out generator seeds (never trained on): nominal and curved cells."""
+    crops, labels, kinds = training.generated_examples(["nominal", "curved_cells"], [10001, 10002],
+                                                       n_timepoints=2)
+    return crops, labels, kinds
+
+
+def test_shipped_weights_load_with_weights_only():
+    path = torch_model.DEFAULT_WEIGHTS
+    assert path.is_file() and path.stat().st_size <= 5e6
+    assert (path.parent / "MODEL_CARD.md").is_file()
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    assert obj["format"] == torch_model.FORMAT and obj["config"]["fold"] == 2
+    model = torch_model.load_model()
+    x = torch.zeros(3, 2, 64, 32)
+    assert model(x).shape == (3, len(torch_model.CLASSES), 64, 32)
+
+
+@pytest.mark.parametrize("kind", ["phase", "fluorescence"])
+def test_accuracy_on_heldout_generated_crops(heldout, kind):
+    crops, truth, kinds = heldout
+    sel = kinds == kind
+    labels = segment_trenches(crops[sel], method="unet", kind=kind)
+    assert labels.dtype == np.int32 and labels.shape == crops[sel].shape
+    truth, labels = training.scored(truth[sel], labels)  # rows padded to 256 do not count
+    m = match_labels(truth, labels)
+    assert m.n_true > 100
+    assert m.f1 >= 0.9, m.f1
+    assert m.mean_iou >= 0.8, m.mean_iou
+    # numbered from the closed end: label 1 is the topmost object of every crop
+    flat = labels.reshape(-1, *labels.shape[-2:])
+    for lab in flat[:20]:
+        if lab.max() > 1:
+            top = [np.nonzero(lab == k)[0].mean() for k in range(1, lab.max() + 1)]
+            assert top == sorted(top)
+
+
+def test_odd_crop_sizes_are_padded_not_refused():
+    rng = np.random.default_rng(0)
+    crops = rng.normal(100, 1, (2, 3, 187, 30)).astype(np.float32)  # noise: no cells
+    labels = segment_trenches(crops, method="unet", kind="fluorescence")
+    assert labels.shape == crops.shape
+    assert labels.max() == 0
+
+
+def test_targets_mark_boundaries_between_touching_cells():
+    lab = np.zeros((1, 12, 6), np.int32)
+    lab[0, 1:5, 1:5] = 1
+    lab[0, 5:10, 1:5] = 2
+    t = training.targets(lab)[0]
+    assert t[0].tolist() == [0] * 6
+    assert (t[4, 1:5] == 2).all() and (t[5, 1:5] == 2).all()  # both sides of the contact
+    assert (t[2, 2:4] == 1).all() and t[2, 1] == 2 and t[2, 0] == 0
+
+
+@pytest.fixture(scope="module")
+def segmented(tmp_path_factory):
+    """A tiny workflow segmented with `--segment_method unet` under the processes executor."""
+    import importlib.util
+
+    tmp = tmp_path_factory.mktemp("unet_wf")
+    cfg = SyntheticConfig(height=256, width=256, n_positions=2, n_timepoints=2, channels=("phase",),
+                          seed=21)
+    write_acquisition(tmp / "raw", cfg, layout="ome-tiff", name="acq")
+    shutil.rmtree(tmp / "raw" / "ground_truth")
+    spec = importlib.util.spec_from_file_location("trench_workflow",
+                                                  ROOT / "workflows" / "trench_workflow.py")
+    wf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wf)
+    argv = ["--input_folder", str(tmp / "raw"), "--folder", str(tmp / "out"),
+            "--executor", "processes", "--n_jobs", "2", "--segment_method", "unet",
+            "--progress", "false", "--log_level", "WARNING"]
+    assert wf.main(argv) == 0
+    return tmp / "out"
+
+
+def test_unet_method_under_the_processes_executor(segmented):
+    status = json.loads((segmented / "batchlib" / "Segment.status").read_text())
+    assert status["counts"]["done"] == 2
+    n_cells = 0
+    for name in ("acq_pos000.h5", "acq_pos001.h5"):
+        with open_file(segmented / name, "r") as f:
+            seg = f["segmentation/cells"]
+            assert read_attrs(seg)["method"] == "unet"
+            labels, crops = seg[:], f["trench_crops/phase"][:]
+        # the same labels as segmenting the crops here, in the main process
+        np.testing.assert_array_equal(labels, segment_trenches(crops, method="unet", kind="phase"))
+        n_cells += int(labels.max(axis=(2, 3)).sum())
+    assert n_cells > 20
+
+
+def test_finetuning_lowers_the_loss_and_is_deterministic(segmented, tmp_path):
+    folder = tmp_path / "corrected"
+    folder.mkdir()
+    shutil.copy(segmented / "acq_pos000.h5", folder)
+    with open_file(folder / "acq_pos000.h5", "a") as f:
+        # "corrected" labels: the classical method's, which the model does not reproduce exactly
+        crops = f["trench_crops/phase"][:]
+        f["segmentation/cells"][:] = segment_trenches(crops, kind="phase", lumen_width=14)
+    crops, labels, kinds = training.container_examples(folder, "cells")
+    assert set(kinds) == {"phase"} and crops.shape[1:] == training.CROP_SHAPE
+    before = training.mean_loss(torch_model.load_model(fuse=False), crops, labels, kinds)
+    runs = [training.train(crops, labels, kinds, steps=8, batch_size=8, lr=1e-3, seed=3, threads=1,
+                           init=torch_model.DEFAULT_WEIGHTS, progress=False) for _ in range(2)]
+    after = training.mean_loss(runs[0][0], crops, labels, kinds)
+    assert after < 0.95 * before, (before, after)
+    for a, b in zip(runs[0][0].state_dict().values(), runs[1][0].state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_train_segmenter_cli_finetunes_and_writes_a_model_card(segmented, tmp_path):
+    out = tmp_path / "mine.pt"
+    assert cli_main(["train-segmenter", "--out", str(out), "--finetune", str(segmented),
+                     "--steps", "2", "--batch_size", "4", "--validation_positions", "1", "--threads", "1",
+                     "--no_progress"]) == 0
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "Fine-tuned from" in card and "| phase |" in card
+    labels = segment_trenches(np.zeros((1, 64, 32), np.float32), method="unet", kind="phase",
+                              weights=str(out))
+    assert labels.shape == (1, 64, 32)
+    with pytest.raises(FileNotFoundError, match="no containers"):
+        cli_main(["train-segmenter", "--out", str(out), "--finetune", str(tmp_path / "none"),
+                  "--steps", "1", "--validation_positions", "1", "--no_progress"])
+
+
+def test_missing_and_corrupt_weights_fail_clearly(tmp_path):
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(FileNotFoundError, match=f"U-Net weights not found: {missing}"):
+        torch_model.load_weights(missing)
+    with pytest.raises(FileNotFoundError, match="Segment: U-Net weights not found"):
+        Segment(method="unet", method_params=json.dumps({"weights": str(missing)}))
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(torch_model.DEFAULT_WEIGHTS.read_bytes()[:5000])  # truncated
+    with pytest.raises(ValueError, match=f"{corrupt}: not a readable U-Net weights file"):
+        segment_trenches(np.zeros((1, 64, 32)), method="unet", weights=str(corrupt))
+    other = tmp_path / "other.pt"
+    torch.save({"layer": torch.zeros(3)}, str(other))
+    with pytest.raises(ValueError, match="not a batchlib U-Net weights file"):
+        Segment(method="unet", method_params=json.dumps({"weights": str(other)}))
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="Segment: gpu=True but no CUDA device"):
+            Segment(method="unet", gpu=True)
