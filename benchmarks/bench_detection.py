@@ -299,6 +299,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true",
                     help="1 seed x 1 position per family (about 1 min on one core)")
     add_seed_arguments(ap, 4)
+    ap.add_argument("--positions", type=int, default=None, help="positions per seed (default 2)")
     ap.add_argument("--size", type=int, default=1024, help="frame side")
     ap.add_argument("--timepoints", type=int, default=3)
     ap.add_argument("--no-speed", action="store_true")
