@@ -364,4 +364,45 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
     if kind == "fluorescence":
         top = np.fmin(top, ends[:, 0])
         bottom = np.fmax(bottom, ends[:, 1])
+    else:
+        tips = _phase_cell_tips(rows, each, filled, edges)
+        if tips is not None:
+            # halos can move the lumen's contrast edge inside the trench: never
+            # let a box start inside its outermost cell
+            top = np.fmin(top, tips[:, 0] - 1.0)
+            bottom = np.fmax(bottom, tips[:, 1] + 1.0)
     return top, bottom
+
+
+def _phase_cell_tips(rows, each, filled, edges, reach=40, k=5.0):
+    """Outer rows of the outermost cells near both ends of every filled phase trench.
+
+    Cells darken the lumen in either polarity, so they lower its contrast to
+    the walls below what an empty trench shows at the same row (the median of
+    the empty trenches' profiles). ``None`` without two empty trenches to
+    compare with.
+    """
+    empty = ~np.asarray(filled, bool)
+    if empty.sum() < 2 or not filled.any():
+        return None
+    profs = smooth_columns(each, 1.0)
+    ref = np.nanmedian(profs[:, empty], axis=1)
+    resid = profs[:, empty] - ref[:, None]
+    sigma = 1.4826 * float(np.nanmedian(np.abs(resid - np.nanmedian(resid))))
+    if not sigma > 0:
+        return None
+    dark = (ref[:, None] - profs) > k * sigma
+    # a cell holds over several rows; single rows are noise or a misaligned end
+    dark = dark[:-2] & dark[1:-1] & dark[2:]
+    dark = np.concatenate([dark[:1], dark, dark[-1:]], axis=0)
+    tips = np.full((len(empty), 2), np.nan)
+    near_top = (rows >= edges[0] - reach / 2) & (rows <= edges[0] + reach)
+    near_bottom = (rows <= edges[1] + reach / 2) & (rows >= edges[1] - reach)
+    for i in np.flatnonzero(filled):
+        top_rows = rows[near_top & dark[:, i]]
+        bottom_rows = rows[near_bottom & dark[:, i]]
+        if top_rows.size:
+            tips[i, 0] = top_rows.min()
+        if bottom_rows.size:
+            tips[i, 1] = bottom_rows.max()
+    return tips
