@@ -9,6 +9,8 @@ each end to sub-pixel precision, from full-resolution samples.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import ndimage
 
@@ -386,9 +388,11 @@ def _phase_cell_tips(rows, each, filled, edges, reach=40, k=5.0):
     if empty.sum() < 2 or not filled.any():
         return None
     profs = smooth_columns(each, 1.0)
-    ref = np.nanmedian(profs[:, empty], axis=1)
-    resid = profs[:, empty] - ref[:, None]
-    sigma = 1.4826 * float(np.nanmedian(np.abs(resid - np.nanmedian(resid))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows outside the frame are all NaN
+        ref = np.nanmedian(profs[:, empty], axis=1)
+        resid = profs[:, empty] - ref[:, None]
+        sigma = 1.4826 * float(np.nanmedian(np.abs(resid - np.nanmedian(resid))))
     if not sigma > 0:
         return None
     dark = (ref[:, None] - profs) > k * sigma
@@ -396,13 +400,17 @@ def _phase_cell_tips(rows, each, filled, edges, reach=40, k=5.0):
     dark = dark[:-2] & dark[1:-1] & dark[2:]
     dark = np.concatenate([dark[:1], dark, dark[-1:]], axis=0)
     tips = np.full((len(empty), 2), np.nan)
-    near_top = (rows >= edges[0] - reach / 2) & (rows <= edges[0] + reach)
-    near_bottom = (rows <= edges[1] + reach / 2) & (rows >= edges[1] - reach)
     for i in np.flatnonzero(filled):
-        top_rows = rows[near_top & dark[:, i]]
-        bottom_rows = rows[near_bottom & dark[:, i]]
-        if top_rows.size:
-            tips[i, 0] = top_rows.min()
-        if bottom_rows.size:
-            tips[i, 1] = bottom_rows.max()
+        for k, inward in ((0, +1), (1, -1)):
+            # the outermost cell seen inside the set, followed outwards while it
+            # stays dark: dark rows beyond the end that touch no cell are not one
+            d = (rows - edges[k]) * inward
+            inside = np.flatnonzero(dark[:, i] & (d >= 0) & (d <= reach))
+            if inside.size == 0:
+                continue
+            j = inside[0] if inward > 0 else inside[-1]
+            while 0 <= j - inward < len(rows) and dark[j - inward, i] and \
+                    (rows[j - inward] - edges[k]) * inward > -15:
+                j -= inward
+            tips[i, k] = rows[j]
     return tips
