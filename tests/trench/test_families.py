@@ -1,7 +1,6 @@
 """Scenario families of the synthetic generator, its new knobs and the seed split."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

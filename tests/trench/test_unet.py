@@ -8,10 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")  # a test dependency (setup.py "test" extra): never skipped in CI
 
-from batchlib import run_workflow  # noqa: E402
 from batchlib.cli import main as cli_main  # noqa: E402
 from batchlib.io import open_file, read_attrs  # noqa: E402
-from batchlib.trench.jobs import Compress, Ingest, Segment, TrenchDetection  # noqa: E402
+from batchlib.trench.jobs import Segment  # noqa: E402
 from batchlib.trench.segmentation import segment_trenches  # noqa: E402
 from batchlib.trench.segmentation import torch_model, training  # noqa: E402
 from batchlib.trench.segmentation.evaluate import match_labels  # noqa: E402

@@ -19,7 +19,7 @@ after the last frame (:meth:`TrenchTracker.to_dict`) is all a later run needs.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
