@@ -143,8 +143,14 @@ def score(truth, pred, mother_len, true_counts=None, missed_counts=None, missed_
             "empty clean": np.mean(npred[empty] == 0) if empty.any() else np.nan}
 
 
+METHOD = {"name": "threshold"}  # set by --method
+
+
 def segment(crops, kind, lumen_width, empty=None):
-    """The Segment job's call: with the empty trenches as the phase reference when known."""
+    """The Segment job's call: ``threshold`` with the lumen width and, in phase, the
+    empty trenches as the reference; other methods with their defaults."""
+    if METHOD["name"] != "threshold":
+        return segment_trenches(crops, method=METHOD["name"], kind=kind)
     extra = {}
     if kind == "phase" and empty is not None:
         background = empty_background(crops, empty)
@@ -343,8 +349,10 @@ def main(argv=None):
     parser.add_argument("--timepoints", type=int, default=None, help="frames (default 8)")
     parser.add_argument("--no-extras", action="store_true",
                         help="families only: no speed and no real-data tables")
+    parser.add_argument("--method", default="threshold", help="segmentation method (threshold, unet)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per run (stderr)")
     args = parser.parse_args(argv)
+    METHOD["name"] = args.method
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
@@ -357,7 +365,8 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     rows, crops = run_families(families, seed_list, size, n_t, args.verbose)
-    print(f"## Segmentation per family ({len(families)} families x {len(seed_list)} seeds "
+    print(f"## Segmentation per family, method {args.method} ({len(families)} families x "
+          f"{len(seed_list)} seeds "
           f"({seed_list[0]}..{seed_list[-1]}), {size} x {size}, {n_t} frames, "
           f"{time.perf_counter() - t0:.0f} s)\n")
     print("F1 at IoU 0.5; `count +-1`: trench-frames with the cell count within one; "

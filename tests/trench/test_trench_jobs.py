@@ -95,8 +95,8 @@ def test_unknown_channel_and_method_are_named(tmp_path, acquisition):
     with pytest.raises(ValueError, match="Segment: unknown segmentation method 'nope'"):
         Segment(method="nope")
     with pytest.raises(ValueError, match="does not accept parameter.*'lumen_widht'"):
-        Segment(method_params='{"lumen_widht": 12}')
-    result = workflow(raw, out, base + [Segment(method_params='{"lumen_width": 12}')])
+        Segment(method="threshold", method_params='{"lumen_widht": 12}')
+    result = workflow(raw, out, base + [Segment(method="threshold", method_params='{"lumen_width": 12}')])
     assert result.success
 
 
