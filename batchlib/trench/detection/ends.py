@@ -331,7 +331,7 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
     spill = [float(np.nan_to_num(nanmean(lum[(rows - e) * o > 3])) - background)
              for e, o in zip(edges, (-1, 1))]
     return dict(y_top=edges[0], y_bottom=edges[1], cues=cues, spread=spread, spill=spill,
-                top_each=per_trench[0], bottom_each=per_trench[1])
+                top_each=per_trench[0], bottom_each=per_trench[1], pushed=per_trench[2])
 
 
 def _trench_ends(rows, each, inside, filled, centres, edges, kind):
@@ -363,6 +363,7 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
     max_slope = np.tan(np.deg2rad(0.05 if kind == "phase" else 0.3))
     top = fit_end_line(centres, ends[:, 0], edges[0], max_slope=max_slope)
     bottom = fit_end_line(centres, ends[:, 1], edges[1], max_slope=max_slope)
+    pushed = (0.0, 0.0)
     if kind == "fluorescence":
         top = np.fmin(top, ends[:, 0])
         bottom = np.fmax(bottom, ends[:, 1])
@@ -371,9 +372,14 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
         if tips is not None:
             # halos can move the lumen's contrast edge inside the trench: never
             # let a box start inside its outermost cell
-            top = np.fmin(top, tips[:, 0] - 1.0)
-            bottom = np.fmax(bottom, tips[:, 1] + 1.0)
-    return top, bottom
+            new_top = np.fmin(top, tips[:, 0] - 1.0)
+            new_bottom = np.fmax(bottom, tips[:, 1] + 1.0)
+            # when many boxes need it, the contrast edge itself was wrong
+            n = max(int(np.sum(filled)), 1)
+            pushed = (float(np.sum(top - new_top > 1.5)) / n,
+                      float(np.sum(new_bottom - bottom > 1.5)) / n)
+            top, bottom = new_top, new_bottom
+    return top, bottom, pushed
 
 
 def _phase_cell_tips(rows, each, filled, edges, reach=40, k=5.0):

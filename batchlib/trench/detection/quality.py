@@ -87,6 +87,11 @@ def layout_quality(sets, trenches, pitch, noise, kind, extra):
     # direction (a single set) lowers the confidence
     direction = min(s["dir_conf"] for s in sets) if sets else 0.0
     confidence *= 0.5 + 0.5 * float(np.clip(direction, 0.0, 1.0))
+    # boxes whose closed end had to be moved out past a cell: the lumen's edge
+    # was misread there (strong halos), so the other ends are doubtful too
+    pushed = max((s.get("pushed", (0.0, 0.0))[0 if s["direction"] == 1 else 1] for s in sets),
+                 default=0.0)
+    confidence *= 1.0 - 0.6 * float(np.clip(pushed, 0.0, 1.0))
     q = {
         "pitch_regularity": regularity,
         "contrast": contrast,
@@ -99,6 +104,7 @@ def layout_quality(sets, trenches, pitch, noise, kind, extra):
         "match_score": match,
         "lumen_confidence": float(min(s["lumen_conf"] for s in sets)) if sets else 0.0,
         "direction_confidence": float(min(s["dir_conf"] for s in sets)) if sets else 0.0,
+        "closed_end_pushed_fraction": float(pushed),
         # a fluorescence image shows only filled trenches: empty ones at the ends
         # of the array cannot be seen and are missing from the layout
         "may_miss_empty": 1.0 if kind == "fluorescence" else 0.0,
