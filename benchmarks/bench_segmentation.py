@@ -156,6 +156,8 @@ def segment(crops, kind, lumen_width, empty=None):
         background = empty_background(crops, empty)
         if background is not None:
             extra["background"] = background
+    if kind == "fluorescence" and empty is not None:
+        extra["empty_crops"] = np.asarray(empty, bool)[:, None]
     return segment_trenches(crops, kind=kind, lumen_width=int(round(lumen_width)), **extra)
 
 

@@ -216,3 +216,26 @@ def test_unverified_detection_is_flagged_in_the_status(tmp_path):
     from batchlib.status import summarize
 
     assert "self-check undetermined" in summarize(out)
+
+
+def test_fluorescence_artefacts_judged_against_empty_trenches():
+    """JPEG blocks in dark trenches look like dim cells; the empty trenches show how
+    strong such artefacts get, and nothing weaker than them is kept."""
+    cfg = sample_config("jpeg", 0, height=512, width=512, n_timepoints=6, n_positions=1)
+    pos = simulate_position(cfg, 0)
+    tr = pos.trenches
+    fl = [c for c in cfg.channels if not cfg.is_phase(c)][0]
+    crops = np.stack([crop_trenches(pos.movies[fl][t], tr, drift_yx=pos.drift[t])
+                      for t in range(cfg.n_timepoints)], axis=1)
+    lumen = round(float(tr["trench_width_px"].iloc[0]))
+    truth = pos.trench_labels.reshape(-1, *crops.shape[2:])
+    empty_frames = truth.max(axis=(1, 2)) == 0
+    results = {}
+    for name, extra in (("plain", {}), ("empty", {"empty_crops": tr["empty"].to_numpy()[:, None]})):
+        labels = segment_trenches(crops, kind="fluorescence", lumen_width=lumen, **extra)
+        flat = labels.reshape(-1, *crops.shape[2:])
+        results[name] = (match_labels(truth, flat).f1,
+                         np.mean(flat[empty_frames].max(axis=(1, 2)) == 0))
+    assert results["plain"][0] < 0.9                 # the artefacts are there
+    assert results["empty"][0] >= 0.98
+    assert results["empty"][1] > results["plain"][1] + 0.2

@@ -39,7 +39,7 @@ class Segment(BatchJobOnContainer):
     built, so a misspelt name or parameter fails at once, not in every worker.
     """
 
-    version = "2"
+    version = "3"
     params = {
         "channel": Param("", "segmentation channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
@@ -108,13 +108,17 @@ class Segment(BatchJobOnContainer):
         kept = frames_kept(container, out_key, (n, h, w), basis)
         ds = prepare_stack(container, out_key, (n, h, w), n_t, np.uint16, kept)
         empty = self._empty_trenches(container, n) if (
-            p["method"] == "threshold" and kind == "phase" and "background" not in extra) else None
+            p["method"] == "threshold" and "background" not in extra
+            and "empty_crops" not in extra) else None
         for t0, t1 in frame_blocks(kept, n_t):
             block = crops[:, t0:t1]
             kwargs = dict(extra)
-            if empty is not None:
+            if empty is not None and kind == "phase":
                 # what an empty trench looks like in these frames (see segment_threshold)
                 kwargs["background"] = empty_background(block, empty)
+            elif empty is not None:
+                # what the artefacts of these frames look like in trenches without cells
+                kwargs["empty_crops"] = empty[:, None]
             labels = segment_trenches(block, method=method, kind=kind, **kwargs)
             if labels.max(initial=0) > np.iinfo(np.uint16).max:
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")

@@ -133,7 +133,7 @@ def segment_threshold(crops, kind="phase", *, sigma=None, lumen_width=14, lumen_
                       snr=None, level=None, split_depth=None, min_length=8, min_area=40,
                       open_end="keep", background_rows=61, min_depth=0.1, min_peak_depth=0.25,
                       contour_window=15, contour_rows=3, max_offset=None, clean=True,
-                      background=None, split_noise=8.0, device=None):
+                      background=None, split_noise=8.0, empty_crops=None, device=None):
     """Segment the cells of trench crops without a trained model.
 
     Parameters
@@ -190,6 +190,13 @@ def segment_threshold(crops, kind="phase", *, sigma=None, lumen_width=14, lumen_
     clean : bool
         Fill holes and keep, in every row, only each cell's run of pixels
         through its axis (drops wall blur and debris glued to its side).
+    empty_crops : array of bool, optional
+        Which crops are known to hold no cell (TrenchDetection's ``empty``
+        flag), broadcastable to the leading dimensions of ``crops`` (e.g.
+        ``(N, 1)``). Whatever is found in them shows what artefacts look like
+        here (JPEG blocks, noise): objects no stronger than those are dropped
+        everywhere (the 90th percentile of their peaks, never above half the
+        median peak of the objects in the other crops).
     split_noise : float
         A dip must also be this many noise sigmas (of a row sum) deep to split
         a cell: in dim cells noise makes dips as deep, relatively, as septa.
@@ -299,6 +306,11 @@ def segment_threshold(crops, kind="phase", *, sigma=None, lumen_width=14, lumen_
     if kind == "phase" and background is not None:
         # whether an object is a cell at all is decided against the empty trenches
         out = _drop_shallow(out, depth, np.maximum(snr * noise, floor))
+    if empty_crops is not None:
+        em = np.broadcast_to(np.asarray(empty_crops, bool).reshape(
+            np.asarray(empty_crops).shape + (1,) * (len(shape) - 2 - np.ndim(empty_crops))),
+            shape[:-2]).reshape(-1)
+        out = _drop_like_empty(out, s[:, :, c0:c1], em)
     labels = np.zeros((m, h, w), np.int32)
     labels[:, :, c0:c1] = out
     return labels.reshape(shape)
@@ -343,6 +355,41 @@ def lumen_start_row(background, w=None) -> int:
         return 0
     reached = (top - 0.5 * (first + ext)) * np.sign(ext - first) >= 0
     return int(np.argmax(reached))
+
+
+def _object_peaks(labels, signal):
+    """Peak ``signal`` of every object of every crop: ``(M, n_labels + 1)`` (0 where none)."""
+    m = labels.shape[0]
+    n = int(labels.max(initial=0)) + 1
+    ids = (np.arange(m)[:, None, None] * n + labels).ravel()
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    vals = signal.ravel()[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    peaks = np.zeros(m * n)
+    peaks[sorted_ids[starts]] = np.maximum.reduceat(vals, starts)
+    return peaks.reshape(m, n)
+
+
+def _drop_like_empty(labels, signal, empty):
+    """Drop objects no stronger than what the known-empty crops hold (see ``empty_crops``)."""
+    if not empty.any() or empty.all() or labels.max(initial=0) == 0:
+        return labels
+    peaks = _object_peaks(labels, signal)
+    present = np.zeros(peaks.shape, bool)
+    n = peaks.shape[1]
+    present.reshape(-1)[np.unique((np.arange(labels.shape[0])[:, None, None] * n
+                                   + labels).ravel())] = True
+    present[:, 0] = False
+    false = peaks[empty][present[empty]]
+    real = peaks[~empty][present[~empty]]
+    if false.size == 0 or real.size == 0:
+        return labels
+    # a cell that entered an "empty" trench must not raise the bar for all cells
+    cut = min(float(np.percentile(false, 90)), 0.5 * float(np.median(real)))
+    keep = present & (peaks > cut)
+    return np.where(np.take_along_axis(keep, labels.reshape(labels.shape[0], -1), axis=1)
+                    .reshape(labels.shape), labels, 0).astype(labels.dtype)
 
 
 def _dark_lumen(background, w) -> bool:
