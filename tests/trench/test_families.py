@@ -321,3 +321,23 @@ def test_every_family_gives_a_valid_config_for_many_seeds(size):
             cfg = sample_config(family, seed, height=size, width=size)
             assert cfg.box_width <= cfg.pitch_px and cfg.cell_width_px + 1 <= cfg.trench_width_px
             assert cfg.resolved_trench_length() >= 2 * cfg.birth_length_px
+
+
+def test_files_without_channel_names(tmp_path):
+    import xml.etree.ElementTree as ET
+    cfg = sample_config("unnamed_channels", 10001, height=192, width=192, n_timepoints=2,
+                        n_positions=1, trench_length_px=60, feeding_channel_px=30)
+    stacks = write_acquisition(tmp_path / "s", cfg, layout="tiff-stacks", channel_names=False)
+    with tifffile.TiffFile(stacks["images"][0]) as tif:
+        assert "Labels" not in (tif.imagej_metadata or {})
+        assert tif.series[0].shape == (2, 2, 192, 192)
+    ome = write_acquisition(tmp_path / "o", cfg, layout="ome-tiff", channel_names=False)
+    with tifffile.TiffFile(ome["images"][0]) as tif:
+        root = ET.fromstring(tif.ome_metadata)
+        channels = [e for e in root.iter() if e.tag.endswith("Channel")]
+        assert len(channels) == 2 and not any("Name" in e.attrib for e in channels)
+    named = write_acquisition(tmp_path / "n", cfg, layout="ome-tiff")
+    with tifffile.TiffFile(named["images"][0]) as tif:
+        root = ET.fromstring(tif.ome_metadata)
+        assert [e.attrib.get("Name") for e in root.iter() if e.tag.endswith("Channel")] == \
+            ["c0", "c1"]

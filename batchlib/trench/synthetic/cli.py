@@ -50,6 +50,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="frame interval in seconds")
     parser.add_argument("--max-drift", type=float, default=d["max_drift_px"].default, help="px")
     parser.add_argument("--no-ground-truth", action="store_true", help="write the images only")
+    parser.add_argument("--no-channel-names", action="store_true",
+                        help="write no channel names into the image files (OME, ImageJ labels)")
     parser.add_argument("--family", choices=FAMILIES, default=None,
                         help="draw the chip, cells, optics and channel names from this scenario "
                              "family for --seed (a tuning seed 0-999 or a held-out seed >= "
@@ -79,7 +81,8 @@ def main(args) -> int:
         print(f"batchlib generate: {exc}", file=sys.stderr)
         return 2
     written = write_acquisition(args.out, cfg, layout=args.layout, name=args.name,
-                                ground_truth=not args.no_ground_truth)
+                                ground_truth=not args.no_ground_truth,
+                                channel_names=not getattr(args, "no_channel_names", False))
     print(f"wrote {len(written['images'])} image file(s) ({args.layout}) and "
           f"{len(written['ground_truth'])} ground-truth folder(s) to {args.out}")
     return 0

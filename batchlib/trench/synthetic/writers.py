@@ -37,14 +37,14 @@ def _tcyx(pos, cfg) -> np.ndarray:
     return np.stack([pos.movies[ch] for ch in cfg.channels], axis=1)
 
 
-def _ome_metadata(cfg: SyntheticConfig, pos, position: int) -> dict:
+def _ome_metadata(cfg: SyntheticConfig, pos, position: int, names: bool = True) -> dict:
     T, C = cfg.n_timepoints, len(cfg.channels)
     x, y, z = pos.metadata["stage_xyz"]
     n = T * C
     return {
         "axes": "TCYX",
         "Name": f"xy{position:02d}",
-        "Channel": {"Name": list(cfg.channels)},
+        **({"Channel": {"Name": list(cfg.channels)}} if names else {}),
         "PhysicalSizeX": cfg.pixel_size_um, "PhysicalSizeXUnit": "µm",
         "PhysicalSizeY": cfg.pixel_size_um, "PhysicalSizeYUnit": "µm",
         "TimeIncrement": cfg.frame_interval_s, "TimeIncrementUnit": "s",
@@ -58,22 +58,17 @@ def _ome_metadata(cfg: SyntheticConfig, pos, position: int) -> dict:
     }
 
 
-def _imagej_kwargs(cfg: SyntheticConfig) -> dict:
+def _imagej_kwargs(cfg: SyntheticConfig, names: bool = True) -> dict:
     res = 1.0 / cfg.pixel_size_um
-    return {
-        "imagej": True,
-        "resolution": (res, res),
-        "metadata": {
-            "axes": "TCYX",
-            "unit": "um",
-            "finterval": cfg.frame_interval_s,
-            "Labels": [ch for _ in range(cfg.n_timepoints) for ch in cfg.channels],
-        },
-    }
+    meta = {"axes": "TCYX", "unit": "um", "finterval": cfg.frame_interval_s}
+    if names:
+        meta["Labels"] = [ch for _ in range(cfg.n_timepoints) for ch in cfg.channels]
+    return {"imagej": True, "resolution": (res, res), "metadata": meta}
 
 
 def write_acquisition(out_dir, cfg: SyntheticConfig, layout: str = "ome-tiff",
-                      name: str = "demo", ground_truth: bool = True) -> dict:
+                      name: str = "demo", ground_truth: bool = True,
+                      channel_names: bool = True) -> dict:
     """Simulate every position of ``cfg`` and write images and ground truth.
 
     Positions are simulated and written one at a time, so memory holds one
@@ -89,6 +84,11 @@ def write_acquisition(out_dir, cfg: SyntheticConfig, layout: str = "ome-tiff",
         Acquisition name used in the file names.
     ground_truth : bool
         Also write ``ground_truth/<name>_pos{p:03d}/``.
+    channel_names : bool
+        Store the channel names in the files (OME ``Channel/Name``, ImageJ slice
+        labels). ``False`` writes files without any, as many plain TIFF stacks
+        come; the truth keeps them (``metadata.json``: ``channels``,
+        ``channel_kinds``). Sequences never carry names (only ``c{c}``).
 
     Returns
     -------
@@ -112,11 +112,11 @@ def write_acquisition(out_dir, cfg: SyntheticConfig, layout: str = "ome-tiff",
             pos = simulate_position(cfg, p)
             if layout == "ome-tiff":
                 ome.write(_tcyx(pos, cfg), photometric="minisblack",
-                          metadata=_ome_metadata(cfg, pos, p))
+                          metadata=_ome_metadata(cfg, pos, p, channel_names))
             elif layout == "tiff-stacks":
                 path = out / f"{name}_xy{p:02d}.tif"
                 tifffile.imwrite(path, _tcyx(pos, cfg), photometric="minisblack",
-                                 **_imagej_kwargs(cfg))
+                                 **_imagej_kwargs(cfg, channel_names))
                 written["images"].append(path)
             else:
                 folder = out / name
