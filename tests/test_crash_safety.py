@@ -135,9 +135,13 @@ def test_sigkill_during_in_place_job_is_redone(tmp_path):
 def test_sigterm_releases_lock_and_records_error(tmp_path):
     inp, folder = str(tmp_path / "in"), str(tmp_path / "out")
     arrays = make_array_inputs(inp, 4, shape=(FRAMES, 8, 8))
-    proc = start(folder, inp, ".h5", sleep_s=0.05)
+    proc = start(folder, inp, ".h5", sleep_s=0.1)
     lock = os.path.join(folder, "batchlib", "WF.lock")
-    wait_for(lambda: os.path.exists(lock) and temporaries(folder), proc)
+    # Signal while the *first* image is being written: the three after it keep
+    # the run busy for 2.4 s more, however slowly the signal arrives.
+    first = sorted(arrays)[0]
+    wait_for(lambda: os.path.exists(lock) and any(first in os.path.basename(t)
+                                                  for t in temporaries(folder)), proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 128 + signal.SIGTERM, (out, err)
