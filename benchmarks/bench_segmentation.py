@@ -143,14 +143,11 @@ def score(truth, pred, mother_len, true_counts=None, missed_counts=None, missed_
             "empty clean": np.mean(npred[empty] == 0) if empty.any() else np.nan}
 
 
-METHOD = {"name": "threshold"}  # set by --method
-
-
-def segment(crops, kind, lumen_width, empty=None):
+def segment(crops, kind, lumen_width, empty=None, method="threshold"):
     """The Segment job's call: ``threshold`` with the lumen width and, in phase, the
     empty trenches as the reference; other methods with their defaults."""
-    if METHOD["name"] != "threshold":
-        return segment_trenches(crops, method=METHOD["name"], kind=kind)
+    if method != "threshold":
+        return segment_trenches(crops, method=method, kind=kind)
     extra = {}
     if kind == "phase" and empty is not None:
         background = empty_background(crops, empty)
@@ -161,7 +158,7 @@ def segment(crops, kind, lumen_width, empty=None):
     return segment_trenches(crops, kind=kind, lumen_width=int(round(lumen_width)), **extra)
 
 
-def end_to_end(pos, cfg, ch, kind, mother_len):
+def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
     """Detect, estimate drift, crop and segment one channel; scores against the truth."""
     movie = pos.movies[ch]
     try:
@@ -176,7 +173,7 @@ def end_to_end(pos, cfg, ch, kind, mother_len):
     truth = np.stack([labels_in_boxes(pos.frame_labels[t], lay.trenches, lay.angle_deg, drift[t])
                       for t in range(len(movie))], axis=1)
     pred = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0),
-                   lay.trenches["empty"].to_numpy(bool))
+                   lay.trenches["empty"].to_numpy(bool), method)
     pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
                            movie.shape[1:], cfg.pitch_px)
     det_len = np.full(crops.shape[:2], np.nan)
@@ -190,7 +187,7 @@ def end_to_end(pos, cfg, ch, kind, mother_len):
                  int(np.isfinite(mother_len[~matched]).sum()))
 
 
-def run_families(families, seed_list, size, n_timepoints, verbose=False):
+def run_families(families, seed_list, size, n_timepoints, verbose=False, method="threshold"):
     rows, nominal_crops = [], None
     for family in families:
         for seed in seed_list:
@@ -205,8 +202,8 @@ def run_families(families, seed_list, size, n_timepoints, verbose=False):
             for kind, ch in (("phase", ph), ("fluorescence", fl)):
                 r_true = score(pos.trench_labels,
                                segment(crops[ch], kind, cfg.trench_width_px,
-                                       pos.trenches["empty"].to_numpy(bool)), mlen)
-                r_det = end_to_end(pos, cfg, ch, kind, mlen)
+                                       pos.trenches["empty"].to_numpy(bool), method), mlen)
+                r_det = end_to_end(pos, cfg, ch, kind, mlen, method)
                 for geo, r in (("true", r_true), ("detected", r_det)):
                     rows.append({"kind": kind, "geometry": geo, "family": family, "seed": seed,
                                  **r})
@@ -354,7 +351,6 @@ def main(argv=None):
     parser.add_argument("--method", default="threshold", help="segmentation method (threshold, unet)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per run (stderr)")
     args = parser.parse_args(argv)
-    METHOD["name"] = args.method
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
@@ -366,7 +362,7 @@ def main(argv=None):
     warnings.simplefilter("ignore", RuntimeWarning)
 
     t0 = time.perf_counter()
-    rows, crops = run_families(families, seed_list, size, n_t, args.verbose)
+    rows, crops = run_families(families, seed_list, size, n_t, args.verbose, args.method)
     print(f"## Segmentation per family, method {args.method} ({len(families)} families x "
           f"{len(seed_list)} seeds "
           f"({seed_list[0]}..{seed_list[-1]}), {size} x {size}, {n_t} frames, "

@@ -58,28 +58,32 @@ def closed_end_positions(image, trenches, angle_deg, across=0.0, reach=40, half_
 
 
 def along_trench_drift(reference, frame, trenches, angle_deg, across=0.0, min_trenches=3,
-                       max_spread=1.5):
+                       max_spread=1.5, reference_tips=None):
     """Displacement along the trenches (rotated rows) of ``frame``'s mother tips.
 
     The median, over the boxes whose mother tip is seen in both images, of
     the tip's displacement; ``None`` when fewer than ``min_trenches`` tips are
     seen in both, or when they scatter by more than ``max_spread`` px (robust
-    sigma), as they do when the end is not a closed end.
+    sigma), as they do when the end is not a closed end. ``reference_tips``
+    (:func:`closed_end_positions` of ``reference``) saves measuring the
+    reference again for every frame.
     """
-    delta = _tip_shifts(reference, frame, trenches, angle_deg, across)
-    ok = np.isfinite(delta)
-    if ok.sum() < min_trenches:
-        return None
-    med = float(np.median(delta[ok]))
+    if reference_tips is None:
+        reference_tips = closed_end_positions(reference, trenches, angle_deg)
+    delta = closed_end_positions(frame, trenches, angle_deg, across) - reference_tips
+    shift, spread = _median_and_spread(delta, min_trenches)
     # the tips of one frame move together; scattered ones are no closed end
-    if 1.4826 * np.median(np.abs(delta[ok] - med)) > max_spread:
-        return None
-    return med
+    return None if not spread <= max_spread else shift
 
 
-def _tip_shifts(reference, frame, trenches, angle_deg, across=0.0):
-    ref = closed_end_positions(reference, trenches, angle_deg)
-    return closed_end_positions(frame, trenches, angle_deg, across) - ref
+def _median_and_spread(delta, min_count=3):
+    """Median and robust sigma of the finite ``delta``; NaN for fewer than ``min_count``."""
+    d = np.asarray(delta, float)
+    d = d[np.isfinite(d)]
+    if d.size < min_count:
+        return float("nan"), float("nan")
+    med = float(np.median(d))
+    return med, float(1.4826 * np.median(np.abs(d - med)))
 
 
 def tip_scatter(reference, frames, trenches, angle_deg):
@@ -89,16 +93,14 @@ def tip_scatter(reference, frames, trenches, angle_deg):
     move together (by the drift) and their scatter is small; at an open end,
     where cells come and go, it is large. NaN when too few tips are seen.
     """
-    spreads = []
-    for frame in frames:
-        delta = _tip_shifts(reference, np.asarray(frame, np.float32), trenches, angle_deg)
-        ok = np.isfinite(delta)
-        if ok.sum() >= 3:
-            spreads.append(1.4826 * np.median(np.abs(delta[ok] - np.median(delta[ok]))))
+    ref = closed_end_positions(reference, trenches, angle_deg)
+    spreads = [_median_and_spread(closed_end_positions(np.asarray(f, np.float32), trenches,
+                                                       angle_deg) - ref)[1] for f in frames]
+    spreads = [v for v in spreads if np.isfinite(v)]
     return float(np.median(spreads)) if spreads else float("nan")
 
 
-def fluorescence_drift(reference, frame, trenches, angle_deg, cross_yx):
+def fluorescence_drift(reference, frame, trenches, angle_deg, cross_yx, reference_tips=None):
     """Raw-frame drift of a fluorescence frame: across the trenches from the
     cross-correlation ``cross_yx``, along them from the mother tips.
 
@@ -111,7 +113,8 @@ def fluorescence_drift(reference, frame, trenches, angle_deg, cross_yx):
     ca, sa = np.cos(a), np.sin(a)
     # raw (dy, dx) -> rotated (along, across): R(-a)
     across = -sa * cross_yx[0] + ca * cross_yx[1]
-    along = along_trench_drift(reference, frame, trenches, angle_deg, across)
+    along = along_trench_drift(reference, frame, trenches, angle_deg, across,
+                               reference_tips=reference_tips)
     if along is None:
         return float(cross_yx[0]), float(cross_yx[1])
     return float(ca * along - sa * across), float(sa * along + ca * across)

@@ -368,7 +368,7 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
         top = np.fmin(top, ends[:, 0])
         bottom = np.fmax(bottom, ends[:, 1])
     else:
-        tips = _phase_cell_tips(rows, each, filled, edges)
+        tips = _phase_cell_tips(rows, profs, filled, edges)
         if tips is not None:
             # halos can move the lumen's contrast edge inside the trench: never
             # let a box start inside its outermost cell
@@ -382,7 +382,7 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
     return top, bottom, pushed
 
 
-def _phase_cell_tips(rows, each, filled, edges, reach=40, k=5.0):
+def _phase_cell_tips(rows, profs, filled, edges, reach=40, k=5.0):
     """Outer rows of the outermost cells near both ends of every filled phase trench.
 
     Cells darken the lumen in either polarity, so they lower its contrast to
@@ -393,7 +393,6 @@ def _phase_cell_tips(rows, each, filled, edges, reach=40, k=5.0):
     empty = ~np.asarray(filled, bool)
     if empty.sum() < 2 or not filled.any():
         return None
-    profs = smooth_columns(each, 1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # rows outside the frame are all NaN
         ref = np.nanmedian(profs[:, empty], axis=1)

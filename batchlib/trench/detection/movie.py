@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .closed_end_drift import fluorescence_drift, orient_by_tips
+from .closed_end_drift import closed_end_positions, fluorescence_drift, orient_by_tips
 from .drift import estimate_drift
 from .layout import detect_trenches
 
@@ -71,10 +71,12 @@ def movie_drift(movie, reference, layout, kind, start=0, previous=None):
         out[:start] = np.asarray(previous, float)[:start]
     trenches = layout.trenches
     first = 1 if kind == "phase" else 0
+    tips = (closed_end_positions(reference, trenches, layout.angle_deg)
+            if kind == "fluorescence" and n_t > max(start, first) else None)
     for t in range(max(start, first), n_t):
         frame = np.asarray(movie[t], dtype=np.float32)
         d = estimate_drift(reference, frame)
         if kind == "fluorescence":
-            d = fluorescence_drift(reference, frame, trenches, layout.angle_deg, d)
+            d = fluorescence_drift(reference, frame, trenches, layout.angle_deg, d, tips)
         out[t] = d
     return out

@@ -96,8 +96,10 @@ def _lumen_band(cols: np.ndarray, lumen_width, lumen_shift: int):
 def _empty_reference(background, shape, sm, sig):
     """The empty-trench crop for every crop, smoothed like them and scaled to their brightness."""
     h, w = shape[-2:]
-    bg = np.broadcast_to(np.asarray(background, np.float32), shape).reshape(-1, h, w)
-    bg = ndimage.gaussian_filter(bg, (0,) + sig, mode="nearest")
+    # smoothed once (it is shared by many crops), then spread over the crops
+    small = np.asarray(background, np.float32)
+    small = ndimage.gaussian_filter(small, (0,) * (small.ndim - 2) + tuple(sig), mode="nearest")
+    bg = np.broadcast_to(small, shape).reshape(-1, h, w)
     # the walls (outer quarters of the crop) hold no cells: their brightness
     # relative to the empty crop's walls is the crop's gain
     side = max(1, w // 4)
@@ -357,41 +359,6 @@ def lumen_start_row(background, w=None) -> int:
     return int(np.argmax(reached))
 
 
-def _object_peaks(labels, signal):
-    """Peak ``signal`` of every object of every crop: ``(M, n_labels + 1)`` (0 where none)."""
-    m = labels.shape[0]
-    n = int(labels.max(initial=0)) + 1
-    ids = (np.arange(m)[:, None, None] * n + labels).ravel()
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    vals = signal.ravel()[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-    peaks = np.zeros(m * n)
-    peaks[sorted_ids[starts]] = np.maximum.reduceat(vals, starts)
-    return peaks.reshape(m, n)
-
-
-def _drop_like_empty(labels, signal, empty):
-    """Drop objects no stronger than what the known-empty crops hold (see ``empty_crops``)."""
-    if not empty.any() or empty.all() or labels.max(initial=0) == 0:
-        return labels
-    peaks = _object_peaks(labels, signal)
-    present = np.zeros(peaks.shape, bool)
-    n = peaks.shape[1]
-    present.reshape(-1)[np.unique((np.arange(labels.shape[0])[:, None, None] * n
-                                   + labels).ravel())] = True
-    present[:, 0] = False
-    false = peaks[empty][present[empty]]
-    real = peaks[~empty][present[~empty]]
-    if false.size == 0 or real.size == 0:
-        return labels
-    # a cell that entered an "empty" trench must not raise the bar for all cells
-    cut = min(float(np.percentile(false, 90)), 0.5 * float(np.median(real)))
-    keep = present & (peaks > cut)
-    return np.where(np.take_along_axis(keep, labels.reshape(labels.shape[0], -1), axis=1)
-                    .reshape(labels.shape), labels, 0).astype(labels.dtype)
-
-
 def _dark_lumen(background, w) -> bool:
     """Whether the empty lumen (centre columns) is darker than the walls (outer quarters)."""
     bg = np.asarray(background, np.float32)
@@ -401,17 +368,51 @@ def _dark_lumen(background, w) -> bool:
     return bool(centre < walls)
 
 
+def _object_ids(labels):
+    """Flat id ``crop * n + label`` of every pixel and ``n`` (labels per crop, with 0)."""
+    n = int(labels.max(initial=0)) + 1
+    return (np.arange(labels.shape[0])[:, None, None] * n + labels).ravel(), n
+
+
+def _keep_objects(labels, keep):
+    """``labels`` with the objects where ``keep`` (``(M, n)`` bool) is False set to 0."""
+    m = labels.shape[0]
+    kept = np.take_along_axis(keep, labels.reshape(m, -1), axis=1).reshape(labels.shape)
+    return np.where(kept, labels, 0).astype(labels.dtype)
+
+
 def _drop_shallow(labels, depth, cut):
     """Remove objects whose mean depth below the empty trench is under ``cut`` (per crop)."""
-    m = labels.shape[0]
-    n = int(labels.max(initial=0)) + 1
+    ids, n = _object_ids(labels)
     if n == 1:
         return labels
-    idx = (np.arange(m)[:, None, None] * n + labels).ravel()
-    sums = np.bincount(idx, weights=depth.ravel().astype(np.float64), minlength=m * n)
-    counts = np.bincount(idx, minlength=m * n)
-    mean = (sums / np.maximum(counts, 1)).reshape(m, n)
-    keep = mean > np.asarray(cut, float)[:, None]
+    m = labels.shape[0]
+    sums = np.bincount(ids, weights=depth.ravel().astype(np.float64), minlength=m * n)
+    counts = np.bincount(ids, minlength=m * n)
+    keep = (sums / np.maximum(counts, 1)).reshape(m, n) > np.asarray(cut, float)[:, None]
     keep[:, 0] = False
-    return np.where(np.take_along_axis(keep, labels.reshape(m, -1), axis=1).reshape(labels.shape),
-                    labels, 0).astype(labels.dtype)
+    return _keep_objects(labels, keep)
+
+
+def _drop_like_empty(labels, signal, empty):
+    """Drop objects no stronger than what the known-empty crops hold (see ``empty_crops``)."""
+    if not empty.any() or empty.all() or labels.max(initial=0) == 0:
+        return labels
+    ids, n = _object_ids(labels)
+    m = labels.shape[0]
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    peaks = np.zeros(m * n)
+    peaks[sorted_ids[starts]] = np.maximum.reduceat(signal.ravel()[order], starts)
+    present = np.zeros(m * n, bool)
+    present[sorted_ids[starts]] = True
+    peaks, present = peaks.reshape(m, n), present.reshape(m, n)
+    present[:, 0] = False
+    false = peaks[empty][present[empty]]
+    real = peaks[~empty][present[~empty]]
+    if false.size == 0 or real.size == 0:
+        return labels
+    # a cell that entered an "empty" trench must not raise the bar for all cells
+    cut = min(float(np.percentile(false, 90)), 0.5 * float(np.median(real)))
+    return _keep_objects(labels, present & (peaks > cut))
