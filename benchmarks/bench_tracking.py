@@ -37,7 +37,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchlib.trench.synthetic import SyntheticConfig  # noqa: E402
-from batchlib.trench.synthetic.layout import make_layout  # noqa: E402
+from batchlib.trench.synthetic.chip import make_layout  # noqa: E402
 from batchlib.trench.synthetic.lineage import simulate_lineage  # noqa: E402
 from batchlib.trench.tracking import cycle_table, lineage_columns, track_cells  # noqa: E402
 from batchlib.trench.tracking.evaluate import (cycle_errors, inject_errors, link_error,  # noqa: E402

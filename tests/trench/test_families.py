@@ -13,7 +13,7 @@ from batchlib.trench.synthetic.artefacts import jpeg_like, psf_tail
 from batchlib.trench.synthetic.cells import blur, halo_blur, rod
 from batchlib.trench.synthetic.families import (FAMILIES, sample_config, sample_configs, seeds,
                                                 split_of)
-from batchlib.trench.synthetic.layout import make_layout
+from batchlib.trench.synthetic.chip import make_layout
 
 SIZE = dict(height=384, width=384, n_timepoints=2)
 

@@ -9,7 +9,7 @@ import pytest
 
 from batchlib.io import open_file, read_table
 from batchlib.trench.synthetic import SyntheticConfig, write_acquisition
-from batchlib.trench.synthetic.layout import make_layout
+from batchlib.trench.synthetic.chip import make_layout
 from batchlib.trench.synthetic.lineage import simulate_lineage
 from batchlib.trench.tracking import cycle_table, lineage_columns, track_cells
 from batchlib.trench.tracking.evaluate import (cycle_errors, inject_errors, link_error,

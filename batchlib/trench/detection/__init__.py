@@ -9,7 +9,7 @@ Coordinates follow :mod:`batchlib.trench.geometry`. See ``docs/trench_detection.
 from ._common import TrenchDetectionError
 from .crop import crop_trenches
 from .drift import DriftEstimator, estimate_drift, estimate_drift_stack
-from .layout import TrenchLayout, detect_trenches
+from .trench_array import TrenchLayout, detect_trenches
 from .pitch import estimate_pitch
 from .qc import plot_detection
 from .rotation import estimate_angle

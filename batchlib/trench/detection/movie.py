@@ -19,7 +19,7 @@ import numpy as np
 
 from .closed_end_drift import closed_end_positions, fluorescence_drift, orient_by_tips
 from .drift import estimate_drift
-from .layout import detect_trenches
+from .trench_array import detect_trenches
 
 __all__ = ["reference_image", "detect_in_movie", "movie_drift"]
 

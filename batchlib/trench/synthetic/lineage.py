@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .config import SyntheticConfig, rng_for
-from .layout import Layout
+from .chip import Layout
 
 __all__ = ["CellStates", "simulate_lineage"]
 

@@ -18,7 +18,7 @@ import numpy as np
 from .. import geometry
 from .cells import _EXPONENTIAL_HALO, blur, halo_blur, phase_term, rod
 from .config import SyntheticConfig, rng_for
-from .layout import Layout, pdms_coverage
+from .chip import Layout, pdms_coverage
 from .kernels import warp_to_raw
 
 __all__ = ["Renderer", "IlluminationField"]

@@ -9,7 +9,7 @@ import pandas as pd
 from .artefacts import jpeg_like, psf_tail
 from .config import SyntheticConfig, rng_for
 from .kernels import camera
-from .layout import make_layout, with_edge_trenches
+from .chip import make_layout, with_edge_trenches
 from .lineage import simulate_lineage
 from .render import Renderer
 
