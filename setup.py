@@ -5,7 +5,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
-VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "batchlib" / "__init__.py").read_text()).group(1)
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "batchlib" / "_version.py").read_text()).group(1)
 
 # Keep in sync with environment-cpu.yaml and environment-gpu.yaml
 # (tests/test_packaging.py checks that they agree).

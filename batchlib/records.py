@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .io import container_format, open_file, read_attrs, write_attrs
 
 RECORD_GROUP = "batchlib"

@@ -97,5 +97,5 @@ def test_requirement_parsing():
 def test_installed_version_matches():
     import batchlib
 
-    text = (ROOT / "batchlib" / "__init__.py").read_text()
+    text = (ROOT / "batchlib" / "_version.py").read_text()
     assert f'__version__ = "{batchlib.__version__}"' in text

@@ -11,7 +11,7 @@ from ...container_job import BatchJobOnContainer, KeySpec
 from ...io import (container_format, create_dataset, is_h5, open_file, read_attrs, read_table,
                    replace_container, write_attrs)
 from ..layout import ACQUISITION_ATTR, CROPS, DRIFT_TABLE, OVERVIEW, RAW, TRENCHES_TABLE
-from ._stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
+from .stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
 
 
 class Compress(BatchJobOnContainer):

@@ -14,7 +14,7 @@ from ...io import read_attrs, read_table, write_table
 from ..geometry import rotated_to_raw
 from ..layout import (ACQUISITION_ATTR, CELLS_DATASET, CELLS_TABLE, CROPS, DRIFT_TABLE, FRAMES_TABLE,
                       SEGMENTATION, TRENCH_FRAMES_TABLE, TRENCHES_TABLE, folder_output)
-from ._stacks import CHUNK_T, frame_blocks
+from .stacks import CHUNK_T, frame_blocks
 
 
 

@@ -10,7 +10,7 @@ from ...container_job import BatchJobOnContainer, KeySpec
 from ...errors import InvalidInputError
 from ...io import read_attrs
 from ..layout import CROPS, SEGMENTATION, TRENCHES_TABLE
-from ._stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
+from .stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
 from .detection import check_channel, resolve_channel
 
 

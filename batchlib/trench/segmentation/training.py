@@ -285,7 +285,7 @@ def evaluate_model(model, crops, labels, kinds, **params) -> dict:
 
 def write_model_card(path, info: dict) -> Path:
     """``MODEL_CARD.md`` beside the weights ``path``: data, generator version, metrics, command."""
-    from ... import __version__
+    from ..._version import __version__
 
     path = Path(path)
     card = path.with_name("MODEL_CARD.md")
