@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from .records import content_hash
+from .io.checksum import content_hash
 
 
 def _rel(path, folder) -> str:

@@ -13,10 +13,10 @@ import json
 import os
 import time
 import uuid
-from pathlib import Path
 
 from ._version import __version__
 from .io import container_format, open_file, read_attrs, write_attrs
+from .io.checksum import content_hash
 
 RECORD_GROUP = "batchlib"
 
@@ -28,18 +28,6 @@ def canonical_json(value) -> str:
 def param_hash(params: dict) -> str:
     """Stable short hash of a job's parameters."""
     return hashlib.sha1(canonical_json(params).encode()).hexdigest()[:16]
-
-
-def content_hash(path, block=1 << 20) -> str:
-    """BLAKE2b of a file's bytes, read in blocks (or of all files below a directory)."""
-    h = hashlib.blake2b(digest_size=16)
-    p = Path(path)
-    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-    for q in files:
-        with open(q, "rb") as f:
-            while chunk := f.read(block):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def file_signature(path, with_hash=False) -> dict:

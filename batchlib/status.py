@@ -13,13 +13,13 @@ import os
 import time
 from pathlib import Path
 
+from .states import FileState
+
 JOB_SCHEMA = "batchlib-job-status-1"
 WORKFLOW_SCHEMA = "batchlib-workflow-status-1"
 
-#: Job states, in the order a person should care about them.
-STATES = ("errored", "invalid_inputs", "failed_outputs", "running", "processed")
-#: Per-file states.
-FILE_STATES = ("done", "failed", "invalid", "pending")
+#: Per-file states (see :class:`batchlib.states.FileState`).
+FILE_STATES = tuple(s.value for s in FileState)
 
 logger = logging.getLogger("Workflow.status")
 

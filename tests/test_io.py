@@ -259,3 +259,18 @@ def test_stream_frames_writes_exactly_what_it_reads(tmp_path, ext, compression, 
     with open_file(tmp_path / f"m{ext}", "r") as f:  # a fresh handle: through the HDF5 filters
         for c in range(2):
             np.testing.assert_array_equal(f[f"raw/{c}"][:], movie[c])
+
+
+def test_content_hash_keeps_the_recorded_digest(tmp_path):
+    """Input signatures and folder-output records store this digest: its meaning must not change."""
+    import hashlib
+
+    from batchlib.io.checksum import content_hash
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "b").write_bytes(b"world")
+    (tmp_path / "d" / "a").write_bytes(b"hello ")
+    expected = hashlib.blake2b(b"hello world", digest_size=16).hexdigest()
+    assert content_hash(tmp_path / "d" / "a") == hashlib.blake2b(b"hello ", digest_size=16).hexdigest()
+    assert content_hash(tmp_path / "d") == expected  # files below a directory, sorted
+    assert content_hash([tmp_path / "d" / "a", tmp_path / "d" / "b"]) == expected

@@ -12,14 +12,31 @@ import numpy as np
 from .files import create_dataset, read_attrs, write_attrs
 
 
-def _downsample(image, factor, is_label):
-    scale = (1,) * (image.ndim - 2) + (factor, factor)
-    if is_label:
-        # Averaging would invent label ids; take every factor-th pixel instead.
-        return image[(Ellipsis, slice(None, None, factor), slice(None, None, factor))]
-    from skimage.transform import downscale_local_mean  # lazy: scikit-image is slow to import
+def downsample(image, factor, is_label=False):
+    """``image`` (..., Y, X) made ``factor`` times smaller in Y and X; leading axes kept.
 
-    return downscale_local_mean(image, scale).astype(image.dtype)
+    Intensities are averaged over ``factor`` x ``factor`` blocks (rows and
+    columns beyond a whole block are dropped) and cast back to the image's
+    dtype; labels are subsampled (every ``factor``-th pixel), since averaging
+    would invent label ids.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> downsample(np.arange(16, dtype=np.uint16).reshape(4, 4), 2)
+    array([[ 2,  4],
+           [10, 12]], dtype=uint16)
+    >>> downsample(np.arange(16).reshape(4, 4), 2, is_label=True)
+    array([[ 0,  2],
+           [ 8, 10]])
+    """
+    image = np.asarray(image)
+    if is_label:
+        return image[..., ::factor, ::factor]
+    h, w = (image.shape[-2] // factor) * factor, (image.shape[-1] // factor) * factor
+    lead = image.shape[:-2]
+    blocks = image[..., :h, :w].reshape(*lead, h // factor, factor, w // factor, factor)
+    return blocks.mean(axis=(-3, -1)).astype(image.dtype)
 
 
 def write_image(container, name, image, n_scales=None, min_size=64, resolution=None,
@@ -49,7 +66,7 @@ def write_image(container, name, image, n_scales=None, min_size=64, resolution=N
     level, factors = image, []
     for scale in range(n_scales):
         if scale:
-            level = _downsample(level, 2, is_label)
+            level = downsample(level, 2, is_label)
         factors.append([2 ** scale] * 2)
         level_chunks = chunks or ((1,) * (level.ndim - 2) + tuple(min(s, 512) for s in level.shape[-2:]))
         create_dataset(group, f"s{scale}", data=level, chunks=level_chunks, compression=compression)

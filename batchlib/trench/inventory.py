@@ -7,7 +7,6 @@ can be duplicates.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..io.checksum import content_hash
 from .readers import (DEFAULT_SEQUENCE_PATTERN, InvalidAcquisitionError, find_acquisitions,
                       open_acquisition)
 
@@ -23,18 +23,7 @@ __all__ = ["COLUMNS", "inventory", "content_hash", "configure_parser", "main"]
 COLUMNS = ["name", "format", "positions", "timepoints", "channels", "channel_names", "size_y",
            "size_x", "dtype", "pixel_size_um", "time_span_s", "size_bytes", "files",
            "duplicate_of", "error", "key"]
-_BLOCK = 1 << 20
 _PROGRESS_MIN_FILES = 50
-
-
-def content_hash(files) -> str:
-    """blake2b hex digest of the files' bytes, in order, streamed in 1 MiB blocks."""
-    h = hashlib.blake2b(digest_size=20)
-    for f in files:
-        with open(f, "rb") as fh:
-            while block := fh.read(_BLOCK):
-                h.update(block)
-    return h.hexdigest()
 
 
 def _describe(src) -> dict:

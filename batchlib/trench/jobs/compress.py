@@ -8,7 +8,7 @@ import numpy as np
 
 from ...base import Param
 from ...container_job import BatchJobOnContainer, KeySpec
-from ...io import (container_format, create_dataset, is_h5, open_file, read_attrs, read_table,
+from ...io import (container_format, create_dataset, downsample, is_h5, open_file, read_attrs, read_table,
                    replace_container, write_attrs)
 from ..layout import ACQUISITION_ATTR, CROPS, DRIFT_TABLE, OVERVIEW, RAW, TRENCHES_TABLE
 from .stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
@@ -76,20 +76,14 @@ class Compress(BatchJobOnContainer):
         factor = int(self.param_values["overview_factor"])
         for key in keys:
             raw = container[f"{RAW}/{key}"]
-            first = _downsample(raw[0], factor)
+            first = downsample(raw[0], factor)
             ds = create_dataset(container, f"{OVERVIEW}/{key}", shape=(raw.shape[0],) + first.shape,
                                 dtype=raw.dtype, chunks=(1,) + first.shape)
             for t in range(raw.shape[0]):  # frame by frame: memory bounded
-                ds[t] = first if t == 0 else _downsample(raw[t], factor)
+                ds[t] = first if t == 0 else downsample(raw[t], factor)
             write_attrs(ds, {"downsampling_factor": factor})
         del container[RAW]
         write_attrs(container, {"raw_dropped": True})
-
-
-def _downsample(frame, factor):
-    h, w = (frame.shape[0] // factor) * factor, (frame.shape[1] // factor) * factor
-    f = frame[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
-    return f.astype(frame.dtype)
 
 
 def repack(path) -> None:

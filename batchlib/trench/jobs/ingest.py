@@ -91,7 +91,7 @@ class Ingest(BatchJob):
             sigs = self._sequence_signatures(src)
             sig = sigs[0] if sigs else src.signature()
             if self.param_values["hash_inputs"] and not sigs:
-                from ...records import content_hash
+                from ...io.checksum import content_hash
 
                 sig["blake2b"] = [content_hash(f) for f in src.files]
             cached = known.get(src.key, [])
@@ -123,7 +123,7 @@ class Ingest(BatchJob):
             return []
         hash_fn = None
         if self.param_values["hash_inputs"]:
-            from ...records import content_hash as hash_fn
+            from ...io.checksum import content_hash as hash_fn
         try:
             return position_signatures(src.files, src.pattern or DEFAULT_SEQUENCE_PATTERN, hash_fn)
         except InvalidAcquisitionError:
