@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import glob
 import os
-import time
-import traceback
 import uuid
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from . import folder_outputs
-from .errors import InvalidInputError, InvalidOutputError, JobError, OutputCollisionError
-from .io import CONTAINER_EXTS, container_format, open_file, remove_container, replace_container
-from .io.checksum import describe_datasets, iter_datasets
-from .io.space import (DiskFullError, check_free_space, disk_full_message, is_disk_full,
-                       reserve_space)
+from .errors import InvalidInputError, InvalidOutputError, OutputCollisionError
+from .io import CONTAINER_EXTS, open_file, remove_container
 from .log import get_logger
 from .names import check_name
-from .records import (container_damage, delete_record, file_signature, new_record, param_hash,
-                      read_record, record_stamp, write_record)
-from .status import JobStatus, status_dir
+from .records import container_damage, file_signature, param_hash, read_record, record_stamp
+from .status import JobStatus
 
 #: What can make an up-to-date output stale; see :class:`BatchJob`.
 RERUN_TRIGGERS = ("input", "params", "version", "mtime")
@@ -62,20 +56,6 @@ class Unit:
     signature: dict = field(default_factory=dict)
     #: Extra keyword arguments for ``run`` (e.g. the acquisition a set of files forms).
     run_kwargs: dict = field(default_factory=dict)
-
-
-@dataclass
-class JobResult:
-    name: str
-    state: str
-    counts: dict
-    failed: dict
-    invalid: dict
-    computed: list
-
-    @property
-    def success(self) -> bool:
-        return self.state == "processed"
 
 
 def _is_temporary(name: str) -> bool:
@@ -418,33 +398,15 @@ class BatchJob:
                 remove_container(p)
 
     # -- running ----------------------------------------------------------------
-    def __call__(self, folder, input_folder=None, force_recompute=False, ignore_invalid_inputs=False,
-                 ignore_failed_outputs=False, executor="serial", n_jobs=1, lock=True,
-                 lock_timeout=0.0, **kwargs) -> JobResult:
-        """Run this job alone on a folder (with its own lock and log).
-
-        See :func:`batchlib.workflow.run_workflow` for the options; a job run
-        alone is a workflow of one job named after it.
+    def __call__(self, folder, input_folder=None, **options):
+        """Run this job alone on a folder (with its own lock and log); a shortcut for
+        :func:`batchlib.workflow.run_job`, which takes the same options as
+        :func:`batchlib.workflow.run_workflow`. Returns a :class:`batchlib.runner.JobResult`.
         """
-        from .workflow import run_workflow
+        from .workflow import run_job  # the job does not know how it is run: the workflow does
 
-        result = run_workflow(self.name, folder, [self], input_folder=input_folder,
-                              force_recompute=force_recompute,
-                              ignore_invalid_inputs=ignore_invalid_inputs,
-                              ignore_failed_outputs=ignore_failed_outputs, executor=executor,
-                              n_jobs=n_jobs, lock=lock, lock_timeout=lock_timeout,
-                              write_workflow_status=False, **kwargs)
-        return result.jobs[0]
+        return run_job(self, folder, input_folder=input_folder, **options)
 
-    def run_in_folder(self, folder, input_folder, get_executor, force_recompute=False,
-                      ignore_invalid_inputs=False, ignore_failed_outputs=False,
-                      rerun_triggers=DEFAULT_TRIGGERS, progress=True, status_interval_s=5.0) -> JobResult:
-        """Plan, validate and run the job; called by the workflow, which holds the lock."""
-        from .runner import JobRunner
-
-        return JobRunner(self, folder, input_folder, get_executor, force_recompute,
-                         ignore_invalid_inputs, ignore_failed_outputs, rerun_triggers,
-                         progress, status_interval_s).run()
 
 
 def _signature_bytes(sig) -> int:
@@ -457,119 +419,4 @@ def _signature_bytes(sig) -> int:
     return 0
 
 
-def execute_unit(task) -> dict:
-    """Worker side: run one unit, write the completion records, move outputs into place.
-
-    Returns a plain dict (picklable) that the coordinator records in the status.
-    """
-    job, unit, plan, signature = task
-    t0 = time.monotonic()
-    write_paths = [w for _, w, _ in plan]
-    present = {}  # datasets of the containers updated in place, to record what the job removed
-    try:
-        for _, path, in_place in plan:
-            if in_place:
-                h5 = container_format(path) == "h5"
-                if not h5:  # before anything opens them
-                    _drop_broken_keys(path, job.resolved_output_keys(), job.logger)
-                with open_file(path, "a") as f:
-                    estimate = job.estimate_output_bytes(f, unit) + job.reserve_margin_bytes
-                    present[path] = {k for k, _ in iter_datasets(f)}
-                    delete_record(f, job.name)  # flushes, which gives back any earlier reservation
-                if h5:
-                    reserve_space(path, estimate)
-                else:  # n5/zarr: each chunk is a file of its own; a failed write loses only it
-                    check_free_space(path, job.reserve_margin_bytes)
-            else:
-                check_free_space(path, job.reserve_margin_bytes)
-        job.__dict__["_unit_warnings"] = []
-        job.run(list(unit.inputs), write_paths, **unit.run_kwargs)
-        for _, path, _ in plan:
-            if container_format(path) != "h5":
-                # z5py does not report a write that failed for lack of space (it leaves
-                # empty files): a disk that is full now cannot be trusted to hold the result.
-                check_free_space(path, min(job.reserve_margin_bytes, 1 << 20))
-        record = new_record(job.name, job.version, job.param_hash, signature,
-                            job.resolved_output_keys())
-        warnings = list(job.__dict__.get("_unit_warnings", []))
-        if warnings:
-            # kept with the output, so that the status lists them after any rerun
-            record["warnings"] = warnings
-        for final, path, in_place in plan:
-            job.validate_output(path)
-            files = job.folder_outputs(final)
-            if files:
-                record = dict(record, folder_outputs=folder_outputs.signatures(
-                    files, os.path.dirname(os.path.normpath(final))))
-            with open_file(path, "a") as f:
-                # What was written, so that planning and `batchlib verify` can check it later.
-                datasets = describe_datasets(f, job.resolved_output_keys())
-                extra = {"datasets": datasets, "input_nbytes": job.input_bytes(f, unit)}
-                if path in present:  # e.g. raw movies replaced by an overview: not damage
-                    removed = sorted(present[path] - {k for k, _ in iter_datasets(f)})
-                    if removed:
-                        extra["removed"] = removed
-                write_record(f, job.name, {**record, **extra})
-            if not in_place:
-                replace_container(path, final)
-        return {"key": unit.key, "state": "done", "duration_s": round(time.monotonic() - t0, 4),
-                "stamps": {os.path.basename(f): record_stamp(f) for f, _, _ in plan},
-                "record": record, "warnings": warnings}
-    except Exception as e:  # noqa: BLE001 - any failure of one image is recorded, not fatal
-        disk_full = is_disk_full(e)
-        for final, path, in_place in plan:
-            if not in_place and path != final:
-                remove_container(path)
-                # An older output stays in place, but it no longer matches what
-                # this job was asked to compute: take its record away so that
-                # downstream jobs see its keys as not completed (as they do for
-                # in-place jobs, whose record is removed before they run).
-                # Not on a full disk: writing into an h5 file then is what damages it.
-                if not disk_full:
-                    _forget_record(final, job.name)
-            # Files beside the containers that no record covers any more.
-            folder_outputs.remove(_folder_outputs_or_none(job, final))
-        state = "invalid" if isinstance(e, InvalidInputError) else "failed"
-        tb = traceback.format_exception(type(e), e, e.__traceback__)
-        error = f"{type(e).__name__}: {e}"
-        if disk_full and not isinstance(e, DiskFullError):
-            error = f"{disk_full_message(plan[0][0] if plan else '.')} ({error.splitlines()[0][:300]})"
-        elif disk_full:
-            error = str(e)
-        return {"key": unit.key, "state": state, "duration_s": round(time.monotonic() - t0, 4),
-                "error": error, "traceback": "".join(tb[-6:])[-4000:], "disk_full": disk_full}
-
-
-def _drop_broken_keys(path, keys, logger) -> None:
-    """n5/zarr: delete the job's own output keys whose metadata an earlier failure left
-    unreadable (z5py cannot even replace them then); the job writes them again."""
-    import shutil
-
-    from .io.checksum import broken_metadata
-
-    for key in keys:
-        root = os.path.join(path, key)
-        if os.path.isdir(root) and broken_metadata(root):
-            logger.warning("%s: %s was left unreadable by an interrupted write; rewriting it", path, key)
-            shutil.rmtree(root)
-
-
-def _folder_outputs_or_none(job, path) -> list:
-    try:
-        return job.folder_outputs(path)
-    except Exception:  # noqa: BLE001 - cleaning up after a failure must not fail
-        return []
-
-
-def _forget_record(path, job_name) -> None:
-    if not os.path.exists(path):
-        return
-    try:
-        with open_file(path, "a") as f:
-            delete_record(f, job_name)
-    except Exception:  # noqa: BLE001 - the container may be the reason it failed
-        pass
-
-
-__all__ = ["BatchJob", "Param", "Unit", "JobResult", "JobError", "RERUN_TRIGGERS",
-           "DEFAULT_TRIGGERS", "execute_unit", "status_dir"]
+__all__ = ["BatchJob", "Param", "Unit", "RERUN_TRIGGERS", "DEFAULT_TRIGGERS", "same_signature"]

@@ -1,5 +1,8 @@
 """Running one job over a folder: plan, validate, dispatch, record.
 
+The runner drives the job; the job (:mod:`batchlib.base`) knows nothing of
+how it is run.
+
 This is the coordinator's side. It decides from the completion records which
 units are up to date, validates the rest, sends them to the executor, and
 records every result in the job's status file as it streams back.
@@ -8,30 +11,112 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable
 
 from tqdm import tqdm
 
-from .base import JobResult, execute_unit
+from . import folder_outputs
+from .base import DEFAULT_TRIGGERS, RERUN_TRIGGERS, BatchJob
 from .errors import InvalidInputError, JobError
-from .io.space import DiskFullError, disk_full_message, is_disk_full
+from .io import container_format, open_file, remove_container, replace_container
+from .io.checksum import describe_datasets, iter_datasets
+from .io.space import (DiskFullError, check_free_space, disk_full_message, is_disk_full,
+                       reserve_space)
+from .records import delete_record, new_record, record_stamp, write_record
+from .states import JobState
 from .status import JobStatus, status_dir
 
 
-class JobRunner:
-    """One run of one job; see :meth:`batchlib.base.BatchJob.run_in_folder`."""
+@dataclass(frozen=True)
+class RunOptions:
+    """How a workflow runs its jobs (the same for every job of one run).
 
-    def __init__(self, job, folder, input_folder, get_executor, force_recompute,
-                 ignore_invalid_inputs, ignore_failed_outputs, rerun_triggers, progress,
-                 status_interval_s):
+    Parameters
+    ----------
+    force_recompute : bool
+        Recompute every output, up to date or not.
+    ignore_invalid_inputs : bool
+        Record invalid inputs and go on with the others (otherwise stop before processing).
+    ignore_failed_outputs : bool
+        Record failures and go on (otherwise stop at the first).
+    rerun_triggers : tuple of str
+        What makes an up-to-date output stale: any of :data:`batchlib.base.RERUN_TRIGGERS`.
+    progress : bool
+        Show a tqdm progress bar per job.
+    status_interval_s : float
+        Least seconds between two writes of a job's status file while it runs.
+
+    Examples
+    --------
+    >>> RunOptions(rerun_triggers=["params"]).rerun_triggers
+    ('params',)
+    >>> RunOptions(rerun_triggers=("size",))
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown rerun trigger(s) ['size']; choose from ('input', 'params', 'version', 'mtime')
+    """
+
+    force_recompute: bool = False
+    ignore_invalid_inputs: bool = False
+    ignore_failed_outputs: bool = False
+    rerun_triggers: tuple = DEFAULT_TRIGGERS
+    progress: bool = True
+    status_interval_s: float = 5.0
+
+    def __post_init__(self):
+        triggers = tuple(self.rerun_triggers)
+        unknown = set(triggers) - set(RERUN_TRIGGERS)
+        if unknown:
+            raise ValueError(f"unknown rerun trigger(s) {sorted(unknown)}; choose from {RERUN_TRIGGERS}")
+        object.__setattr__(self, "rerun_triggers", triggers)
+
+
+@dataclass
+class JobResult:
+    """What one run of one job did."""
+
+    name: str
+    state: JobState
+    counts: dict
+    failed: dict
+    invalid: dict
+    computed: list
+
+    @property
+    def success(self) -> bool:
+        return self.state == JobState.PROCESSED
+
+
+class JobRunner:
+    """One run of one job over a folder: plan, validate, dispatch, record.
+
+    Parameters
+    ----------
+    job : BatchJob
+    folder : path
+        The working folder (outputs, status files).
+    input_folder : path or None
+        Where the job's inputs are (``folder`` for jobs that read the folder).
+    get_executor : callable
+        Returns the executor; called only when there is work.
+    options : RunOptions
+    """
+
+    def __init__(self, job: BatchJob, folder, input_folder, get_executor: Callable,
+                 options: RunOptions = RunOptions()):
         self.job = job
         self.folder = str(folder)
         self.input_folder = str(folder if job.reads_folder or input_folder is None else input_folder)
         self.get_executor = get_executor
-        self.force = force_recompute
-        self.ignore_invalid = ignore_invalid_inputs
-        self.ignore_failed = ignore_failed_outputs
-        self.triggers = tuple(rerun_triggers)
-        self.progress = progress
+        self.options = options
+        self.force = options.force_recompute
+        self.ignore_invalid = options.ignore_invalid_inputs
+        self.ignore_failed = options.ignore_failed_outputs
+        self.triggers = options.rerun_triggers
+        self.progress = options.progress
+        status_interval_s = options.status_interval_s
         self.log = job.logger
         header = {"job": job.name, "class": f"{type(job).__module__}.{type(job).__qualname__}",
                   "version": str(job.version), "params": dict(job.param_values),
@@ -71,8 +156,6 @@ class JobRunner:
                 rec = next(iter(records.values()), None) or (cached or {}).get("record")
                 stamps = (cached or {}).get("stamps") if cached and cached.get("record") == rec else None
                 if stamps is None:
-                    from .records import record_stamp
-
                     stamps = {os.path.basename(o): record_stamp(o) for o in unit.outputs}
                 extra = {"warnings": rec["warnings"]} if (rec or {}).get("warnings") else {}
                 self.status.set_file(unit.key, state="done", outputs=self._rel(unit.outputs),
@@ -122,7 +205,8 @@ class JobRunner:
         except BaseException as e:
             self.status.finish("errored", error=f"{type(e).__name__}: {e}")
             raise
-        state = "failed_outputs" if failed else "invalid_inputs" if invalid else "processed"
+        state = JobState.FAILED_OUTPUTS if failed else JobState.INVALID_INPUTS if invalid \
+            else JobState.PROCESSED
         self.status.finish(state)
         counts = self.status.counts()
         self.log.info("%s in %.1f s: %d computed, %d failed, %d invalid", state,
@@ -209,3 +293,117 @@ def _lean(rec):
     if rec.get("warnings"):
         lean["warnings"] = rec["warnings"]
     return lean
+
+
+def execute_unit(task) -> dict:
+    """Worker side: run one unit, write the completion records, move outputs into place.
+
+    Returns a plain dict (picklable) that the coordinator records in the status.
+    """
+    job, unit, plan, signature = task
+    t0 = time.monotonic()
+    write_paths = [w for _, w, _ in plan]
+    present = {}  # datasets of the containers updated in place, to record what the job removed
+    try:
+        for _, path, in_place in plan:
+            if in_place:
+                h5 = container_format(path) == "h5"
+                if not h5:  # before anything opens them
+                    _drop_broken_keys(path, job.resolved_output_keys(), job.logger)
+                with open_file(path, "a") as f:
+                    estimate = job.estimate_output_bytes(f, unit) + job.reserve_margin_bytes
+                    present[path] = {k for k, _ in iter_datasets(f)}
+                    delete_record(f, job.name)  # flushes, which gives back any earlier reservation
+                if h5:
+                    reserve_space(path, estimate)
+                else:  # n5/zarr: each chunk is a file of its own; a failed write loses only it
+                    check_free_space(path, job.reserve_margin_bytes)
+            else:
+                check_free_space(path, job.reserve_margin_bytes)
+        job.__dict__["_unit_warnings"] = []
+        job.run(list(unit.inputs), write_paths, **unit.run_kwargs)
+        for _, path, _ in plan:
+            if container_format(path) != "h5":
+                # z5py does not report a write that failed for lack of space (it leaves
+                # empty files): a disk that is full now cannot be trusted to hold the result.
+                check_free_space(path, min(job.reserve_margin_bytes, 1 << 20))
+        record = new_record(job.name, job.version, job.param_hash, signature,
+                            job.resolved_output_keys())
+        warnings = list(job.__dict__.get("_unit_warnings", []))
+        if warnings:
+            # kept with the output, so that the status lists them after any rerun
+            record["warnings"] = warnings
+        for final, path, in_place in plan:
+            job.validate_output(path)
+            files = job.folder_outputs(final)
+            if files:
+                record = dict(record, folder_outputs=folder_outputs.signatures(
+                    files, os.path.dirname(os.path.normpath(final))))
+            with open_file(path, "a") as f:
+                # What was written, so that planning and `batchlib verify` can check it later.
+                datasets = describe_datasets(f, job.resolved_output_keys())
+                extra = {"datasets": datasets, "input_nbytes": job.input_bytes(f, unit)}
+                if path in present:  # e.g. raw movies replaced by an overview: not damage
+                    removed = sorted(present[path] - {k for k, _ in iter_datasets(f)})
+                    if removed:
+                        extra["removed"] = removed
+                write_record(f, job.name, {**record, **extra})
+            if not in_place:
+                replace_container(path, final)
+        return {"key": unit.key, "state": "done", "duration_s": round(time.monotonic() - t0, 4),
+                "stamps": {os.path.basename(f): record_stamp(f) for f, _, _ in plan},
+                "record": record, "warnings": warnings}
+    except Exception as e:  # noqa: BLE001 - any failure of one image is recorded, not fatal
+        disk_full = is_disk_full(e)
+        for final, path, in_place in plan:
+            if not in_place and path != final:
+                remove_container(path)
+                # An older output stays in place, but it no longer matches what
+                # this job was asked to compute: take its record away so that
+                # downstream jobs see its keys as not completed (as they do for
+                # in-place jobs, whose record is removed before they run).
+                # Not on a full disk: writing into an h5 file then is what damages it.
+                if not disk_full:
+                    _forget_record(final, job.name)
+            # Files beside the containers that no record covers any more.
+            folder_outputs.remove(_folder_outputs_or_none(job, final))
+        state = "invalid" if isinstance(e, InvalidInputError) else "failed"
+        tb = traceback.format_exception(type(e), e, e.__traceback__)
+        error = f"{type(e).__name__}: {e}"
+        if disk_full and not isinstance(e, DiskFullError):
+            error = f"{disk_full_message(plan[0][0] if plan else '.')} ({error.splitlines()[0][:300]})"
+        elif disk_full:
+            error = str(e)
+        return {"key": unit.key, "state": state, "duration_s": round(time.monotonic() - t0, 4),
+                "error": error, "traceback": "".join(tb[-6:])[-4000:], "disk_full": disk_full}
+
+
+def _drop_broken_keys(path, keys, logger) -> None:
+    """n5/zarr: delete the job's own output keys whose metadata an earlier failure left
+    unreadable (z5py cannot even replace them then); the job writes them again."""
+    import shutil
+
+    from .io.checksum import broken_metadata
+
+    for key in keys:
+        root = os.path.join(path, key)
+        if os.path.isdir(root) and broken_metadata(root):
+            logger.warning("%s: %s was left unreadable by an interrupted write; rewriting it", path, key)
+            shutil.rmtree(root)
+
+
+def _folder_outputs_or_none(job, path) -> list:
+    try:
+        return job.folder_outputs(path)
+    except Exception:  # noqa: BLE001 - cleaning up after a failure must not fail
+        return []
+
+
+def _forget_record(path, job_name) -> None:
+    if not os.path.exists(path):
+        return
+    try:
+        with open_file(path, "a") as f:
+            delete_record(f, job_name)
+    except Exception:  # noqa: BLE001 - the container may be the reason it failed
+        pass

@@ -7,12 +7,14 @@ import signal
 import sys
 from dataclasses import dataclass, field
 
-from .base import DEFAULT_TRIGGERS, RERUN_TRIGGERS, JobResult
+from .base import DEFAULT_TRIGGERS
 from .errors import JobError
 from .executors import make_executor
 from .lock import FolderLock
 from .log import get_logger, workflow_logging
 from .names import check_name
+from .runner import JobResult, JobRunner, RunOptions
+from .states import JobState
 from .status import WorkflowStatus, status_dir
 
 #: Exit codes of workflow scripts.
@@ -27,7 +29,7 @@ class WorkflowResult:
 
     @property
     def success(self) -> bool:
-        return self.state == "processed"
+        return self.state == JobState.PROCESSED
 
     @property
     def exit_code(self) -> int:
@@ -130,9 +132,6 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
     LockError
         Another run holds the lock.
     """
-    unknown = set(rerun_triggers) - set(RERUN_TRIGGERS)
-    if unknown:
-        raise ValueError(f"unknown rerun trigger(s) {sorted(unknown)}; choose from {RERUN_TRIGGERS}")
     check_name(name, "workflow name")  # it names the lock, log and status files
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
@@ -143,9 +142,12 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
                          f"status files would collide: choose another workflow name")
     folder = os.fspath(folder)
     input_folder = os.fspath(input_folder) if input_folder is not None else folder
-    os.makedirs(status_dir(folder), exist_ok=True)
     if progress is None:
         progress = sys.stderr.isatty()
+    options = RunOptions(force_recompute=force_recompute, ignore_invalid_inputs=ignore_invalid_inputs,
+                         ignore_failed_outputs=ignore_failed_outputs, rerun_triggers=rerun_triggers,
+                         progress=progress, status_interval_s=status_interval_s)
+    os.makedirs(status_dir(folder), exist_ok=True)
     sdir = status_dir(folder)
     folder_lock = FolderLock(sdir / f"{name}.lock", timeout_s=lock_timeout, break_foreign=break_lock)
     get_executor = _LazyExecutor(kind=executor, n_jobs=n_jobs, scheduler_address=scheduler_address,
@@ -159,10 +161,10 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
         wf_status = WorkflowStatus(sdir / f"{name}.status", {
             "workflow": name, "folder": os.path.abspath(folder),
             "input_folder": os.path.abspath(input_folder), "command": sys.argv,
-            "options": {"force_recompute": force_recompute,
-                        "ignore_invalid_inputs": ignore_invalid_inputs,
-                        "ignore_failed_outputs": ignore_failed_outputs, "executor": executor,
-                        "n_jobs": n_jobs, "rerun_triggers": list(rerun_triggers)},
+            "options": {"force_recompute": options.force_recompute,
+                        "ignore_invalid_inputs": options.ignore_invalid_inputs,
+                        "ignore_failed_outputs": options.ignore_failed_outputs, "executor": executor,
+                        "n_jobs": n_jobs, "rerun_triggers": list(options.rerun_triggers)},
         })
         if write_workflow_status:
             wf_status.start()
@@ -170,12 +172,7 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
         results: list[JobResult] = []
         try:
             for job in jobs:
-                result = job.run_in_folder(folder, input_folder, get_executor,
-                                           force_recompute=force_recompute,
-                                           ignore_invalid_inputs=ignore_invalid_inputs,
-                                           ignore_failed_outputs=ignore_failed_outputs,
-                                           rerun_triggers=rerun_triggers, progress=progress,
-                                           status_interval_s=status_interval_s)
+                result = JobRunner(job, folder, input_folder, get_executor, options).run()
                 results.append(result)
                 if write_workflow_status:
                     wf_status.job_done(job.name, result.state, result.counts,
@@ -190,11 +187,22 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
                 wf_status.finish("errored", error=f"{type(e).__name__}: {e}")
             raise
         bad = [r for r in results if not r.success]
-        state = "processed" if not bad else bad[0].state
+        state = JobState.PROCESSED if not bad else bad[0].state
         if write_workflow_status:
             wf_status.finish(state)
         logger.info("workflow %s finished: %s", name, state)
         return WorkflowResult(name, state, results)
+
+
+def run_job(job, folder, input_folder=None, **options) -> JobResult:
+    """Run one job alone on a folder: a workflow of one job named after it.
+
+    Takes the options of :func:`run_workflow`; writes no workflow status
+    (the job's status is the whole story). ``job(folder, ...)`` does the same.
+    """
+    result = run_workflow(job.name, folder, [job], input_folder=input_folder,
+                          write_workflow_status=False, **options)
+    return result.jobs[0]
 
 
 def main_exit_code(run) -> int:

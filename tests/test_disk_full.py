@@ -203,7 +203,7 @@ def test_reserve_space_extends_the_file_and_hdf5_gives_back_what_it_did_not_use(
 
 
 def test_in_place_jobs_reserve_what_they_wrote_last_time(tmp_path, monkeypatch):
-    from batchlib import base
+    from batchlib import runner
 
     inp, folder = str(tmp_path / "in"), str(tmp_path / "out")
     make_array_inputs(inp, 1, shape=(4, 32, 32))
@@ -217,7 +217,7 @@ def test_in_place_jobs_reserve_what_they_wrote_last_time(tmp_path, monkeypatch):
     assert rec["input_nbytes"] > 0
     last = sum(d["nbytes"] for d in rec["datasets"].values())
     calls = []
-    monkeypatch.setattr(base, "reserve_space", lambda p, n: calls.append((p, n)))
+    monkeypatch.setattr(runner, "reserve_space", lambda p, n: calls.append((p, n)))
     res = run_workflow("WF", folder, [ImportArray(), ScaleRaw(factor=3.0)], input_folder=inp, progress=False)
     assert res.jobs[1].computed == ["im000000.h5"]
     assert calls == [(path, last + ScaleRaw.reserve_margin_bytes)]

@@ -8,6 +8,7 @@ import pytest
 from batchlib.executors import (DaskExecutor, ProcessExecutor, SerialExecutor, make_executor)
 from batchlib.io import open_file, read_table
 from batchlib.testing import ImportArray, ScaleRaw, make_array_inputs
+from batchlib.runner import JobRunner, RunOptions
 from batchlib.workflow import run_workflow
 
 N_IMAGES = 10
@@ -116,7 +117,7 @@ def test_runner_refuses_lost_units(tmp_path):
     inp, folder = str(tmp_path / "in"), str(tmp_path / "out")
     make_array_inputs(inp, 3)
     with pytest.raises(RuntimeError, match="returned 2 results for 3 units"):
-        ImportArray().run_in_folder(folder, inp, lambda: DroppingExecutor(), progress=False)
+        JobRunner(ImportArray(), folder, inp, lambda: DroppingExecutor(), RunOptions(progress=False)).run()
     st = json.load(open(os.path.join(folder, "batchlib", "ImportArray.status")))
     assert st["state"] == "errored" and st["counts"]["pending"] == 1
 
