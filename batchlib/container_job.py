@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from .base import BatchJob, Unit
@@ -11,6 +12,7 @@ from .io.checksum import iter_datasets, metadata_problems, stored_nbytes
 from .records import key_run_ids, producer_run_id, read_records, record_stamp
 
 
+@dataclass(frozen=True)
 class KeySpec:
     """What a key inside a container must hold.
 
@@ -21,10 +23,19 @@ class KeySpec:
         Required number of dimensions of a dataset.
     dtype : str, optional
         Required numpy dtype kind(s), e.g. ``"ui"`` for any integer.
+
+    Examples
+    --------
+    >>> import h5py, numpy as np
+    >>> with h5py.File("spec.h5", "w", driver="core", backing_store=False) as f:
+    ...     _ = f.create_dataset("labels", data=np.zeros((2, 3, 4, 5), np.uint16))
+    ...     KeySpec(ndim=4, dtype="ui").check(f, "labels"), KeySpec(ndim=3).check(f, "labels")
+    (None, "'labels' has 4 dimensions, expected 3")
     """
 
-    def __init__(self, kind="dataset", ndim=None, dtype=None):
-        self.kind, self.ndim, self.dtype = kind, ndim, dtype
+    kind: str = "dataset"
+    ndim: int | None = None
+    dtype: str | None = None
 
     def check(self, container, key) -> str | None:
         """``None`` when ``container[key]`` matches, else the reason."""

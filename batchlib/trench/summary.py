@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..io import CONTAINER_EXTS, open_file, read_attrs
 from ..status import JOB_SCHEMA, status_dir
-from .layout import CELLS_DATASET, TRENCHES_TABLE, container_stem
+from .layout import CELLS_DATASET, CYCLES_DATASET, QC_DIR, TRENCHES_TABLE, container_stem
 
 
 def folder_summary(folder) -> dict:
@@ -58,7 +58,7 @@ def folder_summary(folder) -> dict:
 
 def cycles_summary(folder) -> dict | None:
     """Cells tracked and complete cycles of ``<folder>/tables/cycles`` (None without it)."""
-    files = sorted((Path(folder) / "tables" / "cycles").glob("*.parquet"))
+    files = sorted((Path(folder) / CYCLES_DATASET).glob("*.parquet"))
     if not files:
         return None
     import pandas as pd
@@ -78,7 +78,7 @@ def format_summary(s: dict) -> str:
         f"  cells in the first frame: {s['cells_first_frame']}  (cell-frame rows: {s['cell_rows']})",
         f"  per-cell tables:        {s['cells_table']}/*.parquet "
         "(pandas.read_parquet on the folder reads them as one table)",
-        f"  QC pictures:            {Path(s['folder']) / 'qc'}",
+        f"  QC pictures:            {Path(s['folder']) / QC_DIR}",
         f"  failures / invalid:     {len(s['problems'])}",
     ]
     lines += [f"    {p}" for p in s["problems"][:10]]
@@ -87,5 +87,5 @@ def format_summary(s: dict) -> str:
         lines.append(f"  cell cycles:            {c['complete']} complete of {c['cells']} cells "
                      f"tracked; mean generation time {c['tau_min']:.1f} min, "
                      f"mean elongation rate {c['elong_rate_per_h']:.2f} /h "
-                     f"({Path(s['folder']) / 'tables' / 'cycles'}/*.parquet)")
+                     f"({Path(s['folder']) / CYCLES_DATASET}/*.parquet)")
     return "\n".join(lines)

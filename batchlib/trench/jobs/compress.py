@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from ...base import Param
-from ...container_job import BatchJobOnContainer, KeySpec
+from ...container_job import BatchJobOnContainer
 from ...io import (container_format, create_dataset, downsample, is_h5, open_file, read_attrs, read_table,
                    replace_container, write_attrs)
-from ..layout import ACQUISITION_ATTR, CROPS, DRIFT_TABLE, OVERVIEW, RAW, TRENCHES_TABLE
+from ..layout import CROPS, DRIFT_TABLE, OVERVIEW, RAW, TRENCHES_TABLE, AcquisitionMeta, specs
 from .stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
 
 
@@ -30,9 +30,8 @@ class Compress(BatchJobOnContainer):
         "drop_raw": Param(False, "replace raw movies by a downsampled overview after cropping"),
         "overview_factor": Param(4, "downsampling of the overview kept when drop_raw is set"),
     }
-    input_keys = {RAW: KeySpec(kind="group"), TRENCHES_TABLE: KeySpec(kind="table"),
-                  DRIFT_TABLE: KeySpec(kind="table")}
-    output_keys = {CROPS: KeySpec(kind="group")}
+    input_keys = specs(RAW, TRENCHES_TABLE, DRIFT_TABLE)
+    output_keys = specs(CROPS)
 
     def run(self, input_files, output_files, **kwargs):
         super().run(input_files, output_files, **kwargs)
@@ -47,8 +46,7 @@ class Compress(BatchJobOnContainer):
         tattrs = read_attrs(container[TRENCHES_TABLE])
         angle = float(tattrs["angle_deg"])
         drift = read_table(container, DRIFT_TABLE)[["dy", "dx"]].to_numpy()
-        md = read_attrs(container).get(ACQUISITION_ATTR) or {}
-        keys = md.get("channel_keys") or sorted(container[RAW].keys())
+        keys = AcquisitionMeta.read(container, keys_from=RAW).channel_keys
         n = len(trenches)
         h, w = int(trenches["height"].iloc[0]), int(trenches["width"].iloc[0])
         n_t = min(container[f"{RAW}/{keys[0]}"].shape[0], len(drift))

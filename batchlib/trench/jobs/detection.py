@@ -7,46 +7,10 @@ import numpy as np
 import pandas as pd
 
 from ...base import Param
-from ...container_job import BatchJobOnContainer, KeySpec
-from ...errors import InvalidInputError
+from ...container_job import BatchJobOnContainer
 from ...io import read_attrs, read_table, write_attrs, write_table
-from ..channels import ChannelChoiceError, choose_channel
-from ..layout import (ACQUISITION_ATTR, DRIFT_TABLE, QC_DIR, RAW, TRENCHES_TABLE, container_stem,
-                      folder_output)
-
-
-def resolve_channel(container, channel: str, option: str = "--detect_channel", where: str = "") -> tuple:
-    """``(key, kind)`` of a channel given by name or key.
-
-    ``""`` or ``"auto"`` is the first phase-like channel, else the first
-    fluorescence one (kinds as Ingest recorded them). A channel that is not
-    there is an :class:`InvalidInputError` listing the channels found and
-    naming ``option``.
-    """
-    md = read_attrs(container).get(ACQUISITION_ATTR) or {}
-    keys, names = md.get("channel_keys", []), md.get("channels", [])
-    kinds = md.get("channel_kinds", ["fluorescence"] * len(keys))
-    if not keys:
-        raise InvalidInputError(f"{where + ': ' if where else ''}no channels recorded "
-                                "(was the container written by Ingest?)")
-    try:
-        i = choose_channel(channel, names, keys, kinds, option=option, where=where)
-    except ChannelChoiceError as e:
-        raise InvalidInputError(str(e)) from None
-    return keys[i], kinds[i]
-
-
-def check_channel(job, path, option) -> None:
-    """Planning-time check that ``job``'s channel exists in the container at ``path``."""
-    from ...io import open_file
-
-    try:
-        with open_file(path, "r") as f:
-            resolve_channel(f, job.param_values["channel"], option=option, where=str(path))
-    except InvalidInputError:
-        raise
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
-        raise InvalidInputError(f"{path}: cannot be read ({e})") from e
+from ..layout import (DRIFT_TABLE, QC_DIR, RAW, TRENCHES_TABLE, check_channel, container_stem,
+                      folder_output, resolve_channel, specs)
 
 
 class TrenchDetection(BatchJobOnContainer):
@@ -75,12 +39,12 @@ class TrenchDetection(BatchJobOnContainer):
         "min_trenches": Param(3, "fewer trenches than this is a detection failure"),
         "qc_plot": Param(True, "write a QC picture per position to <folder>/qc/", affects_result=False),
     }
-    input_keys = {RAW: KeySpec(kind="group")}
-    output_keys = {TRENCHES_TABLE: KeySpec(kind="table"), DRIFT_TABLE: KeySpec(kind="table")}
+    input_keys = specs(RAW)
+    output_keys = specs(TRENCHES_TABLE, DRIFT_TABLE)
 
     def validate_input(self, path) -> None:
         super().validate_input(path)
-        check_channel(self, path, "--detect_channel")
+        check_channel(path, self.param_values["channel"], "--detect_channel")
 
     def process_container(self, container, path):
         from ..detection import plot_detection

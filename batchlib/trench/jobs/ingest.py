@@ -11,7 +11,7 @@ from ...errors import InvalidInputError, InvalidOutputError
 from ...io import create_dataset, grow_dataset, open_file, read_attrs, write_attrs, write_table
 from ...io.frames import stream_frames
 from ..channels import LOW_CONFIDENCE, kind_from_data, kind_from_name
-from ..layout import ACQUISITION_ATTR, FRAMES_TABLE, OVERVIEW, RAW, channel_keys
+from ..layout import ACQUISITION_ATTR, FRAMES_TABLE, OVERVIEW, RAW, AcquisitionMeta, channel_keys, specs
 from ..readers import (DEFAULT_SEQUENCE_PATTERN, InvalidAcquisitionError, find_acquisitions,
                        open_acquisition, output_stem)
 from ..readers.sequence import position_signatures
@@ -58,7 +58,7 @@ class Ingest(BatchJob):
                                 "fluorescence (default: decided per channel, see channel_kinds)"),
         "hash_inputs": Param(False, "add a content hash of the input files to their signature"),
     }
-    output_keys = {RAW: None, FRAMES_TABLE: None}
+    output_keys = specs(RAW, FRAMES_TABLE)
     update_in_place = True
 
     def __init__(self, output_ext=".h5", **params):
@@ -221,7 +221,7 @@ class Ingest(BatchJob):
                 continue
             try:
                 with open_file(path, "r") as f:
-                    md = read_attrs(f).get(ACQUISITION_ATTR) or {}
+                    md = AcquisitionMeta.read(f).attrs
             except (OSError, ValueError, RuntimeError):
                 continue
             if "channel_kind_sources" not in md:

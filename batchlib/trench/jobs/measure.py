@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 
 from ...base import Param
-from ...container_job import BatchJobOnContainer, KeySpec
+from ...container_job import BatchJobOnContainer
 from ...io import read_attrs, read_table, write_table
 from ..geometry import rotated_to_raw
-from ..layout import (ACQUISITION_ATTR, CELLS_DATASET, CELLS_TABLE, CROPS, DRIFT_TABLE, FRAMES_TABLE,
-                      SEGMENTATION, TRENCH_FRAMES_TABLE, TRENCHES_TABLE, folder_output)
+from ..layout import (CELLS_CSV, CELLS_DATASET, CELLS_TABLE, CROPS, DRIFT_TABLE, FRAMES_TABLE,
+                      SEGMENTATION, TRENCH_FRAMES_TABLE, TRENCHES_TABLE, AcquisitionMeta,
+                      folder_output, specs)
 from .stacks import CHUNK_T, frame_blocks
 
 
@@ -34,20 +35,17 @@ class Measure(BatchJobOnContainer):
                             choices=("trench", "empty_trenches")),
         "percentile": Param(95.0, "intensity percentile reported per cell"),
     }
-    input_keys = {f"{SEGMENTATION}/{{segmentation}}": KeySpec(ndim=4), CROPS: KeySpec(kind="group"),
-                  TRENCHES_TABLE: KeySpec(kind="table"), DRIFT_TABLE: KeySpec(kind="table")}
-    output_keys = {f"{CELLS_TABLE}/{{segmentation}}": KeySpec(kind="table"),
-                   TRENCH_FRAMES_TABLE: KeySpec(kind="table")}
+    input_keys = specs(f"{SEGMENTATION}/{{segmentation}}", CROPS, TRENCHES_TABLE, DRIFT_TABLE)
+    output_keys = specs(f"{CELLS_TABLE}/{{segmentation}}", TRENCH_FRAMES_TABLE)
 
     def process_container(self, container, path):
         from ..measure import measure_cells, measure_trench_frames
 
         p = self.param_values
-        md = read_attrs(container).get(ACQUISITION_ATTR) or {}
-        keys = md.get("channel_keys") or sorted(container[CROPS].keys())
-        kinds = dict(zip(keys, md.get("channel_kinds", ["fluorescence"] * len(keys))))
-        fluo = [k for k in keys if kinds.get(k) == "fluorescence" and f"{CROPS}/{k}" in container]
-        focus = next((k for k in keys if kinds.get(k) == "phase"), keys[0])
+        meta = AcquisitionMeta.read(container, keys_from=CROPS)
+        md, keys = meta.attrs, meta.channel_keys
+        fluo = [k for k in keys if meta.kind(k) == "fluorescence" and f"{CROPS}/{k}" in container]
+        focus = next((k for k in keys if meta.kind(k) == "phase"), keys[0])
         labels_ds = container[f"{SEGMENTATION}/{p['segmentation']}"]
         n_t = min(labels_ds.shape[1], int(read_attrs(labels_ds).get("n_frames", labels_ds.shape[1])))
         trenches = read_table(container, TRENCHES_TABLE)
@@ -57,7 +55,7 @@ class Measure(BatchJobOnContainer):
         for t0, t1 in frame_blocks(0, n_t, CHUNK_T):
             labels = labels_ds[:, t0:t1]
             inten = {k: container[f"{CROPS}/{k}"][:, t0:t1] for k in fluo}
-            block = measure_cells(labels, inten, pixel_size_um=md.get("pixel_size_um"),
+            block = measure_cells(labels, inten, pixel_size_um=meta.pixel_size_um,
                                   background=p["background"], empty_trench_mask=empty,
                                   percentile=float(p["percentile"]), lumen_columns=lumen)
             block["t"] += t0
@@ -159,7 +157,7 @@ def export_csv(folder, path=None, force=False) -> Path:
     from ...status import status_dir
 
     folder = Path(folder)
-    path = Path(path) if path else folder / "tables" / "cells.csv"
+    path = Path(path) if path else folder / CELLS_CSV
     sources = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in cell_tables(folder)}
     record_path = status_dir(folder) / CSV_RECORD
     try:

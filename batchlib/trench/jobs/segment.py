@@ -6,12 +6,11 @@ import json
 import numpy as np
 
 from ...base import Param
-from ...container_job import BatchJobOnContainer, KeySpec
+from ...container_job import BatchJobOnContainer
 from ...errors import InvalidInputError
 from ...io import read_attrs
-from ..layout import CROPS, SEGMENTATION, TRENCHES_TABLE
+from ..layout import CROPS, SEGMENTATION, TRENCHES_TABLE, check_channel, resolve_channel, specs
 from .stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
-from .detection import check_channel, resolve_channel
 
 
 def resolve_device(gpu: bool) -> str:
@@ -53,8 +52,8 @@ class Segment(BatchJobOnContainer):
         "name": Param("cells", "name of the segmentation: segmentation/<name>", is_name=True),
         "gpu": Param(False, "run the method on a GPU (methods that support it)", affects_result=False),
     }
-    input_keys = {CROPS: KeySpec(kind="group")}
-    output_keys = {f"{SEGMENTATION}/{{name}}": KeySpec(ndim=4, dtype="ui")}
+    input_keys = specs(CROPS)
+    output_keys = specs(f"{SEGMENTATION}/{{name}}")
 
     def __init__(self, input_pattern=None, identifier=None, **params):
         from ..segmentation.methods import check_method, is_picklable
@@ -81,7 +80,7 @@ class Segment(BatchJobOnContainer):
 
     def validate_input(self, path) -> None:
         super().validate_input(path)
-        check_channel(self, path, "--segment_channel")
+        check_channel(path, self.param_values["channel"], "--segment_channel")
 
     def process_container(self, container, path):
         from ..segmentation import resolve_method, segment_trenches

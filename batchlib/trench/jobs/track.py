@@ -9,16 +9,13 @@ import numpy as np
 import pandas as pd
 
 from ...base import Param
-from ...container_job import BatchJobOnContainer, KeySpec
+from ...container_job import BatchJobOnContainer
 from ...errors import InvalidInputError
 from ...io import create_dataset, read_attrs, read_table, write_table
-from ..layout import (ACQUISITION_ATTR, CELLS_TABLE, CYCLES_TABLE, SEGMENTATION, TRACK_STATE,
-                      TRACKS_TABLE)
+from ..layout import (CELLS_TABLE, CYCLES_DATASET, CYCLES_TABLE, QC_DIR, SEGMENTATION, TRACK_STATE,
+                      TRACKS_DATASET, TRACKS_TABLE, AcquisitionMeta, specs)
 from .measure import write_parquet
 
-#: Folder-wide tables: one parquet file per container.
-TRACKS_DATASET = Path("tables") / "tracks"
-CYCLES_DATASET = Path("tables") / "cycles"
 _KEYS = ["n", "t", "label"]
 
 
@@ -42,10 +39,8 @@ class Track(BatchJobOnContainer):
                                   "has no frame times (0: frame times only)"),
         "qc_plot": Param(True, "write a QC picture per position to <folder>/qc/", affects_result=False),
     }
-    input_keys = {f"{CELLS_TABLE}/{{segmentation}}": KeySpec(kind="table"),
-                  f"{SEGMENTATION}/{{segmentation}}": KeySpec(ndim=4)}
-    output_keys = {f"{TRACKS_TABLE}/{{segmentation}}": KeySpec(kind="table"),
-                   f"{CYCLES_TABLE}/{{segmentation}}": KeySpec(kind="table")}
+    input_keys = specs(f"{CELLS_TABLE}/{{segmentation}}", f"{SEGMENTATION}/{{segmentation}}")
+    output_keys = specs(f"{TRACKS_TABLE}/{{segmentation}}", f"{CYCLES_TABLE}/{{segmentation}}")
 
     def tracker_params(self):
         from ..tracking import TrackParams
@@ -90,9 +85,9 @@ class Track(BatchJobOnContainer):
         tracks = tracks.reset_index(drop=True)
 
         times = self._times(cells, n_frames, path)
-        md = read_attrs(container).get(ACQUISITION_ATTR) or {}
         tracks = lineage_columns(tracks, cells, height, times)
-        cycles = cycle_table(tracks, cells, height, times, md.get("pixel_size_um"), n_frames)
+        cycles = cycle_table(tracks, cells, height, times, AcquisitionMeta.read(container).pixel_size_um,
+                             n_frames)
         out = tracks.merge(cells[[*_KEYS, *[c for c in ("acquisition", "position", "container",
                                                           "trench_set", "trench") if c in cells]]],
                            on=_KEYS, how="left")
@@ -111,8 +106,8 @@ class Track(BatchJobOnContainer):
         if p["qc_plot"]:
             from ..tracking.qc import plot_tracking
 
-            (folder / "qc").mkdir(exist_ok=True)
-            plot_tracking(tracks, cells, cycles, height, folder / "qc" / f"{stem}_tracks.png",
+            (folder / QC_DIR).mkdir(exist_ok=True)
+            plot_tracking(tracks, cells, cycles, height, folder / QC_DIR / f"{stem}_tracks.png",
                           title=f"{stem}: {int(cycles['complete'].sum())} complete cell cycles")
 
     def _times(self, cells, n_frames, path):

@@ -133,7 +133,7 @@ def container_examples(folder, name: str = "cells", channel: str = ""):
     (they teach what is not a cell).
     """
     from ...io import open_file, read_attrs
-    from ..jobs.detection import resolve_channel
+    from ..layout import resolve_channel
     from ..layout import CROPS, SEGMENTATION
 
     paths = sorted(p for ext in (".h5", ".n5", ".zarr") for p in Path(folder).glob(f"*{ext}"))
