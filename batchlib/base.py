@@ -9,12 +9,13 @@ records and keeps the ``.status`` file. Subclasses implement only the work:
 from __future__ import annotations
 
 import glob
+import json
 import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Callable
 
 from . import folder_outputs
 from .errors import InvalidInputError, InvalidOutputError, OutputCollisionError
@@ -31,12 +32,32 @@ DEFAULT_TRIGGERS = ("input", "params", "version")
 
 @dataclass(frozen=True)
 class Param:
-    """A declared job parameter.
+    """A declared job parameter, parsed and checked when the job is built.
+
+    A given value is turned into the type of ``default`` (``"3"`` -> 3 for an
+    int parameter, ``"true"`` -> True for a bool, items of a list one by one;
+    a dict parameter takes a dict, a JSON object or ``key=value`` items, see
+    :func:`parse_mapping`), or by ``parse`` when given. A value that does
+    not parse is a ``ValueError`` naming the job and the parameter, so jobs
+    never cast their parameters.
 
     ``affects_result=False`` marks options (threads, device) that change how,
     not what, is computed: they are left out of the parameter hash.
     ``is_name=True`` marks values that become a file name or container key:
     they are checked with :func:`batchlib.names.check_name`.
+    ``hash_as`` gives the form hashed into the completion records (default:
+    the value; a dict: its JSON text, as when it was given as a string).
+
+    Examples
+    --------
+    >>> Param(3).convert("7"), Param(0.5).convert(2), Param(False).convert("yes")
+    (7, 2.0, True)
+    >>> Param([1, 2]).convert(["4", 5])
+    [4, 5]
+    >>> Param(3).convert("1.5")
+    Traceback (most recent call last):
+    ...
+    ValueError: expected an integer, got '1.5'
     """
 
     default: Any
@@ -44,6 +65,101 @@ class Param:
     choices: tuple | None = None
     affects_result: bool = True
     is_name: bool = False
+    parse: Callable[[Any], Any] | None = None
+    hash_as: Callable[[Any], Any] | None = None
+
+    def convert(self, value):
+        """``value`` in the parameter's type; ``ValueError`` saying why it is not one."""
+        if self.parse is not None:
+            return self.parse(value)
+        return _like(self.default, value)
+
+    def hashed(self, value):
+        """The form of ``value`` hashed into the completion records."""
+        if self.hash_as is not None:
+            return self.hash_as(value)
+        if isinstance(self.default, dict):
+            return json.dumps(value, sort_keys=True)
+        return value
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "y", "on"), ("0", "false", "no", "n", "off")
+
+
+def _like(default, value):
+    """``value`` converted to the type of ``default`` (see :class:`Param`)."""
+    if default is None or value is None and not isinstance(default, (bool, int, float)):
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError(f"expected a boolean (true/false), got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"expected an integer, got {value!r}")
+        try:
+            return int(value) if not isinstance(value, str) else int(value.strip())
+        except (TypeError, ValueError):
+            raise ValueError(f"expected an integer, got {value!r}") from None
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {value!r}")
+        return value
+    if isinstance(default, dict):
+        return parse_mapping(value)
+    if isinstance(default, (list, tuple)):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise ValueError(f"expected a list, got {value!r}")
+        return [_like(default[0], v) for v in value] if default else list(value)
+    return value
+
+
+def parse_mapping(value) -> dict:
+    """A dict from a dict, a JSON object, or ``key=value`` items (values read as JSON if they parse).
+
+    Examples
+    --------
+    >>> parse_mapping('{"weights": "mine.pt"}')
+    {'weights': 'mine.pt'}
+    >>> parse_mapping(["lumen_width=12", "weights=mine.pt"])
+    {'lumen_width': 12, 'weights': 'mine.pt'}
+    >>> parse_mapping("")
+    {}
+    """
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    items = [value] if isinstance(value, str) else list(value)
+    items = [str(item).strip() for item in items if str(item).strip()]
+    if len(items) == 1 and items[0].startswith("{"):
+        try:
+            parsed = json.loads(items[0])
+        except ValueError as e:
+            raise ValueError(f"is not valid JSON: {e}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("must be a JSON object")
+        return parsed
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value items or a JSON object, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(text)
+        except ValueError:
+            out[key.strip()] = text  # a plain string: weights=mine.pt
+    return out
 
 
 @dataclass
@@ -132,18 +248,22 @@ class BatchJob:
         self.input_pattern = input_pattern
         self.output_ext = output_ext
         self.identifier = identifier
-        values = {k: p.default for k, p in self.params.items()}
-        values.update(params)
-        self._params = values
-        self._param_hash = None
         if identifier is not None:
             check_name(str(identifier), f"{type(self).__name__}: identifier")
-        for k, v in self.param_values.items():
-            choices = self.params[k].choices
-            if choices and v not in choices:
-                raise ValueError(f"{self.name}: {k}={v!r} is not one of {choices}")
-            if self.params[k].is_name:
+        values = {k: p.default for k, p in self.params.items()}
+        values.update(params)
+        for k, v in values.items():
+            param = self.params[k]
+            try:
+                v = values[k] = param.convert(v)
+            except ValueError as e:
+                raise ValueError(f"{self.name}: {k} {e}") from None
+            if param.choices and v not in param.choices:
+                raise ValueError(f"{self.name}: {k}={v!r} is not one of {param.choices}")
+            if param.is_name:
                 check_name(v, f"{self.name}: {k}")
+        self._params = values
+        self._param_hash = None
 
     # -- identity -------------------------------------------------------------
     @property
@@ -153,7 +273,8 @@ class BatchJob:
     @property
     def result_params(self) -> dict:
         """The parameters that define the results (hashed into the records)."""
-        return {k: v for k, v in self.param_values.items() if self.params[k].affects_result}
+        return {k: self.params[k].hashed(v) for k, v in self.param_values.items()
+                if self.params[k].affects_result}
 
     @property
     def param_values(self):
@@ -419,4 +540,4 @@ def _signature_bytes(sig) -> int:
     return 0
 
 
-__all__ = ["BatchJob", "Param", "Unit", "RERUN_TRIGGERS", "DEFAULT_TRIGGERS", "same_signature"]
+__all__ = ["BatchJob", "Param", "parse_mapping", "Unit", "RERUN_TRIGGERS", "DEFAULT_TRIGGERS", "same_signature"]

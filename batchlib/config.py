@@ -7,6 +7,9 @@ typed from their defaults: booleans accept ``true/false/yes/no/1/0`` and a bare
 """
 from __future__ import annotations
 
+import argparse
+import warnings
+
 import configargparse
 
 from .base import DEFAULT_TRIGGERS, RERUN_TRIGGERS
@@ -35,6 +38,9 @@ def add_param_option(group, name, param):
     text = param.help or name
     if isinstance(default, bool):
         _add_bool(group, name, default, text)
+    elif isinstance(default, dict):  # parsed by the job (Param.convert): key=value items or JSON
+        group.add_argument(f"--{name}", nargs="*", default=dict(default),
+                           help=f"{text} (default: {default or 'none'})")
     elif isinstance(default, (list, tuple)):
         item_type = type(default[0]) if default else str
         group.add_argument(f"--{name}", type=item_type, nargs="*", default=list(default),
@@ -88,13 +94,32 @@ def workflow_parser(description, job_classes, default_config_files=()):
         group = parser.add_argument_group(f"{prefix}: {cls.__name__}",
                                           (cls.__doc__ or "").strip().splitlines()[0])
         for name, param in cls.params.items():
-            add_param_option(group, f"{prefix}_{name}", param)
+            if name in SHARED_PARAMS:
+                # Deprecated per-job spelling of a workflow option (e.g. --segment_gpu).
+                group.add_argument(f"--{prefix}_{name}", type=str2bool, nargs="?", const=True,
+                                   default=None, help=argparse.SUPPRESS)
+            else:
+                add_param_option(group, f"{prefix}_{name}", param)
     return parser
+
+
+#: Job parameters set by one workflow option for every job that declares them
+#: (``--gpu``); ``--<prefix>_<name>`` still works, with a deprecation warning.
+SHARED_PARAMS = ("gpu",)
 
 
 def job_params(args, prefix, cls) -> dict:
     """The parameters of ``cls`` from parsed ``args``."""
-    return {name: getattr(args, f"{prefix}_{name}") for name in cls.params}
+    values = {}
+    for name in cls.params:
+        value = getattr(args, f"{prefix}_{name}", None)
+        if name in SHARED_PARAMS:
+            if value is not None:
+                warnings.warn(f"--{prefix}_{name} is deprecated and will be removed: use --{name}",
+                              FutureWarning, stacklevel=2)
+            value = bool(getattr(args, name)) or bool(value)
+        values[name] = value
+    return values
 
 
 def workflow_options(args) -> dict:

@@ -133,3 +133,49 @@ def test_workflow_options_run(parser, tmp_path):
     jobs = [ImportArray(**job_params(args, "imp", ImportArray)), ScaleRaw(**job_params(args, "scale", ScaleRaw))]
     res = run_workflow("WF", args.folder, jobs, **opts)
     assert res.success and jobs[1].param_values["factor"] == 4.0
+
+
+def test_params_are_parsed_when_the_job_is_built():
+    job = Options(count="7", ratio=1, flag="yes", sizes=["4", 5])
+    assert job.param_values["count"] == 7 and job.param_values["ratio"] == 1.0
+    assert job.param_values["flag"] is True and job.param_values["sizes"] == [4, 5]
+    for bad, reason in (({"count": "1.5"}, "count expected an integer"), ({"ratio": "x"}, "ratio expected a number"),
+                        ({"flag": "maybe"}, "flag expected a boolean"), ({"channels": "phase"}, "expected a list"),
+                        ({"mode": "slow"}, "is not one of")):
+        with pytest.raises(ValueError, match=reason):
+            Options(**bad)
+
+
+def test_one_gpu_option_and_the_deprecated_alias(tmp_path):
+    import warnings
+
+    from batchlib.trench.jobs import Segment
+
+    parser = workflow_parser("t", [("segment", Segment)])
+    base = ["--input_folder", "i", "--folder", "f"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning without the old spelling
+        assert job_params(parser.parse_args(base + ["--gpu"]), "segment", Segment)["gpu"] is True
+        assert job_params(parser.parse_args(base), "segment", Segment)["gpu"] is False
+    assert "--segment_gpu" not in parser.format_help()
+    conf = write_config(tmp_path, "input_folder = i\nfolder = f\nsegment_gpu = true\n")
+    with pytest.warns(FutureWarning, match="--segment_gpu is deprecated.*use --gpu"):
+        assert job_params(parser.parse_args(["-c", conf]), "segment", Segment)["gpu"] is True
+
+
+def test_method_params_as_key_value_items_or_json(tmp_path):
+    from batchlib.trench.jobs import Segment
+
+    parser = workflow_parser("t", [("segment", Segment)])
+    conf = write_config(tmp_path, 'input_folder = i\nfolder = f\nsegment_method_params = {"lumen_width": 12}\n')
+    from_file = Segment(**job_params(parser.parse_args(["-c", conf]), "segment", Segment))
+    items = parser.parse_args(["--input_folder", "i", "--folder", "f", "--segment_method_params",
+                               "lumen_width=12", "sigma=1.5"])
+    from_items = Segment(**job_params(items, "segment", Segment))
+    assert from_file.method_params() == {"lumen_width": 12}
+    assert from_items.method_params() == {"lumen_width": 12, "sigma": 1.5}
+    # Hashed as the JSON text it used to be given as: existing records stay valid.
+    assert from_file.param_hash == Segment(method_params='{"lumen_width": 12}').param_hash
+    assert Segment().result_params["method_params"] == "{}"
+    with pytest.raises(ValueError, match="method_params expected key=value items"):
+        Segment(method_params=["lumen_width"])

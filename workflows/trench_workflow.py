@@ -55,13 +55,11 @@ def ensure_demo(args) -> None:
 
 
 def build_jobs(args) -> list:
-    segment = job_params(args, "segment", Segment)
-    segment["gpu"] = segment["gpu"] or args.gpu
     return [
         Ingest(output_ext=args.container_ext, **job_params(args, "ingest", Ingest)),
         TrenchDetection(**job_params(args, "detect", TrenchDetection)),
         Compress(**job_params(args, "compress", Compress)),
-        Segment(**segment),
+        Segment(**job_params(args, "segment", Segment)),
         Measure(**job_params(args, "measure", Measure)),
         Track(**job_params(args, "track", Track)),
     ]

@@ -50,7 +50,7 @@ class Compress(BatchJobOnContainer):
         n = len(trenches)
         h, w = int(trenches["height"].iloc[0]), int(trenches["width"].iloc[0])
         n_t = min(container[f"{RAW}/{keys[0]}"].shape[0], len(drift))
-        basis = {"layout": tattrs.get("layout_hash"), "order": int(self.param_values["interpolation_order"])}
+        basis = {"layout": tattrs.get("layout_hash"), "order": self.param_values["interpolation_order"]}
         order = basis["order"]
         for key in keys:
             raw = container[f"{RAW}/{key}"]
@@ -71,7 +71,7 @@ class Compress(BatchJobOnContainer):
                           len(keys))
 
     def _drop_raw(self, container, keys):
-        factor = int(self.param_values["overview_factor"])
+        factor = self.param_values["overview_factor"]
         for key in keys:
             raw = container[f"{RAW}/{key}"]
             first = downsample(raw[0], factor)

@@ -56,10 +56,9 @@ class TrenchDetection(BatchJobOnContainer):
         movie = container[f"{RAW}/{key}"]
         n_t = movie.shape[0]
         layout, reference = detect_in_movie(
-            movie, kind, box_width=int(p["box_width"]),
-            box_height=int(p["box_height"]) or None, pitch=float(p["pitch"]) or None,
-            angle_range_deg=float(p["angle_range_deg"]), n_sets=int(p["n_sets"]) or None,
-            min_trenches=int(p["min_trenches"]), lumen=p["lumen"])
+            movie, kind, box_width=p["box_width"], box_height=p["box_height"] or None,
+            pitch=p["pitch"] or None, angle_range_deg=p["angle_range_deg"],
+            n_sets=p["n_sets"] or None, min_trenches=p["min_trenches"], lumen=p["lumen"])
         trenches = layout.trenches.reset_index(drop=True)
         drift = self._drift(container, movie, reference, layout, kind)
         write_table(container, TRENCHES_TABLE, trenches)

@@ -23,6 +23,21 @@ CHANNEL_KIND_CHOICES = ("auto", "phase", "fluorescence")
 POSITION_SEP = "#pos"
 
 
+def z_plane(value):
+    """``"max"`` (maximum projection) or a plane index, from an option value.
+
+    >>> z_plane("max"), z_plane(" 2 "), z_plane(3)
+    ('max', 2, 3)
+    """
+    text = str(value).strip()
+    if text == "max":
+        return "max"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"must be 'max' or a plane index, got {value!r}") from None
+
+
 def container_name(acquisition: str, position: int, ext: str) -> str:
     return f"{acquisition}_pos{position:03d}{ext}"
 
@@ -49,7 +64,8 @@ class Ingest(BatchJob):
         "sequence_pattern": Param(DEFAULT_SEQUENCE_PATTERN,
                                   "regex with groups position, t, channel (and optionally name) "
                                   "that groups TIFF files into sequences"),
-        "z_reduction": Param("max", "z-stacks: 'max' projection or a plane index"),
+        "z_reduction": Param("max", "z-stacks: 'max' projection or a plane index",
+                             parse=z_plane, hash_as=str),
         "channel_names": Param([], "names for the channels, one per channel in file order "
                                "(default: the file's names, else c<index>)"),
         "channel_kinds": Param([], "phase, fluorescence or auto, one per channel in file order "
@@ -76,8 +92,7 @@ class Ingest(BatchJob):
 
     @property
     def _z(self):
-        z = str(self.param_values["z_reduction"]).strip()
-        return "max" if z == "max" else int(z)
+        return self.param_values["z_reduction"]
 
     def list_units(self, input_folder, folder, status) -> list:
         """One unit per position (field of view), so positions ingest in parallel."""

@@ -57,7 +57,7 @@ class Measure(BatchJobOnContainer):
             inten = {k: container[f"{CROPS}/{k}"][:, t0:t1] for k in fluo}
             block = measure_cells(labels, inten, pixel_size_um=meta.pixel_size_um,
                                   background=p["background"], empty_trench_mask=empty,
-                                  percentile=float(p["percentile"]), lumen_columns=lumen)
+                                  percentile=p["percentile"], lumen_columns=lumen)
             block["t"] += t0
             cells.append(block)
             focus_inten = dict(inten)

@@ -1,8 +1,6 @@
 """Segment: label the cells in every trench crop."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from ...base import Param
@@ -46,9 +44,9 @@ class Segment(BatchJobOnContainer):
                       choices=("auto", "phase", "fluorescence")),
         "method": Param("threshold", "segmentation method: a built-in name (threshold, unet), "
                         "'package.module:function' or a batchlib.segmentation_methods entry point"),
-        "method_params": Param("{}", "JSON object of extra parameters for the method, e.g. "
-                               '{"lumen_width": 12} (default for threshold: the lumen width '
-                               "measured by TrenchDetection)"),
+        "method_params": Param({}, "extra parameters for the method: key=value items or a JSON "
+                               'object, e.g. lumen_width=12 or \'{"lumen_width": 12}\' (default for '
+                               "threshold: the lumen width measured by TrenchDetection)"),
         "name": Param("cells", "name of the segmentation: segmentation/<name>", is_name=True),
         "gpu": Param(False, "run the method on a GPU (methods that support it)", affects_result=False),
     }
@@ -61,7 +59,7 @@ class Segment(BatchJobOnContainer):
         super().__init__(input_pattern=input_pattern, identifier=identifier, **params)
         p = self.param_values
         try:
-            method = check_method(p["method"], self.method_params(), gpu=bool(p["gpu"]))
+            method = check_method(p["method"], self.method_params(), gpu=p["gpu"])
         except (KeyError, ValueError, RuntimeError, OSError, ImportError) as e:
             raise type(e)(f"{self.name}: {e}") from None
         # Workers get the resolved method with the job (a module-level function
@@ -70,13 +68,8 @@ class Segment(BatchJobOnContainer):
         self._method = method if is_picklable(method) else method.name
 
     def method_params(self) -> dict:
-        try:
-            params = json.loads(self.param_values["method_params"] or "{}")
-        except ValueError as e:
-            raise ValueError(f"{self.name}: method_params is not valid JSON: {e}") from None
-        if not isinstance(params, dict):
-            raise ValueError(f"{self.name}: method_params must be a JSON object")
-        return params
+        """A copy of ``method_params`` (parsed when the job was built)."""
+        return dict(self.param_values["method_params"])
 
     def validate_input(self, path) -> None:
         super().validate_input(path)

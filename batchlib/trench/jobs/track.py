@@ -45,7 +45,7 @@ class Track(BatchJobOnContainer):
     def tracker_params(self):
         from ..tracking import TrackParams
 
-        return TrackParams(max_gap=int(self.param_values["max_gap"]))
+        return TrackParams(max_gap=self.param_values["max_gap"])
 
     def process_container(self, container, path):
         from ..tracking import cycle_table, lineage_columns, track_cells
@@ -117,7 +117,7 @@ class Track(BatchJobOnContainer):
             per_t = cells.groupby("t")["time_s"].first()
             times[per_t.index.to_numpy()] = per_t.to_numpy()
         gap = np.isnan(times)
-        interval = float(self.param_values["frame_interval_s"])
+        interval = self.param_values["frame_interval_s"]
         if gap.any() and interval > 0:
             times[gap] = np.flatnonzero(gap) * interval
         elif gap.any() and len(cells):
