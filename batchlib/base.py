@@ -11,15 +11,14 @@ from __future__ import annotations
 import glob
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable
 
 from . import folder_outputs
-from .errors import InvalidInputError, InvalidOutputError, OutputCollisionError
-from .io import CONTAINER_EXTS, open_file, remove_container
+from .errors import InvalidInputError, InvalidOutputError
+from .io import open_file
 from .log import get_logger
 from .names import check_name
 from .records import container_damage, file_signature, param_hash, read_record, record_stamp
@@ -232,6 +231,30 @@ class BatchJob:
     reads_folder : bool
         Whether the inputs are found in the working folder (containers written
         by earlier jobs) rather than in the input folder.
+    creates_containers : bool
+        Whether the job writes new containers (under temporary names, moved
+        into place when complete) or only adds keys to existing ones.
+
+    Notes
+    -----
+    The override surface. A job implements the work and may override:
+
+    * :meth:`run` (or :meth:`process`, one input to one output), or
+      ``process_container`` for :class:`~batchlib.container_job.BatchJobOnContainer`;
+    * :meth:`outputs_for` (one-to-many jobs) and :meth:`list_units` (jobs
+      whose unit of work is not one input file, e.g. one position of a
+      multi-position file);
+    * :meth:`folder_outputs` (files it writes beside the containers);
+    * :meth:`validate_input`, :meth:`validate_output` and :meth:`validate_unit`
+      (what makes an input invalid or an output incomplete);
+    * :meth:`input_signature` and :meth:`stale_reason` (what identifies the
+      inputs, and when a recorded output is stale);
+    * :meth:`estimate_output_bytes` (space reserved before writing in place).
+
+    Everything else is the framework's: :class:`batchlib.runner.JobRunner`
+    plans (:meth:`check_unit` decides from the records; it writes plans,
+    cleans temporary containers and refuses colliding outputs itself), runs
+    the units and writes the records and the status.
     """
 
     version = "1"
@@ -239,6 +262,7 @@ class BatchJob:
     output_keys: dict = {}
     update_in_place = False
     reads_folder = False
+    creates_containers = True
 
     def __init__(self, input_pattern="*", output_ext=".h5", identifier=None, **params):
         unknown = set(params) - set(self.params)
@@ -427,20 +451,8 @@ class BatchJob:
             units.append(unit)
         return units
 
-    def check_distinct_outputs(self, units) -> None:
-        """Raise :class:`OutputCollisionError` if two units would write one output
-        (a container or one of its :meth:`folder_outputs`)."""
-        owners = {}
-        for unit in units:
-            for out in unit.outputs:
-                for path in [out] + self.folder_outputs(out):
-                    owners.setdefault(os.path.normpath(path), []).append(unit.key)
-        collisions = {out: keys for out, keys in owners.items() if len(set(keys)) > 1}
-        if collisions:
-            raise OutputCollisionError(self.name, collisions)
-
     def check_unit(self, unit: Unit, cached, triggers, force) -> tuple:
-        """``(up_to_date, reason, records)`` for one unit."""
+        """``(up_to_date, reason, records)`` for one unit (framework; called by the runner)."""
         if force:
             return False, "force_recompute", {}
         if not unit.outputs:
@@ -493,30 +505,6 @@ class BatchJob:
             self.validate_input(path)
         if not unit.outputs:
             raise InvalidInputError(f"{unit.inputs[0]}: no outputs can be derived from it")
-
-    def write_plan(self, unit: Unit, records: dict) -> list:
-        """``[(final path, path to write, in place)]`` for each output of a unit."""
-        plan = []
-        for out in unit.outputs:
-            if self.update_in_place and records.get(out):
-                plan.append((out, out, True))
-            else:
-                p = Path(out)
-                tmp = p.with_name(f".{p.name.split('.')[0]}.tmp-{uuid.uuid4().hex[:8]}{p.suffix}")
-                plan.append((out, str(tmp), False))
-        return plan
-
-    def clean_temporary(self, folder) -> None:
-        """Remove temporary containers left by a killed run (the lock says none is live)."""
-        for ext in CONTAINER_EXTS:
-            for p in glob.glob(os.path.join(str(folder), f".*.tmp-*{ext}")):
-                self.logger.warning("removing %s, left unfinished by an interrupted run", p)
-                remove_container(p)
-            # Old n5/zarr directories that replace_container had renamed aside
-            # (".<name><ext>.old-<pid>") when a run was killed before deleting them.
-            for p in glob.glob(os.path.join(str(folder), f".*{ext}.old-*")):
-                self.logger.warning("removing %s, an old container left by an interrupted run", p)
-                remove_container(p)
 
     # -- running ----------------------------------------------------------------
     def __call__(self, folder, input_folder=None, **options):

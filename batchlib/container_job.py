@@ -74,6 +74,7 @@ class BatchJobOnContainer(BatchJob):
     output_keys: dict = {}
     update_in_place = True
     reads_folder = True
+    creates_containers = False  # keys are added in place: no temporary containers
 
     def __init__(self, input_pattern=None, identifier=None, **params):
         super().__init__(input_pattern=input_pattern or "*", output_ext=None,
@@ -203,12 +204,6 @@ class BatchJobOnContainer(BatchJob):
             raise InvalidOutputError(f"{path}: cannot be opened ({e})") from e
         if problems:
             raise InvalidOutputError(f"{path}: {'; '.join(problems)}")
-
-    def write_plan(self, unit, records) -> list:
-        return [(unit.outputs[0], unit.outputs[0], True)]
-
-    def clean_temporary(self, folder) -> None:
-        pass  # containers are modified in place; nothing temporary is created
 
     def run(self, input_files, output_files, **kwargs):
         for path in output_files:

@@ -9,18 +9,21 @@ records every result in the job's status file as it streams back.
 """
 from __future__ import annotations
 
+import glob
 import os
 import time
 import traceback
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from tqdm import tqdm
 
 from . import folder_outputs
-from .base import DEFAULT_TRIGGERS, RERUN_TRIGGERS, BatchJob
-from .errors import InvalidInputError, JobError
-from .io import container_format, open_file, remove_container, replace_container
+from .base import DEFAULT_TRIGGERS, RERUN_TRIGGERS, BatchJob, Unit
+from .errors import InvalidInputError, JobError, OutputCollisionError
+from .io import CONTAINER_EXTS, container_format, open_file, remove_container, replace_container
 from .io.checksum import describe_datasets, iter_datasets
 from .io.space import (DiskFullError, check_free_space, disk_full_message, is_disk_full,
                        reserve_space)
@@ -138,10 +141,10 @@ class JobRunner:
         """Split the units into up to date, to compute and invalid."""
         if not os.path.isdir(self.input_folder):
             raise FileNotFoundError(f"{self.job.name}: input folder {self.input_folder} does not exist")
-        self.job.clean_temporary(self.folder)
+        clean_temporary(self.job, self.folder)
         units = self.job.list_units(self.input_folder, self.folder, self.status)
         try:
-            self.job.check_distinct_outputs(units)  # before anything is written
+            check_distinct_outputs(self.job, units)  # before anything is written
         except JobError as e:
             self.status.finish("errored", error=str(e))
             raise
@@ -227,7 +230,7 @@ class JobRunner:
             for unit, records in todo:
                 if stop:
                     return
-                yield (self.job, unit, self.job.write_plan(unit, records), unit.signature)
+                yield (self.job, unit, write_plan(self.job, unit, records), unit.signature)
 
         executor = self.get_executor()
         units = {unit.key: unit for unit, _ in todo}
@@ -273,6 +276,54 @@ class JobRunner:
             raise RuntimeError(f"{self.job.name}: the {executor.name} executor returned {n_results} "
                                f"results for {len(todo)} units")
         return failed, computed
+
+
+def check_distinct_outputs(job, units) -> None:
+    """Raise :class:`OutputCollisionError` if two units would write one output
+    (a container or one of its folder outputs)."""
+    owners: dict = {}
+    for unit in units:
+        for out in unit.outputs:
+            for path in [out] + job.folder_outputs(out):
+                owners.setdefault(os.path.normpath(path), []).append(unit.key)
+    collisions = {out: keys for out, keys in owners.items() if len(set(keys)) > 1}
+    if collisions:
+        raise OutputCollisionError(job.name, collisions)
+
+
+def write_plan(job, unit: Unit, records: dict) -> list:
+    """``[(final path, path to write, in place)]`` for each output of a unit.
+
+    Jobs that add keys to existing containers write in place; jobs that create
+    containers write a temporary one, moved into place when complete, unless
+    they update a completed output in place (``update_in_place``).
+    """
+    if not job.creates_containers:
+        return [(unit.outputs[0], unit.outputs[0], True)]
+    plan = []
+    for out in unit.outputs:
+        if job.update_in_place and records.get(out):
+            plan.append((out, out, True))
+        else:
+            p = Path(out)
+            tmp = p.with_name(f".{p.name.split('.')[0]}.tmp-{uuid.uuid4().hex[:8]}{p.suffix}")
+            plan.append((out, str(tmp), False))
+    return plan
+
+
+def clean_temporary(job, folder) -> None:
+    """Remove temporary containers left by a killed run (the lock says none is live)."""
+    if not job.creates_containers:
+        return  # containers are modified in place; nothing temporary is created
+    for ext in CONTAINER_EXTS:
+        for p in glob.glob(os.path.join(str(folder), f".*.tmp-*{ext}")):
+            job.logger.warning("removing %s, left unfinished by an interrupted run", p)
+            remove_container(p)
+        # Old n5/zarr directories that replace_container had renamed aside
+        # (".<name><ext>.old-<pid>") when a run was killed before deleting them.
+        for p in glob.glob(os.path.join(str(folder), f".*{ext}.old-*")):
+            job.logger.warning("removing %s, an old container left by an interrupted run", p)
+            remove_container(p)
 
 
 def _crashed(task, exc) -> dict:
