@@ -1,5 +1,5 @@
 # make demo: the trench workflow on a generated demo acquisition.
-# make test: the test suite. Both create .venv and install what they need first.
+# make test: lint, type checks, the test suite and the doctests. Both create .venv and install what they need first.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,15 +16,19 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: setup.py | $(PY)
+$(VENV)/.installed: pyproject.toml setup.py | $(PY)
 	$(PY) -m pip install --quiet -e ".[test,dask]"
 	touch $@
 
 demo: $(VENV)/.installed
 	$(PY) workflows/trench_workflow.py -c $(DEMO_CONF)
 
+# Lint (ruff, numpy docstrings), types of the framework core (mypy), then the
+# tests and the examples in the docstrings (doctests). Settings: pyproject.toml.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(PY) -m ruff check batchlib workflows tests benchmarks docs
+	$(PY) -m mypy
+	$(PY) -m pytest -q --doctest-modules batchlib tests
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py --quick

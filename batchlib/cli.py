@@ -44,6 +44,7 @@ def _add_domain_command(sub, name, help_text, module) -> None:
 
 
 def build_parser(domain: bool = True) -> argparse.ArgumentParser:
+    """The ``batchlib`` command's parser; ``domain=False`` leaves out the trench commands (faster start)."""
     parser = argparse.ArgumentParser(prog="batchlib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -71,6 +72,7 @@ def build_parser(domain: bool = True) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the ``batchlib`` command; returns its exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     domain = not (argv and argv[0] in ("status", "verify"))
     args = build_parser(domain).parse_args(argv)

@@ -17,6 +17,7 @@ from .executors import EXECUTORS
 
 
 def str2bool(value) -> bool:
+    """``True``/``False`` from a bool or a text such as ``yes``, ``off``, ``1``; an argparse error otherwise."""
     if isinstance(value, bool):
         return value
     v = str(value).strip().lower()

@@ -29,6 +29,7 @@ class _TqdmHandler(logging.StreamHandler):
 
 
 def resolve_level(level=None) -> int:
+    """A logging level from a name or number; default ``$LOGLEVEL``, else INFO."""
     level = level or os.environ.get("LOGLEVEL", "INFO")
     if isinstance(level, int):
         return level
@@ -50,7 +51,7 @@ def workflow_logging(log_file=None, level=None):
     logger.setLevel(resolve_level(level))
     logger.propagate = False
     formatter = logging.Formatter(FORMAT)
-    handlers = [_TqdmHandler()]
+    handlers: list[logging.Handler] = [_TqdmHandler()]
     if log_file is not None:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))

@@ -22,6 +22,7 @@ RECORD_GROUP = "batchlib"
 
 
 def canonical_json(value) -> str:
+    """JSON text with sorted keys and no spaces: equal values give equal text."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
@@ -33,7 +34,7 @@ def param_hash(params: dict) -> str:
 def file_signature(path, with_hash=False) -> dict:
     """Size and modification time (ns) of a file; optionally its content hash."""
     st = os.stat(path)
-    sig = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    sig: dict = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
     if with_hash:
         sig["blake2b"] = content_hash(path)
     return sig

@@ -160,7 +160,7 @@ class JobRunner:
                 stamps = (cached or {}).get("stamps") if cached and cached.get("record") == rec else None
                 if stamps is None:
                     stamps = {os.path.basename(o): record_stamp(o) for o in unit.outputs}
-                extra = {"warnings": rec["warnings"]} if (rec or {}).get("warnings") else {}
+                extra = {"warnings": rec["warnings"]} if rec and rec.get("warnings") else {}
                 self.status.set_file(unit.key, state="done", outputs=self._rel(unit.outputs),
                                      input_signature=unit.signature, stamps=stamps,
                                      record=_lean(rec), finished=(rec or {}).get("finished"),

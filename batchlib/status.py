@@ -25,10 +25,12 @@ logger = logging.getLogger("Workflow.status")
 
 
 def now_iso() -> str:
+    """The local time as ISO 8601 with the UTC offset."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def status_dir(folder) -> Path:
+    """``<folder>/batchlib``: status, lock and log files of a working folder."""
     return Path(folder) / "batchlib"
 
 
@@ -90,7 +92,7 @@ def clean_status_temporaries(sdir) -> list:
     this run: the pid was reused) are removed; a live writer's file is kept.
     Called at the start of each run, which holds the folder's lock.
     """
-    removed = []
+    removed: list = []
     sdir = Path(sdir)
     if not sdir.is_dir():
         return removed

@@ -211,6 +211,7 @@ def verify_folder(folder, job=None, mark=True, progress=None) -> list:
 
 
 def format_report(folder, damages, n_containers) -> str:
+    """The table of damaged outputs that ``batchlib verify`` prints."""
     if not damages:
         return f"{folder}: {n_containers} container(s) verified, no damage found"
     rows = [(os.path.relpath(d.path, folder), d.key or "(all)", d.job or "-", d.reason, d.action)

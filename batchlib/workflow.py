@@ -23,6 +23,8 @@ EXIT_OK, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_LOCKED = 0, 1, 2, 3
 
 @dataclass
 class WorkflowResult:
+    """What a workflow run did: its state and one :class:`JobResult` per job."""
+
     name: str
     state: str
     jobs: list = field(default_factory=list)
@@ -180,7 +182,7 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
         except BaseException as e:
             if isinstance(e, KeyboardInterrupt):
                 logger.warning("workflow %s interrupted: stopped; rerun to go on from here", name)
-                e.batchlib_reported = True  # main_exit_code adds no second line
+                setattr(e, "batchlib_reported", True)  # main_exit_code adds no second line
             else:
                 logger.error("workflow %s stopped: %s", name, e)
             if write_workflow_status:

@@ -1,6 +1,6 @@
 """Run every benchmark in turn (``make bench``); each prints a markdown table.
 
-    python benchmarks/run_all.py [--quick]
+python benchmarks/run_all.py [--quick]
 """
 import subprocess
 import sys

@@ -1,5 +1,4 @@
-"""setup.py and the conda environment files list the same dependencies."""
-import ast
+"""pyproject.toml and the conda environment files list the same dependencies."""
 import re
 from pathlib import Path
 
@@ -7,7 +6,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: conda package name -> pip names it stands for
-CONDA_TO_PIP = {"pytorch": ["torch"], "python-blosc": ["blosc"], "dask": ["dask[distributed]"], "distributed": ["dask[distributed]"]}
+CONDA_TO_PIP = {"pytorch": ["torch"], "python-blosc": ["blosc"], "dask": ["dask[distributed]"],
+                "distributed": ["dask[distributed]"]}
 #: conda entries that are not dependencies of the package itself
 CONDA_IGNORED = {"python", "pip", "cpuonly", "pytorch-gpu"}
 
@@ -25,19 +25,19 @@ def split_requirement(req):
     return normalise(base) + (f"[{extras}" if extras else ""), spec.replace(" ", "")
 
 
+def pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
 def setup_requirements():
-    """install_requires and every extra, read from setup.py's AST (setup.py calls setup())."""
-    tree = ast.parse((ROOT / "setup.py").read_text())
-    values = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
-                values[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                continue  # computed (e.g. EXTRAS["all"])
-    install, extras = values["INSTALL_REQUIRES"], values["EXTRAS"]
+    """The dependencies and every extra, read from pyproject.toml (setup.py only calls setup())."""
+    project = pyproject()["project"]
+    install, extras = project["dependencies"], project["optional-dependencies"]
     assert isinstance(install, list) and isinstance(extras, dict)
-    reqs = list(install) + [r for group in extras.values() for r in group]
+    # "all" names the package's own extras (batchlib[dask,gpu,test]).
+    assert extras.get("all") == ["batchlib[" + ",".join(sorted(set(extras) - {"all"})) + "]"]
+    reqs = list(install) + [r for name, group in extras.items() if name != "all" for r in group]
     return dict(split_requirement(r) for r in reqs), extras
 
 
@@ -67,9 +67,9 @@ def test_environment_matches_setup(flavour):
     env, conda, ignored = conda_requirements(ROOT / f"environment-{flavour}.yaml")
     assert env["name"] == f"batchlib-{flavour}"
     missing, extra = sorted(set(pip) - set(conda)), sorted(set(conda) - set(pip))
-    assert not missing and not extra, f"only in setup.py: {missing}; only in the yaml: {extra}"
+    assert not missing and not extra, f"only in pyproject.toml: {missing}; only in the yaml: {extra}"
     differing = {n: (pip[n], conda[n]) for n in pip if pip[n] != conda[n]}
-    assert not differing, f"version bounds differ (setup.py, yaml): {differing}"
+    assert not differing, f"version bounds differ (pyproject.toml, yaml): {differing}"
     assert ("cpuonly" if flavour == "cpu" else "pytorch-gpu") in ignored
     deps = [d for d in env["dependencies"] if isinstance(d, str)]
     assert any(d.startswith("python") for d in deps)
@@ -79,11 +79,13 @@ def test_environment_matches_setup(flavour):
 
 
 def test_setup_metadata():
-    text = (ROOT / "setup.py").read_text()
-    assert "batchlib = batchlib.cli:main" in text  # the `batchlib` console script
+    project = pyproject()["project"]
+    assert project["scripts"] == {"batchlib": "batchlib.cli:main"}  # the `batchlib` console script
+    assert "setup()" in (ROOT / "setup.py").read_text()  # kept, delegating to pyproject.toml
     pip, extras = setup_requirements()
     assert {"dask", "gpu", "test"} <= set(extras)
     assert "torch" in pip and "dask[distributed]" in pip and "pytest" in pip
+    assert {"ruff", "mypy"} <= set(pip)  # make test runs them
     for name in ("numpy", "h5py", "z5py", "hdf5plugin", "pandas", "configargparse", "tqdm"):
         assert name in pip, name
 

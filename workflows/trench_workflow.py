@@ -24,6 +24,7 @@ JOBS = [("ingest", Ingest), ("detect", TrenchDetection), ("compress", Compress),
 
 
 def build_parser():
+    """The workflow's options: every job's parameters plus the trench workflow's own."""
     parser = workflow_parser(__doc__, JOBS)
     group = parser.add_argument_group("trench workflow")
     group.add_argument("--workflow_name", default="TrenchWorkflow", help="names the lock, log and status")
@@ -55,6 +56,7 @@ def ensure_demo(args) -> None:
 
 
 def build_jobs(args) -> list:
+    """The six jobs, in order, built from the parsed options."""
     return [
         Ingest(output_ext=args.container_ext, **job_params(args, "ingest", Ingest)),
         TrenchDetection(**job_params(args, "detect", TrenchDetection)),
@@ -93,6 +95,7 @@ def channel_option_problems(args, ingest) -> list:
 
 
 def main(argv=None) -> int:
+    """Run the trench workflow; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
         check_name(args.workflow_name, "--workflow_name")

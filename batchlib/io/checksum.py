@@ -196,7 +196,7 @@ def describe_datasets(container, keys) -> dict:
     return {path: describe(ds) for path, ds in iter_datasets(container, keys)}
 
 
-def metadata_problems(container, recorded: dict) -> list:
+def metadata_problems(container, recorded: dict | None) -> list:
     """Recorded datasets that are missing or changed shape or dtype (reads metadata only)."""
     problems = []
     for path, info in (recorded or {}).items():

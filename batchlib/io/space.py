@@ -57,10 +57,12 @@ def free_bytes(path) -> int:
 
 
 def mb(n) -> str:
+    """Bytes as megabytes for messages (``"12.3 MB"``)."""
     return f"{n / 1e6:.1f} MB"
 
 
 def disk_full_message(path, needed=None) -> str:
+    """The one-line ``disk full: ...`` message for the file system of ``path``."""
     try:
         free = mb(free_bytes(path))
     except OSError:

@@ -33,7 +33,7 @@ def _column_kind(series: pd.Series) -> str:
         return "str:object"
     if pd.api.types.is_string_dtype(dtype):
         # pandas has several string dtypes (object, "str", "string"); keep which one.
-        return "str:" + ("object" if dtype == object else str(dtype))
+        return "str:" + ("object" if dtype == object else str(dtype))  # noqa: E721 - dtypes compare by ==
     if pd.api.types.is_numeric_dtype(dtype):
         return np.dtype(dtype).str
     raise TypeError(f"column {series.name!r}: dtype {dtype} cannot be stored in a table")

@@ -11,6 +11,7 @@ from .layout import CELLS_DATASET, CYCLES_DATASET, QC_DIR, TRENCHES_TABLE, conta
 
 
 def folder_summary(folder) -> dict:
+    """Counts of a workflow's folder: positions, trenches, cell rows, cycles and problems."""
     folder = Path(folder)
     containers = sorted(p for p in folder.iterdir()
                         if p.suffix in CONTAINER_EXTS and not p.name.startswith("."))
@@ -71,6 +72,7 @@ def cycles_summary(folder) -> dict | None:
 
 
 def format_summary(s: dict) -> str:
+    """The text printed at the end of a workflow run, from :func:`folder_summary`."""
     lines = [
         f"results in {s['folder']}",
         f"  positions (containers): {s['positions']}",

@@ -174,7 +174,7 @@ def test_one_frame_gap_is_closed():
     ids = id_map(tracks, gapped)
     assert (ids.map(len) == 1).all()
     for t in (12, 20):
-        lost = cells.loc[drop & (cells["t"] == t), "true_id"].iloc[0]
+        lost = cells.loc[drop & (cells["t"] == t), "true_id"].iloc[0]  # noqa: F841 - used in query()
         seen = tracks.merge(gapped, on=["n", "t", "label"]).query("true_id == @lost")["t"]
         assert t not in set(seen) and {t - 1, t + 1} <= set(seen)
     # The reference run without the gap has the same lineage (ids aside).

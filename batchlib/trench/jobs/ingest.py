@@ -39,6 +39,7 @@ def z_plane(value):
 
 
 def container_name(acquisition: str, position: int, ext: str) -> str:
+    """File name of one position's container: ``<acquisition>_pos<NNN><ext>``."""
     return f"{acquisition}_pos{position:03d}{ext}"
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 
 def configure_parser(p) -> None:
+    """Add the ``train-segmenter`` arguments to an argparse parser."""
     p.description = __doc__
     p.add_argument("--out", required=True, help="weights file to write (MODEL_CARD.md goes beside it)")
     p.add_argument("--seed", type=int, default=0, help="seeds the weights, the batches and the data")
@@ -41,6 +42,7 @@ def configure_parser(p) -> None:
 
 
 def main(args) -> int:
+    """Train (or fine-tune) the U-Net and write the weights and their model card."""
     import torch
     from tqdm import tqdm
 

@@ -60,6 +60,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 
 def config_from_args(args) -> SyntheticConfig:
+    """The generator's configuration from the parsed command line."""
     if getattr(args, "family", None):
         return sample_config(args.family, args.seed, height=args.size[0], width=args.size[1],
                              n_positions=args.positions, n_timepoints=args.timepoints)

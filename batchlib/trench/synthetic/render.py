@@ -62,6 +62,7 @@ class IlluminationField:
 class _Box:
     """Where a trench's local canvas (``rows, cols``) and its crop box (``crop_rows,
     crop_cols``) sit on the scene canvas; ``flip`` for ``direction == -1``."""
+
     rows: slice
     cols: slice
     crop_rows: slice

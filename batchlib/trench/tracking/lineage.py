@@ -96,7 +96,7 @@ def _cell_frames(table, height, times):
 
 
 def _instant_rate(cf):
-    """d log(length) / dt per hour by central differences within each cell (NaN at open end)."""
+    """D log(length) / dt per hour by central differences within each cell (NaN at open end)."""
     logl = np.log(cf["length"].to_numpy())
     logl[cf["trunc"].to_numpy()] = np.nan
     th = cf["time_h"].to_numpy()
