@@ -56,15 +56,9 @@ def ensure_demo(args) -> None:
 
 
 def build_jobs(args) -> list:
-    """The six jobs, in order, built from the parsed options."""
-    return [
-        Ingest(output_ext=args.container_ext, **job_params(args, "ingest", Ingest)),
-        TrenchDetection(**job_params(args, "detect", TrenchDetection)),
-        Compress(**job_params(args, "compress", Compress)),
-        Segment(**job_params(args, "segment", Segment)),
-        Measure(**job_params(args, "measure", Measure)),
-        Track(**job_params(args, "track", Track)),
-    ]
+    """The jobs of ``JOBS``, in order, built from the parsed options."""
+    extra = {"ingest": {"output_ext": args.container_ext}}
+    return [cls(**job_params(args, prefix, cls), **extra.get(prefix, {})) for prefix, cls in JOBS]
 
 
 def channel_option_problems(args, ingest) -> list:
