@@ -24,10 +24,12 @@ def status(folder, name):
 class RecordingImport(ImportArray):
     """ImportArray that remembers which inputs were handed to ``run`` (serial executor)."""
 
-    seen: list = []
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seen = []  # per job: no state shared between tests
 
     def run(self, input_files, output_files, **kwargs):
-        type(self).seen.extend(os.path.basename(p) for p in input_files)
+        self.seen.extend(os.path.basename(p) for p in input_files)
         return super().run(input_files, output_files, **kwargs)
 
 
@@ -66,14 +68,14 @@ def test_invalid_inputs_stop_the_run(bad_inputs):
 
 def test_invalid_inputs_ignored(bad_inputs):
     inp, folder, arrays = bad_inputs
-    RecordingImport.seen = []
-    res = run(folder, inp, [RecordingImport(), ScaleRaw()], ignore_invalid_inputs=True)
+    recording = RecordingImport()
+    res = run(folder, inp, [recording, ScaleRaw()], ignore_invalid_inputs=True)
     assert not res.success and res.exit_code == EXIT_INCOMPLETE == 2
     assert res.state == "invalid_inputs"
     imp, scale = res.jobs
     assert sorted(imp.computed) == sorted(s + ".npy" for s in arrays)
     assert set(imp.invalid) == {"corrupt.npy", "empty.npy"}
-    assert sorted(RecordingImport.seen) == sorted(s + ".npy" for s in arrays)  # never handed to run
+    assert sorted(recording.seen) == sorted(s + ".npy" for s in arrays)  # never handed to run
     assert len(scale.computed) == 3 and scale.success
     st = status(folder, "RecordingImport")
     assert st["state"] == "invalid_inputs"
@@ -85,9 +87,9 @@ def test_invalid_inputs_ignored(bad_inputs):
         with open_file(os.path.join(folder, stem + ".h5"), "r") as f:
             np.testing.assert_array_equal(f["raw"][:], data)
     # A rerun still reports them and computes nothing else.
-    RecordingImport.seen = []
-    res = run(folder, inp, [RecordingImport(), ScaleRaw()], ignore_invalid_inputs=True)
-    assert res.exit_code == 2 and RecordingImport.seen == [] and not res.jobs[1].computed
+    recording = RecordingImport()
+    res = run(folder, inp, [recording, ScaleRaw()], ignore_invalid_inputs=True)
+    assert res.exit_code == 2 and recording.seen == [] and not res.jobs[1].computed
     assert main_exit_code(lambda: run(folder, inp, [RecordingImport()], ignore_invalid_inputs=True)) == 2
 
 

@@ -49,17 +49,50 @@ def dirs(tmp_path):
     return inp, folder
 
 
-def test_two_concurrent_runs(dirs):
+#: A run that holds the lock while its first image waits for the test's go-ahead.
+HOLDING_SCRIPT = """
+import os, sys, time
+from batchlib.testing import ImportArray
+from batchlib.workflow import main_exit_code, run_workflow
+folder, inp, started, go = sys.argv[1:5]
+
+class ImportArray(ImportArray):
+    def process(self, input_file, output_file):
+        open(started, "w").close()
+        deadline = time.monotonic() + 120
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        super().process(input_file, output_file)
+
+sys.exit(main_exit_code(lambda: run_workflow(
+    "WF", folder, [ImportArray()], input_folder=inp, progress=False)))
+"""
+
+
+def wait_for(path, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.01)
+
+
+def test_two_concurrent_runs(dirs, tmp_path):
+    """The second run starts while the first is certainly running (no timing race)."""
     inp, folder = dirs
-    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, folder, inp], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=60) for p in procs]
-    codes = [p.returncode for p in procs]
-    assert sorted(codes) == [0, EXIT_LOCKED], (codes, outs)
-    winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
-    err = outs[loser][1]
-    assert "is locked by another run" in err
-    assert f"pid {procs[winner].pid} on {socket.gethostname()}" in err
+    started, go = str(tmp_path / "started"), str(tmp_path / "go")
+    first = subprocess.Popen([sys.executable, "-c", HOLDING_SCRIPT, folder, inp, started, go],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(started)  # the first run holds the lock and waits inside its first image
+        second = subprocess.run([sys.executable, "-c", SCRIPT, folder, inp], capture_output=True,
+                                text=True, timeout=60)
+    finally:
+        open(go, "w").close()
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, (out, err)
+    assert second.returncode == EXIT_LOCKED, (second.stdout, second.stderr)
+    assert "is locked by another run" in second.stderr
+    assert f"pid {first.pid} on {socket.gethostname()}" in second.stderr
     assert not os.path.exists(lock_path(folder))
     st = json.load(open(os.path.join(folder, "batchlib", "ImportArray.status")))
     assert st["state"] == "processed" and st["counts"]["done"] == 3

@@ -120,8 +120,13 @@ def test_tables_and_measurements(run):
     assert (cells["centroid_y"] >= 0).all()
 
 
-def test_growth_and_new_position_do_only_the_new_work(run, monkeypatch):
-    raw, out, wf = run["raw"], run["out"], run["wf"]
+def test_growth_and_new_position_do_only_the_new_work(run, tmp_path, monkeypatch):
+    # Its own copy of the first run's folders (times kept): the module's fixture stays as it was.
+    raw, out, wf = tmp_path / "raw", tmp_path / "out", run["wf"]
+    shutil.copytree(run["raw"], raw)
+    shutil.copytree(run["out"], out)
+    argv = ["--input_folder", str(raw), "--folder", str(out)] + run["argv"][4:]
+    assert run["argv"][:4] == ["--input_folder", str(run["raw"]), "--folder", str(run["out"])]
     from batchlib.trench import detection
     from batchlib.trench.jobs import read_cells
 
@@ -130,15 +135,15 @@ def test_growth_and_new_position_do_only_the_new_work(run, monkeypatch):
         old_crops = f["trench_crops/c0"][:]
     # The microscope writes the last timepoint of A, and a new acquisition B arrives.
     for f in run["later"].iterdir():
-        shutil.move(str(f), raw / "A" / f.name)
-    write_acquisition(run["tmp"] / "b", CFG_B, layout="ome-tiff", name="B")
-    shutil.move(str(run["tmp"] / "b" / "B.ome.tif"), raw / "B.ome.tif")
+        shutil.copy2(f, raw / "A" / f.name)
+    write_acquisition(tmp_path / "b", CFG_B, layout="ome-tiff", name="B")
+    shutil.move(str(tmp_path / "b" / "B.ome.tif"), raw / "B.ome.tif")
 
     cropped = []
     original = detection.crop_trenches
     monkeypatch.setattr(detection, "crop_trenches",
                         lambda frame, *a, **k: cropped.append(1) or original(frame, *a, **k))
-    assert wf.main(run["argv"]) == 0
+    assert wf.main(argv) == 0
     # A's two positions grew, B's one position is new (one Ingest unit per position).
     assert computed(out, "Ingest") == ["A/#pos000", "A/#pos001", "B.ome.tif"]
     for job in ("TrenchDetection", "Compress", "Segment", "Measure"):
@@ -164,7 +169,7 @@ def test_growth_and_new_position_do_only_the_new_work(run, monkeypatch):
 
     # Nothing new: nothing is done, no table is rewritten.
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "tables" / "cells").glob("*.parquet")}
-    assert wf.main(run["argv"]) == 0
+    assert wf.main(argv) == 0
     for job in ("Ingest", "TrenchDetection", "Compress", "Segment", "Measure"):
         assert computed(out, job) == [], job
     assert mtimes == {p: p.stat().st_mtime_ns for p in (out / "tables" / "cells").glob("*.parquet")}
