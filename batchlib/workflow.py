@@ -134,14 +134,7 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
     LockError
         Another run holds the lock.
     """
-    check_name(name, "workflow name")  # it names the lock, log and status files
-    names = [job.name for job in jobs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"job names must be unique in a workflow (use identifier=...): {names}")
-    if write_workflow_status and name in names:
-        # Both would write batchlib/<name>.status, each overwriting the other.
-        raise ValueError(f"the workflow name {name!r} is also the name of one of its jobs; their "
-                         f"status files would collide: choose another workflow name")
+    names = _check_names(name, jobs, write_workflow_status)
     folder = os.fspath(folder)
     input_folder = os.fspath(input_folder) if input_folder is not None else folder
     if progress is None:
@@ -171,29 +164,48 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
         if write_workflow_status:
             wf_status.start()
         logger.info("workflow %s on %s: %s", name, folder, " -> ".join(names))
-        results: list[JobResult] = []
-        try:
-            for job in jobs:
-                result = JobRunner(job, folder, input_folder, get_executor, options).run()
-                results.append(result)
-                if write_workflow_status:
-                    wf_status.job_done(job.name, result.state, result.counts,
-                                       f"{job.name}.status")
-        except BaseException as e:
-            if isinstance(e, KeyboardInterrupt):
-                logger.warning("workflow %s interrupted: stopped; rerun to go on from here", name)
-                setattr(e, "batchlib_reported", True)  # main_exit_code adds no second line
-            else:
-                logger.error("workflow %s stopped: %s", name, e)
-            if write_workflow_status:
-                wf_status.finish("errored", error=f"{type(e).__name__}: {e}")
-            raise
+        results = _run_jobs(name, jobs, folder, input_folder, get_executor, options,
+                            wf_status if write_workflow_status else None, logger)
         bad = [r for r in results if not r.success]
         state = JobState.PROCESSED if not bad else bad[0].state
         if write_workflow_status:
             wf_status.finish(state)
         logger.info("workflow %s finished: %s", name, state)
         return WorkflowResult(name, state, results)
+
+
+def _check_names(name, jobs, write_workflow_status) -> list:
+    """The jobs' names; ``ValueError`` when a name is unsafe or two status files would collide."""
+    check_name(name, "workflow name")  # it names the lock, log and status files
+    names = [job.name for job in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"job names must be unique in a workflow (use identifier=...): {names}")
+    if write_workflow_status and name in names:
+        # Both would write batchlib/<name>.status, each overwriting the other.
+        raise ValueError(f"the workflow name {name!r} is also the name of one of its jobs; their "
+                         f"status files would collide: choose another workflow name")
+    return names
+
+
+def _run_jobs(name, jobs, folder, input_folder, get_executor, options, wf_status, logger) -> list:
+    """Run the jobs in order (the lock is held); record each in ``wf_status`` unless it is None."""
+    results: list[JobResult] = []
+    try:
+        for job in jobs:
+            result = JobRunner(job, folder, input_folder, get_executor, options).run()
+            results.append(result)
+            if wf_status is not None:
+                wf_status.job_done(job.name, result.state, result.counts, f"{job.name}.status")
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            logger.warning("workflow %s interrupted: stopped; rerun to go on from here", name)
+            setattr(e, "batchlib_reported", True)  # main_exit_code adds no second line
+        else:
+            logger.error("workflow %s stopped: %s", name, e)
+        if wf_status is not None:
+            wf_status.finish("errored", error=f"{type(e).__name__}: {e}")
+        raise
+    return results
 
 
 def run_job(job, folder, input_folder=None, **options) -> JobResult:

@@ -188,52 +188,16 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     if not np.ptp(sample) > 0:
         raise TrenchDetectionError("blank image: the intensity is constant")
 
-    step = 8 if H >= 256 else max(2, H // 32)
-    bands8, y8 = band_profiles(img, step)
-    k = max(1, 32 // step)
-    n32 = len(y8) // k
-    bands32 = bands8[: n32 * k].reshape(n32, k, W).mean(axis=1)
-    y32 = y8[: n32 * k].reshape(n32, k).mean(axis=1)
-
+    step, bands8, y8, bands32, y32 = _band_rows(img)
     pitch_given = pitch is not None
     if pitch is None:
-        pitch, periodicity = estimate_pitch(bands32, min_pitch=min_pitch, max_pitch=max_pitch,
-                                            sparse=kind == "fluorescence")
-        # empty trenches are dark in fluorescence, which weakens the periodicity;
-        # the set and trench checks further down still reject debris there
-        floor = 0.2 if kind == "phase" else 0.1
-        if not np.isfinite(pitch) or periodicity < floor:
-            raise TrenchDetectionError(
-                "no periodic trench pattern: the column profiles show no repeating spacing "
-                f"between {min_pitch:g} and {max_pitch or W / 3:g} px (periodicity "
-                f"{periodicity:.2f} < {floor}); blank, debris-only or out-of-focus image?")
+        pitch = _estimated_pitch(bands32, kind, min_pitch, max_pitch, W)
     pitch = float(pitch)
     angle, gain = angle_from_bands(bands32, y32, frame_center(shape)[0], pitch, angle_range_deg,
                                    fine_bands=bands8, fine_y=y8)
-
-    rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets)
-    # The whole-frame search mixes the sets' lattices (biased by degrees when
-    # the sets are offset sideways): each set's own angle, twice, the second
-    # time with the sets placed by the first answer.
-    whole_frame_angle, per_set, spread = angle, np.full(len(runs), np.nan), 0.0
-    margins = (0.5 * W * np.tan(np.deg2rad(angle_range_deg)),
-               0.5 * W * np.tan(np.deg2rad(0.2)) + step)
-    for margin in margins:
-        if not runs:
-            break
-        per_set, _ = set_angles(bands32, y32, bands8, y8, shape, angle, runs, pitch,
-                                angle_range_deg, margin)
-        combined, spread = combine_set_angles(per_set, [(r[1] - r[0]) * r[2] for r in runs],
-                                              whole_frame_angle)
-        if not np.isfinite(combined):
-            break
-        moved = abs(combined - angle)
-        angle = combined
-        # the sets' rows move by less than a pixel for small changes: keep them
-        if moved > 0.02:
-            rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets)
-        elif moved > 1e-4:
-            rot = rotated_band_image(bands8, y8, shape, angle, y8)
+    whole_frame_angle = angle
+    angle, per_set, spread, (rot, power, ratio, runs) = _per_set_angle(
+        bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, angle_range_deg, step)
     if not runs:
         raise TrenchDetectionError(
             f"no rows with trenches: no run of rows is periodic at the pitch {pitch:.1f} px "
@@ -280,6 +244,66 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     if self_check:
         _apply_self_check(img, layout, noise)
     return layout
+
+
+def _band_rows(img):
+    """``(step, bands8, y8, bands32, y32)``: row-band profiles of ``step`` rows (8 for
+    frames of 256 rows or more) and of about 32 rows, with their centre rows."""
+    H, W = img.shape
+    step = 8 if H >= 256 else max(2, H // 32)
+    bands8, y8 = band_profiles(img, step)
+    k = max(1, 32 // step)
+    n32 = len(y8) // k
+    bands32 = bands8[: n32 * k].reshape(n32, k, W).mean(axis=1)
+    y32 = y8[: n32 * k].reshape(n32, k).mean(axis=1)
+    return step, bands8, y8, bands32, y32
+
+
+def _estimated_pitch(bands32, kind, min_pitch, max_pitch, width) -> float:
+    """The trench pitch from the band profiles; :class:`TrenchDetectionError` when none is periodic."""
+    pitch, periodicity = estimate_pitch(bands32, min_pitch=min_pitch, max_pitch=max_pitch,
+                                        sparse=kind == "fluorescence")
+    # empty trenches are dark in fluorescence, which weakens the periodicity;
+    # the set and trench checks further down still reject debris there
+    floor = 0.2 if kind == "phase" else 0.1
+    if not np.isfinite(pitch) or periodicity < floor:
+        raise TrenchDetectionError(
+            "no periodic trench pattern: the column profiles show no repeating spacing "
+            f"between {min_pitch:g} and {max_pitch or width / 3:g} px (periodicity "
+            f"{periodicity:.2f} < {floor}); blank, debris-only or out-of-focus image?")
+    return pitch
+
+
+def _per_set_angle(bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, angle_range_deg, step):
+    """``(angle, per-set angles, their spread, sets)`` refined from each set's own lattice.
+
+    The whole-frame search mixes the sets' lattices (biased by degrees when
+    the sets are offset sideways): each set's own angle, twice, the second
+    time with the sets placed by the first answer. ``sets`` is what
+    :func:`_sets_at` returns at the final angle.
+    """
+    W = shape[1]
+    rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets)
+    whole_frame_angle, per_set, spread = angle, np.full(len(runs), np.nan), 0.0
+    margins = (0.5 * W * np.tan(np.deg2rad(angle_range_deg)),
+               0.5 * W * np.tan(np.deg2rad(0.2)) + step)
+    for margin in margins:
+        if not runs:
+            break
+        per_set, _ = set_angles(bands32, y32, bands8, y8, shape, angle, runs, pitch,
+                                angle_range_deg, margin)
+        combined, spread = combine_set_angles(per_set, [(r[1] - r[0]) * r[2] for r in runs],
+                                              whole_frame_angle)
+        if not np.isfinite(combined):
+            break
+        moved = abs(combined - angle)
+        angle = combined
+        # the sets' rows move by less than a pixel for small changes: keep them
+        if moved > 0.02:
+            rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets)
+        elif moved > 1e-4:
+            rot = rotated_band_image(bands8, y8, shape, angle, y8)
+    return angle, per_set, spread, (rot, power, ratio, runs)
 
 
 def _apply_self_check(img, layout, noise):

@@ -58,9 +58,19 @@ def measure_cells(labels, intensities=None, pixel_size_um=None, background="tren
     if not np.issubdtype(lab.dtype, np.integer):
         raise TypeError(f"labels must be integers, got {lab.dtype}")
     channels = check_channels(intensities, lab.shape)
-    n_tr, n_t, h, w = lab.shape
     idx = CellIndex(lab)
+    data = _shape_columns(idx, lab.shape, pixel_size_um)
+    if channels:
+        bg, source = crop_backgrounds(lab, channels, background, empty_trench_mask,
+                                      dilate, min_background_pixels, lumen_columns)
+        data["background_source"] = SOURCES[source.reshape(-1)[idx.crop]].astype(str)
+        data.update(_intensity_columns(idx, channels, bg, percentile))
+    return pd.DataFrame(data)
 
+
+def _shape_columns(idx, shape, pixel_size_um) -> dict:
+    """Index, size and position columns of every cell of ``idx`` (see :func:`measure_cells`)."""
+    n_tr, n_t, h, w = shape
     rows, cols = idx.rows_cols()
     area = idx.area.astype(np.float64)
     ymin, ymax, _, _ = group_extents(idx.flat_idx, idx.gid, idx.n_cells, h, w)
@@ -70,7 +80,7 @@ def measure_cells(labels, intensities=None, pixel_size_um=None, background="tren
     # column extent, one stray pixel beside the cell does not change it.
     row_g, row_n = group_row_counts(idx.flat_idx, idx.gid, idx.n_cells, h, w)
     width = group_percentile(row_n, *group_order(row_g, idx.n_cells), 50.0)
-    data = {
+    return {
         "n": (idx.crop // n_t).astype(np.int32),
         "t": (idx.crop % n_t).astype(np.int32),
         "label": idx.label.astype(np.int64),
@@ -85,19 +95,20 @@ def measure_cells(labels, intensities=None, pixel_size_um=None, background="tren
         "at_open_end": ymax == h - 1,
     }
 
-    if channels:
-        bg, source = crop_backgrounds(lab, channels, background, empty_trench_mask,
-                                      dilate, min_background_pixels, lumen_columns)
-        data["background_source"] = SOURCES[source.reshape(-1)[idx.crop]].astype(str)
-        order, starts = group_order(idx.gid, idx.n_cells)
-        for ch, arr in channels.items():
-            values = arr.reshape(-1)[idx.flat_idx].astype(np.float64)
-            total = idx.sum(values)
-            mean = total / area
-            cell_bg = bg[ch].reshape(-1)[idx.crop]
-            data[f"{ch}_mean"] = mean
-            data[f"{ch}_total"] = total
-            data[f"{ch}_p{percentile:g}"] = group_percentile(values, order, starts, float(percentile))
-            data[f"{ch}_background"] = cell_bg
-            data[f"{ch}_mean_bgsub"] = mean - cell_bg
-    return pd.DataFrame(data)
+
+def _intensity_columns(idx, channels, bg, percentile) -> dict:
+    """Per channel: mean, total, percentile, background and background-subtracted mean."""
+    area = idx.area.astype(np.float64)
+    order, starts = group_order(idx.gid, idx.n_cells)
+    data = {}
+    for ch, arr in channels.items():
+        values = arr.reshape(-1)[idx.flat_idx].astype(np.float64)
+        total = idx.sum(values)
+        mean = total / area
+        cell_bg = bg[ch].reshape(-1)[idx.crop]
+        data[f"{ch}_mean"] = mean
+        data[f"{ch}_total"] = total
+        data[f"{ch}_p{percentile:g}"] = group_percentile(values, order, starts, float(percentile))
+        data[f"{ch}_background"] = cell_bg
+        data[f"{ch}_mean_bgsub"] = mean - cell_bg
+    return data

@@ -210,53 +210,76 @@ def _label_crops(signal, contour, cand, level, min_peak, axis, max_offset, depth
     obj_xsum = np.empty(h * w)
     for m in range(m_crops):
         s = signal[m]
-        c = contour[m]
         n_comp = _components(cand[m], comp, order, starts)
         n_obj = _split_components(s, n_comp, order, starts, obj, profile, cuts, depth, min_length,
                                   min_dip[m])
-        obj_max[:n_obj] = -np.inf
-        obj_cmax[:n_obj] = -np.inf
-        for y in range(h):
-            for x in range(w):
-                o = obj[y, x] - 1
-                if o >= 0:
-                    obj_max[o] = max(obj_max[o], s[y, x])
-                    obj_cmax[o] = max(obj_cmax[o], c[y, x])
-        for y in range(h):
-            for x in range(w):
-                o = obj[y, x]
-                if o > 0 and c[y, x] < level * obj_cmax[o - 1]:
-                    obj[y, x] = 0
+        _trim_to_contour(s, contour[m], obj, n_obj, level, obj_max, obj_cmax)
         if clean:
             fill_holes(obj, reached, order)
             axis_runs(obj, n_obj, obj_ysum, obj_area, obj_ymax)
-        obj_area[:n_obj] = 0
-        obj_ysum[:n_obj] = 0.0
-        obj_ymax[:n_obj] = -1
-        obj_xsum[:n_obj] = 0.0
-        for y in range(h):
-            for x in range(w):
-                o = obj[y, x] - 1
-                if o >= 0:
-                    obj_area[o] += 1
-                    obj_ysum[o] += y
-                    obj_xsum[o] += x
-                    obj_ymax[o] = y
-        keys = np.full(n_obj, np.inf)
-        for i in range(n_obj):
-            if (obj_area[i] < min_area or obj_max[i] < min_peak[m]
-                    or abs(obj_xsum[i] / obj_area[i] - axis[m]) > max_offset
-                    or (drop_open_end and obj_ymax[i] == h - 1)):
-                continue
-            keys[i] = obj_ysum[i] / obj_area[i]
-        rank = np.argsort(keys, kind="mergesort")
-        new_id = np.zeros(n_obj + 1, np.int32)
-        for r in range(n_obj):
-            i = rank[r]
-            if keys[i] == np.inf:
-                break
-            new_id[i + 1] = r + 1
-        for y in range(h):
-            for x in range(w):
-                out[m, y, x] = new_id[obj[y, x]]
+        _object_moments(obj, n_obj, obj_area, obj_ysum, obj_xsum, obj_ymax)
+        _number_kept(obj, n_obj, obj_area, obj_max, obj_ysum, obj_xsum, obj_ymax, min_area,
+                     min_peak[m], axis[m], max_offset, drop_open_end, out[m])
     return out
+
+
+@nb.njit(cache=True)
+def _trim_to_contour(s, c, obj, n_obj, level, obj_max, obj_cmax):
+    """Each object's peak signal (``obj_max``); its pixels whose contour signal is below
+    ``level`` times the object's contour peak leave it."""
+    h, w = obj.shape
+    obj_max[:n_obj] = -np.inf
+    obj_cmax[:n_obj] = -np.inf
+    for y in range(h):
+        for x in range(w):
+            o = obj[y, x] - 1
+            if o >= 0:
+                obj_max[o] = max(obj_max[o], s[y, x])
+                obj_cmax[o] = max(obj_cmax[o], c[y, x])
+    for y in range(h):
+        for x in range(w):
+            o = obj[y, x]
+            if o > 0 and c[y, x] < level * obj_cmax[o - 1]:
+                obj[y, x] = 0
+
+
+@nb.njit(cache=True)
+def _object_moments(obj, n_obj, obj_area, obj_ysum, obj_xsum, obj_ymax):
+    """Area, sums of rows and columns, and last row of every object."""
+    h, w = obj.shape
+    obj_area[:n_obj] = 0
+    obj_ysum[:n_obj] = 0.0
+    obj_ymax[:n_obj] = -1
+    obj_xsum[:n_obj] = 0.0
+    for y in range(h):
+        for x in range(w):
+            o = obj[y, x] - 1
+            if o >= 0:
+                obj_area[o] += 1
+                obj_ysum[o] += y
+                obj_xsum[o] += x
+                obj_ymax[o] = y
+
+
+@nb.njit(cache=True)
+def _number_kept(obj, n_obj, obj_area, obj_max, obj_ysum, obj_xsum, obj_ymax, min_area, min_peak,
+                 axis, max_offset, drop_open_end, out):
+    """Write into ``out`` the objects that pass the filters, numbered 1..k from the closed end."""
+    h, w = obj.shape
+    keys = np.full(n_obj, np.inf)
+    for i in range(n_obj):
+        if (obj_area[i] < min_area or obj_max[i] < min_peak
+                or abs(obj_xsum[i] / obj_area[i] - axis) > max_offset
+                or (drop_open_end and obj_ymax[i] == h - 1)):
+            continue
+        keys[i] = obj_ysum[i] / obj_area[i]
+    rank = np.argsort(keys, kind="mergesort")
+    new_id = np.zeros(n_obj + 1, np.int32)
+    for r in range(n_obj):
+        i = rank[r]
+        if keys[i] == np.inf:
+            break
+        new_id[i + 1] = r + 1
+    for y in range(h):
+        for x in range(w):
+            out[y, x] = new_id[obj[y, x]]

@@ -131,6 +131,59 @@ def empty_background(crops, empty, min_empty=2):
     return np.median(np.asarray(crops)[empty].astype(np.float32), axis=0)[None]
 
 
+def _cell_signal(sm, kind, background, shape, sig, background_rows):
+    """``(reference, signal, background)``: the reference level of the crops, the cell
+    signal against it (bright = cell) and ``background`` (None once it was used up)."""
+    h, w = sm.shape[1:]
+    size = max(1, min(background_rows, h) // _STEP)
+    if kind == "fluorescence":
+        # Cells cover less than half of each row: the row median is background.
+        ref = np.median(sm[:, ::_STEP], axis=2)
+        ref = ndimage.uniform_filter1d(ref, size, axis=1, mode="nearest")
+        return ref, sm - _rows_from_blocks(ref, h)[:, :, None], background
+    if background is not None and _dark_lumen(background, w):
+        # A dark lumen between bright walls: the column reference would take the
+        # walls' and the closed end's glow for the empty lumen; the empty
+        # trenches show what an empty lumen really looks like.
+        ref = _empty_reference(background, shape, sm, sig)
+        return ref, ref - sm, None
+    # Reference: each column's brightest level along the trench (gaps, septa,
+    # empty lumen) within a window longer than a cell; it follows the blur of
+    # the walls across the lumen and the illumination along it.
+    ref = ndimage.maximum_filter1d(_block_rows(sm, np.max), size, axis=1, mode="nearest")
+    ref = _rows_from_blocks(ndimage.uniform_filter1d(ref, size, axis=1, mode="nearest"), h)
+    return ref, ref - sm, background
+
+
+def _contour_signal(sm, s, kind, c0, c1, contour_window, contour_rows):
+    """The signal whose level sets each cell's contour, on columns ``c0:c1``."""
+    if kind != "phase":
+        return s[:, :, c0:c1]
+    # Edges are measured from the nearest halo (local maximum across the
+    # trench, a few rows along it) rather than from the column reference,
+    # whose level is set by the brightest septum of the window.
+    w = sm.shape[2]
+    e0, e1 = max(c0 - contour_window // 2, 0), min(c1 + contour_window // 2, w)
+    part = sm[:, :, e0:e1]
+    contour = ndimage.maximum_filter(part, (1, contour_rows, contour_window), mode="nearest") - part
+    return contour[:, :, c0 - e0:c1 - e0]
+
+
+def _noise_and_floors(x, sm, ref, band, sig, kind, min_depth, min_peak_depth):
+    """``(noise, floor, min_peak)`` per crop: the noise sigma of the smoothed lumen, and
+    (phase) the least depth of a cell's pixels and of its darkest point."""
+    m, h, w = x.shape
+    # Noise from the high-pass residual of the lumen, on every _STEP-th row.
+    sub = np.broadcast_to(band[:, None, :], (m, len(range(0, h, _STEP)), w))
+    res = (x[:, ::_STEP] - sm[:, ::_STEP])[sub].reshape(m, -1)
+    mad = np.median(np.abs(res - np.median(res, axis=1, keepdims=True)), axis=1)
+    noise = 1.4826 * mad * _noise_factor(sig)
+    if kind == "fluorescence":
+        return noise, np.zeros(m), np.zeros(m)
+    lumen_level = np.median(ref[:, ::_STEP][sub].reshape(m, -1), axis=1)
+    return noise, min_depth * lumen_level, min_peak_depth * lumen_level
+
+
 def segment_threshold(crops, kind="phase", *, sigma=None, lumen_width=14, lumen_shift=2,
                       snr=None, level=None, split_depth=None, min_length=8, min_area=40,
                       open_end="keep", background_rows=61, min_depth=0.1, min_peak_depth=0.25,
@@ -242,52 +295,15 @@ def segment_threshold(crops, kind="phase", *, sigma=None, lumen_width=14, lumen_
     sig = tuple(np.broadcast_to(np.asarray(sigma, float), (2,)))
     sm = ndimage.gaussian_filter(x, (0,) + sig, mode="nearest")
     m = x.shape[0]
-    size = max(1, min(background_rows, h) // _STEP)
-    if kind == "fluorescence":
-        # Cells cover less than half of each row: the row median is background.
-        ref = np.median(sm[:, ::_STEP], axis=2)
-        ref = ndimage.uniform_filter1d(ref, size, axis=1, mode="nearest")
-        s = sm - _rows_from_blocks(ref, h)[:, :, None]
-    elif background is not None and _dark_lumen(background, w):
-        # A dark lumen between bright walls: the column reference would take the
-        # walls' and the closed end's glow for the empty lumen; the empty
-        # trenches show what an empty lumen really looks like.
-        ref = _empty_reference(background, shape, sm, sig)
-        s = ref - sm
-        background = None
-    else:
-        # Reference: each column's brightest level along the trench (gaps, septa,
-        # empty lumen) within a window longer than a cell; it follows the blur of
-        # the walls across the lumen and the illumination along it.
-        ref = ndimage.maximum_filter1d(_block_rows(sm, np.max), size, axis=1, mode="nearest")
-        ref = _rows_from_blocks(ndimage.uniform_filter1d(ref, size, axis=1, mode="nearest"), h)
-        s = ref - sm
+    ref, s, background = _cell_signal(sm, kind, background, shape, sig, background_rows)
     band, axis = _lumen_band(s.sum(axis=1), lumen_width, lumen_shift)
     # Only the columns of some lumen band go to the labelling kernel.
     used = np.flatnonzero(band.any(axis=0))
     c0, c1 = used[0], used[-1] + 1
-    if kind == "phase":
-        # Edges are measured from the nearest halo (local maximum across the
-        # trench, a few rows along it) rather than from the column reference,
-        # whose level is set by the brightest septum of the window.
-        e0, e1 = max(c0 - contour_window // 2, 0), min(c1 + contour_window // 2, w)
-        part = sm[:, :, e0:e1]
-        contour = ndimage.maximum_filter(part, (1, contour_rows, contour_window), mode="nearest") - part
-        contour = contour[:, :, c0 - e0:c1 - e0]
-    else:
-        contour = s[:, :, c0:c1]
+    contour = _contour_signal(sm, s, kind, c0, c1, contour_window, contour_rows)
     if max_offset is None:
         max_offset = (lumen_width if lumen_width is not None else w) / 4.0
-    # Noise from the high-pass residual of the lumen, on every _STEP-th row.
-    sub = np.broadcast_to(band[:, None, :], (m, len(range(0, h, _STEP)), w))
-    res = (x[:, ::_STEP] - sm[:, ::_STEP])[sub].reshape(m, -1)
-    mad = np.median(np.abs(res - np.median(res, axis=1, keepdims=True)), axis=1)
-    noise = 1.4826 * mad * _noise_factor(sig)
-    if kind == "fluorescence":
-        floor, min_peak = np.zeros(m), np.zeros(m)
-    else:
-        lumen_level = np.median(ref[:, ::_STEP][sub].reshape(m, -1), axis=1)
-        floor, min_peak = min_depth * lumen_level, min_peak_depth * lumen_level
+    noise, floor, min_peak = _noise_and_floors(x, sm, ref, band, sig, kind, min_depth, min_peak_depth)
     cut = np.maximum(np.maximum(snr * noise, floor), 1e-6 * np.abs(sm).max(axis=(1, 2)))
     cand = (s[:, :, c0:c1] > cut[:, None, None]) & band[:, None, c0:c1]
     if kind == "phase" and background is not None:
