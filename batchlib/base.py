@@ -193,6 +193,14 @@ def same_signature(recorded, current) -> bool:
     Equal signatures match. Where both carry a content hash (``hash_inputs``),
     the modification times are ignored, so a file that was touched or copied
     but not changed is not recomputed.
+
+    Examples
+    --------
+    >>> same_signature({"a.nd2": {"size": 5, "mtime_ns": 1}}, {"a.nd2": {"size": 5, "mtime_ns": 2}})
+    False
+    >>> same_signature({"a.nd2": {"size": 5, "mtime_ns": 1, "blake2b": "f0"}},
+    ...                {"a.nd2": {"size": 5, "mtime_ns": 2, "blake2b": "f0"}})
+    True
     """
     if recorded == current:
         return True

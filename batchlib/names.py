@@ -23,6 +23,15 @@ def check_name(value, what: str) -> str:
         The name to check.
     what : str
         What the name is, for the message (e.g. ``"--segment_name"``).
+
+    Examples
+    --------
+    >>> check_name("cells_v2", "--segment_name")
+    'cells_v2'
+    >>> check_name("../cells", "--segment_name")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: --segment_name: '../cells' is not a valid name: use letters, digits, ...
     """
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what}: a name is required, got {value!r}")

@@ -167,6 +167,14 @@ def key_run_ids(records: dict) -> dict:
 
     Keys may be group prefixes (``"raw"`` covers ``"raw/phase"``); the latest
     record wins when two jobs list the same key.
+
+    Examples
+    --------
+    >>> records = {"Ingest": {"outputs": {"raw": "a1"}, "finished_ns": 1},
+    ...            "Compress": {"outputs": {"trench_crops": "b2"}, "finished_ns": 2}}
+    >>> run_ids = key_run_ids(records)
+    >>> producer_run_id(run_ids, "raw/phase"), producer_run_id(run_ids, "segmentation/cells")
+    ('a1', None)
     """
     out = {}
     for rec in sorted(records.values(), key=lambda r: r.get("finished_ns", 0)):

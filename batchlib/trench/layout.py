@@ -194,14 +194,22 @@ def check_channel(path, channel: str, option: str) -> None:
 
 
 def container_stem(path) -> str:
-    """A container's file name without its extension (``exp.v2_pos000.h5`` -> ``exp.v2_pos000``)."""
+    """A container's file name without its extension.
+
+    >>> container_stem("/data/out/exp.v2_pos000.h5")
+    'exp.v2_pos000'
+    """
     name = os.path.basename(os.path.normpath(str(path)))
     root, ext = os.path.splitext(name)
     return root if ext in CONTAINER_EXTS else name
 
 
 def folder_output(container, subfolder: str, suffix: str) -> str:
-    """``<folder>/<subfolder>/<container stem><suffix>`` for the container at ``container``."""
+    """``<folder>/<subfolder>/<container stem><suffix>`` for the container at ``container``.
+
+    >>> folder_output("out/exp_pos000.h5", CELLS_DATASET, ".parquet")
+    'out/tables/cells/exp_pos000.parquet'
+    """
     folder = os.path.dirname(os.path.normpath(str(container)))
     return os.path.join(folder, subfolder, container_stem(container) + suffix)
 
@@ -210,7 +218,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 
 def channel_key(name: str) -> str:
-    """A container-safe key for a channel name ("5-FAM/pH 9.0" -> "5-FAM_pH_9.0")."""
+    """A container-safe key for a channel name.
+
+    >>> channel_key("5-FAM/pH 9.0"), channel_keys(["GFP", "GFP", "..x"])
+    ('5-FAM_pH_9.0', ['GFP', 'GFP_1', 'x'])
+    """
     # Leading dots go too: "." and ".." are directories in n5/zarr, not keys.
     key = _UNSAFE.sub("_", str(name)).strip("_").lstrip(".")
     return key or "channel"

@@ -1,9 +1,16 @@
-"""Trench stacks (n_trench, T, H, W) that grow along time.
+"""Trench stacks (n_trench, T, H, W) that grow along time: public helpers for jobs.
 
 Compress and Segment write such stacks; when frames are appended upstream
 they extend them rather than rewrite them. A stack remembers how many frames
 it holds and a ``basis`` (what it was computed from: the trench layout, the
-parameters); a different basis means starting over.
+parameters); a different basis means starting over. A job's
+``process_container`` uses them as ``docs/example_job.py`` does::
+
+    kept = frames_kept(container, key, (n, h, w), basis)     # frames still valid
+    out = prepare_stack(container, key, (n, h, w), n_t, dtype, kept)
+    for t0, t1 in frame_blocks(kept, n_t):                    # only the new frames
+        out[:, t0:t1] = compute(inputs[:, t0:t1])
+    mark_frames(out, n_t, basis)                              # last: they are complete
 """
 from __future__ import annotations
 
@@ -44,7 +51,11 @@ def mark_frames(ds, n_frames, basis, **attrs) -> None:
 
 
 def frame_blocks(start, stop, size=CHUNK_T):
-    """``(t0, t1)`` blocks aligned to the time chunks."""
+    """``(t0, t1)`` blocks aligned to the time chunks.
+
+    >>> list(frame_blocks(10, 40))
+    [(10, 16), (16, 32), (32, 40)]
+    """
     t0 = start
     while t0 < stop:
         t1 = min(stop, (t0 // size + 1) * size)
