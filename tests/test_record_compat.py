@@ -1,0 +1,28 @@
+"""What the completion records store must keep its meaning: a change recomputes every output.
+
+The parameter hashes below are those of the released jobs. If one changes on purpose
+(a new parameter that affects results), update it here and say so: every existing
+output of that job, and of the jobs after it, is recomputed once.
+"""
+import pytest
+
+from batchlib.trench.jobs import Compress, Ingest, Measure, Segment, Track, TrenchDetection
+
+RECORDED = [
+    (Ingest, {}, "652b1fc49f877a3c"),
+    (Ingest, {"z_reduction": "4"}, "a87afadfd3392f3e"),
+    (TrenchDetection, {}, "bb53380993411c0e"),
+    (Compress, {}, "4575595700dad0d8"),
+    (Segment, {}, "6848329bac4506b1"),
+    (Segment, {"method_params": '{"lumen_width": 12}'}, "02501acbeb9d1cae"),
+    (Segment, {"method_params": ["lumen_width=12"]}, "02501acbeb9d1cae"),  # the same parameters
+    (Measure, {}, "fd6c63fc174495fe"),
+    (Track, {}, "84182722ce40c190"),
+]
+
+
+@pytest.mark.parametrize("cls, params, digest", RECORDED)
+def test_parameter_hashes_keep_their_meaning(cls, params, digest):
+    assert cls(**params).param_hash == digest, (
+        f"{cls.__name__}({params}): the parameter hash changed, so every existing output of it "
+        "would be recomputed; if that is deliberate, update RECORDED")
