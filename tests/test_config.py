@@ -167,15 +167,16 @@ def test_method_params_as_key_value_items_or_json(tmp_path):
     from batchlib.trench.jobs import Segment
 
     parser = workflow_parser("t", [("segment", Segment)])
-    conf = write_config(tmp_path, 'input_folder = i\nfolder = f\nsegment_method_params = {"lumen_width": 12}\n')
+    conf = write_config(tmp_path, 'input_folder = i\nfolder = f\nsegment_method = threshold\n'
+                                  'segment_method_params = {"lumen_width": 12}\n')
     from_file = Segment(**job_params(parser.parse_args(["-c", conf]), "segment", Segment))
-    items = parser.parse_args(["--input_folder", "i", "--folder", "f", "--segment_method_params",
-                               "lumen_width=12", "sigma=1.5"])
+    items = parser.parse_args(["--input_folder", "i", "--folder", "f", "--segment_method", "threshold",
+                               "--segment_method_params", "lumen_width=12", "sigma=1.5"])
     from_items = Segment(**job_params(items, "segment", Segment))
     assert from_file.method_params() == {"lumen_width": 12}
     assert from_items.method_params() == {"lumen_width": 12, "sigma": 1.5}
     # Hashed as the JSON text it used to be given as: existing records stay valid.
-    assert from_file.param_hash == Segment(method_params='{"lumen_width": 12}').param_hash
-    assert Segment().result_params["method_params"] == "{}"
+    assert from_file.param_hash == Segment(method="threshold", method_params='{"lumen_width": 12}').param_hash
+    assert Segment(method="threshold").result_params["method_params"] == "{}"
     with pytest.raises(ValueError, match="method_params expected key=value items"):
-        Segment(method_params=["lumen_width"])
+        Segment(method="threshold", method_params=["lumen_width"])

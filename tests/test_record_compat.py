@@ -13,9 +13,10 @@ RECORDED = [
     (Ingest, {"z_reduction": "4"}, "a87afadfd3392f3e"),
     (TrenchDetection, {}, "bb53380993411c0e"),
     (Compress, {}, "4575595700dad0d8"),
-    (Segment, {}, "6848329bac4506b1"),
-    (Segment, {"method_params": '{"lumen_width": 12}'}, "02501acbeb9d1cae"),
-    (Segment, {"method_params": ["lumen_width=12"]}, "02501acbeb9d1cae"),  # the same parameters
+    # threshold was the default before "auto" (which names the method it resolves to)
+    (Segment, {"method": "threshold"}, "6848329bac4506b1"),
+    (Segment, {"method": "threshold", "method_params": '{"lumen_width": 12}'}, "02501acbeb9d1cae"),
+    (Segment, {"method": "threshold", "method_params": ["lumen_width=12"]}, "02501acbeb9d1cae"),
     (Measure, {}, "fd6c63fc174495fe"),
     (Track, {}, "84182722ce40c190"),
 ]
