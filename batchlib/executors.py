@@ -275,7 +275,9 @@ def slurm_cluster(queue=None, cores=1, memory="4GB", walltime="01:00:00", jobs=1
                            job_extra_directives=list(job_extra_directives or ()),
                            log_directory=log_directory, **extra)
     if scale:
-        cluster.scale(jobs=jobs)
+        # adapt, not scale: a worker job that ends (walltime, preemption, scancel) is
+        # replaced, so the run goes on instead of waiting for workers that never come.
+        cluster.adapt(minimum_jobs=jobs, maximum_jobs=jobs)
     return cluster
 
 

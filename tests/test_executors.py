@@ -162,3 +162,25 @@ def test_slurm_job_script_carries_the_configured_resources():
     assert "#SBATCH -p cpu" in script and "#SBATCH -A mylab" in script
     assert "#SBATCH -t 04:00:00" in script and "#SBATCH --cpus-per-task=8" in script
     assert "--nworkers 8" in script and "--nthreads 1" in script
+
+
+def test_a_retried_unit_replaces_what_a_dead_attempt_left(tmp_path):
+    """dask retries a unit whose worker died with the same plan: the temporary container the
+    dead attempt left (here truncated, as a kill mid-write leaves it) must not fail the retry."""
+    from batchlib.base import Unit, execute_unit
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    arrays = make_array_inputs(str(inp), 1)
+    out.mkdir()
+    job = ImportArray()
+    stem = next(iter(arrays))
+    unit = Unit(stem + ".npy", [str(inp / f"{stem}.npy")], [str(out / f"{stem}.h5")])
+    plan = job.write_plan(unit, {})
+    tmp = plan[0][1]
+    with open(tmp, "wb") as f:
+        f.write(b"\x89HDF\r\n\x1a\n" + b"\0" * 88)  # 96 bytes: an h5 file cut short
+    result = execute_unit((job, unit, plan, {}))
+    assert result["state"] == "done", result.get("error")
+    with open_file(out / f"{stem}.h5", "r") as f:
+        np.testing.assert_array_equal(f["raw"][:], arrays[stem])
+    assert not os.path.exists(tmp)

@@ -73,7 +73,7 @@ class Queue(threading.Thread):
         return r.stdout
 
     def running(self, comment):
-        return [j for j, (_, c, states) in self.seen.items() if c == comment and "RUNNING" in states]
+        return [j for j, (_, c, states) in list(self.seen.items()) if c == comment and "RUNNING" in states]
 
 
 def completed_jobs(comment_ids, timeout=30) -> dict:
@@ -166,33 +166,38 @@ def test_workflow_on_slurm_equals_serial(slurm, acquisition):
     assert {f"dask-worker-{j}.out" for j in ours} <= set(logs), logs
 
 
-def test_a_killed_worker_job_loses_nothing(slurm, acquisition):
+def test_killed_worker_jobs_lose_nothing(slurm, acquisition):
+    """Both worker jobs are cancelled while images are being written: new jobs replace them
+    (the run goes on), and whatever the first run could not finish, the rerun does."""
     folder = acquisition / "killed"
     comment = f"batchlib-test-{folder.name}"
     queue = Queue()
+    queue.start()
     proc = start(workflow(acquisition / "raw", folder, *on_slurm(2, folder)))
-    killed = None
+    killed = []
     deadline = time.time() + RUN_TIMEOUT
     try:
-        # Wait until both workers run and the first images are being written, then cancel one job.
         while time.time() < deadline and proc.poll() is None:
-            queue.poll()
             running = queue.running(comment)
             if len(running) == 2 and any(folder.glob("*.h5")):
-                killed = sorted(running)[0]
-                subprocess.run(["scancel", killed], check=True)
+                killed = sorted(running)
+                subprocess.run(["scancel", *killed], check=True)
                 break
             time.sleep(0.2)
-        assert killed is not None and proc.poll() is None, \
-            "the run ended before a worker job could be cancelled"
+        assert killed and proc.poll() is None, "the run ended before its worker jobs could be cancelled"
         code, out = finish(proc)
     finally:
+        queue.stop.set()
+        queue.join()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(60)
-    # The images of the dead worker were redone by the other one, or recorded as failed.
-    assert code in (0, 2), out
-    assert completed_jobs([killed])[killed] == "CANCELLED"
+    # 0: the units of the dead workers were redone on the new ones; 1 or 2: some were
+    # recorded as failed (e.g. a container damaged in the kill), for the rerun to redo.
+    assert code in (0, 1, 2), out
+    assert set(completed_jobs(killed).values()) == {"CANCELLED"}
+    ours = [j for j, v in queue.seen.items() if v[1] == comment]
+    assert len(ours) > 2, f"no worker job replaced the cancelled ones: {queue.seen}"
     # The rerun completes the folder; nothing is lost or different from a serial run.
     code, out = finish(start(workflow(acquisition / "raw", folder, *on_slurm(1, folder))))
     assert code == 0, out
