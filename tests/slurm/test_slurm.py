@@ -34,7 +34,7 @@ def on_slurm(jobs, folder):
     # Short walltime: a worker left behind by a broken run ends by itself.
     return ["--executor", "slurm", "--slurm_cores", "1", "--slurm_jobs", str(jobs),
             "--slurm_memory", "2GB", "--slurm_walltime", "00:10:00",
-            f"--slurm_job_extra=--comment=batchlib-test-{Path(folder).name}"]
+            "--slurm_job_extra", f"comment=batchlib-test-{Path(folder).name}"]
 
 
 def start(cmd):

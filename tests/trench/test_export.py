@@ -207,6 +207,9 @@ def test_tracks_table_in_frame_coordinates(grown):
     assert data.shape == (len(df), 4)
     divided = df.loc[df["parent_track_id"] > 0, "track_id"].unique()
     assert sorted(graph) == sorted(int(i) for i in divided)
+    world, _ = load_napari_tracks(csv, image=grown["export"] / "A_pos000.ome.zarr")
+    # A sequence has no frame times (t stays in frames); y, x in micrometres.
+    np.testing.assert_allclose(world, data * [1, 1, CFG_A.pixel_size_um, CFG_A.pixel_size_um])
 
 
 def test_cli_positions_skips_and_errors(grown, tmp_path, capsys):

@@ -73,14 +73,25 @@ def write_tracks(container, segmentation: str, n_frames: int, path) -> Path:
     return path
 
 
-def load_napari_tracks(path):
+def load_napari_tracks(path, image=None):
     """``(data, graph)`` for ``napari.Viewer.add_tracks`` from a ``<stem>_tracks.csv``.
 
     ``data`` is (N, 4): ``track_id, t, y, x``; ``graph`` maps a daughter's
-    track id to ``[mother's track id]``.
+    track id to ``[mother's track id]``. With ``image`` (the position's
+    ``<stem>.ome.zarr``), ``t, y, x`` are scaled as its full-resolution labels
+    are (seconds and micrometres when known), so the tracks lie on the
+    layers the OME-Zarr reader opens.
     """
     df = pd.read_csv(path)
     data = df[["track_id", "t", "y", "x"]].to_numpy(float)
+    if image is not None:
+        import zarr
+
+        group = zarr.open_group(str(image), mode="r")
+        labels = list(group["labels"].attrs.get("labels", [])) if "labels" in group else []
+        source = group[f"labels/{labels[0]}"] if labels else group
+        scale = source.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
+        data[:, 1:] *= [scale[0], scale[2], scale[3]]  # (t, c, y, x): c has no place here
     first = df.drop_duplicates("track_id")
     graph = {int(k): [int(p)] for k, p in zip(first["track_id"], first["parent_track_id"]) if p > 0}
     return data, graph
