@@ -246,3 +246,27 @@ def test_paste_inverts_crop(angle, drift, min_agree):
     fg = crops[inner] > 0
     assert np.mean(back[inner][fg] == crops[inner][fg]) >= min_agree
     assert frame[crops.shape[1] + 30:, :20].max() == 0  # nothing outside the boxes
+
+
+def test_n5_container_without_raw_exports_the_overview(tmp_path):
+    """raw dropped (overview kept, 4x smaller) in an n5 container: the image is the overview,
+    scaled 4x, and the labels stay at full resolution on the same world coordinates."""
+    cfg = SyntheticConfig(height=256, width=256, n_positions=1, n_timepoints=2, channels=("phase",), seed=8)
+    write_acquisition(tmp_path / "raw", cfg, layout="ome-tiff", name="C", ground_truth=False)
+    out = tmp_path / "out"
+    argv = ["--input_folder", str(tmp_path / "raw"), "--folder", str(out), "--container_ext", ".n5",
+            "--compress_drop_raw", "true", "--progress", "false", "--log_level", "WARNING",
+            "--detect_qc_plot", "false", "--track_qc_plot", "false"]
+    assert load_workflow().main(argv) == 0
+    results, problems = export_folder(out)
+    assert problems == [] and results[0]["frames"] == 2
+    image, labels = nodes(out / "export" / "C_pos000.ome.zarr")
+    assert image.data[0].shape == (2, 1, 64, 64)
+    assert labels.data[0].shape == (2, 1, 256, 256)
+    px = cfg.pixel_size_um
+    np.testing.assert_allclose(scales(image)[0], [cfg.frame_interval_s, 1, 4 * px, 4 * px])
+    np.testing.assert_allclose(scales(labels)[0], [cfg.frame_interval_s, 1, px, px])
+    with open_file(out / "C_pos000.n5", "r") as f:
+        np.testing.assert_array_equal(np.asarray(image.data[0])[:, 0], f["overview/phase"][:])
+        n_cells = sum(len(np.unique(f["segmentation/cells"][i, 0])) - 1 for i in range(f["segmentation/cells"].shape[0]))
+    assert len(np.unique(np.asarray(labels.data[0])[0])) - 1 == n_cells > 0
