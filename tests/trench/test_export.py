@@ -270,3 +270,17 @@ def test_n5_container_without_raw_exports_the_overview(tmp_path):
         np.testing.assert_array_equal(np.asarray(image.data[0])[:, 0], f["overview/phase"][:])
         n_cells = sum(len(np.unique(f["segmentation/cells"][i, 0])) - 1 for i in range(f["segmentation/cells"].shape[0]))
     assert len(np.unique(np.asarray(labels.data[0])[0])) - 1 == n_cells > 0
+
+
+def test_an_export_missing_an_array_is_written_again(grown, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(grown["export"], copy)
+    shutil.rmtree(copy / "A_pos000.ome.zarr" / "labels" / "cells" / "1")
+    (copy / "B_pos000_tracks.csv").unlink()
+    results, problems = export_folder(grown["out"], positions=["A_pos000", "B_pos000"], out=copy)
+    assert problems == []
+    assert {r["stem"]: r["written"] for r in results} == {"A_pos000": T, "B_pos000": 0}
+    a = zarr.open_group(str(copy / "A_pos000.ome.zarr"), mode="r")
+    b = zarr.open_group(str(grown["oneshot"] / "A_pos000.ome.zarr"), mode="r")
+    np.testing.assert_array_equal(a["labels/cells/1"][:], b["labels/cells/1"][:])
+    assert (copy / "B_pos000_tracks.csv").read_text() == (grown["oneshot"] / "B_pos000_tracks.csv").read_text()

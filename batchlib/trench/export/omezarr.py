@@ -95,7 +95,8 @@ def read_position(f, path, segmentation="cells") -> Position:
     md = read_attrs(f).get(ACQUISITION_ATTR)
     records = read_records(f)
     if not md or not _recorded(records, RAW):
-        raise ExportError(f"{path}: not ingested yet (no Ingest record)")
+        raise ExportError(f"{path}: no Ingest record (being ingested, or failed); "
+                          "export again when the workflow has finished")
     keys = md["channel_keys"]
     source = RAW if RAW in f else OVERVIEW
     if source not in f:
@@ -226,12 +227,12 @@ def _write_metadata(group, name, shapes, t_step, pixel, factor, axes, omero=None
                                axes=axes, name=name, **meta)
     if extra:
         group.attrs.update(extra)
+    if labels and "labels" in group["labels"].attrs:
+        del group["labels"].attrs["labels"]  # write_label_metadata appends: no name twice
     for label, label_shapes in (labels or {}).items():
         lgroup = group["labels"][label]
         write_multiscales_metadata(lgroup, _datasets(len(label_shapes), t_step, pixel), fmt=fmt,
                                    axes=axes, name=label)
-        if "labels" in group["labels"].attrs:
-            del group["labels"].attrs["labels"]  # rewritten below: no name twice
         write_label_metadata(group["labels"], label, fmt=fmt, source={"image": "../../"})
 
 
@@ -272,6 +273,8 @@ def export_position(container, out_dir, segmentation="cells", force=False, progr
         shapes = level_shapes(movies[0].shape[1:])
         label_shapes = level_shapes(pos.frame_shape)
         kept = 0 if force else _kept_frames(image_path, crops_path if cropped else None, pos, n_t)
+        if kept and not _complete(image_path, crops_path, pos, kept, len(shapes), len(label_shapes)):
+            kept = 0  # an array of the earlier export is gone or short: write it all again
         if kept == 0:
             for p in (image_path, crops_path):
                 shutil.rmtree(p, ignore_errors=True)
@@ -328,8 +331,11 @@ def export_position(container, out_dir, segmentation="cells", force=False, progr
                             omero=_omero(pos, first), extra=about_crops,
                             labels={pos.segmentation: [(h, n * w)]} if crop_lab else None)
             paths.append(str(crops_path))
+        tracks_csv = out_dir / f"{pos.stem}_tracks.csv"
         if pos.has_tracks:
-            paths.append(str(write_tracks(f, pos.segmentation, n_t, out_dir / f"{pos.stem}_tracks.csv")))
+            paths.append(str(write_tracks(f, pos.segmentation, n_t, tracks_csv)))
+        elif tracks_csv.exists():
+            tracks_csv.unlink()  # from an earlier export: no longer what the container holds
         # Last: the record of what was exported.
         root.attrs[STATE_ATTR] = {"basis": pos.basis, "n_frames": n_t, "drift": _fingerprint(
             None if pos.drift is None else pos.drift[:n_t]), "crops": cropped}
@@ -354,6 +360,23 @@ def _kept_frames(image_path, crops_path, pos, n_t) -> int:
     if crops_path is not None and not os.path.isdir(crops_path):
         return 0
     return kept
+
+
+def _complete(image_path, crops_path, pos, kept, n_levels, n_label_levels) -> bool:
+    """Whether every array an export of ``pos`` writes is there with at least ``kept`` frames."""
+    import zarr
+
+    wanted = [(image_path, str(level)) for level in range(n_levels)]
+    if pos.segmentation:
+        wanted += [(image_path, f"labels/{pos.segmentation}/{level}") for level in range(n_label_levels)]
+    if pos.trenches is not None and len(pos.trenches):
+        wanted.append((crops_path, "0"))
+        if pos.segmentation:
+            wanted.append((crops_path, f"labels/{pos.segmentation}/0"))
+    try:
+        return all(zarr.open_array(str(Path(root) / key), mode="r").shape[0] >= kept for root, key in wanted)
+    except (FileNotFoundError, KeyError, ValueError, OSError, zarr.errors.ArrayNotFoundError):
+        return False
 
 
 def global_labels(labels) -> np.ndarray:
