@@ -172,3 +172,46 @@ def test_missing_and_corrupt_weights_fail_clearly(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="Segment: gpu=True but no CUDA device"):
             Segment(method="unet", gpu=True)
+
+
+def test_detected_boxes_starting_in_the_pdms_keep_mother_length():
+    """A detected box starts a pixel or two outside the closed end; with the empty
+    trenches as reference the network sees the crop from the lumen start on, so the
+    mother does not grow into the PDMS rows (it did by 2 px on most crops)."""
+    from batchlib.trench.segmentation.threshold import empty_background
+
+    cfg = SyntheticConfig(height=384, width=384, n_positions=1, n_timepoints=2, seed=10003,
+                          empty_fraction=0.3)
+    from batchlib.trench.synthetic import simulate_position
+    from batchlib.trench.geometry import crop_box
+
+    pos = simulate_position(cfg, 0)
+    movie, shift = pos.movies["phase"], 2  # boxes start 2 px outside the closed end
+    tr = pos.trenches
+    crops = np.stack([[crop_box(movie[t], r.x_center, r.y_closed - shift * r.direction, r.direction,
+                                int(r.height), int(r.width), pos.metadata["angle_deg"], pos.drift[t])
+                       for t in range(movie.shape[0])] for r in tr.itertuples()])
+    truth = np.stack([[crop_box(pos.frame_labels[t], r.x_center, r.y_closed - shift * r.direction,
+                                r.direction, int(r.height), int(r.width), pos.metadata["angle_deg"],
+                                pos.drift[t], order=0)
+                       for t in range(movie.shape[0])] for r in tr.itertuples()])
+    empty = tr["empty"].to_numpy(bool)
+    assert empty.sum() >= 2 and (~empty).sum() >= 3
+
+    def mother_top_error(labels):
+        err = []
+        for n in np.flatnonzero(~empty):
+            for t in range(labels.shape[1]):
+                rows_true = np.flatnonzero((truth[n, t] > 0).any(1))
+                rows_pred = np.flatnonzero((labels[n, t] == 1).any(1))
+                if rows_true.size and rows_pred.size:
+                    err.append(rows_pred[0] - rows_true[0])
+        return np.array(err)
+
+    plain = mother_top_error(segment_trenches(crops, method="unet", kind="phase"))
+    registered = mother_top_error(segment_trenches(
+        crops, method="unet", kind="phase", background=empty_background(crops, empty)))
+    assert len(registered) >= 6
+    # without the reference the mothers start in the PDMS, with it within a pixel of the truth
+    assert np.mean(plain < 0) > 0.5, plain
+    assert np.mean(np.abs(registered) <= 1) >= 0.9, registered

@@ -85,6 +85,7 @@ class Segment(BatchJobOnContainer):
 
     def process_container(self, container, path):
         from ..segmentation import resolve_method, segment_trenches
+        from ..segmentation.methods import accepted_keywords
         from ..segmentation.threshold import empty_background
 
         p = self.param_values
@@ -107,16 +108,18 @@ class Segment(BatchJobOnContainer):
         out_key = f"{SEGMENTATION}/{p['name']}"
         kept = frames_kept(container, out_key, (n, h, w), basis)
         ds = prepare_stack(container, out_key, (n, h, w), n_t, np.uint16, kept)
+        # methods that declare them get what the known-empty trenches show
+        wants = accepted_keywords(method.fn)
         empty = self._empty_trenches(container, n) if (
-            p["method"] == "threshold" and "background" not in extra
+            wants & {"background", "empty_crops"} and "background" not in extra
             and "empty_crops" not in extra) else None
         for t0, t1 in frame_blocks(kept, n_t):
             block = crops[:, t0:t1]
             kwargs = dict(extra)
-            if empty is not None and kind == "phase":
+            if empty is not None and kind == "phase" and "background" in wants:
                 # what an empty trench looks like in these frames (see segment_threshold)
                 kwargs["background"] = empty_background(block, empty)
-            elif empty is not None:
+            elif empty is not None and kind != "phase" and "empty_crops" in wants:
                 # what the artefacts of these frames look like in trenches without cells
                 kwargs["empty_crops"] = empty[:, None]
             labels = segment_trenches(block, method=method, kind=kind, **kwargs)

@@ -166,6 +166,11 @@ def _accepted(fn) -> tuple[set, bool]:
     return names, var_kw
 
 
+def accepted_keywords(fn) -> set:
+    """Keyword parameters ``fn`` declares by name (not through ``**kwargs``)."""
+    return _accepted(fn)[0]
+
+
 def check_method(method, params: dict | None = None, gpu: bool = False) -> Method:
     """Resolve ``method`` and check ``params`` and ``gpu`` against it, before any work.
 
