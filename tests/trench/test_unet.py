@@ -9,7 +9,9 @@ import pytest
 torch = pytest.importorskip("torch")  # a test dependency (setup.py "test" extra): never skipped in CI
 
 from batchlib.cli import main as cli_main  # noqa: E402
-from batchlib.io import open_file, read_attrs  # noqa: E402
+from batchlib.io import open_file, read_attrs, read_table  # noqa: E402
+from batchlib.trench.layout import TRENCHES_TABLE  # noqa: E402
+from batchlib.trench.segmentation.threshold import empty_background  # noqa: E402
 from batchlib.trench.jobs import Segment  # noqa: E402
 from batchlib.trench.segmentation import segment_trenches  # noqa: E402
 from batchlib.trench.segmentation import torch_model, training  # noqa: E402
@@ -115,8 +117,12 @@ def test_unet_method_under_the_processes_executor(segmented):
             seg = f["segmentation/cells"]
             assert read_attrs(seg)["method"] == "unet"
             labels, crops = seg[:], f["trench_crops/phase"][:]
-        # the same labels as segmenting the crops here, in the main process
-        np.testing.assert_array_equal(labels, segment_trenches(crops, method="unet", kind="phase"))
+            empty = read_table(f, TRENCHES_TABLE)["empty"].to_numpy(bool)
+        # the same labels as segmenting the crops here, in the main process, with the
+        # empty trenches as the reference as the job gives it
+        here = segment_trenches(crops, method="unet", kind="phase",
+                                background=empty_background(crops, empty))
+        np.testing.assert_array_equal(labels, here)
         n_cells += int(labels.max(axis=(2, 3)).sum())
     assert n_cells > 20
 
