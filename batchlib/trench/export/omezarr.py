@@ -48,6 +48,8 @@ MIN_LEVEL_SIZE = 256
 MAX_LEVELS = 6
 #: Largest chunk along y and x.
 TILE = 1024
+#: Frames are written in blocks of about this many bytes (all channels and the labels).
+BLOCK_BYTES = 256 << 20
 _FLUO_COLORS = ("00FF00", "FF00FF", "00FFFF", "FF0000", "FFFF00", "0000FF")
 
 
@@ -191,10 +193,11 @@ def _arrays(group, shapes, n_t, n_c, dtype, kept):
     return arrays
 
 
-def _write_levels(arrays, t, c, frame) -> None:
+def _write_levels(arrays, t0, block) -> None:
+    """Write ``block`` (frames, c, y, x) from frame ``t0`` into every pyramid level."""
     for level, arr in enumerate(arrays):
         step = 2 ** level
-        arr[t, c] = frame[::step, ::step]
+        arr[t0:t0 + block.shape[0]] = block[..., ::step, ::step]
 
 
 def _datasets(n_levels, t_step, pixel, factor=1) -> list:
@@ -295,20 +298,25 @@ def export_position(container, out_dir, segmentation="cells", force=False, progr
                 crop_lab = _arrays(cl, [(h, n * w)], n_t, 1, "uint32", kept)
         crops = [f[f"{CROPS}/{k}"] for k in pos.keys] if cropped else []
         seg = f[f"{SEGMENTATION}/{pos.segmentation}"] if pos.segmentation and cropped else None
-        frames = range(kept, n_t)
+        # Blocks of frames: one write per array and block lets zarr compress the
+        # chunks of a block together (a write per frame is dominated by its overhead).
+        frame_bytes = movies[0][0].nbytes * n_c + (4 * int(np.prod(pos.frame_shape)) if seg is not None else 0)
+        block = int(max(1, min(16, BLOCK_BYTES // max(frame_bytes, 1))))
+        starts = range(kept, n_t, block)
         if progress:
             from tqdm import tqdm
 
-            frames = tqdm(frames, desc=pos.stem, unit="frame", leave=False)
-        for t in frames:
-            for c, movie in enumerate(movies):
-                _write_levels(img, t, c, movie[t])
-                if crop_img:
-                    _write_levels(crop_img, t, c, _montage(crops[c][:, t]))
+            starts = tqdm(starts, desc=pos.stem, unit="block", leave=False)
+        for t0 in starts:
+            t1 = min(t0 + block, n_t)
+            _write_levels(img, t0, np.stack([m[t0:t1] for m in movies], axis=1))
+            if crop_img:
+                _write_levels(crop_img, t0, np.stack([_montage(c[:, t0:t1]) for c in crops], axis=1))
             if seg is not None:
-                labels = global_labels(seg[:, t])
-                _write_levels(crop_lab, t, 0, _montage(labels))
-                _write_levels(lab, t, 0, full_frame_labels(labels, pos, t))
+                labels = [global_labels(seg[:, t]) for t in range(t0, t1)]
+                _write_levels(crop_lab, t0, _montage(np.stack(labels, axis=1))[:, None])
+                _write_levels(lab, t0, np.stack([full_frame_labels(lb, pos, t)
+                                                 for t, lb in zip(range(t0, t1), labels)])[:, None])
         # Metadata: rewritten every time (the time step may change as frames arrive).
         t_step = _time_step(pos.times_s[:n_t])
         pixel = float(pos.pixel_size_um) if pos.pixel_size_um else 1.0
@@ -398,7 +406,7 @@ def full_frame_labels(labels, pos: Position, t: int) -> np.ndarray:
 
 
 def _montage(crops) -> np.ndarray:
-    """(n, h, w) -> (h, n * w): the trenches side by side, trench ``n`` at columns ``n * w``."""
+    """(n, t, h, w) -> (t, h, n * w): the trenches side by side, trench ``n`` at columns ``n * w``."""
     crops = np.asarray(crops)
-    n, h, w = crops.shape
-    return crops.transpose(1, 0, 2).reshape(h, n * w)
+    n, t, h, w = crops.shape
+    return crops.transpose(1, 2, 0, 3).reshape(t, h, n * w)
