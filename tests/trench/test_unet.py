@@ -221,3 +221,18 @@ def test_detected_boxes_starting_in_the_pdms_keep_mother_length():
     # without the reference the mothers start in the PDMS, with it within a pixel of the truth
     assert np.mean(plain < 0) > 0.5, plain
     assert np.mean(np.abs(registered) <= 1) >= 0.9, registered
+
+
+def test_auto_is_unet_with_torch_and_threshold_without(monkeypatch, caplog):
+    assert Segment().param_values["method"] == "unet"          # the default is auto
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    with caplog.at_level("WARNING"):
+        job = Segment(method="auto")
+    assert job.param_values["method"] == "threshold"
+    assert "PyTorch is not installed" in caplog.text
+    # the records name the method that ran, so installing torch later recomputes
+    assert job.param_hash != Segment(method="unet").param_hash

@@ -33,7 +33,8 @@ class Segment(BatchJobOnContainer):
     Labels have the crops' shape (n_trench, T, H, W) and are numbered from the
     closed end in every trench and frame (label 1 is the mother cell). The
     method is pluggable (:mod:`batchlib.trench.segmentation.methods`); the
-    default needs no trained model and runs on the CPU.
+    default, ``auto``, is the shipped U-Net (CPU) where PyTorch is installed
+    and the classical ``threshold`` method otherwise.
 
     ``method``, ``method_params`` and ``gpu`` are checked when the job is
     built, so a misspelt name or parameter fails at once, not in every worker.
@@ -45,7 +46,8 @@ class Segment(BatchJobOnContainer):
                          "phase-like channel, else the first fluorescence one)"),
         "kind": Param("auto", "auto (the kind Ingest recorded for the channel), phase or fluorescence",
                       choices=("auto", "phase", "fluorescence")),
-        "method": Param("threshold", "segmentation method: a built-in name (threshold, unet), "
+        "method": Param("auto", "segmentation method: auto (unet where PyTorch is installed, "
+                        "else threshold), a built-in name (threshold, unet), "
                         "'package.module:function' or a batchlib.segmentation_methods entry point"),
         "method_params": Param("{}", "JSON object of extra parameters for the method, e.g. "
                                '{"lumen_width": 12} (default for threshold: the lumen width '
@@ -57,10 +59,18 @@ class Segment(BatchJobOnContainer):
     output_keys = {f"{SEGMENTATION}/{{name}}": KeySpec(ndim=4, dtype="ui")}
 
     def __init__(self, input_pattern=None, identifier=None, **params):
-        from ..segmentation.methods import check_method, is_picklable
+        from ..segmentation.methods import AUTO, check_method, default_method, is_picklable
 
         super().__init__(input_pattern=input_pattern, identifier=identifier, **params)
         p = self.param_values
+        if p["method"] == AUTO:
+            # resolved once, when the job is built: the records, the parameter hash
+            # and the incremental basis name the method that actually runs
+            self._params["method"] = default_method()
+            if p["method"] != "unet":
+                self.logger.warning("segment_method auto: PyTorch is not installed, so the "
+                                    "classical 'threshold' method runs (install torch, e.g. "
+                                    "pip install 'batchlib[gpu]', for the more accurate 'unet')")
         try:
             method = check_method(p["method"], self.method_params(), gpu=bool(p["gpu"]))
         except (KeyError, ValueError, RuntimeError, OSError, ImportError) as e:
