@@ -9,7 +9,7 @@ DEMO_CONF ?= configs/demo.conf
 
 help:
 	@echo "make demo   run the trench workflow on a generated demo acquisition"
-	@echo "make test   run the tests"
+	@echo "make test   lint (ruff), type checks (mypy), the tests and the doctests"
 	@echo "make bench  run the benchmarks (quick versions)"
 
 $(PY):
