@@ -56,6 +56,7 @@ from bench_detection import channels_of, markdown, with_summary  # noqa: E402
 from batchlib.trench.detection import (TrenchDetectionError,  # noqa: E402
                                        crop_trenches)
 from batchlib.trench.geometry import crop_box  # noqa: E402
+from batchlib.trench.segmentation.chip_structures import drop_chip_structures  # noqa: E402
 from batchlib.trench.measure import measure_cells, measure_trench_frames  # noqa: E402
 from batchlib.trench.detection.movie import detect_in_movie, movie_drift  # noqa: E402
 from batchlib.trench.segmentation import segment_trenches  # noqa: E402
@@ -145,7 +146,13 @@ def score(truth, pred, mother_len, true_counts=None, missed_counts=None, missed_
 
 def segment(crops, kind, lumen_width, empty=None, method="threshold"):
     """The Segment job's call: ``threshold`` with the lumen width and, in phase, the
-    empty trenches as the reference; other methods with their defaults."""
+    empty trenches as the reference; other methods with their defaults; then what
+    recurs in most empty trenches dropped from them."""
+    labels = _segment(crops, kind, lumen_width, empty, method)
+    return labels if empty is None else drop_chip_structures(labels, np.asarray(empty, bool))
+
+
+def _segment(crops, kind, lumen_width, empty=None, method="threshold"):
     if method != "threshold":
         extra = {}
         if method == "unet" and kind == "phase" and empty is not None:
