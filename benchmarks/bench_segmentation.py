@@ -360,9 +360,13 @@ def main(argv=None):
     parser.add_argument("--timepoints", type=int, default=None, help="frames (default 8)")
     parser.add_argument("--no-extras", action="store_true",
                         help="families only: no speed and no real-data tables")
-    parser.add_argument("--method", default="threshold", help="segmentation method (threshold, unet)")
+    parser.add_argument("--method", default="auto",
+                        help="segmentation method: auto (the Segment job's default), threshold, unet")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per run (stderr)")
     args = parser.parse_args(argv)
+    if args.method == "auto":
+        from batchlib.trench.segmentation.methods import default_method
+        args.method = default_method()
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
