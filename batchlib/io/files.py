@@ -12,8 +12,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from .compression import h5_compression_kwargs, z5_compression_kwargs
 
 H5_EXTS = (".h5", ".hdf5", ".hdf")
@@ -123,6 +121,8 @@ def create_dataset(group, key, data=None, shape=None, dtype=None, chunks=None,
         Allow growing along axis 0 (``True``) or along the given axis later
         (:func:`grow_dataset`).
     """
+    import numpy as np  # here, not at the top: planning a rerun needs no numpy
+
     if key in group:
         del group[key]
     if data is not None:
@@ -154,6 +154,8 @@ def create_dataset(group, key, data=None, shape=None, dtype=None, chunks=None,
 
 def _default_chunks(shape, dtype, target_bytes=1 << 20):
     """Chunks of about ``target_bytes`` that split the leading axes first."""
+    import numpy as np
+
     if not shape:
         return ()
     chunks = [max(int(s), 1) for s in shape]
@@ -190,6 +192,8 @@ def grow_dataset(group, key, new_length: int, axis: int = 0):
 
 
 def _encode_attr(value):
+    import numpy as np
+
     if isinstance(value, (dict, list, tuple)) or value is None:
         return _JSON_PREFIX + json.dumps(value, default=_json_default)
     if isinstance(value, np.generic):
@@ -198,6 +202,8 @@ def _encode_attr(value):
 
 
 def _decode_attr(value):
+    import numpy as np
+
     if isinstance(value, bytes):
         value = value.decode()
     if isinstance(value, str) and value.startswith(_JSON_PREFIX):
@@ -210,6 +216,8 @@ def _decode_attr(value):
 
 
 def _json_default(obj):
+    import numpy as np
+
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):

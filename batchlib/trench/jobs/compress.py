@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 
 from ...base import Param
 from ...container_job import BatchJobOnContainer, KeySpec
@@ -41,6 +40,7 @@ class Compress(BatchJobOnContainer):
                 repack(path)
 
     def process_container(self, container, path):
+        import numpy as np
         from ..detection import crop_trenches
 
         trenches = read_table(container, TRENCHES_TABLE)

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import os
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ...base import Param
 from ...container_job import BatchJobOnContainer, KeySpec
@@ -13,6 +11,9 @@ from ...io import read_attrs, read_table, write_attrs, write_table
 from ..channels import ChannelChoiceError, choose_channel
 from ..layout import (ACQUISITION_ATTR, DRIFT_TABLE, QC_DIR, RAW, TRENCHES_TABLE, container_stem,
                       folder_output)
+
+if TYPE_CHECKING:  # pandas is imported where it is used: it is slow to import
+    import pandas as pd
 
 
 def resolve_channel(container, channel: str, option: str = "--detect_channel", where: str = "") -> tuple:
@@ -130,6 +131,8 @@ class TrenchDetection(BatchJobOnContainer):
         return [folder_output(output_path, QC_DIR, "_trenches.png")] if self.param_values["qc_plot"] else []
 
     def _drift(self, container, movie, reference, layout, kind):
+        import numpy as np
+        import pandas as pd
         from ..detection.movie import movie_drift
 
         n_t = movie.shape[0]
@@ -146,6 +149,7 @@ class TrenchDetection(BatchJobOnContainer):
 
 
 def _layout_hash(trenches: pd.DataFrame) -> str:
+    import numpy as np
     from ...records import param_hash
 
     cols = [c for c in ("set", "trench", "x_center", "y_closed", "direction", "height", "width")
