@@ -12,7 +12,6 @@ import glob
 import os
 import time
 import traceback
-import uuid
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 from . import folder_outputs
 from .errors import InvalidInputError, InvalidOutputError, JobError, OutputCollisionError
 from .io import CONTAINER_EXTS, container_format, open_file, remove_container, replace_container
+from .io.files import TMP_MARK, is_temporary, temporary_path
 from .io.checksum import describe_datasets, iter_datasets
 from .io.space import (DiskFullError, check_free_space, disk_full_message, is_disk_full,
                        reserve_space)
@@ -76,10 +76,6 @@ class JobResult:
     @property
     def success(self) -> bool:
         return self.state == "processed"
-
-
-def _is_temporary(name: str) -> bool:
-    return name.startswith(".") and ".tmp-" in name
 
 
 def _content_only(sig):
@@ -207,7 +203,7 @@ class BatchJob:
         """Input paths matching :attr:`input_pattern`, sorted; temporary files skipped."""
         paths = glob.glob(os.path.join(str(input_folder), self.input_pattern),
                           recursive="**" in self.input_pattern)
-        return sorted(p for p in paths if not _is_temporary(os.path.basename(p)))
+        return sorted(p for p in paths if not is_temporary(os.path.basename(p)))
 
     def unit_key(self, path, input_folder) -> str:
         prefix = os.path.join(str(input_folder), "")
@@ -400,15 +396,13 @@ class BatchJob:
             if self.update_in_place and records.get(out):
                 plan.append((out, out, True))
             else:
-                p = Path(out)
-                tmp = p.with_name(f".{p.name.split('.')[0]}.tmp-{uuid.uuid4().hex[:8]}{p.suffix}")
-                plan.append((out, str(tmp), False))
+                plan.append((out, str(temporary_path(out)), False))
         return plan
 
     def clean_temporary(self, folder) -> None:
         """Remove temporary containers left by a killed run (the lock says none is live)."""
         for ext in CONTAINER_EXTS:
-            for p in glob.glob(os.path.join(str(folder), f".*.tmp-*{ext}")):
+            for p in glob.glob(os.path.join(str(folder), f".*{TMP_MARK}*{ext}")):
                 self.logger.warning("removing %s, left unfinished by an interrupted run", p)
                 remove_container(p)
             # Old n5/zarr directories that replace_container had renamed aside

@@ -49,11 +49,25 @@ class JobRunner:
         return [p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, self.folder)
                 for p in paths]
 
+    def _clean_folder_output_leftovers(self) -> None:
+        """Temporaries of files beside the containers (a table, a QC picture) that a killed
+        run left; the lock says no writer of them is live."""
+        from .io.files import remove_leftovers
+
+        try:
+            dirs = {os.path.dirname(p) for p in self.job.folder_outputs(os.path.join(self.folder, "x.h5"))}
+        except Exception:  # noqa: BLE001 - a job whose outputs cannot be guessed like this
+            return
+        for d in sorted(dirs):
+            for name in remove_leftovers(d, any_writer=True):
+                self.log.warning("removed %s, left unfinished by an interrupted run", os.path.join(d, name))
+
     def plan(self):
         """Split the units into up to date, to compute and invalid."""
         if not os.path.isdir(self.input_folder):
             raise FileNotFoundError(f"{self.job.name}: input folder {self.input_folder} does not exist")
         self.job.clean_temporary(self.folder)
+        self._clean_folder_output_leftovers()
         units = self.job.list_units(self.input_folder, self.folder, self.status)
         try:
             self.job.check_distinct_outputs(units)  # before anything is written

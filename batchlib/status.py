@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -54,60 +53,26 @@ def dumps_status(data: dict) -> str:
 
 def write_json_atomic(path, data) -> None:
     """Write JSON so that readers see the old or the new file, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    from .io.files import atomic_path
+
     text = dumps_status(data)
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # A full disk (or a signal) must not leave the temporary behind.
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True  # exists (another user's), or not a pid we can judge: keep the file
-    return True
+    with atomic_path(path, fsync=True) as tmp:
+        tmp.write_text(text)
 
 
 def clean_status_temporaries(sdir) -> list:
-    """Remove ``.<name>.tmp-<pid>`` files left in ``sdir`` by runs that were killed.
+    """Remove temporary files (``.<name>.tmp-<pid>...``) left in ``sdir`` by runs that were killed.
 
     Only files whose writer is gone (a dead pid, or our own pid from before
     this run: the pid was reused) are removed; a live writer's file is kept.
     Called at the start of each run, which holds the folder's lock.
     """
-    removed = []
-    sdir = Path(sdir)
-    if not sdir.is_dir():
-        return removed
-    for p in sdir.glob(".*.tmp-*"):
-        pid = p.name.rsplit(".tmp-", 1)[1]
-        if not pid.isdigit():
-            continue
-        if int(pid) != os.getpid() and _pid_alive(int(pid)):
-            continue
-        try:
-            p.unlink()
-            removed.append(p.name)
-        except OSError:
-            pass
+    from .io.files import remove_leftovers
+
+    removed = remove_leftovers(sdir)
     if removed:
         logger.warning("removed %d status temporary file(s) left by interrupted runs: %s",
-                       len(removed), ", ".join(sorted(removed)[:5]))
+                       len(removed), ", ".join(removed[:5]))
     return removed
 
 

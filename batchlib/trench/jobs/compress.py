@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 
 from ...base import Param
 from ...container_job import BatchJobOnContainer, KeySpec
 from ...io import (container_format, create_dataset, is_h5, open_file, read_attrs, read_table,
-                   replace_container, write_attrs)
+                   write_attrs)
+from ...io.files import atomic_path
 from ..layout import ACQUISITION_ATTR, CROPS, DRIFT_TABLE, OVERVIEW, RAW, TRENCHES_TABLE
 from ._stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
 
@@ -101,13 +101,9 @@ def repack(path) -> None:
     """
     if container_format(path) != "h5":
         return
-    p = Path(path)
-    # The whole stem: "exp.v2_pos000" and "exp.v3_pos000" must not share a temporary file.
-    tmp = p.with_name(f".{p.stem}.tmp-repack-{os.getpid()}{p.suffix}")
-    with open_file(p, "r") as src, open_file(tmp, "w") as dst:
+    with atomic_path(path) as tmp, open_file(path, "r") as src, open_file(tmp, "w") as dst:
         assert is_h5(src)
         for key in src.keys():
             src.copy(src[key], dst, name=key)
         for k, v in src.attrs.items():
             dst.attrs[k] = v
-    replace_container(tmp, p)

@@ -8,6 +8,7 @@ from ...base import Param
 from ...container_job import BatchJobOnContainer, KeySpec
 from ...errors import InvalidInputError
 from ...io import read_attrs, read_table, write_attrs, write_table
+from ...io.files import atomic_path
 from ..channels import ChannelChoiceError, choose_channel
 from ..layout import (ACQUISITION_ATTR, DRIFT_TABLE, QC_DIR, RAW, TRENCHES_TABLE, container_stem,
                       folder_output)
@@ -117,12 +118,10 @@ class TrenchDetection(BatchJobOnContainer):
         verdict = {1.0: "self-check passed", 0.5: "NOT VERIFIED",
                    0.0: "self-check failed"}.get(layout.quality.get("self_check"), "")
         for picture in self.folder_outputs(path):
-            os.makedirs(os.path.dirname(picture), exist_ok=True)
             # Drawn under a temporary name, then renamed: never a half-written picture.
-            tmp = os.path.join(os.path.dirname(picture), f".{os.path.basename(picture)}.tmp-{os.getpid()}.png")
-            plot_detection(reference, layout, tmp,
-                           title=f"{container_stem(path)} ({key}, {kind}) - {verdict}")
-            os.replace(tmp, picture)
+            with atomic_path(picture) as tmp:
+                plot_detection(reference, layout, str(tmp),
+                               title=f"{container_stem(path)} ({key}, {kind}) - {verdict}")
         self.logger.debug("%s: %d trenches, angle %.3f", os.path.basename(path), len(trenches),
                           layout.angle_deg)
 

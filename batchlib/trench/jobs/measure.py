@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...base import Param
 from ...container_job import BatchJobOnContainer, KeySpec
 from ...io import read_attrs, read_table, write_table
+from ...io.files import atomic_path
 from ..layout import (ACQUISITION_ATTR, CELLS_DATASET, CELLS_TABLE, CROPS, DRIFT_TABLE, FRAMES_TABLE,
                       SEGMENTATION, TRENCH_FRAMES_TABLE, TRENCHES_TABLE, folder_output)
 from ._stacks import CHUNK_T, frame_blocks
@@ -120,11 +120,8 @@ def _add_trench_ids(table, trenches):
 
 def write_parquet(path, table: pd.DataFrame) -> None:
     """Write a parquet file atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
 
 
 def cell_tables(folder) -> list:
@@ -179,16 +176,12 @@ def export_csv(folder, path=None, force=False) -> Path:
             and problem([path], path.parent, record.get("output")) is None):
         return path
     table = read_cells(folder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
     record = {"csv": str(path.resolve()), "sources": sources, "rows": len(table),
               "output": signatures([path], path.parent)}
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record_path.with_name(f".{record_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, record_path)
+    with atomic_path(record_path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
     return path
 
 
