@@ -311,9 +311,9 @@ class BatchJob:
                 unit.signature = self.input_signature(unit)
             except OSError as e:  # vanished between glob and stat
                 unit.signature = {"error": str(e)}
-            cached = status.cached(key)
-            if cached and cached.get("input_signature") == unit.signature and cached.get("outputs"):
-                unit.outputs = [os.path.join(str(folder), o) for o in cached["outputs"]]
+            outputs = status.cached_outputs(key, unit.signature)
+            if outputs:
+                unit.outputs = [os.path.join(str(folder), o) for o in outputs]
             else:
                 try:
                     unit.outputs = self.outputs_for(path, folder)
@@ -333,6 +333,50 @@ class BatchJob:
         collisions = {out: keys for out, keys in owners.items() if len(set(keys)) > 1}
         if collisions:
             raise OutputCollisionError(self.name, collisions)
+
+    def output_identities(self, outputs) -> dict:
+        """``{name: identity}`` of the output containers and the files beside them.
+
+        The identity is ``[inode, size, mtime_ns]`` of a file (an h5
+        container changes it with any write, a replaced one has another
+        inode), for n5/zarr directories the inode and the stamp of the
+        records; ``None`` for what is missing.
+        """
+        from .status_index import file_identity
+
+        out = {}
+        for path in outputs:
+            name = os.path.basename(path)
+            if container_format(path) == "h5":
+                out[name] = file_identity(path)
+            else:
+                ident = file_identity(path)
+                out[name] = None if ident is None else [ident[0], record_stamp(path)]
+            for extra in self.folder_outputs(path):
+                out[os.path.relpath(extra, os.path.dirname(path))] = file_identity(extra)
+        return out
+
+    def fingerprint(self, unit: Unit, triggers, identities=None) -> str | None:
+        """Digest of everything an "up to date" decision about ``unit`` reads.
+
+        The parameter hash, version, rerun triggers, the input signature and
+        :meth:`output_identities` (taken now unless given). Equal
+        fingerprints mean the decision would come out the same, so a stored
+        one that still matches makes the unit up to date without opening
+        anything (see :mod:`batchlib.status_index`). ``None``: cannot tell.
+        """
+        from .status_index import digest
+
+        if identities is None:
+            identities = self.output_identities(unit.outputs)
+        if not unit.outputs or any(v is None for v in identities.values()):
+            return None
+        return digest([self.param_hash, str(self.version), sorted(triggers),
+                       self.fingerprint_signature(unit), identities])
+
+    def fingerprint_signature(self, unit: Unit):
+        """The part of the input signature the fingerprint covers (all of it here)."""
+        return unit.signature
 
     def check_unit(self, unit: Unit, cached, triggers, force) -> tuple:
         """``(up_to_date, reason, records)`` for one unit."""
@@ -506,8 +550,10 @@ def execute_unit(task) -> dict:
                 write_record(f, job.name, {**record, **extra})
             if not in_place:
                 replace_container(path, final)
+        finals = [f for f, _, _ in plan]
         return {"key": unit.key, "state": "done", "duration_s": round(time.monotonic() - t0, 4),
-                "stamps": {os.path.basename(f): record_stamp(f) for f, _, _ in plan},
+                "stamps": {os.path.basename(f): record_stamp(f) for f in finals},
+                "identities": job.output_identities(finals),
                 "record": record, "warnings": warnings}
     except Exception as e:  # noqa: BLE001 - any failure of one image is recorded, not fatal
         disk_full = is_disk_full(e)

@@ -76,6 +76,16 @@ class JobRunner:
             raise
         todo, invalid = [], {}
         for unit in units:
+            fingerprint = None
+            if not self.force:
+                # Taken before the check, so that a change made meanwhile makes it stale.
+                try:
+                    fingerprint = self.job.fingerprint(unit, self.triggers)
+                except Exception:  # noqa: BLE001 - no fingerprint: the check decides
+                    fingerprint = None
+                if fingerprint is not None and fingerprint == self.status.fingerprint(unit.key):
+                    self.status.keep(unit.key)  # unchanged since it was found up to date
+                    continue
             cached = self.status.cached(unit.key)
             try:
                 ok, reason, records = self.job.check_unit(unit, cached, self.triggers, self.force)
@@ -89,7 +99,8 @@ class JobRunner:
 
                     stamps = {os.path.basename(o): record_stamp(o) for o in unit.outputs}
                 extra = {"warnings": rec["warnings"]} if (rec or {}).get("warnings") else {}
-                self.status.set_file(unit.key, state="done", outputs=self._rel(unit.outputs),
+                self.status.set_file(unit.key, fingerprint=fingerprint, state="done",
+                                     outputs=self._rel(unit.outputs),
                                      input_signature=unit.signature, stamps=stamps,
                                      record=_lean(rec), finished=(rec or {}).get("finished"),
                                      duration_s=(cached or {}).get("duration_s"), **extra)
@@ -176,8 +187,11 @@ class JobRunner:
                     rec = result["record"]
                     if result.get("warnings"):
                         entry["warnings"] = result["warnings"]
-                    self.status.set_file(key, state="done", stamps=result["stamps"],
-                                         record=_lean(rec), **entry)
+                    fingerprint = None
+                    if result.get("identities") is not None:
+                        fingerprint = self.job.fingerprint(unit, self.triggers, result["identities"])
+                    self.status.set_file(key, fingerprint=fingerprint, state="done",
+                                         stamps=result["stamps"], record=_lean(rec), **entry)
                 else:
                     failed[key] = result["error"]
                     self.status.set_file(key, state="failed" if result["state"] == "failed" else "invalid",

@@ -1,0 +1,186 @@
+"""The status index: what the last runs found out about every input, compact and fast to read.
+
+``batchlib/<JobName>.index`` is the machine's half of a job's status (the
+``.status`` file is the people's half: a summary, the problems and what the
+last run did). It is a cache of the completion records, never trusted over
+them, with one line per input::
+
+    "<key>"<TAB><fingerprint or ->"<TAB><signature digest><TAB>[outputs]<TAB>{entry}
+
+* the *fingerprint* digests everything an "up to date" decision read (the job's
+  parameter hash and version, the rerun triggers, the input signature and the
+  identity ``(inode, size, mtime_ns)`` of every output container and file
+  beside it), taken when the input was found or made up to date: while it is
+  unchanged the input is up to date without opening anything, so a rerun
+  with nothing to do costs a ``stat`` per file;
+* the *signature digest* and *outputs* let planning reuse the outputs of an
+  unchanged input without parsing its entry;
+* the *entry* (state, record summary, stamps, error, ...) is parsed only for
+  inputs whose fingerprint no longer matches.
+
+Results are appended as they stream in (a killed run loses nothing it
+recorded; a torn last line is ignored) and the file is rewritten, atomically,
+at the end of a run that changed anything. A run with nothing to do writes
+nothing here. A missing or unreadable index is rebuilt from the containers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+INDEX_SCHEMA = "batchlib-status-index-1"
+
+logger = logging.getLogger("Workflow.status")
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def digest(value) -> str:
+    """Short digest of a JSON-able value (fingerprints, signature digests)."""
+    return hashlib.blake2b(_dumps(value).encode(), digest_size=12).hexdigest()
+
+
+def _row_line(key, row) -> str:
+    fp, sig, outputs_text, entry_text = row
+    # json.dumps escapes tabs and newlines, so neither can occur inside a field
+    return f"{json.dumps(key)}\t{fp or '-'}\t{sig or '-'}\t{outputs_text}\t{entry_text}\n"
+
+
+class StatusIndex:
+    """The rows of one job's index: ``key -> [fingerprint, signature digest, outputs text, entry text]``.
+
+    Texts stay unparsed until asked for, so that 100,000 rows cost little
+    memory and no time when nothing changed.
+    """
+
+    def __init__(self, path, header: dict | None = None):
+        self.path = Path(path)
+        self.header = {"schema": INDEX_SCHEMA, **(header or {})}
+        self.rows: dict = {}
+        self.seen: set = set()
+        self._appended = 0
+        self._dirty = False
+        self._fh = None
+
+    # -- reading ------------------------------------------------------------
+    def load(self) -> bool:
+        """Read the index; ``False`` (with a warning) when it is unusable."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                first = f.readline()
+                head = json.loads(first)
+                if not isinstance(head, dict) or head.get("schema") != INDEX_SCHEMA:
+                    raise ValueError(f"not a {INDEX_SCHEMA} file")
+                rows = {}
+                for line in f:
+                    if not line.endswith("\n"):
+                        break  # torn by a kill while appending: the rest is unknown
+                    k, fp, sig, outs, entry = line[:-1].split("\t", 4)
+                    key = k[1:-1] if "\\" not in k else json.loads(k)
+                    rows[key] = [None if fp == "-" else fp, None if sig == "-" else sig, outs, entry]
+        except FileNotFoundError:
+            return False
+        except (ValueError, OSError, UnicodeDecodeError) as e:
+            logger.warning("%s is unreadable (%s); rebuilding it from the completion records",
+                           self.path, e)
+            self._dirty = True
+            return False
+        self.rows = rows
+        return True
+
+    def fingerprint(self, key) -> str | None:
+        row = self.rows.get(key)
+        return row[0] if row else None
+
+    def outputs(self, key, signature_digest) -> list | None:
+        """The recorded outputs of ``key`` when its input signature is unchanged."""
+        row = self.rows.get(key)
+        if not row or row[1] != signature_digest:
+            return None
+        return json.loads(row[2])
+
+    def entry(self, key) -> dict | None:
+        row = self.rows.get(key)
+        if not row:
+            return None
+        try:
+            entry = json.loads(row[3])
+        except ValueError:
+            return None
+        return entry if isinstance(entry, dict) else None
+
+    def items(self):
+        """``(key, entry)`` of every row (parses them all)."""
+        for key in list(self.rows):
+            entry = self.entry(key)
+            if entry is not None:
+                yield key, entry
+
+    # -- writing ------------------------------------------------------------
+    def keep(self, key) -> None:
+        """The row of ``key`` stays as it is (the input was found unchanged)."""
+        self.seen.add(key)
+
+    def put(self, key, entry: dict, fingerprint=None, signature=None, append=False) -> None:
+        """Set the row of ``key``; ``append``: also write it to the file now."""
+        text = json.dumps(entry, separators=(",", ":"), default=str)
+        outputs = entry.get("outputs") or []
+        sig = digest(signature) if signature is not None else None
+        self.rows[key] = row = [fingerprint, sig, json.dumps(outputs), text]
+        self.seen.add(key)
+        self._dirty = True
+        if append:
+            self._append(_row_line(key, row))
+
+    def _append(self, line) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")
+            if self._fh.tell() == 0:  # a new file: the header first
+                self._fh.write(json.dumps(self.header) + "\n")
+        self._fh.write(line)
+        self._appended += 1
+
+    def flush(self) -> None:
+        """Push the appended lines to the file (they are buffered until then)."""
+        if self._fh is not None:
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def write(self) -> None:
+        """Rewrite the index (atomically) with the rows seen in this run."""
+        from .io.files import atomic_path
+
+        self.close()
+        self.rows = {k: v for k, v in self.rows.items() if k in self.seen}
+        with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(self.header) + "\n")
+            f.writelines(_row_line(k, row) for k, row in self.rows.items())
+        self._dirty = False
+        self._appended = 0
+
+    def finish(self) -> None:
+        """End of a run: rewrite the file if anything changed or a row was dropped."""
+        if self._dirty or self._appended or len(self.seen) != len(self.rows) \
+                or not self.path.exists():
+            self.write()
+        else:
+            self.close()
+
+
+def file_identity(path) -> list | None:
+    """``[inode, size, mtime_ns]`` of a file, ``None`` when it is missing."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
