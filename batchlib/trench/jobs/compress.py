@@ -41,7 +41,7 @@ class Compress(BatchJobOnContainer):
 
     def process_container(self, container, path):
         import numpy as np
-        from ..detection import crop_trenches
+        from ..detection.crop import CropSampler
 
         trenches = read_table(container, TRENCHES_TABLE)
         tattrs = read_attrs(container[TRENCHES_TABLE])
@@ -54,17 +54,30 @@ class Compress(BatchJobOnContainer):
         n_t = min(container[f"{RAW}/{keys[0]}"].shape[0], len(drift))
         basis = {"layout": tattrs.get("layout_hash"), "order": int(self.param_values["interpolation_order"])}
         order = basis["order"]
+        raws = {key: container[f"{RAW}/{key}"] for key in keys}
+        stacks, kept = {}, {}
         for key in keys:
-            raw = container[f"{RAW}/{key}"]
             ckey = f"{CROPS}/{key}"
-            kept = frames_kept(container, ckey, (n, h, w), basis)
-            ds = prepare_stack(container, ckey, (n, h, w), n_t, raw.dtype, kept)
-            for t0, t1 in frame_blocks(kept, n_t):
-                block = np.empty((n, t1 - t0, h, w), dtype=raw.dtype)
-                for t in range(t0, t1):
-                    block[:, t - t0] = crop_trenches(raw[t], trenches, angle, tuple(drift[t]), order=order)
-                ds[:, t0:t1] = block
-            mark_frames(ds, n_t, basis, angle_deg=angle)
+            kept[key] = frames_kept(container, ckey, (n, h, w), basis)
+            stacks[key] = prepare_stack(container, ckey, (n, h, w), n_t, raws[key].dtype, kept[key])
+        # Frames outside, channels inside: where to sample a frame depends only on its
+        # drift, so it is worked out once per frame for all channels.
+        start = min(kept.values(), default=n_t)
+        for t0, t1 in frame_blocks(start, n_t):
+            blocks = {key: np.empty((n, t1 - t0, h, w), dtype=raws[key].dtype)
+                      for key in keys if kept[key] < t1}
+            for t in range(t0, t1):
+                todo = [key for key in blocks if kept[key] <= t]
+                if not todo:
+                    continue
+                sampler = CropSampler(trenches, angle, raws[todo[0]].shape[1:], tuple(drift[t]), order)
+                for key in todo:
+                    blocks[key][:, t - t0] = sampler.crop(raws[key][t])
+            for key, block in blocks.items():
+                lo = max(t0, kept[key])
+                stacks[key][:, lo:t1] = block[:, lo - t0:]
+        for key in keys:
+            mark_frames(stacks[key], n_t, basis, angle_deg=angle)
         write_attrs(container[CROPS], {"n_trenches": n, "height": h, "width": w, "n_frames": n_t,
                                        "channels": keys})
         if self.param_values["drop_raw"]:
