@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import time
 
-from tqdm import tqdm
-
 from .base import JobResult, execute_unit
 from .errors import InvalidInputError, JobError
 from .io.space import DiskFullError, disk_full_message, is_disk_full
@@ -169,6 +167,8 @@ class JobRunner:
                 if stop:
                     return
                 yield (self.job, unit, self.job.write_plan(unit, records), unit.signature)
+
+        from tqdm import tqdm  # here: a run with nothing to do does not import it
 
         executor = self.get_executor()
         units = {unit.key: unit for unit, _ in todo}
