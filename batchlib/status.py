@@ -144,8 +144,8 @@ class JobStatus:
         if isinstance(files, dict):
             for key, entry in files.items():
                 if isinstance(entry, dict):
-                    self.index.rows[key] = [None, None, json.dumps(entry.get("outputs") or []),
-                                            json.dumps(entry, default=str)]
+                    self.index.add_text(key, json.dumps(entry, default=str),
+                                        json.dumps(entry.get("outputs") or []))
 
     @property
     def files(self) -> dict:
@@ -181,7 +181,7 @@ class JobStatus:
         """Input ``key`` is unchanged and up to date: its entry stays as it is."""
         self.index.keep(key)
         self._states[key] = "done"
-        if '"warnings":' in self.index.rows[key][3]:  # people must still see them
+        if self.index.has_warnings(key):  # people must still see them
             entry = self.index.entry(key) or {}
             self.files[key] = {k: entry.get(k) for k in ("state", "outputs", "finished", "warnings")}
 

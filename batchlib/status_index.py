@@ -47,17 +47,18 @@ def digest(value) -> str:
     return hashlib.blake2b(repr(value).encode(), digest_size=12).hexdigest()
 
 
-def _row_line(key, row) -> str:
-    fp, sig, outputs_text, entry_text = row
+def _row_line(key, fp, sig, outputs_text, entry_text) -> bytes:
     # json.dumps escapes tabs and newlines, so neither can occur inside a field
-    return f"{json.dumps(key)}\t{fp or '-'}\t{sig or '-'}\t{outputs_text}\t{entry_text}\n"
+    return f"{json.dumps(key)}\t{fp or '-'}\t{sig or '-'}\t{outputs_text}\t{entry_text}\n".encode()
 
 
 class StatusIndex:
-    """The rows of one job's index: ``key -> [fingerprint, signature digest, outputs text, entry text]``.
+    """The rows of one job's index: ``key -> [fingerprint, signature digest, outputs text,
+    entry, has warnings]``.
 
-    Texts stay unparsed until asked for, so that 100,000 rows cost little
-    memory and no time when nothing changed.
+    An entry is its JSON text when this run set it, else where it lies in the
+    file, ``(offset, length)``: read and parsed only when asked for, so that
+    100,000 rows cost little memory and no time when nothing changed.
     """
 
     def __init__(self, path, header: dict | None = None):
@@ -67,37 +68,49 @@ class StatusIndex:
         self.seen: set = set()
         self._appended = 0
         self._dirty = False
-        self._fh = None
+        self._fh = None  # appending
+        self._rfh = None  # reading entries
 
     # -- reading ------------------------------------------------------------
     def load(self) -> bool:
         """Read the index; ``False`` (with a warning) when it is unusable."""
         try:
-            with open(self.path, encoding="utf-8") as f:
-                first = f.readline()
-                head = json.loads(first)
-                if not isinstance(head, dict) or head.get("schema") != INDEX_SCHEMA:
-                    raise ValueError(f"not a {INDEX_SCHEMA} file")
-                rows = {}
-                for line in f:
-                    if not line.endswith("\n"):
-                        break  # torn by a kill while appending: the rest is unknown
-                    k, fp, sig, outs, entry = line[:-1].split("\t", 4)
-                    key = k[1:-1] if "\\" not in k else json.loads(k)
-                    rows[key] = [None if fp == "-" else fp, None if sig == "-" else sig, outs, entry]
+            f = open(self.path, "rb")
         except FileNotFoundError:
             return False
+        try:
+            first = f.readline()
+            head = json.loads(first)
+            if not isinstance(head, dict) or head.get("schema") != INDEX_SCHEMA:
+                raise ValueError(f"not a {INDEX_SCHEMA} file")
+            rows = {}
+            offset = len(first)
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break  # torn by a kill while appending: the rest is unknown
+                k, fp, sig, outs, entry = line[:-1].split(b"\t", 4)
+                key = k[1:-1].decode() if b"\\" not in k else json.loads(k)
+                start = offset + len(line) - 1 - len(entry)
+                rows[key] = [None if fp == b"-" else fp.decode(), None if sig == b"-" else sig.decode(),
+                             outs.decode(), (start, len(entry)), b'"warnings":' in entry]
+                offset += len(line)
         except (ValueError, OSError, UnicodeDecodeError) as e:
+            f.close()
             logger.warning("%s is unreadable (%s); rebuilding it from the completion records",
                            self.path, e)
             self._dirty = True
             return False
+        self._rfh = f
         self.rows = rows
         return True
 
     def fingerprint(self, key) -> str | None:
         row = self.rows.get(key)
         return row[0] if row else None
+
+    def has_warnings(self, key) -> bool:
+        row = self.rows.get(key)
+        return bool(row and row[4])
 
     def outputs(self, key, signature_digest) -> list | None:
         """The recorded outputs of ``key`` when its input signature is unchanged."""
@@ -109,13 +122,22 @@ class StatusIndex:
             return [text[2:-2]]  # one plain name, the usual case: no JSON parser needed
         return json.loads(text)
 
+    def _entry_text(self, row) -> str:
+        if isinstance(row[3], str):
+            return row[3]
+        start, length = row[3]
+        if self._rfh is None:
+            self._rfh = open(self.path, "rb")
+        self._rfh.seek(start)
+        return self._rfh.read(length).decode()
+
     def entry(self, key) -> dict | None:
         row = self.rows.get(key)
         if not row:
             return None
         try:
-            entry = json.loads(row[3])
-        except ValueError:
+            entry = json.loads(self._entry_text(row))
+        except (ValueError, OSError, UnicodeDecodeError):
             return None
         return entry if isinstance(entry, dict) else None
 
@@ -131,23 +153,27 @@ class StatusIndex:
         """The row of ``key`` stays as it is (the input was found unchanged)."""
         self.seen.add(key)
 
+    def add_text(self, key, entry_text: str, outputs_text: str = "[]") -> None:
+        """A row from an entry's JSON text, without fingerprint (an earlier version's status)."""
+        self.rows[key] = [None, None, outputs_text, entry_text, '"warnings":' in entry_text]
+
     def put(self, key, entry: dict, fingerprint=None, signature=None, append=False) -> None:
         """Set the row of ``key``; ``append``: also write it to the file now."""
         text = json.dumps(entry, separators=(",", ":"), default=str)
-        outputs = entry.get("outputs") or []
+        outputs = json.dumps(entry.get("outputs") or [])
         sig = digest(signature) if signature is not None else None
-        self.rows[key] = row = [fingerprint, sig, json.dumps(outputs), text]
+        self.rows[key] = [fingerprint, sig, outputs, text, bool(entry.get("warnings"))]
         self.seen.add(key)
         self._dirty = True
         if append:
-            self._append(_row_line(key, row))
+            self._append(_row_line(key, fingerprint, sig, outputs, text))
 
-    def _append(self, line) -> None:
+    def _append(self, line: bytes) -> None:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")
+            self._fh = open(self.path, "ab")
             if self._fh.tell() == 0:  # a new file: the header first
-                self._fh.write(json.dumps(self.header) + "\n")
+                self._fh.write(json.dumps(self.header).encode() + b"\n")
         self._fh.write(line)
         self._appended += 1
 
@@ -157,19 +183,33 @@ class StatusIndex:
             self._fh.flush()
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        for fh in (self._fh, self._rfh):
+            if fh is not None:
+                fh.close()
+        self._fh = self._rfh = None
 
     def write(self) -> None:
         """Rewrite the index (atomically) with the rows seen in this run."""
         from .io.files import atomic_path
 
-        self.close()
-        self.rows = {k: v for k, v in self.rows.items() if k in self.seen}
-        with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(self.header) + "\n")
-            f.writelines(_row_line(k, row) for k, row in self.rows.items())
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        rows = {k: v for k, v in self.rows.items() if k in self.seen}
+        with atomic_path(self.path) as tmp, open(tmp, "wb") as f:
+            head = json.dumps(self.header).encode() + b"\n"
+            f.write(head)
+            offset = len(head)
+            for key, row in rows.items():
+                text = self._entry_text(row)  # from the old file, while it is still there
+                line = _row_line(key, row[0], row[1], row[2], text)
+                row[3] = (offset + len(line) - 1 - len(text.encode()), len(text.encode()))
+                f.write(line)
+                offset += len(line)
+        if self._rfh is not None:
+            self._rfh.close()
+        self._rfh = open(self.path, "rb")  # the entries are read from the new file now
+        self.rows = rows
         self._dirty = False
         self._appended = 0
 
@@ -178,8 +218,7 @@ class StatusIndex:
         if self._dirty or self._appended or len(self.seen) != len(self.rows) \
                 or not self.path.exists():
             self.write()
-        else:
-            self.close()
+        self.close()
 
 
 def file_identity(path) -> list | None:

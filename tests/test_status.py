@@ -301,3 +301,30 @@ def test_a_container_replaced_behind_the_back_is_found_despite_equal_size_and_mt
     with h5py.File(a, "r") as f:
         np.testing.assert_array_equal(f["scaled"][:],
                                       np.load(os.path.join(inp, "im000000.npy")).astype("float32") * 2.0)
+
+
+def test_index_appends_as_it_goes_and_reads_entries_lazily(tmp_path):
+    from batchlib.status_index import StatusIndex
+
+    path = tmp_path / "J.index"
+    idx = StatusIndex(path, {"job": "J"})
+    idx.put("a\tb", {"state": "done", "outputs": ["a.h5"]}, "f1", {"a": 1}, append=True)
+    idx.put("c", {"state": "failed", "error": "x\ny", "outputs": ["c.h5"], "warnings": ["w"]},
+            append=True)
+    idx.flush()
+    with open(path, "ab") as f:
+        f.write(b'"torn')  # a kill in the middle of an append
+    again = StatusIndex(path)
+    assert again.load() and sorted(again.rows) == ["a\tb", "c"]
+    assert again.entry("c") == {"state": "failed", "error": "x\ny", "outputs": ["c.h5"], "warnings": ["w"]}
+    assert again.has_warnings("c") and not again.has_warnings("a\tb")
+    assert again.fingerprint("a\tb") == "f1" and again.fingerprint("c") is None
+    assert isinstance(again.rows["c"][3], tuple)  # not read until asked for
+    from batchlib.status_index import digest
+    assert again.outputs("a\tb", digest({"a": 1})) == ["a.h5"] and again.outputs("a\tb", "other") is None
+    # a run that saw only "c", with a new entry for it: rewritten, "a\tb" dropped
+    again.keep("c")
+    again.finish()
+    third = StatusIndex(path)
+    assert third.load() and list(third.rows) == ["c"] and third.entry("c")["error"] == "x\ny"
+    assert path.read_bytes().count(b"\n") == 2  # header and one row; the torn line is gone
