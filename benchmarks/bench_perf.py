@@ -362,13 +362,15 @@ def _molyso(wanted):
     venv = PEERS / "molyso"
     py = venv / "bin" / "python"
     if not py.exists():
-        pyenv = shutil.which("pyenv")
+        pyenv = shutil.which("pyenv") or str(Path.home() / ".pyenv" / "bin" / "pyenv")
         try:
-            if pyenv is None:
+            if not Path(pyenv).exists():
                 raise OSError("pyenv is not installed (molyso needs Python 3.8)")
             root = subprocess.run([pyenv, "root"], check=True, capture_output=True, text=True).stdout.strip()
-            subprocess.run([pyenv, "install", "-s", "3.8"], check=True)
-            versions = sorted(Path(root, "versions").glob("3.8*"))
+            versions = sorted(Path(root, "versions").glob("3.8.*"))
+            if not versions:
+                subprocess.run([pyenv, "install", "3.8"], check=True)
+                versions = sorted(Path(root, "versions").glob("3.8.*"))
             subprocess.run([str(versions[-1] / "bin" / "python"), "-m", "venv", str(venv)], check=True)
             subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "numpy==1.21.6", "scipy==1.7.3",
                             "tifffile==2021.11.2", "molyso==1.0.6"], check=True)
