@@ -164,7 +164,7 @@ def row_noop(table, checkouts, sizes, repeats, peers, tmp):
                 sdir.mkdir()
                 (sdir / "Snakefile").write_text(SNAKEFILE)
                 cmd = [snake, "--cores", "1", "--quiet", "--config", f"inp={inp}", f"out={sdir / 'out'}",
-                       "--directory", str(sdir)]
+                       "--directory", str(sdir), "-s", str(sdir / "Snakefile")]
                 measure(cmd)  # the first run makes the outputs
                 variants["snakemake"] = (cmd, None)
             res = paired(variants, repeats)
@@ -281,11 +281,11 @@ def paired_fresh(variants, repeats, root):
     """:func:`paired`, with every output folder removed before each run."""
     runs = {name: [] for name in variants}
     for _ in range(repeats):
-        for name, (cmd, env) in variants.items():
+        for name, (cmd, env, *cwd) in variants.items():
             for p in root.glob("out_*"):
-                shutil.rmtree(p, ignore_errors=True)
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
             shutil.rmtree(root / "conv", ignore_errors=True)
-            runs[name].append(measure(cmd, env))
+            runs[name].append(measure(cmd, env, *cwd))
     return {name: (statistics.median(s for s, _ in r), max(m for _, m in r)) for name, r in runs.items()}
 
 
@@ -326,10 +326,17 @@ def row_position(table, checkouts, timepoints, size, repeats, peers, tmp):
         for label, co in checkouts.items():
             variants[label] = (_workflow_cmd(co, raw, root / f"out_{label}", 1), env_for(co))
         molyso = _molyso(peers)
-        tiff = next(raw.rglob("*.tif*"))
-        if molyso:
-            variants["molyso"] = ([molyso, "-m", "molyso", str(tiff), "-o", str(root / "out_molyso.tsv"),
-                                   "-q", "-nb", "-p"], None)
+        if molyso:  # on one core as ours, without its cache, tracking included
+            import tifffile
+
+            # molyso 1.0.6 reads OME-TIFFs only with the BigEndian attribute that tifffile no
+            # longer writes: the same frames as an ImageJ stack
+            tiff = root / "molyso_input.tif"
+            movie = tifffile.imread(next(raw.rglob("*.tif*")))
+            tifffile.imwrite(tiff, movie.reshape(-1, *movie.shape[-2:]), imagej=True,
+                             metadata={"axes": "TYX"})
+            variants["molyso"] = ([molyso, "-m", "molyso", str(tiff), "-p", "-o", str(root / "out_molyso.tsv"),
+                                   "-q", "-nb", "-cpu", "1", "-nc"], None, str(root))
         res = paired_fresh(variants, repeats, root)
         ref = "molyso (with tracking)" if "molyso" in res else "none (run with --peers)"
         for label in checkouts:
