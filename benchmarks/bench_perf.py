@@ -132,7 +132,9 @@ SNAKEFILE = textwrap.dedent("""
     rule one:
         input: config["inp"] + "/{n}.npy"
         output: config["out"] + "/{n}.h5"
-        shell: "cp {input} {output}"
+        run:
+            import shutil
+            shutil.copy(input[0], output[0])
 """)
 
 
