@@ -132,9 +132,7 @@ SNAKEFILE = textwrap.dedent("""
     rule one:
         input: config["inp"] + "/{n}.npy"
         output: config["out"] + "/{n}.h5"
-        run:
-            import shutil
-            shutil.copy(input[0], output[0])
+        shell: "cp {input} {output}"
 """)
 
 
@@ -167,7 +165,12 @@ def row_noop(table, checkouts, sizes, repeats, peers, tmp):
                 (sdir / "Snakefile").write_text(SNAKEFILE)
                 cmd = [snake, "--cores", "1", "--quiet", "--config", f"inp={inp}", f"out={sdir / 'out'}",
                        "--directory", str(sdir), "-s", str(sdir / "Snakefile")]
-                measure(cmd)  # the first run makes the outputs
+                # Its outputs, made outside it (running 10,000 jobs through it takes far longer
+                # than the benchmark; measured: a few seconds per job), then marked up to date.
+                (sdir / "out").mkdir()
+                for f in inp.iterdir():
+                    shutil.copy(f, sdir / "out" / (f.stem + ".h5"))
+                measure(cmd + ["--touch"])
                 variants["snakemake"] = (cmd, None)
             res = paired(variants, repeats)
             status_mb = {label: sum(p.stat().st_size for p in (root / f"out_{label}" / "batchlib").glob(
