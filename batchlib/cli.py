@@ -1,5 +1,5 @@
-"""The ``batchlib`` console command: ``status``, ``verify``, ``inventory``, ``generate`` and
-``train-segmenter``."""
+"""The ``batchlib`` console command: ``status``, ``verify``, ``inventory``, ``generate``,
+``train-segmenter`` and ``export``."""
 from __future__ import annotations
 
 import argparse
@@ -67,6 +67,10 @@ def build_parser(domain: bool = True) -> argparse.ArgumentParser:
         _add_domain_command(sub, "train-segmenter",
                             "train the U-Net segmenter on generated data, or fine-tune it",
                             ".trench.segmentation.train_cli")
+        _add_domain_command(sub, "export",
+                            "export a folder's movies, labels, trench crops and tracks for viewers "
+                            "(OME-Zarr for napari and Fiji); again after new frames: only those",
+                            ".trench.export")
     return parser
 
 
