@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 from . import folder_outputs
 from .errors import InvalidInputError, InvalidOutputError
-from .io import open_file
+from .io import container_format, open_file
+from .io.files import is_temporary
 from .log import get_logger
 from .names import check_name
 from .records import container_damage, file_signature, param_hash, read_record, record_stamp
@@ -171,10 +172,6 @@ class Unit:
     signature: dict = field(default_factory=dict)
     #: Extra keyword arguments for ``run`` (e.g. the acquisition a set of files forms).
     run_kwargs: dict = field(default_factory=dict)
-
-
-def _is_temporary(name: str) -> bool:
-    return name.startswith(".") and ".tmp-" in name
 
 
 def _content_only(sig):
@@ -338,9 +335,21 @@ class BatchJob:
     # -- what the job works on ------------------------------------------------
     def list_inputs(self, input_folder) -> list:
         """Input paths matching :attr:`input_pattern`, sorted; temporary files skipped."""
-        paths = glob.glob(os.path.join(str(input_folder), self.input_pattern),
-                          recursive="**" in self.input_pattern)
-        return sorted(p for p in paths if not _is_temporary(os.path.basename(p)))
+        pattern = self.input_pattern
+        if os.sep in pattern or (os.altsep and os.altsep in pattern) or "**" in pattern \
+                or pattern.startswith("."):
+            paths = glob.glob(os.path.join(str(input_folder), pattern), recursive="**" in pattern)
+        else:  # a pattern of names: one scandir, what glob does at several times the cost
+            import fnmatch
+
+            try:
+                with os.scandir(str(input_folder)) as it:
+                    names = [e.name for e in it if not e.name.startswith(".")]
+            except (FileNotFoundError, NotADirectoryError):
+                names = []
+            prefix = os.path.join(str(input_folder), "")
+            paths = [prefix + n for n in fnmatch.filter(names, pattern)]
+        return sorted(p for p in paths if not is_temporary(os.path.basename(p)))
 
     def unit_key(self, path, input_folder) -> str:
         prefix = os.path.join(str(input_folder), "")
@@ -448,9 +457,9 @@ class BatchJob:
                 unit.signature = self.input_signature(unit)
             except OSError as e:  # vanished between glob and stat
                 unit.signature = {"error": str(e)}
-            cached = status.cached(key)
-            if cached and cached.get("input_signature") == unit.signature and cached.get("outputs"):
-                unit.outputs = [os.path.join(str(folder), o) for o in cached["outputs"]]
+            outputs = status.cached_outputs(key, unit.signature)
+            if outputs:
+                unit.outputs = [os.path.join(str(folder), o) for o in outputs]
             else:
                 try:
                     unit.outputs = self.outputs_for(path, folder)
@@ -458,6 +467,50 @@ class BatchJob:
                     unit.outputs = []  # validate_input reports it
             units.append(unit)
         return units
+
+    def output_identities(self, outputs) -> dict:
+        """``{name: identity}`` of the output containers and the files beside them.
+
+        The identity is ``[inode, size, mtime_ns]`` of a file (an h5
+        container changes it with any write, a replaced one has another
+        inode), for n5/zarr directories the inode and the stamp of the
+        records; ``None`` for what is missing.
+        """
+        from .status_index import file_identity
+
+        out = {}
+        for path in outputs:
+            name = os.path.basename(path)
+            if container_format(path) == "h5":
+                out[name] = file_identity(path)
+            else:
+                ident = file_identity(path)
+                out[name] = None if ident is None else [ident[0], record_stamp(path)]
+            for extra in self.folder_outputs(path):
+                out[os.path.relpath(extra, os.path.dirname(path))] = file_identity(extra)
+        return out
+
+    def fingerprint(self, unit: Unit, triggers, identities=None) -> str | None:
+        """Digest of everything an "up to date" decision about ``unit`` reads.
+
+        The parameter hash, version, rerun triggers, the input signature and
+        :meth:`output_identities` (taken now unless given). Equal
+        fingerprints mean the decision would come out the same, so a stored
+        one that still matches makes the unit up to date without opening
+        anything (see :mod:`batchlib.status_index`). ``None``: cannot tell.
+        """
+        from .status_index import digest
+
+        if identities is None:
+            identities = self.output_identities(unit.outputs)
+        if not unit.outputs or any(v is None for v in identities.values()):
+            return None
+        job = (self.param_hash, str(self.version), tuple(sorted(triggers)))
+        return digest((job, self.fingerprint_signature(unit), identities))
+
+    def fingerprint_signature(self, unit: Unit):
+        """The part of the input signature the fingerprint covers (all of it here)."""
+        return unit.signature
 
     def check_unit(self, unit: Unit, cached, triggers, force) -> tuple:
         """``(up_to_date, reason, records)`` for one unit (framework; called by the runner)."""

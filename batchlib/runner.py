@@ -9,22 +9,19 @@ records every result in the job's status file as it streams back.
 """
 from __future__ import annotations
 
-import glob
 import os
 import time
 import traceback
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
 
 from . import folder_outputs
 from .base import DEFAULT_TRIGGERS, RERUN_TRIGGERS, BatchJob, Unit
 from .errors import InvalidInputError, JobError, OutputCollisionError
 from .io import CONTAINER_EXTS, container_format, open_file, remove_container, replace_container
 from .io.checksum import describe_datasets, iter_datasets
+from .io.files import is_temporary, temporary_path
 from .io.space import (DiskFullError, check_free_space, disk_full_message, is_disk_full,
                        reserve_space)
 from .records import delete_record, new_record, record_stamp, write_record
@@ -137,11 +134,25 @@ class JobRunner:
         return [p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, self.folder)
                 for p in paths]
 
+    def _clean_folder_output_leftovers(self) -> None:
+        """Temporaries of files beside the containers (a table, a QC picture) that a killed
+        run left; the lock says no writer of them is live."""
+        from .io.files import remove_leftovers
+
+        try:
+            dirs = {os.path.dirname(p) for p in self.job.folder_outputs(os.path.join(self.folder, "x.h5"))}
+        except Exception:  # noqa: BLE001 - a job whose outputs cannot be guessed like this
+            return
+        for d in sorted(dirs):
+            for name in remove_leftovers(d, any_writer=True):
+                self.log.warning("removed %s, left unfinished by an interrupted run", os.path.join(d, name))
+
     def plan(self):
         """Split the units into up to date, to compute and invalid."""
         if not os.path.isdir(self.input_folder):
             raise FileNotFoundError(f"{self.job.name}: input folder {self.input_folder} does not exist")
         clean_temporary(self.job, self.folder)
+        self._clean_folder_output_leftovers()
         units = self.job.list_units(self.input_folder, self.folder, self.status)
         try:
             check_distinct_outputs(self.job, units)  # before anything is written
@@ -150,6 +161,16 @@ class JobRunner:
             raise
         todo, invalid = [], {}
         for unit in units:
+            fingerprint = None
+            if not self.force:
+                # Taken before the check, so that a change made meanwhile makes it stale.
+                try:
+                    fingerprint = self.job.fingerprint(unit, self.triggers)
+                except Exception:  # noqa: BLE001 - no fingerprint: the check decides
+                    fingerprint = None
+                if fingerprint is not None and fingerprint == self.status.fingerprint(unit.key):
+                    self.status.keep(unit.key)  # unchanged since it was found up to date
+                    continue
             cached = self.status.cached(unit.key)
             try:
                 ok, reason, records = self.job.check_unit(unit, cached, self.triggers, self.force)
@@ -161,7 +182,8 @@ class JobRunner:
                 if stamps is None:
                     stamps = {os.path.basename(o): record_stamp(o) for o in unit.outputs}
                 extra = {"warnings": rec["warnings"]} if rec and rec.get("warnings") else {}
-                self.status.set_file(unit.key, state="done", outputs=self._rel(unit.outputs),
+                self.status.set_file(unit.key, fingerprint=fingerprint, state="done",
+                                     outputs=self._rel(unit.outputs),
                                      input_signature=unit.signature, stamps=stamps,
                                      record=_lean(rec), finished=(rec or {}).get("finished"),
                                      duration_s=(cached or {}).get("duration_s"), **extra)
@@ -232,6 +254,8 @@ class JobRunner:
                     return
                 yield (self.job, unit, write_plan(self.job, unit, records), unit.signature)
 
+        from tqdm import tqdm  # here: a run with nothing to do does not import it
+
         executor = self.get_executor()
         units = {unit.key: unit for unit, _ in todo}
         n_results = 0
@@ -249,8 +273,11 @@ class JobRunner:
                     rec = result["record"]
                     if result.get("warnings"):
                         entry["warnings"] = result["warnings"]
-                    self.status.set_file(key, state="done", stamps=result["stamps"],
-                                         record=_lean(rec), **entry)
+                    fingerprint = None
+                    if result.get("identities") is not None:
+                        fingerprint = self.job.fingerprint(unit, self.triggers, result["identities"])
+                    self.status.set_file(key, fingerprint=fingerprint, state="done",
+                                         stamps=result["stamps"], record=_lean(rec), **entry)
                 else:
                     failed[key] = result["error"]
                     self.status.set_file(key, state="failed" if result["state"] == "failed" else "invalid",
@@ -305,9 +332,7 @@ def write_plan(job, unit: Unit, records: dict) -> list:
         if job.update_in_place and records.get(out):
             plan.append((out, out, True))
         else:
-            p = Path(out)
-            tmp = p.with_name(f".{p.name.split('.')[0]}.tmp-{uuid.uuid4().hex[:8]}{p.suffix}")
-            plan.append((out, str(tmp), False))
+            plan.append((out, str(temporary_path(out)), False))
     return plan
 
 
@@ -315,13 +340,19 @@ def clean_temporary(job, folder) -> None:
     """Remove temporary containers left by a killed run (the lock says none is live)."""
     if not job.creates_containers:
         return  # containers are modified in place; nothing temporary is created
-    for ext in CONTAINER_EXTS:
-        for p in glob.glob(os.path.join(str(folder), f".*.tmp-*{ext}")):
+    try:
+        with os.scandir(str(folder)) as it:  # one pass, not a glob per extension
+            hidden = sorted(e.path for e in it if e.name.startswith("."))
+    except FileNotFoundError:
+        return
+    for p in hidden:
+        name = os.path.basename(p)
+        if is_temporary(name) and name.endswith(CONTAINER_EXTS):
             job.logger.warning("removing %s, left unfinished by an interrupted run", p)
             remove_container(p)
         # Old n5/zarr directories that replace_container had renamed aside
         # (".<name><ext>.old-<pid>") when a run was killed before deleting them.
-        for p in glob.glob(os.path.join(str(folder), f".*{ext}.old-*")):
+        elif any(f"{ext}.old-" in name for ext in CONTAINER_EXTS):
             job.logger.warning("removing %s, an old container left by an interrupted run", p)
             remove_container(p)
 
@@ -407,8 +438,10 @@ def execute_unit(task) -> dict:
                 write_record(f, job.name, {**record, **extra})
             if not in_place:
                 replace_container(path, final)
+        finals = [f for f, _, _ in plan]
         return {"key": unit.key, "state": "done", "duration_s": round(time.monotonic() - t0, 4),
-                "stamps": {os.path.basename(f): record_stamp(f) for f, _, _ in plan},
+                "stamps": {os.path.basename(f): record_stamp(f) for f in finals},
+                "identities": job.output_identities(finals),
                 "record": record, "warnings": warnings}
     except Exception as e:  # noqa: BLE001 - any failure of one image is recorded, not fatal
         disk_full = is_disk_full(e)

@@ -274,3 +274,32 @@ def test_content_hash_keeps_the_recorded_digest(tmp_path):
     assert content_hash(tmp_path / "d" / "a") == hashlib.blake2b(b"hello ", digest_size=16).hexdigest()
     assert content_hash(tmp_path / "d") == expected  # files below a directory, sorted
     assert content_hash([tmp_path / "d" / "a", tmp_path / "d" / "b"]) == expected
+
+
+def test_atomic_path_replaces_on_success_and_leaves_the_old_file_on_failure(tmp_path):
+    from batchlib.io.files import atomic_path, is_temporary, remove_leftovers, temporary_pid
+
+    target = tmp_path / "sub" / "t.txt"
+    with atomic_path(target) as tmp:
+        assert is_temporary(tmp.name) and tmp.suffix == ".txt" and temporary_pid(tmp.name) == os.getpid()
+        tmp.write_text("new")
+        assert not target.exists()  # nothing visible before the block ends
+    assert target.read_text() == "new"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "new"
+    assert sorted(os.listdir(target.parent)) == ["t.txt"]  # no temporary left
+    # a directory (n5/zarr) is replaced as a whole
+    d = tmp_path / "c.n5"
+    for content in ("a", "b"):
+        with atomic_path(d) as tmp:
+            tmp.mkdir()
+            (tmp / "x").write_text(content)
+    assert (d / "x").read_text() == "b" and sorted(os.listdir(tmp_path)) == ["c.n5", "sub"]
+    # leftovers: a dead writer's temporary goes, a foreign name stays
+    (tmp_path / ".t.txt.tmp-999999999-abc.txt").write_text("x")
+    (tmp_path / ".hidden").write_text("x")
+    assert remove_leftovers(tmp_path) == [".t.txt.tmp-999999999-abc.txt"]
+    assert (tmp_path / ".hidden").exists()

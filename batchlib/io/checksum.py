@@ -25,8 +25,6 @@ import os
 import zlib
 from pathlib import Path
 
-import numpy as np
-
 from .files import is_h5
 
 #: Bytes of a BLAKE2b content hash. Stored in input signatures (``hash_inputs``) and
@@ -156,11 +154,15 @@ def digest(ds) -> str:
                 h.update(repr((offset, mask)).encode())
                 h.update(data)
         elif ds.dtype.kind == "O":  # variable-length strings: hash the values
+            import numpy as np
+
             for v in np.asarray(ds[()]).ravel():
                 b = v if isinstance(v, bytes) else str(v).encode()
                 h.update(len(b).to_bytes(8, "little"))
                 h.update(b)
         elif ds.size:
+            import numpy as np
+
             h.update(np.ascontiguousarray(ds[()]).tobytes())
         return h.hexdigest()
     base = _dataset_dir(ds)
@@ -244,6 +246,8 @@ def _read_all(ds, block_bytes=64 << 20) -> None:
         return
     if ds.size == 0:
         return
+    import numpy as np
+
     row = max(1, int(np.prod(ds.shape[1:])) * ds.dtype.itemsize)
     step = max(1, block_bytes // row)
     if ds.chunks:

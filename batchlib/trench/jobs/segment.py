@@ -1,7 +1,6 @@
 """Segment: label the cells in every trench crop."""
 from __future__ import annotations
 
-import numpy as np
 
 from ...base import Param
 from ...container_job import BatchJobOnContainer
@@ -86,6 +85,7 @@ class Segment(BatchJobOnContainer):
         check_channel(path, self.param_values["channel"], "--segment_channel")
 
     def process_container(self, container, path):
+        import numpy as np
         from ..segmentation import resolve_method, segment_trenches
         from ..segmentation.chip_structures import drop_chip_structures
         from ..segmentation.methods import accepted_keywords
