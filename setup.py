@@ -27,6 +27,7 @@ INSTALL_REQUIRES = [
     "configargparse>=1.5",
     "tqdm>=4.60",
     "matplotlib>=3.7",
+    "jinja2>=3.0",  # the HTML report
 ]
 EXTRAS = {
     "dask": ["dask[distributed]>=2023.5", "dask-jobqueue>=0.8"],
@@ -45,7 +46,8 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["batchlib", "batchlib.*"]),
     # The trained segmentation model (weights and model card) ships with the package.
-    package_data={"batchlib.trench.segmentation": ["models/*.pt", "models/*.md"]},
+    package_data={"batchlib.trench.segmentation": ["models/*.pt", "models/*.md"],
+                  "batchlib.trench.report": ["templates/*.j2"]},
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,

@@ -1,5 +1,5 @@
-"""The ``batchlib`` console command: ``status``, ``verify``, ``inventory``, ``generate`` and
-``train-segmenter``."""
+"""The ``batchlib`` console command: ``status``, ``verify``, ``inventory``, ``generate``,
+``train-segmenter`` and ``report``."""
 from __future__ import annotations
 
 import argparse
@@ -67,6 +67,8 @@ def build_parser(domain: bool = True) -> argparse.ArgumentParser:
         _add_domain_command(sub, "train-segmenter",
                             "train the U-Net segmenter on generated data, or fine-tune it",
                             ".trench.segmentation.train_cli")
+        _add_domain_command(sub, "report", "write <folder>/report.html: one offline page with the "
+                            "run, the jobs' problems and figures per position", ".trench.report.build")
     return parser
 
 
