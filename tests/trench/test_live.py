@@ -60,9 +60,10 @@ def assert_same_tables(got, want):
         pd.testing.assert_frame_equal(got[kind], want[kind], check_dtype=False, obj=kind)
 
 
-def microscope(files, raw, interval_s, start_t=0, stop=None):
-    """Write the timepoints from ``start_t`` on into ``raw/A`` every ``interval_s``; each file
-    lands in two halves with a pause, like a slow network write."""
+def microscope(files, raw, interval_s, start_t=0, stop=None, delay_s=0.0):
+    """Write the timepoints from ``start_t`` on into ``raw/A`` every ``interval_s`` (after
+    ``delay_s``); each file lands in two halves with a pause, like a slow network write."""
+    time.sleep(delay_s)
     dest = raw / "A"
     dest.mkdir(parents=True, exist_ok=True)
     for t in range(start_t, T):
@@ -160,7 +161,8 @@ def test_killed_session_resumes(acquisition, tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert (out / "batchlib" / "TrenchWorkflow.lock").exists()  # left behind by the kill
-    writer = threading.Thread(target=microscope, args=(files, raw, 0.0, T - 1))
+    writer = threading.Thread(target=microscope, args=(files, raw, 0.0, T - 1), kwargs={"delay_s": 3.0})
+    writer.start()
     proc = subprocess.run([*argv, "--watch_idle_timeout", "4"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300, input="")
     writer.join()
