@@ -71,6 +71,9 @@ def main(argv=None) -> int:
     p.add_argument("--n_jobs", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("--poll_s", type=float, default=1.0)
     p.add_argument("--stable_s", type=float, default=2.0)
+    p.add_argument("--qc", action="store_true",
+                   help="keep the per-position QC pictures of TrenchDetection and Track (redrawn "
+                        "every cycle, about 1-2 s a position); off by default: the report has the overlay")
     p.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
 
@@ -84,6 +87,8 @@ def main(argv=None) -> int:
     files = sorted((work / "full" / "A").glob("*.tif"))
     common = ["--executor", args.executor, "--n_jobs", str(args.n_jobs), "--ingest_phase_channels", "c0",
               "--progress", "false", "--log_level", "INFO", "--track_frame_interval_s", "180"]
+    if not args.qc:
+        common += ["--detect_qc_plot", "false", "--track_qc_plot", "false"]
     script = str(ROOT / "workflows" / "trench_workflow.py")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -109,7 +114,16 @@ def main(argv=None) -> int:
             if time.time() > deadline or proc.poll() is not None:
                 raise RuntimeError("the live session did not process the first timepoints")
             time.sleep(0.1)
+        log_file = out / "batchlib" / "TrenchWorkflow.log"
         for t in range(args.initial, args.timepoints):
+            # The microscope's interval is longer than a cycle (else no live mode keeps up):
+            # the next timepoint lands once the previous cycle, report included, is over.
+            done = t - args.initial + 1
+            while log_file.read_text().count("Workflow.watch: cycle ") < done:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the live session stopped")
+                time.sleep(0.1)
+            time.sleep(args.poll_s)
             landed = write_timepoint(files, t, raw / "A")
             while True:
                 last, cycles_mtime = frames_in_tables(out, args.positions)
@@ -127,7 +141,8 @@ def main(argv=None) -> int:
               re.finditer(r"cycle (\d+): (\d+) new frame\(s\), \w+, ([\d.]+) s", log)]
     print(f"\n{args.positions} positions x {args.size}x{args.size} x 2 channels, TIFF sequence, "
           f"executor {args.executor} ({args.n_jobs} jobs), poll {args.poll_s} s, stable after "
-          f"{args.stable_s} s; {os.cpu_count()} CPUs\n")
+          f"{args.stable_s} s, QC pictures {'on' if args.qc else 'off'}; {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}\n")
     print("| new timepoint | latency (s) | target (s) | latency / target | latency / batch rerun |")
     print("|---|---|---|---|---|")
     for r in rows:

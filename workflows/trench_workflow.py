@@ -157,6 +157,7 @@ def after_run(args, code, quiet=False) -> int:
 def watch_main(args) -> int:
     """``--watch``: one locked session of workflow cycles, each on the data complete so far."""
     from batchlib.errors import JobError, LockError
+    from batchlib.executors import make_executor
     from batchlib.lock import FolderLock
     from batchlib.log import get_logger, workflow_logging
     from batchlib.status import status_dir
@@ -167,12 +168,18 @@ def watch_main(args) -> int:
     sdir.mkdir(parents=True, exist_ok=True)
     log = get_logger("watch")
 
+    options = workflow_options(args)
+    executor = []  # made at the first cycle, kept for the session: its workers stay warm
+
     def run_once(hidden):
         jobs = build_jobs(args)
         jobs[0].hidden_files = set(hidden)
+        if not executor:
+            executor.append(make_executor(options["executor"], options["n_jobs"],
+                                          options["scheduler_address"], options["slurm"]))
         try:
             result = run_workflow(args.workflow_name, args.folder, jobs,
-                                  **{**workflow_options(args), "lock": False})
+                                  **{**options, "lock": False, "executor": executor[0]})
             state, code = result.state, result.exit_code
         except JobError as e:  # e.g. an invalid input without --ignore_invalid_inputs
             log.error("%s", e)
@@ -194,6 +201,8 @@ def watch_main(args) -> int:
                       poll_s=args.watch_poll_s, stable_s=args.watch_stable_s,
                       idle_timeout_s=args.watch_idle_timeout or None, log=log)
             finally:
+                if executor:
+                    executor[0].close()
                 lock.release()
     except LockError as e:
         print(f"error: {e}", file=sys.stderr)

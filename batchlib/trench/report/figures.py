@@ -29,6 +29,13 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _margins(fig, wspace=0.2):
+    """Fixed margins (``tight_layout`` measures every label: slow, and a figure a run)."""
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=0.75 / w, right=1 - 0.15 / w,
+                        bottom=0.5 / h, top=1 - 0.3 / h, wspace=wspace)
+
+
 def _empty(ax, text):
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
@@ -89,7 +96,7 @@ def drift_plot(drift: pd.DataFrame, times_h=None) -> bytes:
         ax.set_ylabel("drift (px)")
         ax.legend(fontsize=7, frameon=False)
     ax.set_title("drift", fontsize=9)
-    fig.tight_layout()
+    _margins(fig)
     return _png(fig)
 
 
@@ -106,7 +113,7 @@ def cells_per_frame(cells: pd.DataFrame, n_frames: int) -> bytes:
         ax.set_ylabel("cells")
         ax.set_ylim(bottom=0)
     ax.set_title("cells per frame", fontsize=9)
-    fig.tight_layout()
+    _margins(fig)
     return _png(fig)
 
 
@@ -147,7 +154,8 @@ def kymographs(panels: list) -> bytes:
         ax.imshow(rgb, interpolation="nearest", aspect="equal")
         ax.set_title(title, fontsize=8, loc="left")
         ax.set_axis_off()
-    fig.tight_layout(pad=0.3)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.3 / fig.get_figheight(),
+                        hspace=0.3 / (fig.get_figheight() / len(panels)))
     return _png(fig)
 
 
@@ -186,7 +194,7 @@ def distributions_over_time(cells: pd.DataFrame, columns: list, n_bins: int = 20
         ax.plot(xm, q2)
         ax.set_xlabel("time (h)" if has_time else "frame")
         ax.set_ylabel(label)
-    fig.tight_layout()
+    _margins(fig, wspace=0.35)
     return _png(fig)
 
 
@@ -229,5 +237,5 @@ def cycle_figures(cycles: pd.DataFrame) -> bytes:
     axes[3].set_xlabel("birth length (µm)")
     axes[3].set_ylabel("added length (µm)")
     axes[3].set_title("adder: flat = adder, rising = sizer-like", fontsize=8)
-    fig.tight_layout()
+    _margins(fig, wspace=0.3)
     return _png(fig)
