@@ -95,3 +95,13 @@ def test_page_in_headless_chromium(folder, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"), float)
     assert pixels.shape == (1800, 1400)
     assert pixels.std() > 20  # figures drawn, not a blank page
+
+
+def test_batchlib_report_command(folder, tmp_path, capsys):
+    from batchlib.cli import main
+
+    out = tmp_path / "elsewhere.html"
+    assert main(["report", str(folder), "--out", str(out)]) == 0
+    assert "report written to" in capsys.readouterr().out
+    assert out.read_text().count('<section class="position"') == 2
+    assert main(["report", str(tmp_path / "missing")]) == 1
