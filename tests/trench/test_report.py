@@ -43,7 +43,7 @@ def test_report_contents(folder):
     assert "batchlib 0.1.0" in html
     assert html.count('<section class="position"') == 2
     # overlay, drift, cells per frame and kymographs per position; distributions and cycles
-    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', html)
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/(?:png|jpeg);base64,', html)
     assert sorted(images) == sorted(["distributions", "cycles"] + [
         f"exp_pos00{p}.h5 {n}" for p in (0, 1) for n in ("overlay", "drift", "cells", "kymographs")])
     assert "http://" not in html and "https://" not in html  # offline: nothing fetched
@@ -55,14 +55,14 @@ def test_report_contents(folder):
 def test_only_changed_positions_are_redrawn(folder):
     first = build_report(folder)
     assert first["redrawn"] == 0 and first["positions"] == 2  # the run's own report is current
-    cached = {p.name: p.stat().st_mtime_ns for p in (folder / "report").glob("*.png")}
+    cached = {p.name: p.stat().st_mtime_ns for p in (folder / "report").glob("*_*.*")}
     # A job reran on position 1 only: its record has a new run id.
     with open_file(folder / "exp_pos001.h5", "a") as f:
         rec = read_attrs(f["batchlib/Track"])["record"]
         write_attrs(f["batchlib/Track"], {"record": {**rec, "run_id": "0123456789ab"}})
     second = build_report(folder)
     assert second["redrawn"] == 1
-    now = {p.name: p.stat().st_mtime_ns for p in (folder / "report").glob("*.png")}
+    now = {p.name: p.stat().st_mtime_ns for p in (folder / "report").glob("*_*.*")}
     assert all(now[n] == t for n, t in cached.items() if n.startswith("exp_pos000"))
     assert all(now[n] != t for n, t in cached.items() if n.startswith("exp_pos001"))
     assert second["bytes"] < 5e6

@@ -28,7 +28,7 @@ from ..layout import (ACQUISITION_ATTR, CROPS, DRIFT_TABLE, OVERVIEW, RAW, SEGME
 from . import figures
 
 #: Bump when the figures change: every cached figure is then redrawn.
-REPORT_VERSION = "1"
+REPORT_VERSION = "2"
 REPORT_NAME = "report.html"
 CACHE_DIR = "report"
 #: Kymographs per position.
@@ -136,17 +136,21 @@ def _cached_position(path: Path, cache: Path) -> tuple[dict, dict, bool]:
     index_file = cache / f"{stem}.json"
     with open_file(path, "r") as f:
         key = position_key(f, path.name)
+    old = {}
     try:
         index = json.loads(index_file.read_text())
-        if index.get("key") == key and all((cache / n).is_file() for n in index["figures"].values()):
+        old = dict(index["figures"])
+        if index.get("key") == key and all((cache / n).is_file() for n in old.values()):
             return index["figures"], index["facts"], False
     except (OSError, ValueError, KeyError, TypeError):
         pass
     figs, facts = draw_position(path)
     files = {}
-    for name, png in figs.items():
-        files[name] = f"{stem}_{name}.png"
-        _write(cache / files[name], png)
+    for name, data in figs.items():
+        files[name] = f"{stem}_{name}.{figures.image_type(data)}"
+        _write(cache / files[name], data)
+    for stale in set(old.values()) - set(files.values()):
+        (cache / os.path.basename(str(stale))).unlink(missing_ok=True)
     _write(index_file, json.dumps({"key": key, "figures": files, "facts": facts}).encode())
     return files, facts, True
 
@@ -245,7 +249,8 @@ def _acquisitions(facts_by_pos: list, mds: dict) -> list:
 
 
 def _data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    mime = "image/jpeg" if path.suffix == ".jpeg" else "image/png"
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def build_report(folder, out=None, progress=False) -> dict:

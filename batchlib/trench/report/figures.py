@@ -29,6 +29,18 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _jpeg(fig, quality=85) -> bytes:
+    """Image-like figures (frames, kymographs): JPEG, a fraction of the PNG's size."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="jpeg", dpi=DPI, pil_kwargs={"quality": quality})
+    return buf.getvalue()
+
+
+def image_type(data: bytes) -> str:
+    """``png`` or ``jpeg`` from the first bytes."""
+    return "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpeg"
+
+
 def _margins(fig, wspace=0.2):
     """Fixed margins (``tight_layout`` measures every label: slow, and a figure a run)."""
     w, h = fig.get_size_inches()
@@ -79,7 +91,7 @@ def trench_overlay(frame, trenches: pd.DataFrame, scale: float = 1.0, title: str
                                                              [[1, 0.8, 0, 1]])))
     ax.set_axis_off()
     ax.set_title(title or f"{len(trenches)} trenches (blue: empty)", fontsize=9)
-    return _png(fig)
+    return _jpeg(fig)
 
 
 def drift_plot(drift: pd.DataFrame, times_h=None) -> bytes:
@@ -117,7 +129,7 @@ def cells_per_frame(cells: pd.DataFrame, n_frames: int) -> bytes:
     return _png(fig)
 
 
-def kymograph_image(crops, labels, max_frames: int = 24) -> np.ndarray:
+def kymograph_image(crops, labels, max_frames: int = 20) -> np.ndarray:
     """RGB kymograph of one trench: frames side by side, segmentation outlines in colour.
 
     Parameters
@@ -147,7 +159,7 @@ def kymographs(panels: list) -> bytes:
         return _png(fig)
     width = max(p[1].shape[1] for p in panels)
     height = sum(p[1].shape[0] for p in panels)
-    w_in = min(14.0, max(4.0, width / DPI))
+    w_in = min(12.0, max(4.0, width / DPI))
     fig = _figure(w_in, 0.35 * len(panels) + w_in * height / width * 1.05)
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
     for ax, (title, rgb) in zip(axes, panels):
@@ -156,7 +168,7 @@ def kymographs(panels: list) -> bytes:
         ax.set_axis_off()
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.3 / fig.get_figheight(),
                         hspace=0.3 / (fig.get_figheight() / len(panels)))
-    return _png(fig)
+    return _jpeg(fig)
 
 
 def _binned_quantiles(x, y, n_bins):
