@@ -199,3 +199,21 @@ def test_a_sequence_timepoint_is_ready_with_all_its_files(tmp_path):
     ready = present - {os.path.join(d, "t001xy00c1.tif")}  # still being written
     got = {os.path.basename(p) for p in complete_timepoints(ready, present)}
     assert got == {"t000xy00c0.tif", "t000xy00c1.tif", "other.nd2"}
+
+
+def test_ctrl_c_within_a_cycle_stops_cleanly(acquisition, tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    microscope(acquisition["files"], raw, 0.0)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "workflows" / "trench_workflow.py"),
+                             "--input_folder", str(raw), "--folder", str(out), *OPTS, *LIVE],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "batchlib" / "Compress.status").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # the first cycle is running
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted: watching stopped" in err
+    assert "workflow TrenchWorkflow interrupted" in (out / "batchlib" / "TrenchWorkflow.log").read_text()
+    assert not (out / "batchlib" / "TrenchWorkflow.lock").exists()

@@ -1,8 +1,8 @@
 """Build ``<folder>/report.html``: one self-contained, offline page per working folder.
 
 The page is rendered with Jinja2 from ``templates/report.html.j2``; its figures
-are PNGs drawn by :mod:`.figures` and embedded as ``data:`` URIs, so the file
-can be mailed or moved alone. The PNGs are also kept in ``<folder>/report/``
+are images drawn by :mod:`.figures` and embedded as ``data:`` URIs, so the file
+can be mailed or moved alone. The images are also kept in ``<folder>/report/``
 as a cache: a position's figures are redrawn only when its container's
 completion records changed (their run ids, see :func:`position_key`), so the
 report of a growing folder costs the changed positions only.

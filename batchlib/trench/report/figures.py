@@ -1,4 +1,4 @@
-"""The report's figures: plain functions from arrays and tables to PNG bytes.
+"""The report's figures: plain functions from arrays and tables to PNG or JPEG bytes.
 
 Figures are drawn with matplotlib's object-oriented API on an Agg canvas (no
 pyplot state), so they can be drawn from any thread, e.g. a live session's.
