@@ -45,10 +45,13 @@ def input_ready(path) -> bool:
 def complete_timepoints(ready: set, present: set, pattern=DEFAULT_SEQUENCE_PATTERN) -> set:
     """The ready files, less the TIFF-sequence members of timepoints not wholly ready.
 
-    A timepoint of a sequence (files grouped by folder and name prefix) is
-    complete when the files of every position, channel and plane seen so far
-    in that sequence are ready for it. Files that are not sequence members
-    pass through.
+    Per sequence (files grouped by folder and name prefix): the last
+    timepoint waits until the files of every position, channel and plane seen
+    so far are ready for it; a timepoint with a file still being written
+    (present, not ready) holds back the later ones too, so that hiding it never
+    opens a gap. A file simply missing from an earlier timepoint holds nothing
+    back: the gap is real, and Ingest reports it. Files that are not sequence
+    members pass through.
     """
     regex = compile_pattern(pattern)
     groups, members = {}, {}
@@ -59,8 +62,11 @@ def complete_timepoints(ready: set, present: set, pattern=DEFAULT_SEQUENCE_PATTE
         g = groups.setdefault((os.path.dirname(p), labels["name"]), {"combos": set(), "t": {}})
         combo = (labels["position"], labels["channel"], labels["z"])
         g["combos"].add(combo)
+        g.setdefault("present_t", set()).add(labels["t"])
         if p in ready:
             g["t"].setdefault(labels["t"], set()).add(combo)
+        else:
+            g.setdefault("writing", []).append(_t_key(labels["t"]))
         members[p] = (os.path.dirname(p), labels["name"], labels["t"])
     out = set()
     for p in ready:
@@ -69,9 +75,19 @@ def complete_timepoints(ready: set, present: set, pattern=DEFAULT_SEQUENCE_PATTE
             continue
         d, name, t = members[p]
         g = groups[(d, name)]
-        if g["t"].get(t, set()) >= g["combos"]:
+        last = max(_t_key(x) for x in g["present_t"])
+        complete = g["t"].get(t, set()) >= g["combos"]
+        if (complete or _t_key(t) < last) and _t_key(t) < min(g.get("writing", [_LAST])):
             out.add(p)
     return out
+
+
+_LAST = (2, 0, "")
+
+
+def _t_key(label: str):
+    """Sort key of a time label: numeric when it is digits."""
+    return (0, int(label), "") if label.isdigit() else (1, 0, label)
 
 
 def frames_ingested(folder) -> dict:

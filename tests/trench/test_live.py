@@ -199,6 +199,13 @@ def test_a_sequence_timepoint_is_ready_with_all_its_files(tmp_path):
     ready = present - {os.path.join(d, "t001xy00c1.tif")}  # still being written
     got = {os.path.basename(p) for p in complete_timepoints(ready, present)}
     assert got == {"t000xy00c0.tif", "t000xy00c1.tif", "other.nd2"}
+    # A file of t000 rewritten while t001 is complete: both wait (hiding t000 alone would
+    # look like a gap); a file simply missing holds nothing back (a real gap, for Ingest).
+    ready = present - {os.path.join(d, "t000xy00c0.tif")}
+    assert {os.path.basename(p) for p in complete_timepoints(ready, present)} == {"other.nd2"}
+    present2 = present - {os.path.join(d, "t000xy00c0.tif")}
+    got = {os.path.basename(p) for p in complete_timepoints(present2, present2)}
+    assert got == {"t000xy00c1.tif", "t001xy00c0.tif", "t001xy00c1.tif", "other.nd2"}
 
 
 def test_ctrl_c_within_a_cycle_stops_cleanly(acquisition, tmp_path):
