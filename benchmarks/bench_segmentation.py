@@ -147,7 +147,12 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold"):
     """The Segment job's call: ``threshold`` with the lumen width and, in phase, the
     empty trenches as the reference; other methods with their defaults."""
     if method != "threshold":
-        return segment_trenches(crops, method=method, kind=kind)
+        extra = {}
+        if method == "unet" and kind == "phase" and empty is not None:
+            background = empty_background(crops, empty)
+            if background is not None:
+                extra["background"] = background
+        return segment_trenches(crops, method=method, kind=kind, **extra)
     extra = {}
     if kind == "phase" and empty is not None:
         background = empty_background(crops, empty)

@@ -239,3 +239,21 @@ def test_fluorescence_artefacts_judged_against_empty_trenches():
     assert results["plain"][0] < 0.9                 # the artefacts are there
     assert results["empty"][0] >= 0.98
     assert results["empty"][1] > results["plain"][1] + 0.2
+
+
+def test_trenches_full_of_dark_cells_among_empty_ones_are_all_found():
+    """Phase, bright lumens: a trench packed with dark cells keeps only a third of an
+    empty lumen's contrast. Between trenches that show the full contrast it is a
+    trench, not the halo beside the last one (8 of 20 trenches were dropped, and the
+    closed end was then put at the open end)."""
+    cfg = sample_config("mixed", 2, height=1024, width=1024, n_timepoints=1, n_positions=2)
+    pos = simulate_position(cfg, 0)
+    layout = detect_trenches(pos.movies["phase"][0], kind="phase")
+    truth = pos.trenches
+    found = layout.trenches["x_center"].to_numpy()
+    hit = [np.min(np.abs(found - x)) < cfg.pitch_px / 4 for x in truth["x_center"]]
+    filled = ~truth["empty"].to_numpy(bool)
+    assert np.all(np.asarray(hit)[filled[:-1].nonzero()[0]]), hit   # every inner filled trench
+    assert sum(hit) >= len(truth) - 1
+    assert list(layout.sets["direction"]) == sorted(set(truth["direction"]))
+    assert len(layout.trenches) <= len(truth)                        # no halo taken for a trench

@@ -9,7 +9,9 @@ import pytest
 torch = pytest.importorskip("torch")  # a test dependency (setup.py "test" extra): never skipped in CI
 
 from batchlib.cli import main as cli_main  # noqa: E402
-from batchlib.io import open_file, read_attrs  # noqa: E402
+from batchlib.io import open_file, read_attrs, read_table  # noqa: E402
+from batchlib.trench.layout import TRENCHES_TABLE  # noqa: E402
+from batchlib.trench.segmentation.threshold import empty_background  # noqa: E402
 from batchlib.trench.jobs import Segment  # noqa: E402
 from batchlib.trench.segmentation import segment_trenches  # noqa: E402
 from batchlib.trench.segmentation import torch_model, training  # noqa: E402
@@ -115,8 +117,12 @@ def test_unet_method_under_the_processes_executor(segmented):
             seg = f["segmentation/cells"]
             assert read_attrs(seg)["method"] == "unet"
             labels, crops = seg[:], f["trench_crops/phase"][:]
-        # the same labels as segmenting the crops here, in the main process
-        np.testing.assert_array_equal(labels, segment_trenches(crops, method="unet", kind="phase"))
+            empty = read_table(f, TRENCHES_TABLE)["empty"].to_numpy(bool)
+        # the same labels as segmenting the crops here, in the main process, with the
+        # empty trenches as the reference as the job gives it
+        here = segment_trenches(crops, method="unet", kind="phase",
+                                background=empty_background(crops, empty))
+        np.testing.assert_array_equal(labels, here)
         n_cells += int(labels.max(axis=(2, 3)).sum())
     assert n_cells > 20
 
@@ -172,3 +178,61 @@ def test_missing_and_corrupt_weights_fail_clearly(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="Segment: gpu=True but no CUDA device"):
             Segment(method="unet", gpu=True)
+
+
+def test_detected_boxes_starting_in_the_pdms_keep_mother_length():
+    """A detected box starts a pixel or two outside the closed end; with the empty
+    trenches as reference the network sees the crop from the lumen start on, so the
+    mother does not grow into the PDMS rows (it did by 2 px on most crops)."""
+    from batchlib.trench.segmentation.threshold import empty_background
+
+    cfg = SyntheticConfig(height=384, width=384, n_positions=1, n_timepoints=2, seed=10003,
+                          empty_fraction=0.3)
+    from batchlib.trench.synthetic import simulate_position
+    from batchlib.trench.geometry import crop_box
+
+    pos = simulate_position(cfg, 0)
+    movie, shift = pos.movies["phase"], 2  # boxes start 2 px outside the closed end
+    tr = pos.trenches
+    crops = np.stack([[crop_box(movie[t], r.x_center, r.y_closed - shift * r.direction, r.direction,
+                                int(r.height), int(r.width), pos.metadata["angle_deg"], pos.drift[t])
+                       for t in range(movie.shape[0])] for r in tr.itertuples()])
+    truth = np.stack([[crop_box(pos.frame_labels[t], r.x_center, r.y_closed - shift * r.direction,
+                                r.direction, int(r.height), int(r.width), pos.metadata["angle_deg"],
+                                pos.drift[t], order=0)
+                       for t in range(movie.shape[0])] for r in tr.itertuples()])
+    empty = tr["empty"].to_numpy(bool)
+    assert empty.sum() >= 2 and (~empty).sum() >= 3
+
+    def mother_top_error(labels):
+        err = []
+        for n in np.flatnonzero(~empty):
+            for t in range(labels.shape[1]):
+                rows_true = np.flatnonzero((truth[n, t] > 0).any(1))
+                rows_pred = np.flatnonzero((labels[n, t] == 1).any(1))
+                if rows_true.size and rows_pred.size:
+                    err.append(rows_pred[0] - rows_true[0])
+        return np.array(err)
+
+    plain = mother_top_error(segment_trenches(crops, method="unet", kind="phase"))
+    registered = mother_top_error(segment_trenches(
+        crops, method="unet", kind="phase", background=empty_background(crops, empty)))
+    assert len(registered) >= 6
+    # without the reference the mothers start in the PDMS, with it within a pixel of the truth
+    assert np.mean(plain < 0) > 0.5, plain
+    assert np.mean(np.abs(registered) <= 1) >= 0.9, registered
+
+
+def test_auto_is_unet_with_torch_and_threshold_without(monkeypatch, caplog):
+    assert Segment().param_values["method"] == "unet"          # the default is auto
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    with caplog.at_level("WARNING"):
+        job = Segment(method="auto")
+    assert job.param_values["method"] == "threshold"
+    assert "PyTorch is not installed" in caplog.text
+    # the records name the method that ran, so installing torch later recomputes
+    assert job.param_hash != Segment(method="unet").param_hash

@@ -228,8 +228,17 @@ def locate_centres(profile, pitch, axis, first, last, kind="phase"):
     pos, ncc = match_template(profile, site, offsets, tmpl, 0.25 * pitch)
     keep = np.isfinite(ncc)
     if kind == "phase":
-        # a halo next to the last trench can match the template's shape but not its contrast
-        keep &= (np.nan_to_num(ncc) >= 0.5) & (_contrast_ratio(profile, pos, offsets, tmpl, pitch) >= 0.4)
+        # A halo next to the last trench can match the template's shape but not
+        # its contrast. Inside the run of trenches that do show it, a weaker
+        # contrast is a trench full of cells (dark cells in a bright lumen keep
+        # a quarter to a third of an empty lumen's contrast), not a halo.
+        shaped = np.nan_to_num(ncc) >= 0.5
+        ratio = _contrast_ratio(profile, pos, offsets, tmpl, pitch)
+        strong = np.flatnonzero(shaped & (ratio >= 0.4))
+        inner = np.zeros(len(pos), bool)
+        if strong.size:
+            inner[strong[0]:strong[-1] + 1] = True
+        keep &= shaped & ((ratio >= 0.4) | (inner & (ratio >= 0.1)))
     pos, ncc = pos[keep], ncc[keep]
     if pos.size == 0:
         return None

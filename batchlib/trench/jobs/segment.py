@@ -33,7 +33,8 @@ class Segment(BatchJobOnContainer):
     Labels have the crops' shape (n_trench, T, H, W) and are numbered from the
     closed end in every trench and frame (label 1 is the mother cell). The
     method is pluggable (:mod:`batchlib.trench.segmentation.methods`); the
-    default needs no trained model and runs on the CPU.
+    default, ``auto``, is the shipped U-Net (CPU) where PyTorch is installed
+    and the classical ``threshold`` method otherwise.
 
     ``method``, ``method_params`` and ``gpu`` are checked when the job is
     built, so a misspelt name or parameter fails at once, not in every worker.
@@ -45,7 +46,8 @@ class Segment(BatchJobOnContainer):
                          "phase-like channel, else the first fluorescence one)"),
         "kind": Param("auto", "auto (the kind Ingest recorded for the channel), phase or fluorescence",
                       choices=("auto", "phase", "fluorescence")),
-        "method": Param("threshold", "segmentation method: a built-in name (threshold, unet), "
+        "method": Param("auto", "segmentation method: auto (unet where PyTorch is installed, "
+                        "else threshold), a built-in name (threshold, unet), "
                         "'package.module:function' or a batchlib.segmentation_methods entry point"),
         "method_params": Param("{}", "JSON object of extra parameters for the method, e.g. "
                                '{"lumen_width": 12} (default for threshold: the lumen width '
@@ -57,10 +59,18 @@ class Segment(BatchJobOnContainer):
     output_keys = {f"{SEGMENTATION}/{{name}}": KeySpec(ndim=4, dtype="ui")}
 
     def __init__(self, input_pattern=None, identifier=None, **params):
-        from ..segmentation.methods import check_method, is_picklable
+        from ..segmentation.methods import AUTO, check_method, default_method, is_picklable
 
         super().__init__(input_pattern=input_pattern, identifier=identifier, **params)
         p = self.param_values
+        if p["method"] == AUTO:
+            # resolved once, when the job is built: the records, the parameter hash
+            # and the incremental basis name the method that actually runs
+            self._params["method"] = default_method()
+            if p["method"] != "unet":
+                self.logger.warning("segment_method auto: PyTorch is not installed, so the "
+                                    "classical 'threshold' method runs (install torch, e.g. "
+                                    "pip install 'batchlib[gpu]', for the more accurate 'unet')")
         try:
             method = check_method(p["method"], self.method_params(), gpu=bool(p["gpu"]))
         except (KeyError, ValueError, RuntimeError, OSError, ImportError) as e:
@@ -85,6 +95,7 @@ class Segment(BatchJobOnContainer):
 
     def process_container(self, container, path):
         from ..segmentation import resolve_method, segment_trenches
+        from ..segmentation.methods import accepted_keywords
         from ..segmentation.threshold import empty_background
 
         p = self.param_values
@@ -107,16 +118,18 @@ class Segment(BatchJobOnContainer):
         out_key = f"{SEGMENTATION}/{p['name']}"
         kept = frames_kept(container, out_key, (n, h, w), basis)
         ds = prepare_stack(container, out_key, (n, h, w), n_t, np.uint16, kept)
+        # methods that declare them get what the known-empty trenches show
+        wants = accepted_keywords(method.fn)
         empty = self._empty_trenches(container, n) if (
-            p["method"] == "threshold" and "background" not in extra
+            wants & {"background", "empty_crops"} and "background" not in extra
             and "empty_crops" not in extra) else None
         for t0, t1 in frame_blocks(kept, n_t):
             block = crops[:, t0:t1]
             kwargs = dict(extra)
-            if empty is not None and kind == "phase":
+            if empty is not None and kind == "phase" and "background" in wants:
                 # what an empty trench looks like in these frames (see segment_threshold)
                 kwargs["background"] = empty_background(block, empty)
-            elif empty is not None:
+            elif empty is not None and kind != "phase" and "empty_crops" in wants:
                 # what the artefacts of these frames look like in trenches without cells
                 kwargs["empty_crops"] = empty[:, None]
             labels = segment_trenches(block, method=method, kind=kind, **kwargs)

@@ -143,6 +143,24 @@ def resolve_method(method) -> Method:
     return found
 
 
+#: the default: the shipped U-Net where PyTorch is installed, else the classical method
+AUTO = "auto"
+
+
+def default_method() -> str:
+    """What ``method="auto"`` means in this environment: ``"unet"`` when PyTorch
+    can be imported, otherwise ``"threshold"``.
+
+    End to end on 14 generator families (held-out seeds, detected boxes) the
+    U-Net is as accurate or more on every figure, phase and fluorescence, at
+    about 1.5x the time of the whole workflow (docs/segmentation.md); PyTorch
+    is an optional dependency, so without it the classical method runs.
+    """
+    import importlib.util
+
+    return "unet" if importlib.util.find_spec("torch") is not None else "threshold"
+
+
 def get_method(name: str) -> Callable:
     """The function of method ``name`` (see :func:`resolve_method`)."""
     return resolve_method(name).fn
@@ -164,6 +182,11 @@ def _accepted(fn) -> tuple[set, bool]:
             if positional > 2 or p.kind is p.KEYWORD_ONLY:
                 names.add(p.name)
     return names, var_kw
+
+
+def accepted_keywords(fn) -> set:
+    """Keyword parameters ``fn`` declares by name (not through ``**kwargs``)."""
+    return _accepted(fn)[0]
 
 
 def check_method(method, params: dict | None = None, gpu: bool = False) -> Method:
