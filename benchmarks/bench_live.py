@@ -74,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--qc", action="store_true",
                    help="keep the per-position QC pictures of TrenchDetection and Track (redrawn "
                         "every cycle, about 1-2 s a position); off by default: the report has the overlay")
+    p.add_argument("--segment_method", default=None,
+                   help="segmentation method (default: the workflow's default)")
     p.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
 
@@ -89,6 +91,8 @@ def main(argv=None) -> int:
               "--progress", "false", "--log_level", "INFO", "--track_frame_interval_s", "180"]
     if not args.qc:
         common += ["--detect_qc_plot", "false", "--track_qc_plot", "false"]
+    if args.segment_method:
+        common += ["--segment_method", args.segment_method]
     script = str(ROOT / "workflows" / "trench_workflow.py")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -141,7 +145,8 @@ def main(argv=None) -> int:
               re.finditer(r"cycle (\d+): (\d+) new frame\(s\), \w+, ([\d.]+) s", log)]
     print(f"\n{args.positions} positions x {args.size}x{args.size} x 2 channels, TIFF sequence, "
           f"executor {args.executor} ({args.n_jobs} jobs), poll {args.poll_s} s, stable after "
-          f"{args.stable_s} s, QC pictures {'on' if args.qc else 'off'}; {os.cpu_count()} CPUs, "
+          f"{args.stable_s} s, QC pictures {'on' if args.qc else 'off'}, segmentation "
+          f"{args.segment_method or 'default'}; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}\n")
     print("| new timepoint | latency (s) | target (s) | latency / target | latency / batch rerun |")
     print("|---|---|---|---|---|")
