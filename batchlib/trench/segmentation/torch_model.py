@@ -225,7 +225,7 @@ def predict_probabilities(model, crops, kind: str, device: str = "cpu", batch_si
     return out.reshape(len(CLASSES), *shape)
 
 
-def labels_from_probabilities(prob, split_depth=0.5, min_length=6, min_area=30,
+def labels_from_probabilities(prob, split_depth=0.7, min_length=6, min_area=30,
                               open_end="keep") -> np.ndarray:
     """Instances ``(..., H, W)`` from :func:`predict_probabilities` output, numbered from row 0.
 
@@ -253,7 +253,7 @@ def _cached_model(weights, device):
 
 
 def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=None,
-                 batch_size=128, split_depth=0.5, min_length=6, min_area=30, open_end="keep",
+                 batch_size=128, split_depth=0.7, min_length=6, min_area=30, open_end="keep",
                  background=None):
     """Segment trench crops with the U-Net (the registered ``unet`` method).
 
