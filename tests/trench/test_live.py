@@ -217,7 +217,10 @@ def test_ctrl_c_within_a_cycle_stops_cleanly(acquisition, tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "workflows" / "trench_workflow.py"),
                              "--input_folder", str(raw), "--folder", str(out), *OPTS, *LIVE],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a test run in the background (`pytest &`) ignores SIGINT, and so
+                            # would the child: give it the default, like a terminal's Ctrl-C
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (out / "batchlib" / "Compress.status").exists() and time.time() < deadline:
         time.sleep(0.02)
