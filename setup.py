@@ -34,7 +34,9 @@ EXTRAS = {
     # torch is pinned exactly: the shipped U-Net weights are tested with it, and
     # an unpinned resolve can pull gigabytes of CUDA wheels.
     "gpu": ["torch==2.13.0"],
-    "test": ["pytest>=7", "torch==2.13.0"],
+    # `batchlib export --format ome-zarr`: NGFF 0.4 (zarr v2 layout) through ome-zarr-py.
+    "export": ["ome-zarr>=0.18", "zarr>=3"],
+    "test": ["pytest>=7", "torch==2.13.0", "ome-zarr>=0.18", "zarr>=3"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 

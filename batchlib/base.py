@@ -481,6 +481,12 @@ def execute_unit(task) -> dict:
                 else:  # n5/zarr: each chunk is a file of its own; a failed write loses only it
                     check_free_space(path, job.reserve_margin_bytes)
             else:
+                if os.path.lexists(path):
+                    # The temporary name is this unit's in this run: only an attempt on a
+                    # worker that died (dask retries its units elsewhere) leaves a file
+                    # there, maybe truncated. Start afresh.
+                    job.logger.warning("%s: removing what an earlier attempt left", path)
+                    remove_container(path)
                 check_free_space(path, job.reserve_margin_bytes)
         job.__dict__["_unit_warnings"] = []
         job.run(list(unit.inputs), write_paths, **unit.run_kwargs)

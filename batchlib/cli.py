@@ -1,5 +1,5 @@
 """The ``batchlib`` console command: ``status``, ``verify``, ``inventory``, ``generate``,
-``train-segmenter`` and ``report``."""
+``train-segmenter``, ``export`` and ``report``."""
 from __future__ import annotations
 
 import argparse
@@ -67,6 +67,10 @@ def build_parser(domain: bool = True) -> argparse.ArgumentParser:
         _add_domain_command(sub, "train-segmenter",
                             "train the U-Net segmenter on generated data, or fine-tune it",
                             ".trench.segmentation.train_cli")
+        _add_domain_command(sub, "export",
+                            "export a folder's movies, labels, trench crops and tracks for viewers "
+                            "(OME-Zarr for napari and Fiji); again after new frames: only those",
+                            ".trench.export")
         _add_domain_command(sub, "report", "write <folder>/report.html: one offline page with the "
                             "run, the jobs' problems and figures per position", ".trench.report.build")
     return parser

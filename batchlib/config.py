@@ -7,6 +7,8 @@ typed from their defaults: booleans accept ``true/false/yes/no/1/0`` and a bare
 """
 from __future__ import annotations
 
+import os
+
 import configargparse
 
 from .base import DEFAULT_TRIGGERS, RERUN_TRIGGERS
@@ -84,6 +86,12 @@ def workflow_parser(description, job_classes, default_config_files=()):
     slurm.add_argument("--slurm_memory", default="16GB", help="memory per SLURM job")
     slurm.add_argument("--slurm_walltime", default="02:00:00", help="walltime per SLURM job")
     slurm.add_argument("--slurm_jobs", type=int, default=1, help="number of SLURM jobs")
+    slurm.add_argument("--slurm_job_extra", nargs="*", default=[],
+                       help="further #SBATCH options, '--' added in front: qos=long constraint=skylake")
+    slurm.add_argument("--slurm_log_directory", default=None,
+                       help="where the worker jobs' logs go (default: <folder>/batchlib/slurm)")
+    slurm.add_argument("--slurm_interface", default=None,
+                       help="network interface reachable from the compute nodes (e.g. ib0)")
     for prefix, cls in job_classes:
         group = parser.add_argument_group(f"{prefix}: {cls.__name__}",
                                           (cls.__doc__ or "").strip().splitlines()[0])
@@ -105,7 +113,10 @@ def workflow_options(args) -> dict:
         ignore_failed_outputs=args.ignore_failed_outputs, rerun_triggers=args.rerun_triggers,
         executor=args.executor, n_jobs=args.n_jobs, scheduler_address=args.scheduler_address,
         slurm={"queue": args.slurm_queue, "account": args.slurm_account, "cores": args.slurm_cores,
-               "memory": args.slurm_memory, "walltime": args.slurm_walltime, "jobs": args.slurm_jobs},
+               "memory": args.slurm_memory, "walltime": args.slurm_walltime, "jobs": args.slurm_jobs,
+               "job_extra_directives": [x if x.startswith("-") else f"--{x}" for x in args.slurm_job_extra or []],
+               "log_directory": args.slurm_log_directory or os.path.join(args.folder, "batchlib", "slurm"),
+               "interface": args.slurm_interface},
         lock=args.lock, lock_timeout=args.lock_timeout, break_lock=args.break_lock,
         log_level=args.log_level, progress=args.progress,
     )

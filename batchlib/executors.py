@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from itertools import islice
@@ -242,21 +243,41 @@ class DaskExecutor(Executor):
 
 
 def slurm_cluster(queue=None, cores=1, memory="4GB", walltime="01:00:00", jobs=1,
-                  account=None, job_extra_directives=(), log_directory=None, scale=True):
+                  account=None, job_extra_directives=(), log_directory=None, interface=None,
+                  scale=True):
     """A dask-jobqueue SLURMCluster scaled to ``jobs`` SLURM jobs.
 
     Each SLURM job runs ``cores`` single-threaded worker processes, so one
     image is processed per core. ``scale=False`` only builds the cluster (its
-    ``job_script()`` shows what would be submitted).
+    ``job_script()`` shows what would be submitted). What maps to which
+    ``#SBATCH`` line is listed in the README (SLURM section).
+
+    Parameters
+    ----------
+    job_extra_directives : list of str
+        Further ``#SBATCH`` options, e.g. ``["--qos=long"]``.
+    log_directory : str, optional
+        Where the jobs' ``dask-worker-<jobid>.out/.err`` go (default: the
+        submitting directory).
+    interface : str, optional
+        Network interface the scheduler listens on and the workers use (e.g.
+        ``ib0``) when the default one is not reachable from the compute nodes.
     """
     from dask_jobqueue import SLURMCluster
 
+    extra = {}
+    if interface:
+        extra = {"interface": interface, "scheduler_options": {"interface": interface}}
+    if log_directory:
+        os.makedirs(log_directory, exist_ok=True)
     cluster = SLURMCluster(queue=queue, cores=cores, processes=cores, memory=memory,
                            walltime=walltime, account=account,
-                           job_extra_directives=list(job_extra_directives),
-                           log_directory=log_directory)
+                           job_extra_directives=list(job_extra_directives or ()),
+                           log_directory=log_directory, **extra)
     if scale:
-        cluster.scale(jobs=jobs)
+        # adapt, not scale: a worker job that ends (walltime, preemption, scancel) is
+        # replaced, so the run goes on instead of waiting for workers that never come.
+        cluster.adapt(minimum_jobs=jobs, maximum_jobs=jobs)
     return cluster
 
 

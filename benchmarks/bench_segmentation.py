@@ -56,6 +56,7 @@ from bench_detection import channels_of, markdown, with_summary  # noqa: E402
 from batchlib.trench.detection import (TrenchDetectionError,  # noqa: E402
                                        crop_trenches)
 from batchlib.trench.geometry import crop_box  # noqa: E402
+from batchlib.trench.segmentation.chip_structures import drop_chip_structures  # noqa: E402
 from batchlib.trench.measure import measure_cells, measure_trench_frames  # noqa: E402
 from batchlib.trench.detection.movie import detect_in_movie, movie_drift  # noqa: E402
 from batchlib.trench.segmentation import segment_trenches  # noqa: E402
@@ -145,7 +146,13 @@ def score(truth, pred, mother_len, true_counts=None, missed_counts=None, missed_
 
 def segment(crops, kind, lumen_width, empty=None, method="threshold"):
     """The Segment job's call: ``threshold`` with the lumen width and, in phase, the
-    empty trenches as the reference; other methods with their defaults."""
+    empty trenches as the reference; other methods with their defaults; then what
+    recurs in most empty trenches dropped from them."""
+    labels = _segment(crops, kind, lumen_width, empty, method)
+    return labels if empty is None else drop_chip_structures(labels, np.asarray(empty, bool))
+
+
+def _segment(crops, kind, lumen_width, empty=None, method="threshold"):
     if method != "threshold":
         extra = {}
         if method == "unet" and kind == "phase" and empty is not None:
@@ -353,9 +360,13 @@ def main(argv=None):
     parser.add_argument("--timepoints", type=int, default=None, help="frames (default 8)")
     parser.add_argument("--no-extras", action="store_true",
                         help="families only: no speed and no real-data tables")
-    parser.add_argument("--method", default="threshold", help="segmentation method (threshold, unet)")
+    parser.add_argument("--method", default="auto",
+                        help="segmentation method: auto (the Segment job's default), threshold, unet")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per run (stderr)")
     args = parser.parse_args(argv)
+    if args.method == "auto":
+        from batchlib.trench.segmentation.methods import default_method
+        args.method = default_method()
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:

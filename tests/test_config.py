@@ -129,7 +129,8 @@ def test_workflow_options_run(parser, tmp_path):
     assert opts["rerun_triggers"] == ["input", "params"] and opts["lock_timeout"] == 1.0
     assert opts["executor"] == "serial" and opts["n_jobs"] == 1 and opts["progress"] is False
     assert opts["slurm"] == {"queue": None, "account": None, "cores": 4, "memory": "16GB",
-                             "walltime": "02:00:00", "jobs": 1}
+                             "walltime": "02:00:00", "jobs": 1, "job_extra_directives": [],
+                             "log_directory": str(folder / "batchlib" / "slurm"), "interface": None}
     jobs = [ImportArray(**job_params(args, "imp", ImportArray)), ScaleRaw(**job_params(args, "scale", ScaleRaw))]
     res = run_workflow("WF", args.folder, jobs, **opts)
     assert res.success and jobs[1].param_values["factor"] == 4.0

@@ -162,3 +162,53 @@ def test_slurm_job_script_carries_the_configured_resources():
     assert "#SBATCH -p cpu" in script and "#SBATCH -A mylab" in script
     assert "#SBATCH -t 04:00:00" in script and "#SBATCH --cpus-per-task=8" in script
     assert "--nworkers 8" in script and "--nthreads 1" in script
+
+
+def test_a_retried_unit_replaces_what_a_dead_attempt_left(tmp_path):
+    """dask retries a unit whose worker died with the same plan: the temporary container the
+    dead attempt left (here truncated, as a kill mid-write leaves it) must not fail the retry."""
+    from batchlib.base import Unit, execute_unit
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    arrays = make_array_inputs(str(inp), 1)
+    out.mkdir()
+    job = ImportArray()
+    stem = next(iter(arrays))
+    unit = Unit(stem + ".npy", [str(inp / f"{stem}.npy")], [str(out / f"{stem}.h5")])
+    plan = job.write_plan(unit, {})
+    tmp = plan[0][1]
+    with open(tmp, "wb") as f:
+        f.write(b"\x89HDF\r\n\x1a\n" + b"\0" * 88)  # 96 bytes: an h5 file cut short
+    result = execute_unit((job, unit, plan, {}))
+    assert result["state"] == "done", result.get("error")
+    with open_file(out / f"{stem}.h5", "r") as f:
+        np.testing.assert_array_equal(f["raw"][:], arrays[stem])
+    assert not os.path.exists(tmp)
+
+
+def test_slurm_options_reach_the_job_script(tmp_path):
+    """Config-file and command-line SLURM options become the #SBATCH lines the README lists."""
+    pytest.importorskip("dask_jobqueue")
+    from batchlib.config import workflow_options, workflow_parser
+    from batchlib.executors import slurm_cluster
+
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("input_folder = in\nfolder = out\nexecutor = slurm\nslurm_queue = cpu\n"
+                    "slurm_cores = 8\nslurm_memory = 32GB\nslurm_jobs = 3\n"
+                    "slurm_job_extra = [qos=long, constraint=skylake]\n")
+    args = workflow_parser("t", []).parse_args(["-c", str(conf), "--slurm_walltime", "04:00:00"])
+    slurm = workflow_options(args)["slurm"]
+    assert slurm["log_directory"] == os.path.join("out", "batchlib", "slurm")
+    slurm["log_directory"] = str(tmp_path / "logs")
+    cluster = slurm_cluster(**slurm, scale=False)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in ("#SBATCH -p cpu", "#SBATCH -n 1", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=30G",
+                 "#SBATCH -t 04:00:00", "#SBATCH --qos=long", "#SBATCH --constraint=skylake",
+                 f"#SBATCH -o {tmp_path / 'logs'}/dask-worker-%J.out"):
+        assert line in script, line
+    assert "--nworkers 8" in script and "--nthreads 1" in script
+    args = workflow_parser("t", []).parse_args(["-c", str(conf), "--slurm_job_extra=-C gpu"])
+    assert workflow_options(args)["slurm"]["job_extra_directives"] == ["-C gpu"]

@@ -241,12 +241,13 @@ def test_fluorescence_artefacts_judged_against_empty_trenches():
     assert results["empty"][1] > results["plain"][1] + 0.2
 
 
-def test_trenches_full_of_dark_cells_among_empty_ones_are_all_found():
+@pytest.mark.parametrize("family,seed", [("mixed", 2), ("halo_walls", 12)])
+def test_trenches_full_of_dark_cells_among_empty_ones_are_all_found(family, seed):
     """Phase, bright lumens: a trench packed with dark cells keeps only a third of an
-    empty lumen's contrast. Between trenches that show the full contrast it is a
-    trench, not the halo beside the last one (8 of 20 trenches were dropped, and the
-    closed end was then put at the open end)."""
-    cfg = sample_config("mixed", 2, height=1024, width=1024, n_timepoints=1, n_positions=2)
+    empty lumen's contrast (mixed 2) or turns it over, the lumen darker than the walls
+    (halo_walls 12). It is a trench, not the halo beside the last one (8 of 20 and 12
+    of 23 trenches were dropped, and the closed end was then put at the open end)."""
+    cfg = sample_config(family, seed, height=1024, width=1024, n_timepoints=1, n_positions=2)
     pos = simulate_position(cfg, 0)
     layout = detect_trenches(pos.movies["phase"][0], kind="phase")
     truth = pos.trenches

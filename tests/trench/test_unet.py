@@ -236,3 +236,29 @@ def test_auto_is_unet_with_torch_and_threshold_without(monkeypatch, caplog):
     assert "PyTorch is not installed" in caplog.text
     # the records name the method that ran, so installing torch later recomputes
     assert job.param_hash != Segment(method="unet").param_hash
+
+
+def test_real_molyso_frame_empty_trenches_stay_empty(shared_data):
+    """Through detection, the real molyso frame's boxes start at the outer edge of a
+    bright band beyond the cells; the network found one object at the band's edge
+    in every trench. In the four trenches detection calls empty it recurs, so it is
+    the chip, and the Segment job drops it there (cells found: 1, 1, 5, 6, 1, 1 ->
+    0, 0, 5, 6, 0, 0; the profile reading is 0, 0, 4, 4, 0, 0)."""
+    import tifffile
+
+    from batchlib.trench.detection import crop_trenches, detect_trenches
+    from batchlib.trench.segmentation.chip_structures import drop_chip_structures
+
+    frame = tifffile.imread(shared_data / "phase_fov" / "molyso_example_frame.tif")
+    layout = detect_trenches(frame, kind="phase")
+    crops = crop_trenches(frame, layout)[:, None]
+    empty = layout.trenches["empty"].to_numpy(bool)
+    assert list(np.flatnonzero(~empty)) == [2, 3]
+    raw = segment_trenches(crops, method="unet", kind="phase",
+                           background=empty_background(crops, empty))
+    cleaned = drop_chip_structures(raw, empty)
+    counts = cleaned.max(axis=(1, 2, 3))
+    assert raw[empty].max() > 0                  # what the network alone finds
+    assert np.all(counts[empty] == 0)
+    np.testing.assert_array_equal(cleaned[~empty], raw[~empty])   # filled trenches untouched
+    assert np.all(counts[~empty] >= 4)

@@ -229,16 +229,18 @@ def locate_centres(profile, pitch, axis, first, last, kind="phase"):
     keep = np.isfinite(ncc)
     if kind == "phase":
         # A halo next to the last trench can match the template's shape but not
-        # its contrast. Inside the run of trenches that do show it, a weaker
-        # contrast is a trench full of cells (dark cells in a bright lumen keep
-        # a quarter to a third of an empty lumen's contrast), not a halo.
+        # its contrast. A trench full of dark cells in a bright lumen keeps a
+        # third of an empty lumen's contrast or turns it over (the lumen darker
+        # than the walls, down to -2x): a strong contrast of either sign is a
+        # trench, and inside the run of such trenches so is a weak one.
         shaped = np.nan_to_num(ncc) >= 0.5
         ratio = _contrast_ratio(profile, pos, offsets, tmpl, pitch)
-        strong = np.flatnonzero(shaped & (ratio >= 0.4))
+        strong_site = shaped & (np.abs(ratio) >= 0.4)
+        strong = np.flatnonzero(strong_site)
         inner = np.zeros(len(pos), bool)
         if strong.size:
             inner[strong[0]:strong[-1] + 1] = True
-        keep &= shaped & ((ratio >= 0.4) | (inner & (ratio >= 0.1)))
+        keep &= strong_site | (shaped & inner & (np.abs(ratio) >= 0.1))
     pos, ncc = pos[keep], ncc[keep]
     if pos.size == 0:
         return None

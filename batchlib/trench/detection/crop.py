@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from ..geometry import frame_center, rotation_matrix
+from ..geometry import frame_center, raw_to_rotated, rotation_matrix
 
-__all__ = ["crop_trenches", "crop_coordinates"]
+__all__ = ["crop_trenches", "crop_coordinates", "paste_trenches"]
 
 
 def _boxes(layout_or_trenches, angle_deg):
@@ -101,3 +101,66 @@ def crop_trenches(frame, layout_or_trenches, angle_deg=None, drift_yx=(0.0, 0.0)
         info = np.iinfo(frame.dtype)
         out = np.clip(np.rint(out), info.min, info.max)
     return out.astype(frame.dtype, copy=False)
+
+
+def paste_trenches(crops, layout_or_trenches, shape, angle_deg=None, drift_yx=(0.0, 0.0), values=None,
+                   dtype=None):
+    """Put the crops of one frame back into a raw frame: the inverse of :func:`crop_trenches`.
+
+    Every raw pixel inside a box takes the value of the crop pixel nearest to
+    it (nearest neighbour, so labels stay labels); pixels outside every box
+    are 0. Zeros of a crop never overwrite what an earlier box put there, so
+    where boxes touch, cells are not cut by the neighbour's background.
+
+    Parameters
+    ----------
+    crops : ndarray, shape (n_trench, height, width)
+        One frame's crops, e.g. a segmentation's labels.
+    layout_or_trenches : TrenchLayout or DataFrame
+        The boxes the crops were cut with.
+    shape : (int, int)
+        Shape of the raw frame.
+    angle_deg, drift_yx
+        As for :func:`crop_trenches`.
+    values : callable, optional
+        ``values(n, crop_values) -> frame values`` for the crop of trench
+        ``n``, e.g. to make labels unique across trenches; called on the
+        non-zero pixels only.
+    dtype : dtype, optional
+        Of the frame (default: that of ``crops``).
+
+    Returns
+    -------
+    frame : ndarray, shape ``shape``
+    """
+    crops = np.asarray(crops)
+    trenches, angle = _boxes(layout_or_trenches, angle_deg)
+    out = np.zeros(tuple(shape), dtype=dtype or crops.dtype)
+    if len(trenches) == 0:
+        return out
+    h, w = int(trenches["height"].iloc[0]), int(trenches["width"].iloc[0])
+    if crops.shape != (len(trenches), h, w):
+        raise ValueError(f"crops of shape {crops.shape} for {len(trenches)} boxes of {h} x {w}")
+    py, px = crop_coordinates(trenches, angle, shape, drift_yx)
+    y_closed = trenches["y_closed"].to_numpy(float)
+    direction = trenches["direction"].to_numpy(float)
+    x_left = trenches["x_center"].to_numpy(float) - (w - 1) / 2.0
+    for n in range(len(trenches)):
+        if not crops[n].any():
+            continue
+        # The raw pixels the box covers (its sampled corners, rounded outwards).
+        y0, y1 = int(max(np.floor(py[n].min()), 0)), int(min(np.ceil(py[n].max()) + 1, shape[0]))
+        x0, x1 = int(max(np.floor(px[n].min()), 0)), int(min(np.ceil(px[n].max()) + 1, shape[1]))
+        if y0 >= y1 or x0 >= x1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        rot = raw_to_rotated(np.stack([yy, xx], axis=-1), angle, shape, drift_yx)
+        i = np.rint((rot[..., 0] - y_closed[n]) * direction[n]).astype(np.intp)
+        j = np.rint(rot[..., 1] - x_left[n]).astype(np.intp)
+        inside = (i >= 0) & (i < h) & (j >= 0) & (j < w)
+        v = np.zeros(i.shape, dtype=crops.dtype)
+        v[inside] = crops[n][i[inside], j[inside]]
+        hit = v != 0
+        region = out[y0:y1, x0:x1]
+        region[hit] = v[hit] if values is None else values(n, v[hit])
+    return out

@@ -40,7 +40,7 @@ class Segment(BatchJobOnContainer):
     built, so a misspelt name or parameter fails at once, not in every worker.
     """
 
-    version = "3"
+    version = "4"  # 4: objects recurring in the empty trenches dropped
     params = {
         "channel": Param("", "segmentation channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
@@ -95,6 +95,7 @@ class Segment(BatchJobOnContainer):
 
     def process_container(self, container, path):
         from ..segmentation import resolve_method, segment_trenches
+        from ..segmentation.chip_structures import drop_chip_structures
         from ..segmentation.methods import accepted_keywords
         from ..segmentation.threshold import empty_background
 
@@ -120,19 +121,21 @@ class Segment(BatchJobOnContainer):
         ds = prepare_stack(container, out_key, (n, h, w), n_t, np.uint16, kept)
         # methods that declare them get what the known-empty trenches show
         wants = accepted_keywords(method.fn)
-        empty = self._empty_trenches(container, n) if (
-            wants & {"background", "empty_crops"} and "background" not in extra
-            and "empty_crops" not in extra) else None
+        empty = self._empty_trenches(container, n)
+        given = "background" in extra or "empty_crops" in extra
         for t0, t1 in frame_blocks(kept, n_t):
             block = crops[:, t0:t1]
             kwargs = dict(extra)
-            if empty is not None and kind == "phase" and "background" in wants:
+            if empty is not None and not given and kind == "phase" and "background" in wants:
                 # what an empty trench looks like in these frames (see segment_threshold)
                 kwargs["background"] = empty_background(block, empty)
-            elif empty is not None and kind != "phase" and "empty_crops" in wants:
+            elif empty is not None and not given and kind != "phase" and "empty_crops" in wants:
                 # what the artefacts of these frames look like in trenches without cells
                 kwargs["empty_crops"] = empty[:, None]
             labels = segment_trenches(block, method=method, kind=kind, **kwargs)
+            if empty is not None:
+                # what recurs in most empty trenches is the chip, not a cell
+                labels = drop_chip_structures(labels, empty)
             if labels.max(initial=0) > np.iinfo(np.uint16).max:
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
             ds[:, t0:t1] = labels.astype(np.uint16)
