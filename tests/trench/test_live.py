@@ -211,6 +211,13 @@ def test_a_sequence_timepoint_is_ready_with_all_its_files(tmp_path):
     assert got == {"t000xy00c1.tif", "t001xy00c0.tif", "t001xy00c1.tif", "other.nd2"}
 
 
+def _default_sigint():
+    """In the child: SIGINT as in a terminal. A test run in the background (`pytest &`) passes
+    SIGINT on ignored, and a test that started workers may leave it blocked in this process."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_within_a_cycle_stops_cleanly(acquisition, tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     microscope(acquisition["files"], raw, 0.0)
@@ -218,14 +225,19 @@ def test_ctrl_c_within_a_cycle_stops_cleanly(acquisition, tmp_path):
                              "--input_folder", str(raw), "--folder", str(out), *OPTS, *LIVE],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # a test run in the background (`pytest &`) ignores SIGINT, and so
-                            # would the child: give it the default, like a terminal's Ctrl-C
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=_default_sigint)
     deadline = time.time() + 120
     while not (out / "batchlib" / "Compress.status").exists() and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)  # the first cycle is running
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        status = Path(f"/proc/{os.getpid()}/status").read_text() if Path("/proc").is_dir() else ""
+        pytest.fail(f"the session ignored SIGINT; this process: "
+                    f"{[ln for ln in status.splitlines() if ln.startswith('Sig')]}; stderr: {err[-3000:]}")
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted: watching stopped" in err
     assert "workflow TrenchWorkflow interrupted" in (out / "batchlib" / "TrenchWorkflow.log").read_text()
