@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "scipy>=1.10",
     "scikit-image>=0.21",
     "numba>=0.58",
+    "threadpoolctl>=3.1",  # one BLAS thread per worker
     "h5py>=3.8",
     "hdf5plugin>=4.1",
     "blosc>=1.11",

@@ -12,7 +12,6 @@ import glob
 import os
 import time
 import traceback
-import uuid
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 from . import folder_outputs
 from .errors import InvalidInputError, InvalidOutputError, JobError, OutputCollisionError
 from .io import CONTAINER_EXTS, container_format, open_file, remove_container, replace_container
+from .io.files import is_temporary, temporary_path
 from .io.checksum import describe_datasets, iter_datasets
 from .io.space import (DiskFullError, check_free_space, disk_full_message, is_disk_full,
                        reserve_space)
@@ -76,10 +76,6 @@ class JobResult:
     @property
     def success(self) -> bool:
         return self.state == "processed"
-
-
-def _is_temporary(name: str) -> bool:
-    return name.startswith(".") and ".tmp-" in name
 
 
 def _content_only(sig):
@@ -205,9 +201,21 @@ class BatchJob:
     # -- what the job works on ------------------------------------------------
     def list_inputs(self, input_folder) -> list:
         """Input paths matching :attr:`input_pattern`, sorted; temporary files skipped."""
-        paths = glob.glob(os.path.join(str(input_folder), self.input_pattern),
-                          recursive="**" in self.input_pattern)
-        return sorted(p for p in paths if not _is_temporary(os.path.basename(p)))
+        pattern = self.input_pattern
+        if os.sep in pattern or (os.altsep and os.altsep in pattern) or "**" in pattern \
+                or pattern.startswith("."):
+            paths = glob.glob(os.path.join(str(input_folder), pattern), recursive="**" in pattern)
+        else:  # a pattern of names: one scandir, what glob does at several times the cost
+            import fnmatch
+
+            try:
+                with os.scandir(str(input_folder)) as it:
+                    names = [e.name for e in it if not e.name.startswith(".")]
+            except (FileNotFoundError, NotADirectoryError):
+                names = []
+            prefix = os.path.join(str(input_folder), "")
+            paths = [prefix + n for n in fnmatch.filter(names, pattern)]
+        return sorted(p for p in paths if not is_temporary(os.path.basename(p)))
 
     def unit_key(self, path, input_folder) -> str:
         prefix = os.path.join(str(input_folder), "")
@@ -315,9 +323,9 @@ class BatchJob:
                 unit.signature = self.input_signature(unit)
             except OSError as e:  # vanished between glob and stat
                 unit.signature = {"error": str(e)}
-            cached = status.cached(key)
-            if cached and cached.get("input_signature") == unit.signature and cached.get("outputs"):
-                unit.outputs = [os.path.join(str(folder), o) for o in cached["outputs"]]
+            outputs = status.cached_outputs(key, unit.signature)
+            if outputs:
+                unit.outputs = [os.path.join(str(folder), o) for o in outputs]
             else:
                 try:
                     unit.outputs = self.outputs_for(path, folder)
@@ -337,6 +345,50 @@ class BatchJob:
         collisions = {out: keys for out, keys in owners.items() if len(set(keys)) > 1}
         if collisions:
             raise OutputCollisionError(self.name, collisions)
+
+    def output_identities(self, outputs) -> dict:
+        """``{name: identity}`` of the output containers and the files beside them.
+
+        The identity is ``[inode, size, mtime_ns]`` of a file (an h5
+        container changes it with any write, a replaced one has another
+        inode), for n5/zarr directories the inode and the stamp of the
+        records; ``None`` for what is missing.
+        """
+        from .status_index import file_identity
+
+        out = {}
+        for path in outputs:
+            name = os.path.basename(path)
+            if container_format(path) == "h5":
+                out[name] = file_identity(path)
+            else:
+                ident = file_identity(path)
+                out[name] = None if ident is None else [ident[0], record_stamp(path)]
+            for extra in self.folder_outputs(path):
+                out[os.path.relpath(extra, os.path.dirname(path))] = file_identity(extra)
+        return out
+
+    def fingerprint(self, unit: Unit, triggers, identities=None) -> str | None:
+        """Digest of everything an "up to date" decision about ``unit`` reads.
+
+        The parameter hash, version, rerun triggers, the input signature and
+        :meth:`output_identities` (taken now unless given). Equal
+        fingerprints mean the decision would come out the same, so a stored
+        one that still matches makes the unit up to date without opening
+        anything (see :mod:`batchlib.status_index`). ``None``: cannot tell.
+        """
+        from .status_index import digest
+
+        if identities is None:
+            identities = self.output_identities(unit.outputs)
+        if not unit.outputs or any(v is None for v in identities.values()):
+            return None
+        job = (self.param_hash, str(self.version), tuple(sorted(triggers)))
+        return digest((job, self.fingerprint_signature(unit), identities))
+
+    def fingerprint_signature(self, unit: Unit):
+        """The part of the input signature the fingerprint covers (all of it here)."""
+        return unit.signature
 
     def check_unit(self, unit: Unit, cached, triggers, force) -> tuple:
         """``(up_to_date, reason, records)`` for one unit."""
@@ -400,20 +452,24 @@ class BatchJob:
             if self.update_in_place and records.get(out):
                 plan.append((out, out, True))
             else:
-                p = Path(out)
-                tmp = p.with_name(f".{p.name.split('.')[0]}.tmp-{uuid.uuid4().hex[:8]}{p.suffix}")
-                plan.append((out, str(tmp), False))
+                plan.append((out, str(temporary_path(out)), False))
         return plan
 
     def clean_temporary(self, folder) -> None:
         """Remove temporary containers left by a killed run (the lock says none is live)."""
-        for ext in CONTAINER_EXTS:
-            for p in glob.glob(os.path.join(str(folder), f".*.tmp-*{ext}")):
+        try:
+            with os.scandir(str(folder)) as it:  # one pass, not a glob per extension
+                hidden = sorted(e.path for e in it if e.name.startswith("."))
+        except FileNotFoundError:
+            return
+        for p in hidden:
+            name = os.path.basename(p)
+            if is_temporary(name) and name.endswith(CONTAINER_EXTS):
                 self.logger.warning("removing %s, left unfinished by an interrupted run", p)
                 remove_container(p)
             # Old n5/zarr directories that replace_container had renamed aside
             # (".<name><ext>.old-<pid>") when a run was killed before deleting them.
-            for p in glob.glob(os.path.join(str(folder), f".*{ext}.old-*")):
+            elif any(f"{ext}.old-" in name for ext in CONTAINER_EXTS):
                 self.logger.warning("removing %s, an old container left by an interrupted run", p)
                 remove_container(p)
 
@@ -518,8 +574,10 @@ def execute_unit(task) -> dict:
                 write_record(f, job.name, {**record, **extra})
             if not in_place:
                 replace_container(path, final)
+        finals = [f for f, _, _ in plan]
         return {"key": unit.key, "state": "done", "duration_s": round(time.monotonic() - t0, 4),
-                "stamps": {os.path.basename(f): record_stamp(f) for f, _, _ in plan},
+                "stamps": {os.path.basename(f): record_stamp(f) for f in finals},
+                "identities": job.output_identities(finals),
                 "record": record, "warnings": warnings}
     except Exception as e:  # noqa: BLE001 - any failure of one image is recorded, not fatal
         disk_full = is_disk_full(e)

@@ -131,6 +131,16 @@ class BatchJobOnContainer(BatchJob):
             return False, f"output invalid: {problem}", {}
         return True, "up to date", {path: rec}
 
+    def fingerprint_signature(self, unit: Unit):
+        # What the inputs are (the run ids of the jobs that wrote them) is read
+        # from the container, whose identity the fingerprint covers.
+        return None
+
+    def fingerprint(self, unit: Unit, triggers, identities=None) -> str | None:
+        if identities is None and self._keys_deleted(unit.outputs[0]):
+            return None
+        return super().fingerprint(unit, triggers, identities)
+
     def _keys_deleted(self, path) -> bool:
         """n5/zarr: whether an output key's directory is gone (one ``stat`` per key).
 

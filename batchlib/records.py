@@ -54,7 +54,9 @@ def file_signature(path, with_hash=False) -> dict:
 def record_stamp(container) -> list | None:
     """Cheap fingerprint of everything that can change a container's records.
 
-    An h5 container is one file, so its size and mtime change on every write.
+    An h5 container is one file, so its size and mtime change on every write;
+    its inode tells it from another file put in its place with the same size
+    and mtime (a copy with ``cp -p``, a restore from a backup).
     An n5/zarr container is a directory whose mtime does not follow nested
     writes, so the stamp lists the record files themselves. ``None`` when the
     container does not exist.
@@ -64,7 +66,7 @@ def record_stamp(container) -> list | None:
     try:
         if fmt == "h5":
             st = os.stat(p)
-            return [st.st_size, st.st_mtime_ns]
+            return [st.st_size, st.st_mtime_ns, st.st_ino]
         # As few system calls as possible: this runs for every output on every rerun.
         try:
             with os.scandir(os.path.join(p, RECORD_GROUP)) as it:

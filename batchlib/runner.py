@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import time
 
-from tqdm import tqdm
-
 from .base import JobResult, execute_unit
 from .errors import InvalidInputError, JobError
 from .io.space import DiskFullError, disk_full_message, is_disk_full
@@ -49,11 +47,25 @@ class JobRunner:
         return [p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, self.folder)
                 for p in paths]
 
+    def _clean_folder_output_leftovers(self) -> None:
+        """Temporaries of files beside the containers (a table, a QC picture) that a killed
+        run left; the lock says no writer of them is live."""
+        from .io.files import remove_leftovers
+
+        try:
+            dirs = {os.path.dirname(p) for p in self.job.folder_outputs(os.path.join(self.folder, "x.h5"))}
+        except Exception:  # noqa: BLE001 - a job whose outputs cannot be guessed like this
+            return
+        for d in sorted(dirs):
+            for name in remove_leftovers(d, any_writer=True):
+                self.log.warning("removed %s, left unfinished by an interrupted run", os.path.join(d, name))
+
     def plan(self):
         """Split the units into up to date, to compute and invalid."""
         if not os.path.isdir(self.input_folder):
             raise FileNotFoundError(f"{self.job.name}: input folder {self.input_folder} does not exist")
         self.job.clean_temporary(self.folder)
+        self._clean_folder_output_leftovers()
         units = self.job.list_units(self.input_folder, self.folder, self.status)
         try:
             self.job.check_distinct_outputs(units)  # before anything is written
@@ -62,6 +74,16 @@ class JobRunner:
             raise
         todo, invalid = [], {}
         for unit in units:
+            fingerprint = None
+            if not self.force:
+                # Taken before the check, so that a change made meanwhile makes it stale.
+                try:
+                    fingerprint = self.job.fingerprint(unit, self.triggers)
+                except Exception:  # noqa: BLE001 - no fingerprint: the check decides
+                    fingerprint = None
+                if fingerprint is not None and fingerprint == self.status.fingerprint(unit.key):
+                    self.status.keep(unit.key)  # unchanged since it was found up to date
+                    continue
             cached = self.status.cached(unit.key)
             try:
                 ok, reason, records = self.job.check_unit(unit, cached, self.triggers, self.force)
@@ -75,7 +97,8 @@ class JobRunner:
 
                     stamps = {os.path.basename(o): record_stamp(o) for o in unit.outputs}
                 extra = {"warnings": rec["warnings"]} if (rec or {}).get("warnings") else {}
-                self.status.set_file(unit.key, state="done", outputs=self._rel(unit.outputs),
+                self.status.set_file(unit.key, fingerprint=fingerprint, state="done",
+                                     outputs=self._rel(unit.outputs),
                                      input_signature=unit.signature, stamps=stamps,
                                      record=_lean(rec), finished=(rec or {}).get("finished"),
                                      duration_s=(cached or {}).get("duration_s"), **extra)
@@ -145,6 +168,8 @@ class JobRunner:
                     return
                 yield (self.job, unit, self.job.write_plan(unit, records), unit.signature)
 
+        from tqdm import tqdm  # here: a run with nothing to do does not import it
+
         executor = self.get_executor()
         units = {unit.key: unit for unit, _ in todo}
         n_results = 0
@@ -162,8 +187,11 @@ class JobRunner:
                     rec = result["record"]
                     if result.get("warnings"):
                         entry["warnings"] = result["warnings"]
-                    self.status.set_file(key, state="done", stamps=result["stamps"],
-                                         record=_lean(rec), **entry)
+                    fingerprint = None
+                    if result.get("identities") is not None:
+                        fingerprint = self.job.fingerprint(unit, self.triggers, result["identities"])
+                    self.status.set_file(key, fingerprint=fingerprint, state="done",
+                                         stamps=result["stamps"], record=_lean(rec), **entry)
                 else:
                     failed[key] = result["error"]
                     self.status.set_file(key, state="failed" if result["state"] == "failed" else "invalid",

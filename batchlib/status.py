@@ -1,15 +1,16 @@
 """Status files: what is done, what failed and why, for people and for reruns.
 
 Status files are JSON, indented, written atomically (temporary file, then
-``os.replace``). They are a *cache* of the completion records: a missing or
-corrupted status file is rebuilt from the containers, with a warning. The
-schema is documented in docs/status_schema.md.
+``os.replace``): a job's summary for people, and the workflow's. What reruns
+need about every input is in the job's index (:mod:`batchlib.status_index`),
+a *cache* of the completion records: a missing or corrupted one is rebuilt
+from the containers, with a warning. The schema is documented in
+docs/status_schema.md.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -54,60 +55,26 @@ def dumps_status(data: dict) -> str:
 
 def write_json_atomic(path, data) -> None:
     """Write JSON so that readers see the old or the new file, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    from .io.files import atomic_path
+
     text = dumps_status(data)
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # A full disk (or a signal) must not leave the temporary behind.
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True  # exists (another user's), or not a pid we can judge: keep the file
-    return True
+    with atomic_path(path, fsync=True) as tmp:
+        tmp.write_text(text)
 
 
 def clean_status_temporaries(sdir) -> list:
-    """Remove ``.<name>.tmp-<pid>`` files left in ``sdir`` by runs that were killed.
+    """Remove temporary files (``.<name>.tmp-<pid>...``) left in ``sdir`` by runs that were killed.
 
     Only files whose writer is gone (a dead pid, or our own pid from before
     this run: the pid was reused) are removed; a live writer's file is kept.
     Called at the start of each run, which holds the folder's lock.
     """
-    removed = []
-    sdir = Path(sdir)
-    if not sdir.is_dir():
-        return removed
-    for p in sdir.glob(".*.tmp-*"):
-        pid = p.name.rsplit(".tmp-", 1)[1]
-        if not pid.isdigit():
-            continue
-        if int(pid) != os.getpid() and _pid_alive(int(pid)):
-            continue
-        try:
-            p.unlink()
-            removed.append(p.name)
-        except OSError:
-            pass
+    from .io.files import remove_leftovers
+
+    removed = remove_leftovers(sdir)
     if removed:
         logger.warning("removed %d status temporary file(s) left by interrupted runs: %s",
-                       len(removed), ", ".join(sorted(removed)[:5]))
+                       len(removed), ", ".join(removed[:5]))
     return removed
 
 
@@ -130,7 +97,13 @@ def read_json(path, schema=None) -> dict | None:
 
 
 class JobStatus:
-    """The ``<JobName>.status`` file of one job in one folder.
+    """The status of one job in one folder: ``<JobName>.status`` and ``<JobName>.index``.
+
+    The ``.status`` file is for people: the job's header, state and counts,
+    and the entries of the inputs worth a look (computed by this run, failed,
+    invalid, pending, or with warnings); up-to-date inputs are only counted.
+    The ``.index`` (:mod:`batchlib.status_index`) holds every input's entry
+    and the fingerprint that lets a rerun find it unchanged with a ``stat``.
 
     Parameters
     ----------
@@ -139,60 +112,125 @@ class JobStatus:
     header : dict
         Job name, class, version, parameters and parameter hash.
     min_interval_s : float
-        While a job runs, :meth:`save` writes at most this often, so that
-        100,000 files do not mean 100,000 rewrites; :meth:`save` with
-        ``force=True`` always writes.
+        While a job runs, :meth:`save` writes at most this often (and at
+        least ten times as long as the last save took), so that 100,000
+        files do not mean 100,000 rewrites; :meth:`save` with ``force=True``
+        always writes.
     """
 
     def __init__(self, path, header: dict, min_interval_s: float = 5.0):
+        from .status_index import StatusIndex
+
         self.path = Path(path)
         self.min_interval_s = min_interval_s
         clean_status_temporaries(self.path.parent)
-        previous = read_json(self.path, JOB_SCHEMA) or {}
-        self.previous_files = previous.get("files", {}) if isinstance(previous.get("files"), dict) else {}
+        self.index = StatusIndex(self.path.with_suffix(".index"), {"job": header.get("job")})
+        if not self.index.load():
+            self._migrate()
         self.data = {"schema": JOB_SCHEMA, **header, "state": "running", "started": now_iso(),
                      "finished": None, "duration_s": None, "error": None, "counts": {},
                      "files": {}}
+        self._states: dict = {}  # key -> state, for every input of this run
+        self._this_run: set = set()
         self._t0 = time.monotonic()
         self._last_save = 0.0
+        self._save_cost = 0.0
+
+    def _migrate(self) -> None:
+        """Without an index (a folder of an earlier version, or a lost index): the entries
+        of a status file that still holds them all are the cache."""
+        previous = read_json(self.path, JOB_SCHEMA) or {}
+        files = previous.get("files")
+        if isinstance(files, dict):
+            for key, entry in files.items():
+                if isinstance(entry, dict):
+                    self.index.add_text(key, json.dumps(entry, default=str),
+                                        json.dumps(entry.get("outputs") or []))
 
     @property
     def files(self) -> dict:
+        """The entries this run put into the ``.status`` file (see the class docstring)."""
         return self.data["files"]
 
-    def cached(self, key) -> dict | None:
-        """What the previous status said about input ``key`` (a cache, not a fact)."""
-        entry = self.previous_files.get(key)
-        return entry if isinstance(entry, dict) else None
+    @property
+    def previous_files(self) -> dict:
+        """Every entry of the previous runs, ``{key: entry}`` (parses them all)."""
+        return dict(self.index.items())
 
-    def set_file(self, key, **entry) -> None:
-        self.files[key] = entry
+    def cached(self, key) -> dict | None:
+        """What the previous runs said about input ``key`` (a cache, not a fact)."""
+        return self.index.entry(key)
+
+    def cached_outputs(self, key, signature) -> list | None:
+        """The outputs recorded for ``key`` if its input ``signature`` is the one recorded."""
+        from .status_index import digest
+
+        row = self.index.rows.get(key)
+        if not row:
+            return None
+        if row[1] is None:  # migrated entry: no digest yet
+            entry = self.index.entry(key) or {}
+            return entry.get("outputs") if entry.get("input_signature") == signature else None
+        return self.index.outputs(key, digest(signature))
+
+    def fingerprint(self, key) -> str | None:
+        """The fingerprint stored for ``key`` when it was last found or made up to date."""
+        return self.index.fingerprint(key)
+
+    def keep(self, key) -> None:
+        """Input ``key`` is unchanged and up to date: its entry stays as it is."""
+        self.index.keep(key)
+        self._states[key] = "done"
+        if self.index.has_warnings(key):  # people must still see them
+            entry = self.index.entry(key) or {}
+            self.files[key] = {k: entry.get(k) for k in ("state", "outputs", "finished", "warnings")}
+
+    def set_file(self, key, fingerprint=None, **entry) -> None:
+        """Record input ``key``'s entry; ``fingerprint`` when it is up to date (see
+        :mod:`batchlib.status_index`)."""
+        state = entry.get("state", "pending")
+        self.index.put(key, entry, fingerprint, entry.get("input_signature"), append=True)
+        self._states[key] = state
+        if entry.get("this_run"):
+            self._this_run.add(key)
+        else:
+            self._this_run.discard(key)
+        if state != "done" or entry.get("this_run") or entry.get("warnings"):
+            self.files[key] = entry
+        else:
+            self.files.pop(key, None)
 
     def counts(self) -> dict:
         counts = {s: 0 for s in FILE_STATES}
-        for entry in self.files.values():
-            counts[entry.get("state", "pending")] = counts.get(entry.get("state", "pending"), 0) + 1
-        counts["total"] = len(self.files)
-        counts["computed_this_run"] = sum(1 for e in self.files.values() if e.get("this_run"))
+        for state in self._states.values():
+            counts[state] = counts.get(state, 0) + 1
+        counts["total"] = len(self._states)
+        counts["computed_this_run"] = len(self._this_run)
         return counts
 
     def finish(self, state, error=None) -> None:
         self.data.update(state=state, error=error, finished=now_iso(),
                          duration_s=round(time.monotonic() - self._t0, 3))
         if state != "errored":
+            self.index.finish()
             self.save(force=True)
             return
         try:  # on the way out of an error: never hide it behind a second one (a full disk)
+            self.index.finish()
             self.save(force=True)
         except OSError as e:
             logger.warning("could not write %s (%s)", self.path, e)
 
     def save(self, force=False) -> None:
-        if not force and time.monotonic() - self._last_save < self.min_interval_s:
+        interval = max(self.min_interval_s, 10 * self._save_cost) if self.min_interval_s > 0 else 0
+        if not force and time.monotonic() - self._last_save < interval:
             return
+        t0 = time.monotonic()
+        self.index.flush()
         self.data["counts"] = self.counts()
         write_json_atomic(self.path, self.data)
         self._last_save = time.monotonic()
+        self._save_cost = self._last_save - t0
 
 
 class WorkflowStatus:

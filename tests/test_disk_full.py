@@ -175,7 +175,7 @@ def test_a_status_write_on_a_full_disk_leaves_no_temporary(tmp_path, monkeypatch
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(status.os, "fsync", no_space)
+    monkeypatch.setattr(os, "fsync", no_space)
     with pytest.raises(OSError):
         status.write_json_atomic(tmp_path / "X.status", {"a": 1})
     assert os.listdir(tmp_path) == []

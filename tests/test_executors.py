@@ -164,6 +164,19 @@ def test_slurm_job_script_carries_the_configured_resources():
     assert "--nworkers 8" in script and "--nthreads 1" in script
 
 
+def test_workers_run_one_thread_per_numeric_library(monkeypatch):
+    """Worker processes share the cores: BLAS, OpenMP and numba get one thread each,
+    unless the user set otherwise."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    with ProcessExecutor(2) as ex:
+        names = ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS"]
+        got = dict(zip(names, [ex._pool.submit(os.getenv, n).result() for n in names]))
+    assert got == {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
+                   "MKL_NUM_THREADS": "3"}
+
+
 def test_a_retried_unit_replaces_what_a_dead_attempt_left(tmp_path):
     """dask retries a unit whose worker died with the same plan: the temporary container the
     dead attempt left (here truncated, as a kill mid-write leaves it) must not fail the retry."""

@@ -259,3 +259,32 @@ def test_stream_frames_writes_exactly_what_it_reads(tmp_path, ext, compression, 
     with open_file(tmp_path / f"m{ext}", "r") as f:  # a fresh handle: through the HDF5 filters
         for c in range(2):
             np.testing.assert_array_equal(f[f"raw/{c}"][:], movie[c])
+
+
+def test_atomic_path_replaces_on_success_and_leaves_the_old_file_on_failure(tmp_path):
+    from batchlib.io.files import atomic_path, is_temporary, remove_leftovers, temporary_pid
+
+    target = tmp_path / "sub" / "t.txt"
+    with atomic_path(target) as tmp:
+        assert is_temporary(tmp.name) and tmp.suffix == ".txt" and temporary_pid(tmp.name) == os.getpid()
+        tmp.write_text("new")
+        assert not target.exists()  # nothing visible before the block ends
+    assert target.read_text() == "new"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "new"
+    assert sorted(os.listdir(target.parent)) == ["t.txt"]  # no temporary left
+    # a directory (n5/zarr) is replaced as a whole
+    d = tmp_path / "c.n5"
+    for content in ("a", "b"):
+        with atomic_path(d) as tmp:
+            tmp.mkdir()
+            (tmp / "x").write_text(content)
+    assert (d / "x").read_text() == "b" and sorted(os.listdir(tmp_path)) == ["c.n5", "sub"]
+    # leftovers: a dead writer's temporary goes, a foreign name stays
+    (tmp_path / ".t.txt.tmp-999999999-abc.txt").write_text("x")
+    (tmp_path / ".hidden").write_text("x")
+    assert remove_leftovers(tmp_path) == [".t.txt.tmp-999999999-abc.txt"]
+    assert (tmp_path / ".hidden").exists()

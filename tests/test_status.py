@@ -38,16 +38,18 @@ def test_damaged_status_is_rebuilt(done, damage):
     inp, folder = done
     mtimes = {p: os.stat(os.path.join(folder, p)).st_mtime_ns for p in os.listdir(folder) if p.endswith(".h5")}
     for name in ("ImportArray", "ScaleRaw"):
-        path = os.path.join(folder, "batchlib", f"{name}.status")
-        if damage == "garbage":
-            Path(path).write_bytes(b"\x00\xff\xfe not json at all \x13\x37")
-        elif damage == "deleted":
-            os.remove(path)
-        elif damage == "wrong_schema":
-            Path(path).write_text(json.dumps({"schema": "something-else", "files": {}}))
-        else:
-            text = Path(path).read_text()
-            Path(path).write_text(text[: len(text) // 2])
+        # the summary for people and the index that reruns read
+        for path in (os.path.join(folder, "batchlib", f"{name}.status"),
+                     os.path.join(folder, "batchlib", f"{name}.index")):
+            if damage == "garbage":
+                Path(path).write_bytes(b"\x00\xff\xfe not json at all \x13\x37")
+            elif damage == "deleted":
+                os.remove(path)
+            elif damage == "wrong_schema":
+                Path(path).write_text(json.dumps({"schema": "something-else", "files": {}}))
+            else:
+                text = Path(path).read_text()
+                Path(path).write_text(text[: len(text) // 2 - 1])
     res = run(folder, inp)
     assert res.success
     assert [j.computed for j in res.jobs] == [[], []]  # the completion records are the truth
@@ -56,9 +58,13 @@ def test_damaged_status_is_rebuilt(done, damage):
         st = load(folder, name)
         assert st["schema"] == JOB_SCHEMA and st["state"] == "processed"
         assert st["counts"]["done"] == 4 and st["counts"]["computed_this_run"] == 0
-        assert all(e["state"] == "done" and e["stamps"] for e in st["files"].values())
+        assert st["files"] == {}  # nothing computed, nothing wrong: counted only
+        index = JobStatus(os.path.join(folder, "batchlib", f"{name}.status"), {"job": name}).index
+        entries = dict(index.items())
+        assert len(entries) == 4 and all(e["state"] == "done" and e["stamps"] for e in entries.values())
+        assert all(index.fingerprint(k) for k in entries)
     log = Path(folder, "batchlib", "WF.log").read_text()
-    if damage != "deleted":
+    if damage in ("garbage", "wrong_schema"):  # a truncated index is read up to its last whole line
         assert "is unreadable" in log and "rebuilding it from the completion records" in log
     # ... and the rebuilt status gives the fast path back: a third run also does nothing.
     assert [j.computed for j in run(folder, inp).jobs] == [[], []]
@@ -249,3 +255,76 @@ def test_job_warnings_reach_the_status(tmp_path):
     run_workflow("W", folder, [ImportArray(), _WarningScale()], input_folder=raw)
     st = json.loads((folder / "batchlib" / "_WarningScale.status").read_text())
     assert all(e.get("warnings") for e in st["files"].values())
+
+
+def test_no_op_rerun_reads_no_container_and_writes_no_index(done, monkeypatch):
+    """Nothing changed: every input is found up to date from its fingerprint (a stat per
+    file), no container is opened, and the index is not rewritten."""
+    import batchlib.base
+    import batchlib.container_job
+    import batchlib.records
+
+    inp, folder = done
+    assert [j.computed for j in run(folder, inp).jobs] == [[], []]  # the stamps are now fingerprints
+    index = Path(folder, "batchlib", "ImportArray.index")
+    before = index.stat().st_mtime_ns, index.read_text()
+
+    def no_open(*args, **kwargs):
+        raise AssertionError("a container was opened on a no-op rerun")
+
+    for module in (batchlib.base, batchlib.container_job, batchlib.records):
+        monkeypatch.setattr(module, "open_file", no_open)
+    res = run(folder, inp)
+    assert [j.computed for j in res.jobs] == [[], []] and res.jobs[1].counts["done"] == 4
+    assert (index.stat().st_mtime_ns, index.read_text()) == before
+
+
+def test_a_container_replaced_behind_the_back_is_found_despite_equal_size_and_mtime(done):
+    """A container swapped for another one of the same size, its mtime set back (``cp -p``,
+    a restore from a backup): its inode differs, so neither the fingerprint nor the stamp
+    matches, the records are read, and what they say is redone by both jobs."""
+    import h5py
+    import numpy as np
+
+    inp, folder = done
+    run(folder, inp)  # fingerprints stored
+    a, b = os.path.join(folder, "im000000.h5"), os.path.join(folder, "im000001.h5")
+    st = os.stat(a)
+    assert os.stat(b).st_size == st.st_size
+    copy = os.path.join(folder, ".swap")
+    shutil.copy2(b, copy)
+    os.replace(copy, a)
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert [os.stat(a).st_size, os.stat(a).st_mtime_ns] == [st.st_size, st.st_mtime_ns]
+    res = run(folder, inp)
+    assert res.jobs[0].computed == ["im000000.npy"] and res.jobs[1].computed == ["im000000.h5"]
+    with h5py.File(a, "r") as f:
+        np.testing.assert_array_equal(f["scaled"][:],
+                                      np.load(os.path.join(inp, "im000000.npy")).astype("float32") * 2.0)
+
+
+def test_index_appends_as_it_goes_and_reads_entries_lazily(tmp_path):
+    from batchlib.status_index import StatusIndex
+
+    path = tmp_path / "J.index"
+    idx = StatusIndex(path, {"job": "J"})
+    idx.put("a\tb", {"state": "done", "outputs": ["a.h5"]}, "f1", {"a": 1}, append=True)
+    idx.put("c", {"state": "failed", "error": "x\ny", "outputs": ["c.h5"], "warnings": ["w"]},
+            append=True)
+    idx.flush()
+    with open(path, "ab") as f:
+        f.write(b'"torn')  # a kill in the middle of an append
+    again = StatusIndex(path)
+    assert again.load() and sorted(again.rows) == ["a\tb", "c"]
+    assert again.entry("c") == {"state": "failed", "error": "x\ny", "outputs": ["c.h5"], "warnings": ["w"]}
+    assert again.has_warnings("c") and not again.has_warnings("a\tb")
+    assert again.fingerprint("a\tb") == "f1" and again.fingerprint("c") is None
+    assert isinstance(again.rows["c"][3], tuple)  # not read until asked for
+    from batchlib.status_index import digest
+    assert again.outputs("a\tb", digest({"a": 1})) == ["a.h5"] and again.outputs("a\tb", "other") is None
+    # a run that saw only "c", with a new entry for it: rewritten, "a\tb" dropped
+    again.keep("c")
+    again.finish()
+    third = StatusIndex(path)
+    assert third.load() and list(third.rows) == ["c"] and third.entry("c")["error"] == "x\ny"
+    assert path.read_bytes().count(b"\n") == 2  # header and one row; the torn line is gone

@@ -23,8 +23,6 @@ from __future__ import annotations
 import os
 import zlib
 
-import numpy as np
-
 from .files import is_h5
 
 #: Files of an n5/zarr dataset directory that hold metadata, not chunks.
@@ -113,11 +111,15 @@ def digest(ds) -> str:
                 h.update(repr((offset, mask)).encode())
                 h.update(data)
         elif ds.dtype.kind == "O":  # variable-length strings: hash the values
+            import numpy as np
+
             for v in np.asarray(ds[()]).ravel():
                 b = v if isinstance(v, bytes) else str(v).encode()
                 h.update(len(b).to_bytes(8, "little"))
                 h.update(b)
         elif ds.size:
+            import numpy as np
+
             h.update(np.ascontiguousarray(ds[()]).tobytes())
         return h.hexdigest()
     base = _dataset_dir(ds)
@@ -201,6 +203,8 @@ def _read_all(ds, block_bytes=64 << 20) -> None:
         return
     if ds.size == 0:
         return
+    import numpy as np
+
     row = max(1, int(np.prod(ds.shape[1:])) * ds.dtype.itemsize)
     step = max(1, block_bytes // row)
     if ds.chunks:

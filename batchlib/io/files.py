@@ -7,12 +7,12 @@ attributes holding nested values.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
-
-import numpy as np
 
 from .compression import h5_compression_kwargs, z5_compression_kwargs
 
@@ -101,6 +101,117 @@ def replace_container(src, dst) -> None:
         os.replace(src, dst)
 
 
+#: Marks the name of a file or container being written: ``.<name>.tmp-<pid>-<random><suffix>``.
+TMP_MARK = ".tmp-"
+
+
+def temporary_path(path) -> Path:
+    """A temporary name beside ``path``, for writing it before it is moved into place.
+
+    ``.<name>.tmp-<pid>-<random><suffix>``: hidden, never taken for an input
+    (:func:`is_temporary`), the suffix kept so that the format is still known
+    from it (h5/n5, png), and the writer's pid recorded so that the clean-up
+    of leftovers (:func:`remove_leftovers`) can tell a live writer's file
+    from one left by a killed run.
+    """
+    p = Path(path)
+    return p.with_name(f".{p.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:6]}{p.suffix}")
+
+
+def is_temporary(name) -> bool:
+    """Whether ``name`` (a base name) is a temporary name of :func:`temporary_path`."""
+    return name.startswith(".") and TMP_MARK in name
+
+
+def temporary_pid(name) -> int | None:
+    """The pid of the process that wrote the temporary ``name`` (``None``: not one of ours)."""
+    if not is_temporary(name):
+        return None
+    digits = name.rsplit(TMP_MARK, 1)[1].split("-", 1)[0].split(".", 1)[0]
+    return int(digits) if digits.isdigit() else None
+
+
+@contextlib.contextmanager
+def atomic_path(path, fsync=False):
+    """Write ``path`` through a temporary name: readers see the old or the new one, never a mix.
+
+    Like Luigi's ``Target.temporary_path()``: the block writes to the path it
+    is given (a file, or an n5/zarr directory); when it ends normally that
+    replaces ``path`` (``os.replace``; :func:`replace_container` for
+    directories), when it raises (a full disk, a signal) the temporary is
+    removed and ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : str or Path
+        The final path; its folder is created if needed.
+    fsync : bool
+        Flush the file to the disk before the rename (for small files whose
+        loss after a power cut would matter, e.g. status files).
+
+    Yields
+    ------
+    Path
+        The temporary path to write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    try:
+        yield tmp
+        if fsync and tmp.is_file():
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        replace_container(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            remove_container(tmp)
+        raise
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill(0 or -n) would signal process groups, not one process
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # exists (another user's), or not a pid we can judge: keep the file
+    return True
+
+
+def remove_leftovers(directory, any_writer=False) -> list:
+    """Remove the temporaries (:func:`temporary_path`) that killed runs left in ``directory``.
+
+    Only those whose writer is gone: a dead pid, or our own pid from before
+    this run (the pid was reused). ``any_writer=True`` removes them all, for
+    folders that only the caller, who holds the folder's lock, writes into
+    (the writer may have run on another host, where its pid means nothing).
+    Returns the names removed.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        if not is_temporary(entry.name):
+            continue
+        pid = temporary_pid(entry.name)
+        if not any_writer and (pid is None or (pid != os.getpid() and _pid_alive(pid))):
+            continue
+        try:
+            remove_container(entry.path)
+            removed.append(entry.name)
+        except OSError:
+            pass
+    return sorted(removed)
+
+
 def create_dataset(group, key, data=None, shape=None, dtype=None, chunks=None,
                    compression="default", growable=False):
     """Create (or replace) a dataset in an h5 or n5/zarr group.
@@ -123,6 +234,8 @@ def create_dataset(group, key, data=None, shape=None, dtype=None, chunks=None,
         Allow growing along axis 0 (``True``) or along the given axis later
         (:func:`grow_dataset`).
     """
+    import numpy as np  # here, not at the top: planning a rerun needs no numpy
+
     if key in group:
         del group[key]
     if data is not None:
@@ -154,6 +267,8 @@ def create_dataset(group, key, data=None, shape=None, dtype=None, chunks=None,
 
 def _default_chunks(shape, dtype, target_bytes=1 << 20):
     """Chunks of about ``target_bytes`` that split the leading axes first."""
+    import numpy as np
+
     if not shape:
         return ()
     chunks = [max(int(s), 1) for s in shape]
@@ -182,14 +297,15 @@ def grow_dataset(group, key, new_length: int, axis: int = 0):
         meta["dimensions"] = list(reversed(new_shape))  # n5 stores axes fastest first
     else:
         meta["shape"] = list(new_shape)
-    tmp = meta_file.with_name(meta_file.name + ".tmp")
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, meta_file)
+    with atomic_path(meta_file) as tmp:
+        tmp.write_text(json.dumps(meta))
     del ds
     return group[key]
 
 
 def _encode_attr(value):
+    import numpy as np
+
     if isinstance(value, (dict, list, tuple)) or value is None:
         return _JSON_PREFIX + json.dumps(value, default=_json_default)
     if isinstance(value, np.generic):
@@ -198,6 +314,8 @@ def _encode_attr(value):
 
 
 def _decode_attr(value):
+    import numpy as np
+
     if isinstance(value, bytes):
         value = value.decode()
     if isinstance(value, str) and value.startswith(_JSON_PREFIX):
@@ -210,6 +328,8 @@ def _decode_attr(value):
 
 
 def _json_default(obj):
+    import numpy as np
+
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):

@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 import re
 
-import numpy as np
-
 __all__ = ["KINDS", "kind_from_name", "kind_from_data", "phase_score", "dark_structure",
            "choose_channel", "ChannelChoiceError"]
 
@@ -61,6 +59,8 @@ def _block_mean(img, f):
 
 def _dark_features(img):
     """``(dark depth / noise sigma, dark depth / bright height)`` of one view of a frame."""
+    import numpy as np
+
     p1, p50, p99 = np.percentile(img, [1, 50, 99])
     d = np.diff(img, axis=1).ravel()
     # Noise from neighbouring-pixel differences: edges are few, so the MAD ignores them.
@@ -72,6 +72,7 @@ def _dark_features(img):
 
 def _flattened(img):
     """The frame minus its background: the lower quartile of 8 x 8 tiles, interpolated."""
+    import numpy as np
     from scipy import ndimage as ndi
 
     H, W = img.shape
@@ -88,6 +89,8 @@ def dark_structure(frame) -> tuple:
 
     See :func:`kind_from_data`.
     """
+    import numpy as np
+
     img = np.asarray(frame, dtype=np.float64)
     if img.ndim != 2:
         raise ValueError(f"expected a 2-D frame, got shape {img.shape}")
@@ -151,6 +154,8 @@ def kind_from_data(frames) -> tuple:
     signal is far above the noise (the real chamber movie, the ND2 file).
     ``benchmarks/bench_channel_kind.py`` scores it per scenario family.
     """
+    import numpy as np
+
     arr = np.asarray(frames) if not isinstance(frames, (list, tuple)) else None
     if arr is not None and arr.ndim == 2:
         frames = [arr]

@@ -79,3 +79,23 @@ def test_boxes_must_share_their_shape():
                           "height": [20, 21], "width": [8, 8]})
     with pytest.raises(ValueError, match="height and width"):
         crop_trenches(np.zeros((40, 40)), boxes, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint8, np.float32, np.float64])
+@pytest.mark.parametrize("order", [0, 1, 3])
+@pytest.mark.parametrize("angle, drift", [(1.7, (0.3, -1.2)), (-3.0, (2.5, 0.75)), (0.0, (0.5, 0.0)),
+                                          (0.0, (2.0, -3.0))])
+def test_fast_paths_equal_the_one_call_reference_bit_for_bit(dtype, order, angle, drift):
+    """Boxes partly outside the frame, so that edge samples take scipy's path and the
+    interior ones the bilinear one: together exactly what one map_coordinates call gives."""
+    rng = np.random.default_rng(5)
+    frame = (rng.random((120, 160)) * 250).astype(dtype)
+    boxes = _boxes(rng, 25, frame.shape)
+    fast = crop_trenches(frame, boxes, angle, drift, order=order)
+    ref = crop_module.crop_trenches_reference(frame, boxes, angle, drift, order=order)
+    assert fast.dtype == ref.dtype
+    np.testing.assert_array_equal(fast, ref)
+    sampler = crop_module.CropSampler(boxes, angle, frame.shape, drift, order)
+    np.testing.assert_array_equal(sampler.crop(frame[::-1].copy()),  # reused for another channel
+                                  crop_module.crop_trenches_reference(frame[::-1].copy(), boxes, angle,
+                                                                      drift, order=order))

@@ -44,8 +44,9 @@ def test_stack_and_estimator_agree():
     assert np.abs(drifts - truth).max() < 0.2
     est = DriftEstimator(frames[0])
     assert np.allclose([est(f) for f in frames], drifts)
-    # repeated calls with one reference reuse its transform and give the same answer
-    assert estimate_drift(frames[0], frames[2]) == pytest.approx(tuple(drifts[2]))
+    # the function gives what the estimator gives (no state kept between calls)
+    assert estimate_drift(frames[0], frames[2], prior=drifts[1]) == pytest.approx(tuple(drifts[2]))
+    assert DriftEstimator(frames[0], prior=drifts[1])(frames[2]) == pytest.approx(tuple(drifts[2]))
 
 
 def test_changed_reference_is_not_reused():
@@ -64,3 +65,20 @@ def test_changed_reference_is_not_reused():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError):
         estimate_drift(np.zeros((64, 64)), np.zeros((64, 65)))
+
+
+def test_incremental_movie_drift_equals_a_run_over_the_whole_movie():
+    """A rerun on appended frames seeds its prior from the last stored row, so it
+    decides every frame as one run over the whole movie does (bit for bit)."""
+    from batchlib.trench.detection.movie import detect_in_movie, movie_drift
+    from batchlib.trench.synthetic import SyntheticConfig, simulate_position
+
+    pos = simulate_position(SyntheticConfig(height=256, width=256, n_timepoints=6, channels=("phase",),
+                                            n_sets=1, seed=3, drift_step_px=0.8), 0)
+    movie = pos.movies["phase"]
+    layout, reference = detect_in_movie(movie, "phase")
+    whole = movie_drift(movie, reference, layout, "phase")
+    first = movie_drift(movie[:3], reference, layout, "phase")
+    rest = movie_drift(movie, reference, layout, "phase", start=3, previous=first)
+    np.testing.assert_array_equal(rest, whole)
+    assert np.abs(whole).max() > 0.3  # the movie does drift

@@ -258,3 +258,15 @@ def test_trenches_full_of_dark_cells_among_empty_ones_are_all_found(family, seed
     assert sum(hit) >= len(truth) - 1
     assert list(layout.sets["direction"]) == sorted(set(truth["direction"]))
     assert len(layout.trenches) <= len(truth)                        # no halo taken for a trench
+
+
+def test_set_extent_from_empty_lumens_with_wide_halos():
+    """Phase, wide halos (halo_walls seed 17): the filled trenches' contrast, dark
+    cells in bright lumens, fell to half 60 px inside the set and every box started
+    there; the empty lumens show the set's true extent, found beyond the coarse rows."""
+    cfg = sample_config("halo_walls", 17, height=1024, width=1024, n_timepoints=1, n_positions=2)
+    pos = simulate_position(cfg, 0)
+    layout = detect_trenches(pos.movies["phase"][0], kind="phase")
+    errs = _closed_end_errors(layout, pos.trenches, cfg.pitch_px)
+    assert len(errs) >= 17
+    assert np.mean(np.abs(errs) <= 2.0) >= 0.9, errs

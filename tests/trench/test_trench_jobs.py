@@ -46,7 +46,8 @@ def test_detection_failure_is_recorded_not_garbage(tmp_path, acquisition):
     assert entry["state"] == "failed" and "TrenchDetectionError" in entry["error"]
     with open_file(out / "blank_pos000.h5", "r") as f:
         assert "tables/trenches" not in f  # no garbage boxes
-    assert job_status(out, "TrenchDetection")["files"]["acq_pos000.h5"]["state"] == "done"
+    st = job_status(out, "TrenchDetection")
+    assert st["counts"]["done"] == 1 and "acq_pos000.h5" not in st["files"]  # up to date: counted only
     assert (out / "qc" / "acq_pos000_trenches.png").stat().st_size > 10_000
 
 
@@ -114,3 +115,23 @@ def test_measure_writes_container_and_folder_tables(tmp_path, acquisition):
     assert set(cells["trench"]) <= set(trenches["trench"])
     assert (cells["time_s"].to_numpy() == cells["t"].to_numpy() * CFG.frame_interval_s).all()
     assert (cells["gfp_mean_bgsub"] > 0).mean() > 0.95
+
+
+def test_compress_crops_equal_the_reference_cropper_bit_for_bit(tmp_path, acquisition):
+    """The per-frame sampler (bilinear by scipy's own arithmetic, computed once per frame for
+    all channels) changes no crop: every channel of every frame equals the one-call
+    ``map_coordinates`` reference exactly, also when frames are appended later."""
+    from batchlib.trench.detection.crop import crop_trenches_reference
+
+    raw, out = acquisition, tmp_path / "out"
+    workflow(raw, out, [Ingest(), TrenchDetection(qc_plot=False), Compress()])
+    with open_file(out / "acq_pos000.h5", "r") as f:
+        trenches = read_table(f, "tables/trenches")
+        angle = float(read_attrs(f["tables/trenches"])["angle_deg"])
+        drift = read_table(f, "tables/drift")[["dy", "dx"]].to_numpy()
+        assert np.abs(drift - np.rint(drift)).max() > 0.01  # sub-pixel drift: interpolated
+        for key in ("phase", "gfp"):
+            movie, crops = f[f"raw/{key}"][:], f[f"trench_crops/{key}"][:]
+            for t in range(movie.shape[0]):
+                expected = crop_trenches_reference(movie[t], trenches, angle, tuple(drift[t]))
+                np.testing.assert_array_equal(crops[:, t], expected)

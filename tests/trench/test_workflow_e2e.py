@@ -135,9 +135,9 @@ def test_growth_and_new_position_do_only_the_new_work(run, monkeypatch):
     shutil.move(str(run["tmp"] / "b" / "B.ome.tif"), raw / "B.ome.tif")
 
     cropped = []
-    original = detection.crop_trenches
-    monkeypatch.setattr(detection, "crop_trenches",
-                        lambda frame, *a, **k: cropped.append(1) or original(frame, *a, **k))
+    original = detection.crop.CropSampler.crop  # one call per channel of a frame
+    monkeypatch.setattr(detection.crop.CropSampler, "crop",
+                        lambda self, frame: cropped.append(1) or original(self, frame))
     assert wf.main(run["argv"]) == 0
     # A's two positions grew, B's one position is new (one Ingest unit per position).
     assert computed(out, "Ingest") == ["A/#pos000", "A/#pos001", "B.ome.tif"]

@@ -105,9 +105,16 @@ class DriftEstimator:
         Block size of the averaging (default: about 512 px on the short side).
     roi : (y0, y1, x0, x1), optional
         Only this part of the frames is compared (default: all of it).
+    prior : (dy, dx), optional
+        The drift expected for the first frame given (default ``(0, 0)``); an
+        incremental run passes the last drift it stored, so that it decides
+        as a run over the whole movie did.
+
+    One estimator serves one movie (a position): it holds no state beyond
+    its reference and :attr:`last`, the prior of the next call.
     """
 
-    def __init__(self, reference, upsample=20, factor=None, roi=None):
+    def __init__(self, reference, upsample=20, factor=None, roi=None, prior=None):
         ref = np.asarray(reference)
         if ref.ndim != 2:
             raise ValueError("reference must be 2-D")
@@ -119,7 +126,7 @@ class DriftEstimator:
         low = block_mean(ref, self.factor)
         self._win = _window(low.shape)
         self._ref = np.conj(_spectrum(low, self._win))
-        self.last = np.zeros(2)
+        self.last = np.zeros(2) if prior is None else np.asarray(prior, float).reshape(2)
 
     def _cut(self, img):
         y0, y1, x0, x1 = self.roi
@@ -141,7 +148,7 @@ class DriftEstimator:
         return float(d[0]), float(d[1])
 
 
-def estimate_drift(reference, frame, upsample=20, factor=None, roi=None):
+def estimate_drift(reference, frame, upsample=20, factor=None, roi=None, prior=None):
     """Sub-pixel translation of ``frame`` relative to ``reference``.
 
     Parameters
@@ -151,6 +158,8 @@ def estimate_drift(reference, frame, upsample=20, factor=None, roi=None):
         Sub-pixel resolution of the peak search (see :class:`DriftEstimator`).
     factor, roi
         See :class:`DriftEstimator`.
+    prior : (dy, dx), optional
+        Expected drift (default ``(0, 0)``).
 
     Returns
     -------
@@ -161,39 +170,15 @@ def estimate_drift(reference, frame, upsample=20, factor=None, roi=None):
     -----
     Shifts by whole trench pitches are hard to tell apart inside a periodic
     array: the whole frame (array ends, feeding channel, debris) is used, and
-    among correlation peaks within 3 % of the best the one nearest the
-    previous result (for repeated calls with one reference) or ``(0, 0)`` is
-    taken, since stage drift is slow. For
-    many frames against one reference use :class:`DriftEstimator` or
-    :func:`estimate_drift_stack`, which transform the reference once (repeated
-    calls with the same reference array reuse its transform too).
+    among correlation peaks within 3 % of the best the one nearest ``prior``
+    is taken, since stage drift is slow. Each call transforms the reference:
+    for many frames against one reference use :class:`DriftEstimator` or
+    :func:`estimate_drift_stack`, which do that once.
     """
-    return _cached_estimator(reference, upsample, factor, roi)(frame)
+    return DriftEstimator(reference, upsample, factor, roi)(frame, prior)
 
 
 def estimate_drift_stack(reference, frames, upsample=20, factor=None, roi=None):
     """Drift of every frame of ``frames`` (T, H, W) against ``reference``; returns (T, 2)."""
     est = DriftEstimator(reference, upsample, factor, roi)
     return np.array([est(f) for f in frames], dtype=float).reshape(-1, 2)
-
-
-_CACHE: dict = {}
-
-
-def _cached_estimator(reference, upsample, factor, roi):
-    # Callers loop ``estimate_drift(ref, frame_t)`` over a movie; transforming the
-    # reference once per movie instead of once per frame halves the cost. The key
-    # includes a sample of the pixels and their sum so that a new reference is not
-    # mistaken for the previous one that happened to live at the same address.
-    ref = np.asarray(reference)
-    if ref.ndim != 2:
-        raise ValueError("reference must be 2-D")
-    sample = ref[:: max(1, ref.shape[0] // 23), :: max(1, ref.shape[1] // 23)]
-    key = (id(reference), ref.shape, ref.dtype.str, hash(sample.tobytes()),
-           float(ref.sum(dtype=np.float64)), upsample, factor,
-           None if roi is None else tuple(roi))
-    hit = _CACHE.get("last")
-    if hit is None or hit[0] != key:
-        hit = (key, DriftEstimator(ref, upsample, factor, roi))
-        _CACHE["last"] = hit
-    return hit[1]

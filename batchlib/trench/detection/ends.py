@@ -300,18 +300,29 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
         each end, above the walls' level).
     """
     reach = int(max(3 * step, 40))
-    rows = np.arange(np.floor(y0 - reach), np.ceil(y1 + reach) + 1)
-    lum, wal = strip_profiles(image, angle_deg, rows, centres, walls, strip)
-    each = lum - 0.5 * (wal[:, :-1] + wal[:, 1:])
-    inside = (rows >= y0 + step) & (rows <= y1 - step)
-    if inside.sum() < 3:
-        inside = (rows >= y0) & (rows <= y1)
-    use = filled if filled.any() else np.ones(filled.shape, bool)
-    contrast = smooth(nanmean(each[:, use], axis=1), 1.0)
-    edges = []
-    for coarse, outward in ((y0, -1), (y1, +1)):
-        edge = half_level_crossing(rows, contrast, inside, outward)
-        edges.append(float(edge) if np.isfinite(edge) else coarse + 0.5 * step * outward)
+    for attempt in range(3):
+        rows = np.arange(np.floor(y0 - reach), np.ceil(y1 + reach) + 1)
+        lum, wal = strip_profiles(image, angle_deg, rows, centres, walls, strip)
+        each = lum - 0.5 * (wal[:, :-1] + wal[:, 1:])
+        inside = (rows >= y0 + step) & (rows <= y1 - step)
+        if inside.sum() < 3:
+            inside = (rows >= y0) & (rows <= y1)
+        if kind == "phase" and (~filled).sum() >= 3:
+            # empty lumens show the set's extent cleanly; dark cells in filled
+            # ones flatten or turn over their contrast, and its half level can
+            # then fall far inside the set (60 px with wide halos)
+            use = ~filled
+        else:
+            use = filled if filled.any() else np.ones(filled.shape, bool)
+        contrast = smooth(nanmean(each[:, use], axis=1), 1.0)
+        found = [half_level_crossing(rows, contrast, inside, outward) for outward in (-1, 1)]
+        if all(np.isfinite(found)):
+            break
+        # the coarse rows stopped short of an end (a wide halo weakens the
+        # periodicity there): look further out rather than guess the end
+        reach *= 2
+    edges = [float(edge) if np.isfinite(edge) else coarse + 0.5 * step * outward
+             for edge, coarse, outward in zip(found, (y0, y1), (-1, 1))]
     # per-trench extents of the signal: cells always touch the closed end, while
     # at the open end they stop early (few cells) or spill out
     ext = np.array([signal_extent(rows, smooth(each[:, i], 1.0), inside)

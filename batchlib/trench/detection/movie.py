@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .closed_end_drift import closed_end_positions, fluorescence_drift, orient_by_tips
-from .drift import estimate_drift
+from .drift import DriftEstimator
 from .layout import detect_trenches
 
 __all__ = ["reference_image", "detect_in_movie", "movie_drift"]
@@ -64,6 +64,11 @@ def movie_drift(movie, reference, layout, kind, start=0, previous=None):
     maximum projection is compared with every frame, across the trenches by
     cross-correlation and along them from the mother cells' tips. Frames
     before ``start`` take their rows from ``previous`` (an incremental run).
+
+    The prior of each frame (which of near-equal correlation peaks of a
+    periodic array is taken) is the drift of the frame before, read from
+    the rows of this table: an incremental run and a run over the whole
+    movie therefore decide every frame alike.
     """
     n_t = movie.shape[0]
     out = np.zeros((n_t, 2))
@@ -73,9 +78,12 @@ def movie_drift(movie, reference, layout, kind, start=0, previous=None):
     first = 1 if kind == "phase" else 0
     tips = (closed_end_positions(reference, trenches, layout.angle_deg)
             if kind == "fluorescence" and n_t > max(start, first) else None)
+    estimator = None
     for t in range(max(start, first), n_t):
+        if estimator is None:  # one per movie: the reference is transformed once
+            estimator = DriftEstimator(reference)
         frame = np.asarray(movie[t], dtype=np.float32)
-        d = estimate_drift(reference, frame)
+        d = estimator(frame, prior=out[t - 1] if t else (0.0, 0.0))
         if kind == "fluorescence":
             d = fluorescence_drift(reference, frame, trenches, layout.angle_deg, d, tips)
         out[t] = d

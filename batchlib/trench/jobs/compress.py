@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import numpy as np
 
 from ...base import Param
 from ...container_job import BatchJobOnContainer, KeySpec
 from ...io import (container_format, create_dataset, is_h5, open_file, read_attrs, read_table,
-                   replace_container, write_attrs)
+                   write_attrs)
+from ...io.files import atomic_path
 from ..layout import ACQUISITION_ATTR, CROPS, DRIFT_TABLE, OVERVIEW, RAW, TRENCHES_TABLE
 from ._stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
 
@@ -41,7 +40,8 @@ class Compress(BatchJobOnContainer):
                 repack(path)
 
     def process_container(self, container, path):
-        from ..detection import crop_trenches
+        import numpy as np
+        from ..detection.crop import CropSampler
 
         trenches = read_table(container, TRENCHES_TABLE)
         tattrs = read_attrs(container[TRENCHES_TABLE])
@@ -54,17 +54,30 @@ class Compress(BatchJobOnContainer):
         n_t = min(container[f"{RAW}/{keys[0]}"].shape[0], len(drift))
         basis = {"layout": tattrs.get("layout_hash"), "order": int(self.param_values["interpolation_order"])}
         order = basis["order"]
+        raws = {key: container[f"{RAW}/{key}"] for key in keys}
+        stacks, kept = {}, {}
         for key in keys:
-            raw = container[f"{RAW}/{key}"]
             ckey = f"{CROPS}/{key}"
-            kept = frames_kept(container, ckey, (n, h, w), basis)
-            ds = prepare_stack(container, ckey, (n, h, w), n_t, raw.dtype, kept)
-            for t0, t1 in frame_blocks(kept, n_t):
-                block = np.empty((n, t1 - t0, h, w), dtype=raw.dtype)
-                for t in range(t0, t1):
-                    block[:, t - t0] = crop_trenches(raw[t], trenches, angle, tuple(drift[t]), order=order)
-                ds[:, t0:t1] = block
-            mark_frames(ds, n_t, basis, angle_deg=angle)
+            kept[key] = frames_kept(container, ckey, (n, h, w), basis)
+            stacks[key] = prepare_stack(container, ckey, (n, h, w), n_t, raws[key].dtype, kept[key])
+        # Frames outside, channels inside: where to sample a frame depends only on its
+        # drift, so it is worked out once per frame for all channels.
+        start = min(kept.values(), default=n_t)
+        for t0, t1 in frame_blocks(start, n_t):
+            blocks = {key: np.empty((n, t1 - t0, h, w), dtype=raws[key].dtype)
+                      for key in keys if kept[key] < t1}
+            for t in range(t0, t1):
+                todo = [key for key in blocks if kept[key] <= t]
+                if not todo:
+                    continue
+                sampler = CropSampler(trenches, angle, raws[todo[0]].shape[1:], tuple(drift[t]), order)
+                for key in todo:
+                    blocks[key][:, t - t0] = sampler.crop(raws[key][t])
+            for key, block in blocks.items():
+                lo = max(t0, kept[key])
+                stacks[key][:, lo:t1] = block[:, lo - t0:]
+        for key in keys:
+            mark_frames(stacks[key], n_t, basis, angle_deg=angle)
         write_attrs(container[CROPS], {"n_trenches": n, "height": h, "width": w, "n_frames": n_t,
                                        "channels": keys})
         if self.param_values["drop_raw"]:
@@ -101,13 +114,9 @@ def repack(path) -> None:
     """
     if container_format(path) != "h5":
         return
-    p = Path(path)
-    # The whole stem: "exp.v2_pos000" and "exp.v3_pos000" must not share a temporary file.
-    tmp = p.with_name(f".{p.stem}.tmp-repack-{os.getpid()}{p.suffix}")
-    with open_file(p, "r") as src, open_file(tmp, "w") as dst:
+    with atomic_path(path) as tmp, open_file(path, "r") as src, open_file(tmp, "w") as dst:
         assert is_h5(src)
         for key in src.keys():
             src.copy(src[key], dst, name=key)
         for k, v in src.attrs.items():
             dst.attrs[k] = v
-    replace_container(tmp, p)

@@ -4,13 +4,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import numpy as np
-import pandas as pd
 
 from ...base import BatchJob, Param, Unit
 from ...errors import InvalidInputError, InvalidOutputError
 from ...io import create_dataset, grow_dataset, open_file, read_attrs, write_attrs, write_table
-from ...io.frames import stream_frames
 from ..channels import LOW_CONFIDENCE, kind_from_data, kind_from_name
 from ..layout import ACQUISITION_ATTR, FRAMES_TABLE, OVERVIEW, RAW, channel_keys
 from ..readers import (DEFAULT_SEQUENCE_PATTERN, InvalidAcquisitionError, find_acquisitions,
@@ -259,6 +256,8 @@ class Ingest(BatchJob):
         ("name"), else from the first frame of up to three positions ("data";
         ``decided`` holds such decisions of an earlier run, by channel name).
         """
+        import numpy as np
+
         decided = decided or {}
         names = self.channel_names(acq)
         given = list(self.param_values["channel_kinds"]) or ["auto"] * len(names)
@@ -333,6 +332,9 @@ class Ingest(BatchJob):
             self._ingest_position(acq, position, output_files[0], kinds)
 
     def _ingest_position(self, acq, position, path, kinds):
+        import numpy as np
+        import pandas as pd
+
         names = self.channel_names(acq)
         keys = channel_keys(names)
         n_t = acq.n_timepoints
@@ -351,6 +353,8 @@ class Ingest(BatchJob):
             # Frame by frame (memory stays at a few frames whatever the movie
             # length), the next frames read while this one is compressed.
             movies = [f[f"{RAW}/{key}"] for key in keys]
+            from ...io.frames import stream_frames
+
             stream_frames(movies, lambda t, c: _finite(acq.read_frame(position, t, c, z=self._z),
                                                        acq, position, t, names[c]),
                           [(t, c) for t in range(done, n_t) for c in range(len(keys))])
@@ -388,6 +392,8 @@ class Ingest(BatchJob):
 def _finite(frame, acq, position, t, channel):
     """``frame``, or :class:`InvalidInputError` when a float frame holds NaN or infinity
     (no later step can measure such a frame; say so here, naming it)."""
+    import numpy as np
+
     if frame.dtype.kind == "f":
         bad = int(frame.size - np.count_nonzero(np.isfinite(frame)))
         if bad:

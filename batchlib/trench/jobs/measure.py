@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ...base import Param
 from ...container_job import BatchJobOnContainer, KeySpec
 from ...io import read_attrs, read_table, write_table
-from ..geometry import rotated_to_raw
+from ...io.files import atomic_path
 from ..layout import (ACQUISITION_ATTR, CELLS_DATASET, CELLS_TABLE, CROPS, DRIFT_TABLE, FRAMES_TABLE,
                       SEGMENTATION, TRENCH_FRAMES_TABLE, TRENCHES_TABLE, folder_output)
 from ._stacks import CHUNK_T, frame_blocks
 
+if TYPE_CHECKING:  # pandas is imported where it is used: it is slow to import
+    import pandas as pd
 
 
 class Measure(BatchJobOnContainer):
@@ -40,6 +39,7 @@ class Measure(BatchJobOnContainer):
                    TRENCH_FRAMES_TABLE: KeySpec(kind="table")}
 
     def process_container(self, container, path):
+        import pandas as pd
         from ..measure import measure_cells, measure_trench_frames
 
         p = self.param_values
@@ -80,6 +80,8 @@ class Measure(BatchJobOnContainer):
 
     @staticmethod
     def _annotate(cells, container, trenches, md, path):
+        import numpy as np
+
         cells = _add_trench_ids(cells, trenches)
         t = cells["t"].to_numpy()
         times = np.full(int(t.max(initial=-1)) + 1, np.nan)
@@ -98,6 +100,8 @@ class Measure(BatchJobOnContainer):
         rot_y = tr["y_closed"].to_numpy() + tr["direction"].to_numpy() * cells["centroid_y"].to_numpy()
         rot_x = tr["x_center"].to_numpy() - (tr["width"].to_numpy() - 1) / 2 + cells["centroid_x"].to_numpy()
         shape = md.get("shape_yx") or [0, 0]
+        from ..geometry import rotated_to_raw
+
         raw = rotated_to_raw(np.stack([rot_y, rot_x], axis=1), angle, shape) + drift[t] \
             if len(cells) else np.zeros((0, 2))
         cells["frame_y"], cells["frame_x"] = raw[:, 0], raw[:, 1]
@@ -105,6 +109,8 @@ class Measure(BatchJobOnContainer):
 
 
 def _add_trench_ids(table, trenches):
+    import numpy as np
+
     n = table["n"].to_numpy()
     table.insert(table.columns.get_loc("n") + 1, "trench_set", trenches["set"].to_numpy()[n].astype(np.int64))
     table.insert(table.columns.get_loc("trench_set") + 1, "trench",
@@ -114,11 +120,8 @@ def _add_trench_ids(table, trenches):
 
 def write_parquet(path, table: pd.DataFrame) -> None:
     """Write a parquet file atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
 
 
 def cell_tables(folder) -> list:
@@ -134,6 +137,8 @@ def read_cells(folder) -> pd.DataFrame:
     ValueError
         A file that cannot be read, named (the next workflow run rebuilds it).
     """
+    import pandas as pd
+
     tables = []
     for f in cell_tables(folder):
         try:
@@ -171,16 +176,12 @@ def export_csv(folder, path=None, force=False) -> Path:
             and problem([path], path.parent, record.get("output")) is None):
         return path
     table = read_cells(folder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
     record = {"csv": str(path.resolve()), "sources": sources, "rows": len(table),
               "output": signatures([path], path.parent)}
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record_path.with_name(f".{record_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, record_path)
+    with atomic_path(record_path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
     return path
 
 
@@ -190,6 +191,8 @@ def _lumen_columns(container, width):
     Fixed by the geometry rather than inferred from the cells, so that the
     background of a frame does not change when later frames are appended.
     """
+    import numpy as np
+
     quality = read_attrs(container[TRENCHES_TABLE]).get("quality", {}) \
         if TRENCHES_TABLE in container else {}
     lumen = float(quality.get("lumen_width_px") or 0.0)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from ...base import Param
 from ...container_job import BatchJobOnContainer, KeySpec
 from ...errors import InvalidInputError
@@ -94,6 +92,7 @@ class Segment(BatchJobOnContainer):
         check_channel(self, path, "--segment_channel")
 
     def process_container(self, container, path):
+        import numpy as np
         from ..segmentation import resolve_method, segment_trenches
         from ..segmentation.chip_structures import drop_chip_structures
         from ..segmentation.methods import accepted_keywords

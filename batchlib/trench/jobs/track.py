@@ -4,9 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ...base import Param
 from ...container_job import BatchJobOnContainer, KeySpec
@@ -15,6 +13,9 @@ from ...io import create_dataset, read_attrs, read_table, write_table
 from ..layout import (ACQUISITION_ATTR, CELLS_TABLE, CYCLES_TABLE, SEGMENTATION, TRACK_STATE,
                       TRACKS_TABLE)
 from .measure import write_parquet
+
+if TYPE_CHECKING:  # pandas is imported where it is used: it is slow to import
+    import pandas as pd
 
 #: Folder-wide tables: one parquet file per container.
 TRACKS_DATASET = Path("tables") / "tracks"
@@ -53,6 +54,8 @@ class Track(BatchJobOnContainer):
         return TrackParams(max_gap=int(self.param_values["max_gap"]))
 
     def process_container(self, container, path):
+        import numpy as np
+        import pandas as pd
         from ..tracking import cycle_table, lineage_columns, track_cells
 
         p = self.param_values
@@ -117,6 +120,8 @@ class Track(BatchJobOnContainer):
 
     def _times(self, cells, n_frames, path):
         """Seconds of every frame: recorded times, else ``frame_interval_s`` per frame."""
+        import numpy as np
+
         times = np.full(n_frames, np.nan)
         if "time_s" in cells and len(cells):
             per_t = cells.groupby("t")["time_s"].first()
@@ -133,6 +138,8 @@ class Track(BatchJobOnContainer):
 
 def _fingerprint(cells: pd.DataFrame, n_frames: int) -> str:
     """Hash of the tracked columns of the rows of frames ``< n_frames`` (sorted by n, t, label)."""
+    import numpy as np
+
     part = cells[cells["t"] < n_frames]
     h = hashlib.sha1()
     for c in (*_KEYS, "centroid_y", "length_px"):
@@ -142,6 +149,8 @@ def _fingerprint(cells: pd.DataFrame, n_frames: int) -> str:
 
 def read_cycles(folder) -> pd.DataFrame:
     """All cell cycles of a folder (every ``<folder>/tables/cycles/*.parquet``) as one table."""
+    import pandas as pd
+
     files = sorted((Path(folder) / CYCLES_DATASET).glob("*.parquet"))
     if not files:
         return pd.DataFrame()
