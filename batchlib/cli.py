@@ -1,5 +1,5 @@
 """The ``batchlib`` console command: ``status``, ``verify``, ``inventory``, ``generate``,
-``train-segmenter`` and ``export``."""
+``train-segmenter``, ``export`` and ``report``."""
 from __future__ import annotations
 
 import argparse
@@ -72,6 +72,8 @@ def build_parser(domain: bool = True) -> argparse.ArgumentParser:
                             "export a folder's movies, labels, trench crops and tracks for viewers "
                             "(OME-Zarr for napari and Fiji); again after new frames: only those",
                             ".trench.export")
+        _add_domain_command(sub, "report", "write <folder>/report.html: one offline page with the "
+                            "run, the jobs' problems and figures per position", ".trench.report.build")
     return parser
 
 

@@ -40,13 +40,19 @@ def resolve_level(level=None) -> int:
 
 
 @contextlib.contextmanager
-def workflow_logging(log_file=None, level=None):
+def workflow_logging(log_file=None, level=None, session=False):
     """Attach terminal and file handlers to ``Workflow`` for the duration of a run.
+
+    With ``session=True`` (a live session of many runs) the runs inside it add
+    no handlers of their own.
 
     The logger does not propagate to the root logger, so no line is printed
     twice; handlers are removed and closed on exit, even after an error.
     """
     logger = get_logger()
+    if any(getattr(h, "batchlib_session", False) for h in logger.handlers):
+        yield logger  # inside a live session, whose handlers already write every line once
+        return
     previous = (logger.level, logger.propagate)  # restored on exit: no state leaks past the run
     logger.setLevel(resolve_level(level))
     logger.propagate = False
@@ -57,6 +63,7 @@ def workflow_logging(log_file=None, level=None):
         handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
     for h in handlers:
         h.setFormatter(formatter)
+        h.batchlib_session = session
         logger.addHandler(h)
     try:
         yield logger

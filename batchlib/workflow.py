@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from .base import DEFAULT_TRIGGERS
 from .errors import JobError
-from .executors import make_executor
+from .executors import Executor, make_executor
 from .lock import FolderLock
 from .log import get_logger, workflow_logging
 from .names import check_name
@@ -57,10 +57,18 @@ def _sigterm_as_exit():
 
 
 class _LazyExecutor:
-    """Start the executor (maybe a dask cluster) only when a job has work."""
+    """Start the executor (maybe a dask cluster) only when a job has work.
+
+    An :class:`~batchlib.executors.Executor` given instead of a kind is the
+    caller's (e.g. a live session's, whose workers stay warm between runs): it
+    is used as is and closed only when the run is interrupted.
+    """
 
     def __init__(self, **options):
         self.options, self.executor = options, None
+        self.owned = not isinstance(options["kind"], Executor)
+        if not self.owned:
+            self.executor = options["kind"]
 
     def __call__(self):
         if self.executor is None:
@@ -68,7 +76,7 @@ class _LazyExecutor:
         return self.executor
 
     def close(self, abort=False):
-        if self.executor is not None:
+        if self.executor is not None and (self.owned or abort):
             self.executor.close(abort=abort)
 
     def exit(self, exc_type, exc, tb):
@@ -100,7 +108,8 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
         (otherwise stop with an error naming them).
     ignore_failed_outputs : bool
         Record failures with the error and go on (otherwise stop at the first).
-    executor : {"serial", "processes", "dask", "slurm"}
+    executor : {"serial", "processes", "dask", "slurm"} or Executor
+        An Executor instance is used as is and left open (the caller closes it).
     n_jobs : int
         Worker processes for ``processes`` and a local dask cluster.
     scheduler_address : str, optional
@@ -158,7 +167,8 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
             "input_folder": os.path.abspath(input_folder), "command": sys.argv,
             "options": {"force_recompute": options.force_recompute,
                         "ignore_invalid_inputs": options.ignore_invalid_inputs,
-                        "ignore_failed_outputs": options.ignore_failed_outputs, "executor": executor,
+                        "ignore_failed_outputs": options.ignore_failed_outputs,
+                        "executor": getattr(executor, "name", executor),
                         "n_jobs": n_jobs, "rerun_triggers": list(options.rerun_triggers)},
         })
         if write_workflow_status:

@@ -1,6 +1,7 @@
 """Ingest: ND2 / TIFF acquisitions -> one container per field of view (position)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 
@@ -84,6 +85,10 @@ class Ingest(BatchJob):
         if len(set(map(str, names))) != len(names) or not all(str(n).strip() for n in names):
             raise ValueError(f"{self.name}: channel_names must be unique and non-empty, got {list(names)}")
         self._checked = {}  # source key -> (source, problem, kinds): validation once per acquisition and run
+        #: Absolute paths of input files to leave out (set by a live session: files still being
+        #: written). A sequence loses those members (their timepoints wait); any other
+        #: acquisition waits whole.
+        self.hidden_files = set()
 
     def __getstate__(self):
         return {**self.__dict__, "_checked": {}}  # workers need no validation cache
@@ -100,7 +105,7 @@ class Ingest(BatchJob):
         for key, entry in status.previous_files.items():
             known.setdefault(key.split(POSITION_SEP)[0], []).append((key, entry))
         units = []
-        for src in find_acquisitions(input_folder, sequence_pattern=self.param_values["sequence_pattern"]):
+        for src in self._visible(input_folder):
             sigs = self._sequence_signatures(src)
             sig = sigs[0] if sigs else src.signature()
             if self.param_values["hash_inputs"] and not sigs:
@@ -127,6 +132,20 @@ class Ingest(BatchJob):
                                   run_kwargs={"source": src, "position": p}))
         return units
 
+    def _visible(self, input_folder) -> list:
+        """The acquisitions found, without the :attr:`hidden_files`."""
+        sources = find_acquisitions(input_folder, sequence_pattern=self.param_values["sequence_pattern"])
+        if not self.hidden_files:
+            return sources
+        out = []
+        for src in sources:
+            files = [f for f in src.files if os.path.abspath(f) not in self.hidden_files]
+            if len(files) == len(src.files):
+                out.append(src)
+            elif files and src.format == "tiff-sequence":
+                out.append(dataclasses.replace(src, files=files))
+        return out
+
     def _sequence_signatures(self, src) -> list:
         """One input signature per position of a TIFF sequence: only that position's files of
         complete timepoints (see :func:`position_signatures`), so a file of a timepoint still
@@ -151,7 +170,7 @@ class Ingest(BatchJob):
         out (Ingest reports them).
         """
         out = []
-        for src in find_acquisitions(input_folder, sequence_pattern=self.param_values["sequence_pattern"]):
+        for src in self._visible(input_folder):
             try:
                 with open_acquisition(src, backend=self.param_values["backend"]) as acq:
                     names = self.channel_names(acq)

@@ -1,0 +1,189 @@
+"""Live mode: poll an input folder, run a workflow whenever new data are complete.
+
+The framework part: which files have stopped changing (:class:`FileTracker`)
+and the loop that calls a workflow cycle when the set of ready files changed
+(:func:`watch`). What "ready" means beyond "stable" (an ND2 file that opens,
+a TIFF sequence timepoint with all its files) is the domain's business: it
+passes ``ready(path)`` and its cycle receives the files that are not ready,
+to be hidden from the jobs.
+
+Polling (``os.scandir`` + ``stat``) rather than file-system events: it works
+the same on local disks and network shares (NFS, SMB), where inotify sees
+nothing of what other machines write.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger("Workflow.watch")
+
+
+def scan(root) -> dict:
+    """``{absolute path: (size, mtime_ns)}`` of the files below ``root`` (hidden ones skipped)."""
+    out = {}
+    stack = [Path(root)]
+    while stack:
+        d = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError:  # removed while we looked
+            continue
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(Path(e.path))
+                elif e.is_file():
+                    st = e.stat()
+                    out[os.path.abspath(e.path)] = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                continue
+    return out
+
+
+class FileTracker:
+    """Remembers each file's last (size, mtime) and since when it has not changed.
+
+    A file is *stable* when its size and mtime have not changed for
+    ``stable_s`` seconds of this process's own clock (so clock skew between a
+    file server and this machine does not matter), and it is not empty.
+    """
+
+    def __init__(self, root, stable_s: float = 5.0, clock=time.monotonic):
+        self.root, self.stable_s, self.clock = Path(root), float(stable_s), clock
+        self.seen = {}  # path -> (stat, first seen with that stat)
+
+    def poll(self) -> tuple[dict, set]:
+        """``(stats, stable paths)`` now."""
+        now = self.clock()
+        stats = scan(self.root)
+        self.seen = {p: (st, self.seen[p][1] if p in self.seen and self.seen[p][0] == st else now)
+                     for p, st in stats.items()}
+        stable = {p for p, (st, since) in self.seen.items()
+                  if st[0] > 0 and now - since >= self.stable_s}
+        return stats, stable
+
+
+@dataclass
+class CycleReport:
+    """What a cycle did, for the one log line per cycle."""
+    new_frames: int = 0
+    state: str = "processed"
+    extra: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def sigterm_as_exit():
+    """SIGTERM raises SystemExit in the main thread, so the session unwinds and releases its lock."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (tests run sessions in threads)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def watch(folder, run_cycle, ready=None, select=None, poll_s: float = 2.0, stable_s: float = 5.0,
+          idle_timeout_s: float | None = None, stop: threading.Event | None = None,
+          max_cycles: int | None = None, log=None) -> int:
+    """Poll ``folder`` and call ``run_cycle(hidden)`` whenever its ready files changed.
+
+    Parameters
+    ----------
+    folder : path-like
+        The input folder.
+    run_cycle : callable
+        ``run_cycle(hidden: set of absolute paths) -> CycleReport``: runs the
+        workflow on everything but ``hidden`` (files not stable or not ready).
+        An exception other than KeyboardInterrupt/SystemExit is logged and the
+        session goes on waiting (the data may be fixed); the same files are not
+        retried until something changes.
+    ready : callable, optional
+        ``ready(path) -> bool`` for a stable file (e.g. an ND2 whose index is
+        written); asked again whenever the file's size or mtime changes.
+    select : callable, optional
+        ``select(ready paths, all paths) -> ready paths``: keeps the ready files
+        that make a complete unit of data (e.g. a whole TIFF-sequence timepoint).
+    poll_s : float
+        Seconds between polls.
+    stable_s : float
+        How long a file's size and mtime must stay unchanged.
+    idle_timeout_s : float, optional
+        End the session after this long without new or changed files.
+    stop : threading.Event, optional
+        Ends the session at the next poll (for tests and embedding).
+    max_cycles : int, optional
+        End after this many cycles.
+
+    Returns
+    -------
+    int
+        The number of cycles run.
+    """
+    log = log or logger
+    tracker = FileTracker(folder, stable_s)
+    verdicts = {}  # path -> (stat, ready?)
+    processed = None  # the ready files (with their stats) the last cycle saw
+    last_activity = time.monotonic()
+    previous_stats = None
+    cycles = 0
+    log.info("watching %s (poll every %.1f s, files stable after %.1f s%s)", folder, poll_s, stable_s,
+             f", ending after {idle_timeout_s:.0f} s without new data" if idle_timeout_s else "")
+    while not (stop is not None and stop.is_set()):
+        stats, stable = tracker.poll()
+        if stats != previous_stats:
+            last_activity, previous_stats = time.monotonic(), stats
+        ok = {}
+        for p in stable:
+            st = stats[p]
+            if p not in verdicts or verdicts[p][0] != st:
+                verdicts[p] = (st, True if ready is None else bool(ready(p)))
+            if verdicts[p][1]:
+                ok[p] = st
+        if select is not None:
+            ok = {p: ok[p] for p in select(set(ok), set(stats))}
+        if ok != processed and ok:
+            fresh = [st[1] for p, st in ok.items() if processed is None or processed.get(p) != st]
+            hidden = set(stats) - set(ok)
+            started = time.monotonic()
+            try:
+                report = run_cycle(hidden)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as e:  # noqa: BLE001 - a live session outlives one bad cycle
+                log.error("cycle %d failed: %s: %s; waiting for new data", cycles + 1,
+                          type(e).__name__, e)
+                report = None
+            cycles += 1
+            took = time.monotonic() - started
+            latency = time.time() - max(fresh) / 1e9 if fresh else float("nan")
+            if report is not None:
+                log.info("cycle %d: %d new frame(s), %s, %.1f s, latency %.1f s after the newest "
+                         "file landed (%d file(s) waiting)", cycles, report.new_frames, report.state,
+                         took, latency, len(hidden))
+            processed = ok
+            last_activity = time.monotonic()
+            if max_cycles is not None and cycles >= max_cycles:
+                break
+        if idle_timeout_s is not None and time.monotonic() - last_activity > idle_timeout_s:
+            log.info("no new data for %.0f s: watching ends after %d cycle(s)", idle_timeout_s, cycles)
+            break
+        if stop is not None:
+            stop.wait(poll_s)
+        else:
+            time.sleep(poll_s)
+    return cycles

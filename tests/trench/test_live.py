@@ -1,0 +1,244 @@
+"""Live mode: a simulated microscope writes timepoints while the workflow watches the folder.
+
+The final tables must equal a batch run on the complete data, also when the
+watching process is killed (SIGKILL) in the middle and started again.
+"""
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from batchlib.trench.synthetic import SyntheticConfig, write_acquisition
+from batchlib.watch import FileTracker, watch
+
+ROOT = Path(__file__).resolve().parents[2]
+T = 5
+CFG = SyntheticConfig(height=448, width=448, n_positions=1, n_timepoints=T, channels=("phase", "gfp"),
+                      seed=21)
+# threshold, not the U-Net: the U-Net scales its input by the median contrast of the crops it
+# is given at once (torch_model.normalise), so frames segmented when appended get another scale
+# than in one batch run and ~1 % of their cells differ by a pixel (Segment's doing, not live mode's).
+OPTS = ["--executor", "serial", "--ingest_phase_channels", "c0", "--progress", "false",
+        "--log_level", "INFO", "--export_csv", "true", "--segment_method", "threshold"]
+LIVE = ["--watch", "--watch_poll_s", "0.2", "--watch_stable_s", "0.6"]
+
+
+def load_workflow():
+    spec = importlib.util.spec_from_file_location("trench_workflow", ROOT / "workflows" / "trench_workflow.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def acquisition(tmp_path_factory):
+    """The complete acquisition, and the batch run's tables on it."""
+    tmp = tmp_path_factory.mktemp("live")
+    write_acquisition(tmp / "full", CFG, layout="tiff-sequence", name="A", ground_truth=False)
+    wf = load_workflow()
+    assert wf.main(["--input_folder", str(tmp / "full"), "--folder", str(tmp / "batch"), *OPTS]) == 0
+    return {"tmp": tmp, "files": sorted((tmp / "full" / "A").glob("*.tif")), "wf": wf,
+            "batch": tables(tmp / "batch")}
+
+
+def tables(folder):
+    out = {}
+    for kind in ("cells", "cycles", "tracks"):
+        df = pd.concat([pd.read_parquet(p) for p in sorted((folder / "tables" / kind).glob("*.parquet"))])
+        keys = [c for c in ("container", "n", "t", "label", "cell_id") if c in df]
+        out[kind] = df.sort_values(keys).reset_index(drop=True)
+    return out
+
+
+def assert_same_tables(got, want):
+    for kind in want:
+        pd.testing.assert_frame_equal(got[kind], want[kind], check_dtype=False, obj=kind)
+
+
+def microscope(files, raw, interval_s, start_t=0, stop=None, delay_s=0.0):
+    """Write the timepoints from ``start_t`` on into ``raw/A`` every ``interval_s`` (after
+    ``delay_s``); each file lands in two halves with a pause, like a slow network write."""
+    time.sleep(delay_s)
+    dest = raw / "A"
+    dest.mkdir(parents=True, exist_ok=True)
+    for t in range(start_t, T):
+        for f in [f for f in files if f.name.startswith(f"t{t:03d}")]:
+            data = f.read_bytes()
+            with open(dest / f.name, "wb") as out:
+                out.write(data[: len(data) // 2])
+                out.flush()
+                time.sleep(0.15)
+                out.write(data[len(data) // 2:])
+        if stop is not None and stop.is_set():
+            return
+        time.sleep(interval_s)
+
+
+def test_file_tracker_waits_for_stable_nonempty_files(tmp_path):
+    clock = [0.0]
+    tracker = FileTracker(tmp_path, stable_s=2.0, clock=lambda: clock[0])
+    (tmp_path / "a.tif").write_bytes(b"x" * 10)
+    (tmp_path / "empty.tif").write_bytes(b"")
+    (tmp_path / ".hidden").write_bytes(b"x")
+    stats, stable = tracker.poll()
+    assert set(map(os.path.basename, stats)) == {"a.tif", "empty.tif"} and stable == set()
+    clock[0] = 2.5
+    assert {os.path.basename(p) for p in tracker.poll()[1]} == {"a.tif"}  # the empty one never
+    with open(tmp_path / "a.tif", "ab") as f:  # grows: stable again only 2 s later
+        f.write(b"y")
+    clock[0] = 3.0
+    assert tracker.poll()[1] == set()
+    clock[0] = 5.1
+    assert {os.path.basename(p) for p in tracker.poll()[1]} == {"a.tif"}
+
+
+def test_watch_hides_unready_files_and_ends_when_idle(tmp_path):
+    (tmp_path / "a.nd2").write_bytes(b"not yet")
+    (tmp_path / "b.tif").write_bytes(b"data")
+    seen = []
+    cycles = watch(tmp_path, lambda hidden: seen.append({os.path.basename(p) for p in hidden}),
+                   ready=lambda p: not p.endswith(".nd2"), poll_s=0.05, stable_s=0.1,
+                   idle_timeout_s=0.5)
+    assert cycles == 1 and seen == [{"a.nd2"}]  # one cycle, the ND2 hidden from it
+
+
+def test_nd2_being_written_waits_until_it_opens(tmp_path):
+    from batchlib.trench.live import input_ready
+
+    src = ROOT.parent / "shared" / "data" / "nd2" / "cluster.nd2"
+    if not src.exists():
+        pytest.skip(f"{src} absent")
+    data = src.read_bytes()
+    partial = tmp_path / "growing.nd2"
+    partial.write_bytes(data[: int(len(data) * 0.9)])  # no chunk map yet: nd2 refuses it
+    assert not input_ready(partial)
+    partial.write_bytes(data)
+    assert input_ready(partial)
+    assert input_ready(tmp_path / "any.tif")
+
+
+def test_live_session_equals_batch_run(acquisition, tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    writer = threading.Thread(target=microscope, args=(acquisition["files"], raw, 1.0))
+    writer.start()
+    code = acquisition["wf"].main(["--input_folder", str(raw), "--folder", str(out), *OPTS, *LIVE,
+                                   "--watch_idle_timeout", "4"])
+    writer.join()
+    assert code == 0
+    assert_same_tables(tables(out), acquisition["batch"])
+    log = (out / "batchlib" / "TrenchWorkflow.log").read_text()
+    cycles = [line for line in log.splitlines() if "Workflow.watch: cycle" in line]
+    assert len(cycles) >= 2, log[-3000:]  # data arrived over several cycles...
+    # ...every frame counted once, and no cycle ran the workflow twice over the same data
+    assert sum(int(line.split(": cycle ")[1].split(": ")[1].split()[0]) for line in cycles) == T
+    assert not (out / "batchlib" / "TrenchWorkflow.lock").exists()
+    assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_killed_session_resumes(acquisition, tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    files = acquisition["files"]
+    microscope(files, raw, 0.0, start_t=0)  # everything written except...
+    for f in (raw / "A").glob(f"t{T - 1:03d}*"):
+        f.unlink()  # ...the last timepoint, written after the restart
+    argv = [sys.executable, str(ROOT / "workflows" / "trench_workflow.py"), "--input_folder", str(raw),
+            "--folder", str(out), *OPTS, *LIVE]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Killed while Segment or a later job runs: the first cycle is half done.
+        deadline = time.time() + 120
+        while not (out / "batchlib" / "Segment.status").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert (out / "batchlib" / "TrenchWorkflow.lock").exists()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert (out / "batchlib" / "TrenchWorkflow.lock").exists()  # left behind by the kill
+    writer = threading.Thread(target=microscope, args=(files, raw, 0.0, T - 1), kwargs={"delay_s": 3.0})
+    writer.start()
+    proc = subprocess.run([*argv, "--watch_idle_timeout", "4"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, input="")
+    writer.join()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "breaking a stale lock" in proc.stderr
+    assert_same_tables(tables(out), acquisition["batch"])
+
+
+def test_sigterm_ends_the_session_and_releases_the_lock(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "workflows" / "trench_workflow.py"),
+                             "--input_folder", str(raw), "--folder", str(out), *OPTS, *LIVE],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = out / "batchlib" / "TrenchWorkflow.lock"
+    deadline = time.time() + 60
+    while not lock.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert lock.exists()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "terminated: watching stopped" in err
+    assert not lock.exists()
+
+
+def test_a_sequence_timepoint_is_ready_with_all_its_files(tmp_path):
+    from batchlib.trench.live import complete_timepoints
+
+    d = str(tmp_path / "A")
+    names = [f"t000xy00c0.tif", "t000xy00c1.tif", "t001xy00c0.tif", "t001xy00c1.tif", "other.nd2"]
+    present = {os.path.join(d, n) for n in names}
+    ready = present - {os.path.join(d, "t001xy00c1.tif")}  # still being written
+    got = {os.path.basename(p) for p in complete_timepoints(ready, present)}
+    assert got == {"t000xy00c0.tif", "t000xy00c1.tif", "other.nd2"}
+    # A file of t000 rewritten while t001 is complete: both wait (hiding t000 alone would
+    # look like a gap); a file simply missing holds nothing back (a real gap, for Ingest).
+    ready = present - {os.path.join(d, "t000xy00c0.tif")}
+    assert {os.path.basename(p) for p in complete_timepoints(ready, present)} == {"other.nd2"}
+    present2 = present - {os.path.join(d, "t000xy00c0.tif")}
+    got = {os.path.basename(p) for p in complete_timepoints(present2, present2)}
+    assert got == {"t000xy00c1.tif", "t001xy00c0.tif", "t001xy00c1.tif", "other.nd2"}
+
+
+def _default_sigint():
+    """In the child: SIGINT as in a terminal. A test run in the background (`pytest &`) passes
+    SIGINT on ignored, and a test that started workers may leave it blocked in this process."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def test_ctrl_c_within_a_cycle_stops_cleanly(acquisition, tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    microscope(acquisition["files"], raw, 0.0)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "workflows" / "trench_workflow.py"),
+                             "--input_folder", str(raw), "--folder", str(out), *OPTS, *LIVE],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+    deadline = time.time() + 120
+    while not (out / "batchlib" / "Compress.status").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # the first cycle is running
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        status = Path(f"/proc/{os.getpid()}/status").read_text() if Path("/proc").is_dir() else ""
+        pytest.fail(f"the session ignored SIGINT; this process: "
+                    f"{[ln for ln in status.splitlines() if ln.startswith('Sig')]}; stderr: {err[-3000:]}")
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted: watching stopped" in err
+    assert "workflow TrenchWorkflow interrupted" in (out / "batchlib" / "TrenchWorkflow.log").read_text()
+    assert not (out / "batchlib" / "TrenchWorkflow.lock").exists()
