@@ -63,7 +63,7 @@ def workflow_logging(log_file=None, level=None, session=False):
         handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
     for h in handlers:
         h.setFormatter(formatter)
-        h.batchlib_session = session
+        setattr(h, "batchlib_session", session)  # marks the handlers of a live session
         logger.addHandler(h)
     try:
         yield logger

@@ -59,7 +59,7 @@ class FileTracker:
 
     def __init__(self, root, stable_s: float = 5.0, clock=time.monotonic):
         self.root, self.stable_s, self.clock = Path(root), float(stable_s), clock
-        self.seen = {}  # path -> (stat, first seen with that stat)
+        self.seen: dict = {}  # path -> (stat, first seen with that stat)
 
     def poll(self) -> tuple[dict, set]:
         """``(stats, stable paths)`` now."""
@@ -75,6 +75,7 @@ class FileTracker:
 @dataclass
 class CycleReport:
     """What a cycle did, for the one log line per cycle."""
+
     new_frames: int = 0
     state: str = "processed"
     extra: dict = field(default_factory=dict)
@@ -136,7 +137,7 @@ def watch(folder, run_cycle, ready=None, select=None, poll_s: float = 2.0, stabl
     """
     log = log or logger
     tracker = FileTracker(folder, stable_s)
-    verdicts = {}  # path -> (stat, ready?)
+    verdicts: dict = {}  # path -> (stat, ready?)
     processed = None  # the ready files (with their stats) the last cycle saw
     last_activity = time.monotonic()
     previous_stats = None

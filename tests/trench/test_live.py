@@ -5,7 +5,6 @@ watching process is killed (SIGKILL) in the middle and started again.
 """
 import importlib.util
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -197,7 +196,7 @@ def test_a_sequence_timepoint_is_ready_with_all_its_files(tmp_path):
     from batchlib.trench.live import complete_timepoints
 
     d = str(tmp_path / "A")
-    names = [f"t000xy00c0.tif", "t000xy00c1.tif", "t001xy00c0.tif", "t001xy00c1.tif", "other.nd2"]
+    names = ["t000xy00c0.tif", "t000xy00c1.tif", "t001xy00c0.tif", "t001xy00c1.tif", "other.nd2"]
     present = {os.path.join(d, n) for n in names}
     ready = present - {os.path.join(d, "t001xy00c1.tif")}  # still being written
     got = {os.path.basename(p) for p in complete_timepoints(ready, present)}

@@ -21,6 +21,7 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 
 
 def find_chromium() -> str | None:
+    """Path of a Chromium (or Chrome) executable on the PATH, or ``None``."""
     for name in BROWSERS:
         path = shutil.which(name)
         if path:

@@ -36,6 +36,7 @@ N_KYMOGRAPHS = 3
 
 
 def containers(folder) -> list:
+    """The containers (h5 files, n5 folders) of a working folder, sorted."""
     folder = Path(folder)
     return sorted(p for p in folder.iterdir()
                   if p.suffix in CONTAINER_EXTS and not p.name.startswith("."))
@@ -313,11 +314,13 @@ def build_report(folder, out=None, progress=False) -> dict:
 
 
 def configure_parser(p) -> None:
+    """Options of ``batchlib report``."""
     p.add_argument("folder", help="a trench workflow's working folder")
     p.add_argument("--out", default=None, help="where to write the page (default <folder>/report.html)")
 
 
 def main(args) -> int:
+    """``batchlib report FOLDER``: write the page; 1 when the folder is not there."""
     if not Path(args.folder).is_dir():
         print(f"error: {args.folder}: not a folder", file=sys.stderr)
         return 1
