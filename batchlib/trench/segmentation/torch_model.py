@@ -184,7 +184,8 @@ def normalise(crops, kind, scale=None) -> np.ndarray:
     x = x - x.mean(axis=(1, 2), keepdims=True)
     if scale is None:
         scale = stack_scale(x)
-    x = x / np.float32(scale)
+    # one scale, or one per crop (see frame_scales)
+    x = x / np.asarray(scale, np.float32).reshape(-1, 1, 1)
     if kind == "phase":
         x = -x
     flag = np.full_like(x, 1.0 if kind == "phase" else -1.0)
@@ -196,6 +197,19 @@ def stack_scale(crops) -> float:
     x = np.asarray(crops, np.float32).reshape(-1, *np.shape(crops)[-2:])
     std = x.std(axis=(1, 2))
     return float(np.median(std)) + 1e-3 * (float(np.abs(x).mean()) + 1.0)
+
+
+def frame_scales(crops) -> np.ndarray:
+    """One :func:`stack_scale` per frame of ``(N, T, H, W)`` crops, spread over its crops.
+
+    All trenches of a frame share the frame's scale, so a frame's labels do not
+    depend on which other frames are segmented with it: a movie segmented as
+    frames arrive gives what one pass over the whole movie gives.
+    """
+    c = np.asarray(crops, np.float32)
+    n, t = c.shape[:2]
+    per_frame = [stack_scale(c[:, i]) for i in range(t)]
+    return np.broadcast_to(np.asarray(per_frame, np.float32)[None, :], (n, t)).ravel()
 
 
 def pad_to(x, multiple: int) -> np.ndarray:
@@ -289,12 +303,41 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
     set_threads(threads)
     model = _cached_model(weights, device)
     crops = np.asarray(crops)
-    start = 0
-    if background is not None and kind == "phase":
-        from .threshold import lumen_start_row
-        start = min(lumen_start_row(background), crops.shape[-2] // 4)
-    prob = predict_probabilities(model, crops[..., start:, :], kind, device, batch_size)
-    labels = labels_from_probabilities(prob, split_depth, min_length, min_area, open_end)
+    extract = (split_depth, min_length, min_area, open_end)
+    starts = _lumen_starts(crops, background) if kind == "phase" else None
+    if starts is None or np.ndim(starts) == 0:
+        return _segment_from(model, crops, int(starts or 0), kind, device, batch_size, extract)
+    # frames grouped by where their lumen starts: each frame's labels depend on
+    # that frame alone, however the frames are batched
+    out = np.zeros(crops.shape, np.int32)
+    for start in np.unique(starts):
+        frames = np.flatnonzero(starts == start)
+        out[:, frames] = _segment_from(model, crops[:, frames], int(start), kind, device,
+                                       batch_size, extract)
+    return out
+
+
+def _lumen_starts(crops, background):
+    """First lumen row from the empty-trench reference: one per frame of (N, T, H, W)
+    crops with a per-frame reference, else one for all (None: no reference)."""
+    from .threshold import lumen_start_row
+
+    if background is None:
+        return None
+    bg = np.asarray(background)
+    cap = crops.shape[-2] // 4
+    if crops.ndim == 4 and bg.ndim == 4 and bg.shape[1] == crops.shape[1]:
+        return np.array([min(lumen_start_row(bg[:, t]), cap) for t in range(bg.shape[1])])
+    return min(lumen_start_row(bg), cap)
+
+
+def _segment_from(model, crops, start, kind, device, batch_size, extract):
+    """Labels of ``crops`` read from row ``start`` on (rows before it left empty)."""
+    part = crops[..., start:, :]
+    # (N, T, H, W) from the Segment job: one scale per frame, not per block of frames
+    scale = frame_scales(part) if part.ndim == 4 and part.shape[0] else None
+    prob = predict_probabilities(model, part, kind, device, batch_size, scale)
+    labels = labels_from_probabilities(prob, *extract)
     if not start:
         return labels
     out = np.zeros(crops.shape, labels.dtype)
