@@ -377,6 +377,23 @@ def _lean(rec):
     return lean
 
 
+def _interrupt_inside(exc):
+    """The KeyboardInterrupt behind ``exc``, if any.
+
+    Ctrl-C arriving while a C or Cython extension runs (h5py's lock, Blosc)
+    can surface as ``SystemError: ... returned a result with an exception set``
+    whose cause is the KeyboardInterrupt: that is an interruption, not a
+    failure of the image, and must stop the run as Ctrl-C does elsewhere.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def execute_unit(task) -> dict:
     """Worker side: run one unit, write the completion records, move outputs into place.
 
@@ -444,6 +461,7 @@ def execute_unit(task) -> dict:
                 "identities": job.output_identities(finals),
                 "record": record, "warnings": warnings}
     except Exception as e:  # noqa: BLE001 - any failure of one image is recorded, not fatal
+        interrupt = _interrupt_inside(e)
         disk_full = is_disk_full(e)
         for final, path, in_place in plan:
             if not in_place and path != final:
@@ -457,6 +475,9 @@ def execute_unit(task) -> dict:
                     _forget_record(final, job.name)
             # Files beside the containers that no record covers any more.
             folder_outputs.remove(_folder_outputs_or_none(job, final))
+        if interrupt is not None:
+            # Ctrl-C, not a failure of this image: cleaned up like one, then stop
+            raise interrupt from e
         state = "invalid" if isinstance(e, InvalidInputError) else "failed"
         tb = traceback.format_exception(type(e), e, e.__traceback__)
         error = f"{type(e).__name__}: {e}"

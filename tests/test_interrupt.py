@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from batchlib.testing import make_array_inputs
+from batchlib.testing import ImportArray, make_array_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = """
@@ -108,3 +108,33 @@ def test_ctrl_c_stops_at_once_with_one_line(tmp_path, when):
     st = json.loads((folder / "batchlib" / "ImportArray.status").read_text())
     assert st["state"] == "processed" and st["counts"]["done"] == 6
     assert sorted(p.name for p in folder.glob("*.h5")) == [f"{p.stem}.h5" for p in sorted(inp.glob("*.npy"))]
+
+
+class _CtrlCInsideExtension(ImportArray):
+    """Raises what Ctrl-C inside a Cython lock (h5py) surfaces as, on its second image."""
+
+    def process(self, input_file, output_file):
+        if input_file.endswith("im000001.npy"):
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as e:
+                raise SystemError("<cyfunction FastRLock.__exit__> returned a result with an "
+                                  "exception set") from e
+        return super().process(input_file, output_file)
+
+
+def test_ctrl_c_inside_an_extension_is_an_interruption_not_a_failure(tmp_path):
+    from batchlib.workflow import run_workflow
+
+    inp = tmp_path / "in"
+    make_array_inputs(inp, 3)
+    with pytest.raises(KeyboardInterrupt):
+        run_workflow("WF", tmp_path / "out", [_CtrlCInsideExtension()], input_folder=inp,
+                     progress=False, status_interval_s=0)
+    status = json.loads((tmp_path / "out" / "batchlib" / "_CtrlCInsideExtension.status").read_text())
+    # the image being written when Ctrl-C came is not recorded as failed, and
+    # nothing half-written is left for the next run to trust
+    assert "im000001.npy" not in json.dumps({k: v for k, v in status.get("entries", {}).items()
+                                             if v.get("state") == "failed"})
+    assert not (tmp_path / "out" / "im000001.h5").exists()
+    assert not (tmp_path / "out" / "batchlib" / "WF.lock").exists()
