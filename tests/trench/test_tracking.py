@@ -372,3 +372,28 @@ def test_workflow_rerun_does_nothing(workflow_run):
     status = json.loads((out / "batchlib" / "Track.status").read_text())
     assert not [k for k, e in status["files"].items() if e.get("this_run")]
     assert mtimes == [f.stat().st_mtime_ns for f in files]
+
+
+def test_workflow_redoes_a_deleted_tracks_file(workflow_run):
+    """The parquet copies beside the containers are recorded with them: one deleted
+    (or damaged) is written again by the next run, for that container only."""
+    import json
+
+    out = workflow_run["out"]
+    gone = out / "tables" / "cycles" / "A_pos000.parquet"
+    other = out / "tables" / "cycles" / "A_pos001.parquet"
+    before = pd.read_parquet(gone)
+    other_mtime = other.stat().st_mtime_ns
+    gone.unlink()
+    assert workflow_run["wf"].main(workflow_run["argv"]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(gone), before)
+    assert other.stat().st_mtime_ns == other_mtime
+    status = json.loads((out / "batchlib" / "Track.status").read_text())
+    assert [k for k, e in status["files"].items() if e.get("this_run")] == ["A_pos000.h5"]
+
+
+def test_tracks_files_are_named_by_the_whole_container_stem():
+    from batchlib.trench.jobs import Track
+
+    a, b = (Track().folder_outputs(f"out/exp.v{v}_pos000.h5") for v in (2, 3))
+    assert a != b and a[0].endswith("exp.v2_pos000.parquet")

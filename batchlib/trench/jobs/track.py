@@ -11,7 +11,8 @@ from ...container_job import BatchJobOnContainer
 from ...errors import InvalidInputError
 from ...io import create_dataset, read_attrs, read_table, write_table
 from ..layout import (CELLS_TABLE, CYCLES_DATASET, CYCLES_TABLE, QC_DIR, SEGMENTATION, TRACK_STATE,
-                      TRACKS_DATASET, TRACKS_TABLE, AcquisitionMeta, specs)
+                      TRACKS_DATASET, TRACKS_TABLE, AcquisitionMeta, container_stem,
+                      folder_output, specs)
 from .measure import write_parquet
 
 if TYPE_CHECKING:  # pandas is imported where it is used: it is slow to import
@@ -32,7 +33,7 @@ class Track(BatchJobOnContainer):
     run on all frames at once. Method and columns: ``docs/tracking.md``.
     """
 
-    version = "1"
+    version = "2"  # 2: files beside the container named by its whole stem, and recorded
     params = {
         "segmentation": Param("cells", "name of the segmentation whose cell table is tracked"),
         "max_gap": Param(1, "frames a cell may be missed by the segmentation and still be linked"),
@@ -102,16 +103,25 @@ class Track(BatchJobOnContainer):
                            "fingerprint": _fingerprint(cells, n_frames),
                            "trenches": {str(k): v for k, v in states.items()}}).encode()
         create_dataset(container, state_key, data=np.frombuffer(blob, np.uint8))
-        stem = Path(path).name.split(".")[0]
+        # named by the whole container stem: "exp.v2_pos000" and "exp.v3_pos000"
+        # must not share (and overwrite) one file
+        stem = container_stem(path)
         folder = Path(path).parent
-        write_parquet(folder / TRACKS_DATASET / f"{stem}.parquet", out)
-        write_parquet(folder / CYCLES_DATASET / f"{stem}.parquet", cycles)
+        tracks_file, cycles_file = self.folder_outputs(path)
+        write_parquet(tracks_file, out)
+        write_parquet(cycles_file, cycles)
         if p["qc_plot"]:
             from ..tracking.qc import plot_tracking
 
             (folder / QC_DIR).mkdir(exist_ok=True)
             plot_tracking(tracks, cells, cycles, height, folder / QC_DIR / f"{stem}_tracks.png",
                           title=f"{stem}: {int(cycles['complete'].sum())} complete cell cycles")
+
+    def folder_outputs(self, output_path) -> list:
+        """``<folder>/tables/{tracks,cycles}/<container>.parquet``, recorded with the
+        container so that a damaged or deleted one is written again."""
+        return [folder_output(output_path, TRACKS_DATASET, ".parquet"),
+                folder_output(output_path, CYCLES_DATASET, ".parquet")]
 
     def _times(self, cells, n_frames, path):
         """Seconds of every frame: recorded times, else ``frame_interval_s`` per frame."""
