@@ -23,7 +23,13 @@ from .errors import LockError
 logger = logging.getLogger("Workflow.lock")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int, unknown: bool = False) -> bool:
+    """Whether process ``pid`` exists on this machine.
+
+    ``unknown`` is the answer for a pid that cannot be judged (out of range,
+    another error): a stale lock is broken (False), a temporary file is kept
+    (True).
+    """
     if pid <= 0:  # os.kill(0 or -n) would signal process groups, not one process
         return False
     try:
@@ -32,8 +38,8 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    except (OverflowError, OSError):
-        return False
+    except (OverflowError, ValueError, OSError):
+        return unknown
     return True
 
 
@@ -141,7 +147,7 @@ class FolderLock:
             return st.st_size > 0 or time.time() - st.st_mtime > 60
         if holder.get("host") == socket.gethostname():
             pid = _as_pid(holder.get("pid"))
-            if pid is None or not _pid_alive(pid):
+            if pid is None or not pid_alive(pid):
                 return True
             recorded = holder.get("pid_start_ticks")
             if isinstance(recorded, int) and not isinstance(recorded, bool):

@@ -13,10 +13,8 @@ nothing of what other machines write.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -79,23 +77,6 @@ class CycleReport:
     new_frames: int = 0
     state: str = "processed"
     extra: dict = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def sigterm_as_exit():
-    """SIGTERM raises SystemExit in the main thread, so the session unwinds and releases its lock."""
-    def handler(signum, frame):
-        raise SystemExit(128 + signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (tests run sessions in threads)
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def watch(folder, run_cycle, ready=None, select=None, poll_s: float = 2.0, stable_s: float = 5.0,

@@ -39,7 +39,7 @@ class WorkflowResult:
 
 
 @contextlib.contextmanager
-def _sigterm_as_exit():
+def sigterm_as_exit():
     """Turn SIGTERM (e.g. from a cluster's scheduler) into SystemExit so that
     ``finally`` blocks release the lock and close the status."""
     def handler(signum, frame):
@@ -158,7 +158,7 @@ def run_workflow(name, folder, jobs, input_folder=None, force_recompute=False,
                                  slurm=slurm)
     with contextlib.ExitStack() as stack:
         logger = stack.enter_context(workflow_logging(sdir / f"{name}.log", log_level))
-        stack.enter_context(_sigterm_as_exit())
+        stack.enter_context(sigterm_as_exit())
         if lock:
             stack.enter_context(folder_lock)
         stack.push(get_executor.exit)

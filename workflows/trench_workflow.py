@@ -157,7 +157,8 @@ def watch_main(args) -> int:
     from batchlib.log import get_logger, workflow_logging
     from batchlib.status import status_dir
     from batchlib.trench.live import complete_timepoints, input_ready, make_cycle
-    from batchlib.watch import sigterm_as_exit, watch
+    from batchlib.watch import watch
+    from batchlib.workflow import sigterm_as_exit
 
     sdir = status_dir(args.folder)
     sdir.mkdir(parents=True, exist_ok=True)

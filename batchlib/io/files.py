@@ -14,6 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from ..lock import pid_alive
 from .compression import h5_compression_kwargs, z5_compression_kwargs
 
 H5_EXTS = (".h5", ".hdf5", ".hdf")
@@ -172,18 +173,6 @@ def atomic_path(path, fsync=False):
         raise
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:  # os.kill(0 or -n) would signal process groups, not one process
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True  # exists (another user's), or not a pid we can judge: keep the file
-    return True
-
-
 def remove_leftovers(directory, any_writer=False) -> list:
     """Remove the temporaries (:func:`temporary_path`) that killed runs left in ``directory``.
 
@@ -202,7 +191,7 @@ def remove_leftovers(directory, any_writer=False) -> list:
         if not is_temporary(entry.name):
             continue
         pid = temporary_pid(entry.name)
-        if not any_writer and (pid is None or (pid != os.getpid() and _pid_alive(pid))):
+        if not any_writer and (pid is None or (pid != os.getpid() and pid_alive(pid, unknown=True))):
             continue
         try:
             remove_container(entry.path)
