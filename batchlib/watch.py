@@ -13,8 +13,10 @@ nothing of what other machines write.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -70,6 +72,29 @@ class FileTracker:
         return stats, stable
 
 
+@contextlib.contextmanager
+def _sigint_noted():
+    """Ctrl-C raises KeyboardInterrupt as usual and is also noted in the returned
+    event: raised inside a weakref callback or a ``__del__``, Python prints the
+    KeyboardInterrupt and drops it, and the session would go on watching. The
+    loop checks the event, so a dropped Ctrl-C still stops it at the next check."""
+    noted = threading.Event()
+
+    def handler(signum, frame):
+        noted.set()
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread (tests run sessions in threads)
+        yield noted
+        return
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @dataclass
 class CycleReport:
     """What a cycle did, for the one log line per cycle."""
@@ -118,14 +143,24 @@ def watch(folder, run_cycle, ready=None, select=None, poll_s: float = 2.0, stabl
     """
     log = log or logger
     tracker = FileTracker(folder, stable_s)
+    log.info("watching %s (poll every %.1f s, files stable after %.1f s%s)", folder, poll_s, stable_s,
+             f", ending after {idle_timeout_s:.0f} s without new data" if idle_timeout_s else "")
+    with _sigint_noted() as interrupted:
+        return _watch_loop(tracker, run_cycle, ready, select, poll_s, idle_timeout_s, stop,
+                           max_cycles, log, interrupted)
+
+
+def _watch_loop(tracker, run_cycle, ready, select, poll_s, idle_timeout_s, stop, max_cycles, log,
+                interrupted):
+    """The polling loop of :func:`watch` (``interrupted``: a Ctrl-C that may have been dropped)."""
     verdicts: dict = {}  # path -> (stat, ready?)
     processed = None  # the ready files (with their stats) the last cycle saw
     last_activity = time.monotonic()
     previous_stats = None
     cycles = 0
-    log.info("watching %s (poll every %.1f s, files stable after %.1f s%s)", folder, poll_s, stable_s,
-             f", ending after {idle_timeout_s:.0f} s without new data" if idle_timeout_s else "")
     while not (stop is not None and stop.is_set()):
+        if interrupted.is_set():
+            raise KeyboardInterrupt
         stats, stable = tracker.poll()
         if stats != previous_stats:
             last_activity, previous_stats = time.monotonic(), stats
@@ -150,6 +185,8 @@ def watch(folder, run_cycle, ready=None, select=None, poll_s: float = 2.0, stabl
                 log.error("cycle %d failed: %s: %s; waiting for new data", cycles + 1,
                           type(e).__name__, e)
                 report = None
+            if interrupted.is_set():  # a Ctrl-C the cycle dropped
+                raise KeyboardInterrupt
             cycles += 1
             took = time.monotonic() - started
             latency = time.time() - max(fresh) / 1e9 if fresh else float("nan")
