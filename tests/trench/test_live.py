@@ -263,7 +263,11 @@ def test_a_ctrl_c_dropped_inside_a_cycle_still_stops_watching(tmp_path):
         except KeyboardInterrupt:
             pass                                 # ...and the interrupt is dropped
 
-    with pytest.raises(KeyboardInterrupt):
-        watch(tmp_path, cycle, poll_s=0.01, stable_s=0.0, idle_timeout_s=5)
-    assert calls == [1]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh session
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            watch(tmp_path, cycle, poll_s=0.01, stable_s=0.0, idle_timeout_s=5)
+        assert calls == [1]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, before)
