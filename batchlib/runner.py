@@ -3,9 +3,11 @@
 The runner drives the job; the job (:mod:`batchlib.base`) knows nothing of
 how it is run.
 
-This is the coordinator's side. It decides from the completion records which
-units are up to date, validates the rest, sends them to the executor, and
-records every result in the job's status file as it streams back.
+This is the coordinator's side. It plans (:mod:`batchlib.planning` lists the
+units and decides from the completion records which are up to date),
+validates the rest, sends them to the executor, and records every result in
+the job's status file as it streams back. :func:`execute_unit` is the
+worker's side.
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 
-from . import folder_outputs
-from .base import DEFAULT_TRIGGERS, RERUN_TRIGGERS, BatchJob, Unit
+from . import folder_outputs, planning
+from .base import BatchJob, Unit
 from .errors import InvalidInputError, JobError, OutputCollisionError
 from .io import CONTAINER_EXTS, container_format, open_file, remove_container, replace_container
 from .io.checksum import describe_datasets, iter_datasets
@@ -26,6 +28,7 @@ from .io.space import (DiskFullError, check_free_space, disk_full_message, is_di
                        reserve_space)
 from .records import delete_record, new_record, record_stamp, write_record
 from .states import JobState
+from .planning import DEFAULT_TRIGGERS, RERUN_TRIGGERS
 from .status import JobStatus, status_dir
 
 
@@ -42,7 +45,7 @@ class RunOptions:
     ignore_failed_outputs : bool
         Record failures and go on (otherwise stop at the first).
     rerun_triggers : tuple of str
-        What makes an up-to-date output stale: any of :data:`batchlib.base.RERUN_TRIGGERS`.
+        What makes an up-to-date output stale: any of :data:`batchlib.planning.RERUN_TRIGGERS`.
     progress : bool
         Show a tqdm progress bar per job.
     status_interval_s : float
@@ -153,7 +156,7 @@ class JobRunner:
             raise FileNotFoundError(f"{self.job.name}: input folder {self.input_folder} does not exist")
         clean_temporary(self.job, self.folder)
         self._clean_folder_output_leftovers()
-        units = self.job.list_units(self.input_folder, self.folder, self.status)
+        units = planning.list_units(self.job, self.input_folder, self.folder, self.status)
         try:
             check_distinct_outputs(self.job, units)  # before anything is written
         except JobError as e:
@@ -165,7 +168,7 @@ class JobRunner:
             if not self.force:
                 # Taken before the check, so that a change made meanwhile makes it stale.
                 try:
-                    fingerprint = self.job.fingerprint(unit, self.triggers)
+                    fingerprint = planning.fingerprint(self.job, unit, self.triggers)
                 except Exception:  # noqa: BLE001 - no fingerprint: the check decides
                     fingerprint = None
                 if fingerprint is not None and fingerprint == self.status.fingerprint(unit.key):
@@ -173,7 +176,7 @@ class JobRunner:
                     continue
             cached = self.status.cached(unit.key)
             try:
-                ok, reason, records = self.job.check_unit(unit, cached, self.triggers, self.force)
+                ok, reason, records = planning.check_unit(self.job, unit, cached, self.triggers, self.force)
             except Exception as e:  # noqa: BLE001 - never crash planning: what cannot be checked is redone
                 ok, reason, records = False, f"cannot be checked ({type(e).__name__}: {e})", {}
             if ok:
@@ -275,7 +278,7 @@ class JobRunner:
                         entry["warnings"] = result["warnings"]
                     fingerprint = None
                     if result.get("identities") is not None:
-                        fingerprint = self.job.fingerprint(unit, self.triggers, result["identities"])
+                        fingerprint = planning.fingerprint(self.job, unit, self.triggers, result["identities"])
                     self.status.set_file(key, fingerprint=fingerprint, state="done",
                                          stamps=result["stamps"], record=_lean(rec), **entry)
                 else:
@@ -458,7 +461,7 @@ def execute_unit(task) -> dict:
         finals = [f for f, _, _ in plan]
         return {"key": unit.key, "state": "done", "duration_s": round(time.monotonic() - t0, 4),
                 "stamps": {os.path.basename(f): record_stamp(f) for f in finals},
-                "identities": job.output_identities(finals),
+                "identities": planning.output_identities(job, finals),
                 "record": record, "warnings": warnings}
     except Exception as e:  # noqa: BLE001 - any failure of one image is recorded, not fatal
         interrupt = _interrupt_inside(e)
