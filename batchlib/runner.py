@@ -404,92 +404,115 @@ def execute_unit(task) -> dict:
     """
     job, unit, plan, signature = task
     t0 = time.monotonic()
-    write_paths = [w for _, w, _ in plan]
-    present = {}  # datasets of the containers updated in place, to record what the job removed
     try:
-        for _, path, in_place in plan:
-            if in_place:
-                h5 = container_format(path) == "h5"
-                if not h5:  # before anything opens them
-                    _drop_broken_keys(path, job.resolved_output_keys(), job.logger)
-                with open_file(path, "a") as f:
-                    estimate = job.estimate_output_bytes(f, unit) + job.reserve_margin_bytes
-                    present[path] = {k for k, _ in iter_datasets(f)}
-                    delete_record(f, job.name)  # flushes, which gives back any earlier reservation
-                if h5:
-                    reserve_space(path, estimate)
-                else:  # n5/zarr: each chunk is a file of its own; a failed write loses only it
-                    check_free_space(path, job.reserve_margin_bytes)
-            else:
-                if os.path.lexists(path):
-                    # The temporary name is this unit's in this run: only an attempt on a
-                    # worker that died (dask retries its units elsewhere) leaves a file
-                    # there, maybe truncated. Start afresh.
-                    job.logger.warning("%s: removing what an earlier attempt left", path)
-                    remove_container(path)
-                check_free_space(path, job.reserve_margin_bytes)
+        present = _prepare_outputs(job, unit, plan)
         job.__dict__["_unit_warnings"] = []
-        job.run(list(unit.inputs), write_paths, **unit.run_kwargs)
+        job.run(list(unit.inputs), [w for _, w, _ in plan], **unit.run_kwargs)
         for _, path, _ in plan:
             if container_format(path) != "h5":
                 # z5py does not report a write that failed for lack of space (it leaves
                 # empty files): a disk that is full now cannot be trusted to hold the result.
                 check_free_space(path, min(job.reserve_margin_bytes, 1 << 20))
-        record = new_record(job.name, job.version, job.param_hash, signature,
-                            job.resolved_output_keys())
         warnings = list(job.__dict__.get("_unit_warnings", []))
-        if warnings:
-            # kept with the output, so that the status lists them after any rerun
-            record["warnings"] = warnings
-        for final, path, in_place in plan:
-            job.validate_output(path)
-            files = job.folder_outputs(final)
-            if files:
-                record = dict(record, folder_outputs=folder_outputs.signatures(
-                    files, os.path.dirname(os.path.normpath(final))))
-            with open_file(path, "a") as f:
-                # What was written, so that planning and `batchlib verify` can check it later.
-                datasets = describe_datasets(f, job.resolved_output_keys())
-                extra = {"datasets": datasets, "input_nbytes": job.input_bytes(f, unit)}
-                if path in present:  # e.g. raw movies replaced by an overview: not damage
-                    removed = sorted(present[path] - {k for k, _ in iter_datasets(f)})
-                    if removed:
-                        extra["removed"] = removed
-                write_record(f, job.name, {**record, **extra})
-            if not in_place:
-                replace_container(path, final)
+        record = _complete_outputs(job, unit, plan, signature, present, warnings)
         finals = [f for f, _, _ in plan]
         return {"key": unit.key, "state": "done", "duration_s": round(time.monotonic() - t0, 4),
                 "stamps": {os.path.basename(f): record_stamp(f) for f in finals},
                 "identities": planning.output_identities(job, finals),
                 "record": record, "warnings": warnings}
     except Exception as e:  # noqa: BLE001 - any failure of one image is recorded, not fatal
-        interrupt = _interrupt_inside(e)
-        disk_full = is_disk_full(e)
-        for final, path, in_place in plan:
-            if not in_place and path != final:
+        return _failed(job, unit, plan, e, t0)
+
+
+def _prepare_outputs(job, unit, plan) -> dict:
+    """Make room for the unit's outputs before the job writes them.
+
+    Containers updated in place lose this job's record (and on h5, space for
+    what the job will add is reserved); a temporary one an earlier attempt left
+    is removed. Returns ``{path: datasets}`` of the containers updated in
+    place, to record what the job removed.
+    """
+    present = {}
+    for _, path, in_place in plan:
+        if in_place:
+            h5 = container_format(path) == "h5"
+            if not h5:  # before anything opens them
+                _drop_broken_keys(path, job.resolved_output_keys(), job.logger)
+            with open_file(path, "a") as f:
+                estimate = job.estimate_output_bytes(f, unit) + job.reserve_margin_bytes
+                present[path] = {k for k, _ in iter_datasets(f)}
+                delete_record(f, job.name)  # flushes, which gives back any earlier reservation
+            if h5:
+                reserve_space(path, estimate)
+            else:  # n5/zarr: each chunk is a file of its own; a failed write loses only it
+                check_free_space(path, job.reserve_margin_bytes)
+        else:
+            if os.path.lexists(path):
+                # The temporary name is this unit's in this run: only an attempt on a
+                # worker that died (dask retries its units elsewhere) leaves a file
+                # there, maybe truncated. Start afresh.
+                job.logger.warning("%s: removing what an earlier attempt left", path)
                 remove_container(path)
-                # An older output stays in place, but it no longer matches what
-                # this job was asked to compute: take its record away so that
-                # downstream jobs see its keys as not completed (as they do for
-                # in-place jobs, whose record is removed before they run).
-                # Not on a full disk: writing into an h5 file then is what damages it.
-                if not disk_full:
-                    _forget_record(final, job.name)
-            # Files beside the containers that no record covers any more.
-            folder_outputs.remove(_folder_outputs_or_none(job, final))
-        if interrupt is not None:
-            # Ctrl-C, not a failure of this image: cleaned up like one, then stop
-            raise interrupt from e
-        state = "invalid" if isinstance(e, InvalidInputError) else "failed"
-        tb = traceback.format_exception(type(e), e, e.__traceback__)
-        error = f"{type(e).__name__}: {e}"
-        if disk_full and not isinstance(e, DiskFullError):
-            error = f"{disk_full_message(plan[0][0] if plan else '.')} ({error.splitlines()[0][:300]})"
-        elif disk_full:
-            error = str(e)
-        return {"key": unit.key, "state": state, "duration_s": round(time.monotonic() - t0, 4),
-                "error": error, "traceback": "".join(tb[-6:])[-4000:], "disk_full": disk_full}
+            check_free_space(path, job.reserve_margin_bytes)
+    return present
+
+
+def _complete_outputs(job, unit, plan, signature, present, warnings) -> dict:
+    """Validate the outputs the job wrote, write their completion records and move new
+    containers into place; returns the record."""
+    record = new_record(job.name, job.version, job.param_hash, signature,
+                        job.resolved_output_keys())
+    if warnings:
+        # kept with the output, so that the status lists them after any rerun
+        record["warnings"] = warnings
+    for final, path, in_place in plan:
+        job.validate_output(path)
+        files = job.folder_outputs(final)
+        if files:
+            record = dict(record, folder_outputs=folder_outputs.signatures(
+                files, os.path.dirname(os.path.normpath(final))))
+        with open_file(path, "a") as f:
+            # What was written, so that planning and `batchlib verify` can check it later.
+            datasets = describe_datasets(f, job.resolved_output_keys())
+            extra = {"datasets": datasets, "input_nbytes": job.input_bytes(f, unit)}
+            if path in present:  # e.g. raw movies replaced by an overview: not damage
+                removed = sorted(present[path] - {k for k, _ in iter_datasets(f)})
+                if removed:
+                    extra["removed"] = removed
+            write_record(f, job.name, {**record, **extra})
+        if not in_place:
+            replace_container(path, final)
+    return record
+
+
+def _failed(job, unit, plan, e, t0) -> dict:
+    """Clean up after a unit that failed with ``e`` and say why (Ctrl-C is raised again)."""
+    interrupt = _interrupt_inside(e)
+    disk_full = is_disk_full(e)
+    for final, path, in_place in plan:
+        if not in_place and path != final:
+            remove_container(path)
+            # An older output stays in place, but it no longer matches what
+            # this job was asked to compute: take its record away so that
+            # downstream jobs see its keys as not completed (as they do for
+            # in-place jobs, whose record is removed before they run).
+            # Not on a full disk: writing into an h5 file then is what damages it.
+            if not disk_full:
+                _forget_record(final, job.name)
+        # Files beside the containers that no record covers any more.
+        folder_outputs.remove(_folder_outputs_or_none(job, final))
+    if interrupt is not None:
+        # Ctrl-C, not a failure of this image: cleaned up like one, then stop
+        raise interrupt from e
+    state = "invalid" if isinstance(e, InvalidInputError) else "failed"
+    tb = traceback.format_exception(type(e), e, e.__traceback__)
+    error = f"{type(e).__name__}: {e}"
+    if disk_full and not isinstance(e, DiskFullError):
+        error = f"{disk_full_message(plan[0][0] if plan else '.')} ({error.splitlines()[0][:300]})"
+    elif disk_full:
+        error = str(e)
+    return {"key": unit.key, "state": state, "duration_s": round(time.monotonic() - t0, 4),
+            "error": error, "traceback": "".join(tb[-6:])[-4000:], "disk_full": disk_full}
 
 
 def _drop_broken_keys(path, keys, logger) -> None:
