@@ -39,10 +39,21 @@ COST_FIELDS = ("sigma_length", "sigma_pos", "sigma_pos_rel", "c_divide", "c_over
                "c_miss", "c_new", "c_merge", "sigma_asym", "sigma_half")
 
 
+def _numba_takes_nrt_option() -> bool:
+    """Whether this numba accepts ``_nrt`` (an underscored option; numba 0.58-0.68 do)."""
+    from numba.core import options
+
+    return hasattr(options.DefaultOptions, "_nrt")
+
+
+_HELPER_OPTIONS = {"_nrt": False} if _numba_takes_nrt_option() else {}
+
+
 def _helper(fn):
     """``njit`` for the pieces of :func:`assign_frame`: they allocate nothing, so the arrays
-    they read are not reference counted (with it, the calls made assign_frame 2.3x slower)."""
-    return njit(cache=True, _nrt=False)(fn)
+    they read need not be reference counted (with it, the calls made assign_frame 2-3x
+    slower). A numba without the option compiles them with reference counting."""
+    return njit(cache=True, **_HELPER_OPTIONS)(fn)
 
 
 @_helper
