@@ -303,3 +303,23 @@ def test_angle_of_a_short_set_of_wide_trenches(family, seed, position, old_error
     phase = next(c for c in cfg.channels if cfg.is_phase(c))   # mixed may name it c0
     layout = detect_trenches(pos.movies[phase][0], kind="phase")
     assert abs(layout.angle_deg - pos.metadata["angle_deg"]) <= 0.05
+
+
+def test_a_dim_fluorescence_set_is_kept_beside_a_bright_one():
+    """Rows are trench rows by their periodicity or coherence; how much periodic power
+    is enough is judged within each run of such rows. Judged against the brighter set,
+    a set with 2-5 % of its power (fewer or fainter cells) was dropped."""
+    from batchlib.trench.detection.trench_sets import find_sets
+
+    y = np.arange(96) * 8.0 + 3.5
+    power = np.full(96, 1e-4)
+    power[12:40] = 1.0            # the bright set
+    power[56:84] = 0.03           # the dim set
+    ratio = np.where(power > 1e-3, 1.2, 1.0)
+    ratio[12:40] = 10.0
+    coherence = np.where(power > 1e-3, 0.97, 0.05)
+    runs = find_sets(power, ratio, y, 52.5, coherence=coherence)
+    assert len(runs) == 2
+    assert runs[0][0] == pytest.approx(y[12], abs=8) and runs[1][1] == pytest.approx(y[83], abs=8)
+    # without coherence (phase) the dim rows are not trench rows at all
+    assert len(find_sets(power, ratio, y, 52.5)) == 1
