@@ -33,8 +33,10 @@ def load_workflow(path):
             "workflows/trench_workflow.py of the source checkout batchlib is installed from; "
             "pass another with --workflow PATH)")
     spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"the workflow script {path} cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    spec.loader.exec_module(module)
     if not callable(getattr(module, "main", None)):
         raise AttributeError(f"the workflow script {path} has no main(argv) function")
     return module
