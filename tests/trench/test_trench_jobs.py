@@ -135,3 +135,47 @@ def test_compress_crops_equal_the_reference_cropper_bit_for_bit(tmp_path, acquis
             for t in range(movie.shape[0]):
                 expected = crop_trenches_reference(movie[t], trenches, angle, tuple(drift[t]))
                 np.testing.assert_array_equal(crops[:, t], expected)
+
+
+def test_measure_appended_frames_measures_only_the_last_block(tmp_path, monkeypatch):
+    """After new frames, Measure keeps the rows of the earlier full time blocks and measures
+    from the block the new frames fall in; the tables equal a run from scratch."""
+    import pandas as pd
+    import batchlib.trench.measure as measure_module
+    from batchlib.trench.jobs.stacks import CHUNK_T
+
+    n_t = CHUNK_T + 4
+    cfg = SyntheticConfig(height=256, width=320, n_positions=1, n_timepoints=n_t, channels=("phase", "gfp"),
+                          seed=7)
+    write_acquisition(tmp_path / "full", cfg, layout="tiff-sequence", name="A", ground_truth=False)
+    jobs = lambda **kw: [Ingest(phase_channels=["c0"]), TrenchDetection(qc_plot=False), Compress(),  # noqa: E731
+                         Segment(method="threshold"), Measure(**kw)]
+    workflow(tmp_path / "full", tmp_path / "batch", jobs())
+    raw = tmp_path / "raw" / "A"
+    raw.mkdir(parents=True)
+    for f in sorted((tmp_path / "full" / "A").glob("*.tif")):
+        if int(f.name[1:4]) < n_t - 2:
+            shutil.copy(f, raw / f.name)
+    workflow(tmp_path / "raw", tmp_path / "live", jobs())
+    for f in sorted((tmp_path / "full" / "A").glob("*.tif")):
+        shutil.copy(f, raw / f.name)
+
+    measured = []
+    real = measure_module.measure_cells
+    monkeypatch.setattr(measure_module, "measure_cells",
+                        lambda labels, *a, **kw: measured.append(labels.shape[1]) or real(labels, *a, **kw))
+    workflow(tmp_path / "raw", tmp_path / "live", jobs())
+    assert measured == [4]  # frames 16-19: the block of the new frames only
+
+    def tables(folder):
+        with open_file(folder / "A_pos000.h5", "r") as f:
+            return read_table(f, "tables/cells/cells"), read_table(f, "tables/trenches_t")
+
+    for got, want in zip(tables(tmp_path / "live"), tables(tmp_path / "batch")):
+        pd.testing.assert_frame_equal(got, want)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "live" / "tables" / "cells"),
+                                  pd.read_parquet(tmp_path / "batch" / "tables" / "cells"))
+
+    measured.clear()  # another percentile: everything is measured again
+    workflow(tmp_path / "raw", tmp_path / "live", jobs(percentile=90.0))
+    assert measured == [CHUNK_T, 4]
