@@ -179,3 +179,33 @@ def test_measure_appended_frames_measures_only_the_last_block(tmp_path, monkeypa
     measured.clear()  # another percentile: everything is measured again
     workflow(tmp_path / "raw", tmp_path / "live", jobs(percentile=90.0))
     assert measured == [CHUNK_T, 4]
+
+
+def test_detection_qc_picture_is_not_redrawn_for_new_frames(tmp_path):
+    """A phase reference is frame 0: new frames change the drift, not the picture, which is
+    kept (a live cycle would spend 1-2 s a position redrawing it); damaged, it is drawn again."""
+    cfg = SyntheticConfig(height=256, width=320, n_positions=1, n_timepoints=4, channels=("phase",), seed=8)
+    write_acquisition(tmp_path / "full", cfg, layout="tiff-sequence", name="A", ground_truth=False)
+    raw = tmp_path / "raw" / "A"
+    raw.mkdir(parents=True)
+    files = sorted((tmp_path / "full" / "A").glob("*.tif"))
+    for f in files[:2]:
+        shutil.copy(f, raw / f.name)
+    jobs = [Ingest(phase_channels=["c0"]), TrenchDetection()]
+    workflow(tmp_path / "raw", tmp_path / "out", jobs)
+    picture = tmp_path / "out" / "qc" / "A_pos000_trenches.png"
+    drawn, stamp = picture.read_bytes(), picture.stat().st_mtime_ns
+    for f in files[2:]:
+        shutil.copy(f, raw / f.name)
+    res = workflow(tmp_path / "raw", tmp_path / "out", jobs)
+    assert res.jobs[1].computed == ["A_pos000.h5"]  # the drift of the new frames
+    with open_file(tmp_path / "out" / "A_pos000.h5", "r") as f:
+        assert len(read_table(f, "tables/drift")) == 4
+    assert picture.stat().st_mtime_ns == stamp  # not redrawn
+
+    damaged = bytearray(drawn)
+    damaged[len(damaged) // 2] ^= 0xFF
+    picture.write_bytes(bytes(damaged))
+    res = workflow(tmp_path / "raw", tmp_path / "out", jobs)
+    assert res.jobs[1].computed == ["A_pos000.h5"] and picture.read_bytes() == drawn
+    assert workflow(tmp_path / "raw", tmp_path / "out", jobs).jobs[1].computed == []  # and it stays
