@@ -180,6 +180,15 @@ def test_measure_appended_frames_measures_only_the_last_block(tmp_path, monkeypa
     workflow(tmp_path / "raw", tmp_path / "live", jobs(percentile=90.0))
     assert measured == [CHUNK_T, 4]
 
+    # Labels found damaged by `batchlib verify` are segmented anew: so are the measurements
+    from batchlib.verify import Damage, mark_for_recompute
+
+    mark_for_recompute(tmp_path / "live" / "A_pos000.h5",
+                       [Damage(tmp_path / "live" / "A_pos000.h5", "segmentation/cells", "Segment", "test")])
+    measured.clear()
+    res = workflow(tmp_path / "raw", tmp_path / "live", jobs(percentile=90.0))
+    assert res.jobs[3].computed == ["A_pos000.h5"] and measured == [CHUNK_T, 4]
+
 
 def test_detection_qc_picture_is_not_redrawn_for_new_frames(tmp_path):
     """A phase reference is frame 0: new frames change the drift, not the picture, which is

@@ -12,7 +12,7 @@ from ...io.files import atomic_path
 from ..layout import (CELLS_CSV, CELLS_DATASET, CELLS_TABLE, CROPS, DRIFT_TABLE, FRAMES_TABLE,
                       SEGMENTATION, TRENCH_FRAMES_TABLE, TRENCHES_TABLE, AcquisitionMeta,
                       folder_output, specs)
-from .stacks import CHUNK_T, frame_blocks
+from .stacks import CHUNK_T, STACK_ID, frame_blocks
 
 if TYPE_CHECKING:  # pandas is imported where it is used: it is slow to import
     import pandas as pd
@@ -81,12 +81,15 @@ class Measure(BatchJobOnContainer):
         """What the measurements of a frame depend on besides its own labels and crops."""
         import numpy as np
 
-        crops = {k: read_attrs(container[f"{CROPS}/{k}"]).get("basis") for k in sorted({*fluo, focus})
-                 if f"{CROPS}/{k}" in container}
+        def stack(ds):  # a stack made anew (say after `batchlib verify` deleted a damaged one) has a new id
+            attrs = read_attrs(ds)
+            return {"basis": attrs.get("basis"), "id": attrs.get(STACK_ID)}
+
+        crops = {k: stack(container[f"{CROPS}/{k}"]) for k in sorted({*fluo, focus}) if f"{CROPS}/{k}" in container}
         flags = [np.asarray(x).tolist() if x is not None else None for x in (empty, lumen)]
         return json.loads(json.dumps({
             "version": self.version, "params": {k: self.param_values[k] for k in ("background", "percentile")},
-            "labels": read_attrs(labels_ds).get("basis"), "crops": crops, "fluo": sorted(fluo),
+            "labels": stack(labels_ds), "crops": crops, "fluo": sorted(fluo),
             "focus": focus, "empty": flags[0], "lumen": flags[1], "pixel_size_um": pixel_size_um},
             default=str))
 
@@ -103,8 +106,11 @@ class Measure(BatchJobOnContainer):
         start = min(int(state.get("n_frames", 0)), n_t - 1) // CHUNK_T * CHUNK_T
         if start <= 0:
             return 0, [], []
-        cells = read_table(container, key)
-        frames = read_table(container, TRENCH_FRAMES_TABLE)
+        try:
+            cells = read_table(container, key)
+            frames = read_table(container, TRENCH_FRAMES_TABLE)
+        except Exception:  # noqa: BLE001 - e.g. a column `batchlib verify` deleted: measure all again
+            return 0, [], []
         cells = cells[cells["t"] < start].drop(columns=[c for c in _ANNOTATION if c in cells])
         frames = frames[frames["t"] < start].drop(columns=[c for c in ("trench_set", "trench") if c in frames])
         # an empty part would turn the columns of the concatenation into objects
