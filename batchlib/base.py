@@ -1,33 +1,30 @@
 """Batch jobs: map every input image of a folder to its output container(s).
 
 A job declares its parameters, version, inputs and outputs; the framework
-decides what is up to date (from the completion records written last into the
-outputs), validates what must be computed, runs it on an executor, writes the
-records and keeps the ``.status`` file. Subclasses implement only the work:
-``run(self, input_files, output_files, **kwargs)`` or its per-file helper.
+(:mod:`batchlib.runner`, :mod:`batchlib.planning`) decides what is up to date
+(from the completion records written last into the outputs), validates what
+must be computed, runs it on an executor, writes the records and keeps the
+``.status`` file. Subclasses implement only the work:
+``run(self, input_files, output_files, **kwargs)`` or its per-file helper,
+and override the few hooks listed in :class:`BatchJob` where they differ.
 """
 from __future__ import annotations
 
 import glob
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable
 
-from . import folder_outputs
 from .errors import InvalidInputError, InvalidOutputError
-from .io import container_format, open_file
+from .io import open_file
 from .io.files import is_temporary
 from .log import get_logger
 from .names import check_name
-from .records import container_damage, file_signature, param_hash, read_record, record_stamp
-from .status import JobStatus
-
-#: What can make an up-to-date output stale; see :class:`BatchJob`.
-RERUN_TRIGGERS = ("input", "params", "version", "mtime")
-DEFAULT_TRIGGERS = ("input", "params", "version")
+from .records import file_signature, param_hash
 
 
 @dataclass(frozen=True)
@@ -174,38 +171,6 @@ class Unit:
     run_kwargs: dict = field(default_factory=dict)
 
 
-def _content_only(sig):
-    """``sig`` without modification times wherever a content hash identifies the content."""
-    if isinstance(sig, dict):
-        hashed = "blake2b" in sig
-        return {k: _content_only(v) for k, v in sig.items() if not (hashed and k == "mtime_ns")}
-    if isinstance(sig, list):
-        return [_content_only(v) for v in sig]
-    return sig
-
-
-def same_signature(recorded, current) -> bool:
-    """Whether two input signatures describe the same input content.
-
-    Equal signatures match. Where both carry a content hash (``hash_inputs``),
-    the modification times are ignored, so a file that was touched or copied
-    but not changed is not recomputed.
-
-    Examples
-    --------
-    >>> same_signature({"a.nd2": {"size": 5, "mtime_ns": 1}}, {"a.nd2": {"size": 5, "mtime_ns": 2}})
-    False
-    >>> same_signature({"a.nd2": {"size": 5, "mtime_ns": 1, "blake2b": "f0"}},
-    ...                {"a.nd2": {"size": 5, "mtime_ns": 2, "blake2b": "f0"}})
-    True
-    """
-    if recorded == current:
-        return True
-    if recorded is None or current is None:
-        return False
-    return _content_only(recorded) == _content_only(current)
-
-
 class BatchJob:
     """Base class of jobs that map input files to new output containers.
 
@@ -242,24 +207,28 @@ class BatchJob:
 
     Notes
     -----
-    The override surface. A job implements the work and may override:
+    The override surface. A job implements the work and may override these
+    hooks, and no other method:
 
     * :meth:`run` (or :meth:`process`, one input to one output), or
       ``process_container`` for :class:`~batchlib.container_job.BatchJobOnContainer`;
-    * :meth:`outputs_for` (one-to-many jobs) and :meth:`list_units` (jobs
-      whose unit of work is not one input file, e.g. one position of a
-      multi-position file);
+    * :meth:`list_inputs` (which files are inputs), :meth:`outputs_for`
+      (one-to-many jobs) and :meth:`units_for` (jobs whose unit of work is
+      not one input file, e.g. one position of a multi-position file);
     * :meth:`folder_outputs` (files it writes beside the containers);
     * :meth:`validate_input`, :meth:`validate_output` and :meth:`validate_unit`
       (what makes an input invalid or an output incomplete);
-    * :meth:`input_signature` and :meth:`stale_reason` (what identifies the
-      inputs, and when a recorded output is stale);
+    * :meth:`input_signature` (what identifies the inputs' content: a changed
+      signature makes the output stale, and its ``mtime_ns`` values are what
+      the ``mtime`` rerun trigger compares);
     * :meth:`estimate_output_bytes` (space reserved before writing in place).
 
-    Everything else is the framework's: :class:`batchlib.runner.JobRunner`
-    plans (:meth:`check_unit` decides from the records; it writes plans,
-    cleans temporary containers and refuses colliding outputs itself), runs
-    the units and writes the records and the status.
+    Everything else is the framework's. :mod:`batchlib.planning` lists the
+    units and decides from the completion records which are up to date (the
+    rerun triggers, fingerprints, folder outputs);
+    :class:`batchlib.runner.JobRunner` writes plans, cleans temporary
+    containers, refuses colliding outputs, runs the units and writes the
+    records and the status.
     """
 
     version = "1"
@@ -268,6 +237,15 @@ class BatchJob:
     update_in_place = False
     reads_folder = False
     creates_containers = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Planning is the framework's (batchlib.planning): a method of these names
+        # in a job would be silently ignored, so say what to override instead.
+        moved = sorted(set(vars(cls)) & set(_PLANNING_METHODS))
+        if moved:
+            raise TypeError(f"{cls.__name__} defines {moved}: planning is the framework's "
+                            f"(batchlib.planning); override {_PLANNING_METHODS[moved[0]]} instead")
 
     def __init__(self, input_pattern="*", output_ext=".h5", identifier=None, **params):
         unknown = set(params) - set(self.params)
@@ -351,17 +329,32 @@ class BatchJob:
             paths = [prefix + n for n in fnmatch.filter(names, pattern)]
         return sorted(p for p in paths if not is_temporary(os.path.basename(p)))
 
-    def unit_key(self, path, input_folder) -> str:
-        prefix = os.path.join(str(input_folder), "")
-        if path.startswith(prefix):  # os.path.relpath is slow for 100,000 inputs
-            return path[len(prefix):]
-        return os.path.relpath(path, input_folder)
-
     def outputs_for(self, input_path, folder) -> list:
         """Output containers of one input; override for one-to-many jobs."""
         # Only the last extension goes: "exp.v2.npy" and "exp.v3.npy" stay apart.
         stem = Path(input_path).stem
         return [os.path.join(str(folder), stem + self.output_ext)]
+
+    def units_for(self, input_folder, folder, previous: Mapping) -> list | None:
+        """The units of work, for jobs whose unit is not one input file.
+
+        Parameters
+        ----------
+        input_folder, folder : str
+            Where the inputs are, and the working folder (where outputs go).
+        previous : mapping
+            ``{key: entry}`` of what earlier runs recorded (``input_signature``,
+            ``outputs``; see docs/status_schema.md), to reuse what they found
+            out without opening the inputs again. Parsed only when read.
+
+        Returns
+        -------
+        list of Unit or None
+            ``None`` (the default): one unit per input of :meth:`list_inputs`,
+            with the outputs of :meth:`outputs_for` and the signature of
+            :meth:`input_signature`.
+        """
+        return None
 
     def folder_outputs(self, output_path) -> list:
         """Files beside the containers that this job writes for ``output_path``.
@@ -371,14 +364,6 @@ class BatchJob:
         planning, so a missing or damaged one gets its container redone.
         """
         return []
-
-    def folder_outputs_problem(self, output_path, rec) -> str | None:
-        """Why the folder outputs of ``output_path`` do not match its record ``rec``."""
-        paths = self.folder_outputs(output_path)
-        if not paths:
-            return None
-        return folder_outputs.problem(paths, os.path.dirname(os.path.normpath(output_path)),
-                                      (rec or {}).get("folder_outputs"))
 
     def input_signature(self, unit: Unit) -> dict:
         """What identifies the inputs' content: size and mtime of each input file."""
@@ -401,6 +386,14 @@ class BatchJob:
             raise InvalidOutputError(f"{path}: cannot be opened ({e})") from e
         if missing:
             raise InvalidOutputError(f"{path}: missing {missing}")
+
+    def validate_unit(self, unit: Unit) -> None:
+        """Raise :class:`InvalidInputError` if a unit to compute cannot be: by default,
+        if an input is invalid (:meth:`validate_input`) or it has no outputs."""
+        for path in unit.inputs:
+            self.validate_input(path)
+        if not unit.outputs:
+            raise InvalidInputError(f"{unit.inputs[0]}: no outputs can be derived from it")
 
     def resolved_output_keys(self) -> list:
         return [k.format(**self.param_values) for k in self.output_keys]
@@ -447,126 +440,6 @@ class BatchJob:
     def process(self, input_file, output_file):
         raise NotImplementedError(f"{type(self).__name__} must implement run() or process()")
 
-    # -- planning (coordinator side) ------------------------------------------
-    def list_units(self, input_folder, folder, status: JobStatus) -> list:
-        units = []
-        for path in self.list_inputs(input_folder):
-            key = self.unit_key(path, input_folder)
-            unit = Unit(key, [path], [])
-            try:
-                unit.signature = self.input_signature(unit)
-            except OSError as e:  # vanished between glob and stat
-                unit.signature = {"error": str(e)}
-            outputs = status.cached_outputs(key, unit.signature)
-            if outputs:
-                unit.outputs = [os.path.join(str(folder), o) for o in outputs]
-            else:
-                try:
-                    unit.outputs = self.outputs_for(path, folder)
-                except InvalidInputError:
-                    unit.outputs = []  # validate_input reports it
-            units.append(unit)
-        return units
-
-    def output_identities(self, outputs) -> dict:
-        """``{name: identity}`` of the output containers and the files beside them.
-
-        The identity is ``[inode, size, mtime_ns]`` of a file (an h5
-        container changes it with any write, a replaced one has another
-        inode), for n5/zarr directories the inode and the stamp of the
-        records; ``None`` for what is missing.
-        """
-        from .status_index import file_identity
-
-        out = {}
-        for path in outputs:
-            name = os.path.basename(path)
-            if container_format(path) == "h5":
-                out[name] = file_identity(path)
-            else:
-                ident = file_identity(path)
-                out[name] = None if ident is None else [ident[0], record_stamp(path)]
-            for extra in self.folder_outputs(path):
-                out[os.path.relpath(extra, os.path.dirname(path))] = file_identity(extra)
-        return out
-
-    def fingerprint(self, unit: Unit, triggers, identities=None) -> str | None:
-        """Digest of everything an "up to date" decision about ``unit`` reads.
-
-        The parameter hash, version, rerun triggers, the input signature and
-        :meth:`output_identities` (taken now unless given). Equal
-        fingerprints mean the decision would come out the same, so a stored
-        one that still matches makes the unit up to date without opening
-        anything (see :mod:`batchlib.status_index`). ``None``: cannot tell.
-        """
-        from .status_index import digest
-
-        if identities is None:
-            identities = self.output_identities(unit.outputs)
-        if not unit.outputs or any(v is None for v in identities.values()):
-            return None
-        job = (self.param_hash, str(self.version), tuple(sorted(triggers)))
-        return digest((job, self.fingerprint_signature(unit), identities))
-
-    def fingerprint_signature(self, unit: Unit):
-        """The part of the input signature the fingerprint covers (all of it here)."""
-        return unit.signature
-
-    def check_unit(self, unit: Unit, cached, triggers, force) -> tuple:
-        """``(up_to_date, reason, records)`` for one unit (framework; called by the runner)."""
-        if force:
-            return False, "force_recompute", {}
-        if not unit.outputs:
-            return False, "outputs unknown", {}
-        if cached and cached.get("state") == "failed":
-            return False, "failed last time", {}
-        records = {}
-        fast = bool(cached) and cached.get("state") == "done"
-        for out in unit.outputs:
-            stamp = record_stamp(out)
-            if stamp is None:
-                return False, f"output {os.path.basename(out)} missing", {}
-            if fast and cached.get("stamps", {}).get(os.path.basename(out)) == stamp:
-                records[out] = cached.get("record")
-                continue
-            # The container changed since the job last saw it: one that no longer
-            # opens or walks (a full disk during another job's write) is rebuilt.
-            damage = container_damage(out, self.resolved_output_keys())
-            if damage:
-                return False, f"output damaged: {damage}", {}
-            try:
-                self.validate_output(out)
-            except InvalidOutputError as e:
-                return False, f"output invalid: {e}", {}
-            records[out] = read_record(out, self.name)
-        for out, rec in records.items():
-            if not rec:
-                return False, f"{os.path.basename(out)} has no completion record (unfinished)", records
-            stale = self.stale_reason(unit, rec, triggers) or self.folder_outputs_problem(out, rec)
-            if stale:
-                return False, stale, records
-        return True, "up to date", records
-
-    def stale_reason(self, unit, rec, triggers) -> str | None:
-        if "params" in triggers and rec.get("param_hash") != self.param_hash:
-            return "parameters changed"
-        if "version" in triggers and str(rec.get("version")) != str(self.version):
-            return f"job version changed ({rec.get('version')} -> {self.version})"
-        if "input" in triggers and not same_signature(rec.get("input_signature"), unit.signature):
-            return "input changed"
-        if "mtime" in triggers:
-            newest = max((s.get("mtime_ns", 0) for s in unit.signature.values()
-                          if isinstance(s, dict)), default=0)
-            if newest > rec.get("finished_ns", 0):
-                return "input newer than output"
-        return None
-
-    def validate_unit(self, unit: Unit) -> None:
-        for path in unit.inputs:
-            self.validate_input(path)
-        if not unit.outputs:
-            raise InvalidInputError(f"{unit.inputs[0]}: no outputs can be derived from it")
-
     # -- running ----------------------------------------------------------------
     def __call__(self, folder, input_folder=None, **options):
         """Run this job alone on a folder (with its own lock and log); a shortcut for
@@ -577,6 +450,14 @@ class BatchJob:
 
         return run_job(self, folder, input_folder=input_folder, **options)
 
+
+#: Methods of earlier versions that planning took over, with the hook to override instead.
+_PLANNING_METHODS = {
+    "list_units": "units_for", "check_unit": "input_signature or validate_output",
+    "stale_reason": "input_signature", "fingerprint": "input_signature",
+    "fingerprint_signature": "input_signature", "output_identities": "folder_outputs",
+    "folder_outputs_problem": "folder_outputs", "unit_key": "units_for",
+}
 
 
 def _signature_bytes(sig) -> int:
@@ -589,4 +470,4 @@ def _signature_bytes(sig) -> int:
     return 0
 
 
-__all__ = ["BatchJob", "Param", "parse_mapping", "Unit", "RERUN_TRIGGERS", "DEFAULT_TRIGGERS", "same_signature"]
+__all__ = ["BatchJob", "Param", "parse_mapping", "Unit"]

@@ -13,7 +13,7 @@ import warnings
 
 import configargparse
 
-from .base import DEFAULT_TRIGGERS, RERUN_TRIGGERS
+from .planning import DEFAULT_TRIGGERS, RERUN_TRIGGERS
 from .executors import EXECUTORS
 
 

@@ -1,15 +1,14 @@
 """Jobs that read and write keys inside the existing per-image containers."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .base import BatchJob, Unit
 from .errors import InvalidInputError, InvalidOutputError
-from .io import CONTAINER_EXTS, container_format, open_file
-from .io.checksum import iter_datasets, metadata_problems, stored_nbytes
-from .records import key_run_ids, producer_run_id, read_records, record_stamp
+from .io import CONTAINER_EXTS, open_file
+from .io.checksum import iter_datasets, stored_nbytes
+from .records import key_run_ids, producer_run_id, read_records
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,10 @@ class BatchJobOnContainer(BatchJob):
     use ``{param}`` placeholders. Inputs are validated (present, right
     dimensions and dtype, and written by a job that completed); outputs are
     checked the same way. An output is stale when the run id of the job that
-    produced any input key differs from the one recorded.
-    Implement :meth:`process_container`.
+    produced any input key differs from the one recorded (decided by
+    :func:`batchlib.planning.check_unit`).
+    Implement :meth:`process_container`; the other hooks are those of
+    :class:`~batchlib.base.BatchJob`.
     """
 
     input_keys: dict = {}
@@ -94,75 +95,10 @@ class BatchJobOnContainer(BatchJob):
         return [k.format(**self.param_values) for k in self.output_keys]
 
     def input_signature(self, unit: Unit) -> dict:
-        # Filled in by check_unit: the run ids of the jobs that produced the
-        # input keys, read from the container only when its stamp changed.
+        # Filled in by planning (batchlib.planning.check_unit): the run ids of the
+        # jobs that produced the input keys, read from the container only when its
+        # stamp changed.
         return {}
-
-    def check_unit(self, unit: Unit, cached, triggers, force) -> tuple:
-        path = unit.outputs[0]
-        stamp = record_stamp(path)
-        if stamp is None:
-            return False, "container missing", {}
-        if (not force and cached and cached.get("state") == "done"
-                and cached.get("stamps", {}).get(os.path.basename(path)) == stamp):
-            rec = cached.get("record") or {}
-            if not self.stale_reason(unit, rec, [t for t in triggers if t in ("params", "version")]) \
-                    and not self._keys_deleted(path):
-                problem = self.folder_outputs_problem(path, rec)
-                if problem:
-                    return False, f"output invalid: {problem}", {}
-                unit.signature = cached.get("input_signature") or {}
-                return True, "up to date", {path: rec}
-        try:
-            with open_file(path, "r") as f:
-                records = read_records(f)
-                run_ids = key_run_ids(records)
-                producers = {k: producer_run_id(run_ids, k) for k in self.resolved_input_keys()}
-                problems = [r for r in (s.check(f, k) for k, s in self.resolved_output_specs().items()) if r]
-                # What the record says was written must still be there (metadata only).
-                problems += metadata_problems(f, (records.get(self.name) or {}).get("datasets"))
-        except Exception as e:  # noqa: BLE001 - never crash planning: a damaged container is redone
-            return False, f"container unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200]})", {}
-        unit.signature = {"producers": producers}
-        rec = records.get(self.name)
-        if force:
-            return False, "force_recompute", {}
-        if not rec:
-            return False, "no completion record", {}
-        if problems:
-            return False, f"output invalid: {problems[0]}", {}
-        if "mtime" in triggers:
-            newest = max((r.get("finished_ns", 0) for n, r in records.items() if n != self.name), default=0)
-            if newest > rec.get("finished_ns", 0):
-                return False, "inputs newer than output", {}
-        stale = self.stale_reason(unit, rec, [t for t in triggers if t in ("params", "version", "input")])
-        if stale:
-            return False, stale, {}
-        problem = self.folder_outputs_problem(path, rec)
-        if problem:
-            return False, f"output invalid: {problem}", {}
-        return True, "up to date", {path: rec}
-
-    def fingerprint_signature(self, unit: Unit):
-        # What the inputs are (the run ids of the jobs that wrote them) is read
-        # from the container, whose identity the fingerprint covers.
-        return None
-
-    def fingerprint(self, unit: Unit, triggers, identities=None) -> str | None:
-        if identities is None and self._keys_deleted(unit.outputs[0]):
-            return None
-        return super().fingerprint(unit, triggers, identities)
-
-    def _keys_deleted(self, path) -> bool:
-        """n5/zarr: whether an output key's directory is gone (one ``stat`` per key).
-
-        An h5 file's stamp changes with any write; an n5/zarr stamp covers only
-        the records, so a deleted output would otherwise go unnoticed while the
-        status cache is trusted.
-        """
-        if container_format(path) == "h5":
-            return False
-        return any(not os.path.isdir(os.path.join(path, k)) for k in self.resolved_output_specs())
 
     def input_bytes(self, container, unit) -> int:
         """Stored size of the input keys in the container."""

@@ -3,9 +3,11 @@
 The runner drives the job; the job (:mod:`batchlib.base`) knows nothing of
 how it is run.
 
-This is the coordinator's side. It decides from the completion records which
-units are up to date, validates the rest, sends them to the executor, and
-records every result in the job's status file as it streams back.
+This is the coordinator's side. It plans (:mod:`batchlib.planning` lists the
+units and decides from the completion records which are up to date),
+validates the rest, sends them to the executor, and records every result in
+the job's status file as it streams back. :func:`execute_unit` is the
+worker's side.
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 
-from . import folder_outputs
-from .base import DEFAULT_TRIGGERS, RERUN_TRIGGERS, BatchJob, Unit
+from . import folder_outputs, planning
+from .base import BatchJob, Unit
 from .errors import InvalidInputError, JobError, OutputCollisionError
 from .io import CONTAINER_EXTS, container_format, open_file, remove_container, replace_container
 from .io.checksum import dataset_paths, describe_datasets
@@ -26,6 +28,7 @@ from .io.space import (DiskFullError, check_free_space, disk_full_message, is_di
                        reserve_space)
 from .records import delete_record, new_record, record_stamp, write_record
 from .states import JobState
+from .planning import DEFAULT_TRIGGERS, RERUN_TRIGGERS
 from .status import JobStatus, status_dir
 
 
@@ -42,7 +45,7 @@ class RunOptions:
     ignore_failed_outputs : bool
         Record failures and go on (otherwise stop at the first).
     rerun_triggers : tuple of str
-        What makes an up-to-date output stale: any of :data:`batchlib.base.RERUN_TRIGGERS`.
+        What makes an up-to-date output stale: any of :data:`batchlib.planning.RERUN_TRIGGERS`.
     progress : bool
         Show a tqdm progress bar per job.
     status_interval_s : float
@@ -153,7 +156,7 @@ class JobRunner:
             raise FileNotFoundError(f"{self.job.name}: input folder {self.input_folder} does not exist")
         clean_temporary(self.job, self.folder)
         self._clean_folder_output_leftovers()
-        units = self.job.list_units(self.input_folder, self.folder, self.status)
+        units = planning.list_units(self.job, self.input_folder, self.folder, self.status)
         try:
             check_distinct_outputs(self.job, units)  # before anything is written
         except JobError as e:
@@ -165,7 +168,7 @@ class JobRunner:
             if not self.force:
                 # Taken before the check, so that a change made meanwhile makes it stale.
                 try:
-                    fingerprint = self.job.fingerprint(unit, self.triggers)
+                    fingerprint = planning.fingerprint(self.job, unit, self.triggers)
                 except Exception:  # noqa: BLE001 - no fingerprint: the check decides
                     fingerprint = None
                 if fingerprint is not None and fingerprint == self.status.fingerprint(unit.key):
@@ -173,7 +176,7 @@ class JobRunner:
                     continue
             cached = self.status.cached(unit.key)
             try:
-                ok, reason, records = self.job.check_unit(unit, cached, self.triggers, self.force)
+                ok, reason, records = planning.check_unit(self.job, unit, cached, self.triggers, self.force)
             except Exception as e:  # noqa: BLE001 - never crash planning: what cannot be checked is redone
                 ok, reason, records = False, f"cannot be checked ({type(e).__name__}: {e})", {}
             if ok:
@@ -275,7 +278,7 @@ class JobRunner:
                         entry["warnings"] = result["warnings"]
                     fingerprint = None
                     if result.get("identities") is not None:
-                        fingerprint = self.job.fingerprint(unit, self.triggers, result["identities"])
+                        fingerprint = planning.fingerprint(self.job, unit, self.triggers, result["identities"])
                     self.status.set_file(key, fingerprint=fingerprint, state="done",
                                          stamps=result["stamps"], record=_lean(rec), **entry)
                 else:
@@ -401,92 +404,115 @@ def execute_unit(task) -> dict:
     """
     job, unit, plan, signature = task
     t0 = time.monotonic()
-    write_paths = [w for _, w, _ in plan]
-    present = {}  # datasets of the containers updated in place, to record what the job removed
     try:
-        for _, path, in_place in plan:
-            if in_place:
-                h5 = container_format(path) == "h5"
-                if not h5:  # before anything opens them
-                    _drop_broken_keys(path, job.resolved_output_keys(), job.logger)
-                with open_file(path, "a") as f:
-                    estimate = job.estimate_output_bytes(f, unit) + job.reserve_margin_bytes
-                    present[path] = set(dataset_paths(f))
-                    delete_record(f, job.name)  # flushes, which gives back any earlier reservation
-                if h5:
-                    reserve_space(path, estimate)
-                else:  # n5/zarr: each chunk is a file of its own; a failed write loses only it
-                    check_free_space(path, job.reserve_margin_bytes)
-            else:
-                if os.path.lexists(path):
-                    # The temporary name is this unit's in this run: only an attempt on a
-                    # worker that died (dask retries its units elsewhere) leaves a file
-                    # there, maybe truncated. Start afresh.
-                    job.logger.warning("%s: removing what an earlier attempt left", path)
-                    remove_container(path)
-                check_free_space(path, job.reserve_margin_bytes)
+        present = _prepare_outputs(job, unit, plan)
         job.__dict__["_unit_warnings"] = []
-        job.run(list(unit.inputs), write_paths, **unit.run_kwargs)
+        job.run(list(unit.inputs), [w for _, w, _ in plan], **unit.run_kwargs)
         for _, path, _ in plan:
             if container_format(path) != "h5":
                 # z5py does not report a write that failed for lack of space (it leaves
                 # empty files): a disk that is full now cannot be trusted to hold the result.
                 check_free_space(path, min(job.reserve_margin_bytes, 1 << 20))
-        record = new_record(job.name, job.version, job.param_hash, signature,
-                            job.resolved_output_keys())
         warnings = list(job.__dict__.get("_unit_warnings", []))
-        if warnings:
-            # kept with the output, so that the status lists them after any rerun
-            record["warnings"] = warnings
-        for final, path, in_place in plan:
-            job.validate_output(path)
-            files = job.folder_outputs(final)
-            if files:
-                record = dict(record, folder_outputs=folder_outputs.signatures(
-                    files, os.path.dirname(os.path.normpath(final))))
-            with open_file(path, "a") as f:
-                # What was written, so that planning and `batchlib verify` can check it later.
-                datasets = describe_datasets(f, job.resolved_output_keys())
-                extra = {"datasets": datasets, "input_nbytes": job.input_bytes(f, unit)}
-                if path in present:  # e.g. raw movies replaced by an overview: not damage
-                    removed = sorted(present[path] - set(dataset_paths(f)))
-                    if removed:
-                        extra["removed"] = removed
-                write_record(f, job.name, {**record, **extra})
-            if not in_place:
-                replace_container(path, final)
+        record = _complete_outputs(job, unit, plan, signature, present, warnings)
         finals = [f for f, _, _ in plan]
         return {"key": unit.key, "state": "done", "duration_s": round(time.monotonic() - t0, 4),
                 "stamps": {os.path.basename(f): record_stamp(f) for f in finals},
-                "identities": job.output_identities(finals),
+                "identities": planning.output_identities(job, finals),
                 "record": record, "warnings": warnings}
     except Exception as e:  # noqa: BLE001 - any failure of one image is recorded, not fatal
-        interrupt = _interrupt_inside(e)
-        disk_full = is_disk_full(e)
-        for final, path, in_place in plan:
-            if not in_place and path != final:
+        return _failed(job, unit, plan, e, t0)
+
+
+def _prepare_outputs(job, unit, plan) -> dict:
+    """Make room for the unit's outputs before the job writes them.
+
+    Containers updated in place lose this job's record (and on h5, space for
+    what the job will add is reserved); a temporary one an earlier attempt left
+    is removed. Returns ``{path: datasets}`` of the containers updated in
+    place, to record what the job removed.
+    """
+    present = {}
+    for _, path, in_place in plan:
+        if in_place:
+            h5 = container_format(path) == "h5"
+            if not h5:  # before anything opens them
+                _drop_broken_keys(path, job.resolved_output_keys(), job.logger)
+            with open_file(path, "a") as f:
+                estimate = job.estimate_output_bytes(f, unit) + job.reserve_margin_bytes
+                present[path] = set(dataset_paths(f))
+                delete_record(f, job.name)  # flushes, which gives back any earlier reservation
+            if h5:
+                reserve_space(path, estimate)
+            else:  # n5/zarr: each chunk is a file of its own; a failed write loses only it
+                check_free_space(path, job.reserve_margin_bytes)
+        else:
+            if os.path.lexists(path):
+                # The temporary name is this unit's in this run: only an attempt on a
+                # worker that died (dask retries its units elsewhere) leaves a file
+                # there, maybe truncated. Start afresh.
+                job.logger.warning("%s: removing what an earlier attempt left", path)
                 remove_container(path)
-                # An older output stays in place, but it no longer matches what
-                # this job was asked to compute: take its record away so that
-                # downstream jobs see its keys as not completed (as they do for
-                # in-place jobs, whose record is removed before they run).
-                # Not on a full disk: writing into an h5 file then is what damages it.
-                if not disk_full:
-                    _forget_record(final, job.name)
-            # Files beside the containers that no record covers any more.
-            folder_outputs.remove(_folder_outputs_or_none(job, final))
-        if interrupt is not None:
-            # Ctrl-C, not a failure of this image: cleaned up like one, then stop
-            raise interrupt from e
-        state = "invalid" if isinstance(e, InvalidInputError) else "failed"
-        tb = traceback.format_exception(type(e), e, e.__traceback__)
-        error = f"{type(e).__name__}: {e}"
-        if disk_full and not isinstance(e, DiskFullError):
-            error = f"{disk_full_message(plan[0][0] if plan else '.')} ({error.splitlines()[0][:300]})"
-        elif disk_full:
-            error = str(e)
-        return {"key": unit.key, "state": state, "duration_s": round(time.monotonic() - t0, 4),
-                "error": error, "traceback": "".join(tb[-6:])[-4000:], "disk_full": disk_full}
+            check_free_space(path, job.reserve_margin_bytes)
+    return present
+
+
+def _complete_outputs(job, unit, plan, signature, present, warnings) -> dict:
+    """Validate the outputs the job wrote, write their completion records and move new
+    containers into place; returns the record."""
+    record = new_record(job.name, job.version, job.param_hash, signature,
+                        job.resolved_output_keys())
+    if warnings:
+        # kept with the output, so that the status lists them after any rerun
+        record["warnings"] = warnings
+    for final, path, in_place in plan:
+        job.validate_output(path)
+        files = job.folder_outputs(final)
+        if files:
+            record = dict(record, folder_outputs=folder_outputs.signatures(
+                files, os.path.dirname(os.path.normpath(final))))
+        with open_file(path, "a") as f:
+            # What was written, so that planning and `batchlib verify` can check it later.
+            datasets = describe_datasets(f, job.resolved_output_keys())
+            extra = {"datasets": datasets, "input_nbytes": job.input_bytes(f, unit)}
+            if path in present:  # e.g. raw movies replaced by an overview: not damage
+                removed = sorted(present[path] - set(dataset_paths(f)))
+                if removed:
+                    extra["removed"] = removed
+            write_record(f, job.name, {**record, **extra})
+        if not in_place:
+            replace_container(path, final)
+    return record
+
+
+def _failed(job, unit, plan, e, t0) -> dict:
+    """Clean up after a unit that failed with ``e`` and say why (Ctrl-C is raised again)."""
+    interrupt = _interrupt_inside(e)
+    disk_full = is_disk_full(e)
+    for final, path, in_place in plan:
+        if not in_place and path != final:
+            remove_container(path)
+            # An older output stays in place, but it no longer matches what
+            # this job was asked to compute: take its record away so that
+            # downstream jobs see its keys as not completed (as they do for
+            # in-place jobs, whose record is removed before they run).
+            # Not on a full disk: writing into an h5 file then is what damages it.
+            if not disk_full:
+                _forget_record(final, job.name)
+        # Files beside the containers that no record covers any more.
+        folder_outputs.remove(_folder_outputs_or_none(job, final))
+    if interrupt is not None:
+        # Ctrl-C, not a failure of this image: cleaned up like one, then stop
+        raise interrupt from e
+    state = "invalid" if isinstance(e, InvalidInputError) else "failed"
+    tb = traceback.format_exception(type(e), e, e.__traceback__)
+    error = f"{type(e).__name__}: {e}"
+    if disk_full and not isinstance(e, DiskFullError):
+        error = f"{disk_full_message(plan[0][0] if plan else '.')} ({error.splitlines()[0][:300]})"
+    elif disk_full:
+        error = str(e)
+    return {"key": unit.key, "state": state, "duration_s": round(time.monotonic() - t0, 4),
+            "error": error, "traceback": "".join(tb[-6:])[-4000:], "disk_full": disk_full}
 
 
 def _drop_broken_keys(path, keys, logger) -> None:

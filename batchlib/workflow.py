@@ -7,7 +7,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 
-from .base import DEFAULT_TRIGGERS
+from .planning import DEFAULT_TRIGGERS
 from .errors import JobError
 from .executors import Executor, make_executor
 from .lock import FolderLock

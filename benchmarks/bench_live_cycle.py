@@ -4,8 +4,9 @@
 A live cycle is an incremental run of the workflow after one new timepoint
 landed. Here it runs in this process with the serial executor, so that its CPU
 time (``time.process_time``) is all the work a cycle does, far less swayed by
-the machine's load than wall time (not free of it: shared caches), and ``--profile`` can show where it goes (imports, model
-loading, reading stacks, tables, records, the report...). Each cycle is timed
+the machine's load than wall time (not free of it: shared caches), and
+``--profile`` can show where it goes (imports, model loading, reading stacks,
+tables, records, the report...). Each cycle is timed
 after a warm-up cycle (first imports, model loading, numba compilation are a
 session's, not a cycle's). Peer measured in the same run: the batch run over
 all the frames (the first run, from scratch).

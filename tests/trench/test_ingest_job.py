@@ -325,3 +325,22 @@ def test_kinds_decided_once_are_kept_for_new_frames(tmp_path, truth, monkeypatch
         md, _ = acquisition_md(out / f"raw_pos{p:03d}.h5")
         assert md["channel_kinds"] == ["phase", "fluorescence"] and md["n_timepoints_ingested"] == 4
         assert md["channel_kind_sources"] == ["data", "data"]
+
+
+def test_mtime_trigger_reads_the_acquisition_signature(tmp_path):
+    """Ingest signs a whole acquisition (one flat ``mtime_ns``): the mtime trigger reads it."""
+    import os
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_acquisition(raw, CFG, layout="ome-tiff", name="acq")
+    assert sorted(ingest(raw, out).computed) == ["acq.ome.tif#pos000", "acq.ome.tif#pos001"]
+    # In mtime mode a parameter change alone does not make the outputs stale ...
+    same = ingest(raw, out, params={"channel_names": ["ph", "gfp"]}, rerun_triggers=("mtime",))
+    assert same.computed == [] and same.success
+    # ... an acquisition newer than its containers does.
+    path = raw / "acq.ome.tif"
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 3600 * 10**9))
+    newer = ingest(raw, out, rerun_triggers=("mtime",))
+    assert sorted(newer.computed) == ["acq.ome.tif#pos000", "acq.ome.tif#pos001"]
+    assert ingest(raw, out, rerun_triggers=("mtime",)).computed == []

@@ -370,6 +370,13 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
         for k in range(2):
             far = np.abs(ends[:, k] - edges[k]) > 12.0
             ends[far, k] = np.nan
+        empty = ~np.asarray(filled, bool)
+        if np.isfinite(ends[empty]).sum(axis=0).min() >= 3:
+            # dark cells lower a filled lumen's inside level, so its half level
+            # lies out in the halo's tail (2 px with wide halos, every filled
+            # trench alike): the empty lumens draw the line, the cells' tips
+            # below keep every box clear of its outermost cell
+            ends[~empty] = np.nan
     # phase angles are good to ~0.02 deg, fluorescence (cells only) to ~0.2 deg
     max_slope = np.tan(np.deg2rad(0.05 if kind == "phase" else 0.3))
     top = fit_end_line(centres, ends[:, 0], edges[0], max_slope=max_slope)

@@ -30,6 +30,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -260,8 +261,6 @@ def export_position(container, out_dir, segmentation="cells", force=False, progr
         ``stem``, ``frames`` (exported in all), ``written`` (frames written
         now), ``paths`` (what was written).
     """
-    import zarr
-
     from .tracks import write_tracks
 
     out_dir = Path(out_dir)
@@ -270,84 +269,124 @@ def export_position(container, out_dir, segmentation="cells", force=False, progr
         pos = read_position(f, container, segmentation)
         image_path = out_dir / f"{pos.stem}.ome.zarr"
         crops_path = out_dir / f"{pos.stem}_trenches.ome.zarr"
-        n_t, n_c = pos.n_frames, len(pos.keys)
+        n_t = pos.n_frames
         cropped = pos.trenches is not None and len(pos.trenches) > 0
         movies = [f[f"{pos.source}/{k}"] for k in pos.keys]
-        shapes = level_shapes(movies[0].shape[1:])
-        label_shapes = level_shapes(pos.frame_shape)
+        out = _Targets(image_path, crops_path, level_shapes(movies[0].shape[1:]),
+                       level_shapes(pos.frame_shape), cropped)
         kept = 0 if force else _kept_frames(image_path, crops_path if cropped else None, pos, n_t)
-        if kept and not _complete(image_path, crops_path, pos, kept, len(shapes), len(label_shapes)):
+        if kept and not _complete(image_path, crops_path, pos, kept, len(out.shapes), len(out.label_shapes)):
             kept = 0  # an array of the earlier export is gone or short: write it all again
         if kept == 0:
             for p in (image_path, crops_path):
                 shutil.rmtree(p, ignore_errors=True)
-        root = zarr.open_group(str(image_path), mode="a", zarr_format=2)
-        img = _arrays(root, shapes, n_t, n_c, pos.dtype, kept)
-        lab = None
-        if cropped and pos.segmentation:
-            lgroup = root.require_group("labels").require_group(pos.segmentation)
-            lab = _arrays(lgroup, label_shapes, n_t, 1, "uint32", kept)
-        crop_img = crop_lab = None
-        if cropped:
-            n = len(pos.trenches)
-            h, w = int(pos.trenches["height"].iloc[0]), int(pos.trenches["width"].iloc[0])
-            croot = zarr.open_group(str(crops_path), mode="a", zarr_format=2)
-            crop_img = _arrays(croot, [(h, n * w)], n_t, n_c, pos.dtype, kept)
-            if pos.segmentation:
-                cl = croot.require_group("labels").require_group(pos.segmentation)
-                crop_lab = _arrays(cl, [(h, n * w)], n_t, 1, "uint32", kept)
+        out.open(pos, kept)
         crops = [f[f"{CROPS}/{k}"] for k in pos.keys] if cropped else []
         seg = f[f"{SEGMENTATION}/{pos.segmentation}"] if pos.segmentation and cropped else None
-        # Blocks of frames: one write per array and block lets zarr compress the
-        # chunks of a block together (a write per frame is dominated by its overhead).
-        frame_bytes = movies[0][0].nbytes * n_c + (4 * int(np.prod(pos.frame_shape)) if seg is not None else 0)
-        block = int(max(1, min(16, BLOCK_BYTES // max(frame_bytes, 1))))
-        starts = range(kept, n_t, block)
-        if progress:
-            from tqdm import tqdm
-
-            starts = tqdm(starts, desc=pos.stem, unit="block", leave=False)
-        for t0 in starts:
-            t1 = min(t0 + block, n_t)
-            _write_levels(img, t0, np.stack([m[t0:t1] for m in movies], axis=1))
-            if crop_img:
-                _write_levels(crop_img, t0, np.stack([_montage(c[:, t0:t1]) for c in crops], axis=1))
-            if seg is not None:
-                labels = [global_labels(seg[:, t]) for t in range(t0, t1)]
-                _write_levels(crop_lab, t0, _montage(np.stack(labels, axis=1))[:, None])
-                _write_levels(lab, t0, np.stack([full_frame_labels(lb, pos, t)
-                                                 for t, lb in zip(range(t0, t1), labels)])[:, None])
-        # Metadata: rewritten every time (the time step may change as frames arrive).
-        t_step = _time_step(pos.times_s[:n_t])
-        pixel = float(pos.pixel_size_um) if pos.pixel_size_um else 1.0
-        axes = _axes("second" if t_step else None, "micrometer" if pos.pixel_size_um else None)
-        first = [m[0] if n_t else np.zeros((0,), pos.dtype) for m in movies]
-        about = {"batchlib": {"container": pos.path.name, "label_stride": LABEL_STRIDE,
-                              "label_value": "n * label_stride + label (n: row of tables/trenches)"}}
-        _write_metadata(root, pos.stem, shapes, t_step or 1.0, pixel, pos.factor, axes,
-                        omero=_omero(pos, first), extra=about,
-                        labels={pos.segmentation: label_shapes} if lab else None)
-        paths = [str(image_path)]
-        if cropped:
-            tr = pos.trenches
-            about_crops = {"batchlib": {**about["batchlib"], "trench_width": w, "trench_height": h,
-                                        "trenches": {"n": list(range(len(tr))),
-                                                     "set": tr["set"].astype(int).tolist(),
-                                                     "trench": tr["trench"].astype(int).tolist(),
-                                                     "x_start": [i * w for i in range(len(tr))]}}}
-            _write_metadata(croot, f"{pos.stem} trenches", [(h, n * w)], t_step or 1.0, pixel, 1, axes,
-                            omero=_omero(pos, first), extra=about_crops,
-                            labels={pos.segmentation: [(h, n * w)]} if crop_lab else None)
-            paths.append(str(crops_path))
+        _write_frames(out, pos, movies, crops, seg, kept, progress)
+        paths = _write_export_metadata(out, pos, movies)
         tracks_csv = out_dir / f"{pos.stem}_tracks.csv"
         if pos.has_tracks:
             paths.append(str(write_tracks(f, pos.segmentation, n_t, tracks_csv)))
         elif tracks_csv.exists():
             tracks_csv.unlink()  # from an earlier export: no longer what the container holds
         # Last: the record of what was exported.
-        root.attrs[STATE_ATTR] = {"basis": pos.basis, "n_frames": n_t, "drift": _fingerprint(
+        out.root.attrs[STATE_ATTR] = {"basis": pos.basis, "n_frames": n_t, "drift": _fingerprint(
             None if pos.drift is None else pos.drift[:n_t]), "crops": cropped}
     return {"stem": pos.stem, "frames": n_t, "written": n_t - kept, "paths": paths}
+
+
+@dataclass
+class _Targets:
+    """The zarr arrays of one export: the image (``img``) and its labels (``lab``), the
+    trench crops side by side (``crop_img``, ``crop_lab``); None where not written."""
+
+    image_path: Path
+    crops_path: Path
+    shapes: list
+    label_shapes: list
+    cropped: bool
+    root: Any = None
+    croot: Any = None
+    img: Any = None
+    lab: Any = None
+    crop_img: Any = None
+    crop_lab: Any = None
+    trench_hw: tuple = (0, 0)   # height and width of one trench's crop
+    crop_shape: tuple = (0, 0)  # (h, n * w) of the crops image
+
+    def open(self, pos: Position, kept: int) -> None:
+        """Open (or create) every array for ``pos.n_frames`` frames, ``kept`` of them already written."""
+        import zarr
+
+        n_t, n_c = pos.n_frames, len(pos.keys)
+        self.root = zarr.open_group(str(self.image_path), mode="a", zarr_format=2)
+        self.img = _arrays(self.root, self.shapes, n_t, n_c, pos.dtype, kept)
+        if self.cropped and pos.segmentation:
+            lgroup = self.root.require_group("labels").require_group(pos.segmentation)
+            self.lab = _arrays(lgroup, self.label_shapes, n_t, 1, "uint32", kept)
+        if self.cropped:
+            n = len(pos.trenches)
+            h, w = int(pos.trenches["height"].iloc[0]), int(pos.trenches["width"].iloc[0])
+            self.trench_hw, self.crop_shape = (h, w), (h, n * w)
+            self.croot = zarr.open_group(str(self.crops_path), mode="a", zarr_format=2)
+            self.crop_img = _arrays(self.croot, [self.crop_shape], n_t, n_c, pos.dtype, kept)
+            if pos.segmentation:
+                cl = self.croot.require_group("labels").require_group(pos.segmentation)
+                self.crop_lab = _arrays(cl, [self.crop_shape], n_t, 1, "uint32", kept)
+
+
+def _write_frames(out: _Targets, pos: Position, movies, crops, seg, kept, progress) -> None:
+    """Write frames ``kept`` to ``pos.n_frames - 1`` of the movie, the crops and the labels."""
+    n_t, n_c = pos.n_frames, len(pos.keys)
+    # Blocks of frames: one write per array and block lets zarr compress the
+    # chunks of a block together (a write per frame is dominated by its overhead).
+    frame_bytes = movies[0][0].nbytes * n_c + (4 * int(np.prod(pos.frame_shape)) if seg is not None else 0)
+    block = int(max(1, min(16, BLOCK_BYTES // max(frame_bytes, 1))))
+    starts = range(kept, n_t, block)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=pos.stem, unit="block", leave=False)
+    for t0 in starts:
+        t1 = min(t0 + block, n_t)
+        _write_levels(out.img, t0, np.stack([m[t0:t1] for m in movies], axis=1))
+        if out.crop_img:
+            _write_levels(out.crop_img, t0, np.stack([_montage(c[:, t0:t1]) for c in crops], axis=1))
+        if seg is not None:
+            labels = [global_labels(seg[:, t]) for t in range(t0, t1)]
+            _write_levels(out.crop_lab, t0, _montage(np.stack(labels, axis=1))[:, None])
+            _write_levels(out.lab, t0, np.stack([full_frame_labels(lb, pos, t)
+                                                 for t, lb in zip(range(t0, t1), labels)])[:, None])
+
+
+def _write_export_metadata(out: _Targets, pos: Position, movies) -> list:
+    """The NGFF metadata of the image and the crops (rewritten every time: the time step
+    may change as frames arrive); returns the paths of the images."""
+    n_t = pos.n_frames
+    t_step = _time_step(pos.times_s[:n_t])
+    pixel = float(pos.pixel_size_um) if pos.pixel_size_um else 1.0
+    axes = _axes("second" if t_step else None, "micrometer" if pos.pixel_size_um else None)
+    first = [m[0] if n_t else np.zeros((0,), pos.dtype) for m in movies]
+    about = {"batchlib": {"container": pos.path.name, "label_stride": LABEL_STRIDE,
+                          "label_value": "n * label_stride + label (n: row of tables/trenches)"}}
+    _write_metadata(out.root, pos.stem, out.shapes, t_step or 1.0, pixel, pos.factor, axes,
+                    omero=_omero(pos, first), extra=about,
+                    labels={pos.segmentation: out.label_shapes} if out.lab else None)
+    paths = [str(out.image_path)]
+    if out.cropped:
+        tr = pos.trenches
+        h, w = out.trench_hw
+        about_crops = {"batchlib": {**about["batchlib"], "trench_width": w, "trench_height": h,
+                                    "trenches": {"n": list(range(len(tr))),
+                                                 "set": tr["set"].astype(int).tolist(),
+                                                 "trench": tr["trench"].astype(int).tolist(),
+                                                 "x_start": [i * w for i in range(len(tr))]}}}
+        _write_metadata(out.croot, f"{pos.stem} trenches", [out.crop_shape], t_step or 1.0, pixel, 1, axes,
+                        omero=_omero(pos, first), extra=about_crops,
+                        labels={pos.segmentation: [out.crop_shape]} if out.crop_lab else None)
+        paths.append(str(out.crops_path))
+    return paths
 
 
 def _kept_frames(image_path, crops_path, pos, n_t) -> int:

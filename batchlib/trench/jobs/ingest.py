@@ -97,12 +97,12 @@ class Ingest(BatchJob):
     def _z(self):
         return self.param_values["z_reduction"]
 
-    def list_units(self, input_folder, folder, status) -> list:
+    def units_for(self, input_folder, folder, previous) -> list:
         """One unit per position (field of view), so positions ingest in parallel."""
         # Units of one acquisition already known with the same signature: their
         # positions and outputs are reused without opening the file again.
         known = {}
-        for key, entry in status.previous_files.items():
+        for key, entry in previous.items():
             known.setdefault(key.split(POSITION_SEP)[0], []).append((key, entry))
         units = []
         for src in self._visible(input_folder):
@@ -179,11 +179,6 @@ class Ingest(BatchJob):
             except (InvalidAcquisitionError, ImportError, ValueError):
                 continue
         return out
-
-    def stale_reason(self, unit, rec, triggers):
-        if "mtime" in triggers and rec.get("finished_ns", 0) < unit.signature.get("mtime_ns", 0):
-            return "input newer than output"
-        return super().stale_reason(unit, rec, [t for t in triggers if t != "mtime"])
 
     def validate_unit(self, unit) -> None:
         src = unit.run_kwargs["source"]

@@ -190,6 +190,33 @@ def cycle_table(tracks: pd.DataFrame, cells: pd.DataFrame, height, times, pixel_
     cf = _cell_frames(table, height, times)
     n_frames = int(n_frames if n_frames is not None else (table["t"].max() + 1 if len(table) else 0))
 
+    cyc, first, last = _cycles(cf, table, meta, extra)
+    d1, d2 = _daughters(cyc, first)
+    divided = (cyc["daughter1_id"] > 0) & (cyc["daughter2_id"] > 0)
+    fr = cyc["birth_frame"].to_numpy()
+    dv = cyc["division_frame"].to_numpy()
+    cyc["birth_time_s"] = times[fr]
+    cyc["division_time_s"] = np.where(divided, times[np.maximum(dv, 0)], np.nan)
+    cyc["tau"] = (cyc["division_time_s"] - cyc["birth_time_s"]) / 60.0
+    fit = _fit_log_length(cf).reindex(cyc.index)
+    sb = _cycle_lengths(cyc, first, d1, d2, divided, fit, pixel_size_um)
+    cyc["elong_rate"] = fit["slope"]
+    cyc["complete"] = (cyc["parent_id"] > 0) & divided & sb.notna().to_numpy()
+    cyc["fate"] = _fates(cyc, last, divided, height, n_frames)
+    cyc = cyc.reset_index()
+    cols = ["cell_id", "parent_id", "daughter1_id", "daughter2_id", *[c for c in meta if c in cyc],
+            "n", "birth_label", "generation", "is_mother", "complete", "fate", "birth_frame",
+            "division_frame",
+            "last_frame", "n_frames", "birth_time_s", "division_time_s", "tau", "sb", "sd", "delta",
+            "sb_px", "sd_px", "delta_px", "elong_rate", "septum_position",
+            *[c for c in ("width", "width_px") if c in cyc], *fluo]
+    return cyc[cols]
+
+
+def _cycles(cf, table, meta, extra):
+    """One row per cell (index ``cell_id``): frames seen, lineage columns, the ``meta`` columns'
+    first and the ``extra`` columns' mean value, ``birth_label``; and the cell's first and
+    last frame (rows of ``cf``)."""
     g = cf.groupby("cell_id", sort=True)
     cyc = g.agg(n=("n", "first"), birth_frame=("t", "min"), last_frame=("t", "max"),
                 n_frames=("t", "size"))
@@ -202,8 +229,13 @@ def cycle_table(tracks: pd.DataFrame, cells: pd.DataFrame, height, times, pixel_
     cyc = cyc.join(info)
     # napari-mm3's birth_label: the label (1 = closed end) the cell has in its first frame.
     cyc["birth_label"] = table.sort_values(["t", "label"]).groupby("cell_id")["label"].first()
+    return cyc, first, last
 
-    # Daughters, ordered from the closed end.
+
+def _daughters(cyc, first):
+    """Set ``daughter1_id, daughter2_id`` (ordered from the closed end, 0: none),
+    ``division_frame`` (-1: not seen to divide) and the daughters' ``birth_frame``;
+    return the first frame of each daughter (rows of ``first`` by parent id)."""
     kids = first[first["n"].notna()].reset_index()
     kids = kids.merge(cyc[["parent_id"]].reset_index(), on="cell_id")
     kids = kids[kids["parent_id"] > 0].sort_values(["parent_id", "top"])
@@ -220,18 +252,17 @@ def cycle_table(tracks: pd.DataFrame, cells: pd.DataFrame, height, times, pixel_
     born = cyc["division_frame"].reindex(cyc["parent_id"]).to_numpy()
     cyc["birth_frame"] = np.where(np.nan_to_num(born, nan=-1) >= 0, born,
                                   cyc["birth_frame"]).astype(np.int64)
+    return d1, d2
 
-    fr = cyc["birth_frame"].to_numpy()
-    dv = cyc["division_frame"].to_numpy()
-    cyc["birth_time_s"] = times[fr]
-    cyc["division_time_s"] = np.where(divided, times[np.maximum(dv, 0)], np.nan)
-    cyc["tau"] = (cyc["division_time_s"] - cyc["birth_time_s"]) / 60.0
+
+def _cycle_lengths(cyc, first, d1, d2, divided, fit, pixel_size_um):
+    """Set the lengths at birth and division (``sb, sd, delta`` in um and px, ``width``,
+    ``septum_position``); return ``sb`` (px)."""
     # Birth lengths from the fit of ln(length) over the cycle at its first frame
     # (a single frame's length where the fit has too few frames). The length at
     # division is that of the two daughters at their birth plus the septum gap
     # between them: it does not share the mother's fit, whose errors would
     # otherwise bias delta against sb.
-    fit = _fit_log_length(cf).reindex(cyc.index)
     raw_sb = first["length"].where(~first["trunc"]).reindex(cyc.index)
     fit_sb = np.exp(fit["ym"] + fit["slope"] * (cyc["birth_time_s"] / 3600.0 - fit["xm"]))
     sb = fit_sb.where(fit["slope"].notna() & raw_sb.notna(), raw_sb)
@@ -247,21 +278,15 @@ def cycle_table(tracks: pd.DataFrame, cells: pd.DataFrame, height, times, pixel_
     cyc["sb"], cyc["sd"], cyc["delta"] = sb * px, sd * px, (sd - sb) * px
     if "width_px" in cyc:
         cyc["width"] = cyc["width_px"] * px
-    cyc["elong_rate"] = fit["slope"]
-    cyc["complete"] = (cyc["parent_id"] > 0) & divided & sb.notna().to_numpy()
-    ended = np.where(divided, "divided", np.where(
+    return sb
+
+
+def _fates(cyc, last, divided, height, n_frames):
+    """How each cell's track ends: divided, end_of_movie, exited (through the open end) or lost."""
+    return np.where(divided, "divided", np.where(
         cyc["last_frame"] >= n_frames - 1, "end_of_movie",
         np.where(last["bottom"].reindex(cyc.index) >= height - 0.5 - 0.5 * last["length"].reindex(
             cyc.index) - 3.0, "exited", "lost")))
-    cyc["fate"] = ended
-    cyc = cyc.reset_index()
-    cols = ["cell_id", "parent_id", "daughter1_id", "daughter2_id", *[c for c in meta if c in cyc],
-            "n", "birth_label", "generation", "is_mother", "complete", "fate", "birth_frame",
-            "division_frame",
-            "last_frame", "n_frames", "birth_time_s", "division_time_s", "tau", "sb", "sd", "delta",
-            "sb_px", "sd_px", "delta_px", "elong_rate", "septum_position",
-            *[c for c in ("width", "width_px") if c in cyc], *fluo]
-    return cyc[cols]
 
 
 def _fit_log_length(cf) -> pd.DataFrame:

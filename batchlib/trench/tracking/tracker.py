@@ -19,7 +19,7 @@ after the last frame (:meth:`TrenchTracker.to_dict`) is all a later run needs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -70,6 +70,28 @@ class _Track:
 
     def as_list(self):
         return [self.id, self.parent, self.x, self.v, self.top, self.gap, self.sb]
+
+
+@dataclass
+class _Frame:
+    """One frame being tracked: its cells (ordered from the closed end), the tracks'
+    predictions, and what applying the moves builds."""
+
+    labels: list
+    o_top_a: np.ndarray
+    o_bot_a: np.ndarray
+    o_top: list
+    o_bot: list
+    o_trunc: list
+    p_top: list = field(default_factory=list)
+    p_logl: list = field(default_factory=list)
+    p_len: list = field(default_factory=list)
+    kept: list = field(default_factory=list)      # the tracks after this frame
+    recs: list = field(default_factory=list)      # [label, cell, parent] of every cell
+    linked_v: list = field(default_factory=list)  # growth rates of the linked tracks
+
+    def rec(self, j, tr):
+        self.recs.append([int(self.labels[j]), tr.id, tr.parent])
 
 
 class TrenchTracker:
@@ -132,112 +154,140 @@ class TrenchTracker:
 
         Returns nothing; finished frames accumulate in :attr:`final`.
         """
-        p, t, h = self.params, self.t, self.height
-        order = np.argsort(top, kind="stable")
-        o_top_a = np.asarray(top, np.float64)[order]
-        o_bot_a = np.maximum(np.asarray(bottom, np.float64)[order], o_top_a + 1.0)
-        labels = np.asarray(labels, np.int64)[order].tolist()
-        o_top, o_bot = o_top_a.tolist(), o_bot_a.tolist()
-        o_trunc = (o_bot_a >= h - 1.5).tolist()
-        tracks = self.tracks
-        edge = h - 0.5
-        if not tracks:
-            moves = [(NEW, -1, j) for j in range(len(o_top))]
-            p_top = p_logl = p_len = []
-        else:
-            state = np.array([(tr.x, tr.v, tr.top, tr.gap, tr.sb) for tr in tracks], np.float64)
-            moves, p_top, p_logl = predict_and_assign(
-                state, self.sb_ref, o_top_a, o_bot_a, h, self._costs, p.ready_fraction,
-                p.ready_sigma)
-            moves, p_top, p_logl = moves.tolist(), p_top.tolist(), p_logl.tolist()
-            p_len = [math.exp(x) for x in p_logl]
-        kept, recs, linked_v = [], [], []
-
-        def rec(j, tr):
-            recs.append([int(labels[j]), tr.id, tr.parent])
-
-        def miss(i):
-            tr = tracks[i]
-            if tr.gap < p.max_gap:
-                tr.gap += 1
-                tr.x, tr.top = p_logl[i], p_top[i]
-                kept.append(tr)
-
+        f = self._observe(labels, top, bottom)
+        moves = self._predict_and_match(f)
         for mv, i, j in moves:
             if mv == LINK or mv == OVERSEG:
-                tr = tracks[i]
-                jb = j + 1 if mv == OVERSEG else j
-                self._update(tr, math.log(o_bot[jb] - o_top[j]), p_logl[i], o_top[j], o_trunc[jb])
-                kept.append(tr)
-                linked_v.append(tr.v)
-                rec(j, tr)
-                if jb != j:
-                    rec(jb, tr)
+                self._link(f, i, j, j + 1 if mv == OVERSEG else j)
             elif mv == DIVIDE or mv == DIV_CUT_UP or mv == DIV_CUT_LOW:
-                # Each daughter is one cell, or two pieces of one (a cut by the segmentation).
-                parts = {DIVIDE: ((j,), (j + 1,)), DIV_CUT_UP: ((j, j + 1), (j + 2,)),
-                         DIV_CUT_LOW: ((j,), (j + 1, j + 2))}[mv]
-                tr = tracks[i]
-                kids = []
-                for rows in parts:
-                    a, b = rows[0], rows[-1]
-                    length = o_bot[b] - o_top[a]
-                    kid = self._new(tr.id, length, tr.v, o_top[a],
-                                    math.nan if o_trunc[b] else length)
-                    kids.append(kid)
-                    for r in rows:
-                        rec(r, kid)
-                self.divisions[tr.id] = [t, tr, [kids[0].id, kids[1].id]]
-                sbs = [k.sb for k in kids if k.sb > 0]
-                if sbs:
-                    sb = sum(sbs) / len(sbs)
-                    self.sb_ref = sb if not self.sb_ref > 0 else 0.8 * self.sb_ref + 0.2 * sb
-                kept += kids
+                self._divide(f, mv, i, j)
             elif mv == HALF_UP or mv == HALF_LOW:
-                tr = tracks[i]
-                length = o_bot[j] - o_top[j]
-                rest = max(p_len[i] - length - p.septum_px, 0.3 * p_len[i])
-                seen = self._new(tr.id, length, tr.v, o_top[j],
-                                 math.nan if o_trunc[j] else length)
-                if mv == HALF_UP:
-                    kept.append(seen)
-                    below = o_bot[j] + p.septum_px
-                    if below + 0.5 * rest < edge:  # else it has left
-                        kept.append(self._new(tr.id, rest, tr.v, below, -1.0, gap=1))
-                else:
-                    other = self._new(tr.id, rest, tr.v, p_top[i], -1.0, gap=1)
-                    kept += [other, seen]
-                rec(j, seen)
+                self._half_seen(f, mv, i, j)
             elif mv == MERGE:
-                a, b = tracks[i], tracks[i + 1]
-                div = self.divisions.get(a.parent)
-                if div is not None and a.parent == b.parent and div[2] == [a.id, b.id] \
-                        and t - div[0] <= p.undo_frames:
-                    mother = self._undo(a.parent)
-                    steps = t - div[0] + 1
-                    self._update(mother, math.log(o_bot[j] - o_top[j]),
-                                 mother.x + steps * mother.v, o_top[j], o_trunc[j])
-                    kept.append(mother)
-                    rec(j, mother)
-                else:
-                    a.x, a.top, a.gap = p_logl[i], o_top[j], 0
-                    kept.append(a)
-                    rec(j, a)
-                    miss(i + 1)
+                self._merge(f, i, j)
             elif mv == MISS:
-                miss(i)
+                self._miss(f, i)
             elif mv == NEW:
-                length = o_bot[j] - o_top[j]
-                tr = self._new(0, length, self.v_ref, o_top[j], math.nan)
-                kept.append(tr)
-                rec(j, tr)
+                self._new_cell(f, j)
             # EXIT: the track ends
-        if linked_v:
-            mean_v = sum(linked_v) / len(linked_v)
+        self._close_frame(f)
+
+    def _observe(self, labels, top, bottom) -> _Frame:
+        """The frame's cells ordered from the closed end."""
+        order = np.argsort(top, kind="stable")
+        o_top = np.asarray(top, np.float64)[order]
+        o_bot = np.maximum(np.asarray(bottom, np.float64)[order], o_top + 1.0)
+        return _Frame(labels=np.asarray(labels, np.int64)[order].tolist(), o_top_a=o_top, o_bot_a=o_bot,
+                      o_top=o_top.tolist(), o_bot=o_bot.tolist(),
+                      o_trunc=(o_bot >= self.height - 1.5).tolist())
+
+    def _predict_and_match(self, f: _Frame) -> list:
+        """The moves that match the tracks to the cells; fills in the predictions of ``f``."""
+        if not self.tracks:
+            return [(NEW, -1, j) for j in range(len(f.o_top))]
+        p = self.params
+        state = np.array([(tr.x, tr.v, tr.top, tr.gap, tr.sb) for tr in self.tracks], np.float64)
+        moves, p_top, p_logl = predict_and_assign(
+            state, self.sb_ref, f.o_top_a, f.o_bot_a, self.height, self._costs, p.ready_fraction,
+            p.ready_sigma)
+        f.p_top, f.p_logl = p_top.tolist(), p_logl.tolist()
+        f.p_len = [math.exp(x) for x in f.p_logl]
+        return moves.tolist()
+
+    # -- the moves (see .assign) ------------------------------------------------------
+    def _link(self, f: _Frame, i, j, jb):
+        """Track ``i`` continues as cell ``j`` (as cells ``j..jb`` when it was cut in two)."""
+        tr = self.tracks[i]
+        self._update(tr, math.log(f.o_bot[jb] - f.o_top[j]), f.p_logl[i], f.o_top[j], f.o_trunc[jb])
+        f.kept.append(tr)
+        f.linked_v.append(tr.v)
+        f.rec(j, tr)
+        if jb != j:
+            f.rec(jb, tr)
+
+    def _divide(self, f: _Frame, mv, i, j):
+        """Track ``i`` divided: two new tracks; each daughter is one cell, or two pieces of one
+        (a cut by the segmentation)."""
+        parts = {DIVIDE: ((j,), (j + 1,)), DIV_CUT_UP: ((j, j + 1), (j + 2,)),
+                 DIV_CUT_LOW: ((j,), (j + 1, j + 2))}[mv]
+        tr = self.tracks[i]
+        kids = []
+        for rows in parts:
+            a, b = rows[0], rows[-1]
+            length = f.o_bot[b] - f.o_top[a]
+            kid = self._new(tr.id, length, tr.v, f.o_top[a], math.nan if f.o_trunc[b] else length)
+            kids.append(kid)
+            for r in rows:
+                f.rec(r, kid)
+        self.divisions[tr.id] = [self.t, tr, [kids[0].id, kids[1].id]]
+        sbs = [k.sb for k in kids if k.sb > 0]
+        if sbs:
+            sb = sum(sbs) / len(sbs)
+            self.sb_ref = sb if not self.sb_ref > 0 else 0.8 * self.sb_ref + 0.2 * sb
+        f.kept += kids
+
+    def _half_seen(self, f: _Frame, mv, i, j):
+        """Track ``i`` divided and only one daughter, cell ``j``, is seen (the upper one for
+        ``HALF_UP``): the other is a track missed this frame, unless it has left."""
+        tr = self.tracks[i]
+        p = self.params
+        length = f.o_bot[j] - f.o_top[j]
+        rest = max(f.p_len[i] - length - p.septum_px, 0.3 * f.p_len[i])
+        seen = self._new(tr.id, length, tr.v, f.o_top[j], math.nan if f.o_trunc[j] else length)
+        if mv == HALF_UP:
+            f.kept.append(seen)
+            below = f.o_bot[j] + p.septum_px
+            if below + 0.5 * rest < self.height - 0.5:  # else it has left
+                f.kept.append(self._new(tr.id, rest, tr.v, below, -1.0, gap=1))
+        else:
+            other = self._new(tr.id, rest, tr.v, f.p_top[i], -1.0, gap=1)
+            f.kept += [other, seen]
+        f.rec(j, seen)
+
+    def _merge(self, f: _Frame, i, j):
+        """Tracks ``i`` and ``i + 1`` share cell ``j``: the division of their mother is undone if
+        they are its recent daughters, else the lower one is missed."""
+        a, b = self.tracks[i], self.tracks[i + 1]
+        t = self.t
+        div = self.divisions.get(a.parent)
+        if div is not None and a.parent == b.parent and div[2] == [a.id, b.id] \
+                and t - div[0] <= self.params.undo_frames:
+            mother = self._undo(a.parent)
+            steps = t - div[0] + 1
+            self._update(mother, math.log(f.o_bot[j] - f.o_top[j]),
+                         mother.x + steps * mother.v, f.o_top[j], f.o_trunc[j])
+            f.kept.append(mother)
+            f.rec(j, mother)
+        else:
+            a.x, a.top, a.gap = f.p_logl[i], f.o_top[j], 0
+            f.kept.append(a)
+            f.rec(j, a)
+            self._miss(f, i + 1)
+
+    def _miss(self, f: _Frame, i):
+        """Track ``i`` is not seen: kept at its prediction for ``max_gap`` frames."""
+        tr = self.tracks[i]
+        if tr.gap < self.params.max_gap:
+            tr.gap += 1
+            tr.x, tr.top = f.p_logl[i], f.p_top[i]
+            f.kept.append(tr)
+
+    def _new_cell(self, f: _Frame, j):
+        """Cell ``j`` has no track: a new one without parent."""
+        length = f.o_bot[j] - f.o_top[j]
+        tr = self._new(0, length, self.v_ref, f.o_top[j], math.nan)
+        f.kept.append(tr)
+        f.rec(j, tr)
+
+    def _close_frame(self, f: _Frame):
+        """The frame's tracks become the state; frames older than ``undo_frames`` are final."""
+        p, t = self.params, self.t
+        if f.linked_v:
+            mean_v = sum(f.linked_v) / len(f.linked_v)
             self.v_ref = 0.9 * self.v_ref + 0.1 * mean_v if t else mean_v
-        kept.sort(key=lambda tr: tr.top)
-        self.tracks = _drop_ghosts(kept)
-        self.buffer.append([t, recs])
+        f.kept.sort(key=lambda tr: tr.top)
+        self.tracks = _drop_ghosts(f.kept)
+        self.buffer.append([t, f.recs])
         self.t = t + 1
         while self.buffer and self.buffer[0][0] < self.t - p.undo_frames:
             self.final.append(self.buffer.pop(0))
