@@ -221,6 +221,15 @@ def test_detected_boxes_starting_in_the_pdms_keep_mother_length():
     # without the reference the mothers start in the PDMS, with it within a pixel of the truth
     assert np.mean(plain < 0) > 0.5, plain
     assert np.mean(np.abs(registered) <= 1) >= 0.9, registered
+    # no empty trench to show the lumen (detection flagged none): the rows the
+    # layout's margin puts before the lumen are cut instead
+    from batchlib.trench.segmentation.threshold import first_cell_row
+
+    labels = segment_trenches(crops, method="unet", kind="phase",
+                              lumen_start=first_cell_row(shift))
+    assert not labels[..., : first_cell_row(shift), :].any()
+    known = mother_top_error(labels)
+    assert np.mean(np.abs(known) <= 1) >= 0.9, known
 
 
 def test_auto_is_unet_with_torch_and_threshold_without(monkeypatch, caplog):

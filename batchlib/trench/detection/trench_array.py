@@ -104,6 +104,14 @@ class TrenchLayout:
                    warnings=list(d.get("warnings", [])))
 
 
+#: Pixels of PDMS before the closed end in a phase box by default. The U-Net
+#: reads the lumen start off the empty trenches, which needs a row or two of
+#: PDMS to show the step (tuning seeds 10-12, mother length within 5 %: margin
+#: 1 px 0.95 / 0.79, 1.5 px 0.93 / 0.88 for nominal / defocus; dark_lumen and
+#: low_snr 0.97 / 0.94 against 1.00 / 1.00).
+PHASE_CLOSED_END_MARGIN = 1.5
+
+
 def _finite(image):
     img = np.asarray(image)
     if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
@@ -160,9 +168,12 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     closed_end_margin : float, optional
         Pixels of PDMS kept before the closed end in every box, so that the
         box starts just outside the trench and never inside the mother cell.
-        Default 0 for phase (the lumen-wall half level found already lies
-        about 1 px outside the lumen) and 0.5 for fluorescence (measured from
-        the outer foot of the outermost cell).
+        Default ``PHASE_CLOSED_END_MARGIN`` for phase (the end line is the
+        empty lumens' half level, at the lumen's first row within a few
+        tenths of a pixel) and 0.5 for fluorescence (measured from the outer
+        foot of the outermost cell). Recorded as ``closed_end_margin_px`` in
+        the layout's quality: segmentation reads the lumen from that row on
+        when no empty trench shows where it starts.
     self_check : bool
         Check that the boxes hold the cells (:func:`.selfcheck.check_layout`):
         a layout whose boxes sit on the walls is an error; one that cannot be
@@ -237,7 +248,8 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                  set_angle_spread_deg=spread)
     extra.update({f"set{i}_angle_deg": a for i, a in enumerate(per_set)})
     if closed_end_margin is None:
-        closed_end_margin = 0.0 if kind == "phase" else 0.5
+        closed_end_margin = PHASE_CLOSED_END_MARGIN if kind == "phase" else 0.5
+    extra["closed_end_margin_px"] = float(closed_end_margin)
     layout = _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches,
                        closed_end_margin, noise, extra,
                        dict(row_y=y8, row_ratio=ratio, row_power=power))

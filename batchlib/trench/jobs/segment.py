@@ -121,6 +121,10 @@ class Segment(BatchJobOnContainer):
             if empty is not None and not given and kind == "phase" and "background" in wants:
                 # what an empty trench looks like in these frames (see segment_threshold)
                 kwargs["background"] = empty_background(block, empty)
+            if (kind == "phase" and kwargs.get("background") is None and "lumen_start" in wants
+                    and "lumen_start" not in extra):
+                # no empty trench to show it: the boxes start this many rows before the lumen
+                kwargs["lumen_start"] = self._closed_end_rows(container)
             elif empty is not None and not given and kind != "phase" and "empty_crops" in wants:
                 # what the artefacts of these frames look like in trenches without cells
                 kwargs["empty_crops"] = empty[:, None]
@@ -144,6 +148,16 @@ class Segment(BatchJobOnContainer):
         if "empty" not in table or len(table) != n:
             return None
         return table["empty"].to_numpy(bool)
+
+    @staticmethod
+    def _closed_end_rows(container) -> int:
+        """First crop row where a cell may begin (:func:`~..segmentation.threshold.first_cell_row`
+        of TrenchDetection's closed-end margin; 0 without one on record)."""
+        from ..segmentation.threshold import first_cell_row
+
+        quality = read_attrs(container[TRENCHES_TABLE]).get("quality", {}) \
+            if TRENCHES_TABLE in container else {}
+        return first_cell_row(quality.get("closed_end_margin_px", 0.0))
 
     @staticmethod
     def _measured_lumen_width(container, default=14.0):

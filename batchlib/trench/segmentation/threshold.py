@@ -375,6 +375,25 @@ def lumen_start_row(background, w=None) -> int:
     return int(np.argmax(reached))
 
 
+def first_cell_row(closed_end_margin) -> int:
+    """First crop row where a cell may begin, for boxes that start ``closed_end_margin``
+    pixels before the closed end (TrenchDetection's ``closed_end_margin_px``).
+
+    The rows before the lumen's edge, wholly or in part, and the blurred edge
+    row after them: left in, the U-Net extends the mothers into that row
+    (alt_optics tuning seeds 10-11: mothers 2.2 px too long with it, 0.4 px too
+    short without it). Used when no empty trench shows where the lumen starts
+    (:func:`lumen_start_row`).
+
+    Examples
+    --------
+    >>> first_cell_row(1.5), first_cell_row(1.0), first_cell_row(0.0)
+    (3, 2, 0)
+    """
+    margin = float(closed_end_margin)
+    return int(np.ceil(margin - 1e-6)) + 1 if margin > 0 else 0
+
+
 def _dark_lumen(background, w) -> bool:
     """Whether the empty lumen (centre columns) is darker than the walls (outer quarters)."""
     bg = np.asarray(background, np.float32)

@@ -268,7 +268,7 @@ def _cached_model(weights, device):
 
 def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=None,
                  batch_size=128, split_depth=0.7, min_length=6, min_area=30, open_end="keep",
-                 background=None):
+                 background=None, lumen_start=None):
     """Segment trench crops with the U-Net (the registered ``unet`` method).
 
     Parameters
@@ -295,6 +295,10 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         extends the mother into those rows (mother 2 px too long on 70 % of
         detected crops). The rows before the lumen start seen in the empty
         trenches are cut off before the network sees the crops and left empty.
+    lumen_start : int, optional
+        Phase contrast without ``background`` (no trench was found empty):
+        the first lumen row of every crop, known from how the boxes were
+        placed (the Segment job passes the layout's closed-end margin).
 
     Returns
     -------
@@ -305,6 +309,9 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
     crops = np.asarray(crops)
     extract = (split_depth, min_length, min_area, open_end)
     starts = _lumen_starts(crops, background) if kind == "phase" else None
+    if kind == "phase" and lumen_start:
+        first = min(int(lumen_start), crops.shape[-2] // 4)
+        starts = first if starts is None else np.maximum(starts, first)
     if starts is None or np.ndim(starts) == 0:
         return _segment_from(model, crops, int(starts or 0), kind, device, batch_size, extract)
     # frames grouped by where their lumen starts: each frame's labels depend on
