@@ -22,7 +22,7 @@ from . import folder_outputs, planning
 from .base import BatchJob, Unit
 from .errors import InvalidInputError, JobError, OutputCollisionError
 from .io import CONTAINER_EXTS, container_format, open_file, remove_container, replace_container
-from .io.checksum import describe_datasets, iter_datasets
+from .io.checksum import dataset_paths, describe_datasets
 from .io.files import is_temporary, temporary_path
 from .io.space import (DiskFullError, check_free_space, disk_full_message, is_disk_full,
                        reserve_space)
@@ -440,7 +440,7 @@ def _prepare_outputs(job, unit, plan) -> dict:
                 _drop_broken_keys(path, job.resolved_output_keys(), job.logger)
             with open_file(path, "a") as f:
                 estimate = job.estimate_output_bytes(f, unit) + job.reserve_margin_bytes
-                present[path] = {k for k, _ in iter_datasets(f)}
+                present[path] = set(dataset_paths(f))
                 delete_record(f, job.name)  # flushes, which gives back any earlier reservation
             if h5:
                 reserve_space(path, estimate)
@@ -476,7 +476,7 @@ def _complete_outputs(job, unit, plan, signature, present, warnings) -> dict:
             datasets = describe_datasets(f, job.resolved_output_keys())
             extra = {"datasets": datasets, "input_nbytes": job.input_bytes(f, unit)}
             if path in present:  # e.g. raw movies replaced by an overview: not damage
-                removed = sorted(present[path] - {k for k, _ in iter_datasets(f)})
+                removed = sorted(present[path] - set(dataset_paths(f)))
                 if removed:
                     extra["removed"] = removed
             write_record(f, job.name, {**record, **extra})

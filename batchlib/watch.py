@@ -7,9 +7,13 @@ a TIFF sequence timepoint with all its files) is the domain's business: it
 passes ``ready(path)`` and its cycle receives the files that are not ready,
 to be hidden from the jobs.
 
-Polling (``os.scandir`` + ``stat``) rather than file-system events: it works
-the same on local disks and network shares (NFS, SMB), where inotify sees
-nothing of what other machines write.
+Polling (``os.scandir`` + ``stat``) is the default: it works the same on
+local disks and network shares (NFS, SMB), where inotify sees nothing of what
+other machines write. The ``watchdog`` backend (the optional ``watchdog``
+package) only changes how the loop *waits*: a file-system event wakes it at
+once instead of after the poll interval; what is stable and ready is decided
+by the same scan either way. Both wake up exactly when a file that is still
+settling would become stable, not at the next poll after it.
 """
 from __future__ import annotations
 
@@ -23,6 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 logger = logging.getLogger("Workflow.watch")
+
+#: How a session waits for new data: ``poll`` (sleep ``poll_s`` between scans) or
+#: ``watchdog`` (wake on file-system events, with a scan every ``poll_s`` as well).
+BACKENDS = ("poll", "watchdog")
 
 
 def scan(root) -> dict:
@@ -60,6 +68,7 @@ class FileTracker:
     def __init__(self, root, stable_s: float = 5.0, clock=time.monotonic):
         self.root, self.stable_s, self.clock = Path(root), float(stable_s), clock
         self.seen: dict = {}  # path -> (stat, first seen with that stat)
+        self.stable: set = set()  # the stable paths of the last poll
 
     def poll(self) -> tuple[dict, set]:
         """``(stats, stable paths)`` now."""
@@ -69,7 +78,98 @@ class FileTracker:
                      for p, st in stats.items()}
         stable = {p for p, (st, since) in self.seen.items()
                   if st[0] > 0 and now - since >= self.stable_s}
+        self.stable = stable
         return stats, stable
+
+    def next_stable_in(self) -> float | None:
+        """Seconds until a non-empty file that was settling at the last poll is stable (0: it
+        is by now, e.g. after a long cycle; None: no file was settling)."""
+        now = self.clock()
+        waits = [since + self.stable_s - now for p, (st, since) in self.seen.items()
+                 if st[0] > 0 and p not in self.stable]
+        return max(min(waits), 0.0) if waits else None
+
+
+def check_backend(backend: str, folder=None) -> None:
+    """Raise ValueError, saying what to do, if ``backend`` is unknown or not installed, or
+    (watchdog) ``folder`` is given and is not an existing folder."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown watch backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "watchdog":
+        try:
+            import watchdog.observers  # noqa: F401
+        except ImportError as e:
+            raise ValueError("the watch backend 'watchdog' needs the watchdog package "
+                             "(pip install 'batchlib[live]' or pip install watchdog); "
+                             f"the default backend 'poll' needs nothing ({e})") from None
+        if folder is not None and not os.path.isdir(folder):
+            raise ValueError(f"the watch backend 'watchdog' watches an existing folder; {folder} is "
+                             "not one (create it, or use the default backend 'poll', which waits for it)")
+
+
+class Waker:
+    """How the loop waits between scans: a sleep (polling), or until a file event.
+
+    ``wait(timeout)`` returns after ``timeout`` seconds, when ``stop`` is set, or
+    (watchdog) as soon as something changed below the folder. Events of files
+    being only read (opened, closed without writing: Ingest reading the inputs)
+    do not wake it.
+    """
+
+    def __init__(self, folder, backend: str = "poll", stop: threading.Event | None = None):
+        check_backend(backend, folder)
+        self.stop, self.backend, self.observer = stop, backend, None
+        self.changed = threading.Event()
+        if backend == "watchdog":
+            self.observer = _observe(folder, self.changed)
+
+    def wait(self, timeout: float) -> None:
+        if self.observer is None:
+            if self.stop is not None:
+                self.stop.wait(timeout)
+            else:
+                time.sleep(timeout)
+            return
+        end = time.monotonic() + timeout
+        # At most ten scans a second while a file is being written (an event per write).
+        time.sleep(min(0.1, max(timeout, 0.0)))
+        while not (self.stop is not None and self.stop.is_set()):
+            left = end - time.monotonic()
+            if left <= 0 or self.changed.wait(min(left, 0.1)):
+                break
+        self.changed.clear()
+
+    def close(self) -> None:
+        if self.observer is not None:
+            self.observer.stop()
+            self.observer.join(timeout=5)
+
+
+def _observe(folder, changed: threading.Event):
+    """A started watchdog observer that sets ``changed`` on every write below ``folder``."""
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    class Handler(FileSystemEventHandler):
+        def on_any_event(self, event):
+            if event.event_type not in ("opened", "closed_no_write"):
+                changed.set()
+
+    # watchdog logs an ERROR when an event arrives while its observer stops (a race
+    # of its own, harmless here): keep it out of the session's output.
+    logging.getLogger("watchdog.observers.inotify").addFilter(_stop_race)
+    observer = Observer()
+    try:
+        observer.schedule(Handler(), str(folder), recursive=True)
+        observer.start()
+    except OSError as e:  # e.g. the inotify watch limit
+        raise ValueError(f"the watch backend 'watchdog' cannot watch {folder}: {e} "
+                         "(use the default backend 'poll')") from e
+    return observer
+
+
+def _stop_race(record: logging.LogRecord) -> bool:
+    return "called when the thread is inactive" not in record.getMessage()
 
 
 @contextlib.contextmanager
@@ -106,7 +206,7 @@ class CycleReport:
 
 def watch(folder, run_cycle, ready=None, select=None, poll_s: float = 2.0, stable_s: float = 5.0,
           idle_timeout_s: float | None = None, stop: threading.Event | None = None,
-          max_cycles: int | None = None, log=None) -> int:
+          max_cycles: int | None = None, log=None, backend: str = "poll") -> int:
     """Poll ``folder`` and call ``run_cycle(hidden)`` whenever its ready files changed.
 
     Parameters
@@ -135,6 +235,9 @@ def watch(folder, run_cycle, ready=None, select=None, poll_s: float = 2.0, stabl
         Ends the session at the next poll (for tests and embedding).
     max_cycles : int, optional
         End after this many cycles.
+    backend : {"poll", "watchdog"}
+        How to wait between scans (:class:`Waker`); ``watchdog`` needs the
+        ``watchdog`` package (ValueError otherwise, before anything runs).
 
     Returns
     -------
@@ -143,14 +246,19 @@ def watch(folder, run_cycle, ready=None, select=None, poll_s: float = 2.0, stabl
     """
     log = log or logger
     tracker = FileTracker(folder, stable_s)
-    log.info("watching %s (poll every %.1f s, files stable after %.1f s%s)", folder, poll_s, stable_s,
+    waker = Waker(folder, backend, stop)
+    log.info("watching %s (%s every %.1f s, files stable after %.1f s%s)", folder,
+             "file events, and a scan" if backend == "watchdog" else "poll", poll_s, stable_s,
              f", ending after {idle_timeout_s:.0f} s without new data" if idle_timeout_s else "")
-    with _sigint_noted() as interrupted:
-        return _watch_loop(tracker, run_cycle, ready, select, poll_s, idle_timeout_s, stop,
-                           max_cycles, log, interrupted)
+    try:
+        with _sigint_noted() as interrupted:
+            return _watch_loop(tracker, waker, run_cycle, ready, select, poll_s, idle_timeout_s, stop,
+                               max_cycles, log, interrupted)
+    finally:
+        waker.close()
 
 
-def _watch_loop(tracker, run_cycle, ready, select, poll_s, idle_timeout_s, stop, max_cycles, log,
+def _watch_loop(tracker, waker, run_cycle, ready, select, poll_s, idle_timeout_s, stop, max_cycles, log,
                 interrupted):
     """The polling loop of :func:`watch` (``interrupted``: a Ctrl-C that may have been dropped)."""
     verdicts: dict = {}  # path -> (stat, ready?)
@@ -201,8 +309,13 @@ def _watch_loop(tracker, run_cycle, ready, select, poll_s, idle_timeout_s, stop,
         if idle_timeout_s is not None and time.monotonic() - last_activity > idle_timeout_s:
             log.info("no new data for %.0f s: watching ends after %d cycle(s)", idle_timeout_s, cycles)
             break
-        if stop is not None:
-            stop.wait(poll_s)
-        else:
-            time.sleep(poll_s)
+        # Scan again after poll_s, as soon as a settling file becomes stable (a few
+        # ms later, so that the clock has surely passed it), or when idle long enough.
+        timeout = poll_s
+        settling = tracker.next_stable_in()
+        if settling is not None:
+            timeout = min(timeout, settling + 0.005)
+        if idle_timeout_s is not None:
+            timeout = min(timeout, max(last_activity + idle_timeout_s - time.monotonic(), 0.0) + 0.005)
+        waker.wait(timeout)
     return cycles

@@ -13,7 +13,10 @@ frames each cycle processed (only the new ones).
 Peer measured in the same run: a batch run of the whole workflow on all the
 frames from scratch, which is what you would do without live mode.
 
-    python benchmarks/bench_live.py [--positions 4] [--size 1024] [--timepoints 6]
+    python benchmarks/bench_live.py [--positions 4] [--size 1024] [--timepoints 6] [--backend watchdog]
+
+The machine's load average (1 min) is printed beside every latency: on a shared
+machine the other work shows up in the figures.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -76,6 +80,7 @@ def main(argv=None) -> int:
                         "every cycle, about 1-2 s a position); off by default: the report has the overlay")
     p.add_argument("--segment_method", default=None,
                    help="segmentation method (default: the workflow's default)")
+    p.add_argument("--backend", default="poll", help="--watch_backend of the session (poll, watchdog)")
     p.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
 
@@ -93,6 +98,7 @@ def main(argv=None) -> int:
         common += ["--detect_qc_plot", "false", "--track_qc_plot", "false"]
     if args.segment_method:
         common += ["--segment_method", args.segment_method]
+    live = ["--watch_backend", args.backend] if args.backend != "poll" else []
     script = str(ROOT / "workflows" / "trench_workflow.py")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -108,7 +114,7 @@ def main(argv=None) -> int:
     for t in range(args.initial):
         write_timepoint(files, t, raw / "A")
     proc = subprocess.Popen([sys.executable, script, "--input_folder", str(raw), "--folder", str(out),
-                             *common, "--watch", "--watch_poll_s", str(args.poll_s),
+                             *common, *live, "--watch", "--watch_poll_s", str(args.poll_s),
                              "--watch_stable_s", str(args.stable_s)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = []
@@ -136,23 +142,31 @@ def main(argv=None) -> int:
                 if time.time() - landed > 300 or proc.poll() is not None:
                     raise RuntimeError(f"timepoint {t} never reached the tables")
                 time.sleep(0.05)
-            rows.append({"t": t, "latency_s": time.time() - landed})
+            rows.append({"t": t, "landed": landed, "latency_s": time.time() - landed,
+                         "load": os.getloadavg()[0]})
     finally:
         proc.terminate()
         proc.wait(timeout=60)
     log = (out / "batchlib" / "TrenchWorkflow.log").read_text()
+    starts = [datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() for m in
+              re.finditer(r"^(\S+ \S+) \[INFO\] Workflow: workflow \S+ on ", log, re.M)]
+    for r in rows:  # picked up: the first cycle that started after the last file landed
+        r["picked_s"] = min((s - r["landed"] for s in starts if s >= r["landed"]), default=float("nan"))
     cycles = [(int(m.group(2)), float(m.group(3))) for m in
               re.finditer(r"cycle (\d+): (\d+) new frame\(s\), \w+, ([\d.]+) s", log)]
     print(f"\n{args.positions} positions x {args.size}x{args.size} x 2 channels, TIFF sequence, "
           f"executor {args.executor} ({args.n_jobs} jobs), poll {args.poll_s} s, stable after "
-          f"{args.stable_s} s, QC pictures {'on' if args.qc else 'off'}, segmentation "
-          f"{args.segment_method or 'default'}; {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}\n")
-    print("| new timepoint | latency (s) | target (s) | latency / target | latency / batch rerun |")
-    print("|---|---|---|---|---|")
+          f"{args.stable_s} s, backend {args.backend}, QC pictures {'on' if args.qc else 'off'}, "
+          f"segmentation {args.segment_method or 'default'}; {os.cpu_count()} CPUs\n")
+    print("| new timepoint | latency (s) | of which waiting (s) | processing (s) | target (s) "
+          "| latency / target | latency / batch rerun | load average (1 min) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| t={r['t']} | {r['latency_s']:.1f} | {TARGET_S:.0f} | {r['latency_s'] / TARGET_S:.2f} | "
-              f"{r['latency_s'] / batch_s:.2f} |")
+        print(f"| t={r['t']} | {r['latency_s']:.1f} | {r['picked_s']:.1f} | {r['latency_s'] - r['picked_s']:.1f} "
+              f"| {TARGET_S:.0f} | {r['latency_s'] / TARGET_S:.2f} | {r['latency_s'] / batch_s:.2f} "
+              f"| {r['load']:.1f} |")
+    print("\n(waiting: from the last file written until the cycle started, stable time included; "
+          "processing: from there until the tables were written)")
     print(f"\npeer: batch run of the whole workflow on all {args.timepoints} frames from scratch: "
           f"{batch_s:.1f} s")
     print("cycles (new frames, seconds incl. CSV and report): "

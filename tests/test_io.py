@@ -303,3 +303,16 @@ def test_atomic_path_replaces_on_success_and_leaves_the_old_file_on_failure(tmp_
     (tmp_path / ".hidden").write_text("x")
     assert remove_leftovers(tmp_path) == [".t.txt.tmp-999999999-abc.txt"]
     assert (tmp_path / ".hidden").exists()
+
+
+def test_dataset_paths_lists_every_dataset_below_the_keys(container):
+    from batchlib.io.checksum import dataset_paths, iter_datasets
+
+    for key in ("b/x", "a/z/deep", "a/y", "top"):
+        create_dataset(container, key, data=np.zeros(3, np.uint8))
+    container.require_group("empty")
+    assert dataset_paths(container) == ["a/y", "a/z/deep", "b/x", "top"]
+    assert dataset_paths(container, ["a", "top", "missing"]) == ["a/y", "a/z/deep", "top"]
+    assert dataset_paths(container, ["/a/z/deep"]) == ["a/z/deep"]
+    assert [p for p, ds in iter_datasets(container, ["a"])] == ["a/y", "a/z/deep"]
+    assert all(ds.shape == (3,) for _, ds in iter_datasets(container))

@@ -18,6 +18,7 @@ from batchlib.config import job_params, str2bool, workflow_options, workflow_par
 from batchlib.trench.channels import ChannelChoiceError, choose_channel
 from batchlib.trench.jobs import Compress, Ingest, Measure, Segment, Track, TrenchDetection, export_csv
 from batchlib.trench.summary import folder_summary, format_summary
+from batchlib.watch import BACKENDS
 from batchlib.workflow import EXIT_ERROR, EXIT_LOCKED, main_exit_code, run_workflow
 
 JOBS = [("ingest", Ingest), ("detect", TrenchDetection), ("compress", Compress),
@@ -49,6 +50,10 @@ def build_parser():
                       help="a file is complete when its size and mtime have not changed for this long")
     live.add_argument("--watch_idle_timeout", type=float, default=0.0,
                       help="end the session after this many seconds without new data (0: never)")
+    live.add_argument("--watch_backend", default="poll", choices=BACKENDS,
+                      help="poll: scan every watch_poll_s (works on network shares); watchdog: also "
+                           "wake on file events (the optional watchdog package, pip install "
+                           "'batchlib[live]'); the same stability rule either way")
     return parser
 
 
@@ -157,9 +162,14 @@ def watch_main(args) -> int:
     from batchlib.log import get_logger, workflow_logging
     from batchlib.status import status_dir
     from batchlib.trench.live import complete_timepoints, input_ready, make_cycle
-    from batchlib.watch import watch
+    from batchlib.watch import check_backend, watch
     from batchlib.workflow import sigterm_as_exit
 
+    try:
+        check_backend(args.watch_backend, args.input_folder)
+    except ValueError as e:  # e.g. watchdog chosen and not installed: before the lock is taken
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
     sdir = status_dir(args.folder)
     sdir.mkdir(parents=True, exist_ok=True)
     log = get_logger("watch")
@@ -195,7 +205,8 @@ def watch_main(args) -> int:
                 watch(args.input_folder, make_cycle(run_once, args.folder), ready=input_ready,
                       select=lambda ok, present: complete_timepoints(ok, present, pattern),
                       poll_s=args.watch_poll_s, stable_s=args.watch_stable_s,
-                      idle_timeout_s=args.watch_idle_timeout or None, log=log)
+                      idle_timeout_s=args.watch_idle_timeout or None, log=log,
+                      backend=args.watch_backend)
             finally:
                 if executor:
                     executor[0].close()

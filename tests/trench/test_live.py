@@ -271,3 +271,125 @@ def test_a_ctrl_c_dropped_inside_a_cycle_still_stops_watching(tmp_path):
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_file_tracker_says_when_the_next_file_becomes_stable(tmp_path):
+    clock = [0.0]
+    tracker = FileTracker(tmp_path, stable_s=2.0, clock=lambda: clock[0])
+    assert tracker.next_stable_in() is None  # nothing seen
+    (tmp_path / "a.tif").write_bytes(b"x")
+    (tmp_path / "empty.tif").write_bytes(b"")  # never stable: must not make the loop spin
+    tracker.poll()
+    clock[0] = 0.5
+    assert tracker.next_stable_in() == pytest.approx(1.5)
+    clock[0] = 2.0
+    tracker.poll()
+    assert tracker.next_stable_in() is None  # a.tif is stable now
+
+
+def test_watching_wakes_when_a_file_becomes_stable_not_at_the_next_poll(tmp_path):
+    """With a poll interval far longer than the settle time, the cycle still starts
+    about stable_s after the file appeared."""
+    (tmp_path / "a.tif").write_bytes(b"data")
+    started, seen = time.monotonic(), []
+    watch(tmp_path, lambda hidden: seen.append(time.monotonic() - started), poll_s=30.0, stable_s=0.3,
+          max_cycles=1)
+    assert len(seen) == 1 and seen[0] < 10.0  # not 30 s: woken when a.tif settled
+
+
+def _conf(path, folder_args, options):
+    """A config file with ``--name value`` pairs as ``name = value`` lines."""
+    pairs = list(zip(options[::2], options[1::2]))
+    lines = [f"{k.lstrip('-')} = {v}" for k, v in [*zip(folder_args[::2], folder_args[1::2]), *pairs]]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_batchlib_watch_command_runs_the_workflow_live(acquisition, tmp_path):
+    """`batchlib watch -c x.conf` is `trench_workflow.py -c x.conf --watch`: a session
+    that ends by itself after the idle timeout, with the batch run's results."""
+    from batchlib.cli import main
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    microscope(acquisition["files"], raw, 0.0)
+    conf = _conf(tmp_path / "live.conf", ["--input_folder", raw, "--folder", out], OPTS)
+    code = main(["watch", "-c", str(conf), "--watch_poll_s", "0.2", "--watch_stable_s", "0.3",
+                 "--watch_idle_timeout", "2"])
+    assert code == 0
+    assert_same_tables(tables(out), acquisition["batch"])
+    log = (out / "batchlib" / "TrenchWorkflow.log").read_text()
+    assert "Workflow.watch: cycle 1: 5 new frame(s)" in log and "watching ends after 1 cycle(s)" in log
+    assert not (out / "batchlib" / "TrenchWorkflow.lock").exists()
+
+
+def test_batchlib_watch_command_errors(tmp_path, capsys):
+    from batchlib.cli import main
+
+    assert main(["watch", "--workflow", str(tmp_path / "none.py"), "--input_folder", str(tmp_path)]) == 1
+    assert "none.py does not exist" in capsys.readouterr().err
+    script = tmp_path / "nomain.py"
+    script.write_text("x = 1\n")
+    assert main(["watch", "--workflow", str(script)]) == 1
+    assert "has no main(argv)" in capsys.readouterr().err
+
+
+def test_watchdog_backend_picks_up_new_files_with_the_same_results(acquisition, tmp_path):
+    pytest.importorskip("watchdog")
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    writer = threading.Thread(target=microscope, args=(acquisition["files"], raw, 1.0))
+    writer.start()
+    # a poll interval longer than the session: only file events (and files settling) wake it
+    code = acquisition["wf"].main(["--input_folder", str(raw), "--folder", str(out), *OPTS, "--watch",
+                                   "--watch_backend", "watchdog", "--watch_poll_s", "60",
+                                   "--watch_stable_s", "0.6", "--watch_idle_timeout", "4"])
+    writer.join()
+    assert code == 0
+    assert_same_tables(tables(out), acquisition["batch"])
+    log = (out / "batchlib" / "TrenchWorkflow.log").read_text()
+    assert "file events" in log
+    cycles = [line for line in log.splitlines() if "Workflow.watch: cycle" in line]
+    frames = sum(int(line.split(": cycle ")[1].split(": ")[1].split()[0]) for line in cycles)
+    assert len(cycles) >= 2 and frames == T, log[-3000:]
+
+
+def test_watchdog_wakes_on_a_new_file(tmp_path):
+    pytest.importorskip("watchdog")
+    from batchlib.watch import Waker
+
+    waker = Waker(tmp_path, "watchdog")
+    try:
+        timer = threading.Timer(0.3, lambda: (tmp_path / "new.tif").write_bytes(b"x"))
+        timer.start()
+        started = time.monotonic()
+        waker.wait(30.0)
+        assert time.monotonic() - started < 10.0 and (tmp_path / "new.tif").exists()
+        timer.join()
+    finally:
+        waker.close()
+
+
+def test_watchdog_backend_missing_is_a_clear_error(acquisition, tmp_path, monkeypatch, capsys):
+    from batchlib.watch import check_backend
+
+    monkeypatch.setitem(sys.modules, "watchdog", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "watchdog.observers", None)
+    with pytest.raises(ValueError, match=r"needs the watchdog package \(pip install 'batchlib\[live\]'"):
+        check_backend("watchdog")
+    check_backend("poll")  # needs nothing
+    with pytest.raises(ValueError, match="unknown watch backend 'inotify'"):
+        check_backend("inotify")
+    out = tmp_path / "out"
+    code = acquisition["wf"].main(["--input_folder", str(tmp_path), "--folder", str(out), *OPTS, "--watch",
+                                   "--watch_backend", "watchdog"])
+    assert code == 1
+    assert "needs the watchdog package" in capsys.readouterr().err
+    assert not (out / "batchlib" / "TrenchWorkflow.lock").exists()
+
+
+def test_watchdog_backend_needs_an_existing_folder(tmp_path):
+    pytest.importorskip("watchdog")
+    from batchlib.watch import check_backend
+
+    with pytest.raises(ValueError, match="watches an existing folder"):
+        check_backend("watchdog", tmp_path / "absent")

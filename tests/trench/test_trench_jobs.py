@@ -135,3 +135,86 @@ def test_compress_crops_equal_the_reference_cropper_bit_for_bit(tmp_path, acquis
             for t in range(movie.shape[0]):
                 expected = crop_trenches_reference(movie[t], trenches, angle, tuple(drift[t]))
                 np.testing.assert_array_equal(crops[:, t], expected)
+
+
+def test_measure_appended_frames_measures_only_the_last_block(tmp_path, monkeypatch):
+    """After new frames, Measure keeps the rows of the earlier full time blocks and measures
+    from the block the new frames fall in; the tables equal a run from scratch."""
+    import pandas as pd
+    import batchlib.trench.measure as measure_module
+    from batchlib.trench.jobs.stacks import CHUNK_T
+
+    n_t = CHUNK_T + 4
+    cfg = SyntheticConfig(height=256, width=320, n_positions=1, n_timepoints=n_t, channels=("phase", "gfp"),
+                          seed=7)
+    write_acquisition(tmp_path / "full", cfg, layout="tiff-sequence", name="A", ground_truth=False)
+    jobs = lambda **kw: [Ingest(phase_channels=["c0"]), TrenchDetection(qc_plot=False), Compress(),  # noqa: E731
+                         Segment(method="threshold"), Measure(**kw)]
+    workflow(tmp_path / "full", tmp_path / "batch", jobs())
+    raw = tmp_path / "raw" / "A"
+    raw.mkdir(parents=True)
+    for f in sorted((tmp_path / "full" / "A").glob("*.tif")):
+        if int(f.name[1:4]) < n_t - 2:
+            shutil.copy(f, raw / f.name)
+    workflow(tmp_path / "raw", tmp_path / "live", jobs())
+    for f in sorted((tmp_path / "full" / "A").glob("*.tif")):
+        shutil.copy(f, raw / f.name)
+
+    measured = []
+    real = measure_module.measure_cells
+    monkeypatch.setattr(measure_module, "measure_cells",
+                        lambda labels, *a, **kw: measured.append(labels.shape[1]) or real(labels, *a, **kw))
+    workflow(tmp_path / "raw", tmp_path / "live", jobs())
+    assert measured == [4]  # frames 16-19: the block of the new frames only
+
+    def tables(folder):
+        with open_file(folder / "A_pos000.h5", "r") as f:
+            return read_table(f, "tables/cells/cells"), read_table(f, "tables/trenches_t")
+
+    for got, want in zip(tables(tmp_path / "live"), tables(tmp_path / "batch")):
+        pd.testing.assert_frame_equal(got, want)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "live" / "tables" / "cells"),
+                                  pd.read_parquet(tmp_path / "batch" / "tables" / "cells"))
+
+    measured.clear()  # another percentile: everything is measured again
+    workflow(tmp_path / "raw", tmp_path / "live", jobs(percentile=90.0))
+    assert measured == [CHUNK_T, 4]
+
+    # Labels found damaged by `batchlib verify` are segmented anew: so are the measurements
+    from batchlib.verify import Damage, mark_for_recompute
+
+    mark_for_recompute(tmp_path / "live" / "A_pos000.h5",
+                       [Damage(tmp_path / "live" / "A_pos000.h5", "segmentation/cells", "Segment", "test")])
+    measured.clear()
+    res = workflow(tmp_path / "raw", tmp_path / "live", jobs(percentile=90.0))
+    assert res.jobs[3].computed == ["A_pos000.h5"] and measured == [CHUNK_T, 4]
+
+
+def test_detection_qc_picture_is_not_redrawn_for_new_frames(tmp_path):
+    """A phase reference is frame 0: new frames change the drift, not the picture, which is
+    kept (a live cycle would spend 1-2 s a position redrawing it); damaged, it is drawn again."""
+    cfg = SyntheticConfig(height=256, width=320, n_positions=1, n_timepoints=4, channels=("phase",), seed=8)
+    write_acquisition(tmp_path / "full", cfg, layout="tiff-sequence", name="A", ground_truth=False)
+    raw = tmp_path / "raw" / "A"
+    raw.mkdir(parents=True)
+    files = sorted((tmp_path / "full" / "A").glob("*.tif"))
+    for f in files[:2]:
+        shutil.copy(f, raw / f.name)
+    jobs = [Ingest(phase_channels=["c0"]), TrenchDetection()]
+    workflow(tmp_path / "raw", tmp_path / "out", jobs)
+    picture = tmp_path / "out" / "qc" / "A_pos000_trenches.png"
+    drawn, stamp = picture.read_bytes(), picture.stat().st_mtime_ns
+    for f in files[2:]:
+        shutil.copy(f, raw / f.name)
+    res = workflow(tmp_path / "raw", tmp_path / "out", jobs)
+    assert res.jobs[1].computed == ["A_pos000.h5"]  # the drift of the new frames
+    with open_file(tmp_path / "out" / "A_pos000.h5", "r") as f:
+        assert len(read_table(f, "tables/drift")) == 4
+    assert picture.stat().st_mtime_ns == stamp  # not redrawn
+
+    damaged = bytearray(drawn)
+    damaged[len(damaged) // 2] ^= 0xFF
+    picture.write_bytes(bytes(damaged))
+    res = workflow(tmp_path / "raw", tmp_path / "out", jobs)
+    assert res.jobs[1].computed == ["A_pos000.h5"] and picture.read_bytes() == drawn
+    assert workflow(tmp_path / "raw", tmp_path / "out", jobs).jobs[1].computed == []  # and it stays

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ...base import Param
 from ...container_job import BatchJobOnContainer
 from ...io import read_attrs, read_table, write_attrs, write_table
+from ...io.checksum import content_hash
 from ...io.files import atomic_path
 from ..layout import (DRIFT_TABLE, QC_DIR, RAW, TRENCHES_TABLE, check_channel, container_stem,
                       folder_output, resolve_channel, specs)
@@ -63,6 +64,7 @@ class TrenchDetection(BatchJobOnContainer):
             n_sets=p["n_sets"] or None, min_trenches=p["min_trenches"], lumen=p["lumen"])
         trenches = layout.trenches.reset_index(drop=True)
         drift = self._drift(container, movie, reference, layout, kind)
+        drawn = read_attrs(container[TRENCHES_TABLE]).get("qc_picture") if TRENCHES_TABLE in container else None
         write_table(container, TRENCHES_TABLE, trenches)
         write_table(container, DRIFT_TABLE, drift)
         quality = {k: float(v) for k, v in layout.quality.items()}
@@ -80,11 +82,19 @@ class TrenchDetection(BatchJobOnContainer):
             self.warn(f"{os.path.basename(path)}: {warning}")
         verdict = {1.0: "self-check passed", 0.5: "NOT VERIFIED",
                    0.0: "self-check failed"}.get(layout.quality.get("self_check"), "")
+        title = f"{container_stem(path)} ({key}, {kind}) - {verdict}"
+        # What the picture shows: when frames are appended, a phase reference (frame 0) and
+        # its layout stay the same, and redrawing it (1-2 s) would be every live cycle's.
+        shows, hashes = _picture_key(reference, layout, title), {}
         for picture in self.folder_outputs(path):
-            # Drawn under a temporary name, then renamed: never a half-written picture.
-            with atomic_path(picture) as tmp:
-                plot_detection(reference, layout, str(tmp),
-                               title=f"{container_stem(path)} ({key}, {kind}) - {verdict}")
+            old_hash = (drawn or {}).get("files", {}).get(os.path.basename(picture))
+            if not (drawn or {}).get("key") == shows or not os.path.isfile(picture) \
+                    or content_hash(picture) != old_hash:  # (a damaged picture is drawn again)
+                # Drawn under a temporary name, then renamed: never a half-written picture.
+                with atomic_path(picture) as tmp:
+                    plot_detection(reference, layout, str(tmp), title=title)
+            hashes[os.path.basename(picture)] = content_hash(picture)
+        write_attrs(container[TRENCHES_TABLE], {"qc_picture": {"key": shows, "files": hashes}})
         self.logger.debug("%s: %d trenches, angle %.3f", os.path.basename(path), len(trenches),
                           layout.angle_deg)
 
@@ -121,6 +131,20 @@ def _one_blas_thread():
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")
+
+
+def _picture_key(reference, layout, title) -> str:
+    """A hash of everything the QC picture is drawn from."""
+    import zlib
+
+    import numpy as np
+    from ...records import param_hash
+
+    image = np.ascontiguousarray(reference)
+    return param_hash({"image": [zlib.crc32(image.tobytes()), list(image.shape), str(image.dtype)],
+                       "trenches": _layout_hash(layout.trenches), "angle": float(layout.angle_deg),
+                       "sets": layout.sets.to_dict(orient="list"), "title": title,
+                       "quality": {k: float(v) for k, v in layout.quality.items()}})
 
 
 def _layout_hash(trenches: pd.DataFrame) -> str:

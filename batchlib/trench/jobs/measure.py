@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 from ...base import Param
 from ...container_job import BatchJobOnContainer
-from ...io import read_attrs, read_table, write_table
+from ...io import read_attrs, read_table, write_attrs, write_table
 from ...io.files import atomic_path
 from ..layout import (CELLS_CSV, CELLS_DATASET, CELLS_TABLE, CROPS, DRIFT_TABLE, FRAMES_TABLE,
                       SEGMENTATION, TRENCH_FRAMES_TABLE, TRENCHES_TABLE, AcquisitionMeta,
                       folder_output, specs)
-from .stacks import CHUNK_T, frame_blocks
+from .stacks import CHUNK_T, STACK_ID, frame_blocks
 
 if TYPE_CHECKING:  # pandas is imported where it is used: it is slow to import
     import pandas as pd
@@ -51,8 +51,11 @@ class Measure(BatchJobOnContainer):
         trenches = read_table(container, TRENCHES_TABLE)
         empty = trenches["empty"].to_numpy(bool) if "empty" in trenches else None
         lumen = _lumen_columns(container, labels_ds.shape[-1])
-        cells, frames = [], []
-        for t0, t1 in frame_blocks(0, n_t, CHUNK_T):
+        basis = self._basis(container, labels_ds, fluo, focus, empty, lumen, meta.pixel_size_um)
+        start, cells, frames = self._kept_rows(container, basis, n_t)
+        if start:
+            self.logger.debug("%s: measuring frames %d-%d (earlier ones kept)", path, start, n_t - 1)
+        for t0, t1 in frame_blocks(start, n_t, CHUNK_T):
             labels = labels_ds[:, t0:t1]
             inten = {k: container[f"{CROPS}/{k}"][:, t0:t1] for k in fluo}
             block = measure_cells(labels, inten, pixel_size_um=meta.pixel_size_um,
@@ -70,7 +73,49 @@ class Measure(BatchJobOnContainer):
         frames = _add_trench_ids(pd.concat(frames, ignore_index=True), trenches)
         write_table(container, f"{CELLS_TABLE}/{p['segmentation']}", cells)
         write_table(container, TRENCH_FRAMES_TABLE, frames)
+        write_attrs(container[f"{CELLS_TABLE}/{p['segmentation']}"],
+                    {MEASURED_ATTR: {"basis": basis, "n_frames": int(n_t)}})
         write_parquet(self.folder_outputs(path)[0], cells)
+
+    def _basis(self, container, labels_ds, fluo, focus, empty, lumen, pixel_size_um) -> dict:
+        """What the measurements of a frame depend on besides its own labels and crops."""
+        import numpy as np
+
+        def stack(ds):  # a stack made anew (say after `batchlib verify` deleted a damaged one) has a new id
+            attrs = read_attrs(ds)
+            return {"basis": attrs.get("basis"), "id": attrs.get(STACK_ID)}
+
+        crops = {k: stack(container[f"{CROPS}/{k}"]) for k in sorted({*fluo, focus}) if f"{CROPS}/{k}" in container}
+        flags = [np.asarray(x).tolist() if x is not None else None for x in (empty, lumen)]
+        return json.loads(json.dumps({
+            "version": self.version, "params": {k: self.param_values[k] for k in ("background", "percentile")},
+            "labels": stack(labels_ds), "crops": crops, "fluo": sorted(fluo),
+            "focus": focus, "empty": flags[0], "lumen": flags[1], "pixel_size_um": pixel_size_um},
+            default=str))
+
+    def _kept_rows(self, container, basis, n_t):
+        """``(start, [cells], [frames])``: the rows of the frames before ``start`` kept from the
+        last run (without their annotation, redone over all rows), when it measured the same
+        frames from the same basis; ``start`` is a multiple of ``CHUNK_T``, so the blocks
+        measured are those of a run from scratch (a block's background may use all its frames)."""
+        key = f"{CELLS_TABLE}/{self.param_values['segmentation']}"
+        state = read_attrs(container[key]).get(MEASURED_ATTR) \
+            if key in container and TRENCH_FRAMES_TABLE in container else None
+        if not state or state.get("basis") != basis or n_t <= 0:
+            return 0, [], []
+        start = min(int(state.get("n_frames", 0)), n_t - 1) // CHUNK_T * CHUNK_T
+        if start <= 0:
+            return 0, [], []
+        try:
+            cells = read_table(container, key)
+            frames = read_table(container, TRENCH_FRAMES_TABLE)
+        except Exception:  # noqa: BLE001 - e.g. a column `batchlib verify` deleted: measure all again
+            return 0, [], []
+        cells = cells[cells["t"] < start].drop(columns=[c for c in _ANNOTATION if c in cells])
+        frames = frames[frames["t"] < start].drop(columns=[c for c in ("trench_set", "trench") if c in frames])
+        # an empty part would turn the columns of the concatenation into objects
+        return start, [cells.reset_index(drop=True)] if len(cells) else [], \
+            [frames.reset_index(drop=True)] if len(frames) else []
 
     def folder_outputs(self, output_path) -> list:
         """``<folder>/tables/cells/<container>.parquet``: one file per container."""
@@ -104,6 +149,12 @@ class Measure(BatchJobOnContainer):
             if len(cells) else np.zeros((0, 2))
         cells["frame_y"], cells["frame_x"] = raw[:, 0], raw[:, 1]
         return cells
+
+
+#: The attribute of the cell table saying which frames it measured from what.
+MEASURED_ATTR = "measured"
+#: The columns :meth:`Measure._annotate` and :func:`_add_trench_ids` add to the measurements.
+_ANNOTATION = ("acquisition", "position", "container", "trench_set", "trench", "time_s", "frame_y", "frame_x")
 
 
 def _add_trench_ids(table, trenches):

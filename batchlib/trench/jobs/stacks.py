@@ -14,7 +14,12 @@ parameters); a different basis means starting over. A job's
 """
 from __future__ import annotations
 
+import uuid
+
 from ...io import create_dataset, grow_dataset, read_attrs, write_attrs
+
+#: The attribute naming one creation of a stack (see :func:`prepare_stack`).
+STACK_ID = "stack_id"
 
 #: Frames per chunk along time: reading one trench over time is a few
 #: sequential chunk reads, and appending frames touches only the last chunks.
@@ -34,11 +39,17 @@ def frames_kept(container, key, shape_nhw, basis) -> int:
 
 
 def prepare_stack(container, key, shape_nhw, n_frames, dtype, kept):
-    """Create (``kept == 0``) or grow the stack to ``n_frames`` frames."""
+    """Create (``kept == 0``) or grow the stack to ``n_frames`` frames.
+
+    A stack created anew gets a new ``stack_id`` attribute: what was derived
+    from its earlier frames (Measure's rows) is kept only while it stays the same.
+    """
     n, h, w = shape_nhw
     if kept == 0:
-        return create_dataset(container, key, shape=(n, n_frames, h, w), dtype=dtype,
-                              chunks=(1, min(CHUNK_T, max(n_frames, 1)), h, w), growable=1)
+        ds = create_dataset(container, key, shape=(n, n_frames, h, w), dtype=dtype,
+                            chunks=(1, min(CHUNK_T, max(n_frames, 1)), h, w), growable=1)
+        write_attrs(ds, {STACK_ID: uuid.uuid4().hex})
+        return ds
     ds = container[key]
     if ds.shape[1] < n_frames:
         ds = grow_dataset(container, key, n_frames, axis=1)
