@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .numbering import drop_slivers
 from .splitting import label_crops
 
 #: the weights shipped as package data (see models/MODEL_CARD.md)
@@ -245,7 +246,8 @@ def labels_from_probabilities(prob, split_depth=0.7, min_length=6, min_area=30,
 
     Candidates are pixels with P(background) < 0.5; each object is cut at rows
     where the summed interior probability dips by ``split_depth`` (a boundary
-    across the trench), with the splitting and clean-up of the default method.
+    across the trench), with the splitting and clean-up of the default method;
+    objects shorter than half their width are not cells (:func:`~.numbering.drop_slivers`).
     """
     cell = 1.0 - prob[0]
     shape = cell.shape
@@ -256,7 +258,7 @@ def labels_from_probabilities(prob, split_depth=0.7, min_length=6, min_area=30,
     labels = label_crops(interior, cell, cell > 0.5, 0.0, np.zeros(n), np.full(n, (w - 1) / 2),
                          float(w), float(split_depth), int(min_length), int(min_area),
                          open_end == "drop", True)
-    return labels.reshape(shape)
+    return drop_slivers(labels).reshape(shape)
 
 
 def _cached_model(weights, device):
