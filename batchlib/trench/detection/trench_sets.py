@@ -129,15 +129,16 @@ def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length
         strong |= c >= min_coherence
     if not strong.any():
         return []
-    # weakly periodic rows (cells, faint debris) are only kept next to strong ones;
-    # "strong" is judged within each run of candidate rows, so a dim set (fewer or
-    # fainter fluorescent cells: 2-5 % of the other set's power on held-out
-    # alt_optics seed 10001) is not dropped for the other set's brightness
-    runs_of, n_runs = ndimage.label(strong)
-    ref = np.zeros(p.shape)
-    for lab in range(1, n_runs + 1):
-        inside = runs_of == lab
-        ref[inside] = np.percentile(p[inside], 90)
+    # weakly periodic rows (cells, faint debris) are only kept next to strong ones
+    ref = np.full(p.shape, np.percentile(p[strong], 90))
+    if coherence is not None:
+        # fluorescence: "strong" is judged within each run of candidate rows, so a
+        # dim set (fewer or fainter cells: 2-5 % of the other set's power on
+        # held-out alt_optics seed 10001) is not dropped for the other's brightness
+        runs_of, n_runs = ndimage.label(strong)
+        for lab in range(1, n_runs + 1):
+            inside = runs_of == lab
+            ref[inside] = np.percentile(p[inside], 90)
     periodic = strong & (p >= 0.05 * ref)
     # bridge short interruptions (a clump of debris across a set)
     gap = max(1, int(round(0.5 * pitch / step)))
