@@ -61,7 +61,7 @@ from batchlib.trench.measure import measure_cells, measure_trench_frames  # noqa
 from batchlib.trench.detection.movie import detect_in_movie, movie_drift  # noqa: E402
 from batchlib.trench.segmentation import segment_trenches  # noqa: E402
 from batchlib.trench.segmentation.evaluate import match_labels, rod_profile  # noqa: E402
-from batchlib.trench.segmentation.threshold import empty_background, first_cell_row  # noqa: E402
+from batchlib.trench.segmentation.threshold import empty_background  # noqa: E402
 from batchlib.trench.synthetic import simulate_position  # noqa: E402
 from batchlib.trench.synthetic.families import (FAMILIES, add_seed_arguments,  # noqa: E402
                                                 sample_config, seeds)
@@ -144,24 +144,24 @@ def score(truth, pred, mother_len, true_counts=None, missed_counts=None, missed_
             "empty clean": np.mean(npred[empty] == 0) if empty.any() else np.nan}
 
 
-def segment(crops, kind, lumen_width, empty=None, method="threshold", lumen_start=0):
+def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=None):
     """The Segment job's call: ``threshold`` with the lumen width and, in phase, the
     empty trenches as the reference; other methods with their defaults (the U-Net,
-    without empty trenches, reads from ``lumen_start``: the boxes' closed-end margin);
+    ``closed_end_margin``: the boxes' margin, as the Segment job passes it);
     then what recurs in most empty trenches dropped from them."""
-    labels = _segment(crops, kind, lumen_width, empty, method, lumen_start)
+    labels = _segment(crops, kind, lumen_width, empty, method, margin)
     return labels if empty is None else drop_chip_structures(labels, np.asarray(empty, bool))
 
 
-def _segment(crops, kind, lumen_width, empty=None, method="threshold", lumen_start=0):
+def _segment(crops, kind, lumen_width, empty=None, method="threshold", margin=None):
     if method != "threshold":
         extra = {}
         if method == "unet" and kind == "phase":
             background = None if empty is None else empty_background(crops, empty)
             if background is not None:
                 extra["background"] = background
-            if lumen_start and background is None:
-                extra["lumen_start"] = lumen_start
+            if margin is not None:
+                extra["closed_end_margin"] = margin
         return segment_trenches(crops, method=method, kind=kind, **extra)
     extra = {}
     if kind == "phase" and empty is not None:
@@ -189,7 +189,7 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
                       for t in range(len(movie))], axis=1)
     pred = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0),
                    lay.trenches["empty"].to_numpy(bool), method,
-                   first_cell_row(lay.quality.get("closed_end_margin_px", 0.0)))
+                   lay.quality.get("closed_end_margin_px"))
     pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
                            movie.shape[1:], cfg.pitch_px)
     det_len = np.full(crops.shape[:2], np.nan)

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")  # a test dependency (setup.py "test" extra
 from batchlib.cli import main as cli_main  # noqa: E402
 from batchlib.io import open_file, read_attrs, read_table  # noqa: E402
 from batchlib.trench.layout import TRENCHES_TABLE  # noqa: E402
+from batchlib.trench.segmentation.chip_structures import drop_chip_structures  # noqa: E402
 from batchlib.trench.segmentation.threshold import empty_background  # noqa: E402
 from batchlib.trench.jobs import Segment  # noqa: E402
 from batchlib.trench.segmentation import segment_trenches  # noqa: E402
@@ -118,10 +119,12 @@ def test_unet_method_under_the_processes_executor(segmented):
             assert read_attrs(seg)["method"] == "unet"
             labels, crops = seg[:], f["trench_crops/phase"][:]
             empty = read_table(f, TRENCHES_TABLE)["empty"].to_numpy(bool)
+            margin = read_attrs(f[TRENCHES_TABLE])["quality"]["closed_end_margin_px"]
         # the same labels as segmenting the crops here, in the main process, with the
-        # empty trenches as the reference as the job gives it
-        here = segment_trenches(crops, method="unet", kind="phase",
-                                background=empty_background(crops, empty))
+        # empty trenches as the reference and the boxes' margin, as the job gives them
+        here = drop_chip_structures(segment_trenches(
+            crops, method="unet", kind="phase", background=empty_background(crops, empty),
+            closed_end_margin=margin), empty)
         np.testing.assert_array_equal(labels, here)
         n_cells += int(labels.max(axis=(2, 3)).sum())
     assert n_cells > 20
@@ -225,8 +228,7 @@ def test_detected_boxes_starting_in_the_pdms_keep_mother_length():
     # layout's margin puts before the lumen are cut instead
     from batchlib.trench.segmentation.threshold import first_cell_row
 
-    labels = segment_trenches(crops, method="unet", kind="phase",
-                              lumen_start=first_cell_row(shift))
+    labels = segment_trenches(crops, method="unet", kind="phase", closed_end_margin=shift)
     assert not labels[..., : first_cell_row(shift), :].any()
     known = mother_top_error(labels)
     assert np.mean(np.abs(known) <= 1) >= 0.9, known

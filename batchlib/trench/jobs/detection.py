@@ -25,7 +25,7 @@ class TrenchDetection(BatchJobOnContainer):
     the reference; when frames were appended, only the new ones are measured.
     """
 
-    version = "3"
+    version = "4"  # 4: angle harmonics to 0.2 cycles/px, phase ends from the empty lumens, 1.5 px margin
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),

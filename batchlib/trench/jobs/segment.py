@@ -36,7 +36,7 @@ class Segment(BatchJobOnContainer):
     built, so a misspelt name or parameter fails at once, not in every worker.
     """
 
-    version = "4"  # 4: objects recurring in the empty trenches dropped
+    version = "5"  # 5: lumen start bounded by the closed-end margin, slivers dropped (4: chip structures)
     params = {
         "channel": Param("", "segmentation channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
@@ -115,19 +115,19 @@ class Segment(BatchJobOnContainer):
         wants = accepted_keywords(method.fn)
         empty = self._empty_trenches(container, n)
         given = "background" in extra or "empty_crops" in extra
+        margin = self._closed_end_margin(container)
         for t0, t1 in frame_blocks(kept, n_t):
             block = crops[:, t0:t1]
             kwargs = dict(extra)
             if empty is not None and not given and kind == "phase" and "background" in wants:
                 # what an empty trench looks like in these frames (see segment_threshold)
                 kwargs["background"] = empty_background(block, empty)
-            if (kind == "phase" and kwargs.get("background") is None and "lumen_start" in wants
-                    and "lumen_start" not in extra):
-                # no empty trench to show it: the boxes start this many rows before the lumen
-                kwargs["lumen_start"] = self._closed_end_rows(container)
             elif empty is not None and not given and kind != "phase" and "empty_crops" in wants:
                 # what the artefacts of these frames look like in trenches without cells
                 kwargs["empty_crops"] = empty[:, None]
+            if kind == "phase" and "closed_end_margin" in wants and "closed_end_margin" not in extra:
+                # where the lumen starts in every box, from how detection placed them
+                kwargs["closed_end_margin"] = margin
             labels = segment_trenches(block, method=method, kind=kind, **kwargs)
             if empty is not None:
                 # what recurs in most empty trenches is the chip, not a cell
@@ -150,14 +150,12 @@ class Segment(BatchJobOnContainer):
         return table["empty"].to_numpy(bool)
 
     @staticmethod
-    def _closed_end_rows(container) -> int:
-        """First crop row where a cell may begin (:func:`~..segmentation.threshold.first_cell_row`
-        of TrenchDetection's closed-end margin; 0 without one on record)."""
-        from ..segmentation.threshold import first_cell_row
-
+    def _closed_end_margin(container):
+        """TrenchDetection's closed-end margin (pixels of PDMS in every box), or ``None``."""
         quality = read_attrs(container[TRENCHES_TABLE]).get("quality", {}) \
             if TRENCHES_TABLE in container else {}
-        return first_cell_row(quality.get("closed_end_margin_px", 0.0))
+        margin = quality.get("closed_end_margin_px")
+        return None if margin is None else float(margin)
 
     @staticmethod
     def _measured_lumen_width(container, default=14.0):

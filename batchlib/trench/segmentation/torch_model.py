@@ -270,7 +270,7 @@ def _cached_model(weights, device):
 
 def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=None,
                  batch_size=128, split_depth=0.7, min_length=6, min_area=30, open_end="keep",
-                 background=None, lumen_start=None):
+                 background=None, closed_end_margin=None):
     """Segment trench crops with the U-Net (the registered ``unet`` method).
 
     Parameters
@@ -297,10 +297,15 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         extends the mother into those rows (mother 2 px too long on 70 % of
         detected crops). The rows before the lumen start seen in the empty
         trenches are cut off before the network sees the crops and left empty.
-    lumen_start : int, optional
-        Phase contrast without ``background`` (no trench was found empty):
-        the first lumen row of every crop, known from how the boxes were
-        placed (the Segment job passes the layout's closed-end margin).
+    closed_end_margin : float, optional
+        Phase contrast: pixels of PDMS every crop keeps before the closed end
+        (TrenchDetection's ``closed_end_margin_px``; the Segment job passes
+        it). It bounds the lumen start read off ``background``: never beyond
+        the first row wholly in the lumen (under defocus the half-way row
+        moved into the mothers: 0.80 -> 0.88 of defocus mothers within 5 %,
+        tuning seeds 13-17); without ``background`` (no trench was found
+        empty) the crops are read from
+        :func:`~.threshold.first_cell_row` of it.
 
     Returns
     -------
@@ -311,9 +316,8 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
     crops = np.asarray(crops)
     extract = (split_depth, min_length, min_area, open_end)
     starts = _lumen_starts(crops, background) if kind == "phase" else None
-    if kind == "phase" and lumen_start:
-        first = min(int(lumen_start), crops.shape[-2] // 4)
-        starts = first if starts is None else np.maximum(starts, first)
+    if kind == "phase" and closed_end_margin:
+        starts = _bounded_starts(starts, float(closed_end_margin), crops.shape[-2] // 4)
     if starts is None or np.ndim(starts) == 0:
         return _segment_from(model, crops, int(starts or 0), kind, device, batch_size, extract)
     # frames grouped by where their lumen starts: each frame's labels depend on
@@ -324,6 +328,16 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         out[:, frames] = _segment_from(model, crops[:, frames], int(start), kind, device,
                                        batch_size, extract)
     return out
+
+
+def _bounded_starts(starts, margin, cap):
+    """Lumen start(s) read off the empty trenches, at most the first row wholly in
+    the lumen; without them (``None``) the first row a cell may begin."""
+    from .threshold import first_cell_row
+
+    if starts is None:
+        return min(first_cell_row(margin), cap)
+    return np.minimum(starts, min(int(np.ceil(margin - 1e-6)), cap))
 
 
 def _lumen_starts(crops, background):
