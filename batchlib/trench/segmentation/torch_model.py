@@ -300,12 +300,8 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
     closed_end_margin : float, optional
         Phase contrast: pixels of PDMS every crop keeps before the closed end
         (TrenchDetection's ``closed_end_margin_px``; the Segment job passes
-        it). It bounds the lumen start read off ``background``: never beyond
-        the first row wholly in the lumen (under defocus the half-way row
-        moved into the mothers: 0.80 -> 0.88 of defocus mothers within 5 %,
-        tuning seeds 13-17); without ``background`` (no trench was found
-        empty) the crops are read from
-        :func:`~.threshold.first_cell_row` of it.
+        it). Without ``background`` (no trench was found empty) the crops are
+        read from :func:`~.threshold.first_cell_row` of it.
 
     Returns
     -------
@@ -331,13 +327,20 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
 
 
 def _bounded_starts(starts, margin, cap):
-    """Lumen start(s) read off the empty trenches, at most the first row wholly in
-    the lumen; without them (``None``) the first row a cell may begin."""
+    """The lumen start(s) read off the empty trenches; without them (``None``) the
+    first row a cell may begin, from the boxes' closed-end margin.
+
+    Bounding the read-off start by the margin was tried: defocused frames read
+    it a row further in and their mothers came out short (tuning seeds 13-17,
+    defocus mothers within 5 % 0.80 -> 0.88 with the bound), but wide trenches
+    need that row (geometry 0.94 -> 0.75): the network's own length bias
+    under blur is what differs, so the start is left as read.
+    """
     from .threshold import first_cell_row
 
     if starts is None:
         return min(first_cell_row(margin), cap)
-    return np.minimum(starts, min(int(np.ceil(margin - 1e-6)), cap))
+    return starts
 
 
 def _lumen_starts(crops, background):
