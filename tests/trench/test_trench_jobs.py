@@ -218,3 +218,22 @@ def test_detection_qc_picture_is_not_redrawn_for_new_frames(tmp_path):
     res = workflow(tmp_path / "raw", tmp_path / "out", jobs)
     assert res.jobs[1].computed == ["A_pos000.h5"] and picture.read_bytes() == drawn
     assert workflow(tmp_path / "raw", tmp_path / "out", jobs).jobs[1].computed == []  # and it stays
+
+
+def test_closed_end_margin_is_an_option_and_recorded(tmp_path, acquisition):
+    """--detect_closed_end_margin moves every box start; the margin is recorded with the
+    layout (segmentation reads it), and changing it recomputes the detection."""
+    def boxes(out, **params):
+        assert workflow(acquisition, out, [Ingest(), TrenchDetection(qc_plot=False, **params)],
+                        progress=False).success
+        with open_file(out / "acq_pos000.h5", "r") as f:
+            table = read_table(f, "tables/trenches")
+            quality = read_attrs(f["tables/trenches"])["quality"]
+        return table, quality
+
+    default, q_default = boxes(tmp_path / "out")
+    assert q_default["closed_end_margin_px"] == 1.5
+    wider, q_wider = boxes(tmp_path / "out", closed_end_margin=4.0)
+    assert q_wider["closed_end_margin_px"] == 4.0
+    moved = (wider["y_closed"] - default["y_closed"]) * default["direction"]
+    np.testing.assert_allclose(moved, -2.5, atol=1e-6)   # 2.5 px further out, into the PDMS

@@ -40,6 +40,8 @@ class TrenchDetection(BatchJobOnContainer):
         "angle_range_deg": Param(5.0, "search range of the trench angle, +- degrees"),
         "n_sets": Param(0, "number of trench sets, 1 or 2 (0: detected)"),
         "min_trenches": Param(3, "fewer trenches than this is a detection failure"),
+        "closed_end_margin": Param(-1.0, "pixels of PDMS every box keeps before the closed end "
+                                   "(negative: the default, 1.5 phase, 0.5 fluorescence)"),
         "qc_plot": Param(True, "write a QC picture per position to <folder>/qc/", affects_result=False),
     }
     input_keys = specs(RAW)
@@ -61,7 +63,8 @@ class TrenchDetection(BatchJobOnContainer):
         layout, reference = detect_in_movie(
             movie, kind, box_width=p["box_width"], box_height=p["box_height"] or None,
             pitch=p["pitch"] or None, angle_range_deg=p["angle_range_deg"],
-            n_sets=p["n_sets"] or None, min_trenches=p["min_trenches"], lumen=p["lumen"])
+            n_sets=p["n_sets"] or None, min_trenches=p["min_trenches"], lumen=p["lumen"],
+            closed_end_margin=p["closed_end_margin"] if p["closed_end_margin"] >= 0 else None)
         trenches = layout.trenches.reset_index(drop=True)
         drift = self._drift(container, movie, reference, layout, kind)
         drawn = read_attrs(container[TRENCHES_TABLE]).get("qc_picture") if TRENCHES_TABLE in container else None
