@@ -11,7 +11,7 @@ from batchlib.trench.jobs import Compress, Ingest, Measure, Segment, Track, Tren
 RECORDED = [
     (Ingest, {}, "652b1fc49f877a3c"),
     (Ingest, {"z_reduction": "4"}, "a87afadfd3392f3e"),
-    (TrenchDetection, {}, "bb53380993411c0e"),
+    (TrenchDetection, {}, "aff61219ab947da9"),  # closed_end_margin added (with version 4)
     (Compress, {}, "4575595700dad0d8"),
     # threshold was the default before "auto" (which names the method it resolves to)
     (Segment, {"method": "threshold"}, "6848329bac4506b1"),
