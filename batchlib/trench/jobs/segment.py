@@ -150,17 +150,19 @@ class Segment(BatchJobOnContainer):
         return table["empty"].to_numpy(bool)
 
     @staticmethod
-    def _closed_end_margin(container):
-        """TrenchDetection's closed-end margin (pixels of PDMS in every box), or ``None``."""
-        quality = read_attrs(container[TRENCHES_TABLE]).get("quality", {}) \
+    def _layout_quality(container) -> dict:
+        """The quality TrenchDetection recorded with the layout (``{}`` without one)."""
+        return read_attrs(container[TRENCHES_TABLE]).get("quality", {}) \
             if TRENCHES_TABLE in container else {}
-        margin = quality.get("closed_end_margin_px")
+
+    @classmethod
+    def _closed_end_margin(cls, container):
+        """TrenchDetection's closed-end margin (pixels of PDMS in every box), or ``None``."""
+        margin = cls._layout_quality(container).get("closed_end_margin_px")
         return None if margin is None else float(margin)
 
-    @staticmethod
-    def _measured_lumen_width(container, default=14.0):
+    @classmethod
+    def _measured_lumen_width(cls, container, default=14.0):
         """The lumen width TrenchDetection measured (pixels), rounded to a whole pixel."""
-        quality = read_attrs(container[TRENCHES_TABLE]).get("quality", {}) \
-            if TRENCHES_TABLE in container else {}
-        width = quality.get("lumen_width_px")
+        width = cls._layout_quality(container).get("lumen_width_px")
         return float(round(width)) if width and width > 2 else default
