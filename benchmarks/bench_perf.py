@@ -30,6 +30,7 @@ message.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -213,16 +214,25 @@ def _job_seconds(out) -> dict:
     return got
 
 
-def row_workflow(table, checkouts, positions, timepoints, size, repeats, tmp):
+@contextlib.contextmanager
+def _acquisition(prefix, tmp, positions, timepoints, size, seed):
+    """``(root, raw, tiffs)``: a generated phase + gfp OME-TIFF acquisition in a scratch
+    folder under ``tmp``, removed afterwards."""
     from batchlib.trench.synthetic import SyntheticConfig, write_acquisition
 
-    root = Path(tempfile.mkdtemp(prefix="wf_", dir=tmp))
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=tmp))
     try:
         raw = root / "raw"
         cfg = SyntheticConfig(height=size, width=size, n_positions=positions, n_timepoints=timepoints,
-                              channels=("phase", "gfp"), seed=1)
+                              channels=("phase", "gfp"), seed=seed)
         write_acquisition(raw, cfg, layout="ome-tiff", name="bench", ground_truth=False)
-        tiffs = sorted(str(p) for p in raw.rglob("*.tif*"))
+        yield root, raw, sorted(str(p) for p in raw.rglob("*.tif*"))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def row_workflow(table, checkouts, positions, timepoints, size, repeats, tmp):
+    with _acquisition("wf_", tmp, positions, timepoints, size, seed=1) as (root, raw, tiffs):
         floor_script = root / "floor.py"
         floor_script.write_text(READ_FLOOR)
         frames = positions * timepoints
@@ -252,20 +262,10 @@ def row_workflow(table, checkouts, positions, timepoints, size, repeats, tmp):
                       "≤ 1/1.8")
             table.add(f"peak RSS of the serial workflow ({label})", peak, "MB", "reading the frames",
                       max(m for _, m in floor), "≤ 300 MB")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def row_ingest(table, checkouts, positions, timepoints, size, repeats, tmp):
-    from batchlib.trench.synthetic import SyntheticConfig, write_acquisition
-
-    root = Path(tempfile.mkdtemp(prefix="ingest_", dir=tmp))
-    try:
-        raw = root / "raw"
-        cfg = SyntheticConfig(height=size, width=size, n_positions=positions, n_timepoints=timepoints,
-                              channels=("phase", "gfp"), seed=2)
-        write_acquisition(raw, cfg, layout="ome-tiff", name="bench", ground_truth=False)
-        tiffs = sorted(str(p) for p in raw.rglob("*.tif*"))
+    with _acquisition("ingest_", tmp, positions, timepoints, size, seed=2) as (root, raw, tiffs):
         conv = root / "convert.py"
         conv.write_text(CONVERTER)
         script = root / "ingest.py"
@@ -278,8 +278,6 @@ def row_ingest(table, checkouts, positions, timepoints, size, repeats, tmp):
         for label in checkouts:
             table.add(f"Ingest, {positions} pos × {timepoints} × 2 ch × {size}² ({label})", res[label][0],
                       "s", "15-line converter", res["converter"][0], "≤ 1.1×")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def paired_fresh(variants, repeats, root):

@@ -312,8 +312,14 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
     crops = np.asarray(crops)
     extract = (split_depth, min_length, min_area, open_end)
     starts = _lumen_starts(crops, background) if kind == "phase" else None
-    if kind == "phase" and closed_end_margin:
-        starts = _bounded_starts(starts, float(closed_end_margin), crops.shape[-2] // 4)
+    if starts is None and kind == "phase" and closed_end_margin:
+        # no empty trench shows where the lumen starts: the boxes' margin does. A start
+        # read off the empty trenches is left as read: bounding it by the margin helped
+        # defocus (tuning seeds 13-17, 0.80 -> 0.88) but hurt wide trenches (geometry
+        # 0.94 -> 0.75), trading the network's length bias under blur for another
+        from .threshold import first_cell_row
+
+        starts = min(first_cell_row(closed_end_margin), crops.shape[-2] // 4)
     if starts is None or np.ndim(starts) == 0:
         return _segment_from(model, crops, int(starts or 0), kind, device, batch_size, extract)
     # frames grouped by where their lumen starts: each frame's labels depend on
@@ -324,23 +330,6 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         out[:, frames] = _segment_from(model, crops[:, frames], int(start), kind, device,
                                        batch_size, extract)
     return out
-
-
-def _bounded_starts(starts, margin, cap):
-    """The lumen start(s) read off the empty trenches; without them (``None``) the
-    first row a cell may begin, from the boxes' closed-end margin.
-
-    Bounding the read-off start by the margin was tried: defocused frames read
-    it a row further in and their mothers came out short (tuning seeds 13-17,
-    defocus mothers within 5 % 0.80 -> 0.88 with the bound), but wide trenches
-    need that row (geometry 0.94 -> 0.75): the network's own length bias
-    under blur is what differs, so the start is left as read.
-    """
-    from .threshold import first_cell_row
-
-    if starts is None:
-        return min(first_cell_row(margin), cap)
-    return starts
 
 
 def _lumen_starts(crops, background):
