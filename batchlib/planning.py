@@ -36,6 +36,7 @@ from .io.checksum import metadata_problems
 from .records import (container_damage, key_run_ids, producer_run_id, read_record, read_records,
                       record_stamp)
 from .status import JobStatus
+from .status_index import digest_text
 
 #: What can make an up-to-date output stale (``--rerun_triggers``).
 RERUN_TRIGGERS = ("input", "params", "version", "mtime")
@@ -90,22 +91,186 @@ def list_units(job: BatchJob, input_folder, folder, status: JobStatus) -> list:
         return units
     units = []
     for path in job.list_inputs(input_folder):
-        key = unit_key(path, input_folder)
-        unit = Unit(key, [path], [])
-        try:
-            unit.signature = job.input_signature(unit)
-        except OSError as e:  # vanished between glob and stat
-            unit.signature = {"error": str(e)}
-        outputs = status.cached_outputs(key, unit.signature)
-        if outputs:
-            unit.outputs = [os.path.join(str(folder), o) for o in outputs]
-        else:
-            try:
-                unit.outputs = job.outputs_for(path, folder)
-            except InvalidInputError:
-                unit.outputs = []  # validate_input reports it
-        units.append(unit)
+        unit = Unit(unit_key(path, input_folder), [path], [])
+        units.append(_with_outputs(job, unit, _signature(job, unit), folder, status))
     return units
+
+
+def _signature(job: BatchJob, unit: Unit) -> dict:
+    try:
+        return job.input_signature(unit)
+    except OSError as e:  # vanished between glob and stat
+        return {"error": str(e)}
+
+
+def _with_outputs(job: BatchJob, unit: Unit, signature, folder, status: JobStatus) -> Unit:
+    """``unit`` with its signature and outputs: the recorded ones while the signature is unchanged."""
+    unit.signature = signature
+    outputs = status.cached_outputs(unit.key, signature)
+    if outputs:
+        unit.outputs = [os.path.join(str(folder), o) for o in outputs]
+    else:
+        try:
+            unit.outputs = job.outputs_for(unit.inputs[0], folder)
+        except InvalidInputError:
+            unit.outputs = []  # validate_input reports it
+    return unit
+
+
+# -- many units at once -------------------------------------------------------
+def plan_units(job: BatchJob, input_folder, folder, status: JobStatus, triggers) -> tuple:
+    """:func:`list_units` and a :func:`fingerprint` per unit, for all units at once.
+
+    What a rerun with nothing to do over 100,000 inputs costs: the job's part
+    of the fingerprints is taken once, and of a unit whose fingerprint
+    matches the stored one only the key is kept (no :class:`Unit`, no
+    parsed entry). Returns ``(items, owners)``: ``items`` in the order of the
+    units, each either the key of a unit found unchanged since it was up to
+    date or the :class:`Unit` to check (:func:`check_unit`); ``owners`` the
+    :class:`OutputOwners` of all units. The decisions are those of
+    :func:`list_units` followed by :func:`fingerprint` per unit (the runner's
+    ``batched_planning = False``).
+    """
+    fingerprints = Fingerprints(job, triggers)
+    owners = OutputOwners(job)
+    items: list = []
+    units = job.units_for(input_folder, folder, PreviousEntries(status))
+    if units is not None:
+        for unit in units:
+            owners.add(unit.key, unit.outputs)
+            stored = status.fingerprint(unit.key)
+            unchanged = stored is not None and fingerprints.get(unit.signature, unit.outputs) == stored
+            items.append(unit.key if unchanged else unit)
+        return items, owners
+    folder = str(folder)
+    prefix = os.path.join(str(input_folder), "")
+    for path in job.list_inputs(input_folder):
+        key = path[len(prefix):] if path.startswith(prefix) else unit_key(path, input_folder)
+        unit, signature = Unit(key, [path], []), None
+        stored, recorded = status.fingerprint_and_outputs(key)
+        if stored is not None and recorded:
+            # A matching fingerprint covers the signature, so the recorded
+            # outputs are those list_units would give.
+            fingerprint = fingerprints.of_plain_input(path, recorded, folder)
+            if fingerprint is NotImplemented:
+                if not fingerprints.on_containers:  # whose fingerprint does not cover it
+                    signature = _signature(job, unit)
+                fingerprint = fingerprints.get(signature, [os.path.join(folder, o) for o in recorded])
+            if fingerprint == stored:
+                owners.add_recorded(key, recorded, folder)
+                items.append(key)
+                continue
+        if signature is None:
+            signature = _signature(job, unit)
+        unit = _with_outputs(job, unit, signature, folder, status)
+        owners.add(key, unit.outputs)
+        items.append(unit)
+    return items, owners
+
+
+class Fingerprints:
+    """:func:`fingerprint` of many units of one job, with the job's part taken once.
+
+    The digests are those of :func:`fingerprint` (the index stores them): the
+    ``repr`` of ``(job part, signature, identities)`` is put together from
+    that of the job's part, made once, and those of the unit's parts.
+    """
+
+    def __init__(self, job: BatchJob, triggers):
+        self.job = job
+        self.on_containers = isinstance(job, BatchJobOnContainer)
+        self._head = "(" + repr((job.param_hash, str(job.version), tuple(sorted(triggers)))) + ", "
+        # With the default hooks, a unit of one input and h5 containers has its
+        # fingerprint's text written directly: a stat per file, no values built.
+        self._plain = (type(job).folder_outputs is BatchJob.folder_outputs and os.sep == "/"
+                       and (self.on_containers or (type(job).input_signature is BatchJob.input_signature
+                                                   and not job.param_values.get("hash_inputs", False))))
+
+    def get(self, signature, outputs) -> str | None:
+        """The fingerprint of a unit with input ``signature`` and ``outputs``; ``None``
+        when it cannot tell (an output missing or unreadable)."""
+        if not outputs:
+            return None
+        try:
+            if isinstance(self.job, BatchJobOnContainer) and keys_deleted(self.job, outputs[0]):
+                return None
+            identities = output_identities(self.job, outputs)
+        except Exception:  # noqa: BLE001 - as the runner treats fingerprint(): the check decides
+            return None
+        if any(v is None for v in identities.values()):
+            return None
+        sig = "None" if self.on_containers else repr(signature)
+        return digest_text(f"{self._head}{sig}, {identities!r})")
+
+    def of_plain_input(self, path, recorded, folder):
+        """The fingerprint of the unit of input ``path`` with the ``recorded`` outputs
+        (relative to ``folder``), as :func:`list_units` would make it: its text written
+        directly, for a job with the default hooks and one h5 container
+        (``NotImplemented`` otherwise: use :meth:`get`)."""
+        if not self._plain or len(recorded) != 1 or not _plain_name(recorded[0]) \
+                or not recorded[0].endswith(".h5"):
+            return NotImplemented
+        name = recorded[0]
+        try:
+            out = os.stat(os.path.join(folder, name))
+            if self.on_containers:
+                sig = "None"
+            else:
+                st = os.stat(path)
+                sig = f"{{{os.path.basename(path)!r}: {{'size': {st.st_size}, 'mtime_ns': {st.st_mtime_ns}}}}}"
+        except OSError:  # missing: no fingerprint; or not readable: the check says why
+            return None
+        return digest_text(f"{self._head}{sig}, {{{name!r}: [{out.st_ino}, {out.st_size}, {out.st_mtime_ns}]}})")
+
+
+class OutputOwners:
+    """Which units write each output (a container or a file beside it), to refuse
+    two units writing one (:class:`~batchlib.errors.OutputCollisionError`).
+
+    One key per output path; lists only for paths claimed more than once.
+    """
+
+    def __init__(self, job: BatchJob):
+        self.job = job
+        self._first: dict = {}
+        self._more: dict = {}
+        self._plain = type(job).folder_outputs is BatchJob.folder_outputs
+        self._folders: dict = {}
+
+    def add(self, key, outputs) -> None:
+        """Unit ``key`` writes ``outputs`` (and their :meth:`~batchlib.base.BatchJob.folder_outputs`)."""
+        for out in outputs:
+            for path in [out] + self.job.folder_outputs(out):
+                self._claim(os.path.normpath(path), key)
+
+    def add_recorded(self, key, recorded, folder) -> None:
+        """:meth:`add` of outputs ``recorded`` relative to ``folder``."""
+        if not self._plain or not all(_plain_name(o) for o in recorded):
+            self.add(key, [os.path.join(folder, o) for o in recorded])
+            return
+        if folder not in self._folders:
+            self._folders[folder] = os.path.join(os.path.normpath(folder), "") if folder else ""
+        normfolder = self._folders[folder]
+        for o in recorded:  # a name in the folder: its normpath without os.path.normpath
+            self._claim(normfolder + o, key)
+
+    def _claim(self, path, key) -> None:
+        first = self._first
+        n = len(first)
+        first.setdefault(path, key)
+        if len(first) == n:  # claimed before
+            self._more.setdefault(path, [first[path]]).append(key)
+
+    def collisions(self) -> dict:
+        """``{output: [keys, in the order of the units]}`` of the outputs of more than one unit."""
+        more = self._more
+        if not more:
+            return {}
+        return {p: more[p] for p in self._first if p in more and len(set(more[p])) > 1}
+
+
+def _plain_name(name) -> bool:
+    return bool(name) and "/" not in name and os.sep not in name and name not in (".", "..")
 
 
 # -- up to date? --------------------------------------------------------------
@@ -340,6 +505,7 @@ def fingerprint(job: BatchJob, unit: Unit, triggers, identities=None) -> str | N
     return digest((key, signature, identities))
 
 
-__all__ = ["RERUN_TRIGGERS", "DEFAULT_TRIGGERS", "PreviousEntries", "list_units", "check_unit",
+__all__ = ["RERUN_TRIGGERS", "DEFAULT_TRIGGERS", "PreviousEntries", "list_units", "plan_units",
+           "Fingerprints", "OutputOwners", "check_unit",
            "stale_reason", "same_signature", "newest_mtime", "folder_outputs_problem", "output_identities",
            "fingerprint"]

@@ -130,6 +130,10 @@ class JobRunner:
         self.status = JobStatus(status_dir(self.folder) / f"{job.name}.status", header,
                                 min_interval_s=status_interval_s)
 
+    #: Plan all units at once (:func:`batchlib.planning.plan_units`); ``False``: one by
+    #: one, the reference the tests compare it with.
+    batched_planning = True
+
     def _rel(self, paths):
         # os.path.relpath is slow (it normalises both paths); outputs are almost
         # always directly below the folder, so cut the prefix when it is there.
@@ -156,14 +160,22 @@ class JobRunner:
             raise FileNotFoundError(f"{self.job.name}: input folder {self.input_folder} does not exist")
         clean_temporary(self.job, self.folder)
         self._clean_folder_output_leftovers()
-        units = planning.list_units(self.job, self.input_folder, self.folder, self.status)
+        if self.batched_planning and not self.force:
+            # Units found unchanged are only their keys (see planning.plan_units).
+            units, owners = planning.plan_units(self.job, self.input_folder, self.folder, self.status,
+                                                self.triggers)
+        else:
+            units, owners = planning.list_units(self.job, self.input_folder, self.folder, self.status), None
         try:
-            check_distinct_outputs(self.job, units)  # before anything is written
+            check_distinct_outputs(self.job, units, owners)  # before anything is written
         except JobError as e:
             self.status.finish("errored", error=str(e))
             raise
         todo, invalid = [], {}
         for unit in units:
+            if isinstance(unit, str):
+                self.status.keep(unit)  # unchanged since it was found up to date
+                continue
             fingerprint = None
             if not self.force:
                 # Taken before the check, so that a change made meanwhile makes it stale.
@@ -308,15 +320,15 @@ class JobRunner:
         return failed, computed
 
 
-def check_distinct_outputs(job, units) -> None:
+def check_distinct_outputs(job, units, owners=None) -> None:
     """Raise :class:`OutputCollisionError` if two units would write one output
-    (a container or one of its folder outputs)."""
-    owners: dict = {}
-    for unit in units:
-        for out in unit.outputs:
-            for path in [out] + job.folder_outputs(out):
-                owners.setdefault(os.path.normpath(path), []).append(unit.key)
-    collisions = {out: keys for out, keys in owners.items() if len(set(keys)) > 1}
+    (a container or one of its folder outputs); ``owners``: the units' outputs
+    as :func:`batchlib.planning.plan_units` collected them."""
+    if owners is None:
+        owners = planning.OutputOwners(job)
+        for unit in units:
+            owners.add(unit.key, unit.outputs)
+    collisions = owners.collisions()
     if collisions:
         raise OutputCollisionError(job.name, collisions)
 

@@ -179,6 +179,11 @@ class JobStatus:
         """The fingerprint stored for ``key`` when it was last found or made up to date."""
         return self.index.fingerprint(key)
 
+    def fingerprint_and_outputs(self, key) -> tuple:
+        """``(fingerprint, outputs)`` stored for ``key``; the outputs (relative to the
+        folder) are those the fingerprint covers. ``(None, None)`` without a fingerprint."""
+        return self.index.fingerprint_and_outputs(key)
+
     def keep(self, key) -> None:
         """Input ``key`` is unchanged and up to date: its entry stays as it is."""
         self.index.keep(key)

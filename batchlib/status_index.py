@@ -45,7 +45,13 @@ def digest(value) -> str:
     the values this is given (built the same way in every run; a value built
     in another order only costs one slow check).
     """
-    return hashlib.blake2b(repr(value).encode(), digest_size=12).hexdigest()
+    return digest_text(repr(value))
+
+
+def digest_text(text: str) -> str:
+    """:func:`digest` of a value whose ``repr`` is ``text`` (built from parts that are
+    the same for many values, see :class:`batchlib.planning.Fingerprints`)."""
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
 def _row_line(key, fp, sig, outputs_text, entry_text) -> bytes:
@@ -118,10 +124,15 @@ class StatusIndex:
         row = self.rows.get(key)
         if not row or row[1] != signature_digest:
             return None
-        text = row[2]
-        if text.startswith('["') and text.endswith('"]') and "\\" not in text and '"' not in text[2:-2]:
-            return [text[2:-2]]  # one plain name, the usual case: no JSON parser needed
-        return json.loads(text)
+        return _outputs(row[2])
+
+    def fingerprint_and_outputs(self, key) -> tuple:
+        """``(fingerprint, outputs)`` of ``key`` (``(None, None)`` without a fingerprint):
+        the outputs it had when the fingerprint was taken."""
+        row = self.rows.get(key)
+        if not row or row[0] is None:
+            return None, None
+        return row[0], _outputs(row[2])
 
     def _entry_text(self, row) -> str:
         if isinstance(row[3], str):
@@ -220,6 +231,13 @@ class StatusIndex:
                 or not self.path.exists():
             self.write()
         self.close()
+
+
+def _outputs(text) -> list:
+    """The list of outputs of a row."""
+    if text.startswith('["') and text.endswith('"]') and "\\" not in text and '"' not in text[2:-2]:
+        return [text[2:-2]]  # one plain name, the usual case: no JSON parser needed
+    return json.loads(text)
 
 
 def file_identity(path) -> list | None:
