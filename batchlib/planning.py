@@ -132,7 +132,7 @@ def plan_units(job: BatchJob, input_folder, folder, status: JobStatus, triggers)
     ``batched_planning = False``).
     """
     fingerprints = Fingerprints(job, triggers)
-    owners = OutputOwners(job)
+    owners = OutputOwners(job, folder)
     items: list = []
     units = job.units_for(input_folder, folder, PreviousEntries(status))
     if units is not None:
@@ -144,25 +144,28 @@ def plan_units(job: BatchJob, input_folder, folder, status: JobStatus, triggers)
         return items, owners
     folder = str(folder)
     prefix = os.path.join(str(input_folder), "")
+    plain, on_containers = fingerprints.plain, fingerprints.on_containers
     for path in job.list_inputs(input_folder):
         key = path[len(prefix):] if path.startswith(prefix) else unit_key(path, input_folder)
-        unit, signature = Unit(key, [path], []), None
+        unit = signature = None
+        # A matching fingerprint covers the signature, so the recorded outputs are
+        # those list_units would give.
         stored, recorded = status.fingerprint_and_outputs(key)
         if stored is not None and recorded:
-            # A matching fingerprint covers the signature, so the recorded
-            # outputs are those list_units would give.
-            fingerprint = fingerprints.of_plain_input(path, recorded, folder)
-            if fingerprint is NotImplemented:
-                if not fingerprints.on_containers:  # whose fingerprint does not cover it
+            if plain and len(recorded) == 1 and _plain_name(recorded[0]) and recorded[0].endswith(".h5"):
+                fingerprint = fingerprints.of_plain_input(path, recorded[0], folder)
+            else:
+                unit = Unit(key, [path], [])
+                if not on_containers:  # whose fingerprint does not cover it
                     signature = _signature(job, unit)
                 fingerprint = fingerprints.get(signature, [os.path.join(folder, o) for o in recorded])
             if fingerprint == stored:
-                owners.add_recorded(key, recorded, folder)
+                owners.add_recorded(key, recorded)
                 items.append(key)
                 continue
-        if signature is None:
-            signature = _signature(job, unit)
-        unit = _with_outputs(job, unit, signature, folder, status)
+        unit = unit or Unit(key, [path], [])
+        unit = _with_outputs(job, unit, _signature(job, unit) if signature is None else signature,
+                             folder, status)
         owners.add(key, unit.outputs)
         items.append(unit)
     return items, owners
@@ -180,11 +183,11 @@ class Fingerprints:
         self.job = job
         self.on_containers = isinstance(job, BatchJobOnContainer)
         self._head = "(" + repr((job.param_hash, str(job.version), tuple(sorted(triggers)))) + ", "
-        # With the default hooks, a unit of one input and h5 containers has its
-        # fingerprint's text written directly: a stat per file, no values built.
-        self._plain = (type(job).folder_outputs is BatchJob.folder_outputs and os.sep == "/"
-                       and (self.on_containers or (type(job).input_signature is BatchJob.input_signature
-                                                   and not job.param_values.get("hash_inputs", False))))
+        #: Whether the job has the default hooks, so that the fingerprint of a unit of
+        #: one input and one h5 container is written directly (:meth:`of_plain_input`).
+        self.plain = (type(job).folder_outputs is BatchJob.folder_outputs and os.sep == "/"
+                      and (self.on_containers or (type(job).input_signature is BatchJob.input_signature
+                                                  and not job.param_values.get("hash_inputs", False))))
 
     def get(self, signature, outputs) -> str | None:
         """The fingerprint of a unit with input ``signature`` and ``outputs``; ``None``
@@ -202,17 +205,12 @@ class Fingerprints:
         sig = "None" if self.on_containers else repr(signature)
         return digest_text(f"{self._head}{sig}, {identities!r})")
 
-    def of_plain_input(self, path, recorded, folder):
-        """The fingerprint of the unit of input ``path`` with the ``recorded`` outputs
-        (relative to ``folder``), as :func:`list_units` would make it: its text written
-        directly, for a job with the default hooks and one h5 container
-        (``NotImplemented`` otherwise: use :meth:`get`)."""
-        if not self._plain or len(recorded) != 1 or not _plain_name(recorded[0]) \
-                or not recorded[0].endswith(".h5"):
-            return NotImplemented
-        name = recorded[0]
+    def of_plain_input(self, path, output, folder) -> str | None:
+        """:meth:`get` for a job with :attr:`plain` hooks and a unit of input ``path``
+        and h5 container ``output`` (a name in ``folder``): a stat of each, its text
+        written directly."""
         try:
-            out = os.stat(os.path.join(folder, name))
+            out = os.stat(os.path.join(folder, output))
             if self.on_containers:
                 sig = "None"
             else:
@@ -220,7 +218,7 @@ class Fingerprints:
                 sig = f"{{{os.path.basename(path)!r}: {{'size': {st.st_size}, 'mtime_ns': {st.st_mtime_ns}}}}}"
         except OSError:  # missing: no fingerprint; or not readable: the check says why
             return None
-        return digest_text(f"{self._head}{sig}, {{{name!r}: [{out.st_ino}, {out.st_size}, {out.st_mtime_ns}]}})")
+        return digest_text(f"{self._head}{sig}, {{{output!r}: [{out.st_ino}, {out.st_size}, {out.st_mtime_ns}]}})")
 
 
 class OutputOwners:
@@ -230,12 +228,13 @@ class OutputOwners:
     One key per output path; lists only for paths claimed more than once.
     """
 
-    def __init__(self, job: BatchJob):
+    def __init__(self, job: BatchJob, folder=""):
         self.job = job
+        self.folder = str(folder)
         self._first: dict = {}
         self._more: dict = {}
-        self._plain = type(job).folder_outputs is BatchJob.folder_outputs
-        self._folders: dict = {}
+        self._plain = type(job).folder_outputs is BatchJob.folder_outputs and bool(self.folder)
+        self._normfolder = os.path.join(os.path.normpath(self.folder), "")
 
     def add(self, key, outputs) -> None:
         """Unit ``key`` writes ``outputs`` (and their :meth:`~batchlib.base.BatchJob.folder_outputs`)."""
@@ -243,16 +242,12 @@ class OutputOwners:
             for path in [out] + self.job.folder_outputs(out):
                 self._claim(os.path.normpath(path), key)
 
-    def add_recorded(self, key, recorded, folder) -> None:
-        """:meth:`add` of outputs ``recorded`` relative to ``folder``."""
-        if not self._plain or not all(_plain_name(o) for o in recorded):
-            self.add(key, [os.path.join(folder, o) for o in recorded])
-            return
-        if folder not in self._folders:
-            self._folders[folder] = os.path.join(os.path.normpath(folder), "") if folder else ""
-        normfolder = self._folders[folder]
-        for o in recorded:  # a name in the folder: its normpath without os.path.normpath
-            self._claim(normfolder + o, key)
+    def add_recorded(self, key, recorded) -> None:
+        """:meth:`add` of outputs ``recorded`` relative to the folder."""
+        if self._plain and len(recorded) == 1 and _plain_name(recorded[0]):
+            self._claim(self._normfolder + recorded[0], key)  # its normpath, without os.path.normpath
+        else:
+            self.add(key, [os.path.join(self.folder, o) for o in recorded])
 
     def _claim(self, path, key) -> None:
         first = self._first

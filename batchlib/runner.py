@@ -171,11 +171,14 @@ class JobRunner:
         except JobError as e:
             self.status.finish("errored", error=str(e))
             raise
-        todo, invalid = [], {}
+        todo, invalid, kept = [], {}, []
         for unit in units:
             if isinstance(unit, str):
-                self.status.keep(unit)  # unchanged since it was found up to date
+                kept.append(unit)  # unchanged since it was found up to date
                 continue
+            if kept:  # in the order of the units, as one by one
+                self.status.keep_all(kept)
+                kept = []
             fingerprint = None
             if not self.force:
                 # Taken before the check, so that a change made meanwhile makes it stale.
@@ -213,6 +216,7 @@ class JobRunner:
             self.status.set_file(unit.key, state="pending", reason=reason,
                                  outputs=self._rel(unit.outputs), input_signature=unit.signature)
             todo.append((unit, records))
+        self.status.keep_all(kept)
         return units, todo, invalid
 
     def run(self) -> JobResult:

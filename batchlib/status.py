@@ -192,6 +192,14 @@ class JobStatus:
             entry = self.index.entry(key) or {}
             self.files[key] = {k: entry.get(k) for k in ("state", "outputs", "finished", "warnings")}
 
+    def keep_all(self, keys) -> None:
+        """:meth:`keep` of each of ``keys``, in their order."""
+        self.index.seen.update(keys)
+        self._states.update(dict.fromkeys(keys, "done"))
+        for key in self.index.with_warnings(keys):
+            entry = self.index.entry(key) or {}
+            self.files[key] = {k: entry.get(k) for k in ("state", "outputs", "finished", "warnings")}
+
     def set_file(self, key, fingerprint=None, **entry) -> None:
         """Record input ``key``'s entry; ``fingerprint`` when it is up to date (see
         :mod:`batchlib.status_index`)."""

@@ -119,6 +119,11 @@ class StatusIndex:
         row = self.rows.get(key)
         return bool(row and row[4])
 
+    def with_warnings(self, keys) -> list:
+        """Those of ``keys`` whose entries hold warnings."""
+        rows = self.rows
+        return [k for k in keys if k in rows and rows[k][4]]
+
     def outputs(self, key, signature_digest) -> list | None:
         """The recorded outputs of ``key`` when its input signature is unchanged."""
         row = self.rows.get(key)

@@ -244,9 +244,8 @@ def test_fingerprints_are_those_of_fingerprint(mixed):
             expected = fingerprint(job, unit, triggers)
             recorded = [os.path.relpath(o, folder) for o in unit.outputs]
             assert batch.get(unit.signature, unit.outputs) == expected
-            fast = batch.of_plain_input(unit.inputs[0], recorded, str(folder))
-            if fast is not NotImplemented:
-                assert fast == expected, unit.key
+            if batch.plain and len(recorded) == 1 and recorded[0].endswith(".h5"):
+                assert batch.of_plain_input(unit.inputs[0], recorded[0], str(folder)) == expected, unit.key
                 written += 1
         # Written directly: the default hooks and h5 containers, nothing beside them.
         plain = ext == ".h5" and not isinstance(job, SumBeside) and not job.param_values.get("hash_inputs")
