@@ -210,12 +210,13 @@ class Fingerprints:
         and h5 container ``output`` (a name in ``folder``): a stat of each, its text
         written directly."""
         try:
-            out = os.stat(os.path.join(folder, output))
+            out = os.stat(folder + "/" + output if folder and not folder.endswith("/") else folder + output)
             if self.on_containers:
                 sig = "None"
             else:
                 st = os.stat(path)
-                sig = f"{{{os.path.basename(path)!r}: {{'size': {st.st_size}, 'mtime_ns': {st.st_mtime_ns}}}}}"
+                name = path[path.rfind("/") + 1:]  # os.path.basename, with os.sep "/"
+                sig = f"{{{name!r}: {{'size': {st.st_size}, 'mtime_ns': {st.st_mtime_ns}}}}}"
         except OSError:  # missing: no fingerprint; or not readable: the check says why
             return None
         return digest_text(f"{self._head}{sig}, {{{output!r}: [{out.st_ino}, {out.st_size}, {out.st_mtime_ns}]}})")

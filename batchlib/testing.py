@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
-
 from .base import BatchJob, Param
 from .container_job import BatchJobOnContainer, KeySpec
 from .errors import InvalidInputError
@@ -18,6 +16,8 @@ from .io import create_dataset, open_file, write_table
 
 def write_array_file(path, array) -> None:
     """Write a ``.npy`` input file for :class:`ImportArray`."""
+    import numpy as np  # where used: a rerun with nothing to do does not import it
+
     np.save(path, np.asarray(array))
 
 
@@ -25,6 +25,8 @@ def make_array_inputs(folder, n, shape=(3, 8, 8), dtype="uint16", seed=0, prefix
                       start=0) -> dict:
     """Write ``n`` random ``<prefix><i>.npy`` files; return ``{stem: array}``."""
     os.makedirs(folder, exist_ok=True)
+    import numpy as np
+
     rng = np.random.default_rng(seed + start)
     arrays = {}
     for i in range(start, start + n):
@@ -53,6 +55,8 @@ class ImportArray(BatchJob):
         super().__init__(input_pattern=input_pattern, output_ext=output_ext, **kwargs)
 
     def validate_input(self, path):
+        import numpy as np
+
         super().validate_input(path)
         try:
             np.load(path, mmap_mode="r")
@@ -60,6 +64,8 @@ class ImportArray(BatchJob):
             raise InvalidInputError(f"{path}: not a readable .npy file ({e})") from e
 
     def process(self, input_file, output_file):
+        import numpy as np
+
         if self.param_values["crash_on"] and self.param_values["crash_on"] in os.path.basename(input_file):
             os._exit(77)  # as if the kernel killed the worker for memory
         if self.param_values["fail_on"] and self.param_values["fail_on"] in os.path.basename(input_file):
@@ -85,6 +91,8 @@ class ScaleRaw(BatchJobOnContainer):
     def process_container(self, container, path):
         if self.param_values["fail_on"] and self.param_values["fail_on"] in os.path.basename(path):
             raise RuntimeError(f"simulated failure on {os.path.basename(path)}")
+        import numpy as np
+
         raw = container["raw"][:]
         scaled = raw.astype("float32") * self.param_values["factor"]
         create_dataset(container, "scaled", data=scaled)
