@@ -20,7 +20,11 @@ decided here, from the completion records written into the outputs:
 
 A *fingerprint* digests everything such a decision reads; while it is
 unchanged, a unit is up to date without opening anything (see
-:mod:`batchlib.status_index`).
+:mod:`batchlib.status_index`). :func:`plan_units` does this for all units of
+a job at once (the job's part of the fingerprints digested once, nothing
+kept of an unchanged unit but its key), which is what a rerun with nothing
+to do over 100,000 images costs; :func:`list_units` and one
+:func:`fingerprint` per unit are the reference it is tested against.
 """
 from __future__ import annotations
 
