@@ -325,8 +325,10 @@ class BatchJob:
                     names = [e.name for e in it if not e.name.startswith(".")]
             except (FileNotFoundError, NotADirectoryError):
                 names = []
+            # Hidden names, temporaries among them, are left out already; one prefix
+            # sorts as the names do.
             prefix = os.path.join(str(input_folder), "")
-            paths = [prefix + n for n in fnmatch.filter(names, pattern)]
+            return [prefix + n for n in sorted(fnmatch.filter(names, pattern))]
         return sorted(p for p in paths if not is_temporary(os.path.basename(p)))
 
     def outputs_for(self, input_path, folder) -> list:

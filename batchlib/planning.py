@@ -215,14 +215,18 @@ class Fingerprints:
         written directly."""
         try:
             out = os.stat(folder + "/" + output if folder and not folder.endswith("/") else folder + output)
-            if self.on_containers:
-                sig = "None"
-            else:
-                st = os.stat(path)
-                name = path[path.rfind("/") + 1:]  # os.path.basename, with os.sep "/"
-                sig = f"{{{name!r}: {{'size': {st.st_size}, 'mtime_ns': {st.st_mtime_ns}}}}}"
         except OSError:  # missing: no fingerprint; or not readable: the check says why
             return None
+        if self.on_containers:
+            sig = "None"
+        else:
+            try:
+                st = os.stat(path)
+            except OSError as e:  # as _signature says it
+                sig = repr({"error": str(e)})
+            else:
+                name = path[path.rfind("/") + 1:]  # os.path.basename, with os.sep "/"
+                sig = f"{{{name!r}: {{'size': {st.st_size}, 'mtime_ns': {st.st_mtime_ns}}}}}"
         return digest_text(f"{self._head}{sig}, {{{output!r}: [{out.st_ino}, {out.st_size}, {out.st_mtime_ns}]}})")
 
 

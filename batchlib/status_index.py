@@ -137,7 +137,10 @@ class StatusIndex:
         row = self.rows.get(key)
         if not row or row[0] is None:
             return None, None
-        return row[0], _outputs(row[2])
+        try:
+            return row[0], _outputs(row[2])
+        except ValueError:  # a damaged line: as without a fingerprint
+            return None, None
 
     def _entry_text(self, row) -> str:
         if isinstance(row[3], str):
