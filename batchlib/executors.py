@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import signal
 import threading
 from itertools import islice
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 
 logger = logging.getLogger("Workflow.executor")
 
@@ -133,6 +130,10 @@ class ProcessExecutor(Executor):
         self._pool = self._new_pool()
 
     def _new_pool(self):
+        # Imported here: a run with nothing to do, or a serial one, does not need them.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         return ProcessPoolExecutor(self.n_workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_ignore_sigint)
 
@@ -141,6 +142,9 @@ class ProcessExecutor(Executor):
             return self._pool.submit(fn, item)
 
     def map_unordered(self, fn, items, on_crash=None):
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
         items = iter(items)
         pending = {}
         window = 2 * self.n_workers
