@@ -40,6 +40,28 @@ def heldout():
     return crops, labels, kinds
 
 
+def test_generated_crops_start_before_the_closed_end_with_their_labels():
+    """Training crops start a random 0-3 px before the closed end, as detected boxes do;
+    the labels move with the image."""
+    at_end = training.generated_examples(["nominal"], [10003], n_timepoints=1, box_margin=(0, 0))
+    early = training.generated_examples(["nominal"], [10003], n_timepoints=1, box_margin=(2, 2))
+    (c0, l0, _), (c2, l2, _) = at_end, early
+    filled = l0.max(axis=(1, 2)) > 0
+    assert filled.sum() >= 3
+    assert not l2[:, :2].any()
+    moved, ref = l2[filled, 2:], l0[filled, :-2]
+    real = (moved != training.PAD) & (ref != training.PAD)   # not the padding below the trench
+    assert real.mean() > 0.5
+    np.testing.assert_array_equal(moved[real], ref[real])
+    # the image moved with them (each crop is scaled by its own stack: compare shapes)
+    r = np.corrcoef(c2[filled, 2:][real], c0[filled, :-2][real])[0, 1]
+    assert r > 0.99, r
+    default = training.generated_examples(["nominal"], [10003], n_timepoints=1)[1]
+    tops = [np.flatnonzero(lab.any(axis=1))[0] - np.flatnonzero(ref.any(axis=1))[0]
+            for lab, ref in zip(default[filled], l0[filled])]
+    assert set(tops) <= {0, 1, 2, 3} and len(set(tops)) >= 2, tops
+
+
 def test_shipped_weights_load_with_weights_only():
     path = torch_model.DEFAULT_WEIGHTS
     assert path.is_file() and path.stat().st_size <= 5e6
@@ -159,6 +181,8 @@ def test_train_segmenter_cli_finetunes_and_writes_a_model_card(segmented, tmp_pa
     labels = segment_trenches(np.zeros((1, 64, 32), np.float32), method="unet", kind="phase",
                               weights=str(out))
     assert labels.shape == (1, 64, 32)
+    # fine-tuned on a lab's own (detected) crops: the range of box starts of the start weights
+    assert torch_model.load_weights(out)[2]["box_margin"] == [0.0, 3.0]
     with pytest.raises(FileNotFoundError, match="no containers"):
         cli_main(["train-segmenter", "--out", str(out), "--finetune", str(tmp_path / "none"),
                   "--steps", "1", "--validation_positions", "1", "--no_progress"])
@@ -184,9 +208,11 @@ def test_missing_and_corrupt_weights_fail_clearly(tmp_path):
 
 
 def test_detected_boxes_starting_in_the_pdms_keep_mother_length():
-    """A detected box starts a pixel or two outside the closed end; with the empty
-    trenches as reference the network sees the crop from the lumen start on, so the
-    mother does not grow into the PDMS rows (it did by 2 px on most crops)."""
+    """A detected box starts a pixel or two outside the closed end. The shipped
+    network was trained on boxes starting 0-3 px outside it and finds the end itself
+    (a network trained on boxes at the end grew the mother 2 px into the PDMS on
+    most crops); with the empty trenches as reference no cell starts before the
+    lumen does."""
     from batchlib.trench.segmentation.threshold import empty_background
 
     cfg = SyntheticConfig(height=384, width=384, n_positions=1, n_timepoints=2, seed=10003,
@@ -221,17 +247,38 @@ def test_detected_boxes_starting_in_the_pdms_keep_mother_length():
     registered = mother_top_error(segment_trenches(
         crops, method="unet", kind="phase", background=empty_background(crops, empty)))
     assert len(registered) >= 6
-    # without the reference the mothers start in the PDMS, with it within a pixel of the truth
-    assert np.mean(plain < 0) > 0.5, plain
+    assert np.mean(np.abs(plain) <= 1) >= 0.9, plain
     assert np.mean(np.abs(registered) <= 1) >= 0.9, registered
-    # no empty trench to show the lumen (detection flagged none): the rows the
-    # layout's margin puts before the lumen are cut instead
-    from batchlib.trench.segmentation.threshold import first_cell_row
+    assert np.mean(registered < 0) <= np.mean(plain < 0)
 
-    labels = segment_trenches(crops, method="unet", kind="phase", closed_end_margin=shift)
-    assert not labels[..., : first_cell_row(shift), :].any()
-    known = mother_top_error(labels)
-    assert np.mean(np.abs(known) <= 1) >= 0.9, known
+
+def test_weights_trained_at_the_closed_end_get_the_crops_from_the_lumen_start(tmp_path):
+    """Weights without a trained ``box_margin`` (trained on crops starting at the
+    closed end, e.g. by an earlier version) see the crops from the lumen start on:
+    the start the empty trenches show, else the first row after the layout's margin."""
+    import torch
+
+    from batchlib.trench.segmentation.threshold import first_cell_row
+    from batchlib.trench.segmentation.torch_model import DEFAULT_WEIGHTS
+
+    old = torch.load(DEFAULT_WEIGHTS, weights_only=True)
+    assert old["meta"]["box_margin"] == [0.0, 3.0]
+    del old["meta"]["box_margin"]
+    legacy = tmp_path / "legacy.pt"
+    torch.save(old, legacy)
+    rng = np.random.default_rng(0)
+    crops = rng.normal(100, 3, (4, 2, 64, 32)).astype(np.float32)
+    crops[..., :, 9:23] += 60                                # a bright lumen ...
+    crops[..., :5, :] = 40                                   # ... starting at row 5
+    crops[:2, :, 2:30, 11:21] = 20          # a dark object in two trenches, into the PDMS
+    background = crops[2:].mean(axis=0)
+    for weights, extra, first in ((legacy, {"background": background}, 5),
+                                  (legacy, {"closed_end_margin": 2.0}, first_cell_row(2.0)),
+                                  (None, {"background": background}, 5)):
+        labels = segment_trenches(crops, method="unet", kind="phase", weights=weights and str(weights),
+                                  **extra)
+        assert (labels[:2, :, first:30].max(axis=(2, 3)) == 1).all(), (weights, extra)
+        assert not labels[..., :first, :].any(), (weights, extra)
 
 
 def test_auto_is_unet_with_torch_and_threshold_without(monkeypatch, caplog):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .numbering import drop_slivers
+from .numbering import drop_slivers, relabel_from_closed_end
 from .splitting import label_crops
 
 #: the weights shipped as package data (see models/MODEL_CARD.md)
@@ -264,7 +264,7 @@ def labels_from_probabilities(prob, split_depth=0.7, min_length=6, min_area=30,
 def _cached_model(weights, device):
     key = (str(Path(weights).resolve()) if weights else str(DEFAULT_WEIGHTS), device)
     if key not in _CACHE:
-        _CACHE[key] = load_model(weights, device)
+        _CACHE[key] = (load_model(weights, device), load_weights(weights)[2])
     return _CACHE[key]
 
 
@@ -291,27 +291,43 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         Instance extraction, see :func:`labels_from_probabilities`.
     background : ndarray, shape (..., H, W), optional
         Phase contrast: what the empty trenches look like (the Segment job
-        passes :func:`~.threshold.empty_background`). The network was trained
-        on crops whose row 0 is the lumen's first row; a detected box starts a
-        pixel or two outside the closed end, in the PDMS, and the network then
-        extends the mother into those rows (mother 2 px too long on 70 % of
-        detected crops). The rows before the lumen start seen in the empty
-        trenches are cut off before the network sees the crops and left empty.
+        passes :func:`~.threshold.empty_background`); it shows where the
+        lumen starts (:func:`~.threshold.lumen_start_row`). Weights trained
+        on boxes that start before the closed end (``box_margin`` in their
+        metadata, the shipped ones: 0-3 px) see the whole crop and the rows
+        before the lumen start are cleared from their labels; where the lumen
+        starts further in than that range, the rows before it are cut first.
+        Older weights, trained on crops starting at the closed end, see the
+        crops from the lumen start on.
     closed_end_margin : float, optional
-        Phase contrast: pixels of PDMS every crop keeps before the closed end
-        (TrenchDetection's ``closed_end_margin_px``; the Segment job passes
-        it). Without ``background`` (no trench was found empty) the crops are
-        read from :func:`~.threshold.first_cell_row` of it.
+        Phase contrast, older weights only: pixels of PDMS every crop keeps
+        before the closed end (TrenchDetection's ``closed_end_margin_px``;
+        the Segment job passes it). Without ``background`` (no trench was
+        found empty) the crops are read from
+        :func:`~.threshold.first_cell_row` of it.
 
     Returns
     -------
     int32 ndarray, same shape as ``crops``: cells numbered 1..k from the closed end.
     """
     set_threads(threads)
-    model = _cached_model(weights, device)
+    model, meta = _cached_model(weights, device)
     crops = np.asarray(crops)
     extract = (split_depth, min_length, min_area, open_end)
     starts = _lumen_starts(crops, background) if kind == "phase" else None
+    trained_margin = meta.get("box_margin")
+    if trained_margin is not None:
+        # Trained on boxes that start anywhere in this range before the closed end:
+        # the network finds the end itself. Only where the empty trenches show the
+        # lumen starting further in (a band across the chip before it: the real
+        # molyso frame, 28 rows) are the rows before it cut off, keeping the
+        # middle of the trained margin.
+        if starts is None:
+            return _segment_from(model, crops, 0, kind, device, batch_size, extract)
+        lumen = np.asarray(starts)
+        keep = float(np.mean(trained_margin))
+        cut = np.maximum(np.floor(lumen - keep), 0).astype(int)
+        return _clipped(_by_start(model, crops, cut, kind, device, batch_size, extract), lumen)
     if starts is None and kind == "phase" and closed_end_margin:
         # no empty trench shows where the lumen starts: the boxes' margin does. A start
         # read off the empty trenches is left as read: bounding it by the margin helped
@@ -320,6 +336,11 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         from .threshold import first_cell_row
 
         starts = min(first_cell_row(closed_end_margin), crops.shape[-2] // 4)
+    return _by_start(model, crops, starts, kind, device, batch_size, extract)
+
+
+def _by_start(model, crops, starts, kind, device, batch_size, extract):
+    """Labels of ``crops`` read from row ``starts`` on: one start for all, or one per frame."""
     if starts is None or np.ndim(starts) == 0:
         return _segment_from(model, crops, int(starts or 0), kind, device, batch_size, extract)
     # frames grouped by where their lumen starts: each frame's labels depend on
@@ -330,6 +351,25 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         out[:, frames] = _segment_from(model, crops[:, frames], int(start), kind, device,
                                        batch_size, extract)
     return out
+
+
+def _clipped(labels, lumen):
+    """``labels`` without the rows before the ``lumen`` start (one, or one per frame of
+    (N, T, H, W)): no cell begins in the PDMS; renumbered, slivers left by the cut dropped.
+
+    Under optics it was never trained on (PSF tails: alt_optics) the network
+    extends mothers a pixel into the PDMS; the empty trenches show where the
+    lumen starts.
+    """
+    rows = np.arange(labels.shape[-2])
+    before = rows[None, :] < np.reshape(lumen, (-1, 1))          # (T or 1, H)
+    if not before.any():
+        return labels
+    mask = before[:, :, None] if labels.ndim == 4 and np.ndim(lumen) else before[0][:, None]
+    cleared = np.where(mask, 0, labels)
+    if np.array_equal(cleared, labels):
+        return labels
+    return drop_slivers(relabel_from_closed_end(cleared))
 
 
 def _lumen_starts(crops, background):

@@ -31,6 +31,9 @@ def configure_parser(p) -> None:
                    help="generated positions (one tuning seed each) to cut crops from")
     p.add_argument("--families", default="",
                    help="comma-separated scenario families (default: all but the held-out ones)")
+    p.add_argument("--box_margin", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="generated crops start a random distance in [LO, HI] pixels before the "
+                        "closed end, as detected boxes do (default 0 3); 0 0: at the end")
     p.add_argument("--validation_positions", type=int, default=24)
     p.add_argument("--finetune", default=None,
                    help="folder of containers with segmentation/<label_name> and trench crops")
@@ -47,8 +50,8 @@ def main(args) -> int:
     from tqdm import tqdm
 
     from ..synthetic.families import FAMILIES, seeds
-    from .torch_model import DEFAULT_WEIGHTS, save_weights
-    from .training import (HELDOUT_FAMILIES, container_examples, evaluate_model,
+    from .torch_model import DEFAULT_WEIGHTS, load_weights, save_weights
+    from .training import (BOX_MARGIN, HELDOUT_FAMILIES, container_examples, evaluate_model,
                            generated_examples, train, write_model_card)
 
     t0 = time.time()
@@ -59,11 +62,13 @@ def main(args) -> int:
     if unknown:
         print(f"error: unknown families {unknown}; known: {', '.join(FAMILIES)}", file=sys.stderr)
         return 2
+    margin_range = tuple(args.box_margin) if args.box_margin else BOX_MARGIN
     # Validation on held-out seeds far from those the benchmark uses first.
     val_seeds = seeds("heldout", args.validation_positions, start=900_000 + args.seed * 1000)
     with tqdm(total=args.validation_positions, desc="validation crops",
               disable=args.no_progress) as bar:
-        val = generated_examples(families, val_seeds, progress=bar.update)
+        val = generated_examples(families, val_seeds, progress=bar.update,
+                                 box_margin=margin_range)
     init = args.init
     if args.finetune:
         data = container_examples(args.finetune, args.label_name, args.channel)
@@ -74,18 +79,30 @@ def main(args) -> int:
         rng = np.random.default_rng(args.seed)
         train_seeds = sorted(rng.choice(1000, size=min(args.positions, 1000), replace=False).tolist())
         with tqdm(total=len(train_seeds), desc="training crops", disable=args.no_progress) as bar:
-            data = generated_examples(families, train_seeds, progress=bar.update)
+            data = generated_examples(families, train_seeds, progress=bar.update,
+                                      box_margin=margin_range)
+        started = (f" Started from the weights `{init}` (their own card tells how they were made)."
+                   if init else "")
         described = (f"{len(data[0])} crops ({np.sum(data[2] == 'phase')} phase-like, "
                      f"{np.sum(data[2] == 'fluorescence')} fluorescence) cut from "
                      f"{len(train_seeds)} generated positions (512 x 256, 3 frames) of the "
                      f"families {', '.join(families)} on tuning seeds (0-999) drawn with seed "
-                     f"{args.seed}; families never trained on: {', '.join(HELDOUT_FAMILIES)}.")
+                     f"{args.seed}; families never trained on: {', '.join(HELDOUT_FAMILIES)}. "
+                     f"Every crop starts a random distance of {margin_range[0]:g}-{margin_range[1]:g} "
+                     f"px (uniform) before its trench's closed end, as detected boxes do; the "
+                     f"labels move with it.{started}")
     lr = args.lr or (3e-4 if init else 2e-3)
     model, config, losses = train(*data, steps=args.steps, batch_size=args.batch_size,
                                   rows=args.rows, lr=lr,
                                   seed=args.seed, threads=args.threads, init=init,
                                   progress=not args.no_progress)
-    save_weights(model, args.out, config, {"seed": args.seed, "steps": args.steps})
+    meta = {"seed": args.seed, "steps": args.steps}
+    # the range of box starts the network learnt to find the closed end in
+    # (fine-tuning on a lab's own crops keeps the range of the weights it starts from)
+    box_margin = load_weights(init)[2].get("box_margin") if args.finetune else list(margin_range)
+    if box_margin is not None and max(box_margin) > 0:
+        meta["box_margin"] = box_margin
+    save_weights(model, args.out, config, meta)
     metrics = evaluate_model(model, *val)
     command = "batchlib train-segmenter " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if len(sys.argv) > 1 and sys.argv[1] == "train-segmenter" else "train_cli.main(...)"

@@ -71,7 +71,12 @@ def scored(truth, pred):
     return np.where(pad, 0, truth), np.where(pad, 0, pred)
 
 
-def generated_examples(families, seed_list, *, height=512, width=256, n_timepoints=3, progress=None):
+#: pixels before the closed end where a generated training crop may start (uniform)
+BOX_MARGIN = (0.0, 3.0)
+
+
+def generated_examples(families, seed_list, *, height=512, width=256, n_timepoints=3, progress=None,
+                       box_margin=None):
     """Crops, labels and kinds cut from generated positions.
 
     Parameters
@@ -83,6 +88,12 @@ def generated_examples(families, seed_list, *, height=512, width=256, n_timepoin
     height, width, n_timepoints : frame size and frames per position.
     progress : callable, optional
         Called once per position (e.g. a tqdm ``update``).
+    box_margin : (float, float), optional
+        Default :data:`BOX_MARGIN`. Every crop starts a random distance in this range (pixels, uniform)
+        before its trench's closed end, as detected boxes do (they keep a margin
+        of PDMS and their end is measured to a fraction of a pixel); the labels
+        move with it. The network then finds the closed end itself, wherever in
+        the first rows it lies. ``(0, 0)``: every crop starts at the closed end.
 
     Returns
     -------
@@ -106,11 +117,17 @@ def generated_examples(families, seed_list, *, height=512, width=256, n_timepoin
             if progress:
                 progress()
             continue
-        truth = pos.trench_labels.reshape(-1, *pos.trench_labels.shape[-2:])
+        rng = np.random.default_rng([int(seed), 7])
+        margins = rng.uniform(*(BOX_MARGIN if box_margin is None else box_margin),
+                              len(pos.trenches))
+        truth = shifted_labels(pos.trench_labels, margins)
+        truth = truth.reshape(-1, *truth.shape[-2:])
         for ch, movie in pos.movies.items():
-            c = np.stack([[crop_box(movie[t], r.x_center, r.y_closed, r.direction, int(r.height),
-                                    int(r.width), r.angle_deg, pos.drift[t])
-                           for t in range(movie.shape[0])] for r in pos.trenches.itertuples()])
+            c = np.stack([[crop_box(movie[t], r.x_center, r.y_closed - r.direction * m,
+                                    r.direction, int(r.height), int(r.width), r.angle_deg,
+                                    pos.drift[t])
+                           for t in range(movie.shape[0])]
+                          for r, m in zip(pos.trenches.itertuples(), margins)])
             # Scaled as one stack, as Segment passes all trenches of a position at once.
             c = c.reshape(truth.shape).astype(np.float32)
             c, lab = fit_shape(c / stack_scale(c), truth)
@@ -122,6 +139,26 @@ def generated_examples(families, seed_list, *, height=512, width=256, n_timepoin
     if not crops:
         raise ValueError("the generator produced no training crops")
     return np.concatenate(crops), np.concatenate(labels).astype(np.int16), np.array(kinds)
+
+
+def shifted_labels(trench_labels, margins) -> np.ndarray:
+    """Labels ``(n, T, H, W)`` of boxes that start ``margins[i]`` pixels before trench
+    ``i``'s closed end: row ``r`` takes the true row nearest ``r - margin`` (0 before the end).
+
+    Examples
+    --------
+    >>> lab = np.arange(1, 5).reshape(1, 1, 4, 1)
+    >>> shifted_labels(lab, [1.4])[0, 0, :, 0]
+    array([0, 1, 2, 3])
+    """
+    lab = np.asarray(trench_labels)
+    h = lab.shape[-2]
+    out = np.zeros_like(lab)
+    for i, m in enumerate(np.asarray(margins, float)):
+        src = np.floor(np.arange(h) - m + 0.5).astype(np.intp)
+        ok = (src >= 0) & (src < h)
+        out[i][..., ok, :] = lab[i][..., src[ok], :]
+    return out
 
 
 def container_examples(folder, name: str = "cells", channel: str = ""):
@@ -323,7 +360,8 @@ Per-family figures against the classical method: `docs/segmentation.md`
 
 ## Limits
 Trained on generated data only: 32-px-wide crops with a 10-20 px lumen and
-cells about 6-15 px wide, trench axis vertical, closed end at row 0. Crops of
+cells about 6-15 px wide, trench axis vertical, closed end within the first
+rows (the range of box starts above). Crops of
 another scale should be resized first, or the model fine-tuned on a few
 corrected crops (`batchlib train-segmenter --finetune FOLDER`).
 """)
