@@ -326,6 +326,13 @@ def _check_container_unit(job: BatchJobOnContainer, unit: Unit, cached, triggers
 
     Fills in ``unit.signature``: the run ids of the jobs that produced the
     input keys, read from the container only when its stamp changed.
+
+    Under the ``mtime`` trigger the output is stale when a record of a job that
+    wrote one of its input keys (a *producer*, known by the run ids above)
+    finished after this job's own record. Records of other jobs in the same
+    container do not count: a job downstream (one reading this job's keys, or
+    writing keys of its own beside them) always finishes later, and counting
+    it would recompute this job, then that one, on every run.
     """
     path = unit.outputs[0]
     stamp = record_stamp(path)
@@ -360,7 +367,9 @@ def _check_container_unit(job: BatchJobOnContainer, unit: Unit, cached, triggers
     if problems:
         return False, f"output invalid: {problems[0]}", {}
     if "mtime" in triggers:
-        newest = max((r.get("finished_ns", 0) for n, r in records.items() if n != job.name), default=0)
+        upstream = set(producers.values()) - {None}
+        newest = max((r.get("finished_ns", 0) for n, r in records.items()
+                      if n != job.name and upstream & set((r.get("outputs") or {}).values())), default=0)
         if newest > rec.get("finished_ns", 0):
             return False, "inputs newer than output", {}
     stale = stale_reason(job, unit, rec, [t for t in triggers if t in ("params", "version", "input")])
