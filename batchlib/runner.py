@@ -217,6 +217,7 @@ class JobRunner:
                                  outputs=self._rel(unit.outputs), input_signature=unit.signature)
             todo.append((unit, records))
         self.status.keep_all(kept)
+        self.status.all_listed()  # from here on, a row not seen is that of an input gone
         return units, todo, invalid
 
     def run(self) -> JobResult:

@@ -132,6 +132,9 @@ class JobStatus:
         self.data = {"schema": JOB_SCHEMA, **header, "state": "running", "started": now_iso(),
                      "finished": None, "duration_s": None, "error": None, "counts": {},
                      "files": {}}
+        #: Whether this run listed every input (:meth:`all_listed`); until then the rows of
+        #: inputs it has not seen are not those of deleted inputs, and :meth:`finish` keeps them.
+        self.listed = False
         self._states: dict = {}  # key -> state, for every input of this run
         self._this_run: set = set()
         self._t0 = time.monotonic()
@@ -219,17 +222,42 @@ class JobStatus:
         counts["computed_this_run"] = len(self._this_run)
         return counts
 
+    def all_listed(self) -> None:
+        """Every input of this run has been seen (planned): the index rows of the others
+        are those of inputs that are gone, which :meth:`finish` drops."""
+        self.listed = True
+
+    def _keep_unlisted(self) -> None:
+        """The run stopped before it listed every input (an output collision, Ctrl-C while
+        planning): the rows it did not reach stay as the earlier runs left them, in the
+        index and in the counts, so that nothing finished is forgotten."""
+        index = self.index
+        rest = [k for k, row in index.rows.items() if k not in index.seen]
+        index.seen.update(rest)
+        for key in rest:
+            row = index.rows[key]
+            if row[0] is not None and not row[4]:  # a fingerprint: up to date, no warnings
+                self._states[key] = "done"
+                continue
+            entry = index.entry(key) or {}
+            state = entry.get("state")
+            self._states[key] = state if state in FILE_STATES else "pending"
+            if state != "done" or entry.get("warnings"):  # worth a look, as in set_file
+                self.files[key] = {k: entry[k] for k in ("state", "outputs", "finished", "error",
+                                                          "warnings") if k in entry}
+
     def finish(self, state, error=None) -> None:
         self.data.update(state=state, error=error, finished=now_iso(),
                          duration_s=round(time.monotonic() - self._t0, 3))
-        if state != "errored":
-            self.index.finish()
-            self.save(force=True)
-            return
-        try:  # on the way out of an error: never hide it behind a second one (a full disk)
+        try:
+            if not self.listed:
+                self._keep_unlisted()
             self.index.finish()
             self.save(force=True)
         except OSError as e:
+            if state != "errored":
+                raise
+            # on the way out of an error: never hide it behind a second one (a full disk)
             logger.warning("could not write %s (%s)", self.path, e)
 
     def save(self, force=False) -> None:
