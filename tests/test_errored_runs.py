@@ -138,3 +138,31 @@ def test_invalid_inputs_keep_the_index_and_status(done, monkeypatch):
     no_open(monkeypatch)
     res = run(folder, inp)
     assert res.success and [j.computed for j in res.jobs] == [[], []]
+
+
+def test_rows_not_reached_keep_their_state_and_what_people_must_see(tmp_path):
+    """Unit level: failed and warned-about inputs not reached stay listed in the status, as
+    they were; a run that listed every input drops the rows it did not see (inputs gone)."""
+    from batchlib.status import JobStatus
+
+    path = tmp_path / "J.status"
+    first = JobStatus(path, {"job": "J"})
+    first.set_file("a", fingerprint="f" * 24, state="done", outputs=["a.h5"])
+    first.set_file("b", state="failed", outputs=["b.h5"], error="simulated failure on b")
+    first.set_file("c", fingerprint="c" * 24, state="done", outputs=["c.h5"], warnings=["c looks odd"])
+    first.set_file("d", state="done", outputs=["d.h5"])  # done, no fingerprint (migrated)
+    first.all_listed()
+    first.finish("processed")
+    errored = JobStatus(path, {"job": "J"})
+    errored.set_file("a", state="pending", reason="input changed", outputs=["a.h5"])
+    errored.finish("errored", error="KeyboardInterrupt: ")
+    st = json.loads(path.read_text())
+    assert st["counts"]["done"] == 2 and st["counts"]["failed"] == 1 and st["counts"]["pending"] == 1
+    assert st["files"]["b"] == {"state": "failed", "outputs": ["b.h5"], "error": "simulated failure on b"}
+    assert st["files"]["c"]["warnings"] == ["c looks odd"] and "d" not in st["files"]
+    assert sorted(JobStatus(path, {"job": "J"}).index.rows) == ["a", "b", "c", "d"]
+    listed = JobStatus(path, {"job": "J"})
+    listed.set_file("a", state="pending", outputs=["a.h5"])
+    listed.all_listed()
+    listed.finish("errored", error="KeyboardInterrupt: ")
+    assert sorted(JobStatus(path, {"job": "J"}).index.rows) == ["a"]
