@@ -36,6 +36,22 @@ def make_array_inputs(folder, n, shape=(3, 8, 8), dtype="uint16", seed=0, prefix
     return arrays
 
 
+def units_by_group(job, input_folder, folder):
+    """One unit per group of inputs ``<group>_<i>.npy``, into ``<group>.h5`` (a
+    ``units_for`` for test jobs that gather several inputs into one container)."""
+    from .base import Unit
+
+    groups: dict = {}
+    for path in job.list_inputs(input_folder):
+        groups.setdefault(os.path.basename(path).split("_")[0], []).append(path)
+    units = []
+    for group, paths in sorted(groups.items()):
+        unit = Unit(group, paths, [os.path.join(str(folder), group + ".h5")])
+        unit.signature = job.input_signature(unit)
+        units.append(unit)
+    return units
+
+
 class ImportArray(BatchJob):
     """Read ``*.npy`` files into ``raw`` of one container each (a minimal ingest)."""
 

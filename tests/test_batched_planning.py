@@ -14,11 +14,10 @@ from batchlib.container_job import BatchJobOnContainer, KeySpec
 from batchlib.errors import OutputCollisionError
 from batchlib.io import create_dataset, open_file
 from batchlib.planning import Fingerprints, fingerprint, list_units
-from batchlib.base import Unit
 from batchlib.records import delete_record
 from batchlib.runner import JobRunner, RunOptions
 from batchlib.status import JobStatus, status_dir
-from batchlib.testing import ImportArray, ScaleRaw, make_array_inputs, write_array_file
+from batchlib.testing import ImportArray, units_by_group, ScaleRaw, make_array_inputs, write_array_file
 from batchlib.workflow import run_job
 
 N = 10
@@ -53,15 +52,7 @@ class StackPairs(ImportArray):
     """One unit per group of ``<group>_<i>.npy`` files (units_for), into ``<group>.h5``."""
 
     def units_for(self, input_folder, folder, previous):
-        groups: dict = {}
-        for path in self.list_inputs(input_folder):
-            groups.setdefault(os.path.basename(path).split("_")[0], []).append(path)
-        units = []
-        for group, paths in sorted(groups.items()):
-            unit = Unit(group, paths, [os.path.join(str(folder), group + ".h5")])
-            unit.signature = self.input_signature(unit)
-            units.append(unit)
-        return units
+        return units_by_group(self, input_folder, folder)
 
     def run(self, input_files, output_files, **kwargs):
         with open_file(output_files[0], "a") as f:

@@ -1,6 +1,5 @@
 """Planning is the framework's: the units_for hook, the mtime trigger, and jobs that
 still define planning methods."""
-import os
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ from batchlib.base import Unit
 from batchlib.container_job import KeySpec
 from batchlib.io import create_dataset, open_file
 from batchlib.planning import newest_mtime, stale_reason
-from batchlib.testing import ImportArray, write_array_file
+from batchlib.testing import ImportArray, units_by_group, write_array_file
 
 
 class StackGroups(BatchJob):
@@ -21,15 +20,7 @@ class StackGroups(BatchJob):
 
     def units_for(self, input_folder, folder, previous):
         type(self).seen.append(dict(previous))
-        groups: dict = {}
-        for path in self.list_inputs(input_folder):
-            groups.setdefault(os.path.basename(path).split("_")[0], []).append(path)
-        units = []
-        for group, paths in sorted(groups.items()):
-            unit = Unit(group, paths, [os.path.join(str(folder), group + ".h5")])
-            unit.signature = self.input_signature(unit)
-            units.append(unit)
-        return units
+        return units_by_group(self, input_folder, folder)
 
     def run(self, input_files, output_files, **kwargs):
         with open_file(output_files[0], "a") as f:
