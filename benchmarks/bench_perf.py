@@ -346,6 +346,18 @@ def row_position(table, checkouts, timepoints, size, repeats, peers, tmp):
             table.add(f"one position × {timepoints} frames × {size}² phase, with tracking ({label})",
                       res[label][0], "s", ref, res.get("molyso", (0, 0))[0], "≥ 5× faster than molyso")
             table.add(f"its peak RSS ({label})", res[label][1], "MB", ref, res.get("molyso", (0, 0))[1])
+        # the same workflow again with nothing to do (each checkout on its own finished
+        # folder), against a bare interpreter
+        for label, co in checkouts.items():
+            out = root / f"out_{label}"
+            measure(_workflow_cmd(co, raw, out, 1), env_for(co))  # the folder the rerun finds
+        rerun = paired({label: (_workflow_cmd(co, raw, root / f"out_{label}", 1), env_for(co))
+                        for label, co in checkouts.items()}, repeats)
+        bare = paired({"python": ([sys.executable, "-c", "pass"], None)}, repeats)["python"]
+        for label in checkouts:
+            table.add(f"the trench workflow's rerun with nothing to do ({label}; peak "
+                      f"{rerun[label][1]:.0f} MB)", rerun[label][0], "s", "bare interpreter",
+                      bare[0], "")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

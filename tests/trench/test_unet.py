@@ -188,6 +188,19 @@ def test_train_segmenter_cli_finetunes_and_writes_a_model_card(segmented, tmp_pa
                   "--steps", "1", "--validation_positions", "1", "--no_progress"])
 
 
+def test_building_the_segment_job_loads_neither_torch_nor_numba():
+    """A rerun with nothing to do builds every job; checking the weights must not import
+    PyTorch (about 1 s) nor the numba kernels (the trench workflow's no-op rerun: 2.2 s
+    before, 0.55 s after)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from batchlib.trench.jobs import Segment; Segment(method='unet'); "
+            "print(sorted(m for m in ('torch', 'numba') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 def test_missing_and_corrupt_weights_fail_clearly(tmp_path):
     missing = tmp_path / "missing.pt"
     with pytest.raises(FileNotFoundError, match=f"U-Net weights not found: {missing}"):
@@ -198,6 +211,8 @@ def test_missing_and_corrupt_weights_fail_clearly(tmp_path):
     corrupt.write_bytes(torch_model.DEFAULT_WEIGHTS.read_bytes()[:5000])  # truncated
     with pytest.raises(ValueError, match=f"{corrupt}: not a readable U-Net weights file"):
         segment_trenches(np.zeros((1, 64, 32)), method="unet", weights=str(corrupt))
+    with pytest.raises(ValueError, match="Segment: .*not a readable U-Net weights file"):
+        Segment(method="unet", method_params=json.dumps({"weights": str(corrupt)}))
     other = tmp_path / "other.pt"
     torch.save({"layer": torch.zeros(3)}, str(other))
     with pytest.raises(ValueError, match="not a batchlib U-Net weights file"):

@@ -14,7 +14,19 @@ import numpy as np
 from .methods import (BUILTINS, ENTRY_POINT_GROUP, Method, UnknownMethodError, _builtin,
                       available_methods, check_method, get_method, register_method, resolve_method)
 from .numbering import relabel_from_closed_end
-from .threshold import segment_threshold
+
+# The classical method (scipy.ndimage, numba: about 0.4 s to import) is loaded when
+# first used: a job checks its method when it is built, also on a rerun with
+# nothing to do.
+
+
+def __getattr__(name):
+    if name == "segment_threshold":
+        from .threshold import segment_threshold
+
+        return segment_threshold
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 KINDS = ("phase", "fluorescence")
 

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from .numbering import drop_slivers, relabel_from_closed_end
-from .splitting import label_crops
 
 #: the weights shipped as package data (see models/MODEL_CARD.md)
 DEFAULT_WEIGHTS = Path(__file__).with_name("models") / "unet.pt"
@@ -115,6 +114,43 @@ def save_weights(model, path, config: dict, meta: dict | None = None) -> None:
                 "state_dict": state}, str(path))
 
 
+def _existing(path) -> Path:
+    path = Path(path) if path else DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"U-Net weights not found: {path} (reinstall batchlib, or train "
+                                "them with `batchlib train-segmenter`)")
+    return path
+
+
+def check_weights_file(path=None) -> Path:
+    """Check, without loading PyTorch, that ``path`` looks like a weights file.
+
+    The file must exist, be the zip archive ``torch.save`` writes and hold a
+    pickled dict with this format's keys. A job checks its weights when it is
+    built, also on a rerun with nothing to do, where importing PyTorch (about
+    1 s) would be most of the run; :func:`load_weights` checks the rest when
+    the weights are first used.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As :func:`load_weights`.
+    """
+    import zipfile
+
+    path = _existing(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+            data = archive.read(pickles[0]) if pickles else b""
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{path}: not a readable U-Net weights file ({type(e).__name__}: {e})") from None
+    # the dict's keys are plain strings in the pickle stream
+    if not all(key in data for key in (b"format", b"config", b"state_dict")):
+        raise ValueError(f"{path}: not a batchlib U-Net weights file (format {FORMAT} expected)")
+    return path
+
+
 def load_weights(path=None):
     """``(config, state_dict, meta)`` of a weights file, with clear errors.
 
@@ -126,10 +162,7 @@ def load_weights(path=None):
         It is not a batchlib U-Net weights file (corrupt, truncated, other format).
     """
     torch = _require_torch()
-    path = Path(path) if path else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"U-Net weights not found: {path} (reinstall batchlib, or train "
-                                "them with `batchlib train-segmenter`)")
+    path = _existing(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle, zip and torch errors all mean "corrupt"
@@ -249,6 +282,8 @@ def labels_from_probabilities(prob, split_depth=0.7, min_length=6, min_area=30,
     across the trench), with the splitting and clean-up of the default method;
     objects shorter than half their width are not cells (:func:`~.numbering.drop_slivers`).
     """
+    from .splitting import label_crops  # numba: loaded where used, not when a job is built
+
     cell = 1.0 - prob[0]
     shape = cell.shape
     h, w = shape[-2:]
@@ -401,8 +436,9 @@ def _segment_from(model, crops, start, kind, device, batch_size, extract):
 
 
 def _check_params(params: dict) -> None:
-    """Called when a Segment job is built: the weights file must load (clear error otherwise)."""
-    load_weights(params.get("weights"))
+    """Called when a Segment job is built: the weights file must look right (clear error
+    otherwise; :func:`check_weights_file`)."""
+    check_weights_file(params.get("weights"))
 
 
 segment_unet.check_params = _check_params
