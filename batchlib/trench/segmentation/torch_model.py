@@ -256,7 +256,7 @@ def pad_to(x, multiple: int) -> np.ndarray:
     return np.pad(x, pad, mode="reflect" if min(h, w) > max(ph, pw) else "edge")
 
 
-def predict_probabilities(model, crops, kind: str, device: str = "cpu", batch_size: int = 128,
+def predict_probabilities(model, crops, kind: str, device: str = "cpu", batch_size: int = 32,
                           scale=None):
     """Class probabilities ``(3, ..., H, W)`` (background, interior, boundary) of the crops
     (``scale``: see :func:`normalise`)."""
@@ -304,7 +304,7 @@ def _cached_model(weights, device):
 
 
 def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=None,
-                 batch_size=128, split_depth=0.7, min_length=6, min_area=30, open_end="keep",
+                 batch_size=32, split_depth=0.7, min_length=6, min_area=30, open_end="keep",
                  background=None, closed_end_margin=None):
     """Segment trench crops with the U-Net (the registered ``unet`` method).
 
@@ -322,6 +322,9 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
     threads : int, optional
         Torch CPU threads (see :func:`set_threads`).
     batch_size : int
+        Crops per forward pass. 32 was faster than 128 on a CPU (993 against
+        740 crops/s on one thread, 1894 against 1673 on two) and holds about
+        120 MB less; the probabilities are the same to the bit.
     split_depth, min_length, min_area, open_end
         Instance extraction, see :func:`labels_from_probabilities`.
     background : ndarray, shape (..., H, W), optional
