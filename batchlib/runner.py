@@ -28,6 +28,7 @@ from .io.space import (DiskFullError, check_free_space, disk_full_message, is_di
                        reserve_space)
 from .records import delete_record, new_record, record_stamp, write_record
 from .states import JobState
+from .termination import raise_if_terminated
 from .planning import DEFAULT_TRIGGERS, RERUN_TRIGGERS
 from .status import JobStatus, status_dir
 
@@ -270,6 +271,7 @@ class JobRunner:
 
         def tasks():
             for unit, records in todo:
+                raise_if_terminated()
                 if stop:
                     return
                 yield (self.job, unit, write_plan(self.job, unit, records), unit.signature)
@@ -311,6 +313,7 @@ class JobRunner:
                 n_results += 1
                 bar.update(1)
                 self.status.save()
+                raise_if_terminated()  # the unit is recorded; stop before waiting on more
         finally:
             bar.close()
         if disk_full:

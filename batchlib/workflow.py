@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 from dataclasses import dataclass, field
 
@@ -16,6 +15,7 @@ from .names import check_name
 from .runner import JobResult, JobRunner, RunOptions
 from .states import JobState
 from .status import WorkflowStatus, status_dir
+from .termination import raise_if_terminated, sigterm_as_exit  # noqa: F401 - sigterm_as_exit: the API
 
 #: Exit codes of workflow scripts.
 EXIT_OK, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_LOCKED = 0, 1, 2, 3
@@ -36,24 +36,6 @@ class WorkflowResult:
     @property
     def exit_code(self) -> int:
         return EXIT_OK if self.success else EXIT_INCOMPLETE
-
-
-@contextlib.contextmanager
-def sigterm_as_exit():
-    """Turn SIGTERM (e.g. from a cluster's scheduler) into SystemExit so that
-    ``finally`` blocks release the lock and close the status."""
-    def handler(signum, frame):
-        raise SystemExit(128 + signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class _LazyExecutor:
@@ -202,6 +184,7 @@ def _run_jobs(name, jobs, folder, input_folder, get_executor, options, wf_status
     results: list[JobResult] = []
     try:
         for job in jobs:
+            raise_if_terminated()
             result = JobRunner(job, folder, input_folder, get_executor, options).run()
             results.append(result)
             if wf_status is not None:
