@@ -196,16 +196,25 @@ class Fingerprints:
     def get(self, signature, outputs) -> str | None:
         """The fingerprint of a unit with input ``signature`` and ``outputs``; ``None``
         when it cannot tell (an output missing or unreadable)."""
-        if not outputs:
-            return None
         try:
-            if isinstance(self.job, BatchJobOnContainer) and keys_deleted(self.job, outputs[0]):
-                return None
-            identities = output_identities(self.job, outputs)
+            return self.of(signature, outputs)
         except Exception:  # noqa: BLE001 - as the runner treats fingerprint(): the check decides
             return None
+
+    def of(self, signature, outputs, identities=None) -> str | None:
+        """:func:`fingerprint`: :meth:`get` with the outputs' identities given or taken
+        now, and its errors raised."""
+        if not outputs:
+            return None
+        if identities is None:
+            job = self.job
+            if isinstance(job, BatchJobOnContainer) and keys_deleted(job, outputs[0]):
+                return None
+            identities = output_identities(job, outputs)
         if any(v is None for v in identities.values()):
             return None
+        # A job on containers reads its inputs (the run ids of the jobs that wrote
+        # them) from the container, whose identity the fingerprint covers.
         sig = "None" if self.on_containers else repr(signature)
         return digest_text(f"{self._head}{sig}, {identities!r})")
 
@@ -502,20 +511,7 @@ def fingerprint(job: BatchJob, unit: Unit, triggers, identities=None) -> str | N
     one that still matches makes the unit up to date without opening
     anything (see :mod:`batchlib.status_index`). ``None``: cannot tell.
     """
-    from .status_index import digest
-
-    on_containers = isinstance(job, BatchJobOnContainer)
-    if identities is None:
-        if isinstance(job, BatchJobOnContainer) and keys_deleted(job, unit.outputs[0]):
-            return None
-        identities = output_identities(job, unit.outputs)
-    if not unit.outputs or any(v is None for v in identities.values()):
-        return None
-    # A job on containers reads its inputs (the run ids of the jobs that wrote
-    # them) from the container, whose identity the fingerprint covers.
-    signature = None if on_containers else unit.signature
-    key = (job.param_hash, str(job.version), tuple(sorted(triggers)))
-    return digest((key, signature, identities))
+    return Fingerprints(job, triggers).of(unit.signature, unit.outputs, identities)
 
 
 __all__ = ["RERUN_TRIGGERS", "DEFAULT_TRIGGERS", "PreviousEntries", "list_units", "plan_units",

@@ -115,10 +115,6 @@ class StatusIndex:
         row = self.rows.get(key)
         return row[0] if row else None
 
-    def has_warnings(self, key) -> bool:
-        row = self.rows.get(key)
-        return bool(row and row[4])
-
     def with_warnings(self, keys) -> list:
         """Those of ``keys`` whose entries hold warnings."""
         rows = self.rows

@@ -174,7 +174,12 @@ def load_weights(path=None):
 
 def load_model(weights=None, device: str = "cpu", fuse: bool = True):
     """The U-Net with ``weights`` (default: the shipped ones) on ``device``, in eval mode."""
-    config, state, _ = load_weights(weights)
+    return _model_with_meta(weights, device, fuse)[0]
+
+
+def _model_with_meta(weights, device, fuse=True):
+    """:func:`load_model` and the weights' metadata, from one read of the file."""
+    config, state, meta = load_weights(weights)
     model = build_unet(**config)
     try:
         model.load_state_dict(state)
@@ -183,7 +188,7 @@ def load_model(weights=None, device: str = "cpu", fuse: bool = True):
     model.eval()
     if fuse:
         model = fuse_batch_norm(model)
-    return model.to(device)
+    return model.to(device), meta
 
 
 def set_threads(threads: int | None = None) -> int:
@@ -299,7 +304,7 @@ def labels_from_probabilities(prob, split_depth=0.7, min_length=6, min_area=30,
 def _cached_model(weights, device):
     key = (str(Path(weights).resolve()) if weights else str(DEFAULT_WEIGHTS), device)
     if key not in _CACHE:
-        _CACHE[key] = (load_model(weights, device), load_weights(weights)[2])
+        _CACHE[key] = _model_with_meta(weights, device)
     return _CACHE[key]
 
 
