@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .termination import raise_if_terminated
+
 logger = logging.getLogger("Workflow.watch")
 
 #: How a session waits for new data: ``poll`` (sleep ``poll_s`` between scans) or
@@ -269,6 +271,7 @@ def _watch_loop(tracker, waker, run_cycle, ready, select, poll_s, idle_timeout_s
     while not (stop is not None and stop.is_set()):
         if interrupted.is_set():
             raise KeyboardInterrupt
+        raise_if_terminated()  # a SIGTERM whose SystemExit a finalizer dropped
         stats, stable = tracker.poll()
         if stats != previous_stats:
             last_activity, previous_stats = time.monotonic(), stats
@@ -295,6 +298,7 @@ def _watch_loop(tracker, waker, run_cycle, ready, select, poll_s, idle_timeout_s
                 report = None
             if interrupted.is_set():  # a Ctrl-C the cycle dropped
                 raise KeyboardInterrupt
+            raise_if_terminated()
             cycles += 1
             took = time.monotonic() - started
             latency = time.time() - max(fresh) / 1e9 if fresh else float("nan")

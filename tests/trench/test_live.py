@@ -273,6 +273,28 @@ def test_a_ctrl_c_dropped_inside_a_cycle_still_stops_watching(tmp_path):
         signal.signal(signal.SIGINT, before)
 
 
+def test_a_dropped_sigterm_still_ends_the_session(tmp_path):
+    """The same for SIGTERM (seen once in CI-like runs: the session watched on until the
+    test's 30 s timeout): the signal is recorded, and the loop stops at its next check."""
+    from batchlib.termination import sigterm_as_exit
+    from batchlib.watch import watch
+
+    (tmp_path / "a.tif").write_bytes(b"x")
+    calls = []
+
+    def cycle(hidden):
+        calls.append(1)
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except SystemExit:
+            pass                                 # dropped, as a finalizer would
+
+    with sigterm_as_exit(), pytest.raises(SystemExit) as exc:
+        watch(tmp_path, cycle, poll_s=0.01, stable_s=0.0, idle_timeout_s=5)
+    assert exc.value.code == 128 + signal.SIGTERM
+    assert calls == [1]
+
+
 def test_file_tracker_says_when_the_next_file_becomes_stable(tmp_path):
     clock = [0.0]
     tracker = FileTracker(tmp_path, stable_s=2.0, clock=lambda: clock[0])
