@@ -296,8 +296,9 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
         ``y_top, y_bottom`` (edges, i.e. pixel boundaries, in rotated rows),
         ``cues`` (lumen and wall level changes at the top and bottom ends,
         see :func:`end_cues`), ``spread`` (scatter of the per-trench signal
-        ends at the top and bottom) and ``spill`` (mean lumen signal beyond
-        each end, above the walls' level).
+        ends at the top and bottom), ``spill`` (mean lumen signal beyond
+        each end, above the walls' level), ``rows`` and ``excess`` (the lumens'
+        level over their walls on those rows, rows x trenches).
     """
     reach = int(max(3 * step, 40))
     for attempt in range(3):
@@ -342,7 +343,8 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
     spill = [float(np.nan_to_num(nanmean(lum[(rows - e) * o > 3])) - background)
              for e, o in zip(edges, (-1, 1))]
     return dict(y_top=edges[0], y_bottom=edges[1], cues=cues, spread=spread, spill=spill,
-                top_each=per_trench[0], bottom_each=per_trench[1], pushed=per_trench[2])
+                top_each=per_trench[0], bottom_each=per_trench[1], pushed=per_trench[2],
+                rows=rows, excess=each)
 
 
 def _trench_ends(rows, each, inside, filled, centres, edges, kind):

@@ -6,7 +6,7 @@ import numpy as np
 from ._common import nanmean
 from .centres import column_texture, strip_mean
 
-__all__ = ["image_noise", "empty_flags", "layout_quality"]
+__all__ = ["image_noise", "empty_flags", "fluorescence_filled_over", "layout_quality"]
 
 
 def image_noise(image) -> float:
@@ -68,6 +68,39 @@ def empty_flags(kind, rot_set, profile, centres, walls, strip, noise, rows_per_b
     signal = lum / (wal + 1e-12 * (np.nanmax(lum) + 1e-300))
     filled = _split(np.nan_to_num(signal), 4.0)
     return ~filled, signal
+
+
+def fluorescence_filled_over(excess, empty, signal, strip, noise, rows_per_band=8):
+    """Fluorescence ``empty`` flags and signals checked again over a set's whole length.
+
+    :func:`empty_flags` sees only the rows where the set is periodic. A set's
+    closed end holds nothing but the mothers, so its first rows are often not,
+    and a trench holding only a mother was flagged empty there (and lost to
+    segmentation). ``excess`` (rows x trenches: lumen minus walls, full
+    resolution) covers the set from end to end; a trench flagged empty whose
+    excess, averaged over ``rows_per_band`` rows and held over two consecutive
+    bands, clears the same threshold as in :func:`empty_flags` is filled.
+    Flags only go from empty to filled.
+
+    Examples
+    --------
+    >>> excess = np.zeros((60, 3)); excess[:20, 1] = 50.0; excess[30:, 2] = 40.0
+    >>> fluorescence_filled_over(excess, np.array([True, True, False]),
+    ...                          np.array([0.0, 0.0, 40.0]), 1, 5.0)[0]
+    array([ True, False, False])
+    """
+    e = np.asarray(excess, float)
+    n = int(rows_per_band)
+    if e.shape[0] < 2 * n or not np.any(empty):
+        return np.asarray(empty, bool), np.asarray(signal, float)
+    c = np.nancumsum(np.vstack([np.zeros((1, e.shape[1])), e]), axis=0)
+    band = (c[n:] - c[:-n]) / n
+    held = np.fmin(band[:-n], band[n:])
+    whole = np.max(held, axis=0)
+    sigma = noise / np.sqrt(n * (2 * strip + 1))
+    ref = np.nanpercentile(signal, 90) if np.isfinite(signal).any() else 0.0
+    refilled = np.asarray(empty, bool) & (whole > max(8 * sigma, 0.05 * ref))
+    return np.asarray(empty, bool) & ~refilled, np.where(refilled, whole, signal)
 
 
 def layout_quality(sets, trenches, pitch, noise, kind, extra):

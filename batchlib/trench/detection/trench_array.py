@@ -27,7 +27,7 @@ from .direction import assign_directions
 from .ends import set_ends
 from .lumen import lumen_axis
 from .pitch import estimate_pitch
-from .quality import empty_flags, image_noise, layout_quality
+from .quality import empty_flags, fluorescence_filled_over, image_noise, layout_quality
 from .selfcheck import check_layout
 from .rotation import angle_from_bands, combine_set_angles, set_angles
 from .trench_sets import find_sets, row_coherence, row_periodicity
@@ -386,6 +386,8 @@ def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noi
         # an empty trench is invisible: its own match is noise, the lattice knows better
         centres = np.where(empty, lattice, centres)
         use_own = use_own & ~empty
+        empty, signal = _filled_over_whole_set(img, angle, y0, y1, step, centres, pitch, strip,
+                                               empty, signal, noise)
         # only the span of visible trenches is trusted; gaps inside it are empty trenches
         lo, hi = np.flatnonzero(filled)[[0, -1]]
         span = slice(lo, hi + 1)
@@ -399,6 +401,19 @@ def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noi
     return dict(centres=centres, ncc=ncc, empty=empty, signal=signal,
                 residual=residual[use_own], lumen_conf=lumen_conf, lumen_width=lumen_width,
                 template=c["template"], profile=prof, periodicity=periodicity, **ends)
+
+
+def _filled_over_whole_set(img, angle, y0, y1, step, centres, pitch, strip, empty, signal, noise):
+    """Fluorescence empty flags checked from end to end of the set (see
+    :func:`.quality.fluorescence_filled_over`: a trench holding only a mother
+    has its cells in rows the periodic run may leave out)."""
+    if not empty.any():
+        return empty, signal
+    walls = np.concatenate([centres - 0.5 * pitch, centres[-1:] + 0.5 * pitch])
+    ends = set_ends(img, angle, y0, y1, step, centres, walls, strip, pitch, ~empty, "fluorescence")
+    rows = ends["rows"]
+    over = (rows >= ends["y_top"]) & (rows <= ends["y_bottom"])
+    return fluorescence_filled_over(ends["excess"][over], empty, signal, strip, noise, step)
 
 
 def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches,
