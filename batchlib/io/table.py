@@ -13,15 +13,22 @@ strings (None) are kept in a ``<column>.isnull`` dataset.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from .files import create_dataset, is_h5, read_attrs, write_attrs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TABLE_FORMAT = "batchlib-table-1"
 
 
 def _column_kind(series: pd.Series) -> str:
+    import pandas as pd
+
     dtype = series.dtype
     if pd.api.types.is_bool_dtype(dtype):
         return "bool"
@@ -39,36 +46,60 @@ def _column_kind(series: pd.Series) -> str:
     raise TypeError(f"column {series.name!r}: dtype {dtype} cannot be stored in a table")
 
 
-def write_table(container, name: str, table: pd.DataFrame, compression="default") -> None:
-    """Write a DataFrame as typed columns under ``name`` (replacing any old table).
+def write_table(container, name: str, table: pd.DataFrame | Mapping,
+                compression="default") -> None:
+    """Write a table as typed columns under ``name`` (replacing any old table).
 
-    The index is not stored; column names must be unique strings without "/".
+    ``table`` is a DataFrame, or a mapping of column names to 1-D numeric or
+    bool arrays of one length (written without importing pandas, for jobs
+    that need no other table). The index is not stored; column names must be
+    unique strings without "/".
     """
+    if isinstance(table, Mapping):
+        names = list(table.keys())
+        values = [np.asarray(v) for v in table.values()]
+        n_rows = len(values[0]) if values else 0
+        kinds = [_array_kind(name, str(c), v, n_rows) for c, v in zip(names, values)]
+    else:
+        names, values = list(table.columns), [series for _, series in table.items()]
+        n_rows = len(table)
+        kinds = [_column_kind(series) for series in values]
+    columns = [str(c) for c in names]
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"table {name!r}: column names are not unique: {columns}")
+    for col in columns:
+        if "/" in col or col.endswith((".offsets", ".isnull")):
+            raise ValueError(f"table {name!r}: invalid column name {col!r}")
     if name in container:
         del container[name]
     group = container.require_group(name)
-    columns = [str(c) for c in table.columns]
-    if len(set(columns)) != len(columns):
-        raise ValueError(f"table {name!r}: column names are not unique: {columns}")
-    kinds = []
-    for col, (_, series) in zip(columns, table.items()):
-        if "/" in col or col.endswith((".offsets", ".isnull")):
-            raise ValueError(f"table {name!r}: invalid column name {col!r}")
-        kind = _column_kind(series)
-        kinds.append(kind)
-        if not len(table):
+    for col, kind, column in zip(columns, kinds, values):
+        if not n_rows:
             continue  # an empty table is described by its attributes alone
         if kind.startswith("str:"):
-            _write_strings(group, col, series, compression)
+            _write_strings(group, col, column, compression)
         elif kind == "bool":
-            create_dataset(group, col, data=series.to_numpy(dtype=np.uint8), compression=compression)
+            create_dataset(group, col, data=np.asarray(column, dtype=np.uint8), compression=compression)
         elif kind.startswith("datetime"):
-            values = series.to_numpy(dtype=kind).view(np.int64)
-            create_dataset(group, col, data=values, compression=compression)
+            stamps = column.to_numpy(dtype=kind).view(np.int64)
+            create_dataset(group, col, data=stamps, compression=compression)
         else:
-            create_dataset(group, col, data=series.to_numpy(), compression=compression)
+            create_dataset(group, col, data=np.asarray(column), compression=compression)
     write_attrs(group, {"format": TABLE_FORMAT, "columns": columns, "dtypes": kinds,
-                        "n_rows": int(len(table))})
+                        "n_rows": int(n_rows)})
+
+
+def _array_kind(table: str, col: str, values: np.ndarray, n_rows: int) -> str:
+    """The stored kind of a numpy column (numbers and bools only: see :func:`write_table`)."""
+    if values.ndim != 1 or len(values) != n_rows:
+        raise ValueError(f"table {table!r}: column {col!r} has shape {values.shape}, "
+                         f"expected ({n_rows},)")
+    if values.dtype.kind == "b":
+        return "bool"
+    if values.dtype.kind in "iuf":
+        return values.dtype.str
+    raise TypeError(f"table {table!r}: column {col!r} of dtype {values.dtype}: only numbers "
+                    "and bools can be written from arrays (pass a DataFrame)")
 
 
 def _write_strings(group, col, series, compression):
@@ -90,6 +121,8 @@ def _write_strings(group, col, series, compression):
 
 
 def _read_strings(group, col, n_rows, dtype):
+    import pandas as pd
+
     if is_h5(group):
         values = [v.decode("utf-8") if isinstance(v, bytes) else v for v in group[col][:]]
     else:
@@ -111,6 +144,8 @@ def read_table(container, name: str, columns=None) -> pd.DataFrame:
     columns : list of str, optional
         Read only these columns (in this order).
     """
+    import pandas as pd
+
     if name not in container:
         raise KeyError(f"no table {name!r} in {getattr(container, 'filename', container)}")
     group = container[name]

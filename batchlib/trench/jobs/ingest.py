@@ -344,7 +344,6 @@ class Ingest(BatchJob):
 
     def _ingest_position(self, acq, position, path, kinds):
         import numpy as np
-        import pandas as pd
 
         names = self.channel_names(acq)
         keys = channel_keys(names)
@@ -379,8 +378,8 @@ class Ingest(BatchJob):
                       n_timepoints_ingested=n_t, acquisition=acq.name,
                       container=os.path.basename(path))
             times = np.array([np.nan if v is None else v for v in md["times_s"]], dtype=float)
-            write_table(f, FRAMES_TABLE, pd.DataFrame({"t": np.arange(n_t, dtype=np.int64),
-                                                       "time_s": times[:n_t]}))
+            # plain columns: Ingest needs no pandas (0.3 s of its start-up)
+            write_table(f, FRAMES_TABLE, {"t": np.arange(n_t, dtype=np.int64), "time_s": times[:n_t]})
             write_attrs(f, {ACQUISITION_ATTR: md})
 
     @staticmethod
