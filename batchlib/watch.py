@@ -17,16 +17,14 @@ settling would become stable, not at the next poll after it.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .termination import raise_if_terminated
+from .termination import raise_if_terminated, sigterm_as_exit
 
 logger = logging.getLogger("Workflow.watch")
 
@@ -174,29 +172,6 @@ def _stop_race(record: logging.LogRecord) -> bool:
     return "called when the thread is inactive" not in record.getMessage()
 
 
-@contextlib.contextmanager
-def _sigint_noted():
-    """Ctrl-C raises KeyboardInterrupt as usual and is also noted in the returned
-    event: raised inside a weakref callback or a ``__del__``, Python prints the
-    KeyboardInterrupt and drops it, and the session would go on watching. The
-    loop checks the event, so a dropped Ctrl-C still stops it at the next check."""
-    noted = threading.Event()
-
-    def handler(signum, frame):
-        noted.set()
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread (tests run sessions in threads)
-        yield noted
-        return
-    try:
-        yield noted
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 @dataclass
 class CycleReport:
     """What a cycle did, for the one log line per cycle."""
@@ -253,25 +228,23 @@ def watch(folder, run_cycle, ready=None, select=None, poll_s: float = 2.0, stabl
              "file events, and a scan" if backend == "watchdog" else "poll", poll_s, stable_s,
              f", ending after {idle_timeout_s:.0f} s without new data" if idle_timeout_s else "")
     try:
-        with _sigint_noted() as interrupted:
+        # a Ctrl-C or SIGTERM that a finalizer dropped still ends the session
+        with sigterm_as_exit():
             return _watch_loop(tracker, waker, run_cycle, ready, select, poll_s, idle_timeout_s, stop,
-                               max_cycles, log, interrupted)
+                               max_cycles, log)
     finally:
         waker.close()
 
 
-def _watch_loop(tracker, waker, run_cycle, ready, select, poll_s, idle_timeout_s, stop, max_cycles, log,
-                interrupted):
-    """The polling loop of :func:`watch` (``interrupted``: a Ctrl-C that may have been dropped)."""
+def _watch_loop(tracker, waker, run_cycle, ready, select, poll_s, idle_timeout_s, stop, max_cycles, log):
+    """The polling loop of :func:`watch`."""
     verdicts: dict = {}  # path -> (stat, ready?)
     processed = None  # the ready files (with their stats) the last cycle saw
     last_activity = time.monotonic()
     previous_stats = None
     cycles = 0
     while not (stop is not None and stop.is_set()):
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        raise_if_terminated()  # a SIGTERM whose SystemExit a finalizer dropped
+        raise_if_terminated()  # a Ctrl-C or SIGTERM whose exception a finalizer dropped
         stats, stable = tracker.poll()
         if stats != previous_stats:
             last_activity, previous_stats = time.monotonic(), stats
@@ -296,8 +269,7 @@ def _watch_loop(tracker, waker, run_cycle, ready, select, poll_s, idle_timeout_s
                 log.error("cycle %d failed: %s: %s; waiting for new data", cycles + 1,
                           type(e).__name__, e)
                 report = None
-            if interrupted.is_set():  # a Ctrl-C the cycle dropped
-                raise KeyboardInterrupt
+            raise_if_terminated()  # a signal the cycle dropped
             raise_if_terminated()
             cycles += 1
             took = time.monotonic() - started

@@ -206,3 +206,43 @@ def test_sigterm_swallowed_inside_a_unit_stops_before_the_next(tmp_path):
     job = json.load(open(os.path.join(folder, "batchlib", "_SwallowsSigterm.status")))
     assert job["state"] == "errored" and "SystemExit" in job["error"]
     assert job["files"]["im000000.npy"]["state"] == "done"   # the finished one is recorded
+
+
+class _SwallowsCtrlC(ImportArray):
+    """Gets Ctrl-C while writing its first image and swallows the KeyboardInterrupt there."""
+
+    def process(self, input_file, output_file):
+        super().process(input_file, output_file)
+        if input_file.endswith("im000000.npy"):
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                pass
+
+
+def test_ctrl_c_swallowed_inside_a_unit_stops_before_the_next(tmp_path):
+    """As for SIGTERM: a Ctrl-C whose KeyboardInterrupt a finalizer dropped stopped only
+    the watch loop; a batch run went on to its end."""
+    from batchlib.termination import sigterm_as_exit
+
+    inp, folder = str(tmp_path / "in"), str(tmp_path / "out")
+    make_array_inputs(inp, 3, shape=(2, 8, 8))
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with sigterm_as_exit(), pytest.raises(KeyboardInterrupt):
+            run_workflow("WF", folder, [_SwallowsCtrlC()], input_folder=inp, progress=False)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert [os.path.basename(p) for p in finals(folder, ".h5")] == ["im000000.h5"]
+    job = json.load(open(os.path.join(folder, "batchlib", "_SwallowsCtrlC.status")))
+    assert job["state"] == "errored" and "KeyboardInterrupt" in job["error"]
+    assert job["files"]["im000000.npy"]["state"] == "done"
+    assert not os.path.exists(os.path.join(folder, "batchlib", "WF.lock"))
+    # a Ctrl-C where SIGINT is ignored (a background job) is not taken over
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with sigterm_as_exit():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
