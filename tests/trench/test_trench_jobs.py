@@ -237,3 +237,35 @@ def test_closed_end_margin_is_an_option_and_recorded(tmp_path, acquisition):
     assert q_wider["closed_end_margin_px"] == 4.0
     moved = (wider["y_closed"] - default["y_closed"]) * default["direction"]
     np.testing.assert_allclose(moved, -2.5, atol=1e-6)   # 2.5 px further out, into the PDMS
+
+
+def test_segment_warns_when_fluorescence_cells_barely_stand_above_the_noise(tmp_path):
+    """Below a contrast of about 5x the pixel noise the U-Net merges and splits touching
+    cells (F1 0.97 at 4, 0.76 at 2.5 on generated data): Segment says so in the status
+    and records the ratio with the labels; bright cells give no warning."""
+    import dataclasses
+
+    from batchlib.trench.report import build_report
+    from batchlib.trench.segmentation.contrast import LOW_CONTRAST
+
+    results = {}
+    for amplitude in (400.0, 40.0):
+        cfg = dataclasses.replace(CFG, height=384, width=384, fluor_amplitude=amplitude,
+                                  read_noise=12.0, channels=("phase", "gfp"))
+        raw, out = tmp_path / f"raw{amplitude:.0f}", tmp_path / f"out{amplitude:.0f}"
+        write_acquisition(raw, cfg, layout="ome-tiff", name="acq", ground_truth=False)
+        jobs = [Ingest(), TrenchDetection(qc_plot=False), Compress(),
+                Segment(channel="gfp", method="unet")]
+        assert workflow(raw, out, jobs, progress=False).success
+        with open_file(out / "acq_pos000.h5", "r") as f:
+            ratio = read_attrs(f["segmentation/cells"])["contrast_to_noise"]
+        entry = job_status(out, "Segment")["files"]
+        warnings = [w for e in entry.values() for w in e.get("warnings", [])]
+        results[amplitude] = ratio, warnings
+        build_report(out)
+        page = (out / "report.html").read_text()
+        assert ("Segment: 1 result(s) to look at" in page) == bool(warnings)
+    bright, dim = results[400.0], results[40.0]
+    assert bright[0] > 3 * LOW_CONTRAST and bright[1] == []
+    assert 1.0 < dim[0] < LOW_CONTRAST
+    assert len(dim[1]) == 1 and "pixel noise" in dim[1][0] and "acq_pos000" in dim[1][0]

@@ -1,6 +1,7 @@
 """Segment: label the cells in every trench crop."""
 from __future__ import annotations
 
+import os
 
 from ...base import Param
 from ...container_job import BatchJobOnContainer
@@ -89,6 +90,7 @@ class Segment(BatchJobOnContainer):
         import numpy as np
         from ..segmentation import resolve_method, segment_trenches
         from ..segmentation.chip_structures import drop_chip_structures
+        from ..segmentation.contrast import LOW_CONTRAST, contrast_to_noise
         from ..segmentation.methods import accepted_keywords
         from ..segmentation.threshold import empty_background
 
@@ -117,6 +119,7 @@ class Segment(BatchJobOnContainer):
         empty = self._empty_trenches(container, n)
         given = "background" in extra or "empty_crops" in extra
         margin = self._closed_end_margin(container)
+        contrasts = []
         for t0, t1 in frame_blocks(kept, n_t):
             block = crops[:, t0:t1]
             kwargs = dict(extra)
@@ -136,7 +139,19 @@ class Segment(BatchJobOnContainer):
             if labels.max(initial=0) > np.iinfo(np.uint16).max:
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
             ds[:, t0:t1] = labels.astype(np.uint16)
-        mark_frames(ds, n_t, basis, channel=key, kind=kind, method=p["method"])
+            if kind == "fluorescence":
+                contrasts.append(contrast_to_noise(block, labels))
+        extra_attrs = {}
+        if contrasts:
+            # how far the cells of the frames segmented now stand above the noise
+            measured = [c for c in contrasts if np.isfinite(c)]  # inf: no noise to measure
+            ratio = float(np.median(measured)) if measured else None
+            extra_attrs["contrast_to_noise"] = ratio
+            if ratio is not None and ratio < LOW_CONTRAST:
+                self.warn(f"{os.path.basename(path)}: the cells stand only {ratio:.1f}x the pixel "
+                          f"noise above the background (reliable from {LOW_CONTRAST:.0f}x): expect "
+                          "touching cells merged or split and mother lengths off by a pixel or two")
+        mark_frames(ds, n_t, basis, channel=key, kind=kind, method=p["method"], **extra_attrs)
 
     @staticmethod
     def _empty_trenches(container, n):

@@ -221,9 +221,13 @@ def _jobs(folder: Path) -> tuple[dict | None, list]:
         problems = [{"input": k, "state": e.get("state"), "reason": e.get("error") or e.get("reason")}
                     for k, e in sorted(d.get("files", {}).items())
                     if e.get("state") in ("failed", "invalid")]
+        # results that were produced but should be looked at (e.g. an unverified
+        # detection, cells barely above the noise)
+        warnings = [{"input": k, "reason": w} for k, e in sorted(d.get("files", {}).items())
+                    if e.get("state") == "done" for w in e.get("warnings") or []]
         jobs.append({"name": d.get("job"), "state": d.get("state"), "counts": d.get("counts") or {},
                      "params": d.get("params") or {}, "version": d.get("version"),
-                     "finished": d.get("finished"), "problems": problems})
+                     "finished": d.get("finished"), "problems": problems, "warnings": warnings})
     jobs.sort(key=lambda j: (order.index(j["name"]) if j["name"] in order else len(order), j["name"]))
     return workflow, jobs
 
