@@ -57,6 +57,11 @@ from batchlib.trench.detection import (TrenchDetectionError,  # noqa: E402
                                        crop_trenches)
 from batchlib.trench.geometry import crop_box  # noqa: E402
 from batchlib.trench.segmentation.chip_structures import drop_chip_structures  # noqa: E402
+from batchlib.trench.segmentation.contrast import LOW_CONTRAST, contrast_to_noise  # noqa: E402
+from batchlib.trench.segmentation.mother_lengths import (WIDE_SPREAD,  # noqa: E402
+                                                         mother_length_spread)
+from batchlib.trench.segmentation.mother_lengths import \
+    mother_lengths as label1_lengths  # noqa: E402
 from batchlib.trench.measure import measure_cells, measure_trench_frames  # noqa: E402
 from batchlib.trench.detection.movie import detect_in_movie, movie_drift  # noqa: E402
 from batchlib.trench.segmentation import segment_trenches  # noqa: E402
@@ -153,6 +158,14 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
     return labels if empty is None else drop_chip_structures(labels, np.asarray(empty, bool))
 
 
+def plausibility(crops, pred, kind) -> dict:
+    """The Segment job's warnings on one position: mother lengths that do not look like
+    growth and division, and (fluorescence) cells barely above the noise."""
+    spread = mother_length_spread(label1_lengths(pred))
+    contrast = contrast_to_noise(crops, pred) if kind == "fluorescence" else np.nan
+    return {"flagged": bool(spread > WIDE_SPREAD or contrast < LOW_CONTRAST)}
+
+
 def _segment(crops, kind, lumen_width, empty=None, method="threshold", margin=None):
     if method != "threshold":
         extra = {}
@@ -180,8 +193,9 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
         # as the TrenchDetection job does it
         lay, reference = detect_in_movie(movie, kind, box_width=cfg.box_width)
     except TrenchDetectionError:
-        return score(np.zeros((0,)), np.zeros((0,)), np.full((0, 0), np.nan), None,
-                     count_labels(pos.trench_labels), int(np.isfinite(mother_len).sum()))
+        return {**score(np.zeros((0,)), np.zeros((0,)), np.full((0, 0), np.nan), None,
+                        count_labels(pos.trench_labels), int(np.isfinite(mother_len).sum())),
+                "flagged": True}  # the job fails with the reason
     drift = movie_drift(movie, reference, lay, kind)
     crops = np.stack([crop_trenches(movie[t], lay, drift_yx=drift[t])
                       for t in range(len(movie))], axis=1)
@@ -199,8 +213,9 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
     for i, j in pairs:
         det_len[j], counts[j] = mother_len[i], all_counts[i]
         matched[i] = True
-    return score(truth, pred, det_len, counts, all_counts[~matched],
-                 int(np.isfinite(mother_len[~matched]).sum()))
+    return {**score(truth, pred, det_len, counts, all_counts[~matched],
+                    int(np.isfinite(mother_len[~matched]).sum())),
+            **plausibility(crops, pred, kind)}
 
 
 def run_families(families, seed_list, size, n_timepoints, verbose=False, method="threshold"):
@@ -216,9 +231,10 @@ def run_families(families, seed_list, size, n_timepoints, verbose=False, method=
             if family == "nominal" and nominal_crops is None:
                 nominal_crops = {"phase": crops[ph], "gfp": crops[fl]}
             for kind, ch in (("phase", ph), ("fluorescence", fl)):
-                r_true = score(pos.trench_labels,
-                               segment(crops[ch], kind, cfg.trench_width_px,
-                                       pos.trenches["empty"].to_numpy(bool), method), mlen)
+                pred = segment(crops[ch], kind, cfg.trench_width_px,
+                               pos.trenches["empty"].to_numpy(bool), method)
+                r_true = {**score(pos.trench_labels, pred, mlen),
+                          **plausibility(crops[ch], pred, kind)}
                 r_det = end_to_end(pos, cfg, ch, kind, mlen, method)
                 for geo, r in (("true", r_true), ("detected", r_det)):
                     rows.append({"kind": kind, "geometry": geo, "family": family, "seed": seed,
@@ -241,6 +257,21 @@ def family_table(rows: pd.DataFrame) -> pd.DataFrame:
                     **{c: mean(c) for c in ("F1", "mean IoU", "count +-1", "mother len 5%",
                                             "empty clean")}})
     return pd.DataFrame(out)
+
+
+def warnings_table(rows: pd.DataFrame, wrong_below: float = 0.95) -> str:
+    """Markdown: how many positions Segment would warn about, and whether any position it
+    does not warn about is wrong (F1 below ``wrong_below``: a confident wrong answer)."""
+    out = []
+    for (kind, geo), g in rows.groupby(["kind", "geometry"], sort=False):
+        flagged, quiet = g[g["flagged"]], g[~g["flagged"]]
+        out.append({"kind": kind, "geometry": geo, "positions": len(g), "warned": len(flagged),
+                    "F1 warned (min)": flagged["F1"].min() if len(flagged) else np.nan,
+                    "F1 not warned (min)": quiet["F1"].min() if len(quiet) else np.nan,
+                    f"not warned, F1 < {wrong_below}": int((quiet["F1"] < wrong_below).sum())})
+    return (f"### Segment's warnings (mother lengths spanning more than {WIDE_SPREAD:g}x; "
+            f"fluorescence contrast under {LOW_CONTRAST:g}x the noise)\n\n"
+            + markdown(pd.DataFrame(out)) + "\n")
 
 
 def time_per_trench_frame(crops, repeats: int = 3, n_trench: int = 100, n_t: int = 30):
@@ -400,6 +431,7 @@ def main(argv=None):
             print(markdown(with_summary(table, TARGETS, keys=("kind", "geometry", "family"),
                                         also=())))
             print()
+    print(warnings_table(rows))
     if args.no_extras:
         return
     if crops is not None:

@@ -269,3 +269,40 @@ def test_segment_warns_when_fluorescence_cells_barely_stand_above_the_noise(tmp_
     assert bright[0] > 3 * LOW_CONTRAST and bright[1] == []
     assert 1.0 < dim[0] < LOW_CONTRAST
     assert len(dim[1]) == 1 and "pixel noise" in dim[1][0] and "acq_pos000" in dim[1][0]
+
+
+def _mothers_merged_with_a_daughter(crops, kind, **params):
+    """The classical segmentation with the mother merged with the cell below it in every
+    other trench (merging all of them would double every length, not widen their span)."""
+    from batchlib.trench.segmentation import segment_trenches
+
+    labels = segment_trenches(crops, method="threshold", kind=kind, **params)
+    labels[::2] = np.where(labels[::2] == 2, 1, labels[::2])
+    return labels
+
+
+def test_segment_warns_when_mother_lengths_do_not_look_like_growth(tmp_path):
+    """Mother cells span about 2x in length (birth to division); a segmentation that
+    merges some of them with a daughter spans far more, and Segment says so (the same
+    check flagged every generated tuning position where the U-Net's F1 fell below 0.97)."""
+    from batchlib.trench.segmentation import register_method
+    from batchlib.trench.segmentation.mother_lengths import WIDE_SPREAD
+
+    register_method("merges_mothers", _mothers_merged_with_a_daughter)
+    raw = tmp_path / "raw"
+    cfg = SyntheticConfig(height=512, width=512, n_positions=1, n_timepoints=6, channels=("phase",),
+                          seed=3)
+    write_acquisition(raw, cfg, layout="ome-tiff", name="acq", ground_truth=False)
+    spreads = {}
+    for method in ("threshold", "merges_mothers"):
+        out = tmp_path / method
+        jobs = [Ingest(), TrenchDetection(qc_plot=False), Compress(),
+                Segment(method=method, method_params={"lumen_width": 12})]
+        assert workflow(raw, out, jobs, progress=False).success
+        with open_file(out / "acq_pos000.h5", "r") as f:
+            spreads[method] = read_attrs(f["segmentation/cells"])["mother_length_spread"]
+        warnings = [w for e in job_status(out, "Segment")["files"].values()
+                    for w in e.get("warnings", [])]
+        assert [("mother cells' lengths span" in w) for w in warnings] == \
+            ([True] if method == "merges_mothers" else []), warnings
+    assert spreads["threshold"] < 2.5 < WIDE_SPREAD < spreads["merges_mothers"]

@@ -90,7 +90,8 @@ class Segment(BatchJobOnContainer):
         import numpy as np
         from ..segmentation import resolve_method, segment_trenches
         from ..segmentation.chip_structures import drop_chip_structures
-        from ..segmentation.contrast import LOW_CONTRAST, contrast_to_noise
+        from ..segmentation.contrast import contrast_to_noise
+        from ..segmentation.mother_lengths import mother_lengths
         from ..segmentation.methods import accepted_keywords
         from ..segmentation.threshold import empty_background
 
@@ -119,7 +120,7 @@ class Segment(BatchJobOnContainer):
         empty = self._empty_trenches(container, n)
         given = "background" in extra or "empty_crops" in extra
         margin = self._closed_end_margin(container)
-        contrasts = []
+        contrasts, mothers = [], []
         for t0, t1 in frame_blocks(kept, n_t):
             block = crops[:, t0:t1]
             kwargs = dict(extra)
@@ -139,19 +140,35 @@ class Segment(BatchJobOnContainer):
             if labels.max(initial=0) > np.iinfo(np.uint16).max:
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
             ds[:, t0:t1] = labels.astype(np.uint16)
+            mothers.append(mother_lengths(labels))
             if kind == "fluorescence":
                 contrasts.append(contrast_to_noise(block, labels))
-        extra_attrs = {}
+        checks = self._plausibility(os.path.basename(path), contrasts, mothers)
+        mark_frames(ds, n_t, basis, channel=key, kind=kind, method=p["method"], **checks)
+
+    def _plausibility(self, name, contrasts, mothers) -> dict:
+        """Attributes saying how far to trust the labels of the frames segmented now,
+        and a warning (status, log, report) where they should be looked at."""
+        import numpy as np
+
+        from ..segmentation.contrast import LOW_CONTRAST
+        from ..segmentation.mother_lengths import WIDE_SPREAD, mother_length_spread
+
+        spread = mother_length_spread(np.concatenate(mothers) if mothers else [])
+        checks = {"mother_length_spread": spread if np.isfinite(spread) else None}
+        if np.isfinite(spread) and spread > WIDE_SPREAD:
+            self.warn(f"{name}: the mother cells' lengths span a factor {spread:.1f} (growth and "
+                      f"division give about 2; warned above {WIDE_SPREAD:.0f}): mothers merged "
+                      "with a daughter or cut in pieces? Look at the kymographs")
         if contrasts:
-            # how far the cells of the frames segmented now stand above the noise
             measured = [c for c in contrasts if np.isfinite(c)]  # inf: no noise to measure
             ratio = float(np.median(measured)) if measured else None
-            extra_attrs["contrast_to_noise"] = ratio
+            checks["contrast_to_noise"] = ratio
             if ratio is not None and ratio < LOW_CONTRAST:
-                self.warn(f"{os.path.basename(path)}: the cells stand only {ratio:.1f}x the pixel "
-                          f"noise above the background (reliable from {LOW_CONTRAST:.0f}x): expect "
-                          "touching cells merged or split and mother lengths off by a pixel or two")
-        mark_frames(ds, n_t, basis, channel=key, kind=kind, method=p["method"], **extra_attrs)
+                self.warn(f"{name}: the cells stand only {ratio:.1f}x the pixel noise above the "
+                          f"background (reliable from {LOW_CONTRAST:.0f}x): expect touching cells "
+                          "merged or split and mother lengths off by a pixel or two")
+        return checks
 
     @staticmethod
     def _empty_trenches(container, n):
