@@ -362,3 +362,27 @@ def test_fluorescence_trench_holding_only_a_mother_is_not_empty():
     empty, _ = fluorescence_filled_over(excess, np.array([False, True]), np.array([50.0, 0.0]),
                                         1, 5.0)
     assert empty.tolist() == [False, True]
+
+
+@pytest.mark.parametrize("family,seed,position,size,frames,before", [
+    ("mixed", 2, 1, 1024, 3, 18),        # tuning: filled trenches beyond the last empty one
+    ("halo_walls", 10004, 0, 768, 8, 12),  # held out, found in bench_segmentation: the same
+    ("geometry", 10001, 0, 768, 8, 8),   # held out: a whole trench 19 px from the edge, 89 px pitch
+])
+def test_every_phase_trench_is_found(family, seed, position, size, frames, before):
+    """Trenches full of cells beyond the last empty one have a weak cross-profile contrast
+    and were taken for the last trench's halo; the cells' texture shows they are trenches.
+    A trench whose lumen lies inside the image counts, however wide the pitch (the edge
+    margin was a quarter pitch). ``before``: trenches found before."""
+    from batchlib.trench.detection.movie import detect_in_movie
+
+    cfg = sample_config(family, seed, height=size, width=size, n_timepoints=frames,
+                        n_positions=position + 1)
+    pos = simulate_position(cfg, position)
+    phase = next(c for c in cfg.channels if cfg.is_phase(c))
+    layout, _ = detect_in_movie(pos.movies[phase], "phase", box_width=cfg.box_width)
+    truth = np.sort(pos.trenches["x_center"].to_numpy())
+    found = np.sort(layout.trenches["x_center"].to_numpy())
+    assert len(truth) > before
+    assert len(found) == len(truth), (found, truth)
+    assert np.abs(found - truth).max() < 2

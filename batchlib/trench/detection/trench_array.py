@@ -22,7 +22,7 @@ import pandas as pd
 from ..geometry import box_corners, frame_center, rotated_to_raw
 from ._common import TrenchDetectionError, as_image2d, band_profiles, nanmean
 from ._sampling import rotated_band_image
-from .centres import locate_centres, refine_pitch
+from .centres import column_texture, locate_centres, refine_pitch
 from .direction import assign_directions
 from .ends import set_ends
 from .lumen import lumen_axis
@@ -369,7 +369,8 @@ def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noi
         return None
     axis, lumen_width, lumen_conf = lumen_axis(prof, rot_set, pitch, kind, lumen,
                                                4.0 * noise ** 2 / step)
-    c = locate_centres(prof, pitch, axis, valid[0], valid[-1], kind)
+    texture = column_texture(rot_set) if kind == "phase" else None
+    c = locate_centres(prof, pitch, axis, valid[0], valid[-1], kind, texture, lumen_width)
     if c is None:
         return None
     centres, lattice, residual, ncc, use_own = (c["centres"], c["lattice"], c["residual"],
