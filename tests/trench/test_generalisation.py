@@ -386,3 +386,36 @@ def test_every_phase_trench_is_found(family, seed, position, size, frames, befor
     assert len(truth) > before
     assert len(found) == len(truth), (found, truth)
     assert np.abs(found - truth).max() < 2
+
+
+def test_faint_rows_in_the_feeding_channel_do_not_join_two_facing_sets():
+    """Floating cells between two facing fluorescence sets gave two weakly periodic rows;
+    judged against their own run they passed, and the sets became one whose boxes spanned
+    both (dark_lumen held-out seed 10011: no trench right, confidence 0.58). A noisy set's
+    short fragments (a third of its power) still count."""
+    from batchlib.trench.detection.movie import detect_in_movie
+    from batchlib.trench.detection.trench_sets import find_sets
+
+    y = np.arange(90) * 8.0 + 3.5
+    power = np.full(90, 1e-4)
+    power[10:40] = power[51:81] = 1.0          # two sets, 11 rows apart
+    ratio = np.where(power > 0.5, 10.0, 1.0)
+    coherence = np.where(power > 0.5, 0.97, 0.05)
+    faint = power.copy(), ratio.copy()
+    faint[0][43:45], faint[1][43:45] = 0.05, 3.2   # floating cells: two faint periodic rows
+    assert len(find_sets(faint[0], faint[1], y, 44.0, coherence=coherence)) == 2
+    strong = power.copy(), ratio.copy()
+    strong[0][43:45], strong[1][43:45] = 0.4, 3.2  # a noisy bridge of the set's own power
+    assert len(find_sets(strong[0], strong[1], y, 44.0, coherence=coherence)) == 1
+
+    cfg = sample_config("dark_lumen", 10011, height=768, width=768, n_timepoints=8, n_positions=1)
+    pos = simulate_position(cfg, 0)
+    layout, _ = detect_in_movie(pos.movies[cfg.fluorescence_channels[0]], "fluorescence",
+                                box_width=cfg.box_width)
+    assert layout.quality["n_sets"] == 2
+    assert sorted(layout.trenches["direction"].unique()) == [-1, 1]
+    truth = pos.trenches
+    for s, d in ((0, 1), (1, -1)):
+        found = layout.trenches[layout.trenches["direction"] == d]["y_closed"]
+        true = truth[truth["direction"] == d]["y_closed"]
+        assert abs(np.median(found) - np.median(true)) < 3
