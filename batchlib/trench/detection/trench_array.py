@@ -389,6 +389,7 @@ def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noi
         use_own = use_own & ~empty
         empty, signal = _filled_over_whole_set(img, angle, y0, y1, step, centres, pitch, strip,
                                                empty, signal, noise)
+        filled = ~empty
         # only the span of visible trenches is trusted; gaps inside it are empty trenches
         lo, hi = np.flatnonzero(filled)[[0, -1]]
         span = slice(lo, hi + 1)
