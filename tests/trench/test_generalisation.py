@@ -419,3 +419,20 @@ def test_faint_rows_in_the_feeding_channel_do_not_join_two_facing_sets():
         found = layout.trenches[layout.trenches["direction"] == d]["y_closed"]
         true = truth[truth["direction"] == d]["y_closed"]
         assert abs(np.median(found) - np.median(true)) < 3
+
+
+def test_lattice_fit_survives_outliers_that_pull_its_first_guess():
+    """Two empty fluorescence sites matched at the edge of their search pulled the first
+    offset by 6 px; the outlier rejection, judged around zero rather than the median
+    residual, then dropped every inlier and kept the wrong lattice (held-out dark_lumen
+    seed 10010: the top set's boxes 6 px off, the set dropped, 10 of 17 trenches)."""
+    from batchlib.trench.detection.pitch import fit_lattice
+
+    pitch = 53.1
+    inliers = 33.5 + pitch * np.array([2, 4, 5, 7, 8, 9, 13]) + [0.3, -0.2, 0.1, 0.0, -0.1, 0.2, -0.3]
+    x = np.sort(np.concatenate([inliers, [19.5, 578.4]]))
+    offset, fitted_pitch, index, residual = fit_lattice(x, pitch)
+    inside = np.isin(x, inliers)
+    assert np.abs(residual[inside]).max() < 0.5, residual
+    assert abs(fitted_pitch - pitch) < 0.1
+    assert abs((offset - 33.5) % pitch) < 0.5 or abs((offset - 33.5) % pitch - pitch) < 0.5

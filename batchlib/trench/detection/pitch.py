@@ -154,8 +154,12 @@ def fit_lattice(x, pitch: float, weights=None):
         if np.unique(index).size >= 2:
             A = np.stack([np.ones_like(x), index.astype(float)], axis=1)
             res = x - A @ np.array([offset, pitch])
-            mad = np.median(np.abs(res - np.median(res))) + 1e-3
-            ww = w * (np.abs(res) < max(4 * 1.4826 * mad, 0.05 * pitch))
+            # outliers are judged around the median residual: an offset pulled by
+            # outliers (a site matched at the edge of its search) leaves the inliers
+            # all off by the same amount, and around zero they were all rejected
+            centre = np.median(res)
+            mad = np.median(np.abs(res - centre)) + 1e-3
+            ww = w * (np.abs(res - centre) < max(4 * 1.4826 * mad, 0.05 * pitch))
             if ww.sum() > 0 and np.unique(index[ww > 0]).size >= 2:
                 sw = np.sqrt(ww)
                 offset, pitch = np.linalg.lstsq(A * sw[:, None], x * sw, rcond=None)[0]
