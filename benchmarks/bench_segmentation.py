@@ -158,12 +158,13 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
     return labels if empty is None else drop_chip_structures(labels, np.asarray(empty, bool))
 
 
-def plausibility(crops, pred, kind) -> dict:
+def plausibility(crops, pred, kind, unclear_empty=False) -> dict:
     """The Segment job's warnings on one position: mother lengths that do not look like
-    growth and division, and (fluorescence) cells barely above the noise."""
+    growth and division, (fluorescence) cells barely above the noise, and (detected
+    geometry) empty flags detection could not decide."""
     spread = mother_length_spread(label1_lengths(pred))
     contrast = contrast_to_noise(crops, pred) if kind == "fluorescence" else np.nan
-    return {"flagged": bool(spread > WIDE_SPREAD or contrast < LOW_CONTRAST)}
+    return {"flagged": bool(spread > WIDE_SPREAD or contrast < LOW_CONTRAST or unclear_empty)}
 
 
 def _segment(crops, kind, lumen_width, empty=None, method="threshold", margin=None):
@@ -201,8 +202,9 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
                       for t in range(len(movie))], axis=1)
     truth = np.stack([labels_in_boxes(pos.frame_labels[t], lay.trenches, lay.angle_deg, drift[t])
                       for t in range(len(movie))], axis=1)
-    pred = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0),
-                   lay.trenches["empty"].to_numpy(bool), method,
+    # as the Segment job does: unclear empty flags are not used
+    empty = lay.trenches["empty"].to_numpy(bool) if lay.quality.get("empty_flags_clear", 1.0) else None
+    pred = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0), empty, method,
                    lay.quality.get("closed_end_margin_px"))
     pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
                            movie.shape[1:], cfg.pitch_px)
@@ -215,7 +217,7 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
         matched[i] = True
     return {**score(truth, pred, det_len, counts, all_counts[~matched],
                     int(np.isfinite(mother_len[~matched]).sum())),
-            **plausibility(crops, pred, kind)}
+            **plausibility(crops, pred, kind, empty is None)}
 
 
 def run_families(families, seed_list, size, n_timepoints, verbose=False, method="threshold"):

@@ -306,3 +306,43 @@ def test_segment_warns_when_mother_lengths_do_not_look_like_growth(tmp_path):
         assert [("mother cells' lengths span" in w) for w in warnings] == \
             ([True] if method == "merges_mothers" else []), warnings
     assert spreads["threshold"] < 2.5 < WIDE_SPREAD < spreads["merges_mothers"]
+
+
+def _marks_a_given_background(crops, kind, background=None):
+    """A cell over every crop when Segment passed the empty trenches' reference."""
+    return np.full(crops.shape, 0 if background is None else 1, np.int32)
+
+
+def test_segment_does_not_trust_empty_flags_detection_could_not_decide(tmp_path, acquisition):
+    """Dark lumens with faint cells: every trench's texture was barely above the walls',
+    all were flagged empty, and Segment took the cells for what recurs in empty trenches
+    (the chip) and removed them (held-out mixed 10027: F1 0.01). Detection now says when
+    its flags are unclear (``empty_flags_clear``), and Segment then does without them."""
+    from batchlib.io import write_attrs, write_table
+    from batchlib.trench.segmentation import register_method
+
+    register_method("given_background", _marks_a_given_background)
+    out = tmp_path / "out"
+    jobs = [Ingest(), TrenchDetection(qc_plot=False), Compress()]
+    assert workflow(acquisition, out, jobs, progress=False).success
+    path = out / "acq_pos000.h5"
+    with open_file(path, "r") as f:
+        assert read_attrs(f["tables/trenches"])["quality"]["empty_flags_clear"] == 1.0
+    counts = {}
+    for clear in (1.0, 0.0):
+        with open_file(path, "a") as f:
+            table = read_table(f, "tables/trenches")
+            attrs = read_attrs(f["tables/trenches"])
+            table["empty"] = np.arange(len(table)) % 2 == 0   # half flagged empty...
+            write_table(f, "tables/trenches", table)
+            attrs["quality"]["empty_flags_clear"] = clear   # ...clearly, or not
+            write_attrs(f["tables/trenches"], attrs)
+        name = f"clear{int(clear)}"
+        assert workflow(acquisition, out, [Segment(method="given_background", name=name)],
+                        progress=False).success
+        with open_file(path, "r") as f:
+            counts[clear] = int(np.count_nonzero(f[f"segmentation/{name}"][:]))
+        warnings = [w for e in job_status(out, "Segment")["files"].values()  # this run's
+                    for w in e.get("warnings", [])]
+        assert any("could not tell empty trenches" in w for w in warnings) == (clear == 0.0)
+    assert counts[1.0] > 0 and counts[0.0] == 0   # the empty trenches' reference: used, not used

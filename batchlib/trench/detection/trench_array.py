@@ -27,7 +27,8 @@ from .direction import assign_directions
 from .ends import set_ends
 from .lumen import lumen_axis
 from .pitch import estimate_pitch
-from .quality import empty_flags, fluorescence_filled_over, image_noise, layout_quality
+from .quality import (empty_flags, empty_flags_clear, fluorescence_filled_over, image_noise,
+                      layout_quality)
 from .selfcheck import check_layout
 from .rotation import angle_from_bands, combine_set_angles, set_angles
 from .trench_sets import find_sets, row_coherence, row_periodicity
@@ -245,7 +246,9 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                                closed_end_margin=closed_end_margin, self_check=self_check)
     assign_directions(found, kind, direction)
     extra = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
-                 set_angle_spread_deg=spread)
+                 set_angle_spread_deg=spread,
+                 # judged per set: two sets' texture scales differ
+                 empty_flags_clear=float(all(empty_flags_clear(kind, f["signal"]) for f in found)))
     extra.update({f"set{i}_angle_deg": a for i, a in enumerate(per_set)})
     if closed_end_margin is None:
         closed_end_margin = PHASE_CLOSED_END_MARGIN if kind == "phase" else 0.5

@@ -118,6 +118,13 @@ class Segment(BatchJobOnContainer):
         # methods that declare them get what the known-empty trenches show
         wants = accepted_keywords(method.fn)
         empty = self._empty_trenches(container, n)
+        if empty is not None and not self._layout_quality(container).get("empty_flags_clear", 1.0):
+            # faint cells that detection could not tell from empty lumens: trusting the
+            # flags made the cells the "background" and the "chip structures"
+            empty = None
+            self.warn(f"{os.path.basename(path)}: TrenchDetection could not tell empty trenches "
+                      "from filled ones (their lumens' texture differs too little), so they are "
+                      "not used as the empty-trench reference; the cells may be faint")
         given = "background" in extra or "empty_crops" in extra
         margin = self._closed_end_margin(container)
         contrasts, mothers = [], []
