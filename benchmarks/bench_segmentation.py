@@ -58,6 +58,7 @@ from batchlib.trench.detection import (TrenchDetectionError,  # noqa: E402
 from batchlib.trench.geometry import crop_box  # noqa: E402
 from batchlib.trench.segmentation.chip_structures import drop_chip_structures  # noqa: E402
 from batchlib.trench.segmentation.contrast import LOW_CONTRAST, contrast_to_noise  # noqa: E402
+from batchlib.trench.segmentation.fill import LOW_FILL, trench_fill  # noqa: E402
 from batchlib.trench.segmentation.mother_lengths import (WIDE_SPREAD,  # noqa: E402
                                                          mother_length_spread)
 from batchlib.trench.segmentation.mother_lengths import \
@@ -164,7 +165,8 @@ def plausibility(crops, pred, kind, unclear_empty=False) -> dict:
     geometry) empty flags detection could not decide."""
     spread = mother_length_spread(label1_lengths(pred))
     contrast = contrast_to_noise(crops, pred) if kind == "fluorescence" else np.nan
-    return {"flagged": bool(spread > WIDE_SPREAD or contrast < LOW_CONTRAST or unclear_empty)}
+    return {"flagged": bool(spread > WIDE_SPREAD or contrast < LOW_CONTRAST or unclear_empty
+                            or trench_fill(pred) < LOW_FILL)}
 
 
 def _segment(crops, kind, lumen_width, empty=None, method="threshold", margin=None):
@@ -272,7 +274,8 @@ def warnings_table(rows: pd.DataFrame, wrong_below: float = 0.95) -> str:
                     "F1 not warned (min)": quiet["F1"].min() if len(quiet) else np.nan,
                     f"not warned, F1 < {wrong_below}": int((quiet["F1"] < wrong_below).sum())})
     return (f"### Segment's warnings (mother lengths spanning more than {WIDE_SPREAD:g}x; "
-            f"fluorescence contrast under {LOW_CONTRAST:g}x the noise)\n\n"
+            f"fluorescence contrast under {LOW_CONTRAST:g}x the noise; cells filling under "
+            f"{LOW_FILL:.0%} of their trenches; empty flags detection could not decide)\n\n"
             + markdown(pd.DataFrame(out)) + "\n")
 
 

@@ -346,3 +346,35 @@ def test_segment_does_not_trust_empty_flags_detection_could_not_decide(tmp_path,
                     for w in e.get("warnings", [])]
         assert any("could not tell empty trenches" in w for w in warnings) == (clear == 0.0)
     assert counts[1.0] > 0 and counts[0.0] == 0   # the empty trenches' reference: used, not used
+
+
+def _mothers_only(crops, kind, **params):
+    """The classical segmentation keeping only the mother of every crop (at most 20 rows:
+    these crops are short, 115 rows)."""
+    from batchlib.trench.segmentation import segment_trenches
+
+    labels = segment_trenches(crops, method="threshold", kind=kind, **params)
+    rows = np.arange(crops.shape[-2])[:, None]
+    return np.where((labels == 1) & (rows < 20), 1, 0)
+
+
+def test_segment_warns_when_the_cells_found_fill_little_of_their_trenches(tmp_path, acquisition):
+    """Cells grow until they fill their trench; a segmentation that finds the mothers
+    and misses the cells below them (held-out mixed 10023, phase: F1 0.08, fill 0.10)
+    is warned about; the classical method's full answer is not."""
+    from batchlib.trench.segmentation import register_method
+    from batchlib.trench.segmentation.fill import LOW_FILL
+
+    register_method("mothers_only", _mothers_only)
+    out = tmp_path / "out"
+    fills = {}
+    for method in ("threshold", "mothers_only"):
+        seg = Segment(method=method, method_params={"lumen_width": 12}, name=method)
+        assert workflow(acquisition, out, [Ingest(), TrenchDetection(qc_plot=False), Compress(),
+                                           seg], progress=False).success
+        with open_file(out / "acq_pos000.h5", "r") as f:
+            fills[method] = read_attrs(f[f"segmentation/{method}"])["trench_fill"]
+        warnings = [w for e in job_status(out, "Segment")["files"].values()
+                    for w in e.get("warnings", [])]
+        assert any("fill only" in w for w in warnings) == (method == "mothers_only"), warnings
+    assert fills["mothers_only"] < LOW_FILL < 0.8 < fills["threshold"]

@@ -91,6 +91,7 @@ class Segment(BatchJobOnContainer):
         from ..segmentation import resolve_method, segment_trenches
         from ..segmentation.chip_structures import drop_chip_structures
         from ..segmentation.contrast import contrast_to_noise
+        from ..segmentation.fill import trench_fill
         from ..segmentation.mother_lengths import mother_lengths
         from ..segmentation.methods import accepted_keywords
         from ..segmentation.threshold import empty_background
@@ -127,7 +128,7 @@ class Segment(BatchJobOnContainer):
                       "not used as the empty-trench reference; the cells may be faint")
         given = "background" in extra or "empty_crops" in extra
         margin = self._closed_end_margin(container)
-        contrasts, mothers = [], []
+        contrasts, mothers, fills = [], [], []
         for t0, t1 in frame_blocks(kept, n_t):
             block = crops[:, t0:t1]
             kwargs = dict(extra)
@@ -148,21 +149,30 @@ class Segment(BatchJobOnContainer):
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
             ds[:, t0:t1] = labels.astype(np.uint16)
             mothers.append(mother_lengths(labels))
+            fills.append(trench_fill(labels))
             if kind == "fluorescence":
                 contrasts.append(contrast_to_noise(block, labels))
-        checks = self._plausibility(os.path.basename(path), contrasts, mothers)
+        checks = self._plausibility(os.path.basename(path), contrasts, mothers, fills)
         mark_frames(ds, n_t, basis, channel=key, kind=kind, method=p["method"], **checks)
 
-    def _plausibility(self, name, contrasts, mothers) -> dict:
+    def _plausibility(self, name, contrasts, mothers, fills) -> dict:
         """Attributes saying how far to trust the labels of the frames segmented now,
         and a warning (status, log, report) where they should be looked at."""
         import numpy as np
 
         from ..segmentation.contrast import LOW_CONTRAST
+        from ..segmentation.fill import LOW_FILL
         from ..segmentation.mother_lengths import WIDE_SPREAD, mother_length_spread
 
         spread = mother_length_spread(np.concatenate(mothers) if mothers else [])
-        checks = {"mother_length_spread": spread if np.isfinite(spread) else None}
+        measured_fills = [f for f in fills if np.isfinite(f)]
+        fill = float(np.median(measured_fills)) if measured_fills else None
+        checks = {"mother_length_spread": spread if np.isfinite(spread) else None,
+                  "trench_fill": fill}
+        if fill is not None and fill < LOW_FILL:
+            self.warn(f"{name}: the cells found fill only {fill:.0%} of their trenches' length "
+                      "(cells grow until they fill a trench): cells below the mother missed? "
+                      "A freshly loaded chip looks like this too. Look at the kymographs")
         if np.isfinite(spread) and spread > WIDE_SPREAD:
             self.warn(f"{name}: the mother cells' lengths span a factor {spread:.1f} (growth and "
                       f"division give about 2; warned above {WIDE_SPREAD:.0f}): mothers merged "
