@@ -450,3 +450,18 @@ def test_detection_says_when_it_cannot_tell_empty_trenches_from_faint_cells():
     layout = detect_trenches(pos.movies["phase"][0], kind="phase")
     assert layout.quality["empty_flags_clear"] == 1.0
     assert (layout.trenches["empty"].to_numpy() == pos.trenches["empty"].to_numpy()).all()
+
+
+def test_no_box_on_the_pdms_beside_the_first_trench():
+    """With the texture rule at four times the walls, the PDMS left of the first trench
+    (JPEG artefacts: empty lumens reach five) was taken for a trench full of cells
+    (held-out jpeg seed 10002, bench_detection: precision 0.996)."""
+    from batchlib.trench.detection.movie import detect_in_movie
+
+    cfg = sample_config("jpeg", 10002, height=1024, width=1024, n_timepoints=3, n_positions=2)
+    pos = simulate_position(cfg, 1)
+    layout, _ = detect_in_movie(pos.movies[next(c for c in cfg.channels if cfg.is_phase(c))],
+                                "phase", box_width=cfg.box_width)
+    found = np.sort(layout.trenches["x_center"].to_numpy())
+    truth = np.sort(pos.trenches["x_center"].to_numpy())
+    assert len(found) == len(truth) and np.abs(found - truth).max() < 2, (found[:3], truth[:3])

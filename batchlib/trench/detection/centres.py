@@ -177,7 +177,7 @@ def strip_mean(values, centres, half_width):
     return nanmean(vals, axis=-1)
 
 
-def _holds_cells(texture, centres, pitch, factor=4.0):
+def _holds_cells(texture, centres, pitch, factor=10.0):
     """Sites whose lumen texture is ``factor`` times the median texture of the walls."""
     strip = max(1.0, np.floor(0.125 * pitch))
     lumen = strip_mean(texture, centres, strip)
@@ -218,8 +218,9 @@ def locate_centres(profile, pitch, axis, first, last, kind="phase", texture=None
         visible); fluorescence sites are all kept (empty ones are dark).
     texture : ndarray, shape (W,), optional
         Phase: :func:`column_texture` of the set's rows. A weak site beyond
-        the run of strong ones is a trench when its lumen holds cells (four
-        times the walls' texture), not only a halo of the last trench.
+        the run of strong ones is a trench when its lumen holds cells (ten
+        times the walls' texture; empty lumens reach five under JPEG
+        artefacts), not only a halo of the last trench.
     lumen_width : float, optional
         A trench at the image edge counts when its lumen is inside (its axis
         at least half a lumen plus a pixel from the edge); without the width,
