@@ -159,14 +159,15 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
     return labels if empty is None else drop_chip_structures(labels, np.asarray(empty, bool))
 
 
-def plausibility(crops, pred, kind, unclear_empty=False) -> dict:
-    """The Segment job's warnings on one position: mother lengths that do not look like
-    growth and division, (fluorescence) cells barely above the noise, and (detected
-    geometry) empty flags detection could not decide."""
+def plausibility(crops, pred, kind, detection_warned=False) -> dict:
+    """The warnings the status gives on one position: Segment's (mother lengths that do
+    not look like growth and division, cells filling little of their trenches,
+    fluorescence cells barely above the noise) and, on the detected geometry,
+    TrenchDetection's (empty flags it could not decide, a layout it could not verify)."""
     spread = mother_length_spread(label1_lengths(pred))
     contrast = contrast_to_noise(crops, pred) if kind == "fluorescence" else np.nan
-    return {"flagged": bool(spread > WIDE_SPREAD or contrast < LOW_CONTRAST or unclear_empty
-                            or trench_fill(pred) < LOW_FILL)}
+    return {"flagged": bool(spread > WIDE_SPREAD or contrast < LOW_CONTRAST
+                            or trench_fill(pred) < LOW_FILL or detection_warned)}
 
 
 def _segment(crops, kind, lumen_width, empty=None, method="threshold", margin=None):
@@ -219,7 +220,7 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
         matched[i] = True
     return {**score(truth, pred, det_len, counts, all_counts[~matched],
                     int(np.isfinite(mother_len[~matched]).sum())),
-            **plausibility(crops, pred, kind, empty is None)}
+            **plausibility(crops, pred, kind, empty is None or bool(lay.warnings))}
 
 
 def run_families(families, seed_list, size, n_timepoints, verbose=False, method="threshold"):
@@ -273,9 +274,10 @@ def warnings_table(rows: pd.DataFrame, wrong_below: float = 0.95) -> str:
                     "F1 warned (min)": flagged["F1"].min() if len(flagged) else np.nan,
                     "F1 not warned (min)": quiet["F1"].min() if len(quiet) else np.nan,
                     f"not warned, F1 < {wrong_below}": int((quiet["F1"] < wrong_below).sum())})
-    return (f"### Segment's warnings (mother lengths spanning more than {WIDE_SPREAD:g}x; "
+    return (f"### Warnings in the status (mother lengths spanning more than {WIDE_SPREAD:g}x; "
             f"fluorescence contrast under {LOW_CONTRAST:g}x the noise; cells filling under "
-            f"{LOW_FILL:.0%} of their trenches; empty flags detection could not decide)\n\n"
+            f"{LOW_FILL:.0%} of their trenches; detected geometry: TrenchDetection's warnings "
+            "too, unclear empty flags or a layout it could not verify)\n\n"
             + markdown(pd.DataFrame(out)) + "\n")
 
 
