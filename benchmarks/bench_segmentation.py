@@ -57,12 +57,10 @@ from batchlib.trench.detection import (TrenchDetectionError,  # noqa: E402
                                        crop_trenches)
 from batchlib.trench.geometry import crop_box  # noqa: E402
 from batchlib.trench.segmentation.chip_structures import drop_chip_structures  # noqa: E402
-from batchlib.trench.segmentation.contrast import LOW_CONTRAST, contrast_to_noise  # noqa: E402
-from batchlib.trench.segmentation.fill import LOW_FILL, trench_fill  # noqa: E402
-from batchlib.trench.segmentation.mother_lengths import (WIDE_SPREAD,  # noqa: E402
-                                                         mother_length_spread)
-from batchlib.trench.segmentation.mother_lengths import \
-    mother_lengths as label1_lengths  # noqa: E402
+from batchlib.trench.segmentation.contrast import LOW_CONTRAST  # noqa: E402
+from batchlib.trench.segmentation.doubts import block_figures, judge  # noqa: E402
+from batchlib.trench.segmentation.fill import LOW_FILL  # noqa: E402
+from batchlib.trench.segmentation.mother_lengths import WIDE_SPREAD  # noqa: E402
 from batchlib.trench.measure import measure_cells, measure_trench_frames  # noqa: E402
 from batchlib.trench.detection.movie import detect_in_movie, movie_drift  # noqa: E402
 from batchlib.trench.segmentation import segment_trenches  # noqa: E402
@@ -160,14 +158,11 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
 
 
 def plausibility(crops, pred, kind, detection_warned=False) -> dict:
-    """The warnings the status gives on one position: Segment's (mother lengths that do
-    not look like growth and division, cells filling little of their trenches,
-    fluorescence cells barely above the noise) and, on the detected geometry,
+    """Whether the status warns about one position: Segment's warnings
+    (:mod:`batchlib.trench.segmentation.doubts`) and, on the detected geometry,
     TrenchDetection's (empty flags it could not decide, a layout it could not verify)."""
-    spread = mother_length_spread(label1_lengths(pred))
-    contrast = contrast_to_noise(crops, pred) if kind == "fluorescence" else np.nan
-    return {"flagged": bool(spread > WIDE_SPREAD or contrast < LOW_CONTRAST
-                            or trench_fill(pred) < LOW_FILL or detection_warned)}
+    _, warned = judge([block_figures(crops, pred, kind)])
+    return {"flagged": bool(warned) or detection_warned}
 
 
 def _segment(crops, kind, lumen_width, empty=None, method="threshold", margin=None):

@@ -183,16 +183,22 @@ def test_sigterm_swallowed_by_a_finalizer_still_stops_the_run(tmp_path):
         assert run_workflow("WF", folder, [ImportArray()], input_folder=inp, progress=False).success
 
 
-class _SwallowsSigterm(ImportArray):
-    """Receives SIGTERM while writing its first image and swallows the exit there."""
+class _SwallowsSignal(ImportArray):
+    """Receives ``signum`` while writing its first image and swallows the exception there."""
+
+    signum, raised = signal.SIGTERM, SystemExit
 
     def process(self, input_file, output_file):
         super().process(input_file, output_file)
         if input_file.endswith("im000000.npy"):
             try:
-                signal.raise_signal(signal.SIGTERM)
-            except SystemExit:
+                signal.raise_signal(self.signum)
+            except self.raised:
                 pass
+
+
+class _SwallowsSigterm(_SwallowsSignal):
+    pass
 
 
 def test_sigterm_swallowed_inside_a_unit_stops_before_the_next(tmp_path):
@@ -208,16 +214,8 @@ def test_sigterm_swallowed_inside_a_unit_stops_before_the_next(tmp_path):
     assert job["files"]["im000000.npy"]["state"] == "done"   # the finished one is recorded
 
 
-class _SwallowsCtrlC(ImportArray):
-    """Gets Ctrl-C while writing its first image and swallows the KeyboardInterrupt there."""
-
-    def process(self, input_file, output_file):
-        super().process(input_file, output_file)
-        if input_file.endswith("im000000.npy"):
-            try:
-                signal.raise_signal(signal.SIGINT)
-            except KeyboardInterrupt:
-                pass
+class _SwallowsCtrlC(_SwallowsSignal):
+    signum, raised = signal.SIGINT, KeyboardInterrupt
 
 
 def test_ctrl_c_swallowed_inside_a_unit_stops_before_the_next(tmp_path):

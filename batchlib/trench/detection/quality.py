@@ -60,14 +60,16 @@ def _split(scores, floor):
     return s > threshold if factor > 2.5 else s > floor
 
 
-def empty_flags(kind, rot_set, profile, centres, walls, strip, noise, rows_per_band=8):
+def empty_flags(kind, rot_set, profile, centres, walls, strip, noise, rows_per_band=8,
+                texture=None):
     """Which trenches hold no cells, and the per-trench signal used to decide.
 
     Phase contrast: cells give the lumen texture along the trench (dark bodies,
     bright gaps) that an empty lumen and the PDMS walls lack; the signal is the
     lumen's texture over the walls' texture. Fluorescence: the signal is the
     largest excess, over the rows of the set, of the lumen's mean over the
-    mean of its two neighbouring walls.
+    mean of its two neighbouring walls. ``texture``: the set's
+    :func:`~.centres.column_texture`, when the caller has it already.
     """
     left, right = walls[:-1], walls[1:]
     if kind == "fluorescence":
@@ -84,12 +86,11 @@ def empty_flags(kind, rot_set, profile, centres, walls, strip, noise, rows_per_b
         ok = np.isfinite(excess).any(axis=0)
         signal = np.where(ok, np.nanmax(np.where(np.isfinite(excess), excess, -np.inf), axis=0),
                           np.nan)
-        sigma = noise / np.sqrt(rows_per_band * (2 * strip + 1))
-        ref = np.nanpercentile(signal, 90) if ok.any() else 0.0
         # an empty lumen looks exactly like the walls, so any clear excess is a cell
-        filled = np.nan_to_num(signal) > max(8 * sigma, 0.05 * ref)
+        filled = np.nan_to_num(signal) > _fluorescence_threshold(signal, strip, noise,
+                                                                 rows_per_band)
         return ~filled, signal
-    tex = column_texture(rot_set)
+    tex = column_texture(rot_set) if texture is None else texture
     lum = strip_mean(tex, centres, strip)
     walls_tex = np.concatenate([strip_mean(tex, left, strip), strip_mean(tex, right, strip)])
     walls_tex = walls_tex[np.isfinite(walls_tex)]
@@ -97,6 +98,15 @@ def empty_flags(kind, rot_set, profile, centres, walls, strip, noise, rows_per_b
     signal = lum / (wal + 1e-12 * (np.nanmax(lum) + 1e-300))
     filled = _split(np.nan_to_num(signal), 4.0)
     return ~filled, signal
+
+
+def _fluorescence_threshold(signal, strip, noise, rows_per_band) -> float:
+    """Lumen excess over the walls that means cells: 8 sigma of a band's strip mean,
+    or 5 % of the 90th percentile of the set's signals."""
+    sigma = noise / np.sqrt(rows_per_band * (2 * strip + 1))
+    signal = np.asarray(signal, float)
+    ref = np.nanpercentile(signal, 90) if np.isfinite(signal).any() else 0.0
+    return max(8 * sigma, 0.05 * ref)
 
 
 def fluorescence_filled_over(excess, empty, signal, strip, noise, rows_per_band=8):
@@ -126,9 +136,7 @@ def fluorescence_filled_over(excess, empty, signal, strip, noise, rows_per_band=
     band = (c[n:] - c[:-n]) / n
     held = np.fmin(band[:-n], band[n:])
     whole = np.max(held, axis=0)
-    sigma = noise / np.sqrt(n * (2 * strip + 1))
-    ref = np.nanpercentile(signal, 90) if np.isfinite(signal).any() else 0.0
-    refilled = np.asarray(empty, bool) & (whole > max(8 * sigma, 0.05 * ref))
+    refilled = np.asarray(empty, bool) & (whole > _fluorescence_threshold(signal, strip, noise, n))
     return np.asarray(empty, bool) & ~refilled, np.where(refilled, whole, signal)
 
 

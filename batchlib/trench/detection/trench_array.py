@@ -380,7 +380,7 @@ def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noi
                                                 c["ncc"], c["use_own"])
     strip = max(1, int(np.floor(0.25 * lumen_width)))
     walls = np.concatenate([centres - 0.5 * pitch, centres[-1:] + 0.5 * pitch])
-    empty, signal = empty_flags(kind, rot_set, prof, centres, walls, strip, noise, step)
+    empty, signal = empty_flags(kind, rot_set, prof, centres, walls, strip, noise, step, texture)
     if kind == "fluorescence":
         filled = ~empty
         # cells sit on the lattice and look alike; debris that passed so far does not

@@ -90,9 +90,7 @@ class Segment(BatchJobOnContainer):
         import numpy as np
         from ..segmentation import resolve_method, segment_trenches
         from ..segmentation.chip_structures import drop_chip_structures
-        from ..segmentation.contrast import contrast_to_noise
-        from ..segmentation.fill import trench_fill
-        from ..segmentation.mother_lengths import mother_lengths
+        from ..segmentation.doubts import block_figures, judge
         from ..segmentation.methods import accepted_keywords
         from ..segmentation.threshold import empty_background
 
@@ -107,8 +105,9 @@ class Segment(BatchJobOnContainer):
         n, n_t, h, w = crops.shape
         n_t = min(n_t, int(read_attrs(crops).get("n_frames", n_t)))
         extra = self.method_params()
+        quality = self._layout_quality(container)  # what TrenchDetection measured
         if p["method"] == "threshold" and "lumen_width" not in extra:
-            extra["lumen_width"] = self._measured_lumen_width(container)
+            extra["lumen_width"] = self._measured_lumen_width(quality)
         if p["gpu"]:
             extra["device"] = resolve_device(True)
         basis = {"crops": read_attrs(crops).get("basis"), "method": p["method"], "kind": kind,
@@ -119,7 +118,7 @@ class Segment(BatchJobOnContainer):
         # methods that declare them get what the known-empty trenches show
         wants = accepted_keywords(method.fn)
         empty = self._empty_trenches(container, n)
-        if empty is not None and not self._layout_quality(container).get("empty_flags_clear", 1.0):
+        if empty is not None and not quality.get("empty_flags_clear", 1.0):
             # faint cells that detection could not tell from empty lumens: trusting the
             # flags made the cells the "background" and the "chip structures"
             empty = None
@@ -127,8 +126,8 @@ class Segment(BatchJobOnContainer):
                       "from filled ones (their lumens' texture differs too little), so they are "
                       "not used as the empty-trench reference; the cells may be faint")
         given = "background" in extra or "empty_crops" in extra
-        margin = self._closed_end_margin(container)
-        contrasts, mothers, fills = [], [], []
+        margin = self._closed_end_margin(quality)
+        figures = []
         for t0, t1 in frame_blocks(kept, n_t):
             block = crops[:, t0:t1]
             kwargs = dict(extra)
@@ -148,44 +147,12 @@ class Segment(BatchJobOnContainer):
             if labels.max(initial=0) > np.iinfo(np.uint16).max:
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
             ds[:, t0:t1] = labels.astype(np.uint16)
-            mothers.append(mother_lengths(labels))
-            fills.append(trench_fill(labels))
-            if kind == "fluorescence":
-                contrasts.append(contrast_to_noise(block, labels))
-        checks = self._plausibility(os.path.basename(path), contrasts, mothers, fills)
+            figures.append(block_figures(block, labels, kind))
+        # how far to trust the labels of the frames segmented now (status, log, report)
+        checks, warnings = judge(figures)
+        for warning in warnings:
+            self.warn(f"{os.path.basename(path)}: {warning}")
         mark_frames(ds, n_t, basis, channel=key, kind=kind, method=p["method"], **checks)
-
-    def _plausibility(self, name, contrasts, mothers, fills) -> dict:
-        """Attributes saying how far to trust the labels of the frames segmented now,
-        and a warning (status, log, report) where they should be looked at."""
-        import numpy as np
-
-        from ..segmentation.contrast import LOW_CONTRAST
-        from ..segmentation.fill import LOW_FILL
-        from ..segmentation.mother_lengths import WIDE_SPREAD, mother_length_spread
-
-        spread = mother_length_spread(np.concatenate(mothers) if mothers else [])
-        measured_fills = [f for f in fills if np.isfinite(f)]
-        fill = float(np.median(measured_fills)) if measured_fills else None
-        checks = {"mother_length_spread": spread if np.isfinite(spread) else None,
-                  "trench_fill": fill}
-        if fill is not None and fill < LOW_FILL:
-            self.warn(f"{name}: the cells found fill only {fill:.0%} of their trenches' length "
-                      "(cells grow until they fill a trench): cells below the mother missed? "
-                      "A freshly loaded chip looks like this too. Look at the kymographs")
-        if np.isfinite(spread) and spread > WIDE_SPREAD:
-            self.warn(f"{name}: the mother cells' lengths span a factor {spread:.1f} (growth and "
-                      f"division give about 2; warned above {WIDE_SPREAD:.0f}): mothers merged "
-                      "with a daughter or cut in pieces? Look at the kymographs")
-        if contrasts:
-            measured = [c for c in contrasts if np.isfinite(c)]  # inf: no noise to measure
-            ratio = float(np.median(measured)) if measured else None
-            checks["contrast_to_noise"] = ratio
-            if ratio is not None and ratio < LOW_CONTRAST:
-                self.warn(f"{name}: the cells stand only {ratio:.1f}x the pixel noise above the "
-                          f"background (reliable from {LOW_CONTRAST:.0f}x): expect touching cells "
-                          "merged or split and mother lengths off by a pixel or two")
-        return checks
 
     @staticmethod
     def _empty_trenches(container, n):
@@ -205,14 +172,14 @@ class Segment(BatchJobOnContainer):
         return read_attrs(container[TRENCHES_TABLE]).get("quality", {}) \
             if TRENCHES_TABLE in container else {}
 
-    @classmethod
-    def _closed_end_margin(cls, container):
+    @staticmethod
+    def _closed_end_margin(quality):
         """TrenchDetection's closed-end margin (pixels of PDMS in every box), or ``None``."""
-        margin = cls._layout_quality(container).get("closed_end_margin_px")
+        margin = quality.get("closed_end_margin_px")
         return None if margin is None else float(margin)
 
-    @classmethod
-    def _measured_lumen_width(cls, container, default=14.0):
+    @staticmethod
+    def _measured_lumen_width(quality, default=14.0):
         """The lumen width TrenchDetection measured (pixels), rounded to a whole pixel."""
-        width = cls._layout_quality(container).get("lumen_width_px")
+        width = quality.get("lumen_width_px")
         return float(round(width)) if width and width > 2 else default

@@ -1,0 +1,64 @@
+"""Whether a position's labels should be looked at: Segment's warnings.
+
+The figures are measured per block of frames (:func:`block_figures`) and
+judged together (:func:`judge`); the thresholds and how they were chosen are
+in :mod:`.mother_lengths`, :mod:`.fill` and :mod:`.contrast`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .contrast import LOW_CONTRAST, contrast_to_noise
+from .fill import LOW_FILL, trench_fill
+from .mother_lengths import WIDE_SPREAD, mother_length_spread, mother_lengths
+
+__all__ = ["block_figures", "judge"]
+
+
+def block_figures(crops, labels, kind) -> dict:
+    """Mother lengths, trench fill and (fluorescence) contrast of one block of frames."""
+    return {"mothers": mother_lengths(labels), "fill": trench_fill(labels),
+            "contrast": contrast_to_noise(crops, labels) if kind == "fluorescence" else None}
+
+
+def _finite_median(values):
+    finite = [v for v in values if v is not None and np.isfinite(v)]  # inf: nothing to measure
+    return float(np.median(finite)) if finite else None
+
+
+def judge(blocks) -> tuple[dict, list]:
+    """``(figures, warnings)`` of a position from its blocks' :func:`block_figures`.
+
+    ``figures`` (``mother_length_spread``, ``trench_fill`` and, in
+    fluorescence, ``contrast_to_noise``; ``None`` where not measurable) are
+    recorded with the labels; ``warnings`` are sentences for the status.
+
+    Examples
+    --------
+    >>> labels = np.zeros((30, 1, 100, 8), int); labels[:, :, :5, 2:6] = 1   # 5-row mothers
+    >>> figures, warnings = judge([block_figures(None, labels, "phase")])
+    >>> figures["trench_fill"], len(warnings)
+    (0.05, 1)
+    """
+    blocks = list(blocks)
+    spread = mother_length_spread(np.concatenate([b["mothers"] for b in blocks]) if blocks else [])
+    figures = {"mother_length_spread": spread if np.isfinite(spread) else None,
+               "trench_fill": _finite_median(b["fill"] for b in blocks)}
+    warnings = []
+    fill = figures["trench_fill"]
+    if fill is not None and fill < LOW_FILL:
+        warnings.append(f"the cells found fill only {fill:.0%} of their trenches' length (cells "
+                        "grow until they fill a trench): cells below the mother missed? A freshly "
+                        "loaded chip looks like this too. Look at the kymographs")
+    if np.isfinite(spread) and spread > WIDE_SPREAD:
+        warnings.append(f"the mother cells' lengths span a factor {spread:.1f} (growth and "
+                        f"division give about 2; warned above {WIDE_SPREAD:.0f}): mothers merged "
+                        "with a daughter or cut in pieces? Look at the kymographs")
+    if any(b["contrast"] is not None for b in blocks):
+        ratio = _finite_median(b["contrast"] for b in blocks)
+        figures["contrast_to_noise"] = ratio
+        if ratio is not None and ratio < LOW_CONTRAST:
+            warnings.append(f"the cells stand only {ratio:.1f}x the pixel noise above the "
+                            f"background (reliable from {LOW_CONTRAST:.0f}x): expect touching "
+                            "cells merged or split and mother lengths off by a pixel or two")
+    return figures, warnings
