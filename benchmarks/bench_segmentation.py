@@ -218,7 +218,8 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
             **plausibility(crops, pred, kind, empty is None or bool(lay.warnings))}
 
 
-def run_families(families, seed_list, size, n_timepoints, verbose=False, method="threshold"):
+def run_families(families, seed_list, size, n_timepoints, verbose=False, method="threshold",
+                 kinds=("phase", "fluorescence"), geometries=("true", "detected")):
     rows, nominal_crops = [], None
     for family in families:
         for seed in seed_list:
@@ -231,12 +232,17 @@ def run_families(families, seed_list, size, n_timepoints, verbose=False, method=
             if family == "nominal" and nominal_crops is None:
                 nominal_crops = {"phase": crops[ph], "gfp": crops[fl]}
             for kind, ch in (("phase", ph), ("fluorescence", fl)):
-                pred = segment(crops[ch], kind, cfg.trench_width_px,
-                               pos.trenches["empty"].to_numpy(bool), method)
-                r_true = {**score(pos.trench_labels, pred, mlen),
-                          **plausibility(crops[ch], pred, kind)}
-                r_det = end_to_end(pos, cfg, ch, kind, mlen, method)
-                for geo, r in (("true", r_true), ("detected", r_det)):
+                if kind not in kinds:
+                    continue
+                results = {}
+                if "true" in geometries:
+                    pred = segment(crops[ch], kind, cfg.trench_width_px,
+                                   pos.trenches["empty"].to_numpy(bool), method)
+                    results["true"] = {**score(pos.trench_labels, pred, mlen),
+                                       **plausibility(crops[ch], pred, kind)}
+                if "detected" in geometries:
+                    results["detected"] = end_to_end(pos, cfg, ch, kind, mlen, method)
+                for geo, r in results.items():
                     rows.append({"kind": kind, "geometry": geo, "family": family, "seed": seed,
                                  **r})
                     if verbose:
@@ -399,6 +405,10 @@ def main(argv=None):
                         help="families only: no speed and no real-data tables")
     parser.add_argument("--method", default="auto",
                         help="segmentation method: auto (the Segment job's default), threshold, unet")
+    parser.add_argument("--kinds", default="phase,fluorescence",
+                        help="comma-separated channel kinds to segment (default: both)")
+    parser.add_argument("--geometries", default="true,detected",
+                        help="comma-separated crop geometries: true, detected (default: both)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per run (stderr)")
     args = parser.parse_args(argv)
     if args.method == "auto":
@@ -415,7 +425,12 @@ def main(argv=None):
     warnings.simplefilter("ignore", RuntimeWarning)
 
     t0 = time.perf_counter()
-    rows, crops = run_families(families, seed_list, size, n_t, args.verbose, args.method)
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    geometries = tuple(g.strip() for g in args.geometries.split(",") if g.strip())
+    if set(kinds) - {"phase", "fluorescence"} or set(geometries) - {"true", "detected"}:
+        parser.error("--kinds takes phase and fluorescence, --geometries true and detected")
+    rows, crops = run_families(families, seed_list, size, n_t, args.verbose, args.method,
+                               kinds, geometries)
     print(f"## Segmentation per family, method {args.method} ({len(families)} families x "
           f"{len(seed_list)} seeds "
           f"({seed_list[0]}..{seed_list[-1]}), {size} x {size}, {n_t} frames, "
@@ -423,8 +438,8 @@ def main(argv=None):
     print("F1 at IoU 0.5; `count +-1`: trench-frames with the cell count within one; "
           "`mother len 5%`: mothers whose whole-cell length is within 5 %; `empty clean`: "
           "empty trench-frames without any cell. Cell-weighted over seeds.\n")
-    for kind in ("phase", "fluorescence"):
-        for geo in ("true", "detected"):
+    for kind in kinds:
+        for geo in geometries:
             sub = rows[(rows.kind == kind) & (rows.geometry == geo)]
             table = family_table(sub)
             table.insert(0, "geometry", geo)
