@@ -348,6 +348,41 @@ def test_segment_does_not_trust_empty_flags_detection_could_not_decide(tmp_path,
     assert counts[1.0] > 0 and counts[0.0] == 0   # the empty trenches' reference: used, not used
 
 
+def test_segment_redoes_its_frames_when_the_empty_flags_change(tmp_path, acquisition):
+    """The labels depend on TrenchDetection's empty flags (and on whether they are clear)
+    as well as on the crops, and the layout hash that the crops' basis holds leaves the
+    flags out (a fluorescence rerun on new frames can flag a trench anew while every box
+    stays). When Segment runs again, its earlier frames are kept only if the flags are
+    the same."""
+    from batchlib.io import write_attrs
+    from batchlib.trench.segmentation import register_method
+
+    register_method("given_background", _marks_a_given_background)
+    out = tmp_path / "out"
+    jobs = [Ingest(), TrenchDetection(qc_plot=False), Compress(),
+            Segment(method="given_background")]
+    assert workflow(acquisition, out, jobs, progress=False).success
+    path = out / "acq_pos000.h5"
+
+    def segment_again():  # what the workflow calls when Segment has frames to add
+        with open_file(path, "a") as f:
+            jobs[-1].process_container(f, str(path))
+        with open_file(path, "r") as f:
+            ds = f["segmentation/cells"]
+            return int(np.count_nonzero(ds[:])), read_attrs(ds)["stack_id"]
+
+    with open_file(path, "r") as f:
+        stack = read_attrs(f["segmentation/cells"])["stack_id"]
+    before = segment_again()
+    assert before[0] > 0 and before[1] == stack       # the clear flags used; frames kept
+    with open_file(path, "a") as f:
+        attrs = read_attrs(f["tables/trenches"])
+        attrs["quality"]["empty_flags_clear"] = 0.0
+        write_attrs(f["tables/trenches"], attrs)
+    after = segment_again()
+    assert after[0] == 0 and after[1] != stack        # every frame redone without them
+
+
 def _mothers_only(crops, kind, **params):
     """The classical segmentation keeping only the mother of every crop (at most 20 rows:
     these crops are short, 115 rows)."""

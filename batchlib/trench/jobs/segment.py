@@ -110,11 +110,6 @@ class Segment(BatchJobOnContainer):
             extra["lumen_width"] = self._measured_lumen_width(quality)
         if p["gpu"]:
             extra["device"] = resolve_device(True)
-        basis = {"crops": read_attrs(crops).get("basis"), "method": p["method"], "kind": kind,
-                 "params": extra, "channel": key}
-        out_key = f"{SEGMENTATION}/{p['name']}"
-        kept = frames_kept(container, out_key, (n, h, w), basis)
-        ds = prepare_stack(container, out_key, (n, h, w), n_t, np.uint16, kept)
         # methods that declare them get what the known-empty trenches show
         wants = accepted_keywords(method.fn)
         empty = self._empty_trenches(container, n)
@@ -127,6 +122,15 @@ class Segment(BatchJobOnContainer):
                       "not used as the empty-trench reference; the cells may be faint")
         given = "background" in extra or "empty_crops" in extra
         margin = self._closed_end_margin(quality)
+        # the labels depend on the empty-trench reference and the margin as well as
+        # on the crops: an edited trenches table must not leave stale frames
+        basis = {"crops": read_attrs(crops).get("basis"), "method": p["method"], "kind": kind,
+                 "params": extra, "channel": key,
+                 "empty": None if empty is None else "".join("01"[int(e)] for e in empty),
+                 "closed_end_margin": margin}
+        out_key = f"{SEGMENTATION}/{p['name']}"
+        kept = frames_kept(container, out_key, (n, h, w), basis)
+        ds = prepare_stack(container, out_key, (n, h, w), n_t, np.uint16, kept)
         figures = []
         for t0, t1 in frame_blocks(kept, n_t):
             block = crops[:, t0:t1]
