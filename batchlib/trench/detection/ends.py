@@ -17,6 +17,10 @@ from scipy import ndimage
 from ._common import nanmean
 from ._sampling import rotated_samples
 
+# Fluorescence: a set's boxes reach no further than this percentile of its
+# filled trenches' cells (see set_ends).
+REACH_PERCENTILE = 90.0
+
 __all__ = ["set_ends", "strip_profiles", "signal_extent", "half_level_crossing", "end_cues",
            "smooth", "fit_end_line", "outer_foot"]
 
@@ -294,6 +298,8 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
     -------
     dict
         ``y_top, y_bottom`` (edges, i.e. pixel boundaries, in rotated rows),
+        ``reach`` (fluorescence: the outer top and bottom rows of the set, from
+        its periodic rows and the fuller trenches' cells; else the edges),
         ``cues`` (lumen and wall level changes at the top and bottom ends,
         see :func:`end_cues`), ``spread`` (scatter of the per-trench signal
         ends at the top and bottom), ``spill`` (mean lumen signal beyond
@@ -330,9 +336,18 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
                     for i in np.flatnonzero(filled)]).reshape(-1, 2)
     spread = [float(np.nanmedian(np.abs(e - np.nanmedian(e)))) if np.isfinite(e).sum() >= 3
               else np.nan for e in ext.T]
+    reach = None
     if kind == "fluorescence" and np.isfinite(ext).sum(axis=0).min() >= 3:
         # walls are dark: the cells' own ends are the only edges to see
         edges = [float(np.nanmedian(ext[:, 0])) - 0.5, float(np.nanmedian(ext[:, 1])) + 0.5]
+        # where most trenches hold a few cells, the median stops far short of the
+        # open end (100 px of a 230 px trench) and boxes cut that short lose the
+        # cells beyond: the set reaches as far as its rows are periodic (within
+        # ~6 px of the open end), though no further than the fuller trenches' cells
+        outer = (float(np.nanpercentile(ext[:, 0], 100 - REACH_PERCENTILE)) - 0.5,
+                 float(np.nanpercentile(ext[:, 1], REACH_PERCENTILE)) + 0.5)
+        reach = [min(edges[0], max(y0 - 0.5 * step, outer[0])),
+                 max(edges[1], min(y1 + 0.5 * step, outer[1]))]
     per_trench = _trench_ends(rows, each, inside, filled, centres, edges, kind)
     lum_mean, wal_mean = smooth(nanmean(lum, axis=1), 1.0), smooth(nanmean(wal, axis=1), 1.0)
     cues = [end_cues(rows, lum_mean, wal_mean, e, o, int(min(0.5 * pitch, 30)))
@@ -342,7 +357,8 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
     background = np.nanmedian(wal[inside]) if np.isfinite(wal[inside]).any() else 0.0
     spill = [float(np.nan_to_num(nanmean(lum[(rows - e) * o > 3])) - background)
              for e, o in zip(edges, (-1, 1))]
-    return dict(y_top=edges[0], y_bottom=edges[1], cues=cues, spread=spread, spill=spill,
+    return dict(y_top=edges[0], y_bottom=edges[1], reach=edges if reach is None else reach,
+                cues=cues, spread=spread, spill=spill,
                 top_each=per_trench[0], bottom_each=per_trench[1], pushed=per_trench[2],
                 rows=rows, excess=each)
 

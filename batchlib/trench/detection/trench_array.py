@@ -425,6 +425,17 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
               closed_end_margin, noise,
               extra_quality, row_profiles):
     H, W = shape
+    if kind == "fluorescence":
+        # from the boxes' closed ends (the trenches' own) to the set's reach (see
+        # set_ends): the median of the cells' ends can lie 15 px inside either end
+        # where most trenches hold a few small cells
+        for s in found:
+            if s["direction"] == 1:
+                s["y_top"] = float(np.nanmedian(s["top_each"]))
+                s["y_bottom"] = max(s["y_bottom"], s["reach"][1])
+            else:
+                s["y_top"] = min(s["y_top"], s["reach"][0])
+                s["y_bottom"] = float(np.nanmedian(s["bottom_each"]))
     lengths = [s["y_bottom"] - s["y_top"] for s in found]
     if box_height is None:
         box_height = int(np.rint(min(lengths)))
