@@ -341,3 +341,21 @@ def test_files_without_channel_names(tmp_path):
         root = ET.fromstring(tif.ome_metadata)
         assert [e.attrib.get("Name") for e in root.iter() if e.tag.endswith("Channel")] == \
             ["c0", "c1"]
+
+
+def test_mixed_of_combines_only_the_families_named():
+    """A model trained on the 'combined' family must still never see the held-out
+    conditions (JPEG, other optics): ``mixed_of`` restricts what ``mixed`` combines."""
+    from batchlib.trench.segmentation.training import HELDOUT_FAMILIES
+
+    trained = [f for f in FAMILIES if f not in HELDOUT_FAMILIES]
+    dark = 0
+    for seed in range(40):
+        cfg = sample_config("mixed", seed, mixed_of=trained)
+        assert cfg.jpeg_quality == 0 and cfg.halo_model == "gaussian"
+        dark += cfg.phase_lumen == "dark"
+    assert 5 < dark < 30      # the trained families are combined as in mixed
+    # plain mixed does draw the held-out ones
+    assert any(sample_config("mixed", s).jpeg_quality for s in range(40))
+    with pytest.raises(ValueError, match="mixed_of"):
+        sample_config("nominal", 0, mixed_of=trained)

@@ -30,7 +30,8 @@ def configure_parser(p) -> None:
     p.add_argument("--positions", type=int, default=160,
                    help="generated positions (one tuning seed each) to cut crops from")
     p.add_argument("--families", default="",
-                   help="comma-separated scenario families (default: all but the held-out ones)")
+                   help="comma-separated scenario families, and 'combined' (several of them at "
+                        "once) (default: all but the held-out ones, and combined)")
     p.add_argument("--box_margin", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="generated crops start a random distance in [LO, HI] pixels before the "
                         "closed end, as detected boxes do (default 0 3); 0 0: at the end")
@@ -51,16 +52,17 @@ def main(args) -> int:
 
     from ..synthetic.families import FAMILIES, seeds
     from .torch_model import DEFAULT_WEIGHTS, load_weights, save_weights
-    from .training import (BOX_MARGIN, HELDOUT_FAMILIES, container_examples, evaluate_model,
-                           generated_examples, train, write_model_card)
+    from .training import (BOX_MARGIN, COMBINED, HELDOUT_FAMILIES, container_examples,
+                           evaluate_model, generated_examples, train, write_model_card)
 
     t0 = time.time()
     torch.set_num_threads(args.threads)
     families = [f for f in args.families.split(",") if f] or \
-        [f for f in FAMILIES if f not in HELDOUT_FAMILIES]
-    unknown = sorted(set(families) - set(FAMILIES))
+        [f for f in FAMILIES if f not in HELDOUT_FAMILIES] + [COMBINED]
+    unknown = sorted(set(families) - set(FAMILIES) - {COMBINED})
     if unknown:
-        print(f"error: unknown families {unknown}; known: {', '.join(FAMILIES)}", file=sys.stderr)
+        print(f"error: unknown families {unknown}; known: {', '.join(FAMILIES)} and "
+              f"{COMBINED} (several of the others at once)", file=sys.stderr)
         return 2
     margin_range = tuple(args.box_margin) if args.box_margin else BOX_MARGIN
     # Validation on held-out seeds far from those the benchmark uses first.

@@ -23,6 +23,9 @@ from .torch_model import (CLASSES, _require_torch, build_unet, load_weights, nor
 CROP_SHAPE = (256, 32)
 #: families whose draws are never trained on, so benchmarks see unseen conditions
 HELDOUT_FAMILIES = ("alt_optics", "jpeg", "mixed")  # mixed draws from the other two
+#: a training family: several of the trained families at once (``mixed`` without the
+#: held-out ones), so that combinations such as dark lumens under wide halos are seen
+COMBINED = "combined"
 DEFAULT_ARCH = {"channels": [12, 24, 48], "fold": 2, "batch_norm": False}
 
 
@@ -83,6 +86,7 @@ def generated_examples(families, seed_list, *, height=512, width=256, n_timepoin
     ----------
     families : sequence of str
         Scenario families; position ``i`` uses ``families[i % len(families)]``.
+        :data:`COMBINED` draws several of the others at once.
     seed_list : sequence of int
         One generator seed per position (tuning seeds for training).
     height, width, n_timepoints : frame size and frames per position.
@@ -109,9 +113,12 @@ def generated_examples(families, seed_list, *, height=512, width=256, n_timepoin
     crops, labels, kinds = [], [], []
     for i, seed in enumerate(seed_list):
         family = families[i % len(families)]
+        extra = {}
+        if family == COMBINED:
+            family, extra["mixed_of"] = "mixed", [f for f in families if f != COMBINED]
         try:
             cfg = sample_config(family, int(seed), height=height, width=width,
-                                n_timepoints=n_timepoints, n_positions=1)
+                                n_timepoints=n_timepoints, n_positions=1, **extra)
             pos = simulate_position(cfg, 0)
         except ValueError:  # a layout the generator cannot render at this size
             if progress:

@@ -178,10 +178,13 @@ _DRAW = {
 }
 
 
-def _mixed(rng, p):
-    """Several of the other families at once, each with probability 0.35."""
+def _mixed(rng, p, only=None):
+    """Several of the other families at once, each with probability 0.35 (of ``only``,
+    when given: the families a model may be trained on)."""
     out = {}
     for name, draw in _DRAW.items():
+        if only is not None and name not in only:
+            continue
         if name not in ("nominal", "mixed") and rng.random() < 0.35:
             q = {**p, **out}
             out.update(draw(rng, q))
@@ -196,7 +199,7 @@ def _rng(family: str, seed: int):
     return np.random.default_rng(np.random.SeedSequence([zlib.crc32(family.encode()), int(seed)]))
 
 
-def sample_config(family: str, seed: int, **overrides) -> SyntheticConfig:
+def sample_config(family: str, seed: int, *, mixed_of=None, **overrides) -> SyntheticConfig:
     """The configuration of ``family`` for ``seed`` (deterministic).
 
     Parameters
@@ -208,6 +211,9 @@ def sample_config(family: str, seed: int, **overrides) -> SyntheticConfig:
         draws and, mixed with the family, the rendering: ``SyntheticConfig.seed``
         is derived from ``(family, seed)`` so that families drawn for the same
         seed do not share angles or layouts; ``family_seed`` keeps ``seed``.
+    mixed_of : sequence of str, optional
+        For ``mixed`` only: combine these families alone (a training set that
+        must leave some conditions unseen draws their combinations this way).
     **overrides
         Any ``SyntheticConfig`` field (frame size, timepoints, positions, ...),
         applied after the draws.
@@ -225,7 +231,10 @@ def sample_config(family: str, seed: int, **overrides) -> SyntheticConfig:
         raise ValueError(f"unknown SyntheticConfig field(s): {', '.join(sorted(unknown))}")
     rng = _rng(family, seed)
     params = _base(rng)
-    params.update(_DRAW[family](rng, params))
+    if mixed_of is not None and family != "mixed":
+        raise ValueError("mixed_of applies to the 'mixed' family only")
+    params.update(_mixed(rng, params, tuple(mixed_of)) if mixed_of is not None
+                  else _DRAW[family](rng, params))
     fraction = params.pop("_length_fraction", None)
     render_seed = int(np.random.SeedSequence([zlib.crc32(family.encode()), int(seed), 1])
                       .generate_state(1)[0] >> 1)
