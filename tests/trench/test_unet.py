@@ -382,3 +382,16 @@ def test_frames_segmented_as_they_arrive_equal_one_pass(kind):
     assert whole.max() > 0
     blocks = np.concatenate([seg(crops[:, :2]), seg(crops[:, 2:3]), seg(crops[:, 3:])], axis=1)
     np.testing.assert_array_equal(blocks, whole)
+
+
+def test_combined_training_family_renders_crops_of_trained_conditions():
+    """'combined' positions are 'mixed' drawn from the other families of the list only."""
+    from batchlib.trench.synthetic.families import sample_config
+
+    crops, labels, kinds = training.generated_examples([training.COMBINED, "dark_lumen"],
+                                                       [3, 4], n_timepoints=1)
+    assert crops.shape[1:] == training.CROP_SHAPE and len(crops) == len(labels) == len(kinds)
+    assert (labels > 0).any() and set(kinds) == {"phase", "fluorescence"}
+    # seed 3 as 'combined' of ["dark_lumen"]: dark lumens only if drawn, never JPEG
+    cfg = sample_config("mixed", 3, mixed_of=["dark_lumen"])
+    assert cfg.jpeg_quality == 0
