@@ -359,3 +359,5 @@ def test_mixed_of_combines_only_the_families_named():
     assert any(sample_config("mixed", s).jpeg_quality for s in range(40))
     with pytest.raises(ValueError, match="mixed_of"):
         sample_config("nominal", 0, mixed_of=trained)
+    # a restricted mix shares no draws or layout with 'mixed' for the same seed
+    assert sample_config("mixed", 3, mixed_of=trained).seed != sample_config("mixed", 3).seed

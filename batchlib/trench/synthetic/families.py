@@ -229,14 +229,17 @@ def sample_config(family: str, seed: int, *, mixed_of=None, **overrides) -> Synt
     unknown = set(overrides) - {f.name for f in dataclasses.fields(SyntheticConfig)}
     if unknown:
         raise ValueError(f"unknown SyntheticConfig field(s): {', '.join(sorted(unknown))}")
-    rng = _rng(family, seed)
-    params = _base(rng)
     if mixed_of is not None and family != "mixed":
         raise ValueError("mixed_of applies to the 'mixed' family only")
+    # a restricted mix is a family of its own: it shares no draws or layouts with
+    # 'mixed' for the same seed (a model trained on it must not have seen those)
+    key = family if mixed_of is None else "mixed of " + ",".join(sorted(mixed_of))
+    rng = _rng(key, seed)
+    params = _base(rng)
     params.update(_mixed(rng, params, tuple(mixed_of)) if mixed_of is not None
                   else _DRAW[family](rng, params))
     fraction = params.pop("_length_fraction", None)
-    render_seed = int(np.random.SeedSequence([zlib.crc32(family.encode()), int(seed), 1])
+    render_seed = int(np.random.SeedSequence([zlib.crc32(key.encode()), int(seed), 1])
                       .generate_state(1)[0] >> 1)
     params.update(overrides, seed=render_seed, family=family, family_seed=int(seed))
     cfg = SyntheticConfig(**params)
