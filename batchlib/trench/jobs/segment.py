@@ -37,8 +37,9 @@ class Segment(BatchJobOnContainer):
     built, so a misspelt name or parameter fails at once, not in every worker.
     """
 
-    version = "6"  # 6: U-Net weights that find the closed end in the first 3 rows (5: no empty
-    # trench: read from the closed-end margin; slivers dropped. 4: chip structures)
+    version = "7"  # 7: U-Net weights that have seen combined conditions. 6: U-Net weights
+    # that find the closed end in the first 3 rows. 5: no empty trench: read from the
+    # closed-end margin; slivers dropped. 4: chip structures
     params = {
         "channel": Param("", "segmentation channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
