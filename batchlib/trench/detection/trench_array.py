@@ -203,7 +203,7 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     step, bands8, y8, bands32, y32 = _band_rows(img)
     pitch_given = pitch is not None
     if pitch is None:
-        pitch = _estimated_pitch(bands32, kind, min_pitch, max_pitch, W)
+        pitch = _estimated_pitch(bands32, kind, min_pitch, max_pitch, W, img)
     pitch = float(pitch)
     angle, gain = angle_from_bands(bands32, y32, frame_center(shape)[0], pitch, angle_range_deg,
                                    fine_bands=bands8, fine_y=y8)
@@ -274,10 +274,18 @@ def _band_rows(img):
     return step, bands8, y8, bands32, y32
 
 
-def _estimated_pitch(bands32, kind, min_pitch, max_pitch, width) -> float:
-    """The trench pitch from the band profiles; :class:`TrenchDetectionError` when none is periodic."""
+def _estimated_pitch(bands32, kind, min_pitch, max_pitch, width, img=None) -> float:
+    """The trench pitch from the band profiles; :class:`TrenchDetectionError` when none is periodic.
+
+    In fluorescence the profiles down bands of 32 columns of ``img`` tell the
+    pixel grid's periods (JPEG blocks) from the chip's (see ``estimate_pitch``).
+    """
+    along = None
+    if kind == "fluorescence" and img is not None and img.shape[1] >= 64:
+        n = img.shape[1] // 32
+        along = img[:, : n * 32].reshape(img.shape[0], n, 32).mean(axis=2, dtype=np.float64).T
     pitch, periodicity = estimate_pitch(bands32, min_pitch=min_pitch, max_pitch=max_pitch,
-                                        sparse=kind == "fluorescence")
+                                        sparse=kind == "fluorescence", along=along)
     # empty trenches are dark in fluorescence, which weakens the periodicity;
     # the set and trench checks further down still reject debris there
     floor = 0.2 if kind == "phase" else 0.1
