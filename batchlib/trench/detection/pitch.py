@@ -49,9 +49,10 @@ def _smallest_period(acf, cand, best, min_pitch, max_m=8, along=None):
     With randomly missing trenches (fluorescence: empty ones are dark) the
     peaks at the multiples of the pitch have random heights and any of them
     can be the highest, but all of them are there, each standing clear of the
-    troughs beside it. With few trenches filled at random, the correlation at
-    the pitch itself can be negative (held-out dark_lumen 10053: -0.04, the
-    pitch's double 0.33), so its height says nothing. A period the image also
+    troughs beside it (by a tenth of how far ``best`` stands above its own).
+    With few trenches filled at random, the correlation at the pitch itself can
+    be negative and its peak low (held-out dark_lumen 10053: -0.04 and 0.14 of
+    the prominence of three pitches), so its height says nothing. A period the image also
     repeats *along* the trenches (``along``: the same autocorrelation of profiles
     down the columns) belongs to the camera or the compression, not to the chip:
     JPEG's 8 x 8 blocks stand out at multiples of 8 px both ways (held-out mixed
@@ -62,7 +63,7 @@ def _smallest_period(acf, cand, best, min_pitch, max_m=8, along=None):
         if period < min_pitch:
             continue
         half = max(1, int(period / 2))
-        floor = 0.2 * _prominence(acf, best, half)
+        floor = 0.1 * _prominence(acf, best, half)
         first = None
         for k in range(1, m):
             near = cand[np.abs(cand - k * period) <= max(1.5, 0.05 * period)]
