@@ -56,7 +56,7 @@ from bench_detection import channels_of, markdown, with_summary  # noqa: E402
 from batchlib.trench.detection import (TrenchDetectionError,  # noqa: E402
                                        crop_trenches)
 from batchlib.trench.geometry import crop_box  # noqa: E402
-from batchlib.trench.segmentation.chip_structures import drop_chip_structures  # noqa: E402
+from batchlib.trench.segmentation.empty_trenches import clean_empty_trenches  # noqa: E402
 from batchlib.trench.segmentation.contrast import LOW_CONTRAST  # noqa: E402
 from batchlib.trench.segmentation.doubts import block_figures, judge  # noqa: E402
 from batchlib.trench.segmentation.fill import LOW_FILL  # noqa: E402
@@ -154,7 +154,7 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
     ``closed_end_margin``: the boxes' margin, as the Segment job passes it);
     then what recurs in most empty trenches dropped from them."""
     labels = _segment(crops, kind, lumen_width, empty, method, margin)
-    return labels if empty is None else drop_chip_structures(labels, np.asarray(empty, bool))
+    return labels if empty is None else clean_empty_trenches(labels, np.asarray(empty, bool))
 
 
 def plausibility(crops, pred, kind, detection_warned=False) -> dict:

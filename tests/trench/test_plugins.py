@@ -13,7 +13,7 @@ from batchlib.trench.jobs import Compress, Ingest, Segment, TrenchDetection
 from batchlib.trench.segmentation import (check_method, register_method, resolve_method,
                                           segment_trenches)
 from batchlib.trench.layout import TRENCHES_TABLE
-from batchlib.trench.segmentation.chip_structures import drop_chip_structures
+from batchlib.trench.segmentation.empty_trenches import clean_empty_trenches
 from batchlib.trench.synthetic import SyntheticConfig, write_acquisition
 
 CFG = SyntheticConfig(height=256, width=256, n_positions=2, n_timepoints=2, channels=("phase",),
@@ -91,7 +91,7 @@ def only_mothers(cropped, labels):
             crops = f["trench_crops/phase"][:]
             empty = read_table(f, TRENCHES_TABLE)["empty"].to_numpy(bool)
         # what recurs in most empty trenches is dropped by the job, whatever the method
-        ref = drop_chip_structures(segment_threshold_ref(crops), empty)
+        ref = clean_empty_trenches(segment_threshold_ref(crops), empty)
         np.testing.assert_array_equal(lab, np.where(ref == 1, 1, 0))
         n_cells += int((lab.reshape(-1, *lab.shape[-2:]).max(axis=(1, 2)) == 1).sum())
     assert n_cells > 5

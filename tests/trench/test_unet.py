@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")  # a test dependency (setup.py "test" extra
 from batchlib.cli import main as cli_main  # noqa: E402
 from batchlib.io import open_file, read_attrs, read_table  # noqa: E402
 from batchlib.trench.layout import TRENCHES_TABLE  # noqa: E402
-from batchlib.trench.segmentation.chip_structures import drop_chip_structures  # noqa: E402
+from batchlib.trench.segmentation.empty_trenches import clean_empty_trenches  # noqa: E402
 from batchlib.trench.segmentation.threshold import empty_background  # noqa: E402
 from batchlib.trench.jobs import Segment  # noqa: E402
 from batchlib.trench.segmentation import segment_trenches  # noqa: E402
@@ -144,7 +144,7 @@ def test_unet_method_under_the_processes_executor(segmented):
             margin = read_attrs(f[TRENCHES_TABLE])["quality"]["closed_end_margin_px"]
         # the same labels as segmenting the crops here, in the main process, with the
         # empty trenches as the reference and the boxes' margin, as the job gives them
-        here = drop_chip_structures(segment_trenches(
+        here = clean_empty_trenches(segment_trenches(
             crops, method="unet", kind="phase", background=empty_background(crops, empty),
             closed_end_margin=margin), empty)
         np.testing.assert_array_equal(labels, here)
@@ -319,14 +319,14 @@ def test_real_molyso_frame_through_the_whole_chain(shared_data):
     import tifffile
 
     from batchlib.trench.detection import crop_trenches, detect_trenches
-    from batchlib.trench.segmentation.chip_structures import drop_chip_structures
+    from batchlib.trench.segmentation.empty_trenches import clean_empty_trenches
 
     frame = tifffile.imread(shared_data / "phase_fov" / "molyso_example_frame.tif")
     layout = detect_trenches(frame, kind="phase")
     crops = crop_trenches(frame, layout)[:, None]
     empty = layout.trenches["empty"].to_numpy(bool)
     assert list(np.flatnonzero(~empty)) == [2, 3]
-    labels = drop_chip_structures(
+    labels = clean_empty_trenches(
         segment_trenches(crops, method="unet", kind="phase",
                          background=empty_background(crops, empty)), empty)
     assert list(labels.max(axis=(1, 2, 3))) == [0, 0, 4, 4, 0, 0]
@@ -354,6 +354,35 @@ def test_chip_structures_in_empty_trenches_are_dropped():
     np.testing.assert_array_equal(out[4], lab[4])
     # too few empty trenches to tell: nothing changes
     np.testing.assert_array_equal(drop_chip_structures(lab[3:], np.array([True, False])), lab[3:])
+
+
+def test_fragments_in_empty_trenches_are_dropped_whole_cells_kept():
+    """In a trench flagged empty, an object much smaller or narrower than the frame's cells
+    (a speck of halo at the open end, a sliver along a wall) goes; a whole cell stays;
+    filled trenches and frames without enough cells to judge by are left alone."""
+    from batchlib.trench.segmentation.empty_trenches import drop_fragments
+
+    lab = np.zeros((5, 3, 80, 16), np.int32)
+    for n in (0, 1):                            # filled: cells 10 px wide, 20-24 px long
+        lab[n, :, 2:22, 3:13], lab[n, :, 24:48, 3:13] = 1, 2
+        lab[n, :, 70:76, 6:10] = 3              # a small object at their open end: kept
+    lab[2, 0, 74:80, 5:11] = 1                  # speck at the open end (36 px)
+    lab[3, 0, 10:50, 6:10] = 1                  # sliver 4 px wide, 40 rows (160 px)
+    lab[3, 0, 55:75, 3:12] = 2                  # and a whole cell below it
+    lab[4, 1, 30:50, 4:13] = 1                  # a whole cell that entered
+    lab[2, 2, 74:80, 5:11] = 1                  # a speck in a frame with too few cells
+    lab[:2, 2] = np.where(lab[:2, 2] == 1, 1, 0)
+    empty = np.array([False, False, True, True, True])
+    out = drop_fragments(lab, empty, min_cells=3)
+    assert out[2, 0].max() == 0
+    assert list(np.unique(out[3, 0])) == [0, 1] and (out[3, 0] == 1).sum() == 20 * 9
+    np.testing.assert_array_equal(out[4], lab[4])
+    np.testing.assert_array_equal(out[:2], lab[:2])
+    np.testing.assert_array_equal(out[:, 2], lab[:, 2])   # two cells only: no scale
+    assert lab[2, 0].max() == 1                             # the input is not modified
+    # no empty trench, or only empty ones: nothing to do
+    np.testing.assert_array_equal(drop_fragments(lab, np.zeros(5, bool)), lab)
+    np.testing.assert_array_equal(drop_fragments(lab, np.ones(5, bool)), lab)
 
 
 @pytest.mark.parametrize("kind", ["phase", "fluorescence"])

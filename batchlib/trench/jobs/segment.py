@@ -37,9 +37,10 @@ class Segment(BatchJobOnContainer):
     built, so a misspelt name or parameter fails at once, not in every worker.
     """
 
-    version = "7"  # 7: U-Net weights that have seen combined conditions. 6: U-Net weights
-    # that find the closed end in the first 3 rows. 5: no empty trench: read from the
-    # closed-end margin; slivers dropped. 4: chip structures
+    version = "8"  # 8: fragments in empty trenches dropped. 7: U-Net weights that have
+    # seen combined conditions. 6: U-Net weights that find the closed end in the first
+    # 3 rows. 5: no empty trench: read from the closed-end margin; slivers dropped.
+    # 4: chip structures
     params = {
         "channel": Param("", "segmentation channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
@@ -90,7 +91,7 @@ class Segment(BatchJobOnContainer):
     def process_container(self, container, path):
         import numpy as np
         from ..segmentation import resolve_method, segment_trenches
-        from ..segmentation.chip_structures import drop_chip_structures
+        from ..segmentation.empty_trenches import clean_empty_trenches
         from ..segmentation.doubts import block_figures, judge
         from ..segmentation.methods import accepted_keywords
         from ..segmentation.threshold import empty_background
@@ -147,8 +148,9 @@ class Segment(BatchJobOnContainer):
                 kwargs["closed_end_margin"] = margin
             labels = segment_trenches(block, method=method, kind=kind, **kwargs)
             if empty is not None:
-                # what recurs in most empty trenches is the chip, not a cell
-                labels = drop_chip_structures(labels, empty)
+                # what recurs in most empty trenches is the chip, not a cell; and a
+                # cell that enters one is a whole cell, not a speck of halo or debris
+                labels = clean_empty_trenches(labels, empty)
             if labels.max(initial=0) > np.iinfo(np.uint16).max:
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
             ds[:, t0:t1] = labels.astype(np.uint16)

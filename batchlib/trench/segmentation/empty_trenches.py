@@ -1,0 +1,108 @@
+"""What a segmentation may keep in the trenches TrenchDetection found empty."""
+from __future__ import annotations
+
+import numpy as np
+
+from .chip_structures import drop_chip_structures
+
+__all__ = ["clean_empty_trenches", "drop_fragments"]
+
+
+def clean_empty_trenches(labels, empty):
+    """Chip structures (:func:`~.chip_structures.drop_chip_structures`), then fragments
+    (:func:`drop_fragments`) removed from the trenches flagged ``empty``.
+
+    What the Segment job (and the benchmarks, which must score what it
+    writes) does after any segmentation method.
+    """
+    return drop_fragments(drop_chip_structures(labels, empty), empty)
+
+
+def drop_fragments(labels, empty, narrow=0.6, small=0.4, min_cells=3):
+    """Remove, from the trenches flagged empty, objects too small or narrow to be a cell.
+
+    A cell that enters an empty trench is a whole cell. What a method finds
+    in an empty lumen otherwise is a piece of halo at the open end, the edge
+    of a bright band or a speck of debris: 30-45 px and 4-6 px wide, where
+    the cells of the same frame are 130-330 px and 9-12 px wide (tuning
+    seeds of halo_walls, dark_lumen and uneven_illumination, U-Net and
+    phase contrast: 1-3 of 8 frames of an empty trench held one). The cells
+    of the filled trenches of the same frame set the scale, so the rule
+    holds at any magnification.
+
+    Parameters
+    ----------
+    labels : ndarray, shape (N, T, H, W)
+        Labels of every trench and frame, numbered 1..k from the closed end.
+    empty : array of bool, shape (N,)
+        TrenchDetection's ``empty`` flag.
+    narrow : float
+        An object whose mean width (pixels per row it spans) is under this
+        share of the median width of the frame's cells in filled trenches goes.
+    small : float
+        So does one whose area is under this share of their median area.
+    min_cells : int
+        Frames whose filled trenches hold fewer cells are left as they are
+        (no scale to judge by).
+
+    Returns
+    -------
+    ndarray
+        ``labels`` with those objects removed and the rest renumbered 1..k in
+        order; the input is not modified.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lab = np.zeros((4, 1, 60, 16), np.int32)
+    >>> for n in (0, 1):                      # filled trenches: cells 10 px wide, 20 long
+    ...     lab[n, 0, 2:22, 3:13], lab[n, 0, 24:44, 3:13] = 1, 2
+    >>> lab[2, 0, 54:60, 5:11] = 1           # a speck at the open end of an empty trench
+    >>> lab[3, 0, 30:50, 3:12] = 1           # a whole cell that entered an empty trench
+    >>> out = drop_fragments(lab, np.array([False, False, True, True]))
+    >>> [int(out[n].max()) for n in range(4)]
+    [2, 2, 0, 1]
+    """
+    labels = np.asarray(labels)
+    empty = np.asarray(empty, bool)
+    if labels.ndim != 4 or not empty.any() or empty.all() or labels.max(initial=0) == 0:
+        return labels
+    out = labels
+    for t in range(labels.shape[1]):
+        cells = [_areas_widths(labels[n, t]) for n in np.flatnonzero(~empty)]
+        area = np.concatenate([a for a, _ in cells])
+        width = np.concatenate([w for _, w in cells])
+        real = np.isfinite(area)
+        area, width = area[real], width[real]
+        if len(area) < min_cells:
+            continue
+        min_area, min_width = small * np.median(area), narrow * np.median(width)
+        for n in np.flatnonzero(empty):
+            crop = labels[n, t]
+            if crop.max() == 0:
+                continue
+            a, w = _areas_widths(crop)
+            gone = (a < min_area) | (w < min_width)
+            if not gone.any():
+                continue
+            if out is labels:
+                out = labels.copy()
+            kept = np.concatenate([[False], ~gone])       # by label, 0 = background
+            new_id = np.cumsum(kept) * kept                # survivors renumbered 1..k'
+            out[n, t] = new_id[crop].astype(out.dtype)
+    return out
+
+
+def _areas_widths(crop):
+    """Area and mean width (area over the rows it spans) of labels 1..k of one crop."""
+    k = int(crop.max())
+    if k == 0:
+        return np.zeros(0), np.zeros(0)
+    area = np.bincount(crop.ravel(), minlength=k + 1)[1:].astype(float)
+    present = np.zeros((crop.shape[0], k + 1), bool)
+    present[np.arange(crop.shape[0])[:, None], crop] = True
+    rows = present[:, 1:].sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        width = np.where(rows > 0, area / np.maximum(rows, 1), np.inf)
+    # labels with no pixel (a gap in the numbering) are neither small nor narrow
+    return np.where(area > 0, area, np.inf), width
