@@ -424,3 +424,29 @@ def test_combined_training_family_renders_crops_of_trained_conditions():
     # seed 3 as 'combined' of ["dark_lumen"]: dark lumens only if drawn, never JPEG
     cfg = sample_config("mixed", 3, mixed_of=["dark_lumen"])
     assert cfg.jpeg_quality == 0
+
+
+def test_fragments_noise_cut_off_go_back_to_their_cell():
+    """A piece far shorter than any cell of its frame joins the cell it touches (the
+    rows between filled) or, touching none, goes; objects at the open end and frames
+    with too few cells are left alone; each frame is judged on its own."""
+    from batchlib.trench.segmentation.fragments import merge_fragments
+
+    lab = np.zeros((4, 2, 80, 12), np.int32)
+    lab[:, :, 2:22, 2:10], lab[:, :, 24:44, 2:10] = 1, 2     # cells 20 rows long
+    lab[0, 0, 24:44] = 0
+    lab[0, 0, 24:28, 2:10], lab[0, 0, 29:44, 2:10] = 2, 3    # 4-row piece of cell 2
+    lab[1, 0, 60:64, 4:8] = 3                                # isolated 4-row speck
+    lab[2, 0, 76:80, 3:9] = 3                                # cut by the open end
+    out = merge_fragments(lab)
+    np.testing.assert_array_equal(out[0, 0], lab[1, 1])      # the whole cell again
+    assert out[1, 0].max() == 2 and (out[1, 0][60:64] == 0).all()
+    np.testing.assert_array_equal(out[2:], lab[2:])
+    np.testing.assert_array_equal(out[:, 1], lab[:, 1])
+    # frame by frame: the same labels whichever frames are passed with it
+    np.testing.assert_array_equal(merge_fragments(lab[:, :1]), out[:, :1])
+    # two cells in a frame: no median to judge by
+    two = np.zeros((1, 1, 80, 12), np.int32)
+    two[0, 0, 2:22, 2:10], two[0, 0, 30:34, 2:10] = 1, 2
+    np.testing.assert_array_equal(merge_fragments(two), two)
+    assert lab[0, 0].max() == 3                                # input not modified

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .fragments import merge_fragments
 from .numbering import drop_slivers, relabel_from_closed_end
 
 #: the weights shipped as package data (see models/MODEL_CARD.md)
@@ -352,6 +353,8 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
     Returns
     -------
     int32 ndarray, same shape as ``crops``: cells numbered 1..k from the closed end.
+    Objects far shorter than the cells of their frame are joined to the cell
+    they touch (:func:`~.fragments.merge_fragments`).
     """
     set_threads(threads)
     model, meta = _cached_model(weights, device)
@@ -366,11 +369,15 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         # molyso frame, 28 rows) are the rows before it cut off, keeping the
         # middle of the trained margin.
         if starts is None:
-            return _segment_from(model, crops, 0, kind, device, batch_size, extract)
-        lumen = np.asarray(starts)
-        keep = float(np.mean(trained_margin))
-        cut = np.maximum(np.floor(lumen - keep), 0).astype(int)
-        return _clipped(_by_start(model, crops, cut, kind, device, batch_size, extract), lumen)
+            labels = _segment_from(model, crops, 0, kind, device, batch_size, extract)
+        else:
+            lumen = np.asarray(starts)
+            keep = float(np.mean(trained_margin))
+            cut = np.maximum(np.floor(lumen - keep), 0).astype(int)
+            labels = _clipped(_by_start(model, crops, cut, kind, device, batch_size, extract),
+                              lumen)
+        # pieces noise cut off a cell (low SNR) go back to it
+        return merge_fragments(labels)
     if starts is None and kind == "phase" and closed_end_margin:
         # no empty trench shows where the lumen starts: the boxes' margin does. A start
         # read off the empty trenches is left as read: bounding it by the margin helped
@@ -379,7 +386,7 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         from .threshold import first_cell_row
 
         starts = min(first_cell_row(closed_end_margin), crops.shape[-2] // 4)
-    return _by_start(model, crops, starts, kind, device, batch_size, extract)
+    return merge_fragments(_by_start(model, crops, starts, kind, device, batch_size, extract))
 
 
 def _by_start(model, crops, starts, kind, device, batch_size, extract):
