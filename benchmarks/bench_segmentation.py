@@ -57,6 +57,7 @@ from batchlib.trench.detection import (TrenchDetectionError,  # noqa: E402
                                        crop_trenches)
 from batchlib.trench.geometry import crop_box  # noqa: E402
 from batchlib.trench.segmentation.empty_trenches import clean_empty_trenches  # noqa: E402
+from batchlib.trench.segmentation.boundaries import LOW_BOUNDARY  # noqa: E402
 from batchlib.trench.segmentation.contrast import LOW_CONTRAST  # noqa: E402
 from batchlib.trench.segmentation.doubts import block_figures, judge  # noqa: E402
 from batchlib.trench.segmentation.fill import LOW_FILL  # noqa: E402
@@ -276,7 +277,8 @@ def warnings_table(rows: pd.DataFrame, wrong_below: float = 0.95) -> str:
                     "F1 not warned (min)": quiet["F1"].min() if len(quiet) else np.nan,
                     f"not warned, F1 < {wrong_below}": int((quiet["F1"] < wrong_below).sum())})
     return (f"### Warnings in the status (mother lengths spanning more than {WIDE_SPREAD:g}x; "
-            f"fluorescence contrast under {LOW_CONTRAST:g}x the noise; cells filling under "
+            f"fluorescence contrast under {LOW_CONTRAST:g}x the noise, or dips between cells "
+            f"under {LOW_BOUNDARY:g}x; cells filling under "
             f"{LOW_FILL:.0%} of their trenches; detected geometry: TrenchDetection's warnings "
             "too, unclear empty flags or a layout it could not verify)\n\n"
             + markdown(pd.DataFrame(out)) + "\n")

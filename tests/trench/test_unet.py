@@ -450,3 +450,38 @@ def test_fragments_noise_cut_off_go_back_to_their_cell():
     two[0, 0, 2:22, 2:10], two[0, 0, 30:34, 2:10] = 1, 2
     np.testing.assert_array_equal(merge_fragments(two), two)
     assert lab[0, 0].max() == 3                                # input not modified
+
+
+def test_warns_when_blur_and_noise_hide_the_dips_between_fluorescent_cells():
+    """Cells bright enough above the background (no contrast warning) but blurred into
+    each other: the U-Net merges them (F1 0.78 here) and the shallow dips between the
+    cells it did separate say so; sharp cells with the same noise give no warning."""
+    from batchlib.trench.geometry import crop_box
+    from batchlib.trench.segmentation.boundaries import LOW_BOUNDARY
+    from batchlib.trench.segmentation.contrast import LOW_CONTRAST
+    from batchlib.trench.segmentation.doubts import block_figures, judge
+    from batchlib.trench.synthetic import simulate_position
+
+    seen = {}
+    for name, amplitude, psf, cell, trench in (("blurred", 90.0, 2.7, 6.0, 10.5),
+                                               ("sharp", 400.0, 1.4, 8.0, 11.7)):
+        cfg = SyntheticConfig(height=384, width=384, n_positions=1, n_timepoints=3,
+                              channels=("phase", "gfp"), seed=5, fluor_amplitude=amplitude,
+                              read_noise=8.8, psf_sigma_px=psf, cell_width_px=cell,
+                              trench_width_px=trench)
+        pos = simulate_position(cfg, 0)
+        movie = pos.movies["gfp"]
+        crops = np.stack([[crop_box(movie[t], r.x_center, r.y_closed, r.direction, int(r.height),
+                                    int(r.width), r.angle_deg, pos.drift[t])
+                           for t in range(len(movie))] for r in pos.trenches.itertuples()])
+        labels = segment_trenches(crops, method="unet", kind="fluorescence")
+        figures, warnings = judge([block_figures(crops, labels, "fluorescence")])
+        seen[name] = match_labels(pos.trench_labels, labels).f1, figures, warnings
+    f1, figures, warnings = seen["blurred"]
+    assert f1 < 0.9
+    assert figures["contrast_to_noise"] > LOW_CONTRAST
+    assert figures["boundary_contrast_to_noise"] < LOW_BOUNDARY
+    assert any("dips between touching cells" in w for w in warnings)
+    f1, figures, warnings = seen["sharp"]
+    assert f1 > 0.99 and figures["boundary_contrast_to_noise"] > 3 * LOW_BOUNDARY
+    assert warnings == []

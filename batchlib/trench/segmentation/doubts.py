@@ -2,12 +2,14 @@
 
 The figures are measured per block of frames (:func:`block_figures`) and
 judged together (:func:`judge`); the thresholds and how they were chosen are
-in :mod:`.mother_lengths`, :mod:`.fill` and :mod:`.contrast`.
+in :mod:`.mother_lengths`, :mod:`.fill`, :mod:`.contrast` and
+:mod:`.boundaries`.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .boundaries import LOW_BOUNDARY, boundary_contrast
 from .contrast import LOW_CONTRAST, contrast_to_noise
 from .fill import LOW_FILL, trench_fill
 from .mother_lengths import WIDE_SPREAD, mother_length_spread, mother_lengths
@@ -16,9 +18,12 @@ __all__ = ["block_figures", "judge"]
 
 
 def block_figures(crops, labels, kind) -> dict:
-    """Mother lengths, trench fill and (fluorescence) contrast of one block of frames."""
+    """Mother lengths, trench fill and (fluorescence) the contrast of the cells and of the
+    dips between them, of one block of frames."""
+    fluorescence = kind == "fluorescence"
     return {"mothers": mother_lengths(labels), "fill": trench_fill(labels),
-            "contrast": contrast_to_noise(crops, labels) if kind == "fluorescence" else None}
+            "contrast": contrast_to_noise(crops, labels) if fluorescence else None,
+            "boundaries": boundary_contrast(crops, labels) if fluorescence else None}
 
 
 def _finite_median(values):
@@ -30,7 +35,8 @@ def judge(blocks) -> tuple[dict, list]:
     """``(figures, warnings)`` of a position from its blocks' :func:`block_figures`.
 
     ``figures`` (``mother_length_spread``, ``trench_fill`` and, in
-    fluorescence, ``contrast_to_noise``; ``None`` where not measurable) are
+    fluorescence, ``contrast_to_noise`` and ``boundary_contrast_to_noise``;
+    ``None`` where not measurable) are
     recorded with the labels; ``warnings`` are sentences for the status.
 
     Examples
@@ -61,4 +67,11 @@ def judge(blocks) -> tuple[dict, list]:
             warnings.append(f"the cells stand only {ratio:.1f}x the pixel noise above the "
                             f"background (reliable from {LOW_CONTRAST:.0f}x): expect touching "
                             "cells merged or split and mother lengths off by a pixel or two")
+    if any(b.get("boundaries") is not None for b in blocks):
+        dips = _finite_median(b.get("boundaries") for b in blocks)
+        figures["boundary_contrast_to_noise"] = dips
+        if dips is not None and dips < LOW_BOUNDARY:
+            warnings.append(f"the dips between touching cells stand only {dips:.1f}x the noise "
+                            f"(reliable from {LOW_BOUNDARY:.0f}x): blur and noise hide divisions; "
+                            "expect cells merged or split. Look at the kymographs")
     return figures, warnings

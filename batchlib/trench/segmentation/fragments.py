@@ -66,7 +66,7 @@ def merge_fragments(labels, ratio=0.4, gap=3, open_end_rows=2):
     flat_groups = [out[:, t] for t in range(out.shape[1])] if labels.ndim == 4 \
         else [out.reshape(-1, h, w)]
     for group, target in zip(groups, flat_groups):
-        spans = [_row_spans(crop) for crop in group]
+        spans = [row_spans(crop) for crop in group]
         lengths = np.concatenate([bot - top + 1 for top, bot in spans if len(top)] or [np.zeros(0)])
         inside = np.concatenate([bot < h - open_end_rows for top, bot in spans if len(top)]
                                 or [np.zeros(0, bool)])
@@ -84,7 +84,7 @@ def merge_fragments(labels, ratio=0.4, gap=3, open_end_rows=2):
     return out
 
 
-def _row_spans(crop):
+def row_spans(crop):
     """First and last row of labels 1..k of one crop (-1 for a label with no pixel)."""
     k = int(crop.max())
     if k == 0:
