@@ -305,6 +305,27 @@ def test_closed_end_line_from_empty_lumens_under_wide_halos():
     assert np.all(starts < 0)
 
 
+@pytest.mark.parametrize("family,seed,before", [("halo_walls", 9, 8.5), ("halo_walls", 11, 11.5),
+                                               ("halo_walls", 17, 9.5), ("mixed", 2, 5.0)])
+def test_closed_end_of_a_well_loaded_phase_set(family, seed, before):
+    """Phase, no empty trench to draw the closed end (a well-loaded chip): the filled
+    lumens' half-level crossing, searched from inside the set, stopped inside the
+    mother (boxes ``before`` px into the trench). The contrast's rise from the PDMS
+    beyond puts every box outside the closed end again, within the target's 2 px."""
+    import dataclasses
+
+    cfg = dataclasses.replace(sample_config(family, seed, height=768, width=768, n_timepoints=1,
+                                            n_positions=1), empty_fraction=0.0)
+    pos = simulate_position(cfg, 0)
+    layout = detect_trenches(pos.movies[cfg.channels[0]][0], kind="phase")
+    errs = _closed_end_errors(layout, pos.trenches, cfg.pitch_px)
+    assert len(errs) == len(pos.trenches)
+    # never inside by more than 2 px; outside, up to 2.5 (mixed 2: -1.7 to -2.01)
+    assert np.all(errs <= 2.0) and np.all(errs >= -2.5), errs
+    assert np.all(_closed_end_errors(layout, pos.trenches, cfg.pitch_px, box_start=True) < 0)
+    assert layout.quality["closed_end_cleared_px"] > 0.5 * before
+
+
 @pytest.mark.parametrize("family,seed,position,old_error", [("mixed", 27, 1, 0.26),
                                                             ("geometry", 10, 1, 0.08)])
 def test_angle_of_a_short_set_of_wide_trenches(family, seed, position, old_error):

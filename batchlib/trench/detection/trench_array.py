@@ -25,6 +25,7 @@ from ._sampling import rotated_band_image
 from .centres import column_texture, locate_centres, refine_pitch
 from .direction import assign_directions
 from .ends import set_ends
+from .filled_ends import clear_closed_end
 from .lumen import lumen_axis
 from .pitch import estimate_pitch
 from .quality import (empty_flags, empty_flags_clear, fluorescence_filled_over, image_noise,
@@ -433,6 +434,11 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
               closed_end_margin, noise,
               extra_quality, row_profiles):
     H, W = shape
+    if kind == "phase":
+        # too few empty lumens to draw the closed end: the cells' contrast can put
+        # it inside the mother; the contrast's rise from the PDMS beyond does not
+        moved = [clear_closed_end(s) for s in found]
+        extra_quality = {**extra_quality, "closed_end_cleared_px": float(max(moved, default=0.0))}
     if kind == "fluorescence":
         # from the boxes' closed ends (the trenches' own) to the set's reach (see
         # set_ends): the median of the cells' ends can lie 15 px inside either end
