@@ -60,6 +60,9 @@ def boundary_contrast(crops, labels, min_rows: int = 3) -> float:
     >>> blurred = ndimage.gaussian_filter1d(100 + 50.0 * (labels > 0), 4, axis=1)
     >>> bool(boundary_contrast(blurred + rng.normal(0, 5, labels.shape), labels) < 6)
     True
+    >>> side = np.zeros((64, 12), int); side[4:30, 1:6], side[10:40, 6:11] = 1, 2
+    >>> boundary_contrast(sharp[0], side)          # cells side by side: no pair to judge
+    nan
     """
     img = np.asarray(crops, np.float32)
     lab = np.asarray(labels)
@@ -78,9 +81,9 @@ def boundary_contrast(crops, labels, min_rows: int = 3) -> float:
         noise = 1.4826 * float(np.median(np.abs(d2 - np.median(d2)))) / np.sqrt(6.0)
         noise = max(noise, 1e-6 * (float(np.abs(profile).max()) + 1.0))
         for i in range(len(top) - 1):
-            if not (keep[i] and keep[i + 1]):
-                continue
-            between = profile[max(bot[i] - 1, 0):top[i + 1] + 2]
+            if not (keep[i] and keep[i + 1]) or top[i + 1] < bot[i] - 1:
+                continue   # side by side rather than end to end: no dip along the trench
+            between = profile[max(bot[i] - 1, 0):max(top[i + 1], bot[i]) + 2]
             dimmer = min(np.median(profile[top[i]:bot[i] + 1]),
                          np.median(profile[top[i + 1]:bot[i + 1] + 1]))
             ratios.append((dimmer - float(between.min())) / noise)
