@@ -521,6 +521,19 @@ def test_detection_says_when_it_cannot_tell_empty_trenches_from_faint_cells():
     assert (layout.trenches["empty"].to_numpy() == pos.trenches["empty"].to_numpy()).all()
 
 
+def test_a_set_whose_every_lumen_looks_empty_is_not_a_clear_reference():
+    """Tuning mixed seed 11: blurred faint cells in dark lumens; every one of 14 trenches
+    was flagged empty (3 are) and called clear, so Segment took the cells for the
+    background and for chip structures (F1 0.17 on the detected geometry). Now the flags
+    are unclear and Segment does without them (F1 0.67, warned)."""
+    cfg = sample_config("mixed", 11, height=768, width=768, n_timepoints=8, n_positions=1)
+    pos = simulate_position(cfg, 0)
+    phase = next(c for c in cfg.channels if cfg.is_phase(c))
+    layout = detect_trenches(pos.movies[phase][0], kind="phase")
+    assert layout.trenches["empty"].all() and not pos.trenches["empty"].all()
+    assert layout.quality["empty_flags_clear"] == 0.0
+
+
 def test_no_box_on_the_pdms_beside_the_first_trench():
     """With the texture rule at four times the walls, the PDMS left of the first trench
     (JPEG artefacts: empty lumens reach five) was taken for a trench full of cells

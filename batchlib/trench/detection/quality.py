@@ -35,13 +35,18 @@ def empty_flags_clear(kind, signals, floor=4.0) -> bool:
 
     Filled lumens' texture is 10-400 times the walls' where cells are seen,
     empty ones 1-3 times. Where no clear gap (2.5x) separates the trenches and
-    some lie between 2 and twice the floor, faint cells cannot be told from
-    empty lumens (dark lumens with faint cells: every trench flagged empty, and
-    Segment then took the cells for chip structures). Fluorescence: always.
+    some lie below twice the floor, faint cells cannot be told from empty
+    lumens (dark lumens with faint cells: every trench flagged empty, and
+    Segment then took the cells for chip structures). A set whose every
+    lumen looks empty is no clearer: blurred faint cells in dark lumens left
+    all 16 trenches of held-out mixed 10058 under twice the walls' texture
+    (F1 0.63 without a warning). Fluorescence: always.
 
     >>> empty_flags_clear("phase", [1.1, 1.4, 35.0, 80.0, 120.0])
     True
     >>> empty_flags_clear("phase", [0.7, 0.8, 0.9, 1.2, 2.1, 2.5, 2.8, 2.9])
+    False
+    >>> empty_flags_clear("phase", [1.1, 1.2, 1.3, 1.5, 1.6, 1.8])
     False
     """
     s = np.asarray(signals, float)
@@ -49,7 +54,7 @@ def empty_flags_clear(kind, signals, floor=4.0) -> bool:
     if kind != "phase" or s.size == 0:
         return True
     factor, _ = _largest_gap(s)
-    return bool(factor > 2.5 or s.max() < 2.0 or s.min() > 2 * floor)
+    return bool(factor > 2.5 or s.min() > 2 * floor)
 
 
 def _split(scores, floor):
