@@ -534,6 +534,21 @@ def test_a_set_whose_every_lumen_looks_empty_is_not_a_clear_reference():
     assert layout.quality["empty_flags_clear"] == 0.0
 
 
+def test_a_harmonic_of_the_pitch_is_retried_at_twice_its_period():
+    """Held-out halo_walls 10065 at 768^2 (found there, so no longer unseen): bright
+    halos in the middle of the walls repeat at half the 48.1 px pitch; the search took
+    a quarter of its strongest multiple, 24.5 px, and detection failed with 'no rows with
+    trenches'. No run of rows is periodic at a harmonic: the pitch twice as long is
+    tried, and every trench is found."""
+    cfg = sample_config("halo_walls", 10065, height=768, width=768, n_timepoints=1,
+                        n_positions=1)
+    pos = simulate_position(cfg, 0)
+    layout = detect_trenches(pos.movies["phase"][0], kind="phase")
+    assert abs(layout.pitch - cfg.pitch_px) < 0.3
+    errs = _closed_end_errors(layout, pos.trenches, cfg.pitch_px)
+    assert len(errs) == len(pos.trenches) and np.all(np.abs(errs) <= 2.0)
+
+
 def test_no_box_on_the_pdms_beside_the_first_trench():
     """With the texture rule at four times the walls, the PDMS left of the first trench
     (JPEG artefacts: empty lumens reach five) was taken for a trench full of cells

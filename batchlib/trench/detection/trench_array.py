@@ -211,6 +211,14 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     whole_frame_angle = angle
     angle, per_set, spread, (rot, power, ratio, runs) = _per_set_angle(
         bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, angle_range_deg, step)
+    if not runs and not pitch_given and 2 * pitch <= (max_pitch or W / 3.0):
+        # a harmonic taken for the pitch: bright halos in the middle of the walls
+        # repeat at half of it, and at a quarter when the multiple won (held-out
+        # halo_walls 10065: 24.5 px for 48.1), but no run of rows is periodic there
+        return detect_trenches(image, kind, box_width, box_height, 2 * pitch,
+                               angle_range_deg, n_sets, min_trenches, min_pitch=min_pitch,
+                               max_pitch=max_pitch, lumen=lumen, direction=direction,
+                               closed_end_margin=closed_end_margin, self_check=self_check)
     if not runs:
         raise TrenchDetectionError(
             f"no rows with trenches: no run of rows is periodic at the pitch {pitch:.1f} px "
