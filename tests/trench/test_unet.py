@@ -485,3 +485,39 @@ def test_warns_when_blur_and_noise_hide_the_dips_between_fluorescent_cells():
     f1, figures, warnings = seen["sharp"]
     assert f1 > 0.99 and figures["boundary_contrast_to_noise"] > 3 * LOW_BOUNDARY
     assert warnings == []
+
+
+def test_warns_about_a_frame_whose_cells_merge_and_split_back():
+    """A focus slip in one frame (here: that frame's crops blurred) merges its cells; the
+    frames around it hold their count. Segment names the frame; without the slip, and
+    in a chip filling up (counts growing every frame), it says nothing."""
+    from scipy import ndimage
+
+    from batchlib.trench.geometry import crop_box
+    from batchlib.trench.segmentation.doubts import block_figures, judge
+    from batchlib.trench.synthetic import simulate_position
+
+    cfg = SyntheticConfig(height=384, width=384, n_positions=1, n_timepoints=6,
+                          channels=("phase", "gfp"), seed=5)
+    pos = simulate_position(cfg, 0)
+    movie = pos.movies["gfp"]
+    crops = np.stack([[crop_box(movie[t], r.x_center, r.y_closed, r.direction, int(r.height),
+                                int(r.width), r.angle_deg, pos.drift[t])
+                       for t in range(len(movie))] for r in pos.trenches.itertuples()])
+    sharp = segment_trenches(crops, method="unet", kind="fluorescence")
+    figures, warnings = judge([block_figures(crops, sharp, "fluorescence")])
+    assert figures["frames_out_of_line"] == 0 and warnings == []
+    slipped = crops.astype(np.float32)
+    slipped[:, 3] = ndimage.gaussian_filter(slipped[:, 3], (0, 5, 3))
+    labels = segment_trenches(slipped, method="unet", kind="fluorescence")
+    counts = labels.max(axis=(2, 3)).sum(axis=0)
+    assert counts[3] < 0.8 * np.median(np.delete(counts, 3))
+    # blocks of frames as Segment passes them (frames 0-2 and 3-5)
+    figures, warnings = judge([block_figures(slipped[:, :3], labels[:, :3], "fluorescence"),
+                               block_figures(slipped[:, 3:], labels[:, 3:], "fluorescence",
+                                             first_frame=3)])
+    assert figures["frames_out_of_line"] == 1
+    assert any("(frame 3)" in w for w in warnings)
+    from batchlib.trench.segmentation.frame_counts import frames_out_of_line
+
+    assert frames_out_of_line([20, 24, 28, 33, 39, 46, 54, 64]).size == 0   # filling up

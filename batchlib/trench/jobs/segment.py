@@ -154,7 +154,7 @@ class Segment(BatchJobOnContainer):
             if labels.max(initial=0) > np.iinfo(np.uint16).max:
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
             ds[:, t0:t1] = labels.astype(np.uint16)
-            figures.append(block_figures(block, labels, kind))
+            figures.append(block_figures(block, labels, kind, first_frame=t0))
         # how far to trust the labels of the frames segmented now (status, log, report)
         checks, warnings = judge(figures)
         for warning in warnings:

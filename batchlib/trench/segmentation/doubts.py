@@ -2,8 +2,8 @@
 
 The figures are measured per block of frames (:func:`block_figures`) and
 judged together (:func:`judge`); the thresholds and how they were chosen are
-in :mod:`.mother_lengths`, :mod:`.fill`, :mod:`.contrast` and
-:mod:`.boundaries`.
+in :mod:`.mother_lengths`, :mod:`.fill`, :mod:`.contrast`,
+:mod:`.boundaries` and :mod:`.frame_counts`.
 """
 from __future__ import annotations
 
@@ -12,16 +12,21 @@ import numpy as np
 from .boundaries import LOW_BOUNDARY, boundary_contrast
 from .contrast import LOW_CONTRAST, contrast_to_noise
 from .fill import LOW_FILL, trench_fill
+from .frame_counts import OUT_OF_LINE, frame_cell_counts, frames_out_of_line
 from .mother_lengths import WIDE_SPREAD, mother_length_spread, mother_lengths
 
 __all__ = ["block_figures", "judge"]
 
 
-def block_figures(crops, labels, kind) -> dict:
-    """Mother lengths, trench fill and (fluorescence) the contrast of the cells and of the
-    dips between them, of one block of frames."""
+def block_figures(crops, labels, kind, first_frame=0) -> dict:
+    """Mother lengths, trench fill, cells per frame and (fluorescence) the contrast of the
+    cells and of the dips between them, of one block of frames (``(N, T, H, W)``
+    labels: its frames are ``first_frame`` on)."""
     fluorescence = kind == "fluorescence"
+    counts = frame_cell_counts(labels) if np.ndim(labels) == 4 else None
+    frames = None if counts is None else np.arange(first_frame, first_frame + len(counts))
     return {"mothers": mother_lengths(labels), "fill": trench_fill(labels),
+            "counts": counts, "frames": frames,
             "contrast": contrast_to_noise(crops, labels) if fluorescence else None,
             "boundaries": boundary_contrast(crops, labels) if fluorescence else None}
 
@@ -34,9 +39,9 @@ def _finite_median(values):
 def judge(blocks) -> tuple[dict, list]:
     """``(figures, warnings)`` of a position from its blocks' :func:`block_figures`.
 
-    ``figures`` (``mother_length_spread``, ``trench_fill`` and, in
-    fluorescence, ``contrast_to_noise`` and ``boundary_contrast_to_noise``;
-    ``None`` where not measurable) are
+    ``figures`` (``mother_length_spread``, ``trench_fill``,
+    ``frames_out_of_line`` and, in fluorescence, ``contrast_to_noise`` and
+    ``boundary_contrast_to_noise``; ``None`` where not measurable) are
     recorded with the labels; ``warnings`` are sentences for the status.
 
     Examples
@@ -74,4 +79,16 @@ def judge(blocks) -> tuple[dict, list]:
             warnings.append(f"the dips between touching cells stand only {dips:.1f}x the noise "
                             f"(reliable from {LOW_BOUNDARY:.0f}x): blur and noise hide divisions; "
                             "expect cells merged or split. Look at the kymographs")
+    with_counts = [b for b in blocks if b.get("counts") is not None]
+    if with_counts:
+        counts = np.concatenate([b["counts"] for b in with_counts])
+        frames = np.concatenate([b["frames"] for b in with_counts])
+        odd = frames[frames_out_of_line(counts)]
+        figures["frames_out_of_line"] = int(odd.size)
+        if odd.size:
+            listed = ", ".join(str(int(t)) for t in odd[:5]) + (" ..." if odd.size > 5 else "")
+            warnings.append(f"{odd.size} frame(s) hold {OUT_OF_LINE:.0%} more or fewer cells "
+                            f"than the frames around them (frame {listed}): cells do not "
+                            "merge and split back from one frame to the next; a focus slip or "
+                            "a flash? Look at those frames")
     return figures, warnings
