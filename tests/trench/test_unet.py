@@ -456,7 +456,6 @@ def test_warns_when_blur_and_noise_hide_the_dips_between_fluorescent_cells():
     """Cells bright enough above the background (no contrast warning) but blurred into
     each other: the U-Net merges them (F1 0.78 here) and the shallow dips between the
     cells it did separate say so; sharp cells with the same noise give no warning."""
-    from batchlib.trench.geometry import crop_box
     from batchlib.trench.segmentation.boundaries import LOW_BOUNDARY
     from batchlib.trench.segmentation.contrast import LOW_CONTRAST
     from batchlib.trench.segmentation.doubts import block_figures, judge
@@ -470,10 +469,7 @@ def test_warns_when_blur_and_noise_hide_the_dips_between_fluorescent_cells():
                               read_noise=8.8, psf_sigma_px=psf, cell_width_px=cell,
                               trench_width_px=trench)
         pos = simulate_position(cfg, 0)
-        movie = pos.movies["gfp"]
-        crops = np.stack([[crop_box(movie[t], r.x_center, r.y_closed, r.direction, int(r.height),
-                                    int(r.width), r.angle_deg, pos.drift[t])
-                           for t in range(len(movie))] for r in pos.trenches.itertuples()])
+        crops = _true_crops(pos, "gfp")
         labels = segment_trenches(crops, method="unet", kind="fluorescence")
         figures, warnings = judge([block_figures(crops, labels, "fluorescence")])
         seen[name] = match_labels(pos.trench_labels, labels).f1, figures, warnings
@@ -493,17 +489,13 @@ def test_warns_about_a_frame_whose_cells_merge_and_split_back():
     in a chip filling up (counts growing every frame), it says nothing."""
     from scipy import ndimage
 
-    from batchlib.trench.geometry import crop_box
     from batchlib.trench.segmentation.doubts import block_figures, judge
     from batchlib.trench.synthetic import simulate_position
 
     cfg = SyntheticConfig(height=384, width=384, n_positions=1, n_timepoints=6,
                           channels=("phase", "gfp"), seed=5)
     pos = simulate_position(cfg, 0)
-    movie = pos.movies["gfp"]
-    crops = np.stack([[crop_box(movie[t], r.x_center, r.y_closed, r.direction, int(r.height),
-                                int(r.width), r.angle_deg, pos.drift[t])
-                       for t in range(len(movie))] for r in pos.trenches.itertuples()])
+    crops = _true_crops(pos, "gfp")
     sharp = segment_trenches(crops, method="unet", kind="fluorescence")
     figures, warnings = judge([block_figures(crops, sharp, "fluorescence")])
     assert figures["frames_out_of_line"] == 0 and warnings == []
@@ -521,3 +513,13 @@ def test_warns_about_a_frame_whose_cells_merge_and_split_back():
     from batchlib.trench.segmentation.frame_counts import frames_out_of_line
 
     assert frames_out_of_line([20, 24, 28, 33, 39, 46, 54, 64]).size == 0   # filling up
+
+
+def _true_crops(pos, channel):
+    """``(N, T, H, W)`` crops of a generated position on its true boxes and drift."""
+    from batchlib.trench.geometry import crop_box
+
+    movie = pos.movies[channel]
+    return np.stack([[crop_box(movie[t], r.x_center, r.y_closed, r.direction, int(r.height),
+                               int(r.width), r.angle_deg, pos.drift[t])
+                      for t in range(len(movie))] for r in pos.trenches.itertuples()])

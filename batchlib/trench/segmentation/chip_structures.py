@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .numbering import remove_objects
+
 __all__ = ["drop_chip_structures"]
 
 
@@ -72,9 +74,5 @@ def drop_chip_structures(labels, empty, min_empty=3, recur=0.5, cover=0.5):
             gone[0] = False
             if not gone.any():
                 continue
-            # survivors keep their order from the closed end, renumbered 1..k'
-            kept = ~gone & (size > 0)
-            kept[0] = False
-            new_id = np.cumsum(kept) * kept
-            out[n, t] = new_id[crop].astype(out.dtype)
+            out[n, t] = remove_objects(crop, gone | (size == 0))
     return out

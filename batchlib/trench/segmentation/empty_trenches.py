@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .chip_structures import drop_chip_structures
+from .numbering import remove_objects
 
 __all__ = ["clean_empty_trenches", "drop_fragments"]
 
@@ -87,9 +88,8 @@ def drop_fragments(labels, empty, narrow=0.6, small=0.4, min_cells=3):
                 continue
             if out is labels:
                 out = labels.copy()
-            kept = np.concatenate([[False], ~gone])       # by label, 0 = background
-            new_id = np.cumsum(kept) * kept                # survivors renumbered 1..k'
-            out[n, t] = new_id[crop].astype(out.dtype)
+            # labels with no pixel go too: the survivors are numbered 1..k' without gaps
+            out[n, t] = remove_objects(crop, np.concatenate([[False], gone | ~np.isfinite(a)]))
     return out
 
 

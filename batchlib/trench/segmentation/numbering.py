@@ -87,3 +87,18 @@ def drop_slivers(labels: np.ndarray, ratio: float = 0.5) -> np.ndarray:
     kept = np.take_along_axis(keep, flat.reshape(flat.shape[0], -1), axis=1)
     out = np.where(kept.reshape(flat.shape), flat, 0)
     return relabel_from_closed_end(out).reshape(labels.shape)
+
+
+def remove_objects(crop: np.ndarray, gone: np.ndarray) -> np.ndarray:
+    """``crop`` (labels 1..k) without the labels where ``gone[label]`` is true, the rest
+    renumbered 1..k' in their order from the closed end (``gone[0]`` is ignored).
+
+    Examples
+    --------
+    >>> remove_objects(np.array([[1, 1, 0, 2, 3]]), np.array([False, False, True, False])).tolist()
+    [[1, 1, 0, 0, 2]]
+    """
+    kept = ~np.asarray(gone, bool)
+    kept[0] = False
+    new_id = np.cumsum(kept) * kept
+    return new_id[crop].astype(crop.dtype)
