@@ -37,7 +37,8 @@ class Segment(BatchJobOnContainer):
     built, so a misspelt name or parameter fails at once, not in every worker.
     """
 
-    version = "8"  # 8: fragments in empty trenches dropped. 7: U-Net weights that have
+    version = "8"  # 8: fragments in empty trenches dropped, pieces of cells joined, no
+    # cell in the PDMS margin without an empty trench. 7: U-Net weights that have
     # seen combined conditions. 6: U-Net weights that find the closed end in the first
     # 3 rows. 5: no empty trench: read from the closed-end margin; slivers dropped.
     # 4: chip structures

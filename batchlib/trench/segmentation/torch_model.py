@@ -344,10 +344,12 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         Older weights, trained on crops starting at the closed end, see the
         crops from the lumen start on.
     closed_end_margin : float, optional
-        Phase contrast, older weights only: pixels of PDMS every crop keeps
-        before the closed end (TrenchDetection's ``closed_end_margin_px``;
-        the Segment job passes it). Without ``background`` (no trench was
-        found empty) the crops are read from
+        Phase contrast: pixels of PDMS every crop keeps before the closed end
+        (TrenchDetection's ``closed_end_margin_px``; the Segment job passes
+        it). Without ``background`` (no trench was found empty) no cell is
+        kept in those rows (the shipped weights drew mothers into them under
+        dark lumens: tuning dark_lumen 0-3 with no empty trench, mothers within
+        5 % 0.88-0.97 -> 1.000); older weights read the crops from
         :func:`~.threshold.first_cell_row` of it.
 
     Returns
@@ -370,6 +372,10 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         # middle of the trained margin.
         if starts is None:
             labels = _segment_from(model, crops, 0, kind, device, batch_size, extract)
+            if kind == "phase" and closed_end_margin:
+                # no empty trench shows the lumen start, but the boxes start this far
+                # outside the closed end: those rows are PDMS, not the mother
+                labels = _clipped(labels, float(closed_end_margin))
         else:
             lumen = np.asarray(starts)
             keep = float(np.mean(trained_margin))
