@@ -203,6 +203,14 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
 
     step, bands8, y8, bands32, y32 = _band_rows(img)
     pitch_given = pitch is not None
+
+    def at_pitch(other):
+        """The whole detection again, at another pitch (one retry: it is then given)."""
+        return detect_trenches(image, kind, box_width, box_height, other, angle_range_deg,
+                               n_sets, min_trenches, min_pitch=min_pitch, max_pitch=max_pitch,
+                               lumen=lumen, direction=direction,
+                               closed_end_margin=closed_end_margin, self_check=self_check)
+
     if pitch is None:
         pitch = _estimated_pitch(bands32, kind, min_pitch, max_pitch, W, img)
     pitch = float(pitch)
@@ -215,10 +223,7 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         # a harmonic taken for the pitch: bright halos in the middle of the walls
         # repeat at half of it, and at a quarter when the multiple won (held-out
         # halo_walls 10065: 24.5 px for 48.1), but no run of rows is periodic there
-        return detect_trenches(image, kind, box_width, box_height, 2 * pitch,
-                               angle_range_deg, n_sets, min_trenches, min_pitch=min_pitch,
-                               max_pitch=max_pitch, lumen=lumen, direction=direction,
-                               closed_end_margin=closed_end_margin, self_check=self_check)
+        return at_pitch(2 * pitch)
     if not runs:
         raise TrenchDetectionError(
             f"no rows with trenches: no run of rows is periodic at the pitch {pitch:.1f} px "
@@ -249,10 +254,7 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
             and _cells_between(found, pitch)):
         # Sparse filled trenches (many empty ones) make every second trench look
         # like the period; cells half-way between the boxes say it is half of it.
-        return detect_trenches(image, kind, box_width, box_height, 0.5 * pitch,
-                               angle_range_deg, n_sets, min_trenches, min_pitch=min_pitch,
-                               max_pitch=max_pitch, lumen=lumen, direction=direction,
-                               closed_end_margin=closed_end_margin, self_check=self_check)
+        return at_pitch(0.5 * pitch)
     assign_directions(found, kind, direction)
     extra = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
                  set_angle_spread_deg=spread,

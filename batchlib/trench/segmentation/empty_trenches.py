@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .chip_structures import drop_chip_structures
+from .fragments import row_presence
 from .numbering import remove_objects
 
 __all__ = ["clean_empty_trenches", "drop_fragments"]
@@ -99,9 +100,7 @@ def _areas_widths(crop):
     if k == 0:
         return np.zeros(0), np.zeros(0)
     area = np.bincount(crop.ravel(), minlength=k + 1)[1:].astype(float)
-    present = np.zeros((crop.shape[0], k + 1), bool)
-    present[np.arange(crop.shape[0])[:, None], crop] = True
-    rows = present[:, 1:].sum(axis=0)
+    rows = row_presence(crop).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         width = np.where(rows > 0, area / np.maximum(rows, 1), np.inf)
     # labels with no pixel (a gap in the numbering) are neither small nor narrow

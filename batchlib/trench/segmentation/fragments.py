@@ -58,14 +58,10 @@ def merge_fragments(labels, ratio=0.4, gap=3, open_end_rows=2):
     if labels.ndim < 2 or labels.max(initial=0) == 0:
         return labels
     h, w = labels.shape[-2:]
-    if labels.ndim == 4:
-        groups = [labels[:, t] for t in range(labels.shape[1])]
-    else:
-        groups = [labels.reshape(-1, h, w)]
     out = labels.copy()
-    flat_groups = [out[:, t] for t in range(out.shape[1])] if labels.ndim == 4 \
-        else [out.reshape(-1, h, w)]
-    for group, target in zip(groups, flat_groups):
+    # views into out: each crop is read (spans) before it is written, and only once
+    groups = [out[:, t] for t in range(out.shape[1])] if out.ndim == 4 else [out.reshape(-1, h, w)]
+    for group in groups:
         spans = [row_spans(crop) for crop in group]
         lengths = np.concatenate([bot - top + 1 for top, bot in spans if len(top)] or [np.zeros(0)])
         inside = np.concatenate([bot < h - open_end_rows for top, bot in spans if len(top)]
@@ -78,20 +74,22 @@ def merge_fragments(labels, ratio=0.4, gap=3, open_end_rows=2):
             length = bot - top + 1
             fragment = (top >= 0) & (length < shortest) & (bot < h - open_end_rows)
             if fragment.any():
-                target[i] = _joined(group[i], top, bot, fragment, gap)
-    if labels.ndim != 4:
-        out = out.reshape(labels.shape)
+                group[i] = _joined(group[i], top, bot, fragment, gap)
     return out
+
+
+def row_presence(crop) -> np.ndarray:
+    """``(H, k)`` bool: which rows of one crop hold labels 1..k."""
+    present = np.zeros((crop.shape[0], int(crop.max()) + 1), bool)
+    present[np.arange(crop.shape[0])[:, None], crop] = True
+    return present[:, 1:]
 
 
 def row_spans(crop):
     """First and last row of labels 1..k of one crop (-1 for a label with no pixel)."""
-    k = int(crop.max())
-    if k == 0:
+    if int(crop.max()) == 0:
         return np.zeros(0, int), np.zeros(0, int)
-    present = np.zeros((crop.shape[0], k + 1), bool)
-    present[np.arange(crop.shape[0])[:, None], crop] = True
-    present = present[:, 1:]
+    present = row_presence(crop)
     has = present.any(axis=0)
     top = np.where(has, present.argmax(axis=0), -1)
     bot = np.where(has, crop.shape[0] - 1 - present[::-1].argmax(axis=0), -1)
