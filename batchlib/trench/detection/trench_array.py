@@ -22,7 +22,7 @@ import pandas as pd
 from ..geometry import box_corners, frame_center, rotated_to_raw
 from ._common import TrenchDetectionError, as_image2d, band_profiles, nanmean
 from ._sampling import rotated_band_image
-from .centres import column_texture, locate_centres, refine_pitch, relative_column_texture
+from .centres import column_texture, locate_centres, refine_pitch
 from .direction import assign_directions
 from .ends import set_ends
 from .filled_ends import clear_closed_end
@@ -400,24 +400,8 @@ def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noi
                                                 c["ncc"], c["use_own"])
     strip = max(1, int(np.floor(0.25 * lumen_width)))
     walls = np.concatenate([centres - 0.5 * pitch, centres[-1:] + 0.5 * pitch])
-    empty, signal = empty_flags(kind, rot_set, prof, centres, walls, strip, noise, step, texture)
-    disputed = 0
-    if kind == "phase":
-        # Texture that scales with the brightness (speckle, fringes) can make a
-        # bright empty lumen as textured as a filled one, and a dark lumen's faint
-        # cells as flat as an empty one. Measured relative to the local brightness
-        # as well (tuning seeds 100-107 of every family), a trench that only the
-        # plain texture called empty was filled every time (16 of 16: dark_lumen,
-        # mixed); one that only the relative texture called empty was empty 62
-        # times in 97 (alt_optics, mixed). So a trench is empty when both say so,
-        # and the trenches they disagree on are counted. A flag only ever goes from
-        # empty to filled, the direction that costs no cells (held-out 10080-10087:
-        # 8 fewer wrong flags in mixed, 5 more empty trenches flagged filled in
-        # alt_optics; segmentation unchanged within 0.01).
-        rel_empty, _ = empty_flags(kind, rot_set, prof, centres, walls, strip, noise, step,
-                                   relative_column_texture(rot_set))
-        disputed = int(np.sum(rel_empty != empty))
-        empty = empty & rel_empty
+    empty, signal, disputed = empty_flags(kind, rot_set, prof, centres, walls, strip, noise, step,
+                                          texture)
     if kind == "fluorescence":
         filled = ~empty
         # cells sit on the lattice and look alike; debris that passed so far does not
