@@ -227,7 +227,8 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     if not runs:
         raise TrenchDetectionError(
             f"no rows with trenches: no run of rows is periodic at the pitch {pitch:.1f} px "
-            f"(best periodicity ratio {np.nanmax(ratio):.1f} < 3)")
+            f"(the strongest row's periodicity ratio is {np.nanmax(ratio):.1f}; a set needs a run "
+            f"of rows at 3 or more)")
 
     # cross profile of every set; the pitch is shared (one chip), refined on all
     profiles, pitches, lengths = [], [], []
