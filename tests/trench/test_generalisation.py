@@ -115,6 +115,23 @@ def test_textured_walls_are_not_taken_for_cells_between_the_boxes():
     assert len(layout.trenches) == len(pos.trenches)
 
 
+def test_boxes_on_bright_speckled_walls_are_not_passed_by_the_self_check():
+    """Tuning mixed 202: dark lumens of faint cells beside bright PDMS under illumination
+    speckle (which scales with the brightness). Every box sits on a wall, and the walls'
+    plain texture beat the cells': the check passed them (confidence 0.68). Relative to
+    the brightness the cells' texture wins, so the layout is unverified, not passed."""
+    cfg = sample_config("mixed", 202, height=1024, width=1024, n_timepoints=3, n_positions=2)
+    pos = simulate_position(cfg, 0)
+    phase = next(c for c in cfg.channels if cfg.is_phase(c))
+    layout = detect_trenches(pos.movies[phase][0])
+    walls = pos.trenches["x_center"].to_numpy() + 0.5 * cfg.pitch_px
+    off = np.abs(layout.trenches["x_center"].to_numpy()[:, None] - walls[None, :]).min(axis=1)
+    assert np.median(off) < 0.2 * cfg.pitch_px            # the boxes are on the walls
+    assert layout.quality["self_check"] == 0.5
+    assert any("relative to the brightness" in w for w in layout.warnings)
+    assert layout.quality["confidence"] < 0.5
+
+
 @pytest.mark.parametrize("family", ["nominal", "dark_lumen", "alt_optics"])
 def test_empty_trench_frames_get_no_cells(family):
     cfg = sample_config(family, 11, height=512, width=512, n_timepoints=6, n_positions=1,

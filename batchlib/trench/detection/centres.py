@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import optimize
 
-from ._common import nanmean
+from ._common import nanmean, over_local_mean
 from .pitch import fit_lattice, parabolic_peak
 
 __all__ = ["refine_pitch", "fundamental_axis", "fold_template", "match_template",
@@ -181,16 +181,7 @@ def relative_column_texture(rot_rows, sigma_rows=2.0, window_rows=9):
     >>> bool(ratio > 10), bool(0.5 < rel < 2)
     (True, True)
     """
-    from scipy import ndimage
-
-    r = np.asarray(rot_rows, float)
-    finite = np.isfinite(r)
-    level = float(np.median(r[finite])) if finite.any() else 0.0
-    filled = np.where(finite, r, level)
-    local = ndimage.uniform_filter1d(filled, int(window_rows), axis=0, mode="nearest")
-    # dark lumens come near zero: the local mean is held above a small share of the image's
-    local = np.maximum(local, 1e-6 * abs(level) + 1e-12)
-    return column_texture(np.where(finite, r / local, np.nan), sigma_rows)
+    return column_texture(over_local_mean(rot_rows, window_rows), sigma_rows)
 
 
 def strip_mean(values, centres, half_width):
