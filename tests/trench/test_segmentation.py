@@ -251,6 +251,25 @@ def test_real_label_stack_pseudo_fluorescence(shared_data, name, within_one, min
     assert m.f1 >= min_f1 and m.mean_iou >= 0.75
 
 
+@pytest.mark.parametrize("name", ["bacmman_xy001_p0049_seg_otsu", "delta_xy001_p0033_seg_otsu",
+                                  "delta_xy001_p0033_seg_unet"])
+def test_real_label_stacks_raise_no_whole_trench_warning(shared_data, name):
+    """Real labels (three tools) never hold one object over 90 % of a crop; a stack whose
+    every crop holds one (the lumen taken for a cell) is warned."""
+    from batchlib.trench.segmentation.doubts import block_figures, judge
+
+    tifffile = pytest.importorskip("tifffile")
+    truth = tifffile.imread(shared_data / "label_stacks" / f"{name}.tif").astype(np.int64)
+    figures, warnings = judge([block_figures(None, truth[:, None], "phase")])
+    assert figures["spanning_fraction"] == 0.0
+    assert not any("covers" in w for w in warnings)
+    lumen = np.zeros_like(truth)
+    lumen[:, 1:-1, truth.shape[2] // 3: 2 * truth.shape[2] // 3] = 1
+    figures, warnings = judge([block_figures(None, lumen[:, None], "phase")])
+    assert figures["spanning_fraction"] == 1.0
+    assert any(f"in {len(truth)} of {len(truth)} trench-frames" in w for w in warnings)
+
+
 def test_real_phase_frame(shared_data):
     """Two occupied growth channels of a real phase-contrast frame (molyso example).
 

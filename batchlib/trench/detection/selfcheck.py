@@ -44,11 +44,22 @@ class LayoutCheck:
         ``log`` of the axis texture over the wall texture (above noise).
     reason : str
         One sentence for a person (empty on ``"pass"``).
+    relative_log_ratio : float
+        The same log ratio once the strips are divided by their running mean
+        along the trench (texture relative to the local brightness); NaN when
+        the boxes could not be sampled.
     """
 
     verdict: str
     log_ratio: float
     reason: str = ""
+    relative_log_ratio: float = float("nan")
+
+    @property
+    def brightness_disagrees(self) -> bool:
+        """Whether the boxes hold more plain texture than the stripes between them but
+        clearly less relative to the brightness (bright walls under speckle)."""
+        return bool(self.log_ratio >= _PASS and self.relative_log_ratio <= _FAIL)
 
 
 def _nearest_samples(img, angle_deg, rows, cols):
@@ -201,37 +212,39 @@ def check_layout(image, layout, noise=None, max_rows=256, max_boxes=40) -> Layou
     if a.size == 0:
         return LayoutCheck("undetermined", 0.0, "the boxes lie outside the image")
     log_ratio, excess_a, excess_w, floor = _log_ratio(a, w, n)
+    rel_ratio = _log_ratio(*relative.arrays())[0]
+
+    def verdict(v, reason=""):
+        return LayoutCheck(v, log_ratio, reason, rel_ratio)
+
     if max(excess_a, excess_w) < 0.5 * floor:
-        return LayoutCheck("undetermined", log_ratio,
-                           "no cells are seen in or between the boxes: the boxes cannot be "
-                           "checked on this image")
+        return verdict("undetermined", "no cells are seen in or between the boxes: the boxes "
+                                       "cannot be checked on this image")
     if log_ratio >= _PASS:
         # Bright walls under illumination speckle (which scales with the brightness)
         # outdo the faint cells of dark lumens in plain texture: boxes on the walls
         # passed (tuning mixed 202, confidence 0.68-0.82). Relative to the local
         # brightness the cells win (-1.0); every right layout of tuning 200-207 had
         # +0.03 or more there.
-        rel_ratio = _log_ratio(*relative.arrays())[0]
         if rel_ratio <= _FAIL:
-            return LayoutCheck("undetermined", log_ratio,
-                               "the boxes hold more texture than the stripes between them, "
-                               "but relative to the brightness the stripes between them hold "
-                               f"more ({np.exp(-rel_ratio):.1f}x): bright walls under uneven "
-                               "illumination can look like cells; the boxes cannot be checked "
-                               "on this image")
-        return LayoutCheck("pass", log_ratio)
+            return verdict("undetermined",
+                           "the boxes hold more texture than the stripes between them, but "
+                           "relative to the brightness the stripes between them hold more "
+                           f"({np.exp(-rel_ratio):.1f}x): bright walls under uneven "
+                           "illumination can look like cells; the boxes cannot be checked on "
+                           "this image")
+        return verdict("pass")
     if log_ratio <= _FAIL and not _cell_like(w, log_ratio):
-        return LayoutCheck("undetermined", log_ratio,
-                           "there is more texture between the boxes than in them "
-                           f"({np.exp(-log_ratio):.1f}x), but alike between every pair, as "
-                           "the chip's own texture is, not as cells are: the boxes cannot be "
-                           "checked on this image")
+        return verdict("undetermined",
+                       "there is more texture between the boxes than in them "
+                       f"({np.exp(-log_ratio):.1f}x), but alike between every pair, as the "
+                       "chip's own texture is, not as cells are: the boxes cannot be checked "
+                       "on this image")
     if log_ratio <= _FAIL:
-        return LayoutCheck("fail", log_ratio,
-                           "the boxes sit on the walls: the cells' texture lies between the "
-                           f"boxes ({np.exp(-log_ratio):.1f}x more than in them); set the lumen "
-                           "polarity (--detect_lumen bright|dark) or the channel kind "
-                           "(--ingest_channel_kinds)")
-    return LayoutCheck("undetermined", log_ratio,
-                       "the texture inside and between the boxes is alike: the boxes cannot "
-                       "be checked on this image")
+        return verdict("fail",
+                       "the boxes sit on the walls: the cells' texture lies between the boxes "
+                       f"({np.exp(-log_ratio):.1f}x more than in them); set the lumen polarity "
+                       "(--detect_lumen bright|dark) or the channel kind "
+                       "(--ingest_channel_kinds)")
+    return verdict("undetermined", "the texture inside and between the boxes is alike: the "
+                                   "boxes cannot be checked on this image")

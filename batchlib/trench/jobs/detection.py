@@ -25,7 +25,10 @@ class TrenchDetection(BatchJobOnContainer):
     the reference; when frames were appended, only the new ones are measured.
     """
 
-    version = "4"  # 4: angle harmonics to 0.2 cycles/px, phase ends from the empty lumens, 1.5 px margin
+    # 4: angle harmonics to 0.2 cycles/px, phase ends from the empty lumens, 1.5 px margin;
+    # 5: phase empty flags from both textures, the lumen polarity from the texture relative
+    # to the brightness where the plain texture puts the boxes on bright walls
+    version = "5"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),

@@ -11,7 +11,7 @@ import numpy as np
 
 from .boundaries import LOW_BOUNDARY, boundary_contrast
 from .contrast import LOW_CONTRAST, contrast_to_noise
-from .fill import LOW_FILL, trench_fill
+from .fill import LOW_FILL, MOSTLY_SPANNING, SPANNING, spanning_counts, trench_fill
 from .frame_counts import OUT_OF_LINE, frame_cell_counts, frames_out_of_line
 from .mother_lengths import WIDE_SPREAD, mother_length_spread, mother_lengths
 
@@ -26,7 +26,7 @@ def block_figures(crops, labels, kind, first_frame=0) -> dict:
     counts = frame_cell_counts(labels) if np.ndim(labels) == 4 else None
     frames = None if counts is None else np.arange(first_frame, first_frame + len(counts))
     return {"mothers": mother_lengths(labels), "fill": trench_fill(labels),
-            "counts": counts, "frames": frames,
+            "spanning": spanning_counts(labels), "counts": counts, "frames": frames,
             "contrast": contrast_to_noise(crops, labels) if fluorescence else None,
             "boundaries": boundary_contrast(crops, labels) if fluorescence else None}
 
@@ -39,7 +39,7 @@ def _finite_median(values):
 def judge(blocks) -> tuple[dict, list]:
     """``(figures, warnings)`` of a position from its blocks' :func:`block_figures`.
 
-    ``figures`` (``mother_length_spread``, ``trench_fill``,
+    ``figures`` (``mother_length_spread``, ``trench_fill``, ``spanning_fraction``,
     ``frames_out_of_line`` and, in fluorescence, ``contrast_to_noise`` and
     ``boundary_contrast_to_noise``; ``None`` where not measurable) are
     recorded with the labels; ``warnings`` are sentences for the status.
@@ -61,6 +61,13 @@ def judge(blocks) -> tuple[dict, list]:
         warnings.append(f"the cells found fill only {fill:.0%} of their trenches' length (cells "
                         "grow until they fill a trench): cells below the mother missed? A freshly "
                         "loaded chip looks like this too. Look at the kymographs")
+    spanning, holding = (sum(b.get("spanning", (0, 0))[i] for b in blocks) for i in (0, 1))
+    figures["spanning_fraction"] = spanning / holding if holding else None
+    if holding and spanning >= MOSTLY_SPANNING * holding:
+        warnings.append(f"in {spanning} of {holding} trench-frames holding cells one object "
+                        f"covers {SPANNING:.0%} or more of the trench (cells are a few times "
+                        "shorter than a trench): the lumen taken for a cell, or the cells "
+                        "merged? Look at the kymographs")
     if np.isfinite(spread) and spread > WIDE_SPREAD:
         warnings.append(f"the mother cells' lengths span a factor {spread:.1f} (growth and "
                         f"division give about 2; warned above {WIDE_SPREAD:.0f}): mothers merged "
