@@ -61,6 +61,11 @@ class LayoutCheck:
         clearly less relative to the brightness (bright walls under speckle)."""
         return bool(self.log_ratio >= _PASS and self.relative_log_ratio <= _FAIL)
 
+    @property
+    def brightness_supports(self) -> bool:
+        """Whether the boxes clearly hold more texture relative to the brightness."""
+        return bool(self.relative_log_ratio >= _PASS)
+
 
 def _nearest_samples(img, angle_deg, rows, cols):
     """Rotated-frame samples: nearest pixel row, linear between columns (NaN outside).

@@ -30,7 +30,7 @@ from .lumen import lumen_axis
 from .pitch import estimate_pitch
 from .quality import (empty_flags, empty_flags_clear, fluorescence_filled_over, image_noise,
                       layout_quality)
-from .selfcheck import _FAIL, check_layout
+from .selfcheck import check_layout
 from .rotation import angle_from_bands, combine_set_angles, set_angles
 from .trench_sets import find_sets, row_coherence, row_periodicity
 
@@ -203,13 +203,15 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
 
     step, bands8, y8, bands32, y32 = _band_rows(img)
     pitch_given = pitch is not None
+    arguments = dict(kind=kind, box_width=box_width, box_height=box_height, pitch=pitch,
+                     angle_range_deg=angle_range_deg, n_sets=n_sets, min_trenches=min_trenches,
+                     min_pitch=min_pitch, max_pitch=max_pitch, lumen=lumen, direction=direction,
+                     closed_end_margin=closed_end_margin, self_check=self_check)
 
-    def at_pitch(other):
-        """The whole detection again, at another pitch (one retry: it is then given)."""
-        return detect_trenches(image, kind, box_width, box_height, other, angle_range_deg,
-                               n_sets, min_trenches, min_pitch=min_pitch, max_pitch=max_pitch,
-                               lumen=lumen, direction=direction,
-                               closed_end_margin=closed_end_margin, self_check=self_check)
+    def again(**changed):
+        """The whole detection again with some arguments changed. A retry gives what it
+        changes (a pitch, a polarity), so it never retries the same thing."""
+        return detect_trenches(image, **{**arguments, **changed})
 
     if pitch is None:
         pitch = _estimated_pitch(bands32, kind, min_pitch, max_pitch, W, img)
@@ -223,7 +225,7 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         # a harmonic taken for the pitch: bright halos in the middle of the walls
         # repeat at half of it, and at a quarter when the multiple won (held-out
         # halo_walls 10065: 24.5 px for 48.1), but no run of rows is periodic there
-        return at_pitch(2 * pitch)
+        return again(pitch=2 * pitch)
     if not runs:
         raise TrenchDetectionError(
             f"no rows with trenches: no run of rows is periodic at the pitch {pitch:.1f} px "
@@ -255,7 +257,7 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
             and _cells_between(found, pitch)):
         # Sparse filled trenches (many empty ones) make every second trench look
         # like the period; cells half-way between the boxes say it is half of it.
-        return at_pitch(0.5 * pitch)
+        return again(pitch=0.5 * pitch)
     assign_directions(found, kind, direction)
     extra = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
                  set_angle_spread_deg=spread,
@@ -271,11 +273,7 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                        dict(row_y=y8, row_ratio=ratio, row_power=power))
     if self_check:
         def with_lumen(other):
-            return detect_trenches(image, kind, box_width, box_height, pitch if pitch_given
-                                   else None, angle_range_deg, n_sets, min_trenches,
-                                   min_pitch=min_pitch, max_pitch=max_pitch, lumen=other,
-                                   direction=direction, closed_end_margin=closed_end_margin,
-                                   self_check=False)
+            return again(lumen=other, self_check=False)
 
         layout = _apply_self_check(img, layout, noise, with_lumen if kind == "phase"
                                    and lumen == "auto" else None)
@@ -384,7 +382,7 @@ def _apply_self_check(img, layout, noise, with_lumen=None):
             other = None
         if other is not None:
             other_check = check_layout(img, other, noise)
-            if other_check.verdict != "fail" and other_check.relative_log_ratio >= -_FAIL:
+            if other_check.verdict != "fail" and other_check.brightness_supports:
                 flipped_reason = (
                     "the lumen polarity was set by the texture relative to the brightness "
                     f"({np.exp(other_check.relative_log_ratio):.1f}x on the boxes), against the "
