@@ -606,7 +606,7 @@ def test_a_low_confidence_phase_layout_is_warned():
                              box_width=cfg.box_width)
     assert len(layout.trenches) < 0.5 * 18  # still wrong: flagged, not fixed
     assert layout.quality["confidence"] < LOW_PHASE_CONFIDENCE
-    assert any(w.startswith("low confidence") and "direction" in w for w in layout.warnings)
+    assert any(w.startswith("low confidence") and "weakest evidence" in w for w in layout.warnings)
 
     right = sample_config("halo_walls", 100, height=768, width=768, n_timepoints=1,
                           n_positions=1)
@@ -641,6 +641,25 @@ def test_boxes_on_bright_speckled_walls_are_moved_to_the_lumens():
     labels = segment_trenches(crops, method="unet", kind="phase")
     _, warnings = judge([block_figures(crops, labels, "phase")])
     assert any("covers 90% or more of the trench" in w for w in warnings)
+
+
+def test_empty_trenches_among_full_ones_are_kept():
+    """Held-out mixed 10095 (found there, so no longer unseen): in a set of full
+    trenches the empty lumens do not look like the full ones' template; their match
+    strayed to a halo (ncc 0.3) and 4 of 23 trenches were dropped. With no empty
+    trench left, the set's closed end came from the filled lumens: 19 boxes 1.6 px
+    into the mother. Inside the run of trenches a lattice site with a lumen's
+    contrast is a trench."""
+    cfg = sample_config("mixed", 10095, height=1024, width=1024, n_timepoints=1,
+                        n_positions=1)
+    pos = simulate_position(cfg, 0)
+    phase = next(c for c in cfg.channels if cfg.is_phase(c))
+    layout = detect_trenches(pos.movies[phase][0], kind="phase", box_width=cfg.box_width)
+    assert len(layout.trenches) == len(pos.trenches) == 46
+    errs = _closed_end_errors(layout, pos.trenches, cfg.pitch_px, box_start=True)
+    assert len(errs) == 46 and np.all(errs <= 0.0)       # no box starts inside the trench
+    errs = _closed_end_errors(layout, pos.trenches, cfg.pitch_px)
+    assert np.all(np.abs(errs) <= 2.0)
 
 
 def test_no_box_on_the_pdms_beside_the_first_trench():
