@@ -272,7 +272,6 @@ def locate_centres(profile, pitch, axis, first, last, kind="phase", texture=None
     if not np.isfinite(tmpl).all():
         return None
     pos, ncc = match_template(profile, site, offsets, tmpl, 0.25 * pitch)
-    ncc_all = ncc
     keep = np.isfinite(ncc)
     if kind == "phase":
         # A halo next to the last trench can match the template's shape but not
@@ -293,6 +292,7 @@ def locate_centres(profile, pitch, axis, first, last, kind="phase", texture=None
             inner |= _holds_cells(texture, pos, pitch)
         keep &= strong_site | (shaped & inner & (np.abs(ratio) >= 0.1))
     dropped_inner = ~keep & inner if kind == "phase" else np.zeros(len(pos), bool)
+    dropped_ncc = np.nan_to_num(ncc[dropped_inner])
     pos, ncc = pos[keep], ncc[keep]
     if pos.size == 0:
         return None
@@ -311,7 +311,7 @@ def locate_centres(profile, pitch, axis, first, last, kind="phase", texture=None
         add = lumen_like & apart
         if add.any():
             pos = np.concatenate([pos, at[add]])
-            ncc = np.concatenate([ncc, np.nan_to_num(ncc_all[dropped_inner][add])])
+            ncc = np.concatenate([ncc, dropped_ncc[add]])
             order = np.argsort(pos)
             pos, ncc = pos[order], ncc[order]
     lattice = offset + np.rint((pos - offset) / pitch_fit) * pitch_fit

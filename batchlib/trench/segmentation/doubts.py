@@ -61,7 +61,7 @@ def judge(blocks) -> tuple[dict, list]:
         warnings.append(f"the cells found fill only {fill:.0%} of their trenches' length (cells "
                         "grow until they fill a trench): cells below the mother missed? A freshly "
                         "loaded chip looks like this too. Look at the kymographs")
-    spanning, holding = (sum(b.get("spanning", (0, 0))[i] for b in blocks) for i in (0, 1))
+    spanning, holding = (sum(b["spanning"][i] for b in blocks) for i in (0, 1))
     figures["spanning_fraction"] = spanning / holding if holding else None
     if holding and spanning >= MOSTLY_SPANNING * holding:
         warnings.append(f"in {spanning} of {holding} trench-frames holding cells one object "

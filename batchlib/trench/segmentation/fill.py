@@ -74,12 +74,12 @@ def spanning_counts(labels, span=SPANNING) -> tuple[int, int]:
     h = lab.shape[-2]
     # the label of each row (the larger where two meet on a row): cells stack along it
     rows = lab.max(axis=-1).reshape(-1, h).astype(np.int64)
-    held = rows.any(axis=1)
-    if not held.any():
+    crop, row = np.nonzero(rows)
+    if not crop.size:
         return 0, 0
-    crop = np.repeat(np.arange(rows.shape[0]), h)[rows.ravel() > 0]
-    keys, n_rows = np.unique(crop * (int(rows.max()) + 1) + rows.ravel()[rows.ravel() > 0],
-                             return_counts=True)
+    # rows per (crop, label) pair, then the longest object of every crop
+    base = int(rows.max()) + 1
+    pairs, n_rows = np.unique(crop * base + rows[crop, row], return_counts=True)
     longest = np.zeros(rows.shape[0], np.int64)
-    np.maximum.at(longest, keys // (int(rows.max()) + 1), n_rows)
-    return int(np.sum(longest >= span * h)), int(held.sum())
+    np.maximum.at(longest, pairs // base, n_rows)
+    return int(np.sum(longest >= span * h)), int(np.count_nonzero(longest))
