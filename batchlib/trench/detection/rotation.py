@@ -219,8 +219,10 @@ def set_angles(bands, band_y, fine_bands, fine_y, shape, angle_deg, runs, pitch,
             # too short to shrink: keep the middle half
             mid, half = 0.5 * (y0 + y1), max(0.25 * (y1 - y0), 4.0)
             lo, hi = mid - half, mid + half
-        coarse = _masked(bands, band_y, shape, angle_deg, lo, hi)
         fine = _masked(fine_bands, fine_y, shape, angle_deg, lo, hi)
+        # a short set (geometry family: 130 px trenches) spans too few coarse
+        # bands: its thin bands serve for both searches
+        coarse = _masked(bands, band_y, shape, angle_deg, lo, hi) or fine
         if coarse is None or fine is None:
             angles.append(np.nan)
             gains.append(0.0)

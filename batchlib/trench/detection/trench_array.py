@@ -6,7 +6,8 @@ The steps (each in its own module) are:
 2. angle by shift-and-add projection sharpness (:mod:`.rotation`);
 3. the image is straightened at low row resolution from 8-row band profiles
    and the periodic rows are grouped into sets (:mod:`.trench_sets`);
-4. the angle is refined from the residual lean inside the sets;
+4. the angle is refined from the residual lean inside the sets, and in
+   fluorescence from the lean of the sets' closed-end lines (:mod:`.end_line`);
 5. per set, the lumen axis and sub-pixel centres along the cross profile
    (:mod:`.centres`), the ends at full resolution and the direction
    (:mod:`.ends`);
@@ -23,7 +24,9 @@ from ..geometry import box_corners, frame_center, rotated_to_raw
 from ._common import TrenchDetectionError, as_image2d, band_profiles, nanmean
 from ._sampling import rotated_band_image
 from .centres import column_texture, locate_centres, refine_pitch
+from .closed_end_drift import closed_end_positions
 from .direction import assign_directions
+from .end_line import closed_end_angle_error
 from .ends import set_ends
 from .filled_ends import clear_closed_end
 from .lumen import lumen_axis
@@ -137,7 +140,8 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                     min_trenches: int = 3, *, min_pitch: float = 6.0,
                     max_pitch: float | None = None, lumen: str = "auto",
                     direction: int | None = None,
-                    closed_end_margin: float | None = None, self_check: bool = True) -> TrenchLayout:
+                    closed_end_margin: float | None = None, self_check: bool = True,
+                    angle_deg: float | None = None) -> TrenchLayout:
     """Find the trench array of a mother-machine image.
 
     Parameters
@@ -180,6 +184,10 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         Check that the boxes hold the cells (:func:`.selfcheck.check_layout`):
         a layout whose boxes sit on the walls is an error; one that cannot be
         checked (no cells seen) has its confidence halved and a warning.
+    angle_deg : float, optional
+        The trench angle, when known; searched when omitted. In fluorescence
+        the searched angle is then corrected by the lean of the closed-end
+        line (:mod:`.end_line`) and the layout found again at it.
 
     Returns
     -------
@@ -206,7 +214,8 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     arguments = dict(kind=kind, box_width=box_width, box_height=box_height, pitch=pitch,
                      angle_range_deg=angle_range_deg, n_sets=n_sets, min_trenches=min_trenches,
                      min_pitch=min_pitch, max_pitch=max_pitch, lumen=lumen, direction=direction,
-                     closed_end_margin=closed_end_margin, self_check=self_check)
+                     closed_end_margin=closed_end_margin, self_check=self_check,
+                     angle_deg=angle_deg)
 
     def again(**changed):
         """The whole detection again with some arguments changed. A retry gives what it
@@ -216,11 +225,16 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     if pitch is None:
         pitch = _estimated_pitch(bands32, kind, min_pitch, max_pitch, W, img)
     pitch = float(pitch)
-    angle, gain = angle_from_bands(bands32, y32, frame_center(shape)[0], pitch, angle_range_deg,
-                                   fine_bands=bands8, fine_y=y8)
-    whole_frame_angle = angle
-    angle, per_set, spread, (rot, power, ratio, runs) = _per_set_angle(
-        bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, angle_range_deg, step)
+    if angle_deg is None:
+        angle, gain = angle_from_bands(bands32, y32, frame_center(shape)[0], pitch,
+                                       angle_range_deg, fine_bands=bands8, fine_y=y8)
+        whole_frame_angle = angle
+        angle, per_set, spread, (rot, power, ratio, runs) = _per_set_angle(
+            bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, angle_range_deg, step)
+    else:
+        angle = whole_frame_angle = float(angle_deg)
+        gain, per_set, spread = float("nan"), np.zeros(0), 0.0
+        rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets)
     if not runs and not pitch_given and 2 * pitch <= (max_pitch or W / 3.0):
         # a harmonic taken for the pitch: bright halos in the middle of the walls
         # repeat at half of it, and at a quarter when the multiple won (held-out
@@ -271,6 +285,17 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     layout = _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches,
                        closed_end_margin, noise, extra,
                        dict(row_y=y8, row_ratio=ratio, row_power=power))
+    if kind == "fluorescence" and angle_deg is None:
+        error, stderr = _closed_end_angle_error(img, layout)
+        if abs(error) > max(2.0 * stderr, MIN_END_LINE_CORRECTION_DEG):
+            refined = again(angle_deg=angle - error)
+            refined.quality.update(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
+                                   set_angle_spread_deg=spread, end_line_correction_deg=-error,
+                                   end_line_stderr_deg=stderr)
+            refined.quality.update({f"set{i}_angle_deg": a for i, a in enumerate(per_set)})
+            return refined
+        layout.quality.update(end_line_correction_deg=0.0,
+                              end_line_stderr_deg=float(np.nan_to_num(stderr, nan=-1.0)))
     if self_check:
         def with_lumen(other):
             return again(lumen=other, self_check=False)
@@ -279,6 +304,23 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                                    and lumen == "auto" else None)
     _warn_low_confidence(layout)
     return layout
+
+
+#: smallest closed-end line lean (degrees) worth finding the layout again for
+MIN_END_LINE_CORRECTION_DEG = 0.01
+
+
+def _closed_end_angle_error(img, layout):
+    """``(error, stderr)`` in degrees of a fluorescence layout's angle, from the lean of
+    its sets' closed-end lines (:func:`.end_line.closed_end_angle_error`); NaN when no
+    set's mother tips lie on a line."""
+    tr = layout.trenches
+    tr = tr[~tr["empty"].to_numpy(bool)]  # an empty trench has no mother tip
+    if tr.empty:
+        return float("nan"), float("nan")
+    tips = closed_end_positions(img, tr, layout.angle_deg)
+    error, stderr, _ = closed_end_angle_error(tr["x_center"], tips, tr["set"])
+    return error, stderr
 
 
 def _band_rows(img):

@@ -1,0 +1,130 @@
+"""Trench angle from the line of the closed ends (fluorescence).
+
+In fluorescence only the cells show, so the shift-and-add search
+(:mod:`.rotation`) reads the angle from the lean of the cell columns. The cells
+tilt and jitter inside their lumens, and a short set holds few of them: 0.1-0.2
+deg off at the 95th percentile of held-out positions, up to 1.8 deg on sets of
+130 px. The closed ends of one set lie on a straight line at right angles to
+the trenches (one edge of the chip's lithography), and the mother cells' outer
+tips sit against it. In the frame straightened at the current estimate, that
+line leans by the estimate's error; a straight line through the tips across
+the set (hundreds of pixels) measures it to a few hundredths of a degree.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["end_line_lean", "closed_end_angle_error"]
+
+
+def end_line_lean(x, tips, min_tips=5, max_scatter_px=1.0, n_rounds=4):
+    """Lean (degrees) of a straight line through the closed-end tips of one set.
+
+    A least-squares line, refitted without the tips more than three robust
+    sigmas off it (a trench whose mother is missing or dividing), from a
+    Theil-Sen start.
+
+    Parameters
+    ----------
+    x : array_like, shape (n,)
+        Rotated column of every trench.
+    tips : array_like, shape (n,)
+        Rotated row of every trench's tip (NaN where none was seen).
+    min_tips : int
+        Fewer tips left give no answer.
+    max_scatter_px : float
+        Tips scattering more about the line (robust sigma) give no answer:
+        that end is no straight closed end (an open end, a wrong box).
+
+    Returns
+    -------
+    lean_deg : float
+        ``atan`` of the line's slope (rows per column), NaN without an answer.
+    stderr_deg : float
+        Its standard error from the scatter about the line.
+    n : int
+        Tips on the line.
+
+    Examples
+    --------
+    >>> x = np.arange(0.0, 800.0, 50.0)
+    >>> tips = 100.0 + np.tan(np.deg2rad(0.3)) * x
+    >>> tips[3] += 12.0                      # one mother missing: an outlier
+    >>> lean, err, n = end_line_lean(x, tips)
+    >>> round(lean, 4), n
+    (0.3, 15)
+    """
+    x = np.asarray(x, float)
+    y = np.asarray(tips, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    nan = (float("nan"), float("nan"), int(x.size))
+    if x.size < min_tips or np.ptp(x) <= 0:
+        return nan
+    # a robust start (Theil-Sen): a third of the tips may be off the line
+    i, j = np.triu_indices(x.size, 1)
+    dx = x[j] - x[i]
+    slope = float(np.median((y[j] - y[i])[dx != 0] / dx[dx != 0]))
+    keep = np.ones(x.size, bool)
+    for _ in range(n_rounds):
+        resid = y - slope * x
+        resid -= np.median(resid[keep])
+        # floor: tips are found to about a tenth of a pixel
+        sigma = max(1.4826 * float(np.median(np.abs(resid[keep]))), 0.1)
+        new_keep = np.abs(resid) <= 3.0 * sigma
+        if new_keep.sum() < min_tips:
+            return nan
+        if np.array_equal(new_keep, keep) and _ > 0:
+            break
+        keep = new_keep
+        xc = x[keep] - x[keep].mean()
+        slope = float(np.sum(xc * (y[keep] - y[keep].mean())) / np.sum(xc * xc))
+    x, y = x[keep], y[keep]
+    if x.size < min_tips or sigma > max_scatter_px:
+        return nan
+    xc = x - x.mean()
+    stderr = sigma / np.sqrt(np.sum(xc * xc))
+    return (float(np.rad2deg(np.arctan(slope))), float(np.rad2deg(stderr)), int(x.size))
+
+
+def closed_end_angle_error(x, tips, sets):
+    """Error of the angle a layout was straightened at, from its sets' closed-end lines.
+
+    Parameters
+    ----------
+    x, tips : array_like, shape (n,)
+        Rotated column and closed-end tip row of every box.
+    sets : array_like, shape (n,)
+        Set of every box; each set has its own line, all lean alike.
+
+    Returns
+    -------
+    error_deg : float
+        Weighted mean lean of the sets' lines: subtract it from the angle.
+        NaN when no set gives an answer.
+    stderr_deg : float
+    n : int
+        Tips on the lines.
+
+    Examples
+    --------
+    >>> x = np.tile(np.arange(0.0, 800.0, 50.0), 2)
+    >>> lean = np.tan(np.deg2rad(-0.2)) * x
+    >>> tips = np.r_[100.0 + lean[:16], 700.0 + lean[16:]]
+    >>> err, _, n = closed_end_angle_error(x, tips, np.repeat([0, 1], 16))
+    >>> round(err, 4), n
+    (-0.2, 32)
+    """
+    x, tips, sets = np.asarray(x, float), np.asarray(tips, float), np.asarray(sets)
+    leans, weights, n = [], [], 0
+    for s in np.unique(sets):
+        m = sets == s
+        lean, err, k = end_line_lean(x[m], tips[m])
+        if np.isfinite(lean):
+            leans.append(lean)
+            weights.append(1.0 / err ** 2)
+            n += k
+    if not leans:
+        return float("nan"), float("nan"), n
+    w = np.asarray(weights)
+    return float(np.average(leans, weights=w)), float(1.0 / np.sqrt(w.sum())), n
