@@ -27,8 +27,9 @@ class TrenchDetection(BatchJobOnContainer):
 
     # 4: angle harmonics to 0.2 cycles/px, phase ends from the empty lumens, 1.5 px margin;
     # 5: phase empty flags from both textures, the lumen polarity from the texture relative
-    # to the brightness where the plain texture puts the boxes on bright walls
-    version = "5"
+    # to the brightness where the plain texture puts the boxes on bright walls;
+    # 6: fluorescence angle corrected by the lean of the closed-end line
+    version = "6"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
