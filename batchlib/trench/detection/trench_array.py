@@ -289,10 +289,15 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         error, stderr = _closed_end_angle_error(img, layout)
         if abs(error) > max(2.0 * stderr, MIN_END_LINE_CORRECTION_DEG):
             refined = again(angle_deg=angle - error)
-            refined.quality.update(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
-                                   set_angle_spread_deg=spread, end_line_correction_deg=-error,
-                                   end_line_stderr_deg=stderr)
-            refined.quality.update({f"set{i}_angle_deg": a for i, a in enumerate(per_set)})
+            searched = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
+                            set_angle_spread_deg=spread, end_line_correction_deg=-error,
+                            end_line_stderr_deg=stderr)
+            searched.update({f"set{i}_angle_deg": a for i, a in enumerate(per_set)})
+            q = refined.quality
+            q.update({k: float(np.nan_to_num(v)) for k, v in searched.items()})
+            # the retry, at a given angle, had no set angles to disagree: the
+            # search's disagreement still lowers the confidence (layout_quality)
+            q["confidence"] /= 1.0 + (q["set_angle_spread_deg"] / 0.25) ** 2
             return refined
         layout.quality.update(end_line_correction_deg=0.0,
                               end_line_stderr_deg=float(np.nan_to_num(stderr, nan=-1.0)))
