@@ -66,7 +66,7 @@ def end_line_lean(x, tips, min_tips=5, max_scatter_px=1.0, n_rounds=4):
     dx = x[j] - x[i]
     slope = float(np.median((y[j] - y[i])[dx != 0] / dx[dx != 0]))
     keep = np.ones(x.size, bool)
-    for _ in range(n_rounds):
+    for round_ in range(n_rounds):
         resid = y - slope * x
         resid -= np.median(resid[keep])
         # floor: tips are found to about a tenth of a pixel
@@ -74,8 +74,8 @@ def end_line_lean(x, tips, min_tips=5, max_scatter_px=1.0, n_rounds=4):
         new_keep = np.abs(resid) <= 3.0 * sigma
         if new_keep.sum() < min_tips:
             return nan
-        if np.array_equal(new_keep, keep) and _ > 0:
-            break
+        if round_ > 0 and np.array_equal(new_keep, keep):
+            break  # the least-squares line of these tips is already fitted
         keep = new_keep
         xc = x[keep] - x[keep].mean()
         slope = float(np.sum(xc * (y[keep] - y[keep].mean())) / np.sum(xc * xc))

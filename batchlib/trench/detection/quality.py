@@ -173,6 +173,12 @@ def fluorescence_filled_over(excess, empty, signal, strip, noise, rows_per_band=
     return np.asarray(empty, bool) & ~refilled, np.where(refilled, whole, signal)
 
 
+def set_angle_spread_factor(spread_deg) -> float:
+    """Confidence factor ``1 / (1 + (spread / 0.25 deg)^2)`` for trench sets that
+    disagree on the chip's angle by ``spread_deg`` (NaN counts as 0)."""
+    return 1.0 / (1.0 + (float(np.nan_to_num(spread_deg)) / 0.25) ** 2)
+
+
 def layout_quality(sets, trenches, pitch, noise, kind, extra):
     """Quality metrics of a layout (all floats, see ``docs/trench_detection.md``)."""
     res = np.concatenate([s["residual"] for s in sets]) if sets else np.zeros(0)
@@ -198,8 +204,7 @@ def layout_quality(sets, trenches, pitch, noise, kind, extra):
     # the sets of one chip share its angle: sets that disagree (a few short
     # fluorescence sets: 0.4 deg on held-out mixed seed 10003) leave it unknown
     # to about half their spread
-    spread = float(np.nan_to_num(extra.get("set_angle_spread_deg", 0.0)))
-    confidence /= 1.0 + (spread / 0.25) ** 2
+    confidence *= set_angle_spread_factor(extra.get("set_angle_spread_deg", 0.0))
     q = {
         "pitch_regularity": regularity,
         "contrast": contrast,

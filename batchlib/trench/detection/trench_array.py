@@ -32,7 +32,7 @@ from .filled_ends import clear_closed_end
 from .lumen import lumen_axis
 from .pitch import estimate_pitch
 from .quality import (empty_flags, empty_flags_clear, fluorescence_filled_over, image_noise,
-                      layout_quality)
+                      layout_quality, set_angle_spread_factor)
 from .selfcheck import check_layout
 from .rotation import angle_from_bands, combine_set_angles, set_angles
 from .trench_sets import find_sets, row_coherence, row_periodicity
@@ -297,7 +297,7 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
             q.update({k: float(np.nan_to_num(v)) for k, v in searched.items()})
             # the retry, at a given angle, had no set angles to disagree: the
             # search's disagreement still lowers the confidence (layout_quality)
-            q["confidence"] /= 1.0 + (q["set_angle_spread_deg"] / 0.25) ** 2
+            q["confidence"] *= set_angle_spread_factor(spread)
             return refined
         layout.quality.update(end_line_correction_deg=0.0,
                               end_line_stderr_deg=float(np.nan_to_num(stderr, nan=-1.0)))
