@@ -15,7 +15,8 @@ import numpy as np
 from ._sampling import rotated_samples
 from .ends import outer_foot, smooth_columns
 
-__all__ = ["closed_end_positions", "along_trench_drift", "fluorescence_drift", "tip_scatter"]
+__all__ = ["closed_end_positions", "along_trench_drift", "fluorescence_drift", "tip_scatter",
+           "across_trenches", "set_shifts_to_frame"]
 
 
 def closed_end_positions(image, trenches, angle_deg, across=0.0, reach=40, half_width=2):
@@ -48,12 +49,18 @@ def closed_end_positions(image, trenches, angle_deg, across=0.0, reach=40, half_
     for i in range(len(x)):
         rows = y[i] + offs
         s = rotated_samples(image, image.shape, angle_deg, rows, x[i] + across + cols)
-        prof = np.nanmean(s, axis=1) if np.isfinite(s).any(axis=1).all() else None
-        if prof is None:
+        seen = np.flatnonzero(np.isfinite(s).any(axis=1))
+        # near the image's edge only part of the window is inside: the rows seen,
+        # if they reach from a few rows beyond the closed end to well inside it
+        if seen.size < reach or seen[-1] - seen[0] + 1 != seen.size:
             continue
+        rows = rows[seen[0]:seen[-1] + 1]
+        prof = np.nanmean(s[seen[0]:seen[-1] + 1], axis=1)
         # beyond the closed end lies dark PDMS: the profile's floor
         prof = smooth_columns((prof - np.percentile(prof, 10))[:, None], 1.0)[:, 0]
-        out[i] = outer_foot(rows, prof, y[i], int(d[i]))
+        foot = outer_foot(rows, prof, y[i], int(d[i]))
+        # a foot on the last row seen is where the image ends, not the cell
+        out[i] = foot if rows[0] < foot < rows[-1] else np.nan
     return out
 
 
@@ -100,6 +107,55 @@ def tip_scatter(reference, frames, trenches, angle_deg):
     return float(np.median(spreads)) if spreads else float("nan")
 
 
+def across_trenches(shift_yx, angle_deg) -> float:
+    """The component of a raw-frame shift ``(dy, dx)`` across the trenches (rotated columns)."""
+    a = np.deg2rad(angle_deg)
+    # raw (dy, dx) -> rotated (along, across): R(-a)
+    return float(-np.sin(a) * shift_yx[0] + np.cos(a) * shift_yx[1])
+
+
+def set_shifts_to_frame(reference, frame, layout, across=0.0, min_tips=3, max_spread=1.5):
+    """Rows by which each set's boxes move to put their closed ends on ``frame``'s mother tips.
+
+    A maximum projection over a drifting movie holds every mother tip at its
+    outermost position over all frames. The sets' closed ends face opposite
+    ways, so each set's boxes sit out in the PDMS by the drift range towards
+    its own closed end (held-out nominal 10102: one set 2.8 px out for a
+    drift of 2.5 px), and no single drift per frame fits both sets. Moved by
+    these shifts, every set's boxes are where ``frame``'s cells are.
+
+    Parameters
+    ----------
+    reference : ndarray
+        The image the layout was found on (the maximum projection).
+    frame : ndarray
+        The frame to move to (frame 0 of the movie).
+    layout : TrenchLayout
+    across : float
+        ``frame``'s shift across the trenches relative to ``reference``.
+    min_tips, max_spread : int, float
+        A set needs ``min_tips`` tips seen in both images, moving together
+        (robust sigma at most ``max_spread`` px).
+
+    Returns
+    -------
+    dict
+        ``set -> shift`` in rotated rows; sets without a clear answer are left out.
+    """
+    tr = layout.trenches
+    filled = tr[~tr["empty"].to_numpy(bool)]
+    if filled.empty:
+        return {}
+    delta = (closed_end_positions(frame, filled, layout.angle_deg, across)
+             - closed_end_positions(reference, filled, layout.angle_deg))
+    shifts = {}
+    for k in np.unique(filled["set"]):
+        shift, spread = _median_and_spread(delta[(filled["set"] == k).to_numpy()], min_tips)
+        if np.isfinite(shift) and spread <= max_spread:
+            shifts[int(k)] = shift
+    return shifts
+
+
 def fluorescence_drift(reference, frame, trenches, angle_deg, cross_yx, reference_tips=None):
     """Raw-frame drift of a fluorescence frame: across the trenches from the
     cross-correlation ``cross_yx``, along them from the mother tips.
@@ -111,8 +167,7 @@ def fluorescence_drift(reference, frame, trenches, angle_deg, cross_yx, referenc
     """
     a = np.deg2rad(angle_deg)
     ca, sa = np.cos(a), np.sin(a)
-    # raw (dy, dx) -> rotated (along, across): R(-a)
-    across = -sa * cross_yx[0] + ca * cross_yx[1]
+    across = across_trenches(cross_yx, angle_deg)
     along = along_trench_drift(reference, frame, trenches, angle_deg, across,
                                reference_tips=reference_tips)
     if along is None:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .closed_end_drift import closed_end_positions, fluorescence_drift, orient_by_tips
+from .closed_end_drift import (across_trenches, closed_end_positions, fluorescence_drift,
+                               orient_by_tips, set_shifts_to_frame)
 from .drift import DriftEstimator
 from .trench_array import detect_trenches
 
@@ -39,7 +40,10 @@ def detect_in_movie(movie, kind, **detect_kwargs):
     """Layout of a movie (``(T, H, W)``, any array with ``shape`` and frame indexing).
 
     Returns ``(layout, reference)``. For fluorescence a single set's direction
-    is checked on three frames (:func:`.closed_end_drift.orient_by_tips`).
+    is checked on three frames (:func:`.closed_end_drift.orient_by_tips`), and
+    every set's closed ends are put on frame 0's mother tips
+    (:func:`.closed_end_drift.set_shifts_to_frame`): the projection holds each
+    set's tips at their outermost over the movie.
     """
     reference = reference_image(movie, kind)
     detect_kwargs = dict(detect_kwargs)
@@ -54,15 +58,38 @@ def detect_in_movie(movie, kind, **detect_kwargs):
         picks = np.unique(np.linspace(0, n_t - 1, min(n_t, 3)).round().astype(int))
         layout = orient_by_tips(reference, [np.asarray(movie[t], np.float32) for t in picks],
                                 layout, detect)
+    if kind == "fluorescence":
+        layout = _closed_ends_on_frame(layout, reference, np.asarray(movie[0], np.float32))
     return layout, reference
+
+
+def _closed_ends_on_frame(layout, reference, frame):
+    """The fluorescence layout with every set moved to ``frame``'s mother tips
+    (:func:`.closed_end_drift.set_shifts_to_frame`), except a set whose boxes would
+    leave the image; ``quality["closed_end_frame_shift_px"]``, the largest move."""
+    shifts = set_shifts_to_frame(reference, frame, layout)
+    moved = layout.moved_along(shifts)
+    H, W = layout.image_shape
+    tr = moved.trenches
+    ys = tr[[f"raw_y{i}" for i in range(4)]].to_numpy()
+    xs = tr[[f"raw_x{i}" for i in range(4)]].to_numpy()
+    outside = ~np.all((ys >= -0.5) & (ys <= H - 0.5) & (xs >= -0.5) & (xs <= W - 0.5), axis=1)
+    for k in set(tr.loc[outside, "set"].astype(int)):
+        shifts.pop(k, None)
+    if outside.any():
+        moved = layout.moved_along(shifts)
+    moved.quality["closed_end_frame_shift_px"] = float(
+        max((abs(v) for v in shifts.values()), default=0.0))
+    return moved
 
 
 def movie_drift(movie, reference, layout, kind, start=0, previous=None):
     """``(T, 2)`` drift ``(dy, dx)`` of every frame relative to the boxes' coordinates.
 
     A phase reference is frame 0 (drift 0 by definition); a fluorescence
-    maximum projection is compared with every frame, across the trenches by
-    cross-correlation and along them from the mother cells' tips. Frames
+    maximum projection is compared with every frame across the trenches by
+    cross-correlation, and along them the mother cells' tips of every frame
+    are compared with those of frame 0. Frames
     before ``start`` take their rows from ``previous`` (an incremental run).
 
     The prior of each frame (which of near-equal correlation peaks of a
@@ -76,14 +103,21 @@ def movie_drift(movie, reference, layout, kind, start=0, previous=None):
         out[:start] = np.asarray(previous, float)[:start]
     trenches = layout.trenches
     first = 1 if kind == "phase" else 0
-    tips = (closed_end_positions(reference, trenches, layout.angle_deg)
-            if kind == "fluorescence" and n_t > max(start, first) else None)
-    estimator = None
+    estimator, tips, d0 = None, None, None
+    if kind == "fluorescence" and n_t > max(start, first):
+        # along the trenches, frames are compared with frame 0's mother tips, where
+        # detect_in_movie put the boxes (the projection's tips are each set's outermost)
+        estimator = DriftEstimator(reference)
+        frame0 = np.asarray(movie[0], dtype=np.float32)
+        d0 = estimator(frame0, prior=(0.0, 0.0))
+        tips = closed_end_positions(frame0, trenches, layout.angle_deg,
+                                    across_trenches(d0, layout.angle_deg))
     for t in range(max(start, first), n_t):
         if estimator is None:  # one per movie: the reference is transformed once
             estimator = DriftEstimator(reference)
         frame = np.asarray(movie[t], dtype=np.float32)
-        d = estimator(frame, prior=out[t - 1] if t else (0.0, 0.0))
+        d = d0 if t == 0 and d0 is not None else estimator(
+            frame, prior=out[t - 1] if t else (0.0, 0.0))
         if kind == "fluorescence":
             d = fluorescence_drift(reference, frame, trenches, layout.angle_deg, d, tips)
         out[t] = d

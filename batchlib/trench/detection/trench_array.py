@@ -89,6 +89,24 @@ class TrenchLayout:
     def n_trenches(self) -> int:
         return len(self.trenches)
 
+    def moved_along(self, shifts) -> "TrenchLayout":
+        """A copy with the boxes of set ``k`` moved by ``shifts[k]`` rotated rows (along
+        the trenches; sets missing from ``shifts`` stay), raw corners recomputed."""
+        trenches, sets = self.trenches.copy(), self.sets.copy()
+        by_box = trenches["set"].map(lambda k: float(shifts.get(int(k), 0.0))).to_numpy(float)
+        trenches["y_closed"] += by_box
+        rot = np.stack([np.stack([trenches[f"rot_y{i}"] + by_box, trenches[f"rot_x{i}"]], -1)
+                        for i in range(4)], axis=1)
+        raw = rotated_to_raw(rot, self.angle_deg, self.image_shape)
+        for i in range(4):
+            trenches[f"rot_y{i}"] = rot[:, i, 0]
+            trenches[f"raw_y{i}"], trenches[f"raw_x{i}"] = raw[:, i, 0], raw[:, i, 1]
+        by_set = sets["set"].map(lambda k: float(shifts.get(int(k), 0.0))).to_numpy(float)
+        sets["y_closed"] += by_set
+        sets["y_open"] += by_set
+        return TrenchLayout(self.angle_deg, self.pitch, sets, trenches, dict(self.quality),
+                            self.image_shape, self.kind, self.profiles, list(self.warnings))
+
     def to_dict(self) -> dict:
         """JSON-friendly form (without the diagnostic profiles)."""
         return {"angle_deg": float(self.angle_deg), "pitch": float(self.pitch),
