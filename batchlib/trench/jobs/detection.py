@@ -28,7 +28,8 @@ class TrenchDetection(BatchJobOnContainer):
     # 4: angle harmonics to 0.2 cycles/px, phase ends from the empty lumens, 1.5 px margin;
     # 5: phase empty flags from both textures, the lumen polarity from the texture relative
     # to the brightness where the plain texture puts the boxes on bright walls;
-    # 6: fluorescence angle corrected by the lean of the closed-end line
+    # 6: fluorescence angle corrected by the lean of the closed-end line, boxes and drift
+    # along the trenches from frame 0's mother tips (tips near the image's edge seen)
     version = "6"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
