@@ -64,6 +64,15 @@ def raw_to_rotated(points_yx, angle_deg: float, shape, drift_yx=(0.0, 0.0)) -> n
     return (p - c) @ rotation_matrix(angle_deg) + c
 
 
+def corners_inside(raw_corners, shape) -> np.ndarray:
+    """Whether every corner ``(..., 4, 2)`` of each box lies on the image (pixel
+    centres from 0 to ``shape - 1``, give or take half a pixel)."""
+    c = np.asarray(raw_corners, float)
+    H, W = shape
+    return np.all((c[..., 0] >= -0.5) & (c[..., 0] <= H - 0.5)
+                  & (c[..., 1] >= -0.5) & (c[..., 1] <= W - 0.5), axis=-1)
+
+
 def box_sample_grid(x_center, y_closed, direction, height, width):
     """Rotated-frame row and column coordinates sampled by a box's crop.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..geometry import corners_inside
 from .closed_end_drift import (across_trenches, closed_end_positions, fluorescence_drift,
                                orient_by_tips, set_shifts_to_frame)
 from .drift import DriftEstimator
@@ -69,11 +70,10 @@ def _closed_ends_on_frame(layout, reference, frame):
     leave the image; ``quality["closed_end_frame_shift_px"]``, the largest move."""
     shifts = set_shifts_to_frame(reference, frame, layout)
     moved = layout.moved_along(shifts)
-    H, W = layout.image_shape
     tr = moved.trenches
-    ys = tr[[f"raw_y{i}" for i in range(4)]].to_numpy()
-    xs = tr[[f"raw_x{i}" for i in range(4)]].to_numpy()
-    outside = ~np.all((ys >= -0.5) & (ys <= H - 0.5) & (xs >= -0.5) & (xs <= W - 0.5), axis=1)
+    raw = np.stack([tr[[f"raw_y{i}" for i in range(4)]].to_numpy(),
+                    tr[[f"raw_x{i}" for i in range(4)]].to_numpy()], axis=-1)
+    outside = ~corners_inside(raw, layout.image_shape)
     for k in set(tr.loc[outside, "set"].astype(int)):
         shifts.pop(k, None)
     if outside.any():

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..geometry import box_corners, frame_center, rotated_to_raw
+from ..geometry import box_corners, corners_inside, frame_center, rotated_to_raw
 from ._common import TrenchDetectionError, as_image2d, band_profiles, nanmean
 from ._sampling import rotated_band_image
 from .centres import column_texture, locate_centres, refine_pitch
@@ -628,8 +628,7 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
         corners = np.stack([box_corners(x, y, d, box_height, box_width)
                             for x, y in zip(s["centres"], closed)]) if n else np.zeros((0, 4, 2))
         raw = rotated_to_raw(corners, angle, shape)
-        inside = np.all((raw[..., 0] >= -0.5) & (raw[..., 0] <= H - 0.5)
-                        & (raw[..., 1] >= -0.5) & (raw[..., 1] <= W - 0.5), axis=1)
+        inside = corners_inside(raw, shape)
         if inside.sum() < min_trenches:
             continue
         set_id = len(set_rows)
