@@ -17,7 +17,7 @@ def _boxes(rng, n, shape, height=40, width=12):
         "direction": rng.choice([-1, 1], n), "height": height, "width": width})
 
 
-@pytest.mark.parametrize("dtype", [np.uint16, np.uint8, np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint8, np.float32, np.float64, ">u2", np.float16])
 @pytest.mark.parametrize("angle, drift", [(1.7, (0.3, -1.2)), (-3.0, (2.5, 0.75)), (0.0, (0.5, 0.0))])
 def test_equals_crop_box_per_trench(dtype, angle, drift):
     rng = np.random.default_rng(3)
@@ -81,7 +81,7 @@ def test_boxes_must_share_their_shape():
         crop_trenches(np.zeros((40, 40)), boxes, 0.0)
 
 
-@pytest.mark.parametrize("dtype", [np.uint16, np.uint8, np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint8, np.float32, np.float64, ">u2", np.float16])
 @pytest.mark.parametrize("order", [0, 1, 3])
 @pytest.mark.parametrize("angle, drift", [(1.7, (0.3, -1.2)), (-3.0, (2.5, 0.75)), (0.0, (0.5, 0.0)),
                                           (0.0, (2.0, -3.0))])

@@ -36,6 +36,15 @@ def _boxes(layout_or_trenches, angle_deg):
 
 def crop_coordinates(trenches, angle_deg, shape, drift_yx=(0.0, 0.0)):
     """Raw-frame sample positions of all boxes, shape (2, n, height, width)."""
+    ay, by, ky, ax, bx, kx = _coordinate_terms(trenches, angle_deg, shape, drift_yx)
+    py = ay[:, :, None] + by[:, None, :] + ky
+    px = ax[:, :, None] + bx[:, None, :] + kx
+    return np.stack([py, px])
+
+
+def _coordinate_terms(trenches, angle_deg, shape, drift_yx):
+    """The parts of :func:`crop_coordinates`: ``py = (ay[n, i] + by[n, j]) + ky`` and
+    ``px = (ax[n, i] + bx[n, j]) + kx`` for row ``i`` and column ``j`` of box ``n``."""
     h, w = int(trenches["height"].iloc[0]), int(trenches["width"].iloc[0])
     x = trenches["x_center"].to_numpy(float)
     y = trenches["y_closed"].to_numpy(float)
@@ -48,9 +57,8 @@ def crop_coordinates(trenches, angle_deg, shape, drift_yx=(0.0, 0.0)):
     rot = rotation_matrix(angle_deg)
     dr, dc = rows - c[0], cols - c[1]
     drift = np.asarray(drift_yx, dtype=float)
-    py = (dr * rot[0, 0])[:, :, None] + (dc * rot[0, 1])[:, None, :] + (c[0] + drift[0])
-    px = (dr * rot[1, 0])[:, :, None] + (dc * rot[1, 1])[:, None, :] + (c[1] + drift[1])
-    return np.stack([py, px])
+    return (dr * rot[0, 0], dc * rot[0, 1], c[0] + drift[0],
+            dr * rot[1, 0], dc * rot[1, 1], c[1] + drift[1])
 
 
 class CropSampler:
@@ -59,42 +67,36 @@ class CropSampler:
 
     Three ways, chosen here: a plain gather when every sample falls on a
     pixel (e.g. angle 0 with whole-pixel positions and drift); for bilinear
-    interpolation (``order=1``) the four neighbours and weights of every
-    sample whose neighbours lie inside the frame, combined with scipy's own
-    arithmetic (so the result is bit for bit what
-    ``scipy.ndimage.map_coordinates`` gives), and ``map_coordinates`` itself
-    for the few samples at the frame's edge; ``map_coordinates`` for every
-    sample at other orders.
+    interpolation (``order=1``) a compiled pass over the samples whose
+    neighbours lie inside the frame, with scipy's own arithmetic (so the
+    result is bit for bit what ``scipy.ndimage.map_coordinates`` gives, see
+    :mod:`._crop_kernel`), and ``map_coordinates`` itself for the few samples
+    at the frame's edge; ``map_coordinates`` for every sample at other orders.
+    Only the row and column terms of the sample positions are kept, not the
+    ``(n, height, width)`` grids.
     """
 
     def __init__(self, trenches, angle_deg, shape, drift_yx=(0.0, 0.0), order=1, cval=0.0):
         self.shape, self.order, self.cval = tuple(shape), int(order), float(cval)
-        py, px = crop_coordinates(trenches, angle_deg, shape, drift_yx)
-        self.out_shape = py.shape
-        self.gather = None
-        if _whole_pixels(py) and _whole_pixels(px):
-            iy, ix = np.rint(py).astype(np.intp), np.rint(px).astype(np.intp)
-            inside = (iy >= 0) & (iy < shape[0]) & (ix >= 0) & (ix < shape[1])
-            self.gather = (iy, ix, None if inside.all() else inside)
-            return
-        self.py, self.px = py, px
-        self.linear = None
-        if self.order == 1:
-            yy, xx = py.ravel(), px.ravel()
-            y0, x0 = np.floor(yy), np.floor(xx)
-            interior = (y0 >= 0) & (y0 < shape[0] - 1) & (x0 >= 0) & (x0 < shape[1] - 1)
-            if interior.all():  # the usual case: no sample at the frame's edge
-                sel, edge = slice(None), np.zeros(0, np.intp)
-            else:
-                sel, edge = np.flatnonzero(interior), np.flatnonzero(~interior)
-                yy, xx, y0, x0 = yy[sel], xx[sel], y0[sel], x0[sel]
-            # get_spline_interpolation_weights (scipy/ndimage/src/ni_splines.c), order 1
-            wy0 = 1.0 - (yy - y0)
-            wx0 = 1.0 - (xx - x0)
-            flat = y0.astype(np.intp)
-            flat *= shape[1]
-            flat += x0.astype(np.intp)
-            self.linear = (sel, flat, wy0, 1.0 - wy0, wx0, 1.0 - wx0, edge)
+        self.terms = _coordinate_terms(trenches, angle_deg, shape, drift_yx)
+        ay, by, ky, ax, bx, kx = self.terms
+        self.out_shape = (ay.shape[0], ay.shape[1], by.shape[1])
+        self.gather = self.py = self.px = None
+        # the corners settle "every sample on a pixel" at once for any rotated or
+        # sub-pixel grid, without building the grids
+        ends = [0, -1]
+        corners = [ay[:, ends][:, :, None] + by[:, ends][:, None, :] + ky,
+                   ax[:, ends][:, :, None] + bx[:, ends][:, None, :] + kx]
+        if all(_whole_pixels(c) for c in corners):
+            py, px = crop_coordinates(trenches, angle_deg, shape, drift_yx)
+            if _whole_pixels(py) and _whole_pixels(px):
+                iy, ix = np.rint(py).astype(np.intp), np.rint(px).astype(np.intp)
+                inside = (iy >= 0) & (iy < shape[0]) & (ix >= 0) & (ix < shape[1])
+                self.gather = (iy, ix, None if inside.all() else inside)
+                return
+            self.py, self.px = py, px
+        elif self.order != 1:
+            self.py, self.px = crop_coordinates(trenches, angle_deg, shape, drift_yx)
 
     def crop(self, frame):
         """Crops of all boxes of ``frame`` (H, W): (n_trench, height, width), ``frame``'s dtype."""
@@ -108,7 +110,7 @@ class CropSampler:
             out = np.full(iy.shape, self.cval, dtype=frame.dtype)
             out[inside] = frame[iy[inside], ix[inside]]
             return out
-        if self.linear is None:
+        if self.order != 1:
             out = ndimage.map_coordinates(frame.astype(np.float32, copy=False), [self.py, self.px],
                                           order=self.order, mode="constant", cval=self.cval,
                                           prefilter=self.order > 1)
@@ -120,35 +122,28 @@ class CropSampler:
         return out.astype(frame.dtype, copy=False)
 
     def _bilinear(self, frame):
-        # NI_GeometricTransform's sum for order 1, operation for operation in
-        # double: t = 0; t += v * wy * wx over the neighbours in C order; then
-        # the float32 the input was converted to.
-        sel, flat, wy0, wy1, wx0, wx1, edge = self.linear
-        src = frame.astype(np.float32, copy=False).ravel()
-        w = self.shape[1]
-        t = src[flat].astype(np.float64)
-        t *= wy0
-        t *= wx0
-        v = src[flat + 1].astype(np.float64)
-        v *= wy0
-        v *= wx1
-        t += v
-        v = src[flat + w].astype(np.float64)
-        v *= wy1
-        v *= wx0
-        t += v
-        v = src[flat + w + 1].astype(np.float64)
-        v *= wy1
-        v *= wx1
-        t += v
-        out = np.empty(int(np.prod(self.out_shape)), dtype=np.float32)
-        out[sel] = t
-        if edge.size:
-            out[edge] = ndimage.map_coordinates(
-                frame.astype(np.float32, copy=False),
-                [self.py.ravel()[edge], self.px.ravel()[edge]], order=1, mode="constant",
+        # the samples whose neighbours lie inside the frame: scipy's arithmetic, compiled
+        # (_crop_kernel); those at the frame's edge: map_coordinates itself
+        from ._crop_kernel import bilinear_boxes
+
+        ay, by, ky, ax, bx, kx = self.terms
+        out = np.empty(self.out_shape, dtype=np.float32)
+        edge = np.empty(out.size, dtype=np.intp)
+        # the kernel takes the frame as it is (each value goes through float32 as
+        # map_coordinates' input does); a type it is not compiled for goes first
+        src = frame if frame.dtype.isnative and frame.dtype.char in "BHILQbhilqfd" \
+            else frame.astype(np.float32)
+        n_edge = bilinear_boxes(src, ay, by, ky, ax, bx, kx, out, edge)
+        if n_edge:
+            edge = edge[:n_edge]
+            n, ij = np.divmod(edge, out.shape[1] * out.shape[2])
+            i, j = np.divmod(ij, out.shape[2])
+            py = ay[n, i] + by[n, j] + ky
+            px = ax[n, i] + bx[n, j] + kx
+            out.reshape(-1)[edge] = ndimage.map_coordinates(
+                frame.astype(np.float32, copy=False), [py, px], order=1, mode="constant",
                 cval=self.cval, prefilter=False)
-        return out.reshape(self.out_shape)
+        return out
 
 
 def _whole_pixels(coords, atol=1e-6) -> bool:
