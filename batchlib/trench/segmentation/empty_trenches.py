@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 
 from .chip_structures import drop_chip_structures
-from .fragments import row_presence
 from .numbering import remove_objects
 
 __all__ = ["clean_empty_trenches", "drop_fragments"]
@@ -69,39 +68,41 @@ def drop_fragments(labels, empty, narrow=0.6, small=0.4, min_cells=3):
     empty = np.asarray(empty, bool)
     if labels.ndim != 4 or not empty.any() or empty.all() or labels.max(initial=0) == 0:
         return labels
+    from .label_stats import highest_labels, label_stats  # numba: loaded where used
+
+    n_tr, n_t = labels.shape[:2]
+    counts, _, _, n_rows, _ = label_stats(labels)
+    n_lab = counts.shape[1] - 1
+    k_max = highest_labels(counts).reshape(n_tr, n_t)
+    # labels 1..k of every crop (k its largest): area, and mean width = area over the
+    # rows it spans; labels with no pixel (a gap in the numbering) are neither small
+    # nor narrow
+    own = np.arange(1, n_lab + 1)[None, None, :] <= k_max[:, :, None]
+    area = counts[:, 1:].astype(float).reshape(n_tr, n_t, n_lab)
+    rows = n_rows[:, 1:].reshape(n_tr, n_t, n_lab)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        width = np.where(rows > 0, area / np.maximum(rows, 1), np.inf)
+    area = np.where(area > 0, area, np.inf)
+    filled = np.flatnonzero(~empty)
     out = labels
-    for t in range(labels.shape[1]):
-        cells = [_areas_widths(labels[n, t]) for n in np.flatnonzero(~empty)]
-        area = np.concatenate([a for a, _ in cells])
-        width = np.concatenate([w for _, w in cells])
-        real = np.isfinite(area)
-        area, width = area[real], width[real]
-        if len(area) < min_cells:
+    for t in range(n_t):
+        mine = own[filled, t]
+        cell_area, cell_width = area[filled, t][mine], width[filled, t][mine]
+        real = np.isfinite(cell_area)
+        cell_area, cell_width = cell_area[real], cell_width[real]
+        if len(cell_area) < min_cells:
             continue
-        min_area, min_width = small * np.median(area), narrow * np.median(width)
+        min_area, min_width = small * np.median(cell_area), narrow * np.median(cell_width)
         for n in np.flatnonzero(empty):
-            crop = labels[n, t]
-            if crop.max() == 0:
+            k = int(k_max[n, t])
+            if k == 0:
                 continue
-            a, w = _areas_widths(crop)
+            a, w = area[n, t, :k], width[n, t, :k]
             gone = (a < min_area) | (w < min_width)
             if not gone.any():
                 continue
             if out is labels:
                 out = labels.copy()
             # labels with no pixel go too: the survivors are numbered 1..k' without gaps
-            out[n, t] = remove_objects(crop, np.concatenate([[False], gone | ~np.isfinite(a)]))
+            out[n, t] = remove_objects(labels[n, t], np.concatenate([[False], gone | ~np.isfinite(a)]))
     return out
-
-
-def _areas_widths(crop):
-    """Area and mean width (area over the rows it spans) of labels 1..k of one crop."""
-    k = int(crop.max())
-    if k == 0:
-        return np.zeros(0), np.zeros(0)
-    area = np.bincount(crop.ravel(), minlength=k + 1)[1:].astype(float)
-    rows = row_presence(crop).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        width = np.where(rows > 0, area / np.maximum(rows, 1), np.inf)
-    # labels with no pixel (a gap in the numbering) are neither small nor narrow
-    return np.where(area > 0, area, np.inf), width

@@ -57,24 +57,32 @@ def merge_fragments(labels, ratio=0.4, gap=3, open_end_rows=2):
     labels = np.asarray(labels)
     if labels.ndim < 2 or labels.max(initial=0) == 0:
         return labels
+    from .label_stats import highest_labels, label_stats  # numba: loaded where used
+
     h, w = labels.shape[-2:]
     out = labels.copy()
-    # views into out: each crop is read (spans) before it is written, and only once
-    groups = [out[:, t] for t in range(out.shape[1])] if out.ndim == 4 else [out.reshape(-1, h, w)]
-    for group in groups:
-        spans = [row_spans(crop) for crop in group]
-        lengths = np.concatenate([bot - top + 1 for top, bot in spans if len(top)] or [np.zeros(0)])
-        inside = np.concatenate([bot < h - open_end_rows for top, bot in spans if len(top)]
-                                or [np.zeros(0, bool)])
-        lengths = lengths[inside & (lengths > 0)]
+    # every crop's spans at once, from the input: each crop is judged on its own
+    # labels and written once, so they are what it holds when it is judged
+    area, top, bot, _, _ = label_stats(labels)
+    top, bot = top[:, 1:], bot[:, 1:]
+    # labels 1..k of each crop, k its largest (a gap in the numbering spans 1 row, -1..-1)
+    own = np.arange(1, area.shape[1])[None, :] <= highest_labels(area)[:, None]
+    length = bot - top + 1
+    crops = out.reshape(-1, h, w)
+    # one group per frame of (N, T, H, W) (its crops: n * T + t), else the whole stack
+    n_t = out.shape[1] if out.ndim == 4 else 1
+    for t in range(n_t):
+        idx = np.arange(t, len(crops), n_t)
+        mine = own[idx]
+        lengths = length[idx][mine]
+        lengths = lengths[(bot[idx][mine] < h - open_end_rows) & (lengths > 0)]
         if len(lengths) < 3:
             continue
         shortest = ratio * float(np.median(lengths))
-        for i, (top, bot) in enumerate(spans):
-            length = bot - top + 1
-            fragment = (top >= 0) & (length < shortest) & (bot < h - open_end_rows)
-            if fragment.any():
-                group[i] = _joined(group[i], top, bot, fragment, gap)
+        fragment = mine & (top[idx] >= 0) & (length[idx] < shortest) & (bot[idx] < h - open_end_rows)
+        for j in np.flatnonzero(fragment.any(axis=1)):
+            m, k = idx[j], int(mine[j].sum())
+            crops[m] = _joined(crops[m], top[m, :k], bot[m, :k], fragment[j, :k], gap)
     return out
 
 

@@ -71,17 +71,15 @@ def drop_slivers(labels: np.ndarray, ratio: float = 0.5) -> np.ndarray:
     >>> np.unique(drop_slivers(lab)).tolist()
     [0, 1]
     """
+    from .label_stats import label_stats  # numba: loaded where used
+
     labels = np.asarray(labels)
     h, w = labels.shape[-2:]
     flat = labels.reshape(-1, h, w)
-    keep = np.ones(flat.shape[0:1] + (int(flat.max(initial=0)) + 1,), bool)
-    for k in range(1, keep.shape[1]):
-        obj = flat == k
-        rows = obj.any(axis=2)
-        length = rows.sum(axis=1)
-        width = obj.any(axis=1).sum(axis=1)
-        sliver = (length > 0) & (length < ratio * width) & ~rows[:, -1]
-        keep[sliver, k] = False
+    _, _, bottom, length, width = label_stats(flat)
+    sliver = (length > 0) & (length < ratio * width) & (bottom != h - 1)
+    sliver[:, 0] = False
+    keep = ~sliver
     if keep.all():
         return labels.astype(np.int32, copy=False)
     kept = np.take_along_axis(keep, flat.reshape(flat.shape[0], -1), axis=1)
