@@ -675,3 +675,24 @@ def test_no_box_on_the_pdms_beside_the_first_trench():
     found = np.sort(layout.trenches["x_center"].to_numpy())
     truth = np.sort(pos.trenches["x_center"].to_numpy())
     assert len(found) == len(truth) and np.abs(found - truth).max() < 2, (found[:3], truth[:3])
+
+
+def test_noise_of_jpeg_compressed_frames_is_not_zero():
+    """JPEG-compressed frames are smooth inside their 8 x 8 blocks: most neighbours are
+    equal and the noise came out as 1e-12, thresholds scaled by it sat on 0 and the
+    layout's contrast read 3e14. Rounding to whole grey levels is the floor."""
+    from batchlib.trench.detection.movie import detect_in_movie
+    from batchlib.trench.detection.quality import QUANTISATION_NOISE, image_noise
+
+    cfg = sample_config("jpeg", 100, height=512, width=512, n_timepoints=2, n_positions=1)
+    pos = simulate_position(cfg, 0)
+    phase = next(c for c in cfg.channels if cfg.is_phase(c))
+    for kind, ch in (("phase", phase), ("fluorescence", cfg.fluorescence_channels[0])):
+        movie = pos.movies[ch]
+        assert image_noise(movie[0]) >= QUANTISATION_NOISE
+        assert image_noise(movie[0].astype(np.float32)) >= QUANTISATION_NOISE
+        layout, _ = detect_in_movie(movie, kind, box_width=cfg.box_width)
+        assert 1.0 < layout.quality["contrast"] < 1e5, kind
+    rng = np.random.default_rng(0)
+    noisy = 100 + 5 * rng.standard_normal((256, 256))
+    assert image_noise(noisy) == pytest.approx(5.0, rel=0.05)  # real noise: no floor

@@ -10,12 +10,35 @@ __all__ = ["image_noise", "empty_flags", "empty_flags_clear", "fluorescence_fill
            "layout_quality"]
 
 
+#: Standard deviation of rounding to whole grey levels: no integer image is less noisy.
+QUANTISATION_NOISE = float(1.0 / np.sqrt(12.0))
+
+
 def image_noise(image) -> float:
-    """Pixel noise sigma from the median absolute difference of horizontal neighbours."""
+    """Pixel noise sigma from the median absolute difference of horizontal neighbours.
+
+    At least :data:`QUANTISATION_NOISE` for an image of whole grey levels (of
+    an integer type, or a float copy of one, as detection works on): JPEG-compressed
+    frames are smooth inside their 8 x 8 blocks, so most neighbours are equal
+    and the median difference is 0 (every frame of the jpeg family, fluorescence
+    and phase alike). Thresholds scaled by the noise then sat on 0 and the
+    layout's ``contrast`` read 3e14; the rounding to whole grey levels is a
+    floor no integer image goes below.
+
+    >>> flat = np.full((64, 64), 100, np.uint16)
+    >>> round(image_noise(flat), 3), round(image_noise(flat.astype(np.float32)), 3)
+    (0.289, 0.289)
+    >>> rng = np.random.default_rng(0)
+    >>> round(image_noise(100 + 5 * rng.standard_normal((256, 256))), 1)
+    5.0
+    """
     img = np.asarray(image)
     rows = img[:: max(1, img.shape[0] // 48)].astype(np.float32)
     d = np.diff(rows, axis=1).ravel()
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2)) + 1e-12
+    sigma = float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
+    if np.issubdtype(img.dtype, np.integer) or np.array_equal(rows, np.round(rows)):
+        sigma = max(sigma, QUANTISATION_NOISE)
+    return sigma + 1e-12
 
 
 def _largest_gap(scores):

@@ -29,8 +29,9 @@ class TrenchDetection(BatchJobOnContainer):
     # 5: phase empty flags from both textures, the lumen polarity from the texture relative
     # to the brightness where the plain texture puts the boxes on bright walls;
     # 6: fluorescence angle corrected by the lean of the closed-end line, boxes and drift
-    # along the trenches from frame 0's mother tips (tips near the image's edge seen)
-    version = "6"
+    # along the trenches from frame 0's mother tips (tips near the image's edge seen);
+    # 7: pixel noise at least the rounding to whole grey levels (JPEG'd frames read 1e-12)
+    version = "7"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
