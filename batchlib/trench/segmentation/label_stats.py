@@ -18,7 +18,10 @@ def label_stats(labels):
     Parameters
     ----------
     labels : ndarray of int, shape (..., H, W)
-        Non-negative labels.
+        Non-negative labels, numbered 1..k in each crop as every method's are
+        once the Segment job has them (the arrays hold a column per label
+        value up to the largest, so ids unique over a whole stack would make
+        them large).
 
     Returns
     -------
