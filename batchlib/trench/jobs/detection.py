@@ -30,7 +30,8 @@ class TrenchDetection(BatchJobOnContainer):
     # to the brightness where the plain texture puts the boxes on bright walls;
     # 6: fluorescence angle corrected by the lean of the closed-end line, boxes and drift
     # along the trenches from frame 0's mother tips (tips near the image's edge seen);
-    # 7: pixel noise at least the rounding to whole grey levels (JPEG'd frames read 1e-12)
+    # 7: pixel noise at least the rounding to whole grey levels (JPEG'd frames read 1e-12);
+    # fluorescence closed-end lines lean at most 0.1 deg (was 0.3)
     version = "7"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
