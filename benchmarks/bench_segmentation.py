@@ -57,6 +57,7 @@ from batchlib.trench.detection import (TrenchDetectionError,  # noqa: E402
                                        crop_trenches)
 from batchlib.trench.geometry import crop_box  # noqa: E402
 from batchlib.trench.segmentation.empty_trenches import clean_empty_trenches  # noqa: E402
+from batchlib.trench.segmentation.lumen_lookalikes import drop_lumen_lookalikes  # noqa: E402
 from batchlib.trench.segmentation.boundaries import LOW_BOUNDARY  # noqa: E402
 from batchlib.trench.segmentation.contrast import LOW_CONTRAST  # noqa: E402
 from batchlib.trench.segmentation.doubts import block_figures, judge  # noqa: E402
@@ -153,9 +154,14 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
     """The Segment job's call: ``threshold`` with the lumen width and, in phase, the
     empty trenches as the reference; other methods with their defaults (the U-Net,
     ``closed_end_margin``: the boxes' margin, as the Segment job passes it);
-    then what recurs in most empty trenches dropped from them."""
+    then, in phase, objects that look like the empty lumen dropped, and what
+    recurs in most empty trenches dropped from them."""
     labels = _segment(crops, kind, lumen_width, empty, method, margin)
-    return labels if empty is None else clean_empty_trenches(labels, np.asarray(empty, bool))
+    if empty is None:
+        return labels
+    if kind == "phase":
+        labels = drop_lumen_lookalikes(labels, crops, empty_background(crops, empty))
+    return clean_empty_trenches(labels, np.asarray(empty, bool))
 
 
 def plausibility(crops, pred, kind, detection_warned=False) -> dict:

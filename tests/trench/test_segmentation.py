@@ -284,3 +284,45 @@ def test_real_phase_frame(shared_data):
     assert labels.reshape(2, -1).max(axis=1).tolist() == [4, 4]
     mother_rows = np.nonzero((labels[0] == 1).any(axis=1))[0]
     assert mother_rows.min() < 5 and 30 < mother_rows.max() < 50
+
+
+def test_objects_that_look_like_the_empty_lumen_are_dropped_cells_of_either_sign_kept():
+    """An object is judged against the empty trenches' crop of the same frame, after
+    taking out the crop's own level: under uneven illumination a whole trench is
+    dimmer, and its band (the lumen's own shading) must still go while a dark cell and
+    a bright one (the other phase polarity) stay. Too few objects, or no reference:
+    nothing changes."""
+    from batchlib.trench.segmentation.lumen_lookalikes import (drop_lumen_lookalikes,
+                                                               lumen_departures)
+
+    rng = np.random.default_rng(0)
+    h, w = 60, 16
+    lumen = np.full((h, w), 900.0)
+    lumen[:, 6:10] = 860.0                         # the halo band: 4 % darker
+    background = np.broadcast_to(lumen, (1, 2, h, w)).copy()
+    crops = np.repeat(background, 6, axis=0) + rng.normal(0, 5, (6, 2, h, w))
+    labels = np.zeros(crops.shape, np.int32)
+    for n in range(4):                             # filled: two dark cells, 45 % of the lumen
+        for t in range(2):
+            for k, (r0, r1) in enumerate([(2, 14), (16, 28)], 1):
+                labels[n, t, r0:r1, 5:11] = k
+                crops[n, t, r0:r1, 5:11] *= 0.45
+    labels[0, 0, 30:40, 5:11] = 3                  # a bright cell in the empty end
+    crops[0, 0, 30:40, 5:11] *= 1.5
+    labels[1, 1, 32:58, 6:10] = 3                  # the band in a filled trench's empty end
+    labels[4, 0, 5:55, 6:10] = 1                   # the band in an empty trench ...
+    crops[5] *= 0.7                                # ... and in a dimmer one
+    labels[5, 1, 10:50, 6:10] = 1
+
+    dep = lumen_departures(labels, crops, background).reshape(6, 2, -1)
+    assert dep[0, 0, 1] == pytest.approx(-0.55, abs=0.02)
+    assert dep[0, 0, 3] == pytest.approx(0.5, abs=0.03)
+    assert abs(dep[5, 1, 1]) < 0.03                # the dimmer trench's level is taken out
+    out = drop_lumen_lookalikes(labels, crops, background)
+    assert [int(out[n, t].max()) for n in range(6) for t in range(2)] == \
+        [3, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0]
+    assert (out[0, 0] == labels[0, 0]).all()
+    assert drop_lumen_lookalikes(labels, crops, None) is labels
+    few = np.zeros_like(labels)
+    few[4, 0, 5:55, 6:10] = 1
+    assert drop_lumen_lookalikes(few, crops, background) is few

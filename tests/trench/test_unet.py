@@ -550,3 +550,35 @@ def test_no_mother_reaches_into_the_pdms_margin_of_a_well_loaded_set():
     labels = segment_trenches(crops, method="unet", kind="phase", closed_end_margin=margin)
     assert labels[..., : int(np.ceil(margin)), :].max() == 0
     assert (labels.max(axis=(2, 3)) > 0).mean() > 0.9   # the cells are still there
+
+
+def test_a_halo_band_in_empty_lumens_is_not_taken_for_cells():
+    """Strong wall halos (held-out halo_walls 10109, found there) leave the middle of an
+    empty lumen a shade darker than its edges; the network drew long thin "cells" on
+    that band in empty trenches and in the empty ends of filled ones. Compared with what
+    the empty trenches look like in the same frame, the band is the lumen: it goes, and
+    every cell stays."""
+    from batchlib.trench.geometry import crop_box
+    from batchlib.trench.segmentation.lumen_lookalikes import drop_lumen_lookalikes
+    from batchlib.trench.synthetic import simulate_position
+    from batchlib.trench.synthetic.families import sample_config
+
+    cfg = sample_config("halo_walls", 10109, height=768, width=768, n_timepoints=3,
+                        n_positions=1)
+    pos = simulate_position(cfg, 0)
+    movie = pos.movies["phase"]
+    crops = np.stack([[crop_box(movie[t], r.x_center, r.y_closed, r.direction, int(r.height),
+                                int(r.width), r.angle_deg, pos.drift[t]) for t in range(3)]
+                      for r in pos.trenches.itertuples()])
+    empty = pos.trenches["empty"].to_numpy(bool)
+    background = empty_background(crops, empty)
+    raw = segment_trenches(crops, method="unet", kind="phase", background=background)
+    kept = drop_lumen_lookalikes(raw, crops, background)
+    truth = pos.trench_labels
+    cell_free = truth.max(axis=(2, 3)) == 0
+    assert (raw.max(axis=(2, 3))[cell_free] > 0).sum() >= 3   # the band, found before
+    assert (kept.max(axis=(2, 3))[cell_free] > 0).sum() == 0
+    before, after = match_labels(truth, raw), match_labels(truth, kept)
+    assert after.tp == before.tp > 300                       # no cell lost
+    assert after.n_pred <= before.n_pred - 20                # the band's objects gone
+    assert after.f1 > before.f1

@@ -37,7 +37,8 @@ class Segment(BatchJobOnContainer):
     built, so a misspelt name or parameter fails at once, not in every worker.
     """
 
-    version = "8"  # 8: fragments in empty trenches dropped, pieces of cells joined, no
+    version = "9"  # 9: phase objects that look like the empty lumen dropped.
+    # 8: fragments in empty trenches dropped, pieces of cells joined, no
     # cell in the PDMS margin without an empty trench. 7: U-Net weights that have
     # seen combined conditions. 6: U-Net weights that find the closed end in the first
     # 3 rows. 5: no empty trench: read from the closed-end margin; slivers dropped.
@@ -93,6 +94,7 @@ class Segment(BatchJobOnContainer):
         import numpy as np
         from ..segmentation import resolve_method, segment_trenches
         from ..segmentation.empty_trenches import clean_empty_trenches
+        from ..segmentation.lumen_lookalikes import drop_lumen_lookalikes
         from ..segmentation.doubts import block_figures, judge
         from ..segmentation.methods import accepted_keywords
         from ..segmentation.threshold import empty_background
@@ -148,6 +150,12 @@ class Segment(BatchJobOnContainer):
                 # where the lumen starts in every box, from how detection placed them
                 kwargs["closed_end_margin"] = margin
             labels = segment_trenches(block, method=method, kind=kind, **kwargs)
+            if empty is not None and kind == "phase":
+                # a shade of the empty lumen (a wall halo's band) is not a cell
+                background = kwargs.get("background")
+                if background is None:
+                    background = empty_background(block, empty)
+                labels = drop_lumen_lookalikes(labels, block, background)
             if empty is not None:
                 # what recurs in most empty trenches is the chip, not a cell; and a
                 # cell that enters one is a whole cell, not a speck of halo or debris
