@@ -69,6 +69,7 @@ from batchlib.trench.segmentation import segment_trenches  # noqa: E402
 from batchlib.trench.segmentation.evaluate import match_labels, rod_profile  # noqa: E402
 from batchlib.trench.segmentation.threshold import empty_background  # noqa: E402
 from batchlib.trench.synthetic import simulate_position  # noqa: E402
+from batchlib.trench.synthetic.chip import make_layout  # noqa: E402
 from batchlib.trench.synthetic.families import (FAMILIES, add_seed_arguments,  # noqa: E402
                                                 sample_config, seeds)
 from batchlib.trench.synthetic.scoring import (count_labels, labels_in_boxes,  # noqa: E402
@@ -213,6 +214,12 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
                    lay.quality.get("closed_end_margin_px"))
     pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
                            movie.shape[1:], cfg.pitch_px)
+    keep = ~on_edge_trenches(lay, pos, cfg, {j for _, j in pairs})
+    if not keep.all():
+        # a box on a trench the frame edge cuts: its cells are real but not in the truth
+        index = np.cumsum(keep) - 1
+        pairs = [(i, int(index[j])) for i, j in pairs]
+        crops, truth, pred = crops[keep], truth[keep], pred[keep]
     det_len = np.full(crops.shape[:2], np.nan)
     counts = np.zeros(crops.shape[:2], int)  # boxes on no trench should hold no cell
     all_counts = count_labels(pos.trench_labels)
@@ -223,6 +230,31 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
     return {**score(truth, pred, det_len, counts, all_counts[~matched],
                     int(np.isfinite(mother_len[~matched]).sum())),
             **plausibility(crops, pred, kind, empty is None or bool(lay.warnings))}
+
+
+def on_edge_trenches(lay, pos, cfg, matched) -> np.ndarray:
+    """Which detected boxes lie on a trench the generator cut at the frame edge.
+
+    With ``edge_trenches="cells"`` such trenches are rendered with their cells
+    but are neither in the truth nor in the labels (``docs/synthetic_data.md``).
+    A box detection puts on one (it may fit in the frame when the generator's
+    box, drifted over the movie, does not) holds real cells with no truth to
+    score them against: they are left out of the scores, not counted as false
+    cells. ``matched``: boxes already paired with a true trench.
+    """
+    out = np.zeros(len(lay.trenches), bool)
+    if cfg.edge_trenches != "cells":  # "empty": an edge lumen holds no cell, as scored
+        return out
+    lumens = make_layout(cfg, int(pos.metadata["position"])).lumens
+    edge = lumens[lumens["row"] < 0]
+    if len(edge) == 0:
+        return out
+    edge = edge.assign(height=int(pos.trench_labels.shape[2]), width=int(pos.trench_labels.shape[3]))
+    pairs, _ = match_boxes(lay.trenches, lay.angle_deg, edge, pos.metadata["angle_deg"],
+                           pos.movies[next(iter(pos.movies))].shape[1:], cfg.pitch_px)
+    for _, j in pairs:
+        out[j] = j not in matched
+    return out
 
 
 def run_families(families, seed_list, size, n_timepoints, verbose=False, method="threshold",
