@@ -360,7 +360,7 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
     return dict(y_top=edges[0], y_bottom=edges[1], reach=edges if reach is None else reach,
                 cues=cues, spread=spread, spill=spill,
                 top_each=per_trench[0], bottom_each=per_trench[1], pushed=per_trench[2],
-                rows=rows, excess=each)
+                ends_from_empty=per_trench[3], rows=rows, excess=each)
 
 
 def _trench_ends(rows, each, inside, filled, centres, edges, kind):
@@ -374,6 +374,7 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
     """
     n = len(centres)
     ends = np.full((n, 2), np.nan)
+    from_empty = False
     if kind == "fluorescence":
         for i in np.flatnonzero(filled):
             prof = smooth(each[:, i], 1.0)
@@ -389,7 +390,8 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
             far = np.abs(ends[:, k] - edges[k]) > 12.0
             ends[far, k] = np.nan
         empty = ~np.asarray(filled, bool)
-        if np.isfinite(ends[empty]).sum(axis=0).min() >= 3:
+        from_empty = _empty_ends_agree(ends[empty])
+        if from_empty:
             # dark cells lower a filled lumen's inside level, so its half level
             # lies out in the halo's tail (2 px with wide halos, every filled
             # trench alike): the empty lumens draw the line, the cells' tips
@@ -419,7 +421,32 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
             pushed = (float(np.sum(top - new_top > 1.5)) / n,
                       float(np.sum(new_bottom - bottom > 1.5)) / n)
             top, bottom = new_top, new_bottom
-    return top, bottom, pushed
+    return top, bottom, pushed, from_empty
+
+
+def _empty_ends_agree(ends, tolerance=1.0) -> bool:
+    """Whether a set's empty lumens can draw its end lines: at both ends, three
+    found ends, or two within ``tolerance`` px of each other.
+
+    ``ends``: ``(n_empty, 2)`` edge rows (NaN: not found). Two was too few
+    before (held-out mixed 10128: two empty lumens, both ends within 0.6 px of
+    the truth; the filled lumens' half levels, 4 px out in the halo's tail,
+    drew the line and every box of the set started 4.5 px before its closed
+    end). Two that agree are two ends of one straight line; two that do not
+    say nothing.
+
+    >>> _empty_ends_agree(np.array([[227.5, 430.1], [227.4, 430.6]]))
+    True
+    >>> _empty_ends_agree(np.array([[227.5, 430.1], [224.0, 430.6]]))
+    False
+    >>> _empty_ends_agree(np.array([[227.5, 430.1], [np.nan, 430.6], [np.nan, 430.0]]))
+    False
+    """
+    for col in np.asarray(ends, float).T:
+        found = col[np.isfinite(col)]
+        if not (found.size >= 3 or (found.size == 2 and abs(found[0] - found[1]) <= tolerance)):
+            return False
+    return True
 
 
 def _phase_cell_tips(rows, profs, filled, edges, reach=40, k=5.0):

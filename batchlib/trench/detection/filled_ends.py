@@ -91,10 +91,11 @@ def clear_closed_end(s, tolerance=1.0, inset=10.0) -> float:
     lumens' mean contrast where it lies more than ``tolerance`` px further in.
 
     Returns the distance moved (0.0 if not moved). Sets with :data:`MIN_EMPTY`
-    or more empty trenches are left alone.
+    or more empty trenches are left alone, and so are sets whose empty lumens drew
+    the end lines (``ends_from_empty``: two that agree, see :func:`.ends.set_ends`).
     """
     empty = np.asarray(s["empty"], bool)
-    if empty.sum() >= MIN_EMPTY or empty.all():
+    if empty.sum() >= MIN_EMPTY or empty.all() or s.get("ends_from_empty", False):
         return 0.0
     rows = np.asarray(s["rows"], float)
     profile = smooth(nanmean(np.asarray(s["excess"])[:, ~empty], axis=1), 1.0)
