@@ -161,7 +161,8 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
     if empty is None:
         return labels
     if kind == "phase":
-        labels = drop_lumen_lookalikes(labels, crops, empty_background(crops, empty))
+        labels = drop_lumen_lookalikes(labels, crops, empty_background(crops, empty),
+                                       empty=empty)
     return clean_empty_trenches(labels, np.asarray(empty, bool))
 
 

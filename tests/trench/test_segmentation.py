@@ -322,6 +322,8 @@ def test_objects_that_look_like_the_empty_lumen_are_dropped_cells_of_either_sign
     assert [int(out[n, t].max()) for n in range(6) for t in range(2)] == \
         [3, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0]
     assert (out[0, 0] == labels[0, 0]).all()
+    flags = np.array([False] * 4 + [True] * 2)     # the reference's own trenches: the same
+    assert np.array_equal(drop_lumen_lookalikes(labels, crops, background, empty=flags), out)
     assert drop_lumen_lookalikes(labels, crops, None) is labels
     few = np.zeros_like(labels)
     few[4, 0, 5:55, 6:10] = 1

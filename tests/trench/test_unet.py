@@ -573,7 +573,7 @@ def test_a_halo_band_in_empty_lumens_is_not_taken_for_cells():
     empty = pos.trenches["empty"].to_numpy(bool)
     background = empty_background(crops, empty)
     raw = segment_trenches(crops, method="unet", kind="phase", background=background)
-    kept = drop_lumen_lookalikes(raw, crops, background)
+    kept = drop_lumen_lookalikes(raw, crops, background, empty=empty)
     truth = pos.trench_labels
     cell_free = truth.max(axis=(2, 3)) == 0
     assert (raw.max(axis=(2, 3))[cell_free] > 0).sum() >= 3   # the band, found before
@@ -582,3 +582,33 @@ def test_a_halo_band_in_empty_lumens_is_not_taken_for_cells():
     assert after.tp == before.tp > 300                       # no cell lost
     assert after.n_pred <= before.n_pred - 20                # the band's objects gone
     assert after.f1 > before.f1
+
+
+def test_a_reference_with_cells_drops_nothing():
+    """When the trenches flagged empty hold cells (here three filled trenches flagged
+    empty and no empty one), their median is no picture of an empty lumen: judged
+    against it, 4-10 % of the real cells looked like the lumen and went. Those
+    trenches' crops depart from their median by more than the cells do, so nothing
+    is dropped."""
+    from batchlib.trench.geometry import crop_box
+    from batchlib.trench.segmentation.lumen_lookalikes import (drop_lumen_lookalikes,
+                                                               reference_spread)
+    from batchlib.trench.synthetic import simulate_position
+    from batchlib.trench.synthetic.families import sample_config
+
+    cfg = sample_config("nominal", 3, height=768, width=768, n_timepoints=4, n_positions=1)
+    pos = simulate_position(cfg, 0)
+    movie = pos.movies["phase"]
+    crops = np.stack([[crop_box(movie[t], r.x_center, r.y_closed, r.direction, int(r.height),
+                                int(r.width), r.angle_deg, pos.drift[t]) for t in range(4)]
+                      for r in pos.trenches.itertuples()])
+    truly_empty = pos.trenches["empty"].to_numpy(bool)
+    wrong = np.zeros_like(truly_empty)
+    wrong[np.flatnonzero(~truly_empty)[:3]] = True
+    background = empty_background(crops, wrong)
+    raw = segment_trenches(crops, method="unet", kind="phase", background=background)
+    blind = drop_lumen_lookalikes(raw, crops, background)          # the flags not known
+    assert match_labels(pos.trench_labels, blind).tp < match_labels(pos.trench_labels, raw).tp - 10
+    assert drop_lumen_lookalikes(raw, crops, background, empty=wrong) is raw
+    right = empty_background(crops, truly_empty)
+    assert reference_spread(crops, right, truly_empty) < 0.03 < reference_spread(crops, background, wrong)

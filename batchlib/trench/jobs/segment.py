@@ -155,7 +155,7 @@ class Segment(BatchJobOnContainer):
                 background = kwargs.get("background")
                 if background is None:
                     background = empty_background(block, empty)
-                labels = drop_lumen_lookalikes(labels, block, background)
+                labels = drop_lumen_lookalikes(labels, block, background, empty=empty)
             if empty is not None:
                 # what recurs in most empty trenches is the chip, not a cell; and a
                 # cell that enters one is a whole cell, not a speck of halo or debris
