@@ -552,24 +552,31 @@ def test_no_mother_reaches_into_the_pdms_margin_of_a_well_loaded_set():
     assert (labels.max(axis=(2, 3)) > 0).mean() > 0.9   # the cells are still there
 
 
+def _phase_crops_on_the_true_boxes(family, seed, n_frames):
+    """A generated 768² position of ``family`` and its phase crops ``(N, T, H, W)``."""
+    from batchlib.trench.geometry import crop_box
+    from batchlib.trench.synthetic import simulate_position
+    from batchlib.trench.synthetic.families import sample_config
+
+    cfg = sample_config(family, seed, height=768, width=768, n_timepoints=n_frames,
+                        n_positions=1)
+    pos = simulate_position(cfg, 0)
+    movie = pos.movies["phase"]
+    crops = np.stack([[crop_box(movie[t], r.x_center, r.y_closed, r.direction, int(r.height),
+                                int(r.width), r.angle_deg, pos.drift[t])
+                       for t in range(n_frames)] for r in pos.trenches.itertuples()])
+    return pos, crops
+
+
 def test_a_halo_band_in_empty_lumens_is_not_taken_for_cells():
     """Strong wall halos (held-out halo_walls 10109, found there) leave the middle of an
     empty lumen a shade darker than its edges; the network drew long thin "cells" on
     that band in empty trenches and in the empty ends of filled ones. Compared with what
     the empty trenches look like in the same frame, the band is the lumen: it goes, and
     every cell stays."""
-    from batchlib.trench.geometry import crop_box
     from batchlib.trench.segmentation.lumen_lookalikes import drop_lumen_lookalikes
-    from batchlib.trench.synthetic import simulate_position
-    from batchlib.trench.synthetic.families import sample_config
 
-    cfg = sample_config("halo_walls", 10109, height=768, width=768, n_timepoints=3,
-                        n_positions=1)
-    pos = simulate_position(cfg, 0)
-    movie = pos.movies["phase"]
-    crops = np.stack([[crop_box(movie[t], r.x_center, r.y_closed, r.direction, int(r.height),
-                                int(r.width), r.angle_deg, pos.drift[t]) for t in range(3)]
-                      for r in pos.trenches.itertuples()])
+    pos, crops = _phase_crops_on_the_true_boxes("halo_walls", 10109, 3)
     empty = pos.trenches["empty"].to_numpy(bool)
     background = empty_background(crops, empty)
     raw = segment_trenches(crops, method="unet", kind="phase", background=background)
@@ -590,18 +597,10 @@ def test_a_reference_with_cells_drops_nothing():
     against it, 4-10 % of the real cells looked like the lumen and went. Those
     trenches' crops depart from their median by more than the cells do, so nothing
     is dropped."""
-    from batchlib.trench.geometry import crop_box
     from batchlib.trench.segmentation.lumen_lookalikes import (drop_lumen_lookalikes,
                                                                reference_spread)
-    from batchlib.trench.synthetic import simulate_position
-    from batchlib.trench.synthetic.families import sample_config
 
-    cfg = sample_config("nominal", 3, height=768, width=768, n_timepoints=4, n_positions=1)
-    pos = simulate_position(cfg, 0)
-    movie = pos.movies["phase"]
-    crops = np.stack([[crop_box(movie[t], r.x_center, r.y_closed, r.direction, int(r.height),
-                                int(r.width), r.angle_deg, pos.drift[t]) for t in range(4)]
-                      for r in pos.trenches.itertuples()])
+    pos, crops = _phase_crops_on_the_true_boxes("nominal", 3, 4)
     truly_empty = pos.trenches["empty"].to_numpy(bool)
     wrong = np.zeros_like(truly_empty)
     wrong[np.flatnonzero(~truly_empty)[:3]] = True
