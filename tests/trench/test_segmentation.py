@@ -328,3 +328,21 @@ def test_objects_that_look_like_the_empty_lumen_are_dropped_cells_of_either_sign
     few = np.zeros_like(labels)
     few[4, 0, 5:55, 6:10] = 1
     assert drop_lumen_lookalikes(few, crops, background) is few
+
+
+def test_row_medians_equal_nanmedian():
+    """The sort-based per-row median the look-alike step uses is ``np.nanmedian`` of
+    the chosen values (odd and even counts, rows with none)."""
+    import warnings
+
+    from batchlib.trench.segmentation.lumen_lookalikes import _row_medians
+
+    rng = np.random.default_rng(1)
+    for trial in range(20):
+        values = rng.random((50, 97)).astype(np.float32)
+        chosen = rng.random((50, 97)) < rng.random()
+        chosen[3] = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmedian(np.where(chosen, values, np.nan), axis=1)
+        np.testing.assert_array_equal(_row_medians(values, chosen), expected)
