@@ -47,11 +47,13 @@ def lumen_departures(labels, crops, background):
     # where the reference is (nearly) zero a ratio means nothing: clip it
     floor = max(float(np.median(background)) * 1e-2, 1e-6)
     ratio = (crops / np.maximum(background, floor)).reshape(n * n_t, h * w)
-    flat = labels.reshape(n * n_t, h * w).astype(np.int64)
+    flat = labels.reshape(n * n_t, h * w)
     k = int(flat.max(initial=0))
-    ids = flat + (k + 1) * np.arange(n * n_t)[:, None]
-    size = np.bincount(ids.ravel(), minlength=n * n_t * (k + 1)).reshape(n * n_t, k + 1)
-    total = np.bincount(ids.ravel(), weights=ratio.ravel(), minlength=size.size)
+    # sums over the labelled pixels only: (crop, label) -> one index
+    where = np.flatnonzero(flat)
+    ids = (where // (h * w)) * (k + 1) + flat.ravel()[where]
+    size = np.bincount(ids, minlength=n * n_t * (k + 1)).reshape(n * n_t, k + 1)
+    total = np.bincount(ids, weights=ratio.ravel()[where], minlength=size.size)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total.reshape(size.shape) / size
     # a crop without a pixel outside its objects has no level (NaN): its objects stay
