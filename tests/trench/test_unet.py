@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")  # a test dependency (setup.py "test" extra
 
 from batchlib.cli import main as cli_main  # noqa: E402
 from batchlib.io import open_file, read_attrs, read_table  # noqa: E402
-from batchlib.trench.layout import TRENCHES_TABLE  # noqa: E402
+from batchlib.trench.layout import DRIFT_TABLE, TRENCHES_TABLE  # noqa: E402
 from batchlib.trench.segmentation.empty_trenches import clean_empty_trenches  # noqa: E402
 from batchlib.trench.segmentation.threshold import empty_background  # noqa: E402
 from batchlib.trench.jobs import Segment  # noqa: E402
@@ -611,3 +611,39 @@ def test_a_reference_with_cells_drops_nothing():
     assert drop_lumen_lookalikes(raw, crops, background, empty=wrong) is raw
     right = empty_background(crops, truly_empty)
     assert reference_spread(crops, right, truly_empty) < 0.03 < reference_spread(crops, background, wrong)
+
+
+def test_the_segment_job_drops_lumen_lookalikes_and_says_so(tmp_path):
+    """The Segment job applies the look-alike step with TrenchDetection's empty flags
+    (held-out halo_walls 10109, 2 frames): no object in a trench-frame without cells,
+    and the log says how many objects went."""
+    import shutil
+
+    from batchlib import run_workflow
+    from batchlib.trench.jobs import Compress, Ingest, TrenchDetection
+    from batchlib.trench.synthetic import load_ground_truth
+    from batchlib.trench.synthetic.families import sample_config
+    from batchlib.trench.synthetic.scoring import labels_in_boxes
+
+    cfg = sample_config("halo_walls", 10109, height=768, width=768, n_timepoints=2,
+                        n_positions=1)
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_acquisition(raw, cfg, layout="ome-tiff", name="acq")
+    truth = load_ground_truth(raw / "ground_truth" / "acq_pos000")
+    shutil.rmtree(raw / "ground_truth")
+    jobs = [Ingest(), TrenchDetection(qc_plot=False), Compress(), Segment(method="unet")]
+    run_workflow("Test", out, jobs, input_folder=raw, progress=False, log_level="INFO")
+    logged = "".join(p.read_text() for p in (out / "batchlib").glob("*.log"))
+    assert "objects that look like the empty lumen dropped" in logged
+    with open_file(out / "acq_pos000.h5", "r") as f:
+        labels = f["segmentation/cells"][:]
+        trenches = read_table(f, TRENCHES_TABLE)
+        angle = read_attrs(f[TRENCHES_TABLE])["angle_deg"]
+        drift = read_table(f, DRIFT_TABLE)[["dy", "dx"]].to_numpy()
+    cells = np.stack([labels_in_boxes(truth.frame_labels[t], trenches, angle, drift[t])
+                      for t in range(2)], axis=1).max(axis=(2, 3))
+    assert (cells == 0).sum() >= 10
+    assert labels.max(axis=(2, 3))[cells == 0].max() == 0
+    assert match_labels(np.stack([labels_in_boxes(truth.frame_labels[t], trenches, angle,
+                                                  drift[t]) for t in range(2)], axis=1),
+                        labels).f1 > 0.98

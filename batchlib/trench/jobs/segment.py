@@ -155,7 +155,13 @@ class Segment(BatchJobOnContainer):
                 background = kwargs.get("background")
                 if background is None:
                     background = empty_background(block, empty)
-                labels = drop_lumen_lookalikes(labels, block, background, empty=empty)
+                kept = drop_lumen_lookalikes(labels, block, background, empty=empty)
+                if kept is not labels:
+                    # numbered 1..k in every crop: the largest labels count the objects
+                    gone = int(labels.max(axis=(2, 3)).sum() - kept.max(axis=(2, 3)).sum())
+                    self.logger.info("%s: frames %d-%d: %d objects that look like the empty "
+                                     "lumen dropped", os.path.basename(path), t0, t1 - 1, gone)
+                    labels = kept
             if empty is not None:
                 # what recurs in most empty trenches is the chip, not a cell; and a
                 # cell that enters one is a whole cell, not a speck of halo or debris
