@@ -56,8 +56,7 @@ from bench_detection import channels_of, markdown, with_summary  # noqa: E402
 from batchlib.trench.detection import (TrenchDetectionError,  # noqa: E402
                                        crop_trenches)
 from batchlib.trench.geometry import crop_box  # noqa: E402
-from batchlib.trench.segmentation.empty_trenches import clean_empty_trenches  # noqa: E402
-from batchlib.trench.segmentation.lumen_lookalikes import drop_lumen_lookalikes  # noqa: E402
+from batchlib.trench.segmentation.empty_trenches import clean_by_empty_trenches  # noqa: E402
 from batchlib.trench.segmentation.boundaries import LOW_BOUNDARY  # noqa: E402
 from batchlib.trench.segmentation.contrast import LOW_CONTRAST  # noqa: E402
 from batchlib.trench.segmentation.doubts import block_figures, judge  # noqa: E402
@@ -160,10 +159,7 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
     labels = _segment(crops, kind, lumen_width, empty, method, margin)
     if empty is None:
         return labels
-    if kind == "phase":
-        labels = drop_lumen_lookalikes(labels, crops, empty_background(crops, empty),
-                                       empty=empty)
-    return clean_empty_trenches(labels, np.asarray(empty, bool))
+    return clean_by_empty_trenches(labels, crops, kind, np.asarray(empty, bool))[0]
 
 
 def plausibility(crops, pred, kind, detection_warned=False) -> dict:
@@ -215,7 +211,7 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
                    lay.quality.get("closed_end_margin_px"))
     pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
                            movie.shape[1:], cfg.pitch_px)
-    keep = ~on_edge_trenches(lay, pos, cfg, {j for _, j in pairs})
+    keep = ~on_edge_trenches(lay, pos, cfg, movie.shape[1:], {j for _, j in pairs})
     if not keep.all():
         # a box on a trench the frame edge cuts: its cells are real but not in the truth
         index = np.cumsum(keep) - 1
@@ -233,7 +229,7 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
             **plausibility(crops, pred, kind, empty is None or bool(lay.warnings))}
 
 
-def on_edge_trenches(lay, pos, cfg, matched) -> np.ndarray:
+def on_edge_trenches(lay, pos, cfg, shape, matched) -> np.ndarray:
     """Which detected boxes lie on a trench the generator cut at the frame edge.
 
     With ``edge_trenches="cells"`` such trenches are rendered with their cells
@@ -241,7 +237,7 @@ def on_edge_trenches(lay, pos, cfg, matched) -> np.ndarray:
     A box detection puts on one (it may fit in the frame when the generator's
     box, drifted over the movie, does not) holds real cells with no truth to
     score them against: they are left out of the scores, not counted as false
-    cells. ``matched``: boxes already paired with a true trench.
+    cells. ``shape``: the frame's; ``matched``: boxes already paired with a true trench.
     """
     out = np.zeros(len(lay.trenches), bool)
     if cfg.edge_trenches != "cells":  # "empty": an edge lumen holds no cell, as scored
@@ -251,8 +247,8 @@ def on_edge_trenches(lay, pos, cfg, matched) -> np.ndarray:
     if len(edge) == 0:
         return out
     edge = edge.assign(height=int(pos.trench_labels.shape[2]), width=int(pos.trench_labels.shape[3]))
-    pairs, _ = match_boxes(lay.trenches, lay.angle_deg, edge, pos.metadata["angle_deg"],
-                           pos.movies[next(iter(pos.movies))].shape[1:], cfg.pitch_px)
+    pairs, _ = match_boxes(lay.trenches, lay.angle_deg, edge, pos.metadata["angle_deg"], shape,
+                           cfg.pitch_px)
     for _, j in pairs:
         out[j] = j not in matched
     return out

@@ -93,8 +93,7 @@ class Segment(BatchJobOnContainer):
     def process_container(self, container, path):
         import numpy as np
         from ..segmentation import resolve_method, segment_trenches
-        from ..segmentation.empty_trenches import clean_empty_trenches
-        from ..segmentation.lumen_lookalikes import drop_lumen_lookalikes
+        from ..segmentation.empty_trenches import clean_by_empty_trenches
         from ..segmentation.doubts import block_figures, judge
         from ..segmentation.methods import accepted_keywords
         from ..segmentation.threshold import empty_background
@@ -150,22 +149,15 @@ class Segment(BatchJobOnContainer):
                 # where the lumen starts in every box, from how detection placed them
                 kwargs["closed_end_margin"] = margin
             labels = segment_trenches(block, method=method, kind=kind, **kwargs)
-            if empty is not None and kind == "phase":
-                # a shade of the empty lumen (a wall halo's band) is not a cell
-                background = kwargs.get("background")
-                if background is None:
-                    background = empty_background(block, empty)
-                kept = drop_lumen_lookalikes(labels, block, background, empty=empty)
-                if kept is not labels:
-                    # numbered 1..k in every crop: the largest labels count the objects
-                    gone = int(labels.max(axis=(2, 3)).sum() - kept.max(axis=(2, 3)).sum())
+            if empty is not None:
+                # a shade of the empty lumen (a wall halo's band) is not a cell; what
+                # recurs in most empty trenches is the chip; and a cell that enters
+                # one is a whole cell, not a speck of halo or debris
+                labels, gone = clean_by_empty_trenches(labels, block, kind, empty,
+                                                       kwargs.get("background"))
+                if gone:
                     self.logger.info("%s: frames %d-%d: %d objects that look like the empty "
                                      "lumen dropped", os.path.basename(path), t0, t1 - 1, gone)
-                    labels = kept
-            if empty is not None:
-                # what recurs in most empty trenches is the chip, not a cell; and a
-                # cell that enters one is a whole cell, not a speck of halo or debris
-                labels = clean_empty_trenches(labels, empty)
             if labels.max(initial=0) > np.iinfo(np.uint16).max:
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
             ds[:, t0:t1] = labels.astype(np.uint16)

@@ -6,15 +6,44 @@ import numpy as np
 from .chip_structures import drop_chip_structures
 from .numbering import remove_objects
 
-__all__ = ["clean_empty_trenches", "drop_fragments"]
+__all__ = ["clean_by_empty_trenches", "clean_empty_trenches", "drop_fragments"]
+
+
+def clean_by_empty_trenches(labels, crops, kind, empty, background=None) -> tuple:
+    """What the trenches TrenchDetection found empty rule out, after any segmentation
+    method: what the Segment job does (and the benchmarks, which must score what it
+    writes).
+
+    In phase contrast, objects in any trench that look just like the empty lumen
+    (:func:`~.lumen_lookalikes.drop_lumen_lookalikes`, against ``background`` or,
+    without it, the empty trenches' median crop); then, in the trenches flagged
+    empty, chip structures and fragments (:func:`clean_empty_trenches`).
+
+    Returns
+    -------
+    labels : ndarray
+    n_lookalikes : int
+        Objects dropped as look-alikes of the empty lumen.
+    """
+    n_lookalikes = 0
+    if kind == "phase":
+        from .lumen_lookalikes import drop_lumen_lookalikes
+        from .threshold import empty_background
+
+        if background is None:
+            background = empty_background(crops, empty)
+        kept = drop_lumen_lookalikes(labels, crops, background, empty=empty)
+        if kept is not labels:
+            # numbered 1..k in every crop: the largest labels count the objects
+            n_lookalikes = int(labels.max(axis=(2, 3)).sum() - kept.max(axis=(2, 3)).sum())
+            labels = kept
+    return clean_empty_trenches(labels, empty), n_lookalikes
 
 
 def clean_empty_trenches(labels, empty):
     """Chip structures (:func:`~.chip_structures.drop_chip_structures`), then fragments
-    (:func:`drop_fragments`) removed from the trenches flagged ``empty``.
-
-    What the Segment job (and the benchmarks, which must score what it
-    writes) does after any segmentation method.
+    (:func:`drop_fragments`) removed from the trenches flagged ``empty`` (the second
+    half of :func:`clean_by_empty_trenches`).
     """
     return drop_fragments(drop_chip_structures(labels, empty), empty)
 
