@@ -61,6 +61,7 @@ from batchlib.trench.segmentation.boundaries import LOW_BOUNDARY  # noqa: E402
 from batchlib.trench.segmentation.contrast import LOW_CONTRAST  # noqa: E402
 from batchlib.trench.segmentation.doubts import block_figures, judge  # noqa: E402
 from batchlib.trench.segmentation.fill import LOW_FILL  # noqa: E402
+from batchlib.trench.segmentation.mirror import LOW_AGREEMENT, mirror_counts  # noqa: E402
 from batchlib.trench.segmentation.mother_lengths import WIDE_SPREAD  # noqa: E402
 from batchlib.trench.measure import measure_cells, measure_trench_frames  # noqa: E402
 from batchlib.trench.detection.movie import detect_in_movie, movie_drift  # noqa: E402
@@ -155,39 +156,52 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
     empty trenches as the reference; other methods with their defaults (the U-Net,
     ``closed_end_margin``: the boxes' margin, as the Segment job passes it);
     then, in phase, objects that look like the empty lumen dropped, and what
-    recurs in most empty trenches dropped from them."""
-    labels = _segment(crops, kind, lumen_width, empty, method, margin)
-    if empty is None:
-        return labels
-    return clean_by_empty_trenches(labels, crops, kind, np.asarray(empty, bool))[0]
+    recurs in most empty trenches dropped from them.
+
+    Returns the labels and, as the job measures them, the :func:`mirror_counts`
+    of the first frame (the benchmark's movies are one block of frames)."""
+    kwargs = _segment_kwargs(crops, kind, lumen_width, empty, method, margin)
+
+    def call(crops, **kwargs):
+        labels = segment_trenches(crops, method=method, kind=kind, **kwargs)
+        if empty is None:
+            return labels
+        return clean_by_empty_trenches(labels, crops, kind, np.asarray(empty, bool),
+                                       kwargs.get("background"))[0]
+
+    labels = call(crops, **kwargs)
+    return labels, mirror_counts(crops, labels, call, **kwargs)
 
 
-def plausibility(crops, pred, kind, detection_warned=False) -> dict:
+def plausibility(crops, pred, kind, mirror=None, detection_warned=False) -> dict:
     """Whether the status warns about one position: Segment's warnings
     (:mod:`batchlib.trench.segmentation.doubts`) and, on the detected geometry,
-    TrenchDetection's (empty flags it could not decide, a layout it could not verify)."""
-    _, warned = judge([block_figures(crops, pred, kind)])
-    return {"flagged": bool(warned) or detection_warned}
+    TrenchDetection's (empty flags it could not decide, a layout it could not verify);
+    ``mirror agreement``: the figure of :mod:`batchlib.trench.segmentation.mirror`."""
+    figures, warned = judge([block_figures(crops, pred, kind, mirror=mirror)])
+    agree = figures.get("mirror_agreement")
+    return {"flagged": bool(warned) or detection_warned,
+            "mirror agreement": np.nan if agree is None else agree}
 
 
-def _segment(crops, kind, lumen_width, empty=None, method="threshold", margin=None):
+def _segment_kwargs(crops, kind, lumen_width, empty=None, method="threshold", margin=None):
+    """The keywords the Segment job passes ``segment_trenches`` for these crops."""
+    extra = {}
+    background = None
+    if kind == "phase" and empty is not None:
+        background = empty_background(crops, empty)
     if method != "threshold":
-        extra = {}
         if method == "unet" and kind == "phase":
-            background = None if empty is None else empty_background(crops, empty)
             if background is not None:
                 extra["background"] = background
             if margin is not None:
                 extra["closed_end_margin"] = margin
-        return segment_trenches(crops, method=method, kind=kind, **extra)
-    extra = {}
-    if kind == "phase" and empty is not None:
-        background = empty_background(crops, empty)
-        if background is not None:
-            extra["background"] = background
+        return extra
+    if background is not None:
+        extra["background"] = background
     if kind == "fluorescence" and empty is not None:
         extra["empty_crops"] = np.asarray(empty, bool)[:, None]
-    return segment_trenches(crops, kind=kind, lumen_width=int(round(lumen_width)), **extra)
+    return {**extra, "lumen_width": int(round(lumen_width))}
 
 
 def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
@@ -207,8 +221,8 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
                       for t in range(len(movie))], axis=1)
     # as the Segment job does: unclear empty flags are not used
     empty = lay.trenches["empty"].to_numpy(bool) if lay.quality.get("empty_flags_clear", 1.0) else None
-    pred = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0), empty, method,
-                   lay.quality.get("closed_end_margin_px"))
+    pred, mirror = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0), empty, method,
+                           lay.quality.get("closed_end_margin_px"))
     pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
                            movie.shape[1:], cfg.pitch_px)
     keep = ~on_edge_trenches(lay, pos, cfg, movie.shape[1:], {j for _, j in pairs})
@@ -226,7 +240,7 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
         matched[i] = True
     return {**score(truth, pred, det_len, counts, all_counts[~matched],
                     int(np.isfinite(mother_len[~matched]).sum())),
-            **plausibility(crops, pred, kind, empty is None or bool(lay.warnings))}
+            **plausibility(crops, pred, kind, mirror, empty is None or bool(lay.warnings))}
 
 
 def on_edge_trenches(lay, pos, cfg, shape, matched) -> np.ndarray:
@@ -272,10 +286,10 @@ def run_families(families, seed_list, size, n_timepoints, verbose=False, method=
                     continue
                 results = {}
                 if "true" in geometries:
-                    pred = segment(crops[ch], kind, cfg.trench_width_px,
-                                   pos.trenches["empty"].to_numpy(bool), method)
+                    pred, mirror = segment(crops[ch], kind, cfg.trench_width_px,
+                                           pos.trenches["empty"].to_numpy(bool), method)
                     results["true"] = {**score(pos.trench_labels, pred, mlen),
-                                       **plausibility(crops[ch], pred, kind)}
+                                       **plausibility(crops[ch], pred, kind, mirror)}
                 if "detected" in geometries:
                     results["detected"] = end_to_end(pos, cfg, ch, kind, mlen, method)
                 for geo, r in results.items():
@@ -314,7 +328,8 @@ def warnings_table(rows: pd.DataFrame, wrong_below: float = 0.95) -> str:
     return (f"### Warnings in the status (mother lengths spanning more than {WIDE_SPREAD:g}x; "
             f"fluorescence contrast under {LOW_CONTRAST:g}x the noise, or dips between cells "
             f"under {LOW_BOUNDARY:g}x; cells filling under "
-            f"{LOW_FILL:.0%} of their trenches; detected geometry: TrenchDetection's warnings "
+            f"{LOW_FILL:.0%} of their trenches; under {LOW_AGREEMENT:.0%} of the cells found "
+            "again in the crops mirrored; detected geometry: TrenchDetection's warnings "
             "too, unclear empty flags or a layout it could not verify)\n\n"
             + markdown(pd.DataFrame(out)) + "\n")
 

@@ -309,6 +309,44 @@ def test_segment_warns_when_mother_lengths_do_not_look_like_growth(tmp_path):
     assert spreads["threshold"] < 2.5 < WIDE_SPREAD < spreads["merges_mothers"]
 
 
+def _only_the_left_half(crops, kind, lumen_width=None, **params):
+    """The threshold method's cells with their right halves cut off: it does not treat
+    the two sides of a trench alike."""
+    from batchlib.trench.segmentation import segment_trenches
+
+    labels = segment_trenches(crops, method="threshold", kind=kind, lumen_width=lumen_width,
+                              **params)
+    labels[..., crops.shape[-1] // 2:] = 0
+    return labels
+
+
+def test_segment_warns_when_the_crops_mirrored_give_other_cells(tmp_path):
+    """Segment segments each block's first frame again mirrored left-right and records
+    how many cells the two agree on: a method that does not treat both sides of a
+    trench alike is warned about in the status; the threshold method is not."""
+    from batchlib.trench.segmentation import register_method
+    from batchlib.trench.segmentation.mirror import LOW_AGREEMENT
+
+    register_method("only_the_left_half", _only_the_left_half)
+    raw = tmp_path / "raw"
+    cfg = SyntheticConfig(height=512, width=512, n_positions=1, n_timepoints=3, channels=("phase",),
+                          seed=3)
+    write_acquisition(raw, cfg, layout="ome-tiff", name="acq", ground_truth=False)
+    agreements = {}
+    for method in ("threshold", "only_the_left_half"):
+        out = tmp_path / method
+        jobs = [Ingest(), TrenchDetection(qc_plot=False), Compress(),
+                Segment(method=method, method_params={"lumen_width": 12})]
+        assert workflow(raw, out, jobs, progress=False).success
+        with open_file(out / "acq_pos000.h5", "r") as f:
+            agreements[method] = read_attrs(f["segmentation/cells"])["mirror_agreement"]
+        warnings = [w for e in job_status(out, "Segment")["files"].values()
+                    for w in e.get("warnings", [])]
+        assert [("mirrored left-right" in w) for w in warnings] == \
+            ([True] if method == "only_the_left_half" else []), warnings
+    assert agreements["only_the_left_half"] < 0.1 < LOW_AGREEMENT < agreements["threshold"]
+
+
 def _marks_a_given_background(crops, kind, background=None):
     """A cell over every crop when Segment passed the empty trenches' reference."""
     return np.full(crops.shape, 0 if background is None else 1, np.int32)

@@ -647,3 +647,62 @@ def test_the_segment_job_drops_lumen_lookalikes_and_says_so(tmp_path):
     assert match_labels(np.stack([labels_in_boxes(truth.frame_labels[t], trenches, angle,
                                                   drift[t]) for t in range(2)], axis=1),
                         labels).f1 > 0.98
+
+
+def test_warns_when_the_crops_mirrored_give_other_cells():
+    """Narrow trenches at a 28 px pitch with wide, low-contrast cells (held-out geometry
+    10122, found there): the network draws ragged, split cells (F1 0.83) and none of
+    Segment's other checks objected. Segmented mirrored left-right, the first frame
+    gives other cells, and Segment says so; a nominal position agrees with itself."""
+    from batchlib.trench.segmentation.doubts import block_figures, judge
+    from batchlib.trench.segmentation.mirror import LOW_AGREEMENT, mirror_counts
+
+    seen = {}
+    for family, seed in (("geometry", 10122), ("nominal", 10122)):
+        pos, crops = _phase_crops_on_the_true_boxes(family, seed, 2)
+        empty = pos.trenches["empty"].to_numpy(bool)
+        kwargs = {"method": "unet", "kind": "phase",
+                  "background": empty_background(crops, empty)}
+        labels = segment_trenches(crops, **kwargs)
+        counts = mirror_counts(crops, labels, segment_trenches, **kwargs)
+        assert counts[1] == labels[:, 0].max(axis=(1, 2)).sum()   # the first frame's cells
+        figures, warnings = judge([block_figures(crops, labels, "phase", mirror=counts)])
+        seen[family] = match_labels(pos.trench_labels, labels).f1, figures, warnings
+    f1, figures, warnings = seen["geometry"]
+    assert f1 < 0.9 and figures["mirror_agreement"] < LOW_AGREEMENT - 0.1
+    assert any("mirrored left-right" in w for w in warnings)
+    f1, figures, warnings = seen["nominal"]
+    assert f1 > 0.99 and figures["mirror_agreement"] > 0.98
+    assert not any("mirrored" in w for w in warnings)
+
+
+def test_mirror_counts_mirror_the_frame_and_its_empty_trench_reference():
+    """The method gets the chosen frame mirrored, with the per-frame ``background`` cut to
+    that frame and mirrored too; a method that does not treat both sides alike (here:
+    only the left half of every crop) disagrees with itself."""
+    from batchlib.trench.segmentation.mirror import agreement, mirror_counts
+
+    crops = np.zeros((2, 3, 20, 8), np.float32)
+    crops[:, :, 2:9, 1:7] = crops[:, :, 11:18, 1:7] = 1
+    background = np.arange(3 * 20 * 8, dtype=np.float32).reshape(1, 3, 20, 8)
+    got = {}
+
+    def symmetric(c, background=None):
+        got["crops"], got["background"] = c, background
+        from scipy import ndimage
+        return np.stack([[ndimage.label(f)[0] for f in n] for n in c > 0.5])
+
+    labels = symmetric(crops)
+    counts = mirror_counts(crops, labels, symmetric, frame=2, background=background)
+    assert counts.tolist() == [4, 4, 4] and agreement(counts) == 1.0
+    assert got["crops"].shape == (2, 1, 20, 8)
+    np.testing.assert_array_equal(got["background"], background[:, 2:3, :, ::-1])
+
+    def left_half(c, background=None):
+        out = symmetric(c)
+        out[..., 4:] = 0
+        return out
+
+    counts = mirror_counts(crops, left_half(crops), left_half)
+    assert counts.tolist() == [0, 4, 4] and agreement(counts) == 0.0
+    assert agreement([0, 0, 0]) is None

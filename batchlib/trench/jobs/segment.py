@@ -91,11 +91,14 @@ class Segment(BatchJobOnContainer):
         check_channel(path, self.param_values["channel"], "--segment_channel")
 
     def process_container(self, container, path):
+        from functools import partial
+
         import numpy as np
         from ..segmentation import resolve_method, segment_trenches
         from ..segmentation.empty_trenches import clean_by_empty_trenches
         from ..segmentation.doubts import block_figures, judge
         from ..segmentation.methods import accepted_keywords
+        from ..segmentation.mirror import mirror_counts
         from ..segmentation.threshold import empty_background
 
         p = self.param_values
@@ -149,6 +152,9 @@ class Segment(BatchJobOnContainer):
                 # where the lumen starts in every box, from how detection placed them
                 kwargs["closed_end_margin"] = margin
             labels = segment_trenches(block, method=method, kind=kind, **kwargs)
+            # the block's first frame again, mirrored: a lost method gives other cells
+            mirror = mirror_counts(block, labels, partial(segment_trenches, method=method,
+                                                          kind=kind), **kwargs)
             if empty is not None:
                 # a shade of the empty lumen (a wall halo's band) is not a cell; what
                 # recurs in most empty trenches is the chip; and a cell that enters
@@ -161,7 +167,7 @@ class Segment(BatchJobOnContainer):
             if labels.max(initial=0) > np.iinfo(np.uint16).max:
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
             ds[:, t0:t1] = labels.astype(np.uint16)
-            figures.append(block_figures(block, labels, kind, first_frame=t0))
+            figures.append(block_figures(block, labels, kind, first_frame=t0, mirror=mirror))
         # how far to trust the labels of the frames segmented now (status, log, report)
         checks, warnings = judge(figures)
         for warning in warnings:

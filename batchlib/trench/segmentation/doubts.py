@@ -3,7 +3,7 @@
 The figures are measured per block of frames (:func:`block_figures`) and
 judged together (:func:`judge`); the thresholds and how they were chosen are
 in :mod:`.mother_lengths`, :mod:`.fill`, :mod:`.contrast`,
-:mod:`.boundaries` and :mod:`.frame_counts`.
+:mod:`.boundaries`, :mod:`.frame_counts` and :mod:`.mirror`.
 """
 from __future__ import annotations
 
@@ -13,22 +13,25 @@ from .boundaries import LOW_BOUNDARY, boundary_contrast
 from .contrast import LOW_CONTRAST, contrast_to_noise
 from .fill import LOW_FILL, MOSTLY_SPANNING, SPANNING, spanning_counts, trench_fill
 from .frame_counts import OUT_OF_LINE, frame_cell_counts, frames_out_of_line
+from .mirror import LOW_AGREEMENT, agreement
 from .mother_lengths import WIDE_SPREAD, mother_length_spread, mother_lengths
 
 __all__ = ["block_figures", "judge"]
 
 
-def block_figures(crops, labels, kind, first_frame=0) -> dict:
+def block_figures(crops, labels, kind, first_frame=0, mirror=None) -> dict:
     """Mother lengths, trench fill, cells per frame and (fluorescence) the contrast of the
     cells and of the dips between them, of one block of frames (``(N, T, H, W)``
-    labels: its frames are ``first_frame`` on)."""
+    labels: its frames are ``first_frame`` on); ``mirror``: the block's
+    :func:`~.mirror.mirror_counts`, when measured."""
     fluorescence = kind == "fluorescence"
     counts = frame_cell_counts(labels) if np.ndim(labels) == 4 else None
     frames = None if counts is None else np.arange(first_frame, first_frame + len(counts))
     return {"mothers": mother_lengths(labels), "fill": trench_fill(labels),
             "spanning": spanning_counts(labels), "counts": counts, "frames": frames,
             "contrast": contrast_to_noise(crops, labels) if fluorescence else None,
-            "boundaries": boundary_contrast(crops, labels) if fluorescence else None}
+            "boundaries": boundary_contrast(crops, labels) if fluorescence else None,
+            "mirror": None if mirror is None else np.asarray(mirror, np.int64)}
 
 
 def _finite_median(values):
@@ -40,8 +43,8 @@ def judge(blocks) -> tuple[dict, list]:
     """``(figures, warnings)`` of a position from its blocks' :func:`block_figures`.
 
     ``figures`` (``mother_length_spread``, ``trench_fill``, ``spanning_fraction``,
-    ``frames_out_of_line`` and, in fluorescence, ``contrast_to_noise`` and
-    ``boundary_contrast_to_noise``; ``None`` where not measurable) are
+    ``frames_out_of_line``, ``mirror_agreement`` and, in fluorescence,
+    ``contrast_to_noise`` and ``boundary_contrast_to_noise``; ``None`` where not measurable) are
     recorded with the labels; ``warnings`` are sentences for the status.
 
     Examples
@@ -86,6 +89,16 @@ def judge(blocks) -> tuple[dict, list]:
             warnings.append(f"the dips between touching cells stand only {dips:.1f}x the noise "
                             f"(reliable from {LOW_BOUNDARY:.0f}x): blur and noise hide divisions; "
                             "expect cells merged or split. Look at the kymographs")
+    mirrored = [b["mirror"] for b in blocks if b.get("mirror") is not None]
+    if mirrored:
+        agree = agreement(np.sum(mirrored, axis=0))
+        figures["mirror_agreement"] = agree
+        if agree is not None and agree < LOW_AGREEMENT:
+            warnings.append(f"segmented mirrored left-right, the crops give other cells: the two "
+                            f"agree on only {agree:.0%} of them (on conditions the method knows, "
+                            f"{LOW_AGREEMENT:.0%} or more): the crops look unlike what it was "
+                            "made for (trench width, optics, contrast?); expect cells merged, "
+                            "split or cut short. Look at the kymographs")
     with_counts = [b for b in blocks if b.get("counts") is not None]
     if with_counts:
         counts = np.concatenate([b["counts"] for b in with_counts])
