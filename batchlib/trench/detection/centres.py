@@ -305,8 +305,15 @@ def locate_centres(profile, pitch, axis, first, last, kind="phase", texture=None
         # with none left the set's closed end came from the filled lumens, 3 px
         # inside the mother). Such a site is a trench when its lattice position
         # shows a lumen's contrast, as strong as the strong sites'.
+        # Under wide halos a lumen full of cells can lose its contrast altogether
+        # (tuning halo_walls 111 and 115: the cells' halos darken it to the walls'
+        # level, 13 of 48 and 9 of 21 trenches dropped); its cells' texture still
+        # shows it: 5-16 times the walls', where empty lumens had 0.5-0.8. A lattice
+        # site inside the run needs less than a site beyond it (10 times).
         at = offset + np.rint((site[dropped_inner] - offset) / pitch_fit) * pitch_fit
         lumen_like = np.abs(_contrast_ratio(profile, at, offsets, tmpl, pitch)) >= 0.4
+        if texture is not None:
+            lumen_like |= _holds_cells(texture, at, pitch, factor=4.0)
         apart = np.min(np.abs(at[:, None] - pos[None, :]), axis=1) > 0.5 * pitch_fit
         add = lumen_like & apart
         if add.any():

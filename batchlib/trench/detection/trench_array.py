@@ -518,12 +518,19 @@ def _cells_between(found, pitch, min_fraction=0.2):
     return n_filled > 0 and n_between >= max(2, min_fraction * n_filled)
 
 
+#: phase: rows this periodic hold trenches when their periodic power is that of the
+#: most periodic rows (:func:`.trench_sets.find_sets`)
+PHASE_WEAK_RATIO = 1.5
+
+
 def _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets):
     """The straightened low-resolution image at ``angle`` and the sets found in it."""
     rot = rotated_band_image(bands8, y8, shape, angle, y8)
     power, ratio = row_periodicity(rot, pitch)
     coherence = row_coherence(rot, pitch) if kind == "fluorescence" else None
-    return rot, power, ratio, find_sets(power, ratio, y8, pitch, n_sets, coherence=coherence)
+    weak = PHASE_WEAK_RATIO if kind == "phase" else None
+    return rot, power, ratio, find_sets(power, ratio, y8, pitch, n_sets, coherence=coherence,
+                                        weak_ratio=weak)
 
 
 def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noise):

@@ -90,7 +90,8 @@ def row_coherence(rot, pitch, lag=2):
 
 
 def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length=None,
-              merge_fraction=0.2, coherence=None, min_coherence=0.8):
+              merge_fraction=0.2, coherence=None, min_coherence=0.8, weak_ratio=None,
+              weak_power=0.1):
     """Row ranges of the trench sets.
 
     Parameters
@@ -113,6 +114,14 @@ def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length
         count as trench rows too. For fluorescence, where a few irregularly
         filled trenches hardly show a periodic spectrum; the lattice and
         trench checks downstream reject what is not a trench array.
+    weak_ratio : float, optional
+        Rows periodic at ``weak_ratio`` or more count as trench rows too when their
+        periodic power is at least ``weak_power`` times that of the most periodic
+        rows (the 90th percentile over the rows at ``weak_ratio``), when the strict
+        rule found trench rows at all. For phase contrast: under wide wall halos
+        the cells' own halos spread a set's power between the harmonics (its
+        ratio 1.8-3.3), while its periodic power stays 10^3-10^4 times that of
+        the PDMS and the feeding channel.
 
     Returns
     -------
@@ -127,6 +136,11 @@ def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length
     if coherence is not None:
         c = ndimage.median_filter(np.nan_to_num(coherence), size=3, mode="nearest")
         strong |= c >= min_coherence
+    if weak_ratio is not None and strong.any():
+        # only beside a set the strict rule found: at a harmonic of the pitch (wall
+        # halos repeat at half of it) weakly periodic rows are no evidence of a set
+        weak = r >= weak_ratio
+        strong |= weak & (p >= weak_power * np.percentile(p[weak], 90))
     if not strong.any():
         return []
     # weakly periodic rows (cells, faint debris) are only kept next to strong ones

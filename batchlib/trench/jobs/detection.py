@@ -32,8 +32,10 @@ class TrenchDetection(BatchJobOnContainer):
     # along the trenches from frame 0's mother tips (tips near the image's edge seen);
     # 7: pixel noise at least the rounding to whole grey levels (JPEG'd frames read 1e-12);
     # fluorescence closed-end lines lean at most 0.1 deg (was 0.3);
-    # 8: two phase empty lumens whose ends agree draw their set's end lines (was three)
-    version = "8"
+    # 8: two phase empty lumens whose ends agree draw their set's end lines (was three);
+    # 9: phase sets also from weakly periodic rows as strong as a set found, and lattice
+    # sites inside a set whose lumen shows cells' texture (wide halos)
+    version = "9"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
