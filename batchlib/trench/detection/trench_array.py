@@ -440,6 +440,24 @@ def _apply_self_check(img, layout, noise, with_lumen=None):
     """
     check = check_layout(img, layout, noise)
     flipped_reason = ""
+    if check.verdict == "fail" and not check.brightness_disagrees and with_lumen is not None:
+        # Both textures put the cells between the boxes: the polarity was misread
+        # (held-out mixed 10155: wide cells in dark lumens, both positions refused,
+        # while the other polarity found all 34 trenches). The other one is taken
+        # when its own check passes outright.
+        try:
+            other = with_lumen("dark" if _lumens_are_bright(layout) else "bright")
+        except TrenchDetectionError:
+            other = None
+        if other is not None:
+            other_check = check_layout(img, other, noise)
+            if other_check.verdict == "pass":
+                other.quality["lumen_polarity_flipped"] = 1.0
+                other.warnings.append(
+                    "lumen polarity: the first reading put the boxes on the walls (the "
+                    f"cells' texture {np.exp(-check.log_ratio):.1f}x more between them); the other "
+                    "polarity's boxes hold the cells and are used; check the QC picture")
+                layout, check = other, other_check
     if check.brightness_disagrees and with_lumen is not None:
         try:
             other = with_lumen("dark" if _lumens_are_bright(layout) else "bright")

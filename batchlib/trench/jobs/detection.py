@@ -34,7 +34,8 @@ class TrenchDetection(BatchJobOnContainer):
     # fluorescence closed-end lines lean at most 0.1 deg (was 0.3);
     # 8: two phase empty lumens whose ends agree draw their set's end lines (was three);
     # 9: phase sets also from weakly periodic rows as strong as a set found, and lattice
-    # sites inside a set whose lumen shows cells' texture (wide halos)
+    # sites inside a set whose lumen shows cells' texture (wide halos); boxes the self-check
+    # finds on the walls found again with the other lumen polarity, taken if that passes
     version = "9"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
