@@ -282,6 +282,27 @@ def _mothers_merged_with_a_daughter(crops, kind, **params):
     return labels
 
 
+def _segment_figure_and_warnings(tmp_path, methods, figure, n_timepoints):
+    """Segment a generated phase position with each of ``methods`` (threshold-style
+    parameters); per method, the ``figure`` recorded with the labels and the status's
+    warnings."""
+    raw = tmp_path / "raw"
+    cfg = SyntheticConfig(height=512, width=512, n_positions=1, n_timepoints=n_timepoints,
+                          channels=("phase",), seed=3)
+    write_acquisition(raw, cfg, layout="ome-tiff", name="acq", ground_truth=False)
+    seen = {}
+    for method in methods:
+        out = tmp_path / method
+        jobs = [Ingest(), TrenchDetection(qc_plot=False), Compress(),
+                Segment(method=method, method_params={"lumen_width": 12})]
+        assert workflow(raw, out, jobs, progress=False).success
+        with open_file(out / "acq_pos000.h5", "r") as f:
+            value = read_attrs(f["segmentation/cells"])[figure]
+        seen[method] = value, [w for e in job_status(out, "Segment")["files"].values()
+                               for w in e.get("warnings", [])]
+    return seen
+
+
 def test_segment_warns_when_mother_lengths_do_not_look_like_growth(tmp_path):
     """Mother cells span about 2x in length (birth to division); a segmentation that
     merges some of them with a daughter spans far more, and Segment says so (the same
@@ -290,23 +311,12 @@ def test_segment_warns_when_mother_lengths_do_not_look_like_growth(tmp_path):
     from batchlib.trench.segmentation.mother_lengths import WIDE_SPREAD
 
     register_method("merges_mothers", _mothers_merged_with_a_daughter)
-    raw = tmp_path / "raw"
-    cfg = SyntheticConfig(height=512, width=512, n_positions=1, n_timepoints=6, channels=("phase",),
-                          seed=3)
-    write_acquisition(raw, cfg, layout="ome-tiff", name="acq", ground_truth=False)
-    spreads = {}
-    for method in ("threshold", "merges_mothers"):
-        out = tmp_path / method
-        jobs = [Ingest(), TrenchDetection(qc_plot=False), Compress(),
-                Segment(method=method, method_params={"lumen_width": 12})]
-        assert workflow(raw, out, jobs, progress=False).success
-        with open_file(out / "acq_pos000.h5", "r") as f:
-            spreads[method] = read_attrs(f["segmentation/cells"])["mother_length_spread"]
-        warnings = [w for e in job_status(out, "Segment")["files"].values()
-                    for w in e.get("warnings", [])]
+    seen = _segment_figure_and_warnings(tmp_path, ("threshold", "merges_mothers"),
+                                        "mother_length_spread", 6)
+    for method, (_, warnings) in seen.items():
         assert [("mother cells' lengths span" in w) for w in warnings] == \
             ([True] if method == "merges_mothers" else []), warnings
-    assert spreads["threshold"] < 2.5 < WIDE_SPREAD < spreads["merges_mothers"]
+    assert seen["threshold"][0] < 2.5 < WIDE_SPREAD < seen["merges_mothers"][0]
 
 
 def _only_the_left_half(crops, kind, lumen_width=None, **params):
@@ -328,23 +338,12 @@ def test_segment_warns_when_the_crops_mirrored_give_other_cells(tmp_path):
     from batchlib.trench.segmentation.mirror import LOW_AGREEMENT
 
     register_method("only_the_left_half", _only_the_left_half)
-    raw = tmp_path / "raw"
-    cfg = SyntheticConfig(height=512, width=512, n_positions=1, n_timepoints=3, channels=("phase",),
-                          seed=3)
-    write_acquisition(raw, cfg, layout="ome-tiff", name="acq", ground_truth=False)
-    agreements = {}
-    for method in ("threshold", "only_the_left_half"):
-        out = tmp_path / method
-        jobs = [Ingest(), TrenchDetection(qc_plot=False), Compress(),
-                Segment(method=method, method_params={"lumen_width": 12})]
-        assert workflow(raw, out, jobs, progress=False).success
-        with open_file(out / "acq_pos000.h5", "r") as f:
-            agreements[method] = read_attrs(f["segmentation/cells"])["mirror_agreement"]
-        warnings = [w for e in job_status(out, "Segment")["files"].values()
-                    for w in e.get("warnings", [])]
+    seen = _segment_figure_and_warnings(tmp_path, ("threshold", "only_the_left_half"),
+                                        "mirror_agreement", 3)
+    for method, (_, warnings) in seen.items():
         assert [("mirrored left-right" in w) for w in warnings] == \
             ([True] if method == "only_the_left_half" else []), warnings
-    assert agreements["only_the_left_half"] < 0.1 < LOW_AGREEMENT < agreements["threshold"]
+    assert seen["only_the_left_half"][0] < 0.1 < LOW_AGREEMENT < seen["threshold"][0]
 
 
 def _marks_a_given_background(crops, kind, background=None):

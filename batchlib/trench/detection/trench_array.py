@@ -426,6 +426,17 @@ def _lumens_are_bright(layout) -> bool:
     return bool(nanmean(np.asarray(on)) > nanmean(np.asarray(off)))
 
 
+def _other_polarity(img, layout, noise, with_lumen):
+    """``(layout, check)`` detected again at the other lumen polarity, marked as
+    flipped; ``(None, None)`` when nothing is found there."""
+    try:
+        other = with_lumen("dark" if _lumens_are_bright(layout) else "bright")
+    except TrenchDetectionError:
+        return None, None
+    other.quality["lumen_polarity_flipped"] = 1.0
+    return other, check_layout(img, other, noise)
+
+
 def _apply_self_check(img, layout, noise, with_lumen=None):
     """The layout after :func:`.selfcheck.check_layout`, with its verdict recorded.
 
@@ -437,6 +448,8 @@ def _apply_self_check(img, layout, noise, with_lumen=None):
     polarity is tried, and taken when the texture relative to the brightness is
     clearly on its boxes and the check does not refuse it. The layout stays
     unverified (confidence halved, a warning): the plain texture still disagrees.
+    A layout the check refuses outright is detected again at the other polarity
+    too, and that one taken (with a warning) when its own check passes.
     """
     check = check_layout(img, layout, noise)
     flipped_reason = ""
@@ -445,34 +458,22 @@ def _apply_self_check(img, layout, noise, with_lumen=None):
         # (held-out mixed 10155: wide cells in dark lumens, both positions refused,
         # while the other polarity found all 34 trenches). The other one is taken
         # when its own check passes outright.
-        try:
-            other = with_lumen("dark" if _lumens_are_bright(layout) else "bright")
-        except TrenchDetectionError:
-            other = None
-        if other is not None:
-            other_check = check_layout(img, other, noise)
-            if other_check.verdict == "pass":
-                other.quality["lumen_polarity_flipped"] = 1.0
-                other.warnings.append(
-                    "lumen polarity: the first reading put the boxes on the walls (the "
-                    f"cells' texture {np.exp(-check.log_ratio):.1f}x more between them); the other "
-                    "polarity's boxes hold the cells and are used; check the QC picture")
-                layout, check = other, other_check
+        other, other_check = _other_polarity(img, layout, noise, with_lumen)
+        if other is not None and other_check.verdict == "pass":
+            other.warnings.append(
+                "lumen polarity: the first reading put the boxes on the walls (the cells' "
+                f"texture {np.exp(-check.log_ratio):.1f}x more between them); the other "
+                "polarity's boxes hold the cells and are used; check the QC picture")
+            layout, check = other, other_check
     if check.brightness_disagrees and with_lumen is not None:
-        try:
-            other = with_lumen("dark" if _lumens_are_bright(layout) else "bright")
-        except TrenchDetectionError:
-            other = None
-        if other is not None:
-            other_check = check_layout(img, other, noise)
-            if other_check.verdict != "fail" and other_check.brightness_supports:
-                flipped_reason = (
-                    "the lumen polarity was set by the texture relative to the brightness "
-                    f"({np.exp(other_check.relative_log_ratio):.1f}x on the boxes), against the "
-                    f"plain texture ({np.exp(check.log_ratio):.1f}x on the stripes between "
-                    "them: bright walls under uneven illumination); check the QC picture")
-                other.quality["lumen_polarity_flipped"] = 1.0
-                layout, check = other, other_check
+        other, other_check = _other_polarity(img, layout, noise, with_lumen)
+        if other is not None and other_check.verdict != "fail" and other_check.brightness_supports:
+            flipped_reason = (
+                "the lumen polarity was set by the texture relative to the brightness "
+                f"({np.exp(other_check.relative_log_ratio):.1f}x on the boxes), against the "
+                f"plain texture ({np.exp(check.log_ratio):.1f}x on the stripes between "
+                "them: bright walls under uneven illumination); check the QC picture")
+            layout, check = other, other_check
     q = layout.quality
     q["self_check"] = {"pass": 1.0, "undetermined": 0.5, "fail": 0.0}[check.verdict]
     q["self_check_log_ratio"] = check.log_ratio
