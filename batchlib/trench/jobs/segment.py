@@ -92,8 +92,6 @@ class Segment(BatchJobOnContainer):
         check_channel(path, self.param_values["channel"], "--segment_channel")
 
     def process_container(self, container, path):
-        from functools import partial
-
         import numpy as np
         from ..segmentation import resolve_method, segment_trenches
         from ..segmentation.empty_trenches import clean_by_empty_trenches
@@ -139,6 +137,16 @@ class Segment(BatchJobOnContainer):
         out_key = f"{SEGMENTATION}/{p['name']}"
         kept = frames_kept(container, out_key, (n, h, w), basis)
         ds = prepare_stack(container, out_key, (n, h, w), n_t, np.uint16, kept)
+        def segment_block(block, **kwargs):
+            """Labels of a block of frames and how many look-alikes of the empty lumen went."""
+            labels = segment_trenches(block, method=method, kind=kind, **kwargs)
+            if empty is None:
+                return labels, 0
+            # a shade of the empty lumen (a wall halo's band) is not a cell; what recurs
+            # in most empty trenches is the chip; and a cell that enters one is a whole
+            # cell, not a speck of halo or debris
+            return clean_by_empty_trenches(labels, block, kind, empty, kwargs.get("background"))
+
         figures = []
         for t0, t1 in frame_blocks(kept, n_t):
             block = crops[:, t0:t1]
@@ -152,19 +160,13 @@ class Segment(BatchJobOnContainer):
             if kind == "phase" and "closed_end_margin" in wants and "closed_end_margin" not in extra:
                 # where the lumen starts in every box, from how detection placed them
                 kwargs["closed_end_margin"] = margin
-            labels = segment_trenches(block, method=method, kind=kind, **kwargs)
+            labels, gone = segment_block(block, **kwargs)
+            if gone:
+                self.logger.info("%s: frames %d-%d: %d objects that look like the empty "
+                                 "lumen dropped", os.path.basename(path), t0, t1 - 1, gone)
             # the block's first frame again, mirrored: a lost method gives other cells
-            mirror = mirror_counts(block, labels, partial(segment_trenches, method=method,
-                                                          kind=kind), **kwargs)
-            if empty is not None:
-                # a shade of the empty lumen (a wall halo's band) is not a cell; what
-                # recurs in most empty trenches is the chip; and a cell that enters
-                # one is a whole cell, not a speck of halo or debris
-                labels, gone = clean_by_empty_trenches(labels, block, kind, empty,
-                                                       kwargs.get("background"))
-                if gone:
-                    self.logger.info("%s: frames %d-%d: %d objects that look like the empty "
-                                     "lumen dropped", os.path.basename(path), t0, t1 - 1, gone)
+            mirror = mirror_counts(block, labels, lambda c, **kw: segment_block(c, **kw)[0],
+                                   **kwargs)
             if labels.max(initial=0) > np.iinfo(np.uint16).max:
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
             ds[:, t0:t1] = labels.astype(np.uint16)
