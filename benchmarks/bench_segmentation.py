@@ -56,7 +56,7 @@ from bench_detection import channels_of, markdown, with_summary  # noqa: E402
 from batchlib.trench.detection import (TrenchDetectionError,  # noqa: E402
                                        crop_trenches)
 from batchlib.trench.geometry import crop_box  # noqa: E402
-from batchlib.trench.segmentation.empty_trenches import clean_by_empty_trenches  # noqa: E402
+from batchlib.trench.segmentation.empty_trenches import segment_and_clean  # noqa: E402
 from batchlib.trench.segmentation.boundaries import LOW_BOUNDARY  # noqa: E402
 from batchlib.trench.segmentation.contrast import LOW_CONTRAST  # noqa: E402
 from batchlib.trench.segmentation.doubts import block_figures, judge  # noqa: E402
@@ -163,11 +163,7 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
     kwargs = _segment_kwargs(crops, kind, lumen_width, empty, method, margin)
 
     def call(crops, **kwargs):
-        labels = segment_trenches(crops, method=method, kind=kind, **kwargs)
-        if empty is None:
-            return labels
-        return clean_by_empty_trenches(labels, crops, kind, np.asarray(empty, bool),
-                                       kwargs.get("background"))[0]
+        return segment_and_clean(crops, method, kind, empty, **kwargs)[0]
 
     labels = call(crops, **kwargs)
     return labels, mirror_counts(crops, labels, call, **kwargs)

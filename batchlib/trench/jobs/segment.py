@@ -93,8 +93,8 @@ class Segment(BatchJobOnContainer):
 
     def process_container(self, container, path):
         import numpy as np
-        from ..segmentation import resolve_method, segment_trenches
-        from ..segmentation.empty_trenches import clean_by_empty_trenches
+        from ..segmentation import resolve_method
+        from ..segmentation.empty_trenches import segment_and_clean
         from ..segmentation.doubts import block_figures, judge
         from ..segmentation.methods import accepted_keywords
         from ..segmentation.mirror import mirror_counts
@@ -137,15 +137,12 @@ class Segment(BatchJobOnContainer):
         out_key = f"{SEGMENTATION}/{p['name']}"
         kept = frames_kept(container, out_key, (n, h, w), basis)
         ds = prepare_stack(container, out_key, (n, h, w), n_t, np.uint16, kept)
+
         def segment_block(block, **kwargs):
-            """Labels of a block of frames and how many look-alikes of the empty lumen went."""
-            labels = segment_trenches(block, method=method, kind=kind, **kwargs)
-            if empty is None:
-                return labels, 0
             # a shade of the empty lumen (a wall halo's band) is not a cell; what recurs
             # in most empty trenches is the chip; and a cell that enters one is a whole
             # cell, not a speck of halo or debris
-            return clean_by_empty_trenches(labels, block, kind, empty, kwargs.get("background"))
+            return segment_and_clean(block, method, kind, empty, **kwargs)
 
         figures = []
         for t0, t1 in frame_blocks(kept, n_t):

@@ -6,7 +6,25 @@ import numpy as np
 from .chip_structures import drop_chip_structures
 from .numbering import remove_objects
 
-__all__ = ["clean_by_empty_trenches", "clean_empty_trenches", "drop_fragments"]
+__all__ = ["segment_and_clean", "clean_by_empty_trenches", "clean_empty_trenches",
+           "drop_fragments"]
+
+
+def segment_and_clean(crops, method, kind, empty=None, **kwargs) -> tuple:
+    """``(labels, n_lookalikes)``: ``segment_trenches(crops, method=method, kind=kind,
+    **kwargs)``, then, with TrenchDetection's ``empty`` flags, what they rule out
+    (:func:`clean_by_empty_trenches`, with ``kwargs["background"]`` when given).
+
+    The Segment job's segmentation of a block of frames, and of the frame it
+    segments again mirrored (:mod:`.mirror`); the benchmarks score this call.
+    """
+    from . import segment_trenches
+
+    labels = segment_trenches(crops, method=method, kind=kind, **kwargs)
+    if empty is None:
+        return labels, 0
+    return clean_by_empty_trenches(labels, crops, kind, np.asarray(empty, bool),
+                                   kwargs.get("background"))
 
 
 def clean_by_empty_trenches(labels, crops, kind, empty, background=None) -> tuple:

@@ -45,9 +45,10 @@ def mirror_counts(crops, labels, segment, frame: int = 0, **kwargs) -> np.ndarra
     crops : ndarray, shape (N, T, H, W)
         The crops ``labels`` were segmented from.
     labels : ndarray, shape (N, T, H, W)
-        ``segment(crops, **kwargs)`` (before any clean-up that depends on other trenches).
+        ``segment(crops, **kwargs)``.
     segment : callable
-        ``segment(crops, **kwargs) -> labels``, the call that made ``labels``.
+        ``segment(crops, **kwargs) -> labels``, the call that made ``labels``, with
+        any clean-up it does (the Segment job's, :func:`.empty_trenches.segment_and_clean`).
     frame : int
         The frame (index into ``T``) segmented again mirrored: one frame is enough to
         measure the agreement, and costs ``1/T`` of the segmentation.
