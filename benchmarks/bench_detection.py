@@ -25,13 +25,17 @@ within 2 px). Then the median over families and the **worst family** per
 column, with PASS/FAIL against the targets of issue 8.
 
 Speed (one core): ``detect_trenches`` on a 2048 x 2048 frame, drift per frame
-and cropping throughput.
+and cropping throughput. ``--compare DIR`` times ``detect_trenches`` on the
+same frame in another checkout too, both in fresh processes taking turns
+(this machine's speed drifts by 30 % within minutes, so only a paired ratio
+says whether a change made detection faster).
 
 Usage::
 
     python benchmarks/bench_detection.py --quick     # 1 seed x 1 position per family, 1024^2
     python benchmarks/bench_detection.py             # 4 seeds x 2 positions per family
     python benchmarks/bench_detection.py --families dark_lumen,offset_sets --n-seeds 10
+    python benchmarks/bench_detection.py --speed-only --compare ../other-checkout
 
 Prints markdown tables.
 """
@@ -43,6 +47,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -252,10 +258,69 @@ def accuracy(families, seed_list, n_positions, size, n_timepoints, verbose):
     return df
 
 
-def speed(size=2048, repeats=5):
+def _speed_position(size):
     cfg = SyntheticConfig(height=size, width=size, n_timepoints=3, seed=7, n_sets=2,
                           angle_deg=1.3, pitch_px=44.0, trench_width_px=14.0)
-    pos = simulate_position(cfg, 0)
+    return simulate_position(cfg, 0)
+
+
+#: run in a fresh process with the checkout first on the path: median ms of the calls
+_TIME_DETECTION = """
+import sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from batchlib.trench.detection import detect_trenches
+frame = np.load(sys.argv[2])
+detect_trenches(frame)
+times = []
+for _ in range(int(sys.argv[3])):
+    t0 = time.perf_counter()
+    detect_trenches(frame)
+    times.append(time.perf_counter() - t0)
+print(1e3 * float(np.median(times)))
+"""
+
+
+def paired_detection_speed(checkouts, size=2048, rounds=4, calls=5):
+    """Median ``detect_trenches`` time (ms) of the phase speed frame per checkout.
+
+    Every round runs each checkout once in a fresh process (one thread), in
+    turn, so that both see the same machine; returns ``{name: [ms per round]}``.
+    """
+    frame = _speed_position(size).movies["phase"][0]
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1",
+               **{v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                   "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")})
+    out = {name: [] for name in checkouts}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "frame.npy")
+        np.save(path, frame)
+        for _ in range(rounds):
+            for name, root in checkouts.items():
+                proc = subprocess.run([sys.executable, "-c", _TIME_DETECTION, str(root), path,
+                                       str(calls)], env=env, capture_output=True, text=True,
+                                      cwd=tmp)
+                if proc.returncode:
+                    raise RuntimeError(f"timing {root} failed:\n{proc.stderr[-2000:]}")
+                out[name].append(float(proc.stdout.split()[-1]))
+    return out
+
+
+def print_paired_speed(checkouts, rounds=4):
+    times = paired_detection_speed(checkouts, rounds=rounds)
+    this = float(np.median(times["this"]))
+    print(f"\n### detect_trenches, 2048 x 2048 phase, one thread: {rounds} paired rounds "
+          "(median of 5 calls each)\n")
+    print("| checkout | median ms | rounds (ms) | this / it |")
+    print("|---|---|---|---|")
+    for name, ts in times.items():
+        med = float(np.median(ts))
+        print(f"| {name} ({checkouts[name]}) | {med:.0f} | {', '.join(f'{t:.0f}' for t in ts)} "
+              f"| {this / med:.2f} |")
+
+
+def speed(size=2048, repeats=5):
+    pos = _speed_position(size)
     frame = pos.movies["phase"][0]
     detect_trenches(frame)  # compile the numba kernels once
     times = []
@@ -312,6 +377,9 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=1024, help="frame side")
     ap.add_argument("--timepoints", type=int, default=3)
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--speed-only", action="store_true", help="only the speed table(s)")
+    ap.add_argument("--compare", default=None,
+                    help="another checkout: detect_trenches timed in both, taking turns")
     ap.add_argument("-v", "--verbose", action="store_true", help="one line per position (stderr)")
     args = ap.parse_args(argv)
     families = [f.strip() for f in args.families.split(",") if f.strip()]
@@ -321,10 +389,14 @@ def main(argv=None):
     n_seeds = args.n_seeds or (1 if args.quick else 4)
     n_positions = args.positions or (1 if args.quick else 2)
     warnings.simplefilter("ignore", RuntimeWarning)
-    accuracy(families, seeds(args.seeds, n_seeds, args.seed_start), n_positions, args.size,
-             args.timepoints, args.verbose)
+    if not args.speed_only:
+        accuracy(families, seeds(args.seeds, n_seeds, args.seed_start), n_positions, args.size,
+                 args.timepoints, args.verbose)
     if not args.no_speed:
         speed(repeats=3 if args.quick else 5)
+        if args.compare:
+            print_paired_speed({"this": Path(__file__).resolve().parents[1],
+                                "compared": Path(args.compare).resolve()})
 
 
 if __name__ == "__main__":

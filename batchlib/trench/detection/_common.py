@@ -1,6 +1,7 @@
 """Shared helpers of the detection modules: the error type and cheap image reductions."""
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 __all__ = ["TrenchDetectionError", "as_image2d", "band_profiles", "block_mean", "nanmean",
@@ -65,13 +66,51 @@ def nanmean(a, axis=None, keepdims=False):
     """Mean ignoring NaN; NaN (without a warning) where nothing is finite.
 
     Rotated images have NaN outside the frame, so all-NaN slices are normal.
+    ``axis`` is None or one axis. One pass in numba: the numpy expression
+    (mask, zero-fill, two sums) cost a tenth of a 2048^2 frame's detection.
+
+    >>> nanmean(np.array([[1.0, np.nan], [3.0, np.nan]]), axis=0)
+    array([ 2., nan])
     """
     a = np.asarray(a, dtype=float)
-    ok = np.isfinite(a)
-    n = ok.sum(axis=axis, keepdims=keepdims)
-    s = np.where(ok, a, 0.0).sum(axis=axis, keepdims=keepdims)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+    if axis is None:
+        lead, n, trail = 1, a.size, 1
+        out_shape = (1,) * a.ndim if keepdims else ()
+    else:
+        axis = axis % a.ndim if a.ndim else 0
+        lead = int(np.prod(a.shape[:axis]))
+        n, trail = a.shape[axis], int(np.prod(a.shape[axis + 1:]))
+        out_shape = (a.shape[:axis] + ((1,) if keepdims else ()) + a.shape[axis + 1:])
+    out = _nanmean_kernel(np.ascontiguousarray(a).reshape(lead, n, trail),
+                          np.empty((lead, trail)))
+    return out.reshape(out_shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def _nanmean_kernel(a, out):
+    lead, n, trail = a.shape
+    count = np.empty(trail)
+    for i in range(lead):
+        if trail == 1:  # along the last axis: keep the sums in registers
+            total, c = 0.0, 0
+            for k in range(n):
+                v = a[i, k, 0]
+                if v - v == 0.0:  # finite
+                    total += v
+                    c += 1
+            out[i, 0] = total / c if c > 0 else np.nan
+            continue
+        out[i] = 0.0
+        count[:] = 0.0
+        for k in range(n):
+            for j in range(trail):
+                v = a[i, k, j]
+                if v - v == 0.0:
+                    out[i, j] += v
+                    count[j] += 1.0
+        for j in range(trail):
+            out[i, j] = out[i, j] / count[j] if count[j] > 0 else np.nan
+    return out
 
 
 def over_local_mean(rows, window_rows=9):

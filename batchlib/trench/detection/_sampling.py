@@ -10,39 +10,56 @@ import numpy as np
 
 from ..geometry import frame_center
 
-__all__ = ["bilinear", "rotated_band_image", "rotated_samples"]
+__all__ = ["rotated_band_image", "rotated_samples"]
 
 
 @numba.njit(cache=True, nogil=True)
-def _bilinear(img, ys, xs, out):
+def _rotated_grid(img, rows, cols, cy, cx, ca, sa, y_origin, y_step, out):
     ny, nx = img.shape
-    for i in range(ys.size):
-        y, x = ys.flat[i], xs.flat[i]
-        # a pixel covers +-0.5 around its centre, so clamp there rather than drop
-        if not (-0.5 <= y <= ny - 0.5 and -0.5 <= x <= nx - 0.5):
-            out.flat[i] = np.nan
-            continue
-        y = min(max(y, 0.0), ny - 1.0)
-        x = min(max(x, 0.0), nx - 1.0)
-        y0 = min(int(y), ny - 2) if ny > 1 else 0
-        x0 = min(int(x), nx - 2) if nx > 1 else 0
-        fy, fx = y - y0, x - x0
-        y1, x1 = min(y0 + 1, ny - 1), min(x0 + 1, nx - 1)
-        top = float(img[y0, x0]) * (1.0 - fx) + float(img[y0, x1]) * fx
-        bot = float(img[y1, x0]) * (1.0 - fx) + float(img[y1, x1]) * fx
-        out.flat[i] = top * (1.0 - fy) + bot * fy
+    for i in range(rows.size):
+        dy = rows[i] - cy
+        for j in range(cols.size):
+            dx = cols[j] - cx
+            # the raw point of the rotated one (the arithmetic of the numpy
+            # expressions this replaced, without their frame-sized temporaries)
+            y = (cy + ca * dy - sa * dx - y_origin) / y_step
+            x = cx + sa * dy + ca * dx
+            # a pixel covers +-0.5 around its centre, so clamp there rather than drop
+            if not (-0.5 <= y <= ny - 0.5 and -0.5 <= x <= nx - 0.5):
+                out[i, j] = np.nan
+                continue
+            # bilinear, written out here: as a function numba does not inline it
+            # and the sampling takes 2.5x as long
+            y = min(max(y, 0.0), ny - 1.0)
+            x = min(max(x, 0.0), nx - 1.0)
+            y0 = max(min(int(y), ny - 2), 0)
+            x0 = max(min(int(x), nx - 2), 0)
+            y1, x1 = min(y0 + 1, ny - 1), min(x0 + 1, nx - 1)
+            fy, fx = y - y0, x - x0
+            top = img[y0, x0] * (1.0 - fx) + img[y0, x1] * fx
+            bot = img[y1, x0] * (1.0 - fx) + img[y1, x1] * fx
+            out[i, j] = top * (1.0 - fy) + bot * fy
     return out
 
 
-def bilinear(img: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Bilinear samples of ``img`` at ``(ys, xs)``; NaN outside the image."""
-    ys, xs = np.broadcast_arrays(np.asarray(ys, np.float64), np.asarray(xs, np.float64))
-    out = np.empty(ys.shape, dtype=np.float64)
+def _image_for_kernel(img):
     img = np.asarray(img)
     if img.dtype not in (np.float64, np.float32, np.uint16, np.uint8):
         img = img.astype(np.float64)
-    return _bilinear(np.ascontiguousarray(img), np.ascontiguousarray(ys),
-                     np.ascontiguousarray(xs), out)
+    return np.ascontiguousarray(img)
+
+
+def _rotated(img, shape, angle_deg, rows_rot, cols_rot, y_origin=0.0, y_step=1.0):
+    """Samples of ``img`` at the raw positions of a rotated-frame grid, whose raw
+    rows are mapped to ``img``'s rows by ``(y - y_origin) / y_step``."""
+    cy, cx = frame_center(shape)
+    a = np.deg2rad(angle_deg)
+    rows = np.ascontiguousarray(rows_rot, dtype=np.float64)
+    cols = np.ascontiguousarray(cols_rot, dtype=np.float64)
+    out = np.empty((rows.size, cols.size), dtype=np.float64)
+    return _rotated_grid(_image_for_kernel(img), rows.ravel(), cols.ravel(), float(cy),
+                         float(cx), float(np.cos(a)), float(np.sin(a)), float(y_origin),
+                         float(y_step), out)
 
 
 def rotated_band_image(bands, band_y, shape, angle_deg, rows_rot, cols_rot=None):
@@ -64,22 +81,13 @@ def rotated_band_image(bands, band_y, shape, angle_deg, rows_rot, cols_rot=None)
     """
     if cols_rot is None:
         cols_rot = np.arange(shape[1], dtype=float)
-    cy, cx = frame_center(shape)
-    a = np.deg2rad(angle_deg)
-    ca, sa = np.cos(a), np.sin(a)
-    dy = np.asarray(rows_rot, float)[:, None] - cy
-    dx = np.asarray(cols_rot, float)[None, :] - cx
-    y_raw = cy + ca * dy - sa * dx
-    x_raw = cx + sa * dy + ca * dx
     step = band_y[1] - band_y[0] if len(band_y) > 1 else 1.0
-    return bilinear(bands, (y_raw - band_y[0]) / step, x_raw)
+    return _rotated(bands, shape, angle_deg, rows_rot, cols_rot, band_y[0], step)
 
 
 def rotated_samples(image, shape, angle_deg, rows_rot, cols_rot):
-    """Full-resolution samples of ``image`` at a rotated-frame grid (NaN outside)."""
-    cy, cx = frame_center(shape)
-    a = np.deg2rad(angle_deg)
-    ca, sa = np.cos(a), np.sin(a)
-    dy = np.asarray(rows_rot, float)[..., :, None] - cy
-    dx = np.asarray(cols_rot, float)[..., None, :] - cx
-    return bilinear(image, cy + ca * dy - sa * dx, cx + sa * dy + ca * dx)
+    """Full-resolution samples of ``image`` at a rotated-frame grid (NaN outside).
+
+    ``rows_rot`` and ``cols_rot`` are 1-D; the samples are ``(len(rows_rot), len(cols_rot))``.
+    """
+    return _rotated(image, shape, angle_deg, rows_rot, cols_rot)

@@ -21,7 +21,7 @@ from ._sampling import rotated_samples
 # filled trenches' cells (see set_ends).
 REACH_PERCENTILE = 90.0
 
-__all__ = ["set_ends", "strip_profiles", "signal_extent", "half_level_crossing", "end_cues",
+__all__ = ["set_ends", "strip_profiles", "signal_extent", "signal_extents", "half_level_crossing", "end_cues",
            "smooth", "fit_end_line", "outer_foot"]
 
 
@@ -65,6 +65,38 @@ def signal_extent(rows, profile, inside_rows, fraction=0.5):
         f = (p[i] - thr) / (p[i] - p[j]) if p[i] != p[j] else 0.5
         return float(rows[i] + f * (rows[j] - rows[i]))
     return interp(i0, i0 - 1), interp(i1, i1 + 1)
+
+
+def signal_extents(rows, profiles, inside_rows, fraction=0.5):
+    """:func:`signal_extent` of every column of ``profiles`` (rows x n) at once.
+
+    Returns
+    -------
+    ndarray, shape (n, 2)
+        First and last row of every column; NaN where its high level is not
+        above zero.
+    """
+    p = np.nan_to_num(np.asarray(profiles, float))
+    rows = np.asarray(rows, float)
+    out = np.full((p.shape[1], 2), np.nan)
+    if not inside_rows.any() or p.shape[1] == 0:
+        return out
+    level = np.percentile(p[inside_rows], 90, axis=0)
+    good = level > 0
+    thr = fraction * level
+    above = p > thr
+    i0 = np.argmax(above, axis=0)
+    i1 = p.shape[0] - 1 - np.argmax(above[::-1], axis=0)
+    cols = np.arange(p.shape[1])
+    for k, (i, j) in enumerate(((i0, i0 - 1), (i1, i1 + 1))):
+        outside = (j < 0) | (j >= p.shape[0])
+        jj = np.clip(j, 0, p.shape[0] - 1)
+        pi, pj = p[i, cols], p[jj, cols]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f = np.where(pi != pj, (pi - thr) / (pi - pj), 0.5)
+        out[:, k] = np.where(outside, rows[i], rows[i] + f * (rows[jj] - rows[i]))
+    out[~good] = np.nan
+    return out
 
 
 def half_level_crossing(rows, profile, inside_rows, outward):
@@ -332,8 +364,7 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
              for edge, coarse, outward in zip(found, (y0, y1), (-1, 1))]
     # per-trench extents of the signal: cells always touch the closed end, while
     # at the open end they stop early (few cells) or spill out
-    ext = np.array([signal_extent(rows, smooth(each[:, i], 1.0), inside)
-                    for i in np.flatnonzero(filled)]).reshape(-1, 2)
+    ext = signal_extents(rows, smooth_columns(each[:, filled], 1.0), inside)
     spread = [float(np.nanmedian(np.abs(e - np.nanmedian(e)))) if np.isfinite(e).sum() >= 3
               else np.nan for e in ext.T]
     reach = None

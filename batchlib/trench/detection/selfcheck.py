@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ..geometry import frame_center
@@ -77,16 +78,31 @@ def _nearest_samples(img, angle_deg, rows, cols):
     """
     cy, cx = frame_center(img.shape)
     a = np.deg2rad(angle_deg)
-    dy = np.asarray(rows, float)[:, None] - cy
-    dx = np.asarray(cols, float)[None, :] - cx
-    yi = np.rint(cy + np.cos(a) * dy - np.sin(a) * dx).astype(np.int64)
-    xf = cx + np.sin(a) * dy + np.cos(a) * dx
-    x0 = np.floor(xf).astype(np.int64)
-    f = xf - x0
-    ok = (yi >= 0) & (yi < img.shape[0]) & (x0 >= 0) & (x0 + 1 < img.shape[1])
-    out = np.full(yi.shape, np.nan)
-    y, x, w = yi[ok], x0[ok], f[ok]
-    out[ok] = (1.0 - w) * img[y, x] + w * img[y, x + 1]
+    rows = np.ascontiguousarray(rows, dtype=float)
+    cols = np.ascontiguousarray(cols, dtype=float)
+    img = np.asarray(img)
+    if img.dtype not in (np.float64, np.float32, np.uint16, np.uint8):
+        img = img.astype(np.float64)
+    return _nearest_rows_kernel(np.ascontiguousarray(img), rows, cols, float(cy), float(cx),
+                                float(np.cos(a)), float(np.sin(a)),
+                                np.empty((rows.size, cols.size)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _nearest_rows_kernel(img, rows, cols, cy, cx, ca, sa, out):
+    ny, nx = img.shape
+    for i in range(rows.size):
+        dy = rows[i] - cy
+        for j in range(cols.size):
+            dx = cols[j] - cx
+            yi = int(np.rint(cy + ca * dy - sa * dx))
+            xf = cx + sa * dy + ca * dx
+            x0 = int(np.floor(xf))
+            if yi < 0 or yi >= ny or x0 < 0 or x0 + 1 >= nx:
+                out[i, j] = np.nan
+                continue
+            w = xf - x0
+            out[i, j] = (1.0 - w) * img[yi, x0] + w * img[yi, x0 + 1]
     return out
 
 
@@ -102,19 +118,36 @@ def _band_texture(samples, fine=1.0, coarse=6.0):
 
     r = np.asarray(samples, float)
     filled = np.where(np.isfinite(r), r, np.nan_to_num(nanmean(r, axis=0, keepdims=True)))
-    bp = (ndimage.gaussian_filter1d(filled, fine, axis=0, mode="nearest")
-          - ndimage.gaussian_filter1d(filled, coarse, axis=0, mode="nearest"))
+    delta = np.zeros(61)
+    delta[30] = 1.0
+    kernel = (ndimage.gaussian_filter1d(delta, fine) - ndimage.gaussian_filter1d(delta, coarse))
+    # the band-pass as one filter (the difference of the two Gaussians' kernels)
+    taps = np.flatnonzero(kernel)
+    bp = ndimage.correlate1d(filled, kernel[taps[0]: taps[-1] + 1], axis=0, mode="nearest")
     # the ends of the boxes (closed end, feeding channel) are steps, not cells
     trim = int(3 * coarse)
     tex = np.var(bp[trim:-trim], axis=0) if bp.shape[0] > 4 * trim else np.var(bp, axis=0)
     d2 = filled[:-2] - 2 * filled[1:-1] + filled[2:]
-    sigma2 = (1.4826 * np.median(np.abs(d2 - np.median(d2, axis=0)), axis=0)) ** 2 / 6.0
-    delta = np.zeros(61)
-    delta[30] = 1.0
-    kernel = (ndimage.gaussian_filter1d(delta, fine) - ndimage.gaussian_filter1d(delta, coarse))
+    sigma2 = (1.4826 * _column_mad(d2)) ** 2 / 6.0
     bad = ~np.isfinite(r).all(axis=0)
     tex[bad] = np.nan
     return tex, sigma2 * float((kernel ** 2).sum())
+
+
+@numba.njit(cache=True, nogil=True)
+def _column_mad(a):
+    """Median absolute deviation from the median of every column of ``a`` (no NaN)."""
+    n, m = a.shape
+    mad = np.empty(m)
+    buf = np.empty(n)
+    for j in range(m):
+        for k in range(n):
+            buf[k] = a[k, j]
+        med = np.median(buf)
+        for k in range(n):
+            buf[k] = abs(a[k, j] - med)
+        mad[j] = np.median(buf)
+    return mad
 
 
 class _Textures:

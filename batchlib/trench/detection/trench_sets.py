@@ -12,17 +12,20 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft, ndimage
 
+from ._common import nanmean
+
 __all__ = ["row_periodicity", "row_coherence", "find_sets"]
 
 
 def _fill_rows(img):
-    img = np.array(img, dtype=float)
+    """A copy of ``img`` with its non-finite pixels set to their row's mean (0 for
+    a row with none finite), and where they were."""
+    img = np.asarray(img, dtype=float)
     bad = ~np.isfinite(img)
-    if bad.any():
-        valid = (~bad).sum(axis=1)
-        means = np.where(valid > 0, np.nansum(np.where(bad, 0.0, img), axis=1) / np.maximum(valid, 1), 0.0)
-        img[bad] = np.broadcast_to(means[:, None], img.shape)[bad]
-    return img, bad
+    if not bad.any():
+        return img.copy(), bad
+    means = np.nan_to_num(nanmean(img, axis=1), nan=0.0)
+    return np.where(bad, means[:, None], img), bad
 
 
 def row_periodicity(rot, pitch, n_harmonics=4):
@@ -46,7 +49,7 @@ def row_periodicity(rot, pitch, n_harmonics=4):
     width = img.shape[1]
     img *= np.hanning(width)
     nfft = fft.next_fast_len(width)
-    spec = np.abs(fft.rfft(img, nfft, axis=1, workers=1)) ** 2
+    spec = fft.rfft(img, nfft, axis=1, workers=1)
     freq = fft.rfftfreq(nfft)
     f0 = 1.0 / pitch
     harm = np.zeros(freq.shape, bool)
@@ -59,9 +62,14 @@ def row_periodicity(rot, pitch, n_harmonics=4):
         # the floor is taken half-way between harmonics, at similar frequencies, so
         # that smooth blobs (whose power falls with frequency) score about 1
         between |= np.abs(freq - (n - 0.5) * f0) <= half
-    power = spec[:, harm].mean(axis=1)
-    floor = spec[:, between].mean(axis=1) + 1e-12 * (power.max() + 1e-300)
+    power = _power(spec[:, harm]).mean(axis=1)
+    floor = _power(spec[:, between]).mean(axis=1) + 1e-12 * (power.max() + 1e-300)
     return power, power / floor
+
+
+def _power(spectrum):
+    """``|spectrum|^2``, only where it is needed (the harmonic and floor bins)."""
+    return np.abs(spectrum) ** 2
 
 
 def row_coherence(rot, pitch, lag=2):
