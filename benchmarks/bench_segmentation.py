@@ -457,8 +457,15 @@ def main(argv=None):
                         help="comma-separated channel kinds to segment (default: both)")
     parser.add_argument("--geometries", default="true,detected",
                         help="comma-separated crop geometries: true, detected (default: both)")
+    parser.add_argument("--weights", default=None,
+                        help="U-Net weights to measure in place of the shipped ones (with the "
+                             "shipped weights' per-kind cell thresholds): candidate weights "
+                             "from `batchlib train-segmenter`")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per run (stderr)")
     args = parser.parse_args(argv)
+    if args.weights:
+        from batchlib.trench.segmentation import torch_model
+        torch_model.DEFAULT_WEIGHTS = Path(args.weights).resolve()
     if args.method == "auto":
         from batchlib.trench.segmentation.methods import default_method
         args.method = default_method()
