@@ -457,6 +457,9 @@ def main(argv=None):
                         help="comma-separated channel kinds to segment (default: both)")
     parser.add_argument("--geometries", default="true,detected",
                         help="comma-separated crop geometries: true, detected (default: both)")
+    parser.add_argument("--seed-list", default=None,
+                        help="comma-separated seeds to run instead of --seeds/--n-seeds/"
+                             "--seed-start (e.g. the seeds of one corner of a family)")
     parser.add_argument("--weights", default=None,
                         help="U-Net weights to measure in place of the shipped ones (with the "
                              "shipped weights' per-kind cell thresholds): candidate weights "
@@ -476,7 +479,10 @@ def main(argv=None):
     n_seeds = args.n_seeds or (1 if args.quick else 3)
     size = args.size or (512 if args.quick else 768)
     n_t = args.timepoints or (4 if args.quick else 8)
-    seed_list = seeds(args.seeds, n_seeds, args.seed_start)
+    if args.seed_list:
+        seed_list = [int(x) for x in args.seed_list.split(",") if x.strip()]
+    else:
+        seed_list = seeds(args.seeds, n_seeds, args.seed_start)
     warnings.simplefilter("ignore", RuntimeWarning)
 
     t0 = time.perf_counter()

@@ -37,7 +37,8 @@ class Segment(BatchJobOnContainer):
     built, so a misspelt name or parameter fails at once, not in every worker.
     """
 
-    version = "10"  # 10: fluorescence cells where the U-Net's P(cell) > 0.6 (was 0.5).
+    version = "11"  # 11: U-Net weights that have seen dark lumens' faintest cells.
+    # 10: fluorescence cells where the U-Net's P(cell) > 0.6 (was 0.5).
     # 9: phase objects that look like the empty lumen dropped.
     # 8: fragments in empty trenches dropped, pieces of cells joined, no
     # cell in the PDMS margin without an empty trench. 7: U-Net weights that have

@@ -52,17 +52,19 @@ def main(args) -> int:
 
     from ..synthetic.families import FAMILIES, seeds
     from .torch_model import DEFAULT_WEIGHTS, load_weights, save_weights
-    from .training import (BOX_MARGIN, COMBINED, HELDOUT_FAMILIES, container_examples,
+    from .training import (BOX_MARGIN, COMBINED, HELDOUT_FAMILIES, TRAINING_FAMILIES,
+                           container_examples,
                            evaluate_model, generated_examples, train, write_model_card)
 
     t0 = time.time()
     torch.set_num_threads(args.threads)
     families = [f for f in args.families.split(",") if f] or \
         [f for f in FAMILIES if f not in HELDOUT_FAMILIES] + [COMBINED]
-    unknown = sorted(set(families) - set(FAMILIES) - {COMBINED})
+    unknown = sorted(set(families) - set(FAMILIES) - set(TRAINING_FAMILIES))
     if unknown:
         print(f"error: unknown families {unknown}; known: {', '.join(FAMILIES)} and "
-              f"{COMBINED} (several of the others at once)", file=sys.stderr)
+              f"{', '.join(TRAINING_FAMILIES)} (training families: several of the others at "
+              "once; dark_lumen's faintest cells)", file=sys.stderr)
         return 2
     margin_range = tuple(args.box_margin) if args.box_margin else BOX_MARGIN
     # Validation on held-out seeds far from those the benchmark uses first.
