@@ -10,7 +10,7 @@ from scipy import ndimage
 from batchlib.trench.detection._common import nanmean
 from batchlib.trench.detection._sampling import rotated_band_image, rotated_samples
 from batchlib.trench.detection.centres import _harmonic_power
-from batchlib.trench.detection.ends import signal_extent, signal_extents, smooth, smooth_columns
+from batchlib.trench.detection.ends import signal_extents, smooth, smooth_columns
 from batchlib.trench.detection.rotation import _sharpness, set_band_mask
 from batchlib.trench.detection.selfcheck import _column_mad
 from batchlib.trench.geometry import frame_center
@@ -109,14 +109,31 @@ def test_column_mad_is_the_median_absolute_deviation():
         np.testing.assert_array_equal(_column_mad(a), np.median(np.abs(a - med), axis=0))
 
 
-def test_signal_extents_are_signal_extent_per_column():
+def _signal_extent(rows, profile, inside_rows, fraction=0.5):
+    """One column at a time, as the detection measured it before it was vectorised."""
+    p = np.nan_to_num(np.asarray(profile, float))
+    level = np.percentile(p[inside_rows], 90)
+    if not level > 0:
+        return np.nan, np.nan
+    thr = fraction * level
+    above = np.flatnonzero(p > thr)
+
+    def interp(i, j):  # crossing between samples i (above) and j (below)
+        if j < 0 or j >= p.size:
+            return float(rows[i])
+        f = (p[i] - thr) / (p[i] - p[j]) if p[i] != p[j] else 0.5
+        return float(rows[i] + f * (rows[j] - rows[i]))
+    return interp(above[0], above[0] - 1), interp(above[-1], above[-1] + 1)
+
+
+def test_signal_extents_are_the_per_column_extents():
     rng = np.random.default_rng(6)
     rows = np.arange(120) + 40.0
     profiles = rng.normal(size=(120, 9)) + 3 * ((rows[:, None] > 60) & (rows[:, None] < 140))
     profiles[:, 0] = -1.0  # no positive level: NaN
     profiles[rng.uniform(size=profiles.shape) < 0.03] = np.nan
     inside = (rows > 70) & (rows < 130)
-    expected = np.array([signal_extent(rows, smooth(profiles[:, i], 1.0), inside)
+    expected = np.array([_signal_extent(rows, smooth(profiles[:, i], 1.0), inside)
                          for i in range(9)])
     got = signal_extents(rows, smooth_columns(profiles, 1.0), inside)
     np.testing.assert_array_equal(got, expected)

@@ -42,7 +42,8 @@ def _rotated_grid(img, rows, cols, cy, cx, ca, sa, y_origin, y_step, out):
     return out
 
 
-def _image_for_kernel(img):
+def as_kernel_image(img):
+    """``img`` as a C-contiguous array of a type the sampling kernels take (else float64)."""
     img = np.asarray(img)
     if img.dtype not in (np.float64, np.float32, np.uint16, np.uint8):
         img = img.astype(np.float64)
@@ -57,7 +58,7 @@ def _rotated(img, shape, angle_deg, rows_rot, cols_rot, y_origin=0.0, y_step=1.0
     rows = np.ascontiguousarray(rows_rot, dtype=np.float64)
     cols = np.ascontiguousarray(cols_rot, dtype=np.float64)
     out = np.empty((rows.size, cols.size), dtype=np.float64)
-    return _rotated_grid(_image_for_kernel(img), rows.ravel(), cols.ravel(), float(cy),
+    return _rotated_grid(as_kernel_image(img), rows.ravel(), cols.ravel(), float(cy),
                          float(cx), float(np.cos(a)), float(np.sin(a)), float(y_origin),
                          float(y_step), out)
 

@@ -21,7 +21,7 @@ from ._sampling import rotated_samples
 # filled trenches' cells (see set_ends).
 REACH_PERCENTILE = 90.0
 
-__all__ = ["set_ends", "strip_profiles", "signal_extent", "signal_extents", "half_level_crossing", "end_cues",
+__all__ = ["set_ends", "strip_profiles", "signal_extents", "half_level_crossing", "end_cues",
            "smooth", "fit_end_line", "outer_foot"]
 
 
@@ -43,32 +43,13 @@ def strip_profiles(image, angle_deg, rows, lumen_x, wall_x, half_width):
     return lum, wal
 
 
-def signal_extent(rows, profile, inside_rows, fraction=0.5):
-    """First and last row (sub-pixel) where ``profile`` exceeds ``fraction`` of its high level.
+def signal_extents(rows, profiles, inside_rows, fraction=0.5):
+    """First and last row (sub-pixel) where each column of ``profiles`` (rows x n)
+    exceeds ``fraction`` of its high level.
 
     The high level is the 90th percentile inside the set, so a trench holding
     cells only near one end still has that end found. A low ``fraction``
     gives the outer foot of a blurred object rather than its half-level edge.
-    """
-    p = np.nan_to_num(np.asarray(profile, float))
-    if not inside_rows.any():
-        return np.nan, np.nan
-    level = np.percentile(p[inside_rows], 90)
-    if not level > 0:
-        return np.nan, np.nan
-    thr = fraction * level
-    above = np.flatnonzero(p > thr)
-    i0, i1 = above[0], above[-1]
-    def interp(i, j):  # crossing between samples i (above) and j (below)
-        if j < 0 or j >= p.size:
-            return float(rows[i])
-        f = (p[i] - thr) / (p[i] - p[j]) if p[i] != p[j] else 0.5
-        return float(rows[i] + f * (rows[j] - rows[i]))
-    return interp(i0, i0 - 1), interp(i1, i1 + 1)
-
-
-def signal_extents(rows, profiles, inside_rows, fraction=0.5):
-    """:func:`signal_extent` of every column of ``profiles`` (rows x n) at once.
 
     Returns
     -------

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..geometry import frame_center
 from ._common import nanmean, over_local_mean
+from ._sampling import as_kernel_image
 
 __all__ = ["LayoutCheck", "check_layout"]
 
@@ -80,10 +81,7 @@ def _nearest_samples(img, angle_deg, rows, cols):
     a = np.deg2rad(angle_deg)
     rows = np.ascontiguousarray(rows, dtype=float)
     cols = np.ascontiguousarray(cols, dtype=float)
-    img = np.asarray(img)
-    if img.dtype not in (np.float64, np.float32, np.uint16, np.uint8):
-        img = img.astype(np.float64)
-    return _nearest_rows_kernel(np.ascontiguousarray(img), rows, cols, float(cy), float(cx),
+    return _nearest_rows_kernel(as_kernel_image(img), rows, cols, float(cy), float(cx),
                                 float(np.cos(a)), float(np.sin(a)),
                                 np.empty((rows.size, cols.size)))
 

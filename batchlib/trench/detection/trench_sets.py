@@ -62,14 +62,10 @@ def row_periodicity(rot, pitch, n_harmonics=4):
         # the floor is taken half-way between harmonics, at similar frequencies, so
         # that smooth blobs (whose power falls with frequency) score about 1
         between |= np.abs(freq - (n - 0.5) * f0) <= half
-    power = _power(spec[:, harm]).mean(axis=1)
-    floor = _power(spec[:, between]).mean(axis=1) + 1e-12 * (power.max() + 1e-300)
+    # |spectrum|^2 only on the bins used
+    power = (np.abs(spec[:, harm]) ** 2).mean(axis=1)
+    floor = (np.abs(spec[:, between]) ** 2).mean(axis=1) + 1e-12 * (power.max() + 1e-300)
     return power, power / floor
-
-
-def _power(spectrum):
-    """``|spectrum|^2``, only where it is needed (the harmonic and floor bins)."""
-    return np.abs(spectrum) ** 2
 
 
 def row_coherence(rot, pitch, lag=2):
