@@ -30,7 +30,7 @@ from .records import delete_record, new_record, record_stamp, write_record
 from .states import JobState
 from .termination import raise_if_terminated
 from .planning import DEFAULT_TRIGGERS, RERUN_TRIGGERS
-from .status import JobStatus, status_dir
+from .status import JobStatus, clean_status_temporaries, status_dir, write_status_unchanged
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,28 @@ class JobRunner:
                   "folder": os.path.abspath(self.folder),
                   "input_folder": os.path.abspath(self.input_folder),
                   "rerun_triggers": list(self.triggers)}
-        self.status = JobStatus(status_dir(self.folder) / f"{job.name}.status", header,
-                                min_interval_s=status_interval_s)
+        self._header = header
+        self._status: JobStatus | None = None
+        self._status_interval_s = status_interval_s
+        #: Digest of what this run's up-to-date decisions read, taken before planning
+        #: (:mod:`batchlib.certificate`); ``None``: no certificate for this run.
+        self._digest: str | None = None
+
+    @property
+    def status(self) -> JobStatus:
+        """The job's status (its index is read on first use: a certified run never reads it)."""
+        if self._status is None:
+            self._status = JobStatus(self._status_path, self._header,
+                                     min_interval_s=self._status_interval_s)
+        return self._status
+
+    @property
+    def _status_path(self):
+        return status_dir(self.folder) / f"{self.job.name}.status"
+
+    @property
+    def _certificate_path(self):
+        return status_dir(self.folder) / f"{self.job.name}.uptodate"
 
     #: Plan all units at once (:func:`batchlib.planning.plan_units`); ``False``: one by
     #: one, the reference the tests compare it with.
@@ -231,8 +251,61 @@ class JobRunner:
                 raise DiskFullError(f"{self.job.name} stopped: {disk_full_message(self.folder)}") from e
             raise
 
+    def _certified(self, t0) -> JobResult | None:
+        """The result of a run with nothing to do, when the job's certificate holds
+        (:mod:`batchlib.certificate`); ``None``: plan as usual."""
+        from . import certificate
+
+        if self.force or not certificate.eligible(self.job) or not os.path.isdir(self.input_folder):
+            return None
+        # No temporary container can be left behind since the certificate was written:
+        # every run that is not certified removes it first (see _run).
+        try:
+            self._digest = certificate.folder_digest(self.job, self.input_folder, self.folder,
+                                                     self.triggers)
+        except OSError:
+            return None
+        cert = certificate.read(self._certificate_path)
+        if cert is None or not certificate.holds(cert, self._digest, self._status_path.with_suffix(".index")):
+            return None
+        clean_status_temporaries(self._status_path.parent)  # of a certified run killed while writing
+        counts = cert["counts"]
+        write_status_unchanged(self._status_path, self._header, counts, cert["files"],
+                               time.monotonic() - t0)
+        self.log.info("%d input(s): %d up to date (nothing changed since they were found so), "
+                      "0 to compute, 0 invalid", counts.get("total", 0), counts.get("done", 0))
+        return JobResult(self.job.name, JobState.PROCESSED, counts, {}, {}, [])
+
+    def _certify(self, state, computed, failed, invalid) -> None:
+        """After a run that found every input up to date: write the certificate (or
+        remove a stale one)."""
+        from . import certificate
+
+        status, path = self._status, self._certificate_path
+        if status is None:
+            return
+        counts = status.counts()
+        if (self._digest is None or state != JobState.PROCESSED or computed or failed or invalid
+                or counts.get("done") != counts.get("total") or not status.listed):
+            certificate.remove(path)
+            return
+        index = status.index
+        try:
+            certificate.write(path, self._digest, index.path, counts, status.files,
+                              (row[2] for row in index.rows.values()))
+        except OSError as e:  # a full disk: the next run plans in full, nothing else is lost
+            self.log.debug("no up-to-date certificate written (%s)", e)
+            certificate.remove(path)
+
     def _run(self) -> JobResult:
         t0 = time.monotonic()
+        certified = self._certified(t0)
+        if certified is not None:
+            return certified
+        # Whatever this run does (or where it is killed), the next one plans in full
+        # until a run finds every input up to date again and certifies it (_certify).
+        from .certificate import remove
+        remove(self._certificate_path)
         try:
             units, todo, invalid = self.plan()
             self.log.info("%d input(s): %d up to date, %d to compute, %d invalid",
@@ -254,6 +327,7 @@ class JobRunner:
         state = JobState.FAILED_OUTPUTS if failed else JobState.INVALID_INPUTS if invalid \
             else JobState.PROCESSED
         self.status.finish(state)
+        self._certify(state, computed, failed, invalid)
         counts = self.status.counts()
         self.log.info("%s in %.1f s: %d computed, %d failed, %d invalid", state,
                       time.monotonic() - t0, len(computed), len(failed), len(invalid))

@@ -272,6 +272,17 @@ class JobStatus:
         self._save_cost = self._last_save - t0
 
 
+def write_status_unchanged(path, header: dict, counts: dict, files: dict, duration_s: float) -> None:
+    """The ``.status`` file of a run that found nothing changed since a run that found every
+    input up to date (:mod:`batchlib.certificate`): that run's counts and entries, this
+    run's times. Its index is left as it is."""
+    finished = now_iso()
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - duration_s))
+    write_json_atomic(path, {"schema": JOB_SCHEMA, **header, "state": "processed", "started": started,
+                             "finished": finished, "duration_s": round(duration_s, 3), "error": None,
+                             "counts": counts, "files": files})
+
+
 class WorkflowStatus:
     """The ``<WorkflowName>.status`` file: one line per job, and the overall state."""
 
