@@ -17,7 +17,8 @@ within +-2 px of the truth (the end detection found: the box's first row moved
 back by the layout's ``closed_end_margin_px``, the PDMS a box keeps before the
 closed end by design; "box start med" is the box's first row itself), the
 fraction whose box starts inside the mother
-cell (it cuts rows of the mother), detection failures (``TrenchDetectionError``)
+cell (it cuts rows of the mother) and the least margin to that ("cut margin
+min", px: how far the box could move inwards before it cut a mother), detection failures (``TrenchDetectionError``)
 and *confident wrong answers*: positions where the detection reports
 ``quality["confidence"] >= 0.5`` although it is wrong (recall or precision
 below 90 %, angle error above 0.3 deg or fewer than half of the closed ends
@@ -93,6 +94,7 @@ def score_detection(lay, truth, angle, shape, pitch, mother_top):
              n_det=len(lay.trenches), within2=int(np.sum(np.abs(found) <= 2.0)),
              n_ends=len(err), cuts=int(np.sum(err[has_mother] > top[has_mother] + 0.5)),
              n_mothers=int(has_mother.sum()), end_err=list(found), start_err=list(err),
+             cut_margin=list(top[has_mother] + 0.5 - err[has_mother]),
              confidence=float(lay.quality.get("confidence", np.nan)))
     wrong = (r["tp"] < 0.9 * max(r["n_true"], 1) or r["tp"] < 0.9 * max(r["n_det"], 1)
              or r["angle_err"] > 0.3 or r["within2"] < 0.5 * max(r["n_ends"], 1))
@@ -128,7 +130,7 @@ def evaluate(family, seed, position, cfg):
         except TrenchDetectionError as exc:
             elapsed = time.perf_counter() - t0
             r = dict(failed=1, angle_err=np.nan, tp=0, n_true=int(sel.sum()), n_det=0, within2=0,
-                     n_ends=0, cuts=0, n_mothers=0, end_err=[], start_err=[],
+                     n_ends=0, cuts=0, n_mothers=0, end_err=[], start_err=[], cut_margin=[],
                      confidence=np.nan, wrong=0,
                      confident_wrong=0, error=str(exc))
         r["seconds"] = elapsed
@@ -147,6 +149,7 @@ def family_table(rows: pd.DataFrame) -> pd.DataFrame:
         ang = g["angle_err"].dropna().to_numpy()
         ends = np.concatenate([np.asarray(e, float) for e in g["end_err"]] or [np.zeros(0)])
         starts = np.concatenate([np.asarray(e, float) for e in g["start_err"]] or [np.zeros(0)])
+        margins = np.concatenate([np.asarray(e, float) for e in g["cut_margin"]] or [np.zeros(0)])
         drift = np.concatenate([np.asarray(e, float) for e in g.get("drift_err", pd.Series(
             [[]] * len(g))).dropna()] or [np.zeros(0)])
         out.append({
@@ -159,6 +162,7 @@ def family_table(rows: pd.DataFrame) -> pd.DataFrame:
             "end err med": np.median(ends) if ends.size else np.nan,
             "box start med": np.median(starts) if starts.size else np.nan,
             "cuts mother": g.cuts.sum() / max(g.n_mothers.sum(), 1),
+            "cut margin min": margins.min() if margins.size else np.nan,
             "failed": g.failed.sum() / len(g),
             "confident wrong": g.confident_wrong.sum() / len(g),
             "confidence": g.confidence.median(),
@@ -169,7 +173,8 @@ def family_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_summary(table: pd.DataFrame, targets=TARGETS, keys=("kind", "family"),
-                 also=(("end err med", "absmax"), ("box start med", "absmax"), ("drift med", "max"),
+                 also=(("end err med", "absmax"), ("box start med", "absmax"), ("cut margin min", "min"),
+                       ("drift med", "max"),
                        ("ms", "max"))):
     """Append the median over families, the worst family per column and PASS/FAIL.
 

@@ -35,8 +35,10 @@ class TrenchDetection(BatchJobOnContainer):
     # 8: two phase empty lumens whose ends agree draw their set's end lines (was three);
     # 9: phase sets also from weakly periodic rows as strong as a set found, and lattice
     # sites inside a set whose lumen shows cells' texture (wide halos); boxes the self-check
-    # finds on the walls found again with the other lumen polarity, taken if that passes
-    version = "9"
+    # finds on the walls found again with the other lumen polarity, taken if that passes;
+    # 10: a fluorescence trench's end is its outermost cell's foot at a fifth of that
+    # cell's own level (the highest signal within 8 rows inside), not the brightest cell's
+    version = "10"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
