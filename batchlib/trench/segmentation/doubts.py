@@ -3,7 +3,7 @@
 The figures are measured per block of frames (:func:`block_figures`) and
 judged together (:func:`judge`); the thresholds and how they were chosen are
 in :mod:`.mother_lengths`, :mod:`.fill`, :mod:`.contrast`,
-:mod:`.boundaries`, :mod:`.frame_counts` and :mod:`.mirror`.
+:mod:`.boundaries`, :mod:`.frame_counts`, :mod:`.mirror` and :mod:`.static_objects`.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from .fill import LOW_FILL, MOSTLY_SPANNING, SPANNING, spanning_counts, trench_f
 from .frame_counts import OUT_OF_LINE, frame_cell_counts, frames_out_of_line
 from .mirror import LOW_AGREEMENT, agreement
 from .mother_lengths import WIDE_SPREAD, mother_length_spread, mother_lengths
+from .static_objects import STILL_PX, static_trenches
 
 __all__ = ["block_figures", "judge"]
 
@@ -27,7 +28,10 @@ def block_figures(crops, labels, kind, first_frame=0, mirror=None) -> dict:
     fluorescence = kind == "fluorescence"
     counts = frame_cell_counts(labels) if np.ndim(labels) == 4 else None
     frames = None if counts is None else np.arange(first_frame, first_frame + len(counts))
+    still = static_trenches(labels)[0] if np.ndim(labels) == 4 else []
+    n_frames = np.shape(labels)[1] if np.ndim(labels) == 4 else 0
     return {"mothers": mother_lengths(labels), "fill": trench_fill(labels),
+            "still": [(int(i), int(first_frame), int(first_frame + n_frames - 1)) for i in still],
             "spanning": spanning_counts(labels), "counts": counts, "frames": frames,
             "contrast": contrast_to_noise(crops, labels) if fluorescence else None,
             "boundaries": boundary_contrast(crops, labels) if fluorescence else None,
@@ -99,6 +103,15 @@ def judge(blocks) -> tuple[dict, list]:
                             f"{LOW_AGREEMENT:.0%} or more): the crops look unlike what it was "
                             "made for (trench width, optics, contrast?); expect cells merged, "
                             "split or cut short. Look at the kymographs")
+    still = sorted({s for b in blocks for s in b.get("still") or []})
+    figures["still_trenches"] = sorted({s[0] for s in still})
+    if still:
+        listed = ", ".join(f"{i} (frames {a}-{b})" for i, a, b in still[:5]) + \
+            (" ..." if len(still) > 5 else "")
+        warnings.append(f"{len(figures['still_trenches'])} trench(es) hold objects that neither grow "
+                        f"nor move (every end within {STILL_PX} px) while the cells in the other "
+                        f"trenches do: trench {listed}. Debris, a chip defect or background "
+                        "texture taken for cells, or dead cells? Look at those kymographs")
     with_counts = [b for b in blocks if b.get("counts") is not None]
     if with_counts:
         counts = np.concatenate([b["counts"] for b in with_counts])

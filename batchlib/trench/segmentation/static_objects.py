@@ -1,0 +1,85 @@
+"""Objects that neither grow nor move while the cells around them do.
+
+Cells grow: over a block of frames a mother's far end moves by its growth, and
+every cell below it moves further. Debris, a chip defect or a patch of
+background texture taken for a cell stays where it is. Generated held-out
+alt_optics 10133 (phase, detected boxes): an empty trench, called filled by
+detection because a dark patch of the background texture lies in its lumen,
+held one 68 px "cell" with the same first and last rows in all 8 frames, while
+every mother around it grew; nothing warned. A trench whose objects keep their
+first and last rows within :data:`STILL_PX` over a block of at least
+:data:`MIN_FRAMES` frames, while the other cell-holding trenches of the block
+moved by :data:`MOVED_PX` or more (their median), is reported. Dead cells do
+the same, so the warning names both.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .label_stats import highest_labels, label_stats
+
+__all__ = ["static_trenches", "STILL_PX", "MOVED_PX", "MIN_FRAMES", "MIN_REFERENCE"]
+
+#: Largest change (px) of an object's first or last row over a block that counts as still.
+STILL_PX = 1
+#: Least median movement (px) of the other trenches' objects over the block for a still
+#: trench to stand out (a growing mother's far end alone moves this much in a few frames).
+MOVED_PX = 4
+#: Least frames in a block, and least other cell-holding trenches, to judge.
+MIN_FRAMES = 4
+MIN_REFERENCE = 3
+
+
+def static_trenches(labels) -> tuple[list, float]:
+    """Trenches of one block whose objects stay still while the others' move.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (N, T, H, W)
+        The block's labels, numbered 1..k from the closed end in every crop.
+
+    Returns
+    -------
+    still : list of int
+        Trenches (``N`` indices) holding the same number of objects in every
+        frame, each keeping its first and last rows within :data:`STILL_PX`;
+        empty unless the block can be judged (enough frames and moving
+        trenches).
+    moved : float
+        Median, over the other trenches holding objects in every frame, of
+        their objects' largest change of a first or last row (px); NaN when
+        not measurable.
+
+    Examples
+    --------
+    >>> lab = np.zeros((4, 5, 60, 8), np.int32)
+    >>> for t in range(5):
+    ...     lab[:3, t, 2:20 + 3 * t, 2:6] = 1     # three growing mothers
+    >>> lab[3, :, 10:40, 2:6] = 1                 # one object that never changes
+    >>> static_trenches(lab)
+    ([3], 12.0)
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 4:
+        return [], float("nan")
+    n, t = labels.shape[:2]
+    if t < MIN_FRAMES or n == 0:
+        return [], float("nan")
+    area, top, bottom, _, _ = label_stats(labels)
+    k = highest_labels(area).reshape(n, t)
+    holding = (k > 0).all(axis=1)
+    same_count = (k == k[:, :1]).all(axis=1)
+    top, bottom = top.reshape(n, t, -1), bottom.reshape(n, t, -1)
+    change = np.zeros(n)
+    for i in np.flatnonzero(holding):
+        kk = int(k[i].min())  # objects present in every frame (all of them where the count holds)
+        rows = np.concatenate([top[i, :, 1:kk + 1], bottom[i, :, 1:kk + 1]], axis=1)
+        change[i] = float((rows.max(axis=0) - rows.min(axis=0)).max())
+    still = holding & same_count & (change <= STILL_PX)
+    others = holding & ~still
+    if others.sum() < MIN_REFERENCE:
+        return [], float("nan")
+    moved = float(np.median(change[others]))
+    if moved < MOVED_PX:
+        return [], moved
+    return [int(i) for i in np.flatnonzero(still)], moved

@@ -1,0 +1,83 @@
+"""Objects that neither grow nor move while the cells around them do are reported
+(segmentation/static_objects.py, Segment's warnings)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from batchlib.trench.segmentation.doubts import block_figures, judge
+from batchlib.trench.segmentation.static_objects import MIN_FRAMES, static_trenches
+
+
+def growing_block(n_trenches=5, n_frames=8, still=(), divide=True):
+    """Labels of trenches whose mothers grow 3 px a frame (and divide at 30 px), but
+    for ``still`` trenches holding one object that never changes."""
+    lab = np.zeros((n_trenches, n_frames, 80, 10), np.int32)
+    for i in range(n_trenches):
+        for t in range(n_frames):
+            if i in still:
+                lab[i, t, 20:50, 3:7] = 1
+                continue
+            length = 18 + 3 * t
+            if divide and length > 30:
+                half = length // 2
+                lab[i, t, 1:1 + half, 3:7] = 1
+                lab[i, t, 2 + half:2 + length, 3:7] = 2
+            else:
+                lab[i, t, 1:1 + length, 3:7] = 1
+    return lab
+
+
+def test_a_trench_whose_object_stays_put_while_the_others_grow_is_named():
+    lab = growing_block(still=(2,))
+    assert static_trenches(lab)[0] == [2]
+    figures, warnings = judge([block_figures(None, lab, "phase", first_frame=16)])
+    assert figures["still_trenches"] == [2]
+    assert len(warnings) == 1 and "trench 2 (frames 16-23)" in warnings[0]
+    assert "neither grow nor move" in warnings[0]
+
+
+def test_no_warning_without_growth_around_or_frames_to_judge():
+    assert static_trenches(growing_block())[0] == []                       # all grow
+    assert static_trenches(growing_block(still=range(5)))[0] == []         # all still: dead chip
+    assert static_trenches(growing_block(still=(1, 2, 3)))[0] == []        # 2 moving: too few
+    assert static_trenches(growing_block(n_frames=MIN_FRAMES - 1, still=(2,)))[0] == []
+    # a mother growing by a pixel every other frame still moves by 3 px over 8 frames
+    lab = growing_block(still=(2,))
+    for t in range(8):
+        lab[4, t] = 0
+        lab[4, t, 1:20 + t // 2, 3:7] = 1
+    assert static_trenches(lab)[0] == [2]
+    figures, warnings = judge([block_figures(None, growing_block(), "phase")])
+    assert figures["still_trenches"] == [] and warnings == []
+
+
+def test_held_out_texture_patch_taken_for_a_cell_is_warned_about():
+    """Held-out alt_optics 10133 (phase, detected boxes): an empty trench that detection
+    calls filled holds a 68 px object, the same in all 8 frames; it used to pass unwarned."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bench_segmentation as B
+    from batchlib.trench.synthetic import simulate_position
+    from batchlib.trench.synthetic.families import sample_config
+    from batchlib.trench.synthetic.scoring import count_labels, match_boxes
+
+    cfg = sample_config("alt_optics", 10133, height=768, width=768, n_timepoints=8, n_positions=1)
+    pos = simulate_position(cfg, 0)
+    movie = pos.movies[B.channels_of(cfg)[0]]
+    lay, ref = B.detect_in_movie(movie, "phase", box_width=cfg.box_width)
+    drift = B.movie_drift(movie, ref, lay, "phase")
+    crops = np.stack([B.crop_trenches(movie[t], lay, drift_yx=drift[t]) for t in range(len(movie))],
+                     axis=1)
+    empty = lay.trenches["empty"].to_numpy(bool)
+    pred, _ = B.segment(crops, "phase", lay.quality.get("lumen_width_px", 14.0), empty, "unet",
+                        lay.quality.get("closed_end_margin_px"))
+    figures, warnings = judge([block_figures(crops, pred, "phase")])
+    assert len(figures["still_trenches"]) == 1
+    (j,) = figures["still_trenches"]
+    pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
+                           movie.shape[1:], cfg.pitch_px)
+    truth = dict((b, t) for t, b in pairs)[j]
+    assert count_labels(pos.trench_labels)[truth].max() == 0   # the trench is truly empty
+    assert any(f"trench {j} (frames 0-7)" in w for w in warnings)
