@@ -185,20 +185,23 @@ def smooth(profile, sigma):
         return num / den
 
 
-def outer_foot(rows, profile, edge, inward, window=40, fraction=0.2, reach=8):
-    """Row where the outermost object near ``edge`` fades to ``fraction`` of its own level.
+def outer_foot(rows, profile, edge, inward, window=40, fraction=0.2, reach=None):
+    """Row where the outermost object near ``edge`` fades to ``fraction`` of its level.
 
     In fluorescence the end of a trench is where its outermost cell ends. The
-    walk starts at the brightest point within ``window`` rows inside the edge
-    and goes out while the profile stays above ``fraction`` of its highest
-    value over the ``reach`` rows just inside: so a dim mother below brighter
-    daughters is measured by its own level, even where it is only a shoulder
-    on a daughter's flank (a level set by the daughter, a fifth of it just
-    below the mother's, put held-out curved_cells 10167's box 0.6 px into its
-    mother). ``reach`` is shorter than a cell and longer than the rise of a
-    blurred cell's end (the fall from the level to a fifth of it spans under
-    8 rows for blurs up to 3.5 px), so for a lone cell the foot is that of its
-    whole level.
+    walk goes out from a peak while the profile stays above ``fraction`` of
+    that peak's level. With ``reach=None`` the peak is the brightest point
+    within ``window`` rows inside the edge. A dim mother touching a bright
+    daughter is then walked through when its level is just above a fifth of
+    the daughter's, and the foot lands inside it; or the walk stops in the dip
+    between them and says nothing about the mother (held-out curved_cells
+    10167: a box 0.6 px into its mother). With ``reach`` the peak is the
+    outermost object's: the first row, from the outside in, standing five
+    robust sigmas above the profile beyond the end, and the highest of the
+    ``reach`` rows from there (shorter than a cell, longer than a blurred
+    end's rise); with too little profile beyond the end, the brightest point.
+    :func:`_trench_ends` draws the closed-end line through the brightest-peak
+    feet and lets the outermost-object feet push single boxes out.
 
     Parameters
     ----------
@@ -223,7 +226,9 @@ def outer_foot(rows, profile, edge, inward, window=40, fraction=0.2, reach=8):
     >>> from scipy import ndimage
     >>> p = np.zeros(100); p[20:50] = 160; p[50:80] = 660
     >>> p = ndimage.gaussian_filter1d(p, 1.5)
-    >>> round(outer_foot(np.arange(100.0), p, 21.0, +1), 1)  # in the mother's own tail
+    >>> round(outer_foot(np.arange(100.0), p, 21.0, +1), 1)  # inside the mother
+    20.9
+    >>> round(outer_foot(np.arange(100.0), p, 21.0, +1, reach=12), 1)  # in its own tail
     18.2
     """
     p = np.nan_to_num(np.asarray(profile, float))
@@ -235,11 +240,13 @@ def outer_foot(rows, profile, edge, inward, window=40, fraction=0.2, reach=8):
     if not p[peak_i] > 0:
         return np.nan
     step = -int(inward)                 # from the peak outwards
+    if reach:
+        start = _outermost_object(p, d, near, reach, window)
+        if start is not None:
+            peak_i = start
     i, level = peak_i, p[peak_i]
     while 0 <= i + step < p.size:
         j = i + step
-        inner = p[j + 1: j + 1 + reach] if step == -1 else p[max(j - reach, 0): j]
-        level = inner.max()             # the level of what the walk is leaving
         if not p[j] > fraction * level:
             break
         i = j
@@ -248,6 +255,30 @@ def outer_foot(rows, profile, edge, inward, window=40, fraction=0.2, reach=8):
         return float(rows[i])
     f = (p[i] - fraction * level) / (p[i] - p[j]) if p[i] != p[j] else 0.5
     return float(rows[i] + f * (rows[j] - rows[i]))
+
+
+def _outermost_object(p, d, near, reach, window, k=5.0):
+    """Index of the peak of the outermost object of profile ``p`` near an end: the first
+    row, from the outside in, standing ``k`` robust sigmas above the profile beyond the end
+    (``d`` from -window/2 to -4), and the highest of the ``reach`` rows from there on.
+    ``None`` when too little of the profile lies beyond the end to tell."""
+    outside = near[d[near] <= -4]
+    if outside.size < 6:
+        return None
+    base = np.median(p[outside])
+    sd = 1.4826 * np.median(np.abs(p[outside] - base))
+    order = near[np.argsort(d[near])]   # from the outside in
+    above = order[(p[order] > base + k * max(sd, 1e-9)) & (d[order] > -4)]
+    if above.size == 0:
+        return None
+    first = np.flatnonzero(order == above[0])[0]
+    span = order[first: first + reach]
+    return int(span[np.argmax(p[span])])
+
+
+#: Rows inside a fluorescence walk whose highest value is the level of the cell it is
+#: leaving (:func:`outer_foot`): shorter than a cell, longer than a blurred end's fall.
+CELL_REACH = 12
 
 
 def fit_end_line(x, ends, fallback, max_residual=None, max_slope=0.002):
@@ -401,19 +432,25 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
 
     Phase contrast: every lumen, empty or not, ends where its contrast to the
     walls fades. Fluorescence: only cells are seen, so the end of a filled
-    trench is the outer foot (a fifth of the level) of its signal, never
-    inside its outermost cell, and the line is pushed out to clear every
-    measured cell.
+    trench is the outer foot (a fifth of the level) of its signal, and each
+    box is pushed out to clear its measured cells: that foot's and its
+    outermost cell's own (:func:`outer_foot` with ``reach``).
     """
     n = len(centres)
     ends = np.full((n, 2), np.nan)
     from_empty = False
+    clear = ends
     if kind == "fluorescence":
+        clear = np.full((n, 2), np.nan)  # the feet at each outermost cell's own level
         for i in np.flatnonzero(filled):
             prof = smooth(each[:, i], 1.0)
             ends[i] = [outer_foot(rows, prof, edges[0], +1), outer_foot(rows, prof, edges[1], -1)]
+            clear[i] = [outer_foot(rows, prof, edges[0], +1, reach=CELL_REACH),
+                        outer_foot(rows, prof, edges[1], -1, reach=CELL_REACH)]
         ends[:, 0] -= 0.5
         ends[:, 1] += 0.5
+        clear[:, 0] -= 0.5
+        clear[:, 1] += 0.5
     else:
         profs = smooth_columns(each, 1.0)
         for k, outward in ((0, -1), (1, +1)):
@@ -440,8 +477,8 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
     bottom = fit_end_line(centres, ends[:, 1], edges[1], max_slope=max_slope)
     pushed = (0.0, 0.0)
     if kind == "fluorescence":
-        top = np.fmin(top, ends[:, 0])
-        bottom = np.fmax(bottom, ends[:, 1])
+        top = np.fmin(top, np.fmin(ends[:, 0], clear[:, 0]))
+        bottom = np.fmax(bottom, np.fmax(ends[:, 1], clear[:, 1]))
     else:
         tips = _phase_cell_tips(rows, profs, filled, edges)
         if tips is not None:

@@ -36,8 +36,8 @@ class TrenchDetection(BatchJobOnContainer):
     # 9: phase sets also from weakly periodic rows as strong as a set found, and lattice
     # sites inside a set whose lumen shows cells' texture (wide halos); boxes the self-check
     # finds on the walls found again with the other lumen polarity, taken if that passes;
-    # 10: a fluorescence trench's end is its outermost cell's foot at a fifth of that
-    # cell's own level (the highest signal within 8 rows inside), not the brightest cell's
+    # 10: a fluorescence box is also pushed out past its outermost cell's own foot (found
+    # from the outside in), so a dim mother by a bright daughter is not cut
     version = "10"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
