@@ -102,6 +102,20 @@ def test_wrong_lumen_setting_is_an_error_not_a_confident_answer():
         detect_trenches(frame, lumen="dark")
 
 
+def test_bright_walls_whose_texture_scales_with_brightness_are_not_a_refusal():
+    """Held-out mixed 10187: dark lumens, PDMS 2.4x brighter with background texture under
+    uneven illumination. The walls hold 2.3x the plain texture of the boxes, but relative to
+    the brightness the boxes hold more: the right layout is kept, unverified and warned,
+    not refused as boxes on the walls (it was)."""
+    cfg = sample_config("mixed", 10187, height=1024, width=1024, n_timepoints=3, n_positions=2)
+    pos = simulate_position(cfg, 0)
+    layout = detect_trenches(pos.movies["phase"][0], box_width=cfg.box_width)
+    assert layout.quality["self_check"] == 0.5 and layout.quality["confidence"] < 0.5
+    assert any("relative to the brightness the boxes hold more" in w for w in layout.warnings)
+    assert abs(layout.angle_deg - pos.metadata["angle_deg"]) < 0.05
+    assert len(layout.trenches) == len(pos.trenches)
+
+
 def test_textured_walls_are_not_taken_for_cells_between_the_boxes():
     """Bright, textured PDMS with JPEG artefacts beside dark lumens of faint cells: more
     texture between the boxes than in them, but alike on every wall. The layout is

@@ -37,7 +37,9 @@ class TrenchDetection(BatchJobOnContainer):
     # sites inside a set whose lumen shows cells' texture (wide halos); boxes the self-check
     # finds on the walls found again with the other lumen polarity, taken if that passes;
     # 10: a fluorescence box is also pushed out past its outermost cell's own foot (found
-    # from the outside in), so a dim mother by a bright daughter is not cut
+    # from the outside in), so a dim mother by a bright daughter is not cut; a phase layout
+    # with more plain texture between the boxes but more in them relative to the brightness
+    # is unverified, not refused
     version = "10"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
