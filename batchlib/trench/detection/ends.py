@@ -241,15 +241,12 @@ def outer_foot(rows, profile, edge, inward, window=40, fraction=0.2, reach=None)
         return np.nan
     step = -int(inward)                 # from the peak outwards
     if reach:
-        start = _outermost_object(p, d, near, reach, window)
+        start = _outermost_object(p, d, near, reach)
         if start is not None:
             peak_i = start
     i, level = peak_i, p[peak_i]
-    while 0 <= i + step < p.size:
-        j = i + step
-        if not p[j] > fraction * level:
-            break
-        i = j
+    while 0 <= i + step < p.size and p[i + step] > fraction * level:
+        i += step
     j = i + step
     if not 0 <= j < p.size:
         return float(rows[i])
@@ -257,10 +254,10 @@ def outer_foot(rows, profile, edge, inward, window=40, fraction=0.2, reach=None)
     return float(rows[i] + f * (rows[j] - rows[i]))
 
 
-def _outermost_object(p, d, near, reach, window, k=5.0):
+def _outermost_object(p, d, near, reach, k=5.0):
     """Index of the peak of the outermost object of profile ``p`` near an end: the first
     row, from the outside in, standing ``k`` robust sigmas above the profile beyond the end
-    (``d`` from -window/2 to -4), and the highest of the ``reach`` rows from there on.
+    (``d`` of the rows of ``near`` down to -4), and the highest of the ``reach`` rows from there on.
     ``None`` when too little of the profile lies beyond the end to tell."""
     outside = near[d[near] <= -4]
     if outside.size < 6:
@@ -276,8 +273,8 @@ def _outermost_object(p, d, near, reach, window, k=5.0):
     return int(span[np.argmax(p[span])])
 
 
-#: Rows inside a fluorescence walk whose highest value is the level of the cell it is
-#: leaving (:func:`outer_foot`): shorter than a cell, longer than a blurred end's fall.
+#: Rows from a fluorescence trench's outermost object's first row among which its peak is
+#: sought (:func:`outer_foot`): shorter than a cell, longer than a blurred end's rise.
 CELL_REACH = 12
 
 
