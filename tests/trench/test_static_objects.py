@@ -52,6 +52,10 @@ def test_no_warning_without_growth_around_or_frames_to_judge():
     assert static_trenches(lab)[0] == [2]
     figures, warnings = judge([block_figures(None, growing_block(), "phase")])
     assert figures["still_trenches"] == [] and warnings == []
+    # a filament reaching the crop's far end may grow out of sight: not judged
+    lab = growing_block(still=(2,))
+    lab[2, :, 20:, 3:7] = 1
+    assert static_trenches(lab)[0] == []
 
 
 def test_held_out_texture_patch_taken_for_a_cell_is_warned_about():

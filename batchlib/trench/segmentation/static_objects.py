@@ -42,7 +42,8 @@ def static_trenches(labels) -> tuple[list, float]:
     -------
     still : list of int
         Trenches (``N`` indices) holding the same number of objects in every
-        frame, each keeping its first and last rows within :data:`STILL_PX`;
+        frame, each keeping its first and last rows within :data:`STILL_PX`
+        and none reaching the crop's far end (it may grow out of sight);
         empty unless the block can be judged (enough frames and moving
         trenches).
     moved : float
@@ -75,7 +76,9 @@ def static_trenches(labels) -> tuple[list, float]:
         kk = int(k[i].min())  # objects present in every frame (all of them where the count holds)
         rows = np.concatenate([top[i, :, 1:kk + 1], bottom[i, :, 1:kk + 1]], axis=1)
         change[i] = float((rows.max(axis=0) - rows.min(axis=0)).max())
-    still = holding & same_count & (change <= STILL_PX)
+    # an object reaching the crop's far end may grow out of sight (a filament): not judged
+    at_end = bottom[:, :, 1:].max(axis=(1, 2), initial=-1) >= labels.shape[2] - 1
+    still = holding & same_count & (change <= STILL_PX) & ~at_end
     others = holding & ~still
     if others.sum() < MIN_REFERENCE:
         return [], float("nan")
