@@ -38,6 +38,7 @@ from array import array
 
 from .base import BatchJob
 from .container_job import BatchJobOnContainer
+from .folder_outputs import beside_dirs
 from .status_index import file_identity
 
 SCHEMA = "batchlib-uptodate-1"
@@ -56,19 +57,18 @@ def eligible(job: BatchJob) -> bool:
             and not job.param_values.get("hash_inputs", False) and job.output_ext == ".h5")
 
 
-def _beside_dirs(job: BatchJob, folder: str) -> list:
-    """The folders the job writes files beside its containers to."""
-    return sorted({os.path.dirname(p) for p in job.folder_outputs(os.path.join(folder, "x.h5"))})
-
-
-def folder_digest(job: BatchJob, input_folder, folder, triggers) -> str:
-    """The digest of everything the up-to-date decisions of ``job`` read (module docstring).
+def folder_digest(job: BatchJob, input_folder, folder, triggers) -> str | None:
+    """The digest of everything the up-to-date decisions of ``job`` read (module docstring);
+    ``None`` when the folders the job writes beside its containers cannot be told.
 
     Raises ``OSError`` when a folder cannot be read (no certificate then).
     """
     from . import __version__
 
     folder, input_folder = str(folder), str(input_folder)
+    beside = beside_dirs(job, folder)
+    if beside is None:
+        return None
     head = (job.name, job.param_hash, str(job.version), tuple(sorted(triggers)), __version__,
             os.path.abspath(folder), os.path.abspath(input_folder))
     # Names joined, numbers packed: over 10,000 files the repr of tuples would cost
@@ -88,7 +88,7 @@ def folder_digest(job: BatchJob, input_folder, folder, triggers) -> str:
         add(st.st_size)
         add(st.st_mtime_ns)
     h.update(b"\0inputs\0" + "\0".join(paths).encode("utf-8", "surrogateescape"))
-    for d, only_h5 in [(folder, True)] + [(d, False) for d in _beside_dirs(job, folder)]:
+    for d, only_h5 in [(folder, True)] + [(d, False) for d in beside]:
         names = []
         try:
             with os.scandir(d) as it:

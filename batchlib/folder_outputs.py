@@ -14,6 +14,17 @@ import os
 from .io.checksum import content_hash
 
 
+def beside_dirs(job, folder) -> list | None:
+    """The folders ``job`` writes files beside its containers in ``folder`` to (sorted),
+    guessed from a container named ``x.h5``; ``None`` when its ``folder_outputs`` cannot
+    say for such a name."""
+    try:
+        paths = job.folder_outputs(os.path.join(str(folder), "x.h5"))
+    except Exception:  # noqa: BLE001 - a job whose outputs cannot be guessed like this
+        return None
+    return sorted({os.path.dirname(p) for p in paths})
+
+
 def _rel(path, folder) -> str:
     return os.path.relpath(path, folder).replace(os.sep, "/")
 

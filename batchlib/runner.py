@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 
-from . import folder_outputs, planning
+from . import certificate, folder_outputs, planning
 from .base import BatchJob, Unit
 from .errors import InvalidInputError, JobError, OutputCollisionError
 from .io import CONTAINER_EXTS, container_format, open_file, remove_container, replace_container
@@ -167,11 +167,7 @@ class JobRunner:
         run left; the lock says no writer of them is live."""
         from .io.files import remove_leftovers
 
-        try:
-            dirs = {os.path.dirname(p) for p in self.job.folder_outputs(os.path.join(self.folder, "x.h5"))}
-        except Exception:  # noqa: BLE001 - a job whose outputs cannot be guessed like this
-            return
-        for d in sorted(dirs):
+        for d in folder_outputs.beside_dirs(self.job, self.folder) or []:
             for name in remove_leftovers(d, any_writer=True):
                 self.log.warning("removed %s, left unfinished by an interrupted run", os.path.join(d, name))
 
@@ -254,8 +250,6 @@ class JobRunner:
     def _certified(self, t0) -> JobResult | None:
         """The result of a run with nothing to do, when the job's certificate holds
         (:mod:`batchlib.certificate`); ``None``: plan as usual."""
-        from . import certificate
-
         if self.force or not certificate.eligible(self.job) or not os.path.isdir(self.input_folder):
             return None
         # No temporary container can be left behind since the certificate was written:
@@ -267,7 +261,7 @@ class JobRunner:
             return None
         cert = certificate.read(self._certificate_path)
         if cert is None or not certificate.holds(cert, self._digest, self._status_path.with_suffix(".index")):
-            return None
+            return None  # (no digest: the job's folders beside the containers are unknown)
         clean_status_temporaries(self._status_path.parent)  # of a certified run killed while writing
         counts = cert["counts"]
         write_status_unchanged(self._status_path, self._header, counts, cert["files"],
@@ -279,8 +273,6 @@ class JobRunner:
     def _certify(self, state, computed, failed, invalid) -> None:
         """After a run that found every input up to date: write the certificate (or
         remove a stale one)."""
-        from . import certificate
-
         status, path = self._status, self._certificate_path
         if status is None:
             return
@@ -304,8 +296,7 @@ class JobRunner:
             return certified
         # Whatever this run does (or where it is killed), the next one plans in full
         # until a run finds every input up to date again and certifies it (_certify).
-        from .certificate import remove
-        remove(self._certificate_path)
+        certificate.remove(self._certificate_path)
         try:
             units, todo, invalid = self.plan()
             self.log.info("%d input(s): %d up to date, %d to compute, %d invalid",

@@ -98,6 +98,14 @@ def read_json(path, schema=None) -> dict | None:
         return None
 
 
+def job_status_data(header: dict, **fields) -> dict:
+    """The content of a job's ``.status`` file: ``header``, then the run's fields (a run
+    that has just started, updated by ``fields``)."""
+    return {"schema": JOB_SCHEMA, **header, "state": "running", "started": now_iso(),
+            "finished": None, "duration_s": None, "error": None, "counts": {}, "files": {},
+            **fields}
+
+
 class JobStatus:
     """The status of one job in one folder: ``<JobName>.status`` and ``<JobName>.index``.
 
@@ -129,9 +137,7 @@ class JobStatus:
         self.index = StatusIndex(self.path.with_suffix(".index"), {"job": header.get("job")})
         if not self.index.load():
             self._migrate()
-        self.data = {"schema": JOB_SCHEMA, **header, "state": "running", "started": now_iso(),
-                     "finished": None, "duration_s": None, "error": None, "counts": {},
-                     "files": {}}
+        self.data = job_status_data(header)
         #: Whether this run listed every input (:meth:`all_listed`); until then the rows of
         #: inputs it has not seen are not those of deleted inputs, and :meth:`finish` keeps them.
         self.listed = False
@@ -276,11 +282,10 @@ def write_status_unchanged(path, header: dict, counts: dict, files: dict, durati
     """The ``.status`` file of a run that found nothing changed since a run that found every
     input up to date (:mod:`batchlib.certificate`): that run's counts and entries, this
     run's times. Its index is left as it is."""
-    finished = now_iso()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - duration_s))
-    write_json_atomic(path, {"schema": JOB_SCHEMA, **header, "state": "processed", "started": started,
-                             "finished": finished, "duration_s": round(duration_s, 3), "error": None,
-                             "counts": counts, "files": files})
+    write_json_atomic(path, job_status_data(header, state="processed", started=started,
+                                            finished=now_iso(), duration_s=round(duration_s, 3),
+                                            counts=counts, files=files))
 
 
 class WorkflowStatus:

@@ -214,3 +214,18 @@ def test_jobs_with_own_units_or_hashed_inputs_get_no_certificate(tmp_path):
         for _ in range(3):
             assert run_job(job(), folder, input_folder=inp, progress=False).success
         assert not list(status_dir(folder).glob("*.uptodate"))
+
+
+def test_a_job_whose_files_beside_cannot_be_guessed_plans_as_before(tmp_path, planned):
+    class Odd(SumBeside):
+        def folder_outputs(self, output_path):
+            if os.path.basename(output_path) == "x.h5":
+                raise ValueError("only real container names")
+            return super().folder_outputs(output_path)
+
+    inp, folder = tmp_path / "in", tmp_path / "out"
+    make_array_inputs(inp, N, shape=(2, 4, 4))
+    run_job(ImportArray(), folder, input_folder=inp, progress=False)
+    for _ in range(3):
+        assert run_job(Odd(), folder, progress=False).success
+    assert planned.count("Odd") == 3 and not (status_dir(folder) / "Odd.uptodate").exists()

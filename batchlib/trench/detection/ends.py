@@ -265,10 +265,10 @@ def _outermost_object(p, d, near, reach, k=5.0):
     base = np.median(p[outside])
     sd = 1.4826 * np.median(np.abs(p[outside] - base))
     order = near[np.argsort(d[near])]   # from the outside in
-    above = order[(p[order] > base + k * max(sd, 1e-9)) & (d[order] > -4)]
-    if above.size == 0:
+    above = (p[order] > base + k * max(sd, 1e-9)) & (d[order] > -4)
+    if not above.any():
         return None
-    first = np.flatnonzero(order == above[0])[0]
+    first = int(np.argmax(above))
     span = order[first: first + reach]
     return int(span[np.argmax(p[span])])
 
@@ -436,7 +436,6 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
     n = len(centres)
     ends = np.full((n, 2), np.nan)
     from_empty = False
-    clear = ends
     if kind == "fluorescence":
         clear = np.full((n, 2), np.nan)  # the feet at each outermost cell's own level
         for i in np.flatnonzero(filled):

@@ -28,10 +28,10 @@ def block_figures(crops, labels, kind, first_frame=0, mirror=None) -> dict:
     fluorescence = kind == "fluorescence"
     counts = frame_cell_counts(labels) if np.ndim(labels) == 4 else None
     frames = None if counts is None else np.arange(first_frame, first_frame + len(counts))
-    still = static_trenches(labels)[0] if np.ndim(labels) == 4 else []
-    n_frames = np.shape(labels)[1] if np.ndim(labels) == 4 else 0
+    still = static_trenches(labels)[0]  # none unless (N, T, H, W)
+    last = first_frame + np.shape(labels)[1] - 1 if still else first_frame
     return {"mothers": mother_lengths(labels), "fill": trench_fill(labels),
-            "still": [(int(i), int(first_frame), int(first_frame + n_frames - 1)) for i in still],
+            "still": [(int(i), int(first_frame), int(last)) for i in still],
             "spanning": spanning_counts(labels), "counts": counts, "frames": frames,
             "contrast": contrast_to_noise(crops, labels) if fluorescence else None,
             "boundaries": boundary_contrast(crops, labels) if fluorescence else None,

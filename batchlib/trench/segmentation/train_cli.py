@@ -53,8 +53,8 @@ def main(args) -> int:
     from ..synthetic.families import FAMILIES, seeds
     from .torch_model import DEFAULT_WEIGHTS, load_weights, save_weights
     from .training import (BOX_MARGIN, COMBINED, HELDOUT_FAMILIES, TRAINING_FAMILIES,
-                           container_examples,
-                           evaluate_model, generated_examples, train, write_model_card)
+                           container_examples, evaluate_model, generated_examples, train,
+                           write_model_card)
 
     t0 = time.time()
     torch.set_num_threads(args.threads)

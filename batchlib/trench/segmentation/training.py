@@ -41,6 +41,8 @@ def _faint_dark_lumen(seed: int) -> dict:
     return dict(phase_pdms_contrast=float(rng.uniform(1.6, 2.0)),
                 phase_halo_fraction=float(rng.uniform(0.75, 0.9)),
                 trench_width_px=width, cell_width_px=width - float(rng.uniform(3.0, 4.5)))
+
+
 DEFAULT_ARCH = {"channels": [12, 24, 48], "fold": 2, "batch_norm": False}
 
 
