@@ -19,7 +19,9 @@ over N done images of a trivial job; floor: a process that stats every input
 and output; peer: Snakemake), ``workflow`` (the whole trench workflow serial
 and with ``--n_jobs 2``; floor: reading the same frames), ``position`` (one
 position of phase frames; peer: molyso, which also tracks), ``ingest``
-(Ingest alone; peer: a 15-line tifffile + h5py Blosc-LZ4 converter).
+(Ingest alone; peer: a 15-line tifffile + h5py Blosc-LZ4 converter),
+``rerun`` (the whole trench workflow rerun on a done folder, with the CSV
+export, the report and the summary it prints; floor: its ``--help``).
 
 Each checkout is byte-compiled first (``compileall``, as ``pip install``
 does), so that no row measures Python compiling an editable checkout's
@@ -280,6 +282,24 @@ def row_workflow(table, checkouts, positions, timepoints, size, repeats, tmp):
                       max(m for _, m in floor), "≤ 300 MB")
 
 
+def row_rerun(table, checkouts, repeats, tmp):
+    """The whole trench workflow rerun on a done folder, CSV export and report included."""
+    with _acquisition("rerun_", tmp, 2, 8, 512, seed=3) as (root, raw, _):
+        variants = {}
+        for label, co in checkouts.items():
+            cmd = _workflow_cmd(co, raw, root / f"out_{label}", 1, ("--export_csv", "true"))
+            measure(cmd, env_for(co))  # processes everything once
+            variants[label] = (cmd, env_for(co))
+            variants[f"help {label}"] = (
+                [sys.executable, str(Path(co) / "workflows" / "trench_workflow.py"), "--help"], env_for(co))
+        res = paired(variants, repeats)
+        for label in checkouts:
+            sec, mb = res[label]
+            table.add(f"trench workflow rerun with nothing to do, CSV export + report + summary, "
+                      f"2 pos × 8 frames ({label}; peak {mb:.0f} MB)", sec, "s", "its `--help`",
+                      res[f"help {label}"][0])
+
+
 def row_ingest(table, checkouts, positions, timepoints, size, repeats, tmp):
     with _acquisition("ingest_", tmp, positions, timepoints, size, seed=2) as (root, raw, tiffs):
         conv = root / "convert.py"
@@ -421,8 +441,8 @@ def _molyso(wanted):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", nargs="+", default=["import", "noop", "workflow", "position", "ingest"],
-                    choices=["import", "noop", "workflow", "position", "ingest"])
+    rows = ["import", "noop", "rerun", "workflow", "position", "ingest"]
+    ap.add_argument("--rows", nargs="+", default=rows, choices=rows)
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke test, not the targets)")
     ap.add_argument("--compare", default=None, help="another batchlib checkout, run paired with this one")
     ap.add_argument("--peers", action="store_true", help="install and run Snakemake and molyso")
@@ -447,6 +467,8 @@ def main(argv=None):
         row_import(table, checkouts, max(args.repeats, 5))
     if "noop" in args.rows:
         row_noop(table, checkouts, args.noop_sizes, args.repeats, args.peers, args.tmp)
+    if "rerun" in args.rows:
+        row_rerun(table, checkouts, args.repeats, args.tmp)
     if "workflow" in args.rows:
         row_workflow(table, checkouts, args.positions, args.timepoints, args.size, args.repeats, args.tmp)
     if "position" in args.rows:

@@ -1,6 +1,7 @@
 """The HTML report: contents, per-position caching keyed on the completion records, and the
 page in a real headless browser (skipped without Chromium)."""
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -105,3 +106,60 @@ def test_batchlib_report_command(folder, tmp_path, capsys):
     assert "report written to" in capsys.readouterr().out
     assert out.read_text().count('<section class="position"') == 2
     assert main(["report", str(tmp_path / "missing")]) == 1
+
+
+def test_summary_matches_the_tables_and_reads_only_changed_files(folder, tmp_path, monkeypatch):
+    import shutil
+
+    import pandas as pd
+
+    from batchlib.trench import summary
+
+    copy = tmp_path / "out"
+    shutil.copytree(folder, copy, copy_function=shutil.copy2)
+    cells = pd.concat([pd.read_parquet(p) for p in sorted((copy / "tables/cells").glob("*.parquet"))])
+    cycles = pd.concat([pd.read_parquet(p) for p in sorted((copy / "tables/cycles").glob("*.parquet"))])
+    done = cycles[cycles["complete"]]
+    first = summary.folder_summary(copy)
+    assert first["cell_rows"] == len(cells) > 0
+    assert first["cells_first_frame"] == int((cells["t"] == 0).sum())
+    assert first["cycles"]["cells"] == len(cycles) and first["cycles"]["complete"] == len(done)
+    assert first["cycles"]["tau_min"] == pytest.approx(done["tau"].mean(), nan_ok=True)
+    assert first["cycles"]["elong_rate_per_h"] == pytest.approx(done["elong_rate"].mean(), nan_ok=True)
+    assert first["trenches"] > 0 and first["positions"] == 2
+
+    def unread(path):
+        raise AssertionError(f"{path} read although unchanged")
+
+    for reader in ("_container_facts", "_cells_facts", "_cycles_facts"):
+        monkeypatch.setattr(summary, reader, unread)
+    # nothing changed: nothing read (compared as text: NaN means no complete cycle here)
+    assert json.dumps(summary.folder_summary(copy)) == json.dumps(first)
+    monkeypatch.undo()
+    target = copy / "tables/cells/exp_pos000.parquet"
+    pd.read_parquet(target).iloc[5:].to_parquet(target)  # a new identity: read again
+    cells = pd.concat([pd.read_parquet(p) for p in sorted((copy / "tables/cells").glob("*.parquet"))])
+    again = summary.folder_summary(copy)
+    assert again["cell_rows"] == first["cell_rows"] - 5 == len(cells)
+    assert again["cells_first_frame"] == int((cells["t"] == 0).sum())
+
+
+def test_a_rerun_that_changes_nothing_imports_no_pandas(folder):
+    import os
+    import subprocess
+    import sys
+
+    before = (folder / "report.html").stat().st_mtime_ns
+    proc = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "workflows" / "trench_workflow.py"),
+                           "--input_folder", str(folder.parent / "raw"), "--folder", str(folder),
+                           "--executor", "serial", "--progress", "false", "--log_level", "WARNING",
+                           "--ignore_invalid_inputs", "--track_max_gap", "2"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "batchlib.trench.jobs" in imported  # the import log was read
+    assert not {"pandas", "matplotlib", "torch"} & imported
+    assert "cells in the first frame" in proc.stdout
+    assert (folder / "report.html").stat().st_mtime_ns > before  # the page shows this run

@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from ... import __version__
 from ...io import CONTAINER_EXTS, open_file, read_attrs, read_table
@@ -26,6 +27,9 @@ from ...status import JOB_SCHEMA, WORKFLOW_SCHEMA, read_json, status_dir
 from ..layout import (ACQUISITION_ATTR, CROPS, DRIFT_TABLE, OVERVIEW, RAW, SEGMENTATION,
                       TRENCHES_TABLE, container_stem)
 from . import figures
+
+if TYPE_CHECKING:  # pandas is imported where tables are read: a rerun that redraws nothing
+    import pandas as pd  # rebuilds the page without it
 
 #: Bump when the figures change: every cached figure is then redrawn.
 REPORT_VERSION = "2"
@@ -74,6 +78,8 @@ def _first_name(f, group):
 
 def draw_position(path) -> tuple[dict, dict]:
     """``(figures, facts)`` of one container: PNG bytes by name, and numbers for the page."""
+    import pandas as pd
+
     facts, figs = {"container": path.name}, {}
     with open_file(path, "r") as f:
         md = read_attrs(f).get(ACQUISITION_ATTR) or {}
@@ -157,6 +163,8 @@ def _cached_position(path: Path, cache: Path) -> tuple[dict, dict, bool]:
 
 
 def _read_parquets(folder: Path, sub: str, columns=None) -> pd.DataFrame:
+    import pandas as pd
+
     frames = []
     for p in sorted((folder / "tables" / sub).glob("*.parquet")):
         try:
@@ -276,7 +284,7 @@ def build_report(folder, out=None, progress=False) -> dict:
         ``path``, ``positions``, ``redrawn`` (positions whose figures were
         drawn now), ``seconds`` and ``bytes``.
     """
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, select_autoescape
 
     start = time.perf_counter()
     folder = Path(folder)
@@ -305,8 +313,10 @@ def build_report(folder, out=None, progress=False) -> dict:
                           "figures": {n: _data_uri(cache / fn) for n, fn in files.items()}})
     folder_files, folder_facts = _folder_figures(folder, cache, keys)
     workflow, jobs = _jobs(folder)
+    # the compiled template is kept beside the figures: a rerun renders without compiling it
     env = Environment(loader=PackageLoader("batchlib.trench.report", "templates"),
-                      autoescape=select_autoescape(["html", "j2"]))
+                      autoescape=select_autoescape(["html", "j2"]),
+                      bytecode_cache=FileSystemBytecodeCache(str(cache)))
     html = env.get_template("report.html.j2").render(
         folder=str(folder.resolve()), version=__version__, generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         workflow=workflow, jobs=jobs, acquisitions=_acquisitions(positions, mds),

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import io
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas only for the annotations: the page of an unchanged folder never imports it
+    import pandas as pd
 
 #: Figure resolution: small enough that 20 positions stay well under 20 MB.
 DPI = 80
