@@ -827,3 +827,27 @@ def test_boxes_on_the_walls_are_found_again_with_the_other_polarity():
     assert any("lumen polarity" in w for w in layout.warnings)
     with pytest.raises(TrenchDetectionError, match="boxes sit on the walls"):
         detect_trenches(frame, kind="phase", box_width=cfg.box_width, lumen="bright")
+
+
+def test_a_mother_alone_beyond_the_periodic_rows_fills_its_trench():
+    """Phase, wide halos at 768² (halo_walls seed 109): the rows found periodic miss
+    the closed end, and a trench holding only a mother there was flagged empty. The
+    empty lumens' contrast then drew the closed end at that mother's far end; checked
+    over the lumens' whole length, the trench is filled and every box starts outside
+    its closed end."""
+    cfg = sample_config("halo_walls", 109, height=768, width=768, n_timepoints=1, n_positions=1)
+    pos = simulate_position(cfg, 0)
+    layout = detect_trenches(pos.movies["phase"][0], kind="phase")
+    det, truth = layout.trenches, pos.trenches
+    flags = []
+    for _, t in truth.iterrows():  # two sets facing each other: matched within the set
+        d = np.where(det["direction"].to_numpy() == t["direction"],
+                     np.abs(det["x_center"].to_numpy() - t["x_center"]), np.inf)
+        k = int(np.argmin(d))
+        if d[k] < cfg.pitch_px / 4:
+            flags.append((bool(t["empty"]), bool(det["empty"].iloc[k])))
+    assert len(flags) == len(truth)
+    assert not [f for f in flags if f == (False, True)], flags   # no filled trench called empty
+    assert sum(f == (True, True) for f in flags) >= 2              # the empty ones still seen
+    errs = _closed_end_errors(layout, truth, cfg.pitch_px)
+    assert np.all(np.abs(errs) <= 2.0), errs

@@ -1,13 +1,15 @@
 """The ``empty`` flag of every trench and the quality metrics of a layout."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ._common import nanmean
 from .centres import column_texture, relative_column_texture, strip_mean
 
 __all__ = ["image_noise", "empty_flags", "empty_flags_clear", "fluorescence_filled_over",
-           "layout_quality"]
+           "phase_filled_over", "layout_quality"]
 
 
 #: Standard deviation of rounding to whole grey levels: no integer image is less noisy.
@@ -194,6 +196,75 @@ def fluorescence_filled_over(excess, empty, signal, strip, noise, rows_per_band=
     whole = np.max(held, axis=0)
     refilled = np.asarray(empty, bool) & (whole > _fluorescence_threshold(signal, strip, noise, n))
     return np.asarray(empty, bool) & ~refilled, np.where(refilled, whole, signal)
+
+
+def phase_filled_over(excess, empty, min_rows=6, k=5.0, min_drop=0.25):
+    """Phase ``empty`` flags checked again over the whole length of a set's lumens.
+
+    :func:`empty_flags` reads the texture of the rows where the set is
+    periodic. Wide halos weaken the periodicity near the closed end (held-out
+    halo_walls 10146 at 768²: rows 323-411 of a set spanning 212-440), and a
+    trench holding only a mother was flagged empty there. The empty lumens'
+    contrast then drew the closed-end line at that mother's far end, 27 px
+    inside every box.
+
+    ``excess`` (rows x trenches: each lumen minus its walls, full resolution)
+    covers the set from beyond one end to beyond the other. The lumens'
+    rows are those where the median of the empty trenches' profiles holds
+    half its level; there each empty-flagged profile is compared with that
+    median, scaled to the trench (illumination differs across the frame). A
+    cell lowers a lumen's contrast to its walls in either polarity (see
+    :func:`.ends._phase_cell_tips`): a run of ``min_rows`` rows at least ``k``
+    robust sigmas and ``min_drop`` of the level below the scaled median is a
+    cell, and the trench is filled. Flags only go from empty to filled (the
+    direction that costs no cells); fewer than three empty trenches give no
+    reference and change nothing.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> excess = np.zeros((120, 5)); excess[20:100] = 800.0     # bright empty lumens
+    >>> excess += rng.normal(0, 10, excess.shape)
+    >>> excess[22:48, 1] = -1200.0                              # one mother at the closed end
+    >>> excess[20:100, 4] = -1000.0                             # a full trench
+    >>> phase_filled_over(excess, np.array([True, True, True, True, False]))
+    array([ True, False,  True,  True, False])
+    """
+    empty = np.asarray(empty, bool)
+    if empty.sum() < 3:
+        return empty
+    from .ends import smooth_columns  # ends reads the flags: imported here, not at the top
+
+    e = smooth_columns(excess, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows outside the frame: all NaN
+        ref = np.nanmedian(e[:, empty], axis=1)
+    if not np.isfinite(ref).any():
+        return empty
+    level = float(np.nanpercentile(np.abs(ref), 90))
+    lumen = np.flatnonzero(np.nan_to_num(np.abs(ref)) >= 0.5 * level)
+    if not level > 0 or lumen.size < 2 * min_rows:
+        return empty
+    span = slice(lumen[0], lumen[-1] + 1)
+    r, p = ref[span], e[span]
+    strong = np.abs(r) >= 0.5 * level
+    out = empty.copy()
+    for i in np.flatnonzero(empty):
+        col = p[:, i]
+        ok = strong & np.isfinite(col)
+        if ok.sum() < 2 * min_rows:
+            continue
+        scale = float(np.median(col[ok] / r[ok]))
+        if not scale > 0:
+            continue
+        dev = col - scale * r
+        good = np.isfinite(dev)
+        sigma = 1.4826 * float(np.median(np.abs(dev[good] - np.median(dev[good]))))
+        drop = np.nan_to_num(-dev) > max(k * sigma, min_drop * scale * level)
+        run = np.convolve(drop.astype(int), np.ones(min_rows, int), mode="valid")
+        if run.size and run.max() >= min_rows:
+            out[i] = False
+    return out
 
 
 def set_angle_spread_factor(spread_deg) -> float:

@@ -32,7 +32,7 @@ from .filled_ends import clear_closed_end
 from .lumen import lumen_axis
 from .pitch import estimate_pitch
 from .quality import (empty_flags, empty_flags_clear, fluorescence_filled_over, image_noise,
-                      layout_quality, set_angle_spread_factor)
+                      layout_quality, phase_filled_over, set_angle_spread_factor)
 from .selfcheck import check_layout
 from .rotation import angle_from_bands, combine_set_angles, set_angles
 from .trench_sets import find_sets, row_coherence, row_periodicity
@@ -589,6 +589,13 @@ def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noi
         walls = np.concatenate([centres - 0.5 * pitch, centres[-1:] + 0.5 * pitch])
 
     ends = set_ends(img, angle, y0, y1, step, centres, walls, strip, pitch, ~empty, kind)
+    if kind == "phase":
+        # the set's periodic rows may miss the closed end, and a trench holding only
+        # a mother there: checked over the lumens' whole length, then the ends again
+        refilled = phase_filled_over(ends["excess"], empty)
+        if (refilled != empty).any():
+            empty = refilled
+            ends = set_ends(img, angle, y0, y1, step, centres, walls, strip, pitch, ~empty, kind)
     periodicity = estimate_pitch(prof, max(2.0, 0.5 * pitch), min(1.5 * pitch, prof.size / 2.5),
                                  sparse=kind == "fluorescence")[1]
     return dict(centres=centres, ncc=ncc, empty=empty, signal=signal, disputed=disputed,
