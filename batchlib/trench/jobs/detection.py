@@ -39,8 +39,9 @@ class TrenchDetection(BatchJobOnContainer):
     # 10: a fluorescence box is also pushed out past its outermost cell's own foot (found
     # from the outside in), so a dim mother by a bright daughter is not cut; a phase layout
     # with more plain texture between the boxes but more in them relative to the brightness
-    # is unverified, not refused
-    version = "10"
+    # is unverified, not refused; 11: phase empty flags checked over the lumens' whole
+    # length (a trench holding only a mother beyond the periodic rows is filled)
+    version = "11"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
