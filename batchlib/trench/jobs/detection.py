@@ -40,7 +40,9 @@ class TrenchDetection(BatchJobOnContainer):
     # from the outside in), so a dim mother by a bright daughter is not cut; a phase layout
     # with more plain texture between the boxes but more in them relative to the brightness
     # is unverified, not refused; 11: phase empty flags checked over the lumens' whole
-    # length (a trench holding only a mother beyond the periodic rows is filled)
+    # length (a trench holding only a mother beyond the periodic rows is filled), the
+    # pitch as any whole fraction of the highest autocorrelation peak, the angle's coarse
+    # search on four harmonics too, the lumen axis by mirror symmetry
     version = "11"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
