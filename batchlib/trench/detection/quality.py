@@ -7,6 +7,7 @@ import numpy as np
 
 from ._common import nanmean
 from .centres import column_texture, relative_column_texture, strip_mean
+from .ends import smooth_columns
 
 __all__ = ["image_noise", "empty_flags", "empty_flags_clear", "fluorescence_filled_over",
            "phase_filled_over", "layout_quality"]
@@ -233,8 +234,6 @@ def phase_filled_over(excess, empty, min_rows=6, k=5.0, min_drop=0.25):
     empty = np.asarray(empty, bool)
     if empty.sum() < 3:
         return empty
-    from .ends import smooth_columns  # ends reads the flags: imported here, not at the top
-
     e = smooth_columns(excess, 1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # rows outside the frame: all NaN

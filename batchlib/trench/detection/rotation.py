@@ -9,7 +9,10 @@ the harmonics of the pitch are kept, which makes each trial angle cost a few
 thousand complex products and ignores non-periodic structure (feeding channel
 edges, debris). A coarse grid on the fundamental alone (a smooth, single-peaked
 criterion) is followed by a grid and a bounded scalar search with harmonics on
-thinner bands.
+thinner bands. A lattice whose fundamental is weak (a lumen about a third of
+the pitch wide) leaves that coarse criterion flat: a second coarse grid on the
+first four harmonics, four times finer, is refined as well when it lands
+elsewhere, and the sharper answer kept.
 
 Refining instead from the lean of the straightened profile between the top
 and the bottom of a set was tried and dropped: the cells (tilted, jittered)
