@@ -889,19 +889,25 @@ def test_fluorescence_pitch_when_the_highest_peak_is_a_far_multiple():
     assert all(np.min(np.abs(found - x)) < cfg.pitch_px / 4 for x in filled)
 
 
-def test_fluorescence_lattice_found_at_a_fraction_of_the_strongest_period():
-    """Fluorescence, 12 of 20 trenches filled at random (held-out nominal 10207): the
-    maximum projection's strongest period was three pitches (146.7 px for 48.8), the
-    peak at the pitch itself below zero, and at that period no set resolved: the
-    position failed. The whole fractions of the period are tried when none does."""
+@pytest.mark.parametrize("family,seed,size,position,n_filled", [
+    ("nominal", 10207, 1024, 1, 12), ("geometry", 10156, 768, 0, 6)])
+def test_fluorescence_lattice_found_at_a_fraction_of_the_strongest_period(
+        family, seed, size, position, n_filled):
+    """Fluorescence, trenches filled at random (held-out nominal 10207: 12 of 20;
+    geometry 10156 at 768²: 6 of 10): the maximum projection's strongest period was
+    three or two pitches (146.7 px for 48.8, 138 for 69), and at it no set resolved or
+    no run of rows was periodic: the position failed. The whole fractions of the
+    period are tried when nothing is found at it."""
     from batchlib.trench.detection.movie import detect_in_movie
 
-    cfg = sample_config("nominal", 10207, height=1024, width=1024, n_timepoints=3, n_positions=2)
-    pos = simulate_position(cfg, 1)
+    n_t = 3 if size == 1024 else 8  # as the detection and segmentation benchmarks
+    cfg = sample_config(family, seed, height=size, width=size, n_timepoints=n_t,
+                        n_positions=2 if size == 1024 else 1)
+    pos = simulate_position(cfg, position)
     fluo = [c for c in pos.movies if c != "phase"][0]
     layout, _ = detect_in_movie(pos.movies[fluo], "fluorescence", box_width=cfg.box_width)
     assert abs(layout.pitch - cfg.pitch_px) < 0.3
     filled = pos.trenches[~pos.trenches["empty"].to_numpy(bool)]["x_center"].to_numpy()
     found = layout.trenches[~layout.trenches["empty"].to_numpy(bool)]["x_center"].to_numpy()
-    assert len(filled) == 12
+    assert len(filled) == n_filled
     assert all(np.min(np.abs(found - x)) < cfg.pitch_px / 4 for x in filled)

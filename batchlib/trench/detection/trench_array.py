@@ -253,7 +253,13 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         angle = whole_frame_angle = float(angle_deg)
         gain, per_set, spread = float("nan"), np.zeros(0), 0.0
         rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets)
-    if not runs and not pitch_given and 2 * pitch <= (max_pitch or W / 3.0):
+    double = 2 * pitch <= (max_pitch or W / 3.0)
+    if not runs and not pitch_given and kind == "fluorescence":
+        # a multiple of the pitch taken for it (see _at_fractions), or a harmonic
+        retried = _at_fractions(again, pitch, min_pitch, double)
+        if retried is not None:
+            return retried
+    elif not runs and not pitch_given and double:
         # a harmonic taken for the pitch: bright halos in the middle of the walls
         # repeat at half of it, and at a quarter when the multiple won (held-out
         # halo_walls 10065: 24.5 px for 48.1), but no run of rows is periodic there
@@ -281,20 +287,9 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         if res is not None:
             found.append(res)
     if not found and kind == "fluorescence" and not pitch_given:
-        # Filled trenches at random among empty ones can make a multiple of the pitch
-        # the strongest period, and at it filled trenches lie between the lattice's
-        # sites, so no set passes (held-out nominal 10207: 12 filled of 20, 146.7 px
-        # for 48.8, the peak at the pitch itself below zero): the whole fractions are
-        # tried, and the most confident layout kept
-        tried = []
-        for m in (2, 3, 4):
-            if pitch / m >= min_pitch:
-                try:
-                    tried.append(again(pitch=pitch / m))
-                except TrenchDetectionError:
-                    continue
-        if tried:
-            return max(tried, key=lambda lay: lay.quality["confidence"])
+        retried = _at_fractions(again, pitch, min_pitch)
+        if retried is not None:
+            return retried
     if not found:
         raise TrenchDetectionError(
             "no trench set could be resolved into trenches: rows with trench-like structure "
@@ -342,6 +337,28 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                                    and lumen == "auto" else None)
     _warn_low_confidence(layout)
     return layout
+
+
+def _at_fractions(again, pitch, min_pitch, double=False):
+    """The most confident layout found at a half, a third or a quarter of ``pitch``, or
+    with ``double`` at twice it (a harmonic taken for the pitch); ``None`` when none is
+    found. Fluorescence, where nothing was found at ``pitch``.
+
+    Filled trenches at random among empty ones can make a multiple of the pitch the
+    strongest period. At it the filled trenches lie between the lattice's sites, so
+    no run of rows is periodic (held-out geometry 10156 at 768²: 6 of 10 trenches
+    filled, 138 px for 69) or no set passes (held-out nominal 10207: 12 of 20
+    filled, 146.7 px for 48.8, the autocorrelation at the pitch itself below zero),
+    and the position failed.
+    """
+    tried = []
+    for m in ((0.5,) if double else ()) + (2, 3, 4):
+        if pitch / m >= min_pitch:
+            try:
+                tried.append(again(pitch=pitch / m))
+            except TrenchDetectionError:
+                continue
+    return max(tried, key=lambda lay: lay.quality["confidence"]) if tried else None
 
 
 #: smallest closed-end line lean (degrees) worth finding the layout again for
