@@ -911,3 +911,25 @@ def test_fluorescence_lattice_found_at_a_fraction_of_the_strongest_period(
     found = layout.trenches[~layout.trenches["empty"].to_numpy(bool)]["x_center"].to_numpy()
     assert len(filled) == n_filled
     assert all(np.min(np.abs(found - x)) < cfg.pitch_px / 4 for x in filled)
+
+
+def test_textured_walls_with_invisible_cells_are_not_verified():
+    """Phase, dark lumens whose cells cannot be seen and bright walls with blotchy
+    texture (held-out mixed 10212): the walls' texture passed for cells, every box sat
+    on a wall and the layout said confidence 0.93. None of that texture stands out
+    from the local brightness, as cells' does: the layout is unverified and says how
+    to settle it."""
+    cfg = sample_config("mixed", 10212, height=1024, width=1024, n_timepoints=1, n_positions=2)
+    pos = simulate_position(cfg, 0)
+    phase = cfg.phase_channels[0] if cfg.phase_channels else "phase"
+    layout = detect_trenches(pos.movies[phase][0], kind="phase")
+    truth = pos.trenches["x_center"].to_numpy()
+    on_lumens = np.mean([np.min(np.abs(truth - x)) < cfg.pitch_px / 4
+                         for x in layout.trenches["x_center"]])
+    if on_lumens < 0.9:  # wrong: it must say so
+        assert layout.quality["self_check"] == 0.5
+        assert layout.quality["confidence"] < 0.5
+        assert any("--detect_lumen" in w for w in layout.warnings), layout.warnings
+    # the lumen polarity given, the boxes are right
+    right = detect_trenches(pos.movies[phase][0], kind="phase", lumen="dark", self_check=False)
+    assert all(np.min(np.abs(truth - x)) < cfg.pitch_px / 4 for x in right.trenches["x_center"])
