@@ -159,7 +159,8 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                     max_pitch: float | None = None, lumen: str = "auto",
                     direction: int | None = None,
                     closed_end_margin: float | None = None, self_check: bool = True,
-                    angle_deg: float | None = None) -> TrenchLayout:
+                    angle_deg: float | None = None,
+                    _weak_rows_alone: bool = False) -> TrenchLayout:
     """Find the trench array of a mother-machine image.
 
     Parameters
@@ -207,6 +208,10 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         the searched angle is then corrected by the lean of the closed-end
         line (:mod:`.end_line`) and the layout found again at it.
 
+    _weak_rows_alone : bool
+        Internal (a retry of the pitch check below): phase rows periodic at
+        :data:`PHASE_WEAK_RATIO` count without a strictly periodic row beside them.
+
     Returns
     -------
     TrenchLayout
@@ -216,24 +221,6 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     TrenchDetectionError
         When no trench array is found, with the reason.
     """
-    return _detect_trenches(image, kind, box_width, box_height, pitch, angle_range_deg, n_sets,
-                            min_trenches, min_pitch=min_pitch, max_pitch=max_pitch, lumen=lumen,
-                            direction=direction, closed_end_margin=closed_end_margin,
-                            self_check=self_check, angle_deg=angle_deg)
-
-
-def _detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
-                     box_height: int | None = None, pitch: float | None = None,
-                     angle_range_deg: float = 5.0, n_sets: int | None = None,
-                     min_trenches: int = 3, *, min_pitch: float = 6.0,
-                     max_pitch: float | None = None, lumen: str = "auto",
-                     direction: int | None = None,
-                     closed_end_margin: float | None = None, self_check: bool = True,
-                     angle_deg: float | None = None,
-                     weak_rows_alone: bool = False) -> TrenchLayout:
-    """:func:`detect_trenches`; ``weak_rows_alone``: phase rows periodic at
-    :data:`PHASE_WEAK_RATIO` count without a strictly periodic row beside them (a retry,
-    see the harmonic check below)."""
     if kind not in ("phase", "fluorescence"):
         raise ValueError(f"kind must be 'phase' or 'fluorescence', got {kind!r}")
     if lumen not in ("auto", "bright", "dark"):
@@ -251,12 +238,12 @@ def _detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                      angle_range_deg=angle_range_deg, n_sets=n_sets, min_trenches=min_trenches,
                      min_pitch=min_pitch, max_pitch=max_pitch, lumen=lumen, direction=direction,
                      closed_end_margin=closed_end_margin, self_check=self_check,
-                     angle_deg=angle_deg, weak_rows_alone=weak_rows_alone)
+                     angle_deg=angle_deg, _weak_rows_alone=_weak_rows_alone)
 
     def again(**changed):
         """The whole detection again with some arguments changed. A retry gives what it
         changes (a pitch, a polarity), so it never retries the same thing."""
-        return _detect_trenches(image, **{**arguments, **changed})
+        return detect_trenches(image, **{**arguments, **changed})
 
     if pitch is None:
         pitch = _estimated_pitch(bands32, kind, min_pitch, max_pitch, W, img)
@@ -267,11 +254,12 @@ def _detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         whole_frame_angle = angle
         angle, per_set, spread, (rot, power, ratio, runs) = _per_set_angle(
             bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, angle_range_deg, step,
-            weak_rows_alone)
+            _weak_rows_alone)
     else:
         angle = whole_frame_angle = float(angle_deg)
         gain, per_set, spread = float("nan"), np.zeros(0), 0.0
-        rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets, weak_rows_alone)
+        rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets,
+                                           _weak_rows_alone)
     double = 2 * pitch <= (max_pitch or W / 3.0)
     if not runs and not pitch_given and kind == "fluorescence":
         # a multiple of the pitch taken for it (see _at_fractions), or a harmonic
@@ -289,12 +277,12 @@ def _detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         # Twice the pitch is wrong when the stripes half-way between its boxes look
         # like the boxes (10217: 0.61; right at 10065: 0.27-0.38, see _half_way_alike).
         tried = []
-        for changed in (dict(pitch=2 * pitch), dict(pitch=pitch, weak_rows_alone=True)):
+        for changed in (dict(pitch=2 * pitch), dict(pitch=pitch, _weak_rows_alone=True)):
             try:
                 lay = again(**changed)
             except TrenchDetectionError:
                 continue
-            if changed.get("weak_rows_alone"):
+            if changed.get("_weak_rows_alone"):
                 # weak rows alone are weak evidence: a layout they give must not be
                 # very unsure too (10217 pos 0: 0.04, every box 29 px inside its
                 # trench; the right one of pos 1: 0.15)
