@@ -41,8 +41,11 @@ class TrenchDetection(BatchJobOnContainer):
     # with more plain texture between the boxes but more in them relative to the brightness
     # is unverified, not refused; 11: phase empty flags checked over the lumens' whole
     # length (a trench holding only a mother beyond the periodic rows is filled), the
-    # pitch as any whole fraction of the highest autocorrelation peak, the angle's coarse
-    # search on four harmonics too, the lumen axis by mirror symmetry
+    # pitch as the whole fraction of the highest autocorrelation peak whose multiples stand
+    # highest, the angle's coarse search on four harmonics too, the lumen axis by mirror
+    # symmetry, fractions of the pitch retried in fluorescence and weakly periodic rows in
+    # phase, fluorescence rows at a coherence of 0.6, phase boxes whose texture does not
+    # stand out from the brightness unverified
     version = "11"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
