@@ -975,3 +975,16 @@ def test_phase_pitch_kept_when_cells_halos_blur_the_rows_periodicity():
     assert layout.warnings  # still unsure: weakly periodic rows, confidence 0.15
     assert _half_way_alike(detect_trenches(frame, kind="phase", pitch=2 * cfg.pitch_px))
     assert not _half_way_alike(layout)
+
+
+def test_phase_angle_over_the_whole_set_when_its_periodic_rows_are_few():
+    """Phase, wide halos at 768² (held-out halo_walls 10146): the periodic rows covered
+    rows 323-411 of a set spanning 212-440 and the angle read off them was 0.19 deg
+    off. Searched again over the whole set, between its ends, it is within 0.07."""
+    cfg = sample_config("halo_walls", 10146, height=768, width=768, n_timepoints=1, n_positions=1)
+    pos = simulate_position(cfg, 0)
+    layout = detect_trenches(pos.movies["phase"][0], kind="phase")
+    assert abs(layout.angle_deg - pos.metadata["angle_deg"]) < 0.07
+    assert abs(layout.quality["full_extent_correction_deg"]) > 0.1
+    errs = _closed_end_errors(layout, pos.trenches, cfg.pitch_px)
+    assert len(errs) == len(pos.trenches) and np.all(np.abs(errs) <= 2.0), errs

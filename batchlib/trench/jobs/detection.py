@@ -45,7 +45,8 @@ class TrenchDetection(BatchJobOnContainer):
     # highest, the angle's coarse search on four harmonics too, the lumen axis by mirror
     # symmetry, fractions of the pitch retried in fluorescence and weakly periodic rows in
     # phase, fluorescence rows at a coherence of 0.6, phase boxes whose texture does not
-    # stand out from the brightness unverified
+    # stand out from the brightness unverified, a phase angle searched again between the
+    # ends of a set whose periodic rows are few
     version = "11"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
