@@ -63,8 +63,6 @@ def _smallest_period(acf, cand, best, min_pitch, along=None):
     """
     for m in range(max(2, int(best / min_pitch)), 1, -1):
         period = best / m
-        if period < min_pitch:
-            continue
         half = max(1, int(period / 2))
         floor = 0.1 * _prominence(acf, best, half)
         first = None

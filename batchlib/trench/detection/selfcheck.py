@@ -260,11 +260,6 @@ def check_layout(image, layout, noise=None, max_rows=256, max_boxes=40) -> Layou
         return verdict("undetermined", "no cells are seen in or between the boxes: the boxes "
                                        "cannot be checked on this image")
     if log_ratio >= _PASS:
-        # Bright walls under illumination speckle (which scales with the brightness)
-        # outdo the faint cells of dark lumens in plain texture: boxes on the walls
-        # passed (tuning mixed 202, confidence 0.68-0.82). Relative to the local
-        # brightness the cells win (-1.0); every right layout of tuning 200-207 had
-        # +0.03 or more there.
         if layout.kind == "phase" and rel_excess_a < _RELATIVE_SILENT * rel_floor:
             # Blotchy PDMS on bright walls (background texture) and cells too faint to
             # see in dark lumens: the walls' texture passed for cells and every box sat
@@ -280,6 +275,11 @@ def check_layout(image, layout, noise=None, max_rows=256, max_boxes=40) -> Layou
                            "does: textured walls can look like cells; the boxes cannot be "
                            "checked on this image (set --detect_lumen if the cells are not "
                            "in the boxes)")
+        # Bright walls under illumination speckle (which scales with the brightness)
+        # outdo the faint cells of dark lumens in plain texture: boxes on the walls
+        # passed (tuning mixed 202, confidence 0.68-0.82). Relative to the local
+        # brightness the cells win (-1.0); every right layout of tuning 200-207 had
+        # +0.03 or more there.
         if rel_ratio <= _FAIL:
             return verdict("undetermined",
                            "the boxes hold more texture than the stripes between them, but "

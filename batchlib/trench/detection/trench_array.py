@@ -273,25 +273,12 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         # Or the pitch is right and the cells' halos put so much power between its
         # harmonics that no row is periodic at 3 (held-out halo_walls 10217: 1.2-2.6,
         # with 100 times the PDMS's periodic power; at twice the pitch the layout
-        # was wrong). Both are tried, the more confident layout kept.
-        # Twice the pitch is wrong when the stripes half-way between its boxes look
-        # like the boxes (10217: 0.61; right at 10065: 0.27-0.38, see _half_way_alike).
-        tried = []
-        for changed in (dict(pitch=2 * pitch), dict(pitch=pitch, _weak_rows_alone=True)):
-            try:
-                lay = again(**changed)
-            except TrenchDetectionError:
-                continue
-            if changed.get("_weak_rows_alone"):
-                # weak rows alone are weak evidence: a layout they give must not be
-                # very unsure too (10217 pos 0: 0.04, every box 29 px inside its
-                # trench; the right one of pos 1: 0.15)
-                if lay.quality["confidence"] >= MIN_WEAK_ROWS_CONFIDENCE:
-                    tried.append(lay)
-            elif not _half_way_alike(lay):
-                tried.append(lay)
-        if tried:
-            return max(tried, key=lambda lay: lay.quality["confidence"])
+        # was wrong). Both are tried, the more confident acceptable layout kept.
+        retried = _most_confident(again, (dict(pitch=2 * pitch),
+                                          dict(pitch=pitch, _weak_rows_alone=True)),
+                                  accept=_phase_retry_acceptable)
+        if retried is not None:
+            return retried
     if not runs:
         raise TrenchDetectionError(
             f"no rows with trenches: no run of rows is periodic at the pitch {pitch:.1f} px "
@@ -346,27 +333,15 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         extended = _full_extent_angle(bands8, y8, bands32, y32, shape, angle, pitch, found,
                                       angle_range_deg, step, whole_frame_angle)
         if abs(extended - angle) > MIN_FULL_EXTENT_CORRECTION_DEG:
-            refined = again(angle_deg=extended)
-            searched = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
-                            set_angle_spread_deg=spread, full_extent_correction_deg=extended - angle)
-            searched.update({f"set{i}_angle_deg": a for i, a in enumerate(per_set)})
-            refined.quality.update({k: float(np.nan_to_num(v)) for k, v in searched.items()})
-            refined.quality["confidence"] *= set_angle_spread_factor(spread)
-            return refined
+            return _with_search_facts(again(angle_deg=extended), gain, whole_frame_angle,
+                                      spread, per_set,
+                                      full_extent_correction_deg=extended - angle)
     if kind == "fluorescence" and angle_deg is None:
         error, stderr = _closed_end_angle_error(img, layout)
         if abs(error) > max(2.0 * stderr, MIN_END_LINE_CORRECTION_DEG):
-            refined = again(angle_deg=angle - error)
-            searched = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
-                            set_angle_spread_deg=spread, end_line_correction_deg=-error,
-                            end_line_stderr_deg=stderr)
-            searched.update({f"set{i}_angle_deg": a for i, a in enumerate(per_set)})
-            q = refined.quality
-            q.update({k: float(np.nan_to_num(v)) for k, v in searched.items()})
-            # the retry, at a given angle, had no set angles to disagree: the
-            # search's disagreement still lowers the confidence (layout_quality)
-            q["confidence"] *= set_angle_spread_factor(spread)
-            return refined
+            return _with_search_facts(again(angle_deg=angle - error), gain, whole_frame_angle,
+                                      spread, per_set, end_line_correction_deg=-error,
+                                      end_line_stderr_deg=stderr)
         layout.quality.update(end_line_correction_deg=0.0,
                               end_line_stderr_deg=float(np.nan_to_num(stderr, nan=-1.0)))
     if self_check:
@@ -377,6 +352,52 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                                    and lumen == "auto" else None)
     _warn_low_confidence(layout)
     return layout
+
+
+def _with_search_facts(refined, gain, whole_frame_angle, spread, per_set, **correction):
+    """``refined`` (found again at a corrected angle) with the facts of the search that
+    gave the first angle, and ``correction``, in its quality.
+
+    The retry, at a given angle, had no set angles to disagree: the search's
+    disagreement still lowers the confidence (:func:`.quality.layout_quality`).
+    """
+    searched = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
+                    set_angle_spread_deg=spread, **correction)
+    searched.update({f"set{i}_angle_deg": a for i, a in enumerate(per_set)})
+    q = refined.quality
+    q.update({k: float(np.nan_to_num(v)) for k, v in searched.items()})
+    q["confidence"] *= set_angle_spread_factor(spread)
+    return refined
+
+
+def _most_confident(again, changes, accept=None):
+    """The most confident layout found again with each of ``changes`` (keyword dicts) and
+    accepted by ``accept(changed, layout)``; ``None`` when none is."""
+    tried = []
+    for changed in changes:
+        try:
+            layout = again(**changed)
+        except TrenchDetectionError:
+            continue
+        if accept is None or accept(changed, layout):
+            tried.append(layout)
+    return max(tried, key=lambda lay: lay.quality["confidence"]) if tried else None
+
+
+def _phase_retry_acceptable(changed, layout) -> bool:
+    """Phase, no periodic run at the estimated pitch (see ``detect_trenches``): a layout
+    from weak rows alone must not be very unsure too (held-out halo_walls 10217 pos 0:
+    0.04, every box 29 px inside its trench; the right one of pos 1: 0.15), and twice the
+    pitch is wrong when the stripes half-way between its boxes look like them."""
+    if changed.get("_weak_rows_alone"):
+        return layout.quality["confidence"] >= MIN_WEAK_ROWS_CONFIDENCE
+    return not _half_way_alike(layout)
+
+
+def _fine_margin(width, step) -> float:
+    """Rows dropped at both ends of a set for a per-set search near the final angle
+    (room for 0.2 deg across half the frame)."""
+    return 0.5 * width * np.tan(np.deg2rad(0.2)) + step
 
 
 #: smallest change (degrees) of a phase angle, searched again over whole sets, worth
@@ -401,10 +422,9 @@ def _full_extent_angle(bands8, y8, bands32, y32, shape, angle, pitch, found, ang
     runs = [s["run"][1] - s["run"][0] for s in found]
     if not any(r < SHORT_RUN_FRACTION * n for r, n in zip(runs, lengths) if n > 0):
         return angle
-    margin = 0.5 * shape[1] * np.tan(np.deg2rad(0.2)) + step
     sets = [(s["y_top"], s["y_bottom"], 1.0) for s in found]
     angles, _ = set_angles(bands32, y32, bands8, y8, shape, angle, sets, pitch, angle_range_deg,
-                           margin)
+                           _fine_margin(shape[1], step))
     combined, _ = combine_set_angles(angles, lengths, whole_frame_angle)
     return float(combined) if np.isfinite(combined) else angle
 
@@ -447,14 +467,9 @@ def _at_fractions(again, pitch, min_pitch, double=False):
     filled, 146.7 px for 48.8, the autocorrelation at the pitch itself below zero),
     and the position failed.
     """
-    tried = []
-    for m in ((0.5,) if double else ()) + (2, 3, 4):
-        if pitch / m >= min_pitch:
-            try:
-                tried.append(again(pitch=pitch / m))
-            except TrenchDetectionError:
-                continue
-    return max(tried, key=lambda lay: lay.quality["confidence"]) if tried else None
+    factors = ((0.5,) if double else ()) + (2, 3, 4)
+    return _most_confident(again, [dict(pitch=pitch / m) for m in factors
+                                   if pitch / m >= min_pitch])
 
 
 #: smallest closed-end line lean (degrees) worth finding the layout again for
@@ -523,8 +538,7 @@ def _per_set_angle(bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, 
     rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets,
                                        weak_rows_alone)
     whole_frame_angle, per_set, spread = angle, np.full(len(runs), np.nan), 0.0
-    margins = (0.5 * W * np.tan(np.deg2rad(angle_range_deg)),
-               0.5 * W * np.tan(np.deg2rad(0.2)) + step)
+    margins = (0.5 * W * np.tan(np.deg2rad(angle_range_deg)), _fine_margin(W, step))
     for margin in margins:
         if not runs:
             break
