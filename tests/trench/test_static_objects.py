@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from batchlib.trench.segmentation.doubts import block_figures, judge
 from batchlib.trench.segmentation.static_objects import MIN_FRAMES, static_trenches
@@ -58,16 +59,32 @@ def test_no_warning_without_growth_around_or_frames_to_judge():
     assert static_trenches(lab)[0] == []
 
 
-def test_held_out_texture_patch_taken_for_a_cell_is_warned_about():
-    """Held-out alt_optics 10133 (phase, detected boxes): an empty trench that detection
-    calls filled holds a 68 px object, the same in all 8 frames; it used to pass unwarned."""
+def test_an_outline_that_wobbles_by_a_frame_is_still_still():
+    """A faint object's first row reads 2 px off in one frame: its net movement is 0."""
+    lab = growing_block(still=(2,))
+    lab[2, 5, 20:22] = 0
+    assert static_trenches(lab)[0] == [2]
+    # a mother whose end moves one way only is not still, however slowly it grows
+    lab = growing_block()
+    for t in range(8):
+        lab[4, t] = 0
+        lab[4, t, 1:20 + (t >= 4) * 2, 3:7] = 1
+    assert static_trenches(lab)[0] == []
+
+
+@pytest.mark.parametrize("seed", [10133, 10172])
+def test_held_out_texture_patch_taken_for_a_cell_is_warned_about(seed):
+    """Held-out alt_optics (phase, detected boxes): an empty trench that detection calls
+    filled holds one object that stays put in all 8 frames; it used to pass unwarned.
+    10133: a 68 px object with the same rows in every frame; 10172: a 19 px blob whose
+    first row reads 2 px lower in one frame (the old range-over-frames test missed it)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     import bench_segmentation as B
     from batchlib.trench.synthetic import simulate_position
     from batchlib.trench.synthetic.families import sample_config
     from batchlib.trench.synthetic.scoring import count_labels, match_boxes
 
-    cfg = sample_config("alt_optics", 10133, height=768, width=768, n_timepoints=8, n_positions=1)
+    cfg = sample_config("alt_optics", seed, height=768, width=768, n_timepoints=8, n_positions=1)
     pos = simulate_position(cfg, 0)
     movie = pos.movies[B.channels_of(cfg)[0]]
     lay, ref = B.detect_in_movie(movie, "phase", box_width=cfg.box_width)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .boundaries import LOW_BOUNDARY, boundary_contrast
+from .boundaries import LOW_BOUNDARY, SLIP_SHARE, boundary_contrast, frame_boundary_contrast
 from .contrast import LOW_CONTRAST, contrast_to_noise
 from .fill import LOW_FILL, MOSTLY_SPANNING, SPANNING, spanning_counts, trench_fill
 from .frame_counts import OUT_OF_LINE, frame_cell_counts, frames_out_of_line
@@ -30,11 +30,16 @@ def block_figures(crops, labels, kind, first_frame=0, mirror=None) -> dict:
     frames = None if counts is None else np.arange(first_frame, first_frame + len(counts))
     still = static_trenches(labels)[0]  # none unless (N, T, H, W)
     last = first_frame + np.shape(labels)[1] - 1 if still else first_frame
+    dips = per_frame = None
+    if fluorescence and counts is not None:
+        per_frame, dips = frame_boundary_contrast(crops, labels)
+    elif fluorescence:
+        dips = boundary_contrast(crops, labels)
     return {"mothers": mother_lengths(labels), "fill": trench_fill(labels),
             "still": [(int(i), int(first_frame), int(last)) for i in still],
             "spanning": spanning_counts(labels), "counts": counts, "frames": frames,
             "contrast": contrast_to_noise(crops, labels) if fluorescence else None,
-            "boundaries": boundary_contrast(crops, labels) if fluorescence else None,
+            "boundaries": dips, "frame_boundaries": per_frame,
             "mirror": None if mirror is None else np.asarray(mirror, np.int64)}
 
 
@@ -48,7 +53,8 @@ def judge(blocks) -> tuple[dict, list]:
 
     ``figures`` (``mother_length_spread``, ``trench_fill``, ``spanning_fraction``,
     ``frames_out_of_line``, ``mirror_agreement`` and, in fluorescence,
-    ``contrast_to_noise`` and ``boundary_contrast_to_noise``; ``None`` where not measurable) are
+    ``contrast_to_noise``, ``boundary_contrast_to_noise`` and ``frames_blurred``;
+    ``None`` where not measurable) are
     recorded with the labels; ``warnings`` are sentences for the status.
 
     Examples
@@ -93,6 +99,21 @@ def judge(blocks) -> tuple[dict, list]:
             warnings.append(f"the dips between touching cells stand only {dips:.1f}x the noise "
                             f"(reliable from {LOW_BOUNDARY:.0f}x): blur and noise hide divisions; "
                             "expect cells merged or split. Look at the kymographs")
+    per_frame = [b for b in blocks if b.get("frame_boundaries") is not None]
+    if per_frame:
+        values = np.concatenate([b["frame_boundaries"] for b in per_frame])
+        frames = np.concatenate([b["frames"] for b in per_frame])
+        typical = _finite_median(values)
+        slipped = frames[np.nan_to_num(values, nan=np.inf)
+                         < min(LOW_BOUNDARY, SLIP_SHARE * (typical or 0.0))]
+        figures["frames_blurred"] = int(slipped.size)
+        if slipped.size:
+            listed = ", ".join(str(int(t)) for t in slipped[:5]) + \
+                (" ..." if slipped.size > 5 else "")
+            warnings.append(f"{slipped.size} frame(s) show the dips between touching cells "
+                            f"under {LOW_BOUNDARY:.0f}x the noise and under {SLIP_SHARE:.0%} of "
+                            f"the position's typical depth (frame {listed}): a focus slip? "
+                            "Expect cells merged in those frames. Look at them")
     mirrored = [b["mirror"] for b in blocks if b.get("mirror") is not None]
     if mirrored:
         agree = agreement(np.sum(mirrored, axis=0))
@@ -109,9 +130,10 @@ def judge(blocks) -> tuple[dict, list]:
         listed = ", ".join(f"{i} (frames {a}-{b})" for i, a, b in still[:5]) + \
             (" ..." if len(still) > 5 else "")
         warnings.append(f"{len(figures['still_trenches'])} trench(es) hold objects that neither grow "
-                        f"nor move (every end within {STILL_PX} px) while the cells in the other "
-                        f"trenches do: trench {listed}. Debris, a chip defect or background "
-                        "texture taken for cells, or dead cells? Look at those kymographs")
+                        f"nor move (no end moves over {STILL_PX} px from the first frames to the "
+                        f"last) while the cells in the other trenches do: trench {listed}. Debris, "
+                        "a chip defect or background texture taken for cells, or dead cells? Look "
+                        "at those kymographs")
     with_counts = [b for b in blocks if b.get("counts") is not None]
     if with_counts:
         counts = np.concatenate([b["counts"] for b in with_counts])
