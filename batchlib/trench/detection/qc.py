@@ -61,11 +61,13 @@ def plot_detection(image2d, layout, path_png, title=None, max_side=1600):
         ax = fig.add_axes([0.56, 0.06 + (n - 1 - i) * 0.78 / n + 0.03, 0.42, 0.78 / n - 0.08])
         if i < len(sets):
             prof = np.asarray(sets[i]["profile"], float)
-            ax.plot(np.arange(prof.size), prof, "-", color="0.3", lw=0.8)
+            # a layout found on the image turned a quarter keeps that image's profiles
+            cols = np.arange(prof.size) + float(layout.profiles.get("column_offset", 0.0))
+            ax.plot(cols, prof, "-", color="0.3", lw=0.8)
             sel = t[t["set"] == i]
-            yv = np.interp(sel["x_center"], np.arange(prof.size), np.nan_to_num(prof))
+            yv = np.interp(sel["x_center"], cols, np.nan_to_num(prof))
             ax.plot(sel["x_center"], yv, "v", color="tab:red", ms=4, label="centres")
-            ax.set_xlim(0, prof.size)
+            ax.set_xlim(cols[0], cols[-1] + 1)
             ax.set_title(f"set {i}: cross profile, {len(sel)} trenches, direction "
                          f"{int(layout.sets['direction'].iloc[i]) if i < len(layout.sets) else 0:+d}",
                          fontsize=9)

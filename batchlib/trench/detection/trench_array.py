@@ -30,6 +30,7 @@ from .end_line import closed_end_angle_error
 from .ends import set_ends
 from .filled_ends import clear_closed_end
 from .lumen import lumen_axis
+from .orientation import detect_oriented
 from .pitch import estimate_pitch
 from .quality import (empty_flags, empty_flags_clear, fluorescence_filled_over, image_noise,
                       layout_quality, phase_filled_over, set_angle_spread_factor)
@@ -159,7 +160,7 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                     max_pitch: float | None = None, lumen: str = "auto",
                     direction: int | None = None,
                     closed_end_margin: float | None = None, self_check: bool = True,
-                    angle_deg: float | None = None,
+                    angle_deg: float | None = None, orientation: str = "auto",
                     _weak_rows_alone: bool = False) -> TrenchLayout:
     """Find the trench array of a mother-machine image.
 
@@ -207,6 +208,12 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         The trench angle, when known; searched when omitted. In fluorescence
         the searched angle is then corrected by the lean of the closed-end
         line (:mod:`.end_line`) and the layout found again at it.
+    orientation : {"auto", "vertical", "horizontal"}
+        Whether the trenches run top-bottom or left-right in the image
+        (:mod:`.orientation`): "auto" looks for them top-bottom, and only
+        when none are found there, in the image turned a quarter. A layout
+        found turned has an angle near -90° and
+        ``quality["turned_quarter"] = 1``; crops are upright either way.
 
     _weak_rows_alone : bool
         Internal (a retry of the pitch check below): phase rows periodic at
@@ -221,6 +228,18 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     TrenchDetectionError
         When no trench array is found, with the reason.
     """
+    return detect_oriented(
+        _detect_vertical, image, orientation, angle_deg, kind=kind, box_width=box_width,
+        box_height=box_height, pitch=pitch, angle_range_deg=angle_range_deg, n_sets=n_sets,
+        min_trenches=min_trenches, min_pitch=min_pitch, max_pitch=max_pitch, lumen=lumen,
+        direction=direction, closed_end_margin=closed_end_margin, self_check=self_check,
+        _weak_rows_alone=_weak_rows_alone)
+
+
+def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg, n_sets,
+                     min_trenches, *, min_pitch, max_pitch, lumen, direction,
+                     closed_end_margin, self_check, angle_deg, _weak_rows_alone):
+    """:func:`detect_trenches` of trenches running top-bottom (within ``angle_range_deg``)."""
     if kind not in ("phase", "fluorescence"):
         raise ValueError(f"kind must be 'phase' or 'fluorescence', got {kind!r}")
     if lumen not in ("auto", "bright", "dark"):
@@ -243,7 +262,7 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     def again(**changed):
         """The whole detection again with some arguments changed. A retry gives what it
         changes (a pitch, a polarity), so it never retries the same thing."""
-        return detect_trenches(image, **{**arguments, **changed})
+        return _detect_vertical(image, **{**arguments, **changed})
 
     if pitch is None:
         pitch = _estimated_pitch(bands32, kind, min_pitch, max_pitch, W, img)

@@ -56,6 +56,10 @@ class TrenchDetection(BatchJobOnContainer):
         "lumen": Param("auto", "trench lumens are the bright or the dark stripes of the cross "
                        "profile (auto: decided from the image; fluorescence: bright)",
                        choices=("auto", "bright", "dark")),
+        "orientation": Param("auto", "trenches run top-bottom (vertical) or left-right "
+                             "(horizontal) in the image; auto: top-bottom, and left-right "
+                             "when no trench array is found that way",
+                             choices=("auto", "vertical", "horizontal")),
         "box_width": Param(32, "crop width in pixels"),
         "box_height": Param(0, "crop height in pixels (0: the trench length found)"),
         "pitch": Param(0.0, "trench pitch in pixels (0: estimated)"),
@@ -86,7 +90,8 @@ class TrenchDetection(BatchJobOnContainer):
             movie, kind, box_width=p["box_width"], box_height=p["box_height"] or None,
             pitch=p["pitch"] or None, angle_range_deg=p["angle_range_deg"],
             n_sets=p["n_sets"] or None, min_trenches=p["min_trenches"], lumen=p["lumen"],
-            closed_end_margin=p["closed_end_margin"] if p["closed_end_margin"] >= 0 else None)
+            closed_end_margin=p["closed_end_margin"] if p["closed_end_margin"] >= 0 else None,
+            orientation=p["orientation"])
         trenches = layout.trenches.reset_index(drop=True)
         drift = self._drift(container, movie, reference, layout, kind)
         drawn = read_attrs(container[TRENCHES_TABLE]).get("qc_picture") if TRENCHES_TABLE in container else None

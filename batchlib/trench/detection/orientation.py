@@ -1,0 +1,149 @@
+"""Trenches that run left-right: the image turned a quarter, the layout turned back.
+
+Detection looks for trenches that run top-bottom within ``angle_range_deg``
+(:func:`~.trench_array.detect_trenches`). Many microscopes image the chip
+with its trenches running left-right; upright, such an image has no
+periodic column profile and detection fails ("no periodic trench pattern").
+The image is then turned a quarter (``np.rot90``: counter-clockwise), where
+the trenches run top-bottom, and the layout found there is expressed in the
+raw frame: the geometry's convention (:mod:`batchlib.trench.geometry`) holds
+for any angle, so a layout at angle ``a`` on the turned image is one at
+``a - 90`` on the raw image, its rotated-frame coordinates moved by the
+difference of the two images' centres (non-square frames). Crops, drift,
+segmentation and the QC picture use the raw corners and the angle and need
+nothing else: a box's row 0 is still its closed end.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..geometry import rotated_to_raw
+from ._common import TrenchDetectionError
+
+__all__ = ["ORIENTATIONS", "detect_oriented", "turned_back"]
+
+#: ``detect_trenches``' ``orientation`` choices: auto tries vertical, then horizontal.
+ORIENTATIONS = ("auto", "vertical", "horizontal")
+
+
+def _turned_angle(angle_deg):
+    """A given raw angle as an angle on the turned image, in [-90, 90) (``None`` stays)."""
+    return None if angle_deg is None else _wrapped(float(angle_deg) + 90.0)
+
+
+def _wrapped(angle_deg) -> float:
+    """``angle_deg`` in [-90, 90): a trench's axis has no sign."""
+    return (float(angle_deg) + 90.0) % 180.0 - 90.0
+
+
+def detect_oriented(detect, image, orientation="auto", angle_deg=None, **kwargs):
+    """``detect(image, angle_deg=..., **kwargs)`` in the trenches' orientation.
+
+    Parameters
+    ----------
+    detect : callable
+        Detection of trenches running top-bottom, raising
+        :class:`TrenchDetectionError` when it finds none.
+    image : array_like, shape (H, W)
+    orientation : {"auto", "vertical", "horizontal"}
+        "vertical": the image as it is; "horizontal": the image turned a
+        quarter; "auto": as it is, and turned only when that finds no trench
+        array (the first error is raised when neither does, naming both).
+    angle_deg : float, optional
+        A known trench angle; one more than 45° from vertical means horizontal
+        trenches whatever ``orientation`` says.
+
+    Returns
+    -------
+    TrenchLayout
+        In the raw frame; ``quality["turned_quarter"]`` is 1.0 when found on the
+        turned image.
+    """
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+    if angle_deg is not None and abs(_wrapped(angle_deg)) > 45.0:
+        orientation = "horizontal"
+    if orientation != "horizontal":
+        try:
+            return detect(image, angle_deg=angle_deg, **kwargs)
+        except TrenchDetectionError as upright:
+            if orientation == "vertical":
+                raise
+            try:
+                return _detect_turned(detect, image, angle_deg, **kwargs)
+            except TrenchDetectionError as turned:
+                raise TrenchDetectionError(
+                    f"{upright} (nor with the image turned a quarter, for trenches running "
+                    f"left-right: {turned})") from upright
+    return _detect_turned(detect, image, angle_deg, **kwargs)
+
+
+def _detect_turned(detect, image, angle_deg, **kwargs):
+    raw = np.asarray(image)
+    if raw.ndim != 2:
+        raw = np.squeeze(raw)
+    turned = np.ascontiguousarray(np.rot90(raw))
+    layout = detect(turned, angle_deg=_turned_angle(angle_deg), **kwargs)
+    return turned_back(layout, raw.shape)
+
+
+def turned_back(layout, shape):
+    """A layout found on ``np.rot90(image)`` expressed on ``image`` (shape ``shape``).
+
+    A point of the turned image's rotated frame at angle ``a`` is the raw
+    point ``c + R(a - 90) (p - c')`` (``c``, ``c'``: the two images' centres),
+    so the layout's angle becomes ``a - 90`` and its rotated-frame
+    coordinates move by ``c - c'``; the raw corners follow.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from batchlib.trench.detection.trench_array import TrenchLayout
+    >>> from batchlib.trench.geometry import box_corners
+    >>> rot = box_corners(30.0, 10.0, 1, 40, 8)            # one box on a 60 x 100 turned image
+    >>> row = {"set": 0, "trench": 0, "x_center": 30.0, "y_closed": 10.0, "direction": 1,
+    ...        "height": 40, "width": 8, "empty": False, "score": 1.0}
+    >>> row.update({f"rot_y{i}": rot[i, 0] for i in range(4)})
+    >>> row.update({f"rot_x{i}": rot[i, 1] for i in range(4)})
+    >>> row.update({f"raw_{a}{i}": v for i in range(4) for a, v in zip("yx", rot[i])})
+    >>> sets = pd.DataFrame({"set": [0], "y_closed": [10.0], "y_open": [50.0], "direction": [1]})
+    >>> lay = TrenchLayout(0.0, 40.0, sets, pd.DataFrame([row]), {}, (100, 60))
+    >>> back = turned_back(lay, (60, 100))                  # the raw image: 60 rows, 100 columns
+    >>> back.angle_deg, back.image_shape
+    (-90.0, (60, 100))
+    >>> # the raw point of a turned-image pixel (y', x') is (x', 99 - y')
+    >>> got = [(back.trenches[f"raw_y{i}"][0], back.trenches[f"raw_x{i}"][0]) for i in range(4)]
+    >>> np.allclose(got, [(x, 99 - y) for y, x in rot])
+    True
+    """
+    from .trench_array import TrenchLayout
+
+    H, W = int(shape[0]), int(shape[1])
+    d = (H - W) / 2.0  # c - c' = (d, -d)
+    angle = float(layout.angle_deg) - 90.0
+    trenches = layout.trenches.copy()
+    trenches["y_closed"] = trenches["y_closed"] + d
+    trenches["x_center"] = trenches["x_center"] - d
+    for i in range(4):
+        trenches[f"rot_y{i}"] = trenches[f"rot_y{i}"] + d
+        trenches[f"rot_x{i}"] = trenches[f"rot_x{i}"] - d
+    rot = np.stack([np.stack([trenches[f"rot_y{i}"].to_numpy(float),
+                              trenches[f"rot_x{i}"].to_numpy(float)], -1) for i in range(4)],
+                   axis=1).reshape(-1, 4, 2)
+    raw = rotated_to_raw(rot, angle, (H, W))
+    for i in range(4):
+        trenches[f"raw_y{i}"], trenches[f"raw_x{i}"] = raw[:, i, 0], raw[:, i, 1]
+    sets = layout.sets.copy()
+    sets["y_closed"] = sets["y_closed"] + d
+    sets["y_open"] = sets["y_open"] + d
+    quality = dict(layout.quality)
+    for key in list(quality):
+        if key == "whole_frame_angle_deg" or (key.startswith("set") and key.endswith("_angle_deg")
+                                              and key[3:-10].isdigit()):
+            quality[key] = float(quality[key]) - 90.0
+    quality["turned_quarter"] = 1.0
+    # the diagnostic profiles stay the turned image's; the QC picture shifts them back
+    profiles = {**layout.profiles,
+                "column_offset": float(layout.profiles.get("column_offset", 0.0)) - d}
+    return TrenchLayout(angle, layout.pitch, sets, trenches, quality, (H, W), layout.kind,
+                        profiles, list(layout.warnings))
