@@ -115,3 +115,28 @@ def test_workflow_on_an_acquisition_with_trenches_running_left_right(tmp_path):
                     axis=1)
     m = match_labels(true, labels.astype(np.int64))
     assert m.f1 >= 0.95 and m.mean_iou >= 0.85, (m.f1, m.mean_iou)
+
+
+def test_the_real_molyso_frame_turned_either_way_gives_its_upright_boxes(shared_data):
+    """Real phase contrast (six growth channels, ../shared/data), turned a quarter either
+    way: the same six trenches at the same angle. Turned clockwise, detection turns it back
+    to the upright image: the same crops. Counter-clockwise it works on the chip upside
+    down, where the closed ends come out 6 px further out than upright (a property of
+    the end search on this frame's bright end caps, the same on the frame flipped
+    upside down without any turn)."""
+    frame = tifffile.imread(shared_data / "phase_fov" / "molyso_example_frame.tif")
+    upright = detect_trenches(frame)
+    c0 = crop_trenches(frame, upright).astype(float)
+    lay = detect_trenches(np.ascontiguousarray(np.rot90(frame, 3)))
+    assert lay.quality["turned_quarter"] == 1.0 and lay.angle_deg == upright.angle_deg - 90
+    crops = crop_trenches(np.ascontiguousarray(np.rot90(frame, 3)), lay).astype(float)
+    assert np.abs(crops - c0).max() <= 1.0
+    turned = np.ascontiguousarray(np.rot90(frame, 1))
+    lay = detect_trenches(turned)
+    assert lay.quality["turned_quarter"] == 1.0 and len(lay.trenches) == 6
+    assert lay.angle_deg + 90 == pytest.approx(upright.angle_deg, abs=0.02)
+    flipped = detect_trenches(np.ascontiguousarray(frame[::-1, ::-1]))
+    # the axes where the flipped frame has them, in the turned frame's rotated columns
+    d = (turned.shape[0] - turned.shape[1]) / 2.0
+    np.testing.assert_allclose(np.sort(lay.trenches["x_center"]),
+                               np.sort(flipped.trenches["x_center"]) - d, atol=0.05)
