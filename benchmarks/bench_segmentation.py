@@ -67,6 +67,7 @@ from batchlib.trench.measure import measure_cells, measure_trench_frames  # noqa
 from batchlib.trench.detection.movie import detect_in_movie, movie_drift  # noqa: E402
 from batchlib.trench.segmentation import segment_trenches  # noqa: E402
 from batchlib.trench.segmentation.evaluate import match_labels, rod_profile  # noqa: E402
+from batchlib.trench.segmentation.scale import zoom_for  # noqa: E402
 from batchlib.trench.segmentation.threshold import empty_background  # noqa: E402
 from batchlib.trench.synthetic import simulate_position  # noqa: E402
 from batchlib.trench.synthetic.chip import make_layout  # noqa: E402
@@ -151,16 +152,18 @@ def score(truth, pred, mother_len, true_counts=None, missed_counts=None, missed_
             "empty clean": np.mean(npred[empty] == 0) if empty.any() else np.nan}
 
 
-def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=None):
+def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=None,
+            pixel_size_um=None):
     """The Segment job's call: ``threshold`` with the lumen width and, in phase, the
     empty trenches as the reference; other methods with their defaults (the U-Net,
     ``closed_end_margin``: the boxes' margin, as the Segment job passes it);
     then, in phase, objects that look like the empty lumen dropped, and what
-    recurs in most empty trenches dropped from them.
+    recurs in most empty trenches dropped from them. The U-Net gets the zoom of
+    the acquisition's ``pixel_size_um`` (:func:`~batchlib.trench.segmentation.scale.zoom_for`).
 
     Returns the labels and, as the job measures them, the :func:`mirror_counts`
     of the first frame (the benchmark's movies are one block of frames)."""
-    kwargs = _segment_kwargs(crops, kind, lumen_width, empty, method, margin)
+    kwargs = _segment_kwargs(crops, kind, lumen_width, empty, method, margin, pixel_size_um)
 
     def call(crops, **kwargs):
         return segment_and_clean(crops, method, kind, empty, **kwargs)[0]
@@ -180,12 +183,17 @@ def plausibility(crops, pred, kind, mirror=None, detection_warned=False) -> dict
             "mirror agreement": np.nan if agree is None else agree}
 
 
-def _segment_kwargs(crops, kind, lumen_width, empty=None, method="threshold", margin=None):
+def _segment_kwargs(crops, kind, lumen_width, empty=None, method="threshold", margin=None,
+                    pixel_size_um=None):
     """The keywords the Segment job passes ``segment_trenches`` for these crops."""
     extra = {}
     background = None
     if kind == "phase" and empty is not None:
         background = empty_background(crops, empty)
+    if method == "unet":
+        zoom = zoom_for(pixel_size_um)
+        if zoom != 1.0:
+            extra["zoom"] = round(zoom, 4)
     if method != "threshold":
         if method == "unet" and kind == "phase":
             if background is not None:
@@ -218,7 +226,7 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
     # as the Segment job does: unclear empty flags are not used
     empty = lay.trenches["empty"].to_numpy(bool) if lay.quality.get("empty_flags_clear", 1.0) else None
     pred, mirror = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0), empty, method,
-                           lay.quality.get("closed_end_margin_px"))
+                           lay.quality.get("closed_end_margin_px"), cfg.pixel_size_um)
     pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
                            movie.shape[1:], cfg.pitch_px)
     keep = ~on_edge_trenches(lay, pos, cfg, movie.shape[1:], {j for _, j in pairs})
@@ -283,7 +291,8 @@ def run_families(families, seed_list, size, n_timepoints, verbose=False, method=
                 results = {}
                 if "true" in geometries:
                     pred, mirror = segment(crops[ch], kind, cfg.trench_width_px,
-                                           pos.trenches["empty"].to_numpy(bool), method)
+                                           pos.trenches["empty"].to_numpy(bool), method,
+                                           pixel_size_um=cfg.pixel_size_um)
                     results["true"] = {**score(pos.trench_labels, pred, mlen),
                                        **plausibility(crops[ch], pred, kind, mirror)}
                 if "detected" in geometries:

@@ -7,7 +7,8 @@ from ...base import Param
 from ...container_job import BatchJobOnContainer
 from ...errors import InvalidInputError
 from ...io import read_attrs
-from ..layout import CROPS, SEGMENTATION, TRENCHES_TABLE, check_channel, resolve_channel, specs
+from ..layout import (CROPS, SEGMENTATION, TRENCHES_TABLE, AcquisitionMeta, check_channel,
+                      resolve_channel, specs)
 from .stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
 
 
@@ -37,7 +38,8 @@ class Segment(BatchJobOnContainer):
     built, so a misspelt name or parameter fails at once, not in every worker.
     """
 
-    version = "11"  # 11: U-Net weights that have seen dark lumens' faintest cells.
+    version = "12"  # 12: crops of another magnification (pixel size) resized to the trained one.
+    # 11: U-Net weights that have seen dark lumens' faintest cells.
     # 10: fluorescence cells where the U-Net's P(cell) > 0.6 (was 0.5).
     # 9: phase objects that look like the empty lumen dropped.
     # 8: fragments in empty trenches dropped, pieces of cells joined, no
@@ -99,6 +101,7 @@ class Segment(BatchJobOnContainer):
         from ..segmentation.doubts import block_figures, judge
         from ..segmentation.methods import accepted_keywords
         from ..segmentation.mirror import mirror_counts
+        from ..segmentation.scale import zoom_for
         from ..segmentation.threshold import empty_background
 
         p = self.param_values
@@ -119,6 +122,15 @@ class Segment(BatchJobOnContainer):
             extra["device"] = resolve_device(True)
         # methods that declare them get what the known-empty trenches show
         wants = accepted_keywords(method.fn)
+        if "zoom" in wants and "zoom" not in extra:
+            # another magnification than the network's: the crops are resized to its
+            # for it, its answer brought back to their pixels (segmentation/scale.py)
+            pixel = AcquisitionMeta.read(container).pixel_size_um
+            zoom = zoom_for(pixel)
+            if zoom != 1.0:
+                extra["zoom"] = round(zoom, 4)
+                self.logger.info("%s: %.3f µm pixels: crops resized by %.2f for the network",
+                                 os.path.basename(path), pixel, zoom)
         empty = self._empty_trenches(container, n)
         if empty is not None and not quality.get("empty_flags_clear", 1.0):
             # faint cells that detection could not tell from empty lumens: trusting the

@@ -322,7 +322,7 @@ CELL_THRESHOLD = {"phase": 0.5, "fluorescence": 0.6}
 
 def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=None,
                  batch_size=32, split_depth=0.7, min_length=6, min_area=30, open_end="keep",
-                 background=None, closed_end_margin=None, cell_threshold=None):
+                 background=None, closed_end_margin=None, cell_threshold=None, zoom=None):
     """Segment trench crops with the U-Net (the registered ``unet`` method).
 
     Parameters
@@ -367,6 +367,12 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         dark lumens: tuning dark_lumen 0-3 with no empty trench, mothers within
         5 % 0.88-0.97 -> 1.000); older weights read the crops from
         :func:`~.threshold.first_cell_row` of it.
+    zoom : float, optional
+        The crops are shrunk by this factor before the network sees them and
+        its probabilities brought back to their pixels
+        (:func:`~.scale.zoomed_probabilities`): the Segment job passes
+        :func:`~.scale.zoom_for` of the lumen width detection measured, so
+        that wide trenches (high magnification) look like the trained ones.
 
     Returns
     -------
@@ -380,7 +386,8 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
     if cell_threshold is None:
         # calibrated for the shipped weights; other weights keep the plain 0.5
         cell_threshold = CELL_THRESHOLD.get(kind, 0.5) if weights is None else 0.5
-    extract = (split_depth, min_length, min_area, open_end, float(cell_threshold))
+    extract = (split_depth, min_length, min_area, open_end, float(cell_threshold),
+               float(zoom or 1.0))
     starts = _lumen_starts(crops, background) if kind == "phase" else None
     trained_margin = meta.get("box_margin")
     if trained_margin is not None:
@@ -463,10 +470,14 @@ def _lumen_starts(crops, background):
 
 def _segment_from(model, crops, start, kind, device, batch_size, extract):
     """Labels of ``crops`` read from row ``start`` on (rows before it left empty)."""
+    from .scale import zoomed_probabilities
+
     part = crops[..., start:, :]
     # (N, T, H, W) from the Segment job: one scale per frame, not per block of frames
     scale = frame_scales(part) if part.ndim == 4 and part.shape[0] else None
-    prob = predict_probabilities(model, part, kind, device, batch_size, scale)
+    *extract, zoom = extract
+    prob = zoomed_probabilities(
+        lambda c: predict_probabilities(model, c, kind, device, batch_size, scale), part, zoom)
     labels = labels_from_probabilities(prob, *extract)
     if not start:
         return labels

@@ -1,0 +1,119 @@
+"""Crops brought to the magnification the U-Net was trained on.
+
+The shipped U-Net was trained on generated positions with 0.1 µm pixels
+(lumens of 12-16 px, cells about 10 px wide, a PSF of 1.2-1.6 px). Many
+setups image at other magnifications: 100x with 6.5 µm camera pixels gives
+0.065 µm pixels, where everything, cells and blur alike, is 1.5 times larger.
+The generator's nominal position rendered at other magnifications (every
+length and the PSF scaled by ``s``, true boxes, 2 seeds each, `.scratch`
+runs of 2026-12-04) showed how narrow the network's comfort is:
+
+=====  ===============================  ============================
+``s``  as it is (phase / fluorescence)  resized by 1/s first
+=====  ===============================  ============================
+0.5    F1 0.70-0.73 / 0.94-0.99         F1 0.93-0.98 / 0.91-0.96
+0.75   IoU 0.90 / 0.95                  IoU 0.97 / 0.97
+1.12   IoU 0.93 / 0.94                  IoU 0.94 / 0.96
+1.25   mother within 5 % 1.0 / 0.75     1.0 / 1.0
+1.4    F1 1.0-0.99 / 0.94-0.97,         F1 1.0 / 1.0, mothers
+       mothers 0.82-0.98 / 0.68-0.80    1.0 / 1.0
+1.8    F1 0.93-0.95 / 0.53-0.56,        F1 0.99 / 1.0, mothers
+       mothers 0.96-0.97 / 0.0-0.02     1.0 / 1.0
+=====  ===============================  ============================
+
+Near the trained scale the resampling itself costs (at ``s`` = 0.93: IoU
+0.97 -> 0.95), so crops are resized only outside 0.85-1.1.
+
+The factor comes from the pixel size the acquisition records, not from the
+trench width in pixels: at one magnification chips differ (the geometry
+family: lumens of 10-20 px under the same optics, which the network
+segments as it is), and resizing those by their lumen width made them worse
+on tuning seeds 4-7 (phase geometry 5, a 10.5 px lumen enlarged 1.33 times:
+F1 1.0 -> 0.72; geometry 6, a 19.4 px lumen shrunk: fluorescence mothers
+1.0 -> 0.0, its PSF shrunk to 1.1 px, sharper than any trained). An
+acquisition without a pixel size, or with one no mother-machine
+magnification gives (outside 0.03-0.3 µm), is left as it is; ``zoom`` in
+``--segment_method_params`` sets the factor by hand.
+
+:func:`zoomed_probabilities` runs a prediction on the resized crops and
+brings its probabilities back to the crops' own pixels, so that labels,
+lengths and every later step are in the frame's pixels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["TRAINED_PIXEL_UM", "KEEP_BETWEEN", "zoom_for", "zoomed_probabilities"]
+
+#: Pixel size (µm) of the U-Net's training positions.
+TRAINED_PIXEL_UM = 0.1
+#: Crops whose magnification relative to the trained one (trained pixel size over
+#: theirs) lies in this range are not resized (see the module docstring).
+KEEP_BETWEEN = (0.85, 1.1)
+#: Pixel sizes (µm) outside this range are taken for missing or wrong metadata.
+PLAUSIBLE_PIXEL_UM = (0.03, 0.3)
+
+
+def zoom_for(pixel_size_um) -> float:
+    """The factor that brings crops with pixels of ``pixel_size_um`` to the trained
+    magnification (1 within :data:`KEEP_BETWEEN`, or without a plausible pixel size).
+
+    Examples
+    --------
+    >>> zoom_for(0.1), zoom_for(0.095), round(zoom_for(0.065), 3), round(zoom_for(0.16), 3)
+    (1.0, 1.0, 0.65, 1.6)
+    >>> zoom_for(None), zoom_for(1.0)                   # unknown; metadata's default
+    (1.0, 1.0)
+    """
+    if pixel_size_um is None:
+        return 1.0
+    px = float(pixel_size_um)
+    if not (np.isfinite(px) and PLAUSIBLE_PIXEL_UM[0] <= px <= PLAUSIBLE_PIXEL_UM[1]):
+        return 1.0
+    magnification = TRAINED_PIXEL_UM / px
+    return 1.0 if KEEP_BETWEEN[0] <= magnification <= KEEP_BETWEEN[1] else px / TRAINED_PIXEL_UM
+
+
+def zoomed_probabilities(predict, crops, zoom: float):
+    """``predict(shrunk crops)`` brought back to the crops' own pixels.
+
+    Parameters
+    ----------
+    predict : callable
+        Class probabilities ``(C, M, h, w)`` of ``(M, h, w)`` crops.
+    crops : ndarray, shape (..., H, W)
+    zoom : float
+        Factor of both axes (bilinear, as the crops are sampled); 1 calls
+        ``predict`` on the crops themselves.
+
+    Returns
+    -------
+    ndarray, shape (C, ..., H, W)
+        Bilinear back to ``(H, W)``, the classes summing to 1 again.
+
+    Examples
+    --------
+    >>> crops = np.zeros((2, 40, 24), np.float32)
+    >>> def predict(c):                                  # a stand-in: uniform classes
+    ...     return np.full((3, *c.shape), 1 / 3, np.float32)
+    >>> zoomed_probabilities(predict, crops, 0.5).shape
+    (3, 2, 40, 24)
+    """
+    shape = np.shape(crops)
+    if zoom == 1.0:
+        return predict(np.asarray(crops))
+    from .torch_model import _require_torch
+
+    torch = _require_torch()
+    nn = torch.nn.functional
+    h, w = shape[-2:]
+    size = (max(8, int(round(h * zoom))), max(8, int(round(w * zoom))))
+    x = torch.from_numpy(np.ascontiguousarray(np.asarray(crops, np.float32).reshape(-1, 1, h, w)))
+    # shrinking: the value of an area, not of a point (antialias), as a coarser camera
+    small = nn.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                           antialias=zoom < 1.0)
+    prob = np.asarray(predict(small[:, 0].numpy()), np.float32)          # (C, M, h', w')
+    back = nn.interpolate(torch.from_numpy(prob).permute(1, 0, 2, 3), size=(h, w),
+                          mode="bilinear", align_corners=False)
+    back = back / back.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return back.permute(1, 0, 2, 3).numpy().reshape(prob.shape[0], *shape)

@@ -1,0 +1,113 @@
+"""Acquisitions at another magnification than the U-Net's are resized to it first
+(segmentation/scale.py; the Segment job reads the pixel size Ingest recorded)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from batchlib.io import open_file, read_attrs, read_table
+from batchlib.trench.detection import crop_trenches
+from batchlib.trench.measure import measure_cells
+from batchlib.trench.segmentation import segment_trenches
+from batchlib.trench.segmentation.evaluate import match_labels
+from batchlib.trench.segmentation.scale import zoom_for
+from batchlib.trench.synthetic import (SyntheticConfig, load_ground_truth, simulate_position,
+                                       write_acquisition)
+
+pytest.importorskip("torch")
+
+
+def magnified(s, seed=1, **kw):
+    """The nominal chip and cells seen at ``s`` times the trained magnification: every
+    length and the PSF scaled, the pixel size divided."""
+    box = int(round(32 * max(s, 0.75)))
+    return SyntheticConfig(height=kw.pop("height", 512), width=kw.pop("width", 512), n_positions=1,
+                           n_timepoints=kw.pop("n_timepoints", 4), channels=("phase", "gfp"),
+                           seed=seed, trench_width_px=14 * s, cell_width_px=10.5 * s,
+                           pitch_px=max(48 * s, box + 2), birth_length_px=22 * s, box_width=box,
+                           psf_sigma_px=1.4 * s, cell_gap_px=1.5 * s, closed_end_gap_px=1.0 * s,
+                           pixel_size_um=0.1 / s, **kw)
+
+
+def _true_crops(pos, channel):
+    from test_unet import _true_crops as crops
+
+    return crops(pos, channel)
+
+
+def _mothers_within(pos, labels, share=0.05):
+    """Share of the true mothers whose length the labels give within ``share``."""
+    truth = pos.cells[pos.cells["mother"]]
+    meas = measure_cells(labels)
+    got = {(int(r.n), int(r.t)): r.length_px for r in meas[meas["label"] == 1].itertuples()}
+    errs = [abs(got.get((int(r.row), int(r.t)), np.nan) - r.length_px) / r.length_px
+            for r in truth.itertuples()]
+    return float(np.mean(np.nan_to_num(errs, nan=1.0) <= share))
+
+
+@pytest.mark.parametrize("kind, channel", [("fluorescence", "gfp"), ("phase", "phase")])
+def test_cells_seen_at_1_6_times_the_magnification_are_segmented_as_at_the_trained_one(kind, channel):
+    """0.0625 µm pixels (100x with a 6.5 µm camera pixel is 0.065): as they are, the
+    network merged fluorescent cells and lost every mother's length; resized first,
+    they are segmented as at 0.1 µm."""
+    cfg = magnified(1.6)
+    pos = simulate_position(cfg, 0)
+    crops = _true_crops(pos, channel)
+    empty = pos.trenches["empty"].to_numpy(bool)
+    zoom = zoom_for(cfg.pixel_size_um)
+    assert zoom == pytest.approx(0.625)
+    kwargs = {}
+    if kind == "phase":
+        from batchlib.trench.segmentation.threshold import empty_background
+        kwargs["background"] = empty_background(crops, empty)
+    as_is = segment_trenches(crops, method="unet", kind=kind, **kwargs)
+    resized = segment_trenches(crops, method="unet", kind=kind, zoom=zoom, **kwargs)
+    f1_as_is = match_labels(pos.trench_labels, as_is).f1
+    f1 = match_labels(pos.trench_labels, resized).f1
+    assert f1 >= 0.98, (f1, f1_as_is)
+    assert _mothers_within(pos, resized) >= 0.95
+    if kind == "fluorescence":
+        assert f1_as_is < 0.95 and _mothers_within(pos, as_is) < 0.5
+    assert resized.shape == crops.shape and resized.dtype == as_is.dtype
+
+
+def test_the_trained_magnification_and_unknown_pixel_sizes_are_left_as_they_are():
+    cfg = SyntheticConfig(height=384, width=384, n_positions=1, n_timepoints=2,
+                          channels=("phase", "gfp"), seed=3)
+    pos = simulate_position(cfg, 0)
+    crops = _true_crops(pos, "gfp")
+    plain = segment_trenches(crops, method="unet", kind="fluorescence")
+    np.testing.assert_array_equal(
+        segment_trenches(crops, method="unet", kind="fluorescence", zoom=1.0), plain)
+    assert zoom_for(0.1) == zoom_for(0.092) == zoom_for(0.117) == 1.0
+    assert zoom_for(None) == zoom_for(0.0) == zoom_for(2.5) == zoom_for(float("nan")) == 1.0
+
+
+def test_the_workflow_resizes_a_magnified_acquisition_from_its_pixel_size(tmp_path):
+    """OME-TIFF with 0.0625 µm pixels: Segment reads the pixel size Ingest recorded,
+    records the zoom with the labels, and its cells match the truth."""
+    from test_workflow_e2e import load_workflow
+
+    cfg = magnified(1.6, seed=4, height=640, width=640)
+    write_acquisition(tmp_path / "raw", cfg, layout="ome-tiff", name="M")
+    gt = next((tmp_path / "raw").rglob("ground_truth"))
+    out = tmp_path / "out"
+    argv = ["--input_folder", str(tmp_path / "raw"), "--folder", str(out), "--executor", "serial",
+            "--progress", "false", "--log_level", "INFO", "--segment_channel", "gfp"]
+    assert load_workflow().main(argv) == 0
+    status = json.loads((out / "batchlib" / "Segment.status").read_text())
+    assert all(e["state"] == "done" for e in status["files"].values())
+    log = "\n".join(p.read_text() for p in (out / "batchlib").glob("*.log"))
+    assert "crops resized by 0.62" in log
+    truth = load_ground_truth(next(gt.glob("*pos000*")))
+    with open_file(next(out.glob("*.h5")), "r") as f:
+        det = read_table(f, "tables/trenches")
+        angle = read_attrs(f["tables/trenches"])["angle_deg"]
+        drift = read_table(f, "tables/drift")[["dy", "dx"]].to_numpy()
+        labels = f["segmentation/cells"][:]
+    true = np.stack([crop_trenches(truth.frame_labels[t], det, angle, tuple(drift[t]), order=0)
+                     for t in range(labels.shape[1])], axis=1)
+    m = match_labels(true, labels.astype(np.int64))
+    assert m.f1 >= 0.97 and m.mean_iou >= 0.85, (m.f1, m.mean_iou)
