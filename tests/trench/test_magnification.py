@@ -86,8 +86,8 @@ def test_the_trained_magnification_and_unknown_pixel_sizes_are_left_as_they_are(
 
 
 def test_the_workflow_resizes_a_magnified_acquisition_from_its_pixel_size(tmp_path):
-    """OME-TIFF with 0.0625 µm pixels: Segment reads the pixel size Ingest recorded,
-    records the zoom with the labels, and its cells match the truth."""
+    """OME-TIFF with 0.0625 µm pixels: TrenchDetection widens its boxes and Segment
+    resizes the crops by the pixel size Ingest recorded; the cells match the truth."""
     from test_workflow_e2e import load_workflow
 
     cfg = magnified(1.6, seed=4, height=640, width=640)
@@ -111,3 +111,5 @@ def test_the_workflow_resizes_a_magnified_acquisition_from_its_pixel_size(tmp_pa
                      for t in range(labels.shape[1])], axis=1)
     m = match_labels(true, labels.astype(np.int64))
     assert m.f1 >= 0.97 and m.mean_iou >= 0.85, (m.f1, m.mean_iou)
+    # the boxes were widened with the magnification: 32 px at 0.1 µm, 52 px at 0.0625 µm
+    assert set(det["width"]) == {52}

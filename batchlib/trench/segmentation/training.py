@@ -22,7 +22,8 @@ from .torch_model import (CLASSES, _require_torch, build_unet, load_weights, nor
 #: input geometry of the training crops (rows x columns), as DeLTA / napari-mm3
 CROP_SHAPE = (256, 32)
 #: families whose draws are never trained on, so benchmarks see unseen conditions
-HELDOUT_FAMILIES = ("alt_optics", "jpeg", "mixed")  # mixed draws from the other two
+HELDOUT_FAMILIES = ("alt_optics", "jpeg", "mixed",   # mixed draws from the other two
+                    "magnification")  # measures the resizing to the trained magnification
 #: a training family: several of the trained families at once (``mixed`` without the
 #: held-out ones), so that combinations such as dark lumens under wide halos are seen
 COMBINED = "combined"

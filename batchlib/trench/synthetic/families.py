@@ -161,6 +161,22 @@ def _alt_optics(rng, p):
                 phase_halo_sigma_px=float(rng.uniform(10, 24)))
 
 
+def _magnification(rng, p):
+    """Another objective or camera: the same chip, cells and optics at ``s`` times the
+    base magnification (0.1 µm pixels / ``s``, ``s`` log-uniform in 0.6-1.8: 0.056 to
+    0.17 µm pixels); every length in pixels scales, the blur and the halos included."""
+    s = float(np.exp(rng.uniform(np.log(0.6), np.log(1.8))))
+    box = int(round(32 * s))
+    return dict(pixel_size_um=0.1 / s, box_width=box, pitch_px=max(p["pitch_px"] * s, box + 2.0),
+                trench_width_px=p["trench_width_px"] * s, cell_width_px=p["cell_width_px"] * s,
+                birth_length_px=22.0 * s, psf_sigma_px=p["psf_sigma_px"] * s,
+                cell_gap_px=1.5 * s, closed_end_gap_px=1.0 * s, lateral_jitter_px=0.7 * s,
+                phase_halo_sigma_px=16.0 * s, phase_edge_halo_sigma_px=2.5 * s,
+                cell_halo_sigma_px=8.0 * s, pillar_corner_radius_px=6.0 * s,
+                drift_step_px=p["drift_step_px"] * s, max_drift_px=3.0 * s,
+                layout_jitter_px=4.0 * s)
+
+
 _DRAW = {
     "nominal": _nominal,
     "dark_lumen": _dark_lumen,
@@ -175,17 +191,20 @@ _DRAW = {
     "jpeg": _jpeg,
     "unnamed_channels": _unnamed_channels,
     "alt_optics": _alt_optics,
+    "magnification": _magnification,
 }
 
 
 def _mixed(rng, p, only=None):
     """Several of the other families at once, each with probability 0.35 (of ``only``,
-    when given: the families a model may be trained on)."""
+    when given: the families a model may be trained on). ``magnification`` (added
+    later) is not among them, so that every seed of ``mixed`` draws what it drew
+    before it existed."""
     out = {}
     for name, draw in _DRAW.items():
         if only is not None and name not in only:
             continue
-        if name not in ("nominal", "mixed") and rng.random() < 0.35:
+        if name not in ("nominal", "mixed", "magnification") and rng.random() < 0.35:
             q = {**p, **out}
             out.update(draw(rng, q))
     return out
