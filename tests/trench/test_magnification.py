@@ -113,3 +113,46 @@ def test_the_workflow_resizes_a_magnified_acquisition_from_its_pixel_size(tmp_pa
     assert m.f1 >= 0.97 and m.mean_iou >= 0.85, (m.f1, m.mean_iou)
     # the boxes were widened with the magnification: 32 px at 0.1 µm, 52 px at 0.0625 µm
     assert set(det["width"]) == {52}
+
+
+def test_plain_tiffs_without_a_pixel_size_are_warned_about_then_take_the_option(tmp_path):
+    """TIFF stacks that record no pixel size, of cells seen 1.6 times larger: Segment says
+    the lumens are far wider than the network knows and names the option; with
+    --ingest_pixel_size_um the crops are resized and the cells found."""
+    import tifffile
+    from test_workflow_e2e import load_workflow
+
+    cfg = magnified(1.6, seed=5, height=640, width=640)
+    write_acquisition(tmp_path / "a", cfg, layout="tiff-stacks", name="P")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for f in sorted((tmp_path / "a").glob("*.tif")):
+        with tifffile.TiffFile(f) as tif:
+            axes, data = tif.series[0].axes, tif.asarray()
+        tifffile.imwrite(raw / f.name, data, imagej=True, metadata={"axes": axes})  # no size
+    truth = load_ground_truth(next((tmp_path / "a" / "ground_truth").glob("*pos000*")))
+
+    def run(out, *extra):
+        argv = ["--input_folder", str(raw), "--folder", str(out), "--executor", "serial",
+                "--progress", "false", "--log_level", "WARNING",
+                "--ingest_phase_channels", "c0", *extra]
+        assert load_workflow().main(argv) == 0
+        (entry,) = json.loads((out / "batchlib" / "Segment.status").read_text())["files"].values()
+        with open_file(next(out.glob("*.h5")), "r") as f:
+            det = read_table(f, "tables/trenches")
+            angle = read_attrs(f["tables/trenches"])["angle_deg"]
+            drift = read_table(f, "tables/drift")[["dy", "dx"]].to_numpy()
+            labels = f["segmentation/cells"][:]
+            pixel = read_attrs(f)["acquisition"]["pixel_size_um"]
+        true = np.stack([crop_trenches(truth.frame_labels[t], det, angle, tuple(drift[t]),
+                                       order=0) for t in range(labels.shape[1])], axis=1)
+        return entry.get("warnings", []), pixel, match_labels(true, labels.astype(np.int64))
+
+    warnings, pixel, _ = run(tmp_path / "out")
+    assert pixel is None
+    assert any("times what the U-Net was trained on" in w and "--ingest_pixel_size_um" in w
+               for w in warnings), warnings
+    warnings, pixel, m = run(tmp_path / "out2", "--ingest_pixel_size_um", "0.0625")
+    assert pixel == 0.0625
+    assert not any("trained on" in w for w in warnings)
+    assert m.f1 >= 0.97 and m.mean_iou >= 0.85, (m.f1, m.mean_iou)

@@ -71,6 +71,8 @@ class Ingest(BatchJob):
                                "(default auto: from the name, else from the pixels)"),
         "phase_channels": Param([], "names of phase-contrast-like channels; the others are then "
                                 "fluorescence (default: decided per channel, see channel_kinds)"),
+        "pixel_size_um": Param(0.0, "pixel size in um for files that record none (plain TIFF); "
+                               "a file's own value is kept (0: none)"),
         "hash_inputs": Param(False, "add a content hash of the input files to their signature"),
     }
     output_keys = specs(RAW, FRAMES_TABLE)
@@ -84,6 +86,9 @@ class Ingest(BatchJob):
             raise ValueError(f"{self.name}: channel_kinds {bad} not among {CHANNEL_KIND_CHOICES}")
         if len(set(map(str, names))) != len(names) or not all(str(n).strip() for n in names):
             raise ValueError(f"{self.name}: channel_names must be unique and non-empty, got {list(names)}")
+        if not 0.0 <= self.param_values["pixel_size_um"] < 100.0:
+            raise ValueError(f"{self.name}: pixel_size_um must be 0 (none) or a size in um, got "
+                             f"{self.param_values['pixel_size_um']}")
         self._checked = {}  # source key -> (source, problem, kinds): validation once per acquisition and run
         #: Absolute paths of input files to leave out (set by a live session: files still being
         #: written). A sequence loses those members (their timepoints wait); any other
@@ -370,6 +375,10 @@ class Ingest(BatchJob):
                           [(t, c) for t in range(done, n_t) for c in range(len(keys))])
             md = acq.position_metadata(position, z=self._z)
             md.update(frames_signature=_frames_signature(acq, position, n_t))
+            given = self.param_values["pixel_size_um"]
+            if given and md.get("pixel_size_um") is None:
+                # lengths in um, and the segmentation's magnification, need it
+                md.update(pixel_size_um=float(given), pixel_size_source="--ingest_pixel_size_um")
             if names != list(acq.channels):
                 md["channel_names_file"] = list(acq.channels)
             md.update(channels=names, channel_keys=keys, channel_kinds=[k["kind"] for k in kinds],

@@ -101,7 +101,7 @@ class Segment(BatchJobOnContainer):
         from ..segmentation.doubts import block_figures, judge
         from ..segmentation.methods import accepted_keywords
         from ..segmentation.mirror import mirror_counts
-        from ..segmentation.scale import zoom_for
+        from ..segmentation.scale import unknown_magnification_warning, zoom_for
         from ..segmentation.threshold import empty_background
 
         p = self.param_values
@@ -131,6 +131,10 @@ class Segment(BatchJobOnContainer):
                 extra["zoom"] = round(zoom, 4)
                 self.logger.info("%s: %.3f µm pixels: crops resized by %.2f for the network",
                                  os.path.basename(path), pixel, zoom)
+            unknown = unknown_magnification_warning(
+                quality.get("lumen_width_px"), self._layout_kind(container), pixel)
+            if unknown:
+                self.warn(f"{os.path.basename(path)}: {unknown}")
         empty = self._empty_trenches(container, n)
         if empty is not None and not quality.get("empty_flags_clear", 1.0):
             # faint cells that detection could not tell from empty lumens: trusting the
@@ -204,6 +208,12 @@ class Segment(BatchJobOnContainer):
         """The quality TrenchDetection recorded with the layout (``{}`` without one)."""
         return read_attrs(container[TRENCHES_TABLE]).get("quality", {}) \
             if TRENCHES_TABLE in container else {}
+
+    @staticmethod
+    def _layout_kind(container):
+        """The kind of channel TrenchDetection found the layout on (``None`` without one)."""
+        return read_attrs(container[TRENCHES_TABLE]).get("kind") \
+            if TRENCHES_TABLE in container else None
 
     @staticmethod
     def _closed_end_margin(quality):

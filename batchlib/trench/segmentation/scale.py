@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TRAINED_PIXEL_UM", "KEEP_BETWEEN", "zoom_for", "zoomed_probabilities"]
+__all__ = ["TRAINED_PIXEL_UM", "KEEP_BETWEEN", "zoom_for", "zoomed_probabilities",
+           "unknown_magnification_warning"]
 
 #: Pixel size (µm) of the U-Net's training positions.
 TRAINED_PIXEL_UM = 0.1
@@ -72,6 +73,41 @@ def zoom_for(pixel_size_um) -> float:
         return 1.0
     magnification = TRAINED_PIXEL_UM / px
     return 1.0 if KEEP_BETWEEN[0] <= magnification <= KEEP_BETWEEN[1] else px / TRAINED_PIXEL_UM
+
+
+#: The lumen width TrenchDetection measures at the trained magnification (nominal
+#: chip): phase 14 px; fluorescence, which sees the cells' bright core, 8 px.
+TRAINED_LUMEN_PX = {"phase": 14.0, "fluorescence": 8.0}
+#: Without a pixel size, lumens outside this share of the trained width are warned
+#: about (the geometry family's 10-20 px lumens at 0.1 µm segment well; 25 px ones
+#: seen 1.8 times larger did not).
+PLAUSIBLE_LUMEN = (0.65, 1.45)
+
+
+def unknown_magnification_warning(lumen_width, detected_kind, pixel_size_um):
+    """A warning when the acquisition records no pixel size and the lumens are far
+    wider or narrower than at the trained magnification (else ``None``).
+
+    Examples
+    --------
+    >>> unknown_magnification_warning(14.0, "phase", None) is None
+    True
+    >>> print(unknown_magnification_warning(25.0, "phase", None))  # doctest: +ELLIPSIS
+    the trench lumens are 25 px wide, 1.8 times ... set --ingest_pixel_size_um ...
+    >>> unknown_magnification_warning(25.0, "phase", 0.056) is None   # resized already
+    True
+    """
+    if pixel_size_um is not None or lumen_width is None or not np.isfinite(lumen_width):
+        return None
+    ref = TRAINED_LUMEN_PX.get(detected_kind)
+    if ref is None or PLAUSIBLE_LUMEN[0] * ref <= lumen_width <= PLAUSIBLE_LUMEN[1] * ref:
+        return None
+    ratio = lumen_width / ref
+    return (f"the trench lumens are {lumen_width:.0f} px wide, {ratio:.1f} times what the U-Net "
+            f"was trained on ({ref:.0f} px at {TRAINED_PIXEL_UM} µm pixels), and the files record "
+            f"no pixel size: if the magnification differs, set --ingest_pixel_size_um (or "
+            f"--segment_method_params zoom={1 / ratio:.2f}) and rerun; until then expect cells "
+            "merged or split and lengths off")
 
 
 def zoomed_probabilities(predict, crops, zoom: float):
