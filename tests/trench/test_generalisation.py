@@ -988,3 +988,31 @@ def test_phase_angle_over_the_whole_set_when_its_periodic_rows_are_few():
     assert abs(layout.quality["full_extent_correction_deg"]) > 0.1
     errs = _closed_end_errors(layout, pos.trenches, cfg.pitch_px)
     assert len(errs) == len(pos.trenches) and np.all(np.abs(errs) <= 2.0), errs
+
+
+@pytest.mark.parametrize("kind, channel", [("phase", "phase"), ("fluorescence", "gfp")])
+def test_a_field_of_view_with_two_feeding_channels_gives_four_sets(kind, channel):
+    """Two facing pairs of sets one above the other (low magnification, a large camera):
+    all four sets, their directions alternating; before, the two strongest were kept
+    and the other half of the trenches dropped without a word. Cut to three sets,
+    either way, the alternation's phase comes from the sets' own ends."""
+    from batchlib.trench.synthetic import SyntheticConfig, simulate_position
+
+    cfg = SyntheticConfig(height=512, width=768, n_positions=1, n_timepoints=1,
+                          channels=("phase", "gfp"), seed=3, n_sets=2, angle_deg=0.5)
+    pos = simulate_position(cfg, 0)
+    frame = np.asarray(pos.movies[channel][0])
+    filled = int((~pos.trenches["empty"]).sum()) if kind == "fluorescence" else len(pos.trenches)
+    one = detect_trenches(frame, kind=kind)
+    assert list(one.sets["direction"]) == [1, -1]
+    two = np.concatenate([frame, frame], axis=0)
+    lay = detect_trenches(two, kind=kind)
+    assert list(lay.sets["direction"]) == [1, -1, 1, -1]
+    np.testing.assert_allclose(lay.sets["y_closed"],
+                               np.r_[one.sets["y_closed"], one.sets["y_closed"] + 512], atol=0.5)
+    boxes = lay.trenches if kind == "phase" else lay.trenches[~lay.trenches["empty"]]
+    assert len(boxes) >= 2 * filled
+    if kind == "phase":
+        for rows, directions in ((slice(0, 800), [1, -1, 1]), (slice(220, None), [-1, 1, -1])):
+            cut = detect_trenches(np.ascontiguousarray(two[rows]))
+            assert list(cut.sets["direction"]) == directions

@@ -2,6 +2,10 @@
 
 * Two sets face one feeding channel between them: the upper set's closed end
   is at its top (+1), the lower set's at its bottom (-1).
+* Three or more sets (two feeding channels in view): neighbouring sets face
+  each other across a feeding channel or turn their closed ends to each other
+  across the PDMS, so the directions alternate down the frame; which of the
+  two alternations is the one the sets' own cues say, summed.
 * One set, phase contrast: at the closed end the lumen stops and the wall
   continues into the PDMS, at the open end the wall stops and the lumen
   continues into the feeding channel; so the lumen level changes more than the
@@ -48,6 +52,13 @@ def assign_directions(found, kind, forced=None):
             s["dir_score"] = spread + spill
     if forced is not None and len(found) == 1:
         found[0]["direction"], found[0]["dir_conf"] = int(np.sign(forced) or 1), 1.0
+        return
+    if len(found) >= 3:
+        sign = np.array([(-1) ** i for i in range(len(found))])
+        score = float(np.sum(sign * np.array([s["dir_score"] for s in found])))
+        for s, d in zip(found, sign * (1 if score >= 0 else -1)):
+            s["direction"] = int(d)
+            s["dir_conf"] = float(np.clip(abs(score) / len(found), 0, 1))
         return
     if len(found) == 2:
         score = found[0]["dir_score"] - found[1]["dir_score"]

@@ -180,7 +180,10 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
     angle_range_deg : float
         Largest absolute trench angle searched.
     n_sets : int, optional
-        Number of trench sets (1 or 2); found from the image when omitted.
+        Number of trench sets; found from the image when omitted (the two
+        strongest, and more only where they are as long and as periodic: two
+        feeding channels in view give four). Three or more alternate their
+        directions down the frame (:func:`.direction.assign_directions`).
     min_trenches : int
         A set with fewer trenches is dropped; no set left is a failure.
     min_pitch, max_pitch : float

@@ -105,7 +105,9 @@ def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length
     row_y : ndarray
         Rotated-frame row of each entry (equally spaced).
     n_sets : int, optional
-        Keep this many sets (the strongest); default: all that qualify, at most 2.
+        Keep this many sets (the strongest); default: the two strongest that
+        qualify, and any further run as long and as periodic as those
+        (:func:`_more_sets`).
     min_ratio : float
         Periodicity ratio a trench row must exceed.
     min_length : float, optional
@@ -199,9 +201,26 @@ def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length
             continue
         idx = np.arange(a, b + 1)
         runs.append((float(row_y[a]), float(row_y[b]), float(p[idx][periodic[idx]].mean())))
-    keep = n_sets if n_sets is not None else 2
-    runs = sorted(runs, key=lambda t: -t[2] * (t[1] - t[0] + step))[:keep]
-    if n_sets is None and len(runs) == 2:
+    ranked = sorted(runs, key=lambda t: -t[2] * (t[1] - t[0] + step))
+    if n_sets is not None:
+        return sorted(ranked[:n_sets])
+    runs = ranked[:2]
+    if len(runs) == 2:
         longest = max(r[1] - r[0] for r in runs)
         runs = [r for r in runs if r[1] - r[0] >= 0.25 * longest]
-    return sorted(runs)
+    return sorted(runs + _more_sets(ranked[2:], runs))
+
+
+def _more_sets(others, kept, min_length=0.75, min_strength=0.2):
+    """Runs beyond the two strongest that are trench sets as well: a field of view
+    holding two feeding channels (low magnification, a large camera) shows four
+    sets, and only two were boxed before, without a word. A run counts when it is
+    at least ``min_length`` times as long as the shorter kept set and its periodic
+    power at least ``min_strength`` times the weaker one's; debris rows and
+    fragments of the feeding channel are far shorter or fainter."""
+    if len(kept) < 2:
+        return []
+    length = min(r[1] - r[0] for r in kept)
+    strength = min(r[2] for r in kept)
+    return [r for r in others if r[1] - r[0] >= min_length * length
+            and r[2] >= min_strength * strength]

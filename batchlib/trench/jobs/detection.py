@@ -65,7 +65,7 @@ class TrenchDetection(BatchJobOnContainer):
         "box_height": Param(0, "crop height in pixels (0: the trench length found)"),
         "pitch": Param(0.0, "trench pitch in pixels (0: estimated)"),
         "angle_range_deg": Param(5.0, "search range of the trench angle, +- degrees"),
-        "n_sets": Param(0, "number of trench sets, 1 or 2 (0: detected)"),
+        "n_sets": Param(0, "number of trench sets in the image (0: detected)"),
         "min_trenches": Param(3, "fewer trenches than this is a detection failure"),
         "closed_end_margin": Param(-1.0, "pixels of PDMS every box keeps before the closed end "
                                    "(negative: the default, 1.5 phase, 0.5 fluorescence)"),
