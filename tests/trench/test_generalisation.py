@@ -1016,3 +1016,21 @@ def test_a_field_of_view_with_two_feeding_channels_gives_four_sets(kind, channel
         for rows, directions in ((slice(0, 800), [1, -1, 1]), (slice(220, None), [-1, 1, -1])):
             cut = detect_trenches(np.ascontiguousarray(two[rows]))
             assert list(cut.sets["direction"]) == directions
+
+
+@pytest.mark.parametrize("angle", [12.0, 20.0, -25.0])
+def test_a_chip_turned_beyond_the_angle_search_is_found(angle):
+    """A camera mounted askew: 12 degrees (the search's best angle at its edge: searched
+    three times wider), 20 and -25 degrees (a wrong, uncertain layout at 2 degrees: the
+    spectrum says where the array is, and the search is widened to it)."""
+    from batchlib.trench.synthetic.scoring import match_boxes
+
+    cfg = SyntheticConfig(height=768, width=768, n_positions=1, n_timepoints=1,
+                          channels=("phase", "gfp"), seed=3, angle_deg=angle, max_angle_deg=45)
+    pos = simulate_position(cfg, 0)
+    frame = np.asarray(pos.movies["phase"][0])
+    lay = detect_trenches(frame)
+    assert abs(lay.angle_deg - angle) < 0.15
+    pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, angle, frame.shape,
+                           cfg.pitch_px)
+    assert len(pairs) >= 0.95 * len(pos.trenches) and not lay.warnings

@@ -31,6 +31,7 @@ from .ends import set_ends
 from .filled_ends import clear_closed_end
 from .lumen import lumen_axis
 from .orientation import detect_oriented
+from .tilt import detect_any_tilt
 from .pitch import estimate_pitch
 from .quality import (empty_flags, empty_flags_clear, fluorescence_filled_over, image_noise,
                       layout_quality, phase_filled_over, set_angle_spread_factor)
@@ -39,6 +40,10 @@ from .rotation import angle_from_bands, combine_set_angles, set_angles
 from .trench_sets import find_sets, row_coherence, row_periodicity
 
 __all__ = ["TrenchLayout", "detect_trenches"]
+
+#: Widest angle search (degrees) a found angle near the edge of a narrower one widens to;
+#: beyond 45 degrees the trenches run left-right (see :mod:`.orientation`).
+MAX_ANGLE_RANGE_DEG = 45.0
 
 _CORNERS = [f"rot_{a}{i}" for a in "yx" for i in range(4)] + \
            [f"raw_{a}{i}" for a in "yx" for i in range(4)]
@@ -232,11 +237,17 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         When no trench array is found, with the reason.
     """
     return detect_oriented(
-        _detect_vertical, image, orientation, angle_deg, kind=kind, box_width=box_width,
+        _detect_any_tilt, image, orientation, angle_deg, kind=kind, box_width=box_width,
         box_height=box_height, pitch=pitch, angle_range_deg=angle_range_deg, n_sets=n_sets,
         min_trenches=min_trenches, min_pitch=min_pitch, max_pitch=max_pitch, lumen=lumen,
         direction=direction, closed_end_margin=closed_end_margin, self_check=self_check,
         _weak_rows_alone=_weak_rows_alone)
+
+
+def _detect_any_tilt(image, **kwargs):
+    """:func:`_detect_vertical`, searched wider where the spectrum says the chip is
+    turned beyond ``angle_range_deg`` (:mod:`.tilt`)."""
+    return detect_any_tilt(_detect_vertical, image, **kwargs)
 
 
 def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg, n_sets,
@@ -282,6 +293,13 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
         gain, per_set, spread = float("nan"), np.zeros(0), 0.0
         rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets,
                                            _weak_rows_alone)
+    if angle_deg is None and abs(angle) > 0.8 * angle_range_deg \
+            and angle_range_deg < MAX_ANGLE_RANGE_DEG:
+        # the best angle at the edge of the search, or refined past it: the chip is
+        # turned further than searched (a camera mounted askew). At 12 deg with the
+        # default 5 the search stopped at 8.9 deg, every box 3 deg off its trench,
+        # at confidence 0.49 and without a warning.
+        return again(angle_range_deg=min(MAX_ANGLE_RANGE_DEG, 3.0 * angle_range_deg))
     double = 2 * pitch <= (max_pitch or W / 3.0)
     if not runs and not pitch_given and kind == "fluorescence":
         # a multiple of the pitch taken for it (see _at_fractions), or a harmonic
