@@ -44,6 +44,9 @@ class Param:
     they are checked with :func:`batchlib.names.check_name`.
     ``hash_as`` gives the form hashed into the completion records (default:
     the value; a dict: its JSON text, as when it was given as a string).
+    ``unhashed_default=True`` marks a parameter added after outputs were
+    recorded whose default reproduces them: at its default it is left out of
+    the hash, so adding it recomputes nothing.
 
     Examples
     --------
@@ -64,6 +67,7 @@ class Param:
     is_name: bool = False
     parse: Callable[[Any], Any] | None = None
     hash_as: Callable[[Any], Any] | None = None
+    unhashed_default: bool = False
 
     def convert(self, value):
         """``value`` in the parameter's type; ``ValueError`` saying why it is not one."""
@@ -281,7 +285,8 @@ class BatchJob:
     def result_params(self) -> dict:
         """The parameters that define the results (hashed into the records)."""
         return {k: self.params[k].hashed(v) for k, v in self.param_values.items()
-                if self.params[k].affects_result}
+                if self.params[k].affects_result
+                and not (self.params[k].unhashed_default and v == self.params[k].default)}
 
     @property
     def param_values(self):

@@ -1034,3 +1034,26 @@ def test_a_chip_turned_beyond_the_angle_search_is_found(angle):
     pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, angle, frame.shape,
                            cfg.pitch_px)
     assert len(pairs) >= 0.95 * len(pos.trenches) and not lay.warnings
+
+
+def test_a_dark_first_frame_does_not_lose_the_position():
+    """Frame 0 taken with the shutter closed: the layout and the drift come from frame 1
+    (said in a warning and ``quality["reference_frame"]``), the later frames' drift is
+    right relative to it; a movie with no usable frame fails naming the frames tried."""
+    from batchlib.trench.detection.movie import detect_in_movie, movie_drift
+
+    cfg = SyntheticConfig(height=512, width=512, n_positions=1, n_timepoints=5,
+                          channels=("phase", "gfp"), seed=7)
+    pos = simulate_position(cfg, 0)
+    movie = np.asarray(pos.movies["phase"]).copy()
+    upright, _ = detect_in_movie(movie, "phase")
+    assert "reference_frame" not in upright.quality
+    movie[0] = 100
+    lay, ref = detect_in_movie(movie, "phase")
+    assert lay.quality["reference_frame"] == 1 and len(lay.trenches) == len(upright.trenches)
+    assert any("frame 0 gave no trench array" in w and "frame 1" in w for w in lay.warnings)
+    np.testing.assert_array_equal(ref, movie[1])
+    drift = movie_drift(movie, ref, lay, "phase")
+    np.testing.assert_allclose(drift[1:], (pos.drift - pos.drift[1])[1:], atol=0.25)
+    with pytest.raises(TrenchDetectionError, match=r"nor did frames 1, 2, 4"):
+        detect_in_movie(np.full((5, 256, 256), 100.0), "phase")

@@ -20,6 +20,7 @@ import numpy as np
 from ..geometry import corners_inside
 from .closed_end_drift import (across_trenches, closed_end_positions, fluorescence_drift,
                                orient_by_tips, set_shifts_to_frame)
+from ._common import TrenchDetectionError
 from .drift import DriftEstimator
 from .trench_array import detect_trenches
 
@@ -53,7 +54,12 @@ def detect_in_movie(movie, kind, **detect_kwargs):
     def detect(direction=forced):
         return detect_trenches(reference, kind=kind, direction=direction, **detect_kwargs)
 
-    layout = detect()
+    try:
+        layout = detect()
+    except TrenchDetectionError as error:
+        if kind != "phase":
+            raise
+        layout, reference = _from_another_frame(movie, error, detect_kwargs, forced)
     n_t = movie.shape[0]
     if kind == "fluorescence" and forced is None:
         picks = np.unique(np.linspace(0, n_t - 1, min(n_t, 3)).round().astype(int))
@@ -62,6 +68,35 @@ def detect_in_movie(movie, kind, **detect_kwargs):
     if kind == "fluorescence":
         layout = _closed_ends_on_frame(layout, reference, np.asarray(movie[0], np.float32))
     return layout, reference
+
+
+#: Frames tried, in this order, when a phase movie's frame 0 gives no trench array.
+OTHER_REFERENCES = (1, 2, "middle", "last")
+
+
+def _from_another_frame(movie, error, detect_kwargs, direction):
+    """``(layout, reference)`` from the first of :data:`OTHER_REFERENCES` that gives a
+    trench array, when frame 0 gave none (a dark first frame: the shutter; focus not
+    yet settled): the position is not lost for one frame. The layout records
+    ``quality["reference_frame"]``, and a warning says which frame and why."""
+    n_t = movie.shape[0]
+    picks = []
+    for pick in OTHER_REFERENCES:
+        t = {"middle": n_t // 2, "last": n_t - 1}.get(pick, pick)
+        if 0 < t < n_t and t not in picks:
+            picks.append(t)
+    for t in picks:
+        frame = np.asarray(movie[t], dtype=np.float32)
+        try:
+            layout = detect_trenches(frame, kind="phase", direction=direction, **detect_kwargs)
+        except TrenchDetectionError:
+            continue
+        layout.quality["reference_frame"] = float(t)
+        layout.warnings.append(f"frame 0 gave no trench array ({error}); the boxes and the "
+                               f"drift are those of frame {t}: look at frame 0")
+        return layout, frame
+    tried = f" (nor did frames {', '.join(map(str, picks))})" if picks else ""
+    raise TrenchDetectionError(f"{error}{tried}") from error
 
 
 def _closed_ends_on_frame(layout, reference, frame):
@@ -86,7 +121,8 @@ def _closed_ends_on_frame(layout, reference, frame):
 def movie_drift(movie, reference, layout, kind, start=0, previous=None):
     """``(T, 2)`` drift ``(dy, dx)`` of every frame relative to the boxes' coordinates.
 
-    A phase reference is frame 0 (drift 0 by definition); a fluorescence
+    A phase reference is frame 0 (drift 0 by definition; another frame where
+    frame 0 gave no layout, ``quality["reference_frame"]``); a fluorescence
     maximum projection is compared with every frame across the trenches by
     cross-correlation, and along them the mother cells' tips of every frame
     are compared with those of frame 0. Frames
@@ -102,7 +138,9 @@ def movie_drift(movie, reference, layout, kind, start=0, previous=None):
     if start:
         out[:start] = np.asarray(previous, float)[:start]
     trenches = layout.trenches
-    first = 1 if kind == "phase" else 0
+    # a phase reference is a frame of the movie: its drift is 0 by definition
+    reference_frame = int(layout.quality.get("reference_frame", 0))
+    first = 1 if kind == "phase" and reference_frame == 0 else 0
     estimator, tips, d0 = None, None, None
     if kind == "fluorescence" and n_t > max(start, first):
         # along the trenches, frames are compared with frame 0's mother tips, where

@@ -46,8 +46,10 @@ class TrenchDetection(BatchJobOnContainer):
     # symmetry, fractions of the pitch retried in fluorescence and weakly periodic rows in
     # phase, fluorescence rows at a coherence of 0.6, phase boxes whose texture does not
     # stand out from the brightness unverified, a phase angle searched again between the
-    # ends of a set whose periodic rows are few
-    version = "11"
+    # ends of a set whose periodic rows are few; 12: trench sets beyond two (two feeding
+    # channels in view), chips turned beyond the angle search, another frame where frame 0
+    # gives no layout, trenches running left-right, boxes as wide as the magnification asks
+    version = "12"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
@@ -59,7 +61,7 @@ class TrenchDetection(BatchJobOnContainer):
         "orientation": Param("auto", "trenches run top-bottom (vertical) or left-right "
                              "(horizontal) in the image; auto: top-bottom, and left-right "
                              "when no trench array is found that way",
-                             choices=("auto", "vertical", "horizontal")),
+                             choices=("auto", "vertical", "horizontal"), unhashed_default=True),
         "box_width": Param(0, "crop width in pixels (0: 32 px at 0.1 um pixels, scaled to the "
                            "pixel size the acquisition records; 32 without one)"),
         "box_height": Param(0, "crop height in pixels (0: the trench length found)"),

@@ -72,7 +72,7 @@ class Ingest(BatchJob):
         "phase_channels": Param([], "names of phase-contrast-like channels; the others are then "
                                 "fluorescence (default: decided per channel, see channel_kinds)"),
         "pixel_size_um": Param(0.0, "pixel size in um for files that record none (plain TIFF); "
-                               "a file's own value is kept (0: none)"),
+                               "a file's own value is kept (0: none)", unhashed_default=True),
         "hash_inputs": Param(False, "add a content hash of the input files to their signature"),
     }
     output_keys = specs(RAW, FRAMES_TABLE)
