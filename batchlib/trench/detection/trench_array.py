@@ -34,7 +34,7 @@ from .orientation import detect_oriented
 from .tilt import detect_any_tilt
 from .pitch import estimate_pitch
 from .quality import (empty_flags, empty_flags_clear, fluorescence_filled_over, image_noise,
-                      layout_quality, phase_filled_over, set_angle_spread_factor)
+                      layout_quality, open_end_only, phase_filled_over, set_angle_spread_factor)
 from .selfcheck import check_layout
 from .rotation import angle_from_bands, combine_set_angles, set_angles
 from .trench_sets import find_sets, row_coherence, row_periodicity
@@ -357,6 +357,13 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
         # like the period; cells half-way between the boxes say it is half of it.
         return again(pitch=0.5 * pitch)
     assign_directions(found, kind, direction)
+    if kind == "fluorescence":
+        for f in found:
+            # a cell floating past the open end is no lineage: the mother sits at the closed end
+            closed, open_ = (f["y_top"], f["y_bottom"])[::f["direction"]]
+            f["empty"] = open_end_only(f["excess"], f["rows"], closed, open_, f["empty"],
+                                       f["signal"], max(1, int(np.floor(0.25 * f["lumen_width"]))),
+                                       noise, step)
     extra = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
                  set_angle_spread_deg=spread,
                  # judged per set: two sets' texture scales differ
