@@ -1018,11 +1018,12 @@ def test_a_field_of_view_with_two_feeding_channels_gives_four_sets(kind, channel
             assert list(cut.sets["direction"]) == directions
 
 
-@pytest.mark.parametrize("angle", [12.0, 20.0, -25.0])
+@pytest.mark.parametrize("angle", [12.0, 20.0, -25.0, 30.0, 40.0])
 def test_a_chip_turned_beyond_the_angle_search_is_found(angle):
     """A camera mounted askew: 12 degrees (the search's best angle at its edge: searched
     three times wider), 20 and -25 degrees (a wrong, uncertain layout at 2 degrees: the
-    spectrum says where the array is, and the search is widened to it)."""
+    spectrum says where the array is), 30 and 40 degrees (refused and wrong before: the
+    frame is turned upright by the spectrum's angle and searched there)."""
     from batchlib.trench.synthetic.scoring import match_boxes
 
     cfg = SyntheticConfig(height=768, width=768, n_positions=1, n_timepoints=1,
@@ -1030,10 +1031,11 @@ def test_a_chip_turned_beyond_the_angle_search_is_found(angle):
     pos = simulate_position(cfg, 0)
     frame = np.asarray(pos.movies["phase"][0])
     lay = detect_trenches(frame)
-    assert abs(lay.angle_deg - angle) < 0.15
+    assert abs(lay.angle_deg - angle) < 0.02
     pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, angle, frame.shape,
                            cfg.pitch_px)
     assert len(pairs) >= 0.95 * len(pos.trenches) and not lay.warnings
+    assert len(lay.trenches) == len(pairs)
 
 
 def test_a_dark_first_frame_does_not_lose_the_position():
@@ -1076,3 +1078,20 @@ def test_a_feeding_channel_cell_at_an_empty_trenchs_open_end_does_not_fill_it():
     pairs, _ = match_boxes(filled, lay.angle_deg, truth, pos.metadata["angle_deg"],
                            (cfg.height, cfg.width), cfg.pitch_px)
     assert len(filled) == len(truth) == len(pairs) == 7
+
+
+def test_a_steep_chip_is_cropped_and_segmented_as_an_upright_one():
+    """30 degrees, the whole chain (detection on the turned frame, turned back; drift,
+    crops, U-Net) in both kinds: the cells are found as on an upright chip."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bench_segmentation as B
+    from batchlib.trench.segmentation.methods import default_method
+
+    cfg = SyntheticConfig(height=768, width=768, n_positions=1, n_timepoints=4,
+                          channels=("phase", "gfp"), seed=5, angle_deg=30.0, max_angle_deg=45)
+    pos = simulate_position(cfg, 0)
+    for kind, channel in (("phase", "phase"), ("fluorescence", "gfp")):
+        r = B.end_to_end(pos, cfg, channel, kind, B.mother_lengths(pos), default_method())
+        assert r["F1"] >= 0.98 and r["mother len 5%"] >= 0.95, (kind, r)

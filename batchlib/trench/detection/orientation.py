@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import rotated_to_raw
+from ..geometry import frame_center, rotated_to_raw
 from ._common import TrenchDetectionError
 
-__all__ = ["ORIENTATIONS", "detect_oriented", "turned_back"]
+__all__ = ["ORIENTATIONS", "detect_oriented", "turned_back", "turned_copy"]
 
 #: ``detect_trenches``' ``orientation`` choices: auto tries vertical, then horizontal.
 ORIENTATIONS = ("auto", "vertical", "horizontal")
@@ -87,13 +87,15 @@ def _detect_turned(detect, image, angle_deg, **kwargs):
     return turned_back(layout, raw.shape)
 
 
-def turned_back(layout, shape):
-    """A layout found on ``np.rot90(image)`` expressed on ``image`` (shape ``shape``).
+def turned_back(layout, shape, turn_deg=-90.0):
+    """A layout found on a turned copy of an image, expressed on the image (shape ``shape``).
 
-    A point of the turned image's rotated frame at angle ``a`` is the raw
-    point ``c + R(a - 90) (p - c')`` (``c``, ``c'``: the two images' centres),
-    so the layout's angle becomes ``a - 90`` and its rotated-frame
-    coordinates move by ``c - c'``; the raw corners follow.
+    The copy (``layout.image_shape``, centre ``c'``) holds at its point ``q`` the raw
+    point ``c + R(turn_deg) (q - c')`` (``c``: the image's centre); ``np.rot90(image)``
+    is ``turn_deg = -90``. A point of the copy's rotated frame at angle ``a`` is then
+    the raw point ``c + R(a + turn_deg) (p - c')``, so the layout's angle becomes
+    ``a + turn_deg`` and its rotated-frame coordinates move by ``c - c'``; the raw
+    corners follow.
 
     Examples
     --------
@@ -119,14 +121,14 @@ def turned_back(layout, shape):
     from .trench_array import TrenchLayout
 
     H, W = int(shape[0]), int(shape[1])
-    d = (H - W) / 2.0  # c - c' = (d, -d)
-    angle = float(layout.angle_deg) - 90.0
+    dy, dx = frame_center((H, W)) - frame_center(layout.image_shape)  # c - c'
+    angle = float(layout.angle_deg) + float(turn_deg)
     trenches = layout.trenches.copy()
-    trenches["y_closed"] = trenches["y_closed"] + d
-    trenches["x_center"] = trenches["x_center"] - d
+    trenches["y_closed"] = trenches["y_closed"] + dy
+    trenches["x_center"] = trenches["x_center"] + dx
     for i in range(4):
-        trenches[f"rot_y{i}"] = trenches[f"rot_y{i}"] + d
-        trenches[f"rot_x{i}"] = trenches[f"rot_x{i}"] - d
+        trenches[f"rot_y{i}"] = trenches[f"rot_y{i}"] + dy
+        trenches[f"rot_x{i}"] = trenches[f"rot_x{i}"] + dx
     rot = np.stack([np.stack([trenches[f"rot_y{i}"].to_numpy(float),
                               trenches[f"rot_x{i}"].to_numpy(float)], -1) for i in range(4)],
                    axis=1).reshape(-1, 4, 2)
@@ -134,16 +136,42 @@ def turned_back(layout, shape):
     for i in range(4):
         trenches[f"raw_y{i}"], trenches[f"raw_x{i}"] = raw[:, i, 0], raw[:, i, 1]
     sets = layout.sets.copy()
-    sets["y_closed"] = sets["y_closed"] + d
-    sets["y_open"] = sets["y_open"] + d
+    sets["y_closed"] = sets["y_closed"] + dy
+    sets["y_open"] = sets["y_open"] + dy
     quality = dict(layout.quality)
     for key in list(quality):
         if key == "whole_frame_angle_deg" or (key.startswith("set") and key.endswith("_angle_deg")
                                               and key[3:-10].isdigit()):
-            quality[key] = float(quality[key]) - 90.0
-    quality["turned_quarter"] = 1.0
+            quality[key] = float(quality[key]) + float(turn_deg)
+    if turn_deg == -90.0:
+        quality["turned_quarter"] = 1.0
     # the diagnostic profiles stay the turned image's; the QC picture shifts them back
     profiles = {**layout.profiles,
-                "column_offset": float(layout.profiles.get("column_offset", 0.0)) - d}
+                "column_offset": float(layout.profiles.get("column_offset", 0.0)) + dx}
     return TrenchLayout(angle, layout.pitch, sets, trenches, quality, (H, W), layout.kind,
                         profiles, list(layout.warnings))
+
+
+def turned_copy(image, turn_deg):
+    """A copy of ``image`` turned so that trenches at ``turn_deg`` stand upright: at its
+    point ``q`` the raw point ``c + R(turn_deg) (q - c')`` (bilinear; the whole image
+    kept, the corners outside it NaN, which detection fills with the median).
+
+    >>> img = np.zeros((40, 60)); img[:, 30] = 1.0
+    >>> turned_copy(img, 0.0).shape
+    (40, 60)
+    >>> turned_copy(img, 30.0).shape
+    (65, 72)
+    """
+    from scipy import ndimage
+
+    raw = np.asarray(image, np.float32)
+    H, W = raw.shape
+    a = np.deg2rad(float(turn_deg))
+    h = int(np.ceil(abs(H * np.cos(a)) + abs(W * np.sin(a))))
+    w = int(np.ceil(abs(W * np.cos(a)) + abs(H * np.sin(a))))
+    q = np.stack(np.mgrid[:h, :w], axis=-1).reshape(-1, 2).astype(float)
+    c, c2 = frame_center((H, W)), frame_center((h, w))
+    p = (q - c2) @ np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]).T + c
+    out = ndimage.map_coordinates(raw, [p[:, 0], p[:, 1]], order=1, mode="constant", cval=np.nan)
+    return out.reshape(h, w)
