@@ -77,10 +77,16 @@ def spectrum_angle(image, size: int = 512, max_pitch_fraction: float = 1 / 3):
 
 
 def detect_any_tilt(detect, image, angle_range_deg=5.0, angle_deg=None, **kwargs):
-    """``detect(image, angle_range_deg=..., angle_deg=..., **kwargs)``, searched again
-    over a wider range where the first layout is missing or uncertain and the
-    spectrum puts the array beyond ``angle_range_deg``; the more confident of the
-    two is returned (the first error is raised when neither is found)."""
+    """``detect(image, angle_range_deg=..., angle_deg=..., **kwargs)`` for any tilt.
+
+    Where the first layout is missing or uncertain and the spectrum puts the
+    array beyond ``angle_range_deg``, the search is repeated over a range that
+    holds the spectrum's angle; from :data:`TURN_ABOVE_DEG` on (the spectrum's
+    angle, or a steep first layout's own), the frame turned upright by it is
+    searched too. The most confident layout is returned, the turned frame's when
+    it is at least 0.9 times as confident; ``quality["spectrum_angle_deg"]``
+    records the angle used when another than the first layout won. The first
+    error is raised when nothing is found."""
     error = None
     try:
         first = detect(image, angle_range_deg=angle_range_deg, angle_deg=angle_deg, **kwargs)
