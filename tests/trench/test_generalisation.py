@@ -1095,3 +1095,32 @@ def test_a_steep_chip_is_cropped_and_segmented_as_an_upright_one():
     for kind, channel in (("phase", "phase"), ("fluorescence", "gfp")):
         r = B.end_to_end(pos, cfg, channel, kind, B.mother_lengths(pos), default_method())
         assert r["F1"] >= 0.98 and r["mother len 5%"] >= 0.95, (kind, r)
+
+
+@pytest.mark.parametrize("seed, position", [(10212, 0), (10226, 0), (10252, 1)])
+def test_boxes_on_the_walls_are_moved_to_where_the_image_changes_over_time(seed, position):
+    """Held-out mixed positions whose single frame could not tell lumens from walls (the
+    self-check undetermined, every box on a wall; or the right polarity refused as
+    "boxes on the walls" by textured walls): over three frames the image changes on the
+    walls' boxes 0.4x as much as between them; the other polarity, 2x or more, is taken
+    and said so."""
+    from batchlib.trench.detection.movie import detect_in_movie
+    from batchlib.trench.synthetic.scoring import match_boxes
+
+    cfg = sample_config("mixed", seed, height=1024, width=1024, n_timepoints=3, n_positions=2)
+    pos = simulate_position(cfg, position)
+    movie = pos.movies[next(c for c in cfg.channels if cfg.is_phase(c))]
+    lay, _ = detect_in_movie(movie, "phase", box_width=cfg.box_width)
+    pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
+                           movie.shape[1:], cfg.pitch_px)
+    assert len(pairs) == len(pos.trenches) == len(lay.trenches)
+    assert lay.quality["temporal_contrast"] >= 2.0
+    assert any("changes" in w and "over time" in w for w in lay.warnings)
+    # one frame alone: the walls (or a refusal)
+    try:
+        alone = detect_trenches(np.asarray(movie[0], np.float32), box_width=cfg.box_width)
+    except TrenchDetectionError:
+        return
+    pairs, _ = match_boxes(alone.trenches, alone.angle_deg, pos.trenches,
+                           pos.metadata["angle_deg"], movie.shape[1:], cfg.pitch_px)
+    assert len(pairs) < 0.5 * len(pos.trenches)

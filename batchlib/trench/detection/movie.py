@@ -61,6 +61,8 @@ def detect_in_movie(movie, kind, **detect_kwargs):
             raise
         layout, reference = _from_another_frame(movie, error, detect_kwargs, forced)
     n_t = movie.shape[0]
+    if kind == "phase" and detect_kwargs.get("lumen", "auto") == "auto" and n_t >= 3:
+        layout = _checked_in_time(movie, layout, reference, detect_kwargs, forced)
     if kind == "fluorescence" and forced is None:
         picks = np.unique(np.linspace(0, n_t - 1, min(n_t, 3)).round().astype(int))
         layout = orient_by_tips(reference, [np.asarray(movie[t], np.float32) for t in picks],
@@ -97,6 +99,44 @@ def _from_another_frame(movie, error, detect_kwargs, direction):
         return layout, frame
     tried = f" (nor did frames {', '.join(map(str, picks))})" if picks else ""
     raise TrenchDetectionError(f"{error}{tried}") from error
+
+
+def _checked_in_time(movie, layout, reference, detect_kwargs, direction):
+    """The phase layout, or the one of the other lumen polarity where the image changes
+    over time between the boxes rather than on them (:mod:`.temporal`): the boxes sat
+    on the walls. ``quality["temporal_contrast"]`` records the figure."""
+    from .temporal import FLIP_BELOW, VERIFIED_ABOVE, temporal_contrast
+    from .trench_array import _lumens_are_bright
+
+    ratio = temporal_contrast(movie, layout)
+    layout.quality["temporal_contrast"] = ratio
+    if not ratio < FLIP_BELOW:
+        return layout
+    other_lumen = "dark" if _lumens_are_bright(layout) else "bright"
+    kwargs = {**detect_kwargs, "lumen": other_lumen}
+    try:
+        other = detect_trenches(reference, kind="phase", direction=direction, **kwargs)
+    except TrenchDetectionError:
+        # textured walls fool the one-frame self-check both ways (held-out mixed 10212,
+        # 10226: the right polarity refused as "boxes on the walls"); time decides below
+        try:
+            other = detect_trenches(reference, kind="phase", direction=direction,
+                                    **{**kwargs, "self_check": False})
+        except TrenchDetectionError:
+            return layout
+    if "reference_frame" in layout.quality:
+        other.quality["reference_frame"] = layout.quality["reference_frame"]
+    other_ratio = temporal_contrast(movie, other)
+    if not other_ratio >= VERIFIED_ABOVE:
+        return layout
+    other.quality["temporal_contrast"] = other_ratio
+    other.quality["lumen_polarity_flipped"] = 1.0
+    other.warnings.append(
+        f"the lumens were taken to be the {other_lumen} stripes: the image changes "
+        f"{1 / ratio:.1f}x more over time between the first layout's boxes than on them, "
+        f"and {other_ratio:.1f}x more on these boxes than between them (cells grow in "
+        "lumens, walls stay put); check the QC picture")
+    return other
 
 
 def _closed_ends_on_frame(layout, reference, frame):
