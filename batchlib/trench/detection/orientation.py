@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import frame_center, rotated_to_raw
+from ..geometry import frame_center, rotated_to_raw, rotation_matrix
 from ._common import TrenchDetectionError
 
 __all__ = ["ORIENTATIONS", "detect_oriented", "turned_back", "turned_copy"]
@@ -172,6 +172,6 @@ def turned_copy(image, turn_deg):
     w = int(np.ceil(abs(W * np.cos(a)) + abs(H * np.sin(a))))
     q = np.stack(np.mgrid[:h, :w], axis=-1).reshape(-1, 2).astype(float)
     c, c2 = frame_center((H, W)), frame_center((h, w))
-    p = (q - c2) @ np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]).T + c
+    p = (q - c2) @ rotation_matrix(turn_deg).T + c
     out = ndimage.map_coordinates(raw, [p[:, 0], p[:, 1]], order=1, mode="constant", cval=np.nan)
     return out.reshape(h, w)

@@ -115,7 +115,8 @@ class Segment(BatchJobOnContainer):
         n, n_t, h, w = crops.shape
         n_t = min(n_t, int(read_attrs(crops).get("n_frames", n_t)))
         extra = self.method_params()
-        quality = self._layout_quality(container)  # what TrenchDetection measured
+        layout = self._layout_attrs(container)  # what TrenchDetection recorded
+        quality = layout.get("quality", {})
         if p["method"] == "threshold" and "lumen_width" not in extra:
             extra["lumen_width"] = self._measured_lumen_width(quality)
         if p["gpu"]:
@@ -132,7 +133,7 @@ class Segment(BatchJobOnContainer):
                 self.logger.info("%s: %.3f µm pixels: crops resized by %.2f for the network",
                                  os.path.basename(path), pixel, zoom)
             unknown = unknown_magnification_warning(
-                quality.get("lumen_width_px"), self._layout_kind(container), pixel)
+                quality.get("lumen_width_px"), layout.get("kind"), pixel)
             if unknown:
                 self.warn(f"{os.path.basename(path)}: {unknown}")
         empty = self._empty_trenches(container, n)
@@ -204,16 +205,10 @@ class Segment(BatchJobOnContainer):
         return table["empty"].to_numpy(bool)
 
     @staticmethod
-    def _layout_quality(container) -> dict:
-        """The quality TrenchDetection recorded with the layout (``{}`` without one)."""
-        return read_attrs(container[TRENCHES_TABLE]).get("quality", {}) \
-            if TRENCHES_TABLE in container else {}
-
-    @staticmethod
-    def _layout_kind(container):
-        """The kind of channel TrenchDetection found the layout on (``None`` without one)."""
-        return read_attrs(container[TRENCHES_TABLE]).get("kind") \
-            if TRENCHES_TABLE in container else None
+    def _layout_attrs(container) -> dict:
+        """What TrenchDetection recorded with the layout (its ``quality``, the ``kind`` of
+        channel it was found on...; ``{}`` without one), read once."""
+        return read_attrs(container[TRENCHES_TABLE]) if TRENCHES_TABLE in container else {}
 
     @staticmethod
     def _closed_end_margin(quality):
