@@ -156,3 +156,13 @@ def test_plain_tiffs_without_a_pixel_size_are_warned_about_then_take_the_option(
     assert pixel == 0.0625
     assert not any("trained on" in w for w in warnings)
     assert m.f1 >= 0.97 and m.mean_iou >= 0.85, (m.f1, m.mean_iou)
+
+
+def test_a_bad_pixel_size_option_is_refused_when_the_job_is_built():
+    from batchlib.trench.jobs import Ingest
+
+    with pytest.raises(ValueError, match="pixel_size_um must be 0 .none. or a size in um"):
+        Ingest(pixel_size_um=-0.1)
+    with pytest.raises(ValueError, match="expected a number"):
+        Ingest(pixel_size_um="small")
+    assert Ingest(pixel_size_um="0.065").param_values["pixel_size_um"] == 0.065
