@@ -196,7 +196,7 @@ def test_building_the_segment_job_loads_neither_torch_nor_numba():
     import sys
 
     code = ("import sys; from batchlib.trench.jobs import Segment; Segment(method='unet'); "
-            "print(sorted(m for m in ('torch', 'numba') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'numba', 'onnxruntime') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
@@ -296,17 +296,20 @@ def test_weights_trained_at_the_closed_end_get_the_crops_from_the_lumen_start(tm
         assert not labels[..., :first, :].any(), (weights, extra)
 
 
-def test_auto_is_unet_with_torch_and_threshold_without(monkeypatch, caplog):
+def test_auto_is_unet_with_onnxruntime_or_torch_and_threshold_without(monkeypatch, caplog):
     assert Segment().param_values["method"] == "unet"          # the default is auto
     import importlib.util
 
     real = importlib.util.find_spec
+    hidden: set = {"torch"}
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "torch" else real(name, *a))
+                        lambda name, *a: None if name in hidden else real(name, *a))
+    assert Segment(method="auto").param_values["method"] == "unet"    # ONNX Runtime runs it
+    hidden.add("onnxruntime")
     with caplog.at_level("WARNING"):
         job = Segment(method="auto")
     assert job.param_values["method"] == "threshold"
-    assert "PyTorch is not installed" in caplog.text
+    assert "neither ONNX Runtime nor PyTorch is installed" in caplog.text
     # the records name the method that ran, so installing torch later recomputes
     assert job.param_hash != Segment(method="unet").param_hash
 

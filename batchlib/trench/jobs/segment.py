@@ -31,8 +31,8 @@ class Segment(BatchJobOnContainer):
     Labels have the crops' shape (n_trench, T, H, W) and are numbered from the
     closed end in every trench and frame (label 1 is the mother cell). The
     method is pluggable (:mod:`batchlib.trench.segmentation.methods`); the
-    default, ``auto``, is the shipped U-Net (CPU) where PyTorch is installed
-    and the classical ``threshold`` method otherwise.
+    default, ``auto``, is the shipped U-Net (CPU; ONNX Runtime, or PyTorch)
+    and the classical ``threshold`` method where neither is installed.
 
     ``method``, ``method_params`` and ``gpu`` are checked when the job is
     built, so a misspelt name or parameter fails at once, not in every worker.
@@ -52,8 +52,8 @@ class Segment(BatchJobOnContainer):
                          "phase-like channel, else the first fluorescence one)"),
         "kind": Param("auto", "auto (the kind Ingest recorded for the channel), phase or fluorescence",
                       choices=("auto", "phase", "fluorescence")),
-        "method": Param("auto", "segmentation method: auto (unet where PyTorch is installed, "
-                        "else threshold), a built-in name (threshold, unet), "
+        "method": Param("auto", "segmentation method: auto (unet where ONNX Runtime or PyTorch "
+                        "is installed, else threshold), a built-in name (threshold, unet), "
                         "'package.module:function' or a batchlib.segmentation_methods entry point"),
         "method_params": Param({}, "extra parameters for the method: key=value items or a JSON "
                                'object, e.g. lumen_width=12 or \'{"lumen_width": 12}\' (default for '
@@ -74,9 +74,9 @@ class Segment(BatchJobOnContainer):
             # and the incremental basis name the method that actually runs
             self._params["method"] = default_method()
             if p["method"] != "unet":
-                self.logger.warning("segment_method auto: PyTorch is not installed, so the "
-                                    "classical 'threshold' method runs (install torch, e.g. "
-                                    "pip install 'batchlib[gpu]', for the more accurate 'unet')")
+                self.logger.warning("segment_method auto: neither ONNX Runtime nor PyTorch is "
+                                    "installed, so the classical 'threshold' method runs (pip "
+                                    "install onnxruntime for the more accurate 'unet')")
         try:
             method = check_method(p["method"], self.method_params(), gpu=p["gpu"])
         except (KeyError, ValueError, RuntimeError, OSError, ImportError) as e:

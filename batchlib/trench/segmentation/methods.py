@@ -143,22 +143,25 @@ def resolve_method(method) -> Method:
     return found
 
 
-#: the default: the shipped U-Net where PyTorch is installed, else the classical method
+#: the default: the shipped U-Net where ONNX Runtime or PyTorch is installed, else the classical method
 AUTO = "auto"
 
 
 def default_method() -> str:
-    """What ``method="auto"`` means in this environment: ``"unet"`` when PyTorch
-    can be imported, otherwise ``"threshold"``.
+    """What ``method="auto"`` means in this environment: ``"unet"`` when ONNX Runtime
+    (a dependency of the package) or PyTorch can be imported, otherwise ``"threshold"``.
 
     End to end on 14 generator families (held-out seeds, detected boxes) the
     U-Net is as accurate or more on every figure, phase and fluorescence, at
-    about 1.5x the time of the whole workflow (docs/segmentation.md); PyTorch
-    is an optional dependency, so without it the classical method runs.
+    about 1.5x the time of the whole workflow (docs/segmentation.md). It runs
+    on ONNX Runtime by default (:mod:`.onnx_model`), on PyTorch where only that
+    is installed; without either the classical method runs.
     """
     import importlib.util
 
-    return "unet" if importlib.util.find_spec("torch") is not None else "threshold"
+    if any(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "torch")):
+        return "unet"
+    return "threshold"
 
 
 def get_method(name: str) -> Callable:

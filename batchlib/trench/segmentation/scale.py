@@ -138,18 +138,64 @@ def zoomed_probabilities(predict, crops, zoom: float):
     shape = np.shape(crops)
     if zoom == 1.0:
         return predict(np.asarray(crops))
-    from .torch_model import _require_torch
-
-    torch = _require_torch()
-    nn = torch.nn.functional
     h, w = shape[-2:]
     size = (max(8, int(round(h * zoom))), max(8, int(round(w * zoom))))
-    x = torch.from_numpy(np.ascontiguousarray(np.asarray(crops, np.float32).reshape(-1, 1, h, w)))
+    x = np.asarray(crops, np.float32).reshape(-1, h, w)
     # shrinking: the value of an area, not of a point (antialias), as a coarser camera
-    small = nn.interpolate(x, size=size, mode="bilinear", align_corners=False,
-                           antialias=zoom < 1.0)
-    prob = np.asarray(predict(small[:, 0].numpy()), np.float32)          # (C, M, h', w')
-    back = nn.interpolate(torch.from_numpy(prob).permute(1, 0, 2, 3), size=(h, w),
-                          mode="bilinear", align_corners=False)
-    back = back / back.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    return back.permute(1, 0, 2, 3).numpy().reshape(prob.shape[0], *shape)
+    small = resized(x, size, antialias=zoom < 1.0)
+    prob = np.asarray(predict(small), np.float32)                        # (C, M, h', w')
+    back = resized(prob.reshape(-1, *size), (h, w), antialias=False).reshape(prob.shape[:2] + (h, w))
+    back /= np.maximum(back.sum(axis=0, keepdims=True), 1e-12)
+    return back.reshape(prob.shape[0], *shape)
+
+
+def linear_weights(n_in: int, n_out: int, antialias: bool = False) -> np.ndarray:
+    """``(n_out, n_in)`` weights of bilinear resampling along one axis.
+
+    PyTorch's ``interpolate(mode="bilinear", align_corners=False)`` along one
+    axis, with its ``antialias`` (a triangle filter as wide as the shrink
+    factor, as PIL) when shrinking; agrees with it within float32 rounding
+    (tests/trench/test_unet_onnx.py), so the network sees the same crops
+    without PyTorch.
+
+    Examples
+    --------
+    >>> linear_weights(4, 2, antialias=True).round(3)
+    array([[0.429, 0.429, 0.143, 0.   ],
+           [0.   , 0.143, 0.429, 0.429]], dtype=float32)
+    >>> linear_weights(2, 4).round(3)
+    array([[1.  , 0.  ],
+           [0.75, 0.25],
+           [0.25, 0.75],
+           [0.  , 1.  ]], dtype=float32)
+    """
+    scale = n_in / n_out
+    weights = np.zeros((n_out, n_in), np.float64)
+    if antialias and scale > 1:
+        for i in range(n_out):
+            center = scale * (i + 0.5)
+            lo = max(int(center - scale + 0.5), 0)
+            hi = min(int(center + scale + 0.5), n_in)
+            j = np.arange(lo, hi)
+            tri = np.clip(1.0 - np.abs((j - center + 0.5) / scale), 0.0, None)
+            weights[i, lo:hi] = tri / tri.sum()
+    else:
+        # in float32, as PyTorch computes the source positions
+        scale32 = np.float32(n_in) / np.float32(n_out)
+        src = np.maximum(scale32 * (np.arange(n_out, dtype=np.float32) + np.float32(0.5))
+                         - np.float32(0.5), np.float32(0)).astype(np.float64)
+        i0 = np.minimum(np.floor(src).astype(int), n_in - 1)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        frac = src - i0
+        rows = np.arange(n_out)
+        np.add.at(weights, (rows, i0), 1.0 - frac)
+        np.add.at(weights, (rows, i1), frac)
+    return weights.astype(np.float32)
+
+
+def resized(images, size, antialias: bool = False) -> np.ndarray:
+    """``(M, H, W)`` images resampled bilinearly to ``(M, *size)`` (:func:`linear_weights`)."""
+    x = np.asarray(images, np.float32)
+    rows = linear_weights(x.shape[-2], size[0], antialias)
+    cols = linear_weights(x.shape[-1], size[1], antialias)
+    return np.ascontiguousarray(rows @ x @ cols.T)

@@ -266,11 +266,18 @@ def predict_probabilities(model, crops, kind: str, device: str = "cpu", batch_si
                           scale=None):
     """Class probabilities ``(3, ..., H, W)`` (background, interior, boundary) of the crops
     (``scale``: see :func:`normalise`)."""
-    torch = _require_torch()
     shape = np.shape(crops)
     h, w = shape[-2:]
     x = np.ascontiguousarray(pad_to(normalise(crops, kind, scale), 8))
     out = np.empty((len(CLASSES), x.shape[0], h, w), np.float32)
+    if not hasattr(model, "parameters"):  # an ONNX Runtime network: numpy in and out
+        from .onnx_model import softmax_classes
+
+        for i in range(0, x.shape[0], batch_size):
+            p = softmax_classes(model(x[i:i + batch_size]))
+            out[:, i:i + batch_size] = p[:, :, :h, :w].transpose(1, 0, 2, 3)
+        return out.reshape(len(CLASSES), *shape)
+    torch = _require_torch()
     with torch.inference_mode():
         for i in range(0, x.shape[0], batch_size):
             xb = torch.from_numpy(x[i:i + batch_size]).to(device)
@@ -303,11 +310,41 @@ def labels_from_probabilities(prob, split_depth=0.7, min_length=6, min_area=30,
     return drop_slivers(labels).reshape(shape)
 
 
-def _cached_model(weights, device):
-    key = (str(Path(weights).resolve()) if weights else str(DEFAULT_WEIGHTS), device)
+def _cached_model(weights, device, backend="auto", threads=None):
+    """``(network, metadata)``: an :class:`~.onnx_model.OnnxUNet` or a torch module
+    (:func:`segment_unet`'s ``backend``)."""
+    import importlib.util
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    path = str(Path(weights).resolve()) if weights else str(DEFAULT_WEIGHTS)
+    if backend != "torch" and device == "cpu" and importlib.util.find_spec("onnxruntime"):
+        key = (path, "onnx", threads)
+        if key not in _CACHE:
+            from .onnx_model import load_export
+
+            net = load_export(path, threads)
+            _CACHE[key] = (net, net.meta) if net is not None else None
+        if _CACHE[key] is not None:
+            return _CACHE[key]
+    if backend == "onnx":
+        from .onnx_model import onnx_path
+
+        raise ValueError(f"backend=onnx: {onnx_path(path)} is missing, unreadable or exported from "
+                         f"other weights (python -m batchlib.trench.segmentation.onnx_model {path} "
+                         "makes it; ONNX Runtime runs on a CPU only)")
+    if backend == "auto" and importlib.util.find_spec("torch") is None:
+        raise ImportError(f"the 'unet' segmentation method needs ONNX Runtime (pip install onnxruntime) "
+                          f"with the weights' .onnx export beside {path}, or PyTorch (torch==2.13.0)")
+    key = (path, device)
     if key not in _CACHE:
         _CACHE[key] = _model_with_meta(weights, device)
     return _CACHE[key]
+
+
+#: what runs the network: ``auto`` is ONNX Runtime on a CPU where it is installed and the
+#: weights' export lies beside them (the shipped ones have one), else PyTorch
+BACKENDS = ("auto", "onnx", "torch")
 
 
 #: P(cell) above which a pixel is a cell, per kind. Chosen on tuning seeds 100-104
@@ -322,7 +359,8 @@ CELL_THRESHOLD = {"phase": 0.5, "fluorescence": 0.6}
 
 def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=None,
                  batch_size=32, split_depth=0.7, min_length=6, min_area=30, open_end="keep",
-                 background=None, closed_end_margin=None, cell_threshold=None, zoom=None):
+                 background=None, closed_end_margin=None, cell_threshold=None, zoom=None,
+                 backend="auto"):
     """Segment trench crops with the U-Net (the registered ``unet`` method).
 
     Parameters
@@ -337,7 +375,7 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
     device : str
         ``"cpu"`` or ``"cuda"`` (the Segment job sets it for ``gpu=True``).
     threads : int, optional
-        Torch CPU threads (see :func:`set_threads`).
+        CPU threads (see :func:`set_threads`; ONNX Runtime: the same default).
     batch_size : int
         Crops per forward pass. 32 was faster than 128 on a CPU (993 against
         740 crops/s on one thread, 1894 against 1673 on two) and holds about
@@ -373,6 +411,11 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         (:func:`~.scale.zoomed_probabilities`): the Segment job passes
         :func:`~.scale.zoom_for` of the lumen width detection measured, so
         that wide trenches (high magnification) look like the trained ones.
+    backend : {"auto", "onnx", "torch"}
+        What runs the network (:data:`BACKENDS`): ``auto`` is ONNX Runtime
+        on a CPU where it is installed and the weights' ``.onnx`` export lies
+        beside them (:mod:`.onnx_model`; the shipped weights have one), else
+        PyTorch. The two agree within float32 rounding.
 
     Returns
     -------
@@ -380,8 +423,9 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
     Objects far shorter than the cells of their frame are joined to the cell
     they touch (:func:`~.fragments.merge_fragments`).
     """
-    set_threads(threads)
-    model, meta = _cached_model(weights, device)
+    model, meta = _cached_model(weights, device, backend, threads)
+    if hasattr(model, "parameters"):  # PyTorch
+        set_threads(threads)
     crops = np.asarray(crops)
     if cell_threshold is None:
         # calibrated for the shipped weights; other weights keep the plain 0.5
@@ -490,6 +534,9 @@ def _check_params(params: dict) -> None:
     """Called when a Segment job is built: the weights file must look right (clear error
     otherwise; :func:`check_weights_file`)."""
     check_weights_file(params.get("weights"))
+    backend = params.get("backend", "auto")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
 
 
 segment_unet.check_params = _check_params

@@ -107,6 +107,7 @@ def main(args) -> int:
     if box_margin is not None and max(box_margin) > 0:
         meta["box_margin"] = box_margin
     save_weights(model, args.out, config, meta)
+    exported = _export_onnx(args.out)
     metrics = evaluate_model(model, *val)
     command = "batchlib train-segmenter " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if len(sys.argv) > 1 and sys.argv[1] == "train-segmenter" else "train_cli.main(...)"
@@ -122,5 +123,19 @@ def main(args) -> int:
     for kind, m in metrics.items():
         print(f"{kind}: F1 {m['f1']:.4f}, mean IoU {m['mean_iou']:.4f}, "
               f"count within 1 {m['count_within_1']:.4f} ({m['cells']} cells)")
-    print(f"wrote {args.out} and {card} in {time.time() - t0:.0f} s")
+    print(f"wrote {args.out}{exported} and {card} in {time.time() - t0:.0f} s")
     return 0
+
+
+def _export_onnx(weights) -> str:
+    """Export the new weights for ONNX Runtime (what Segment runs by default); a stale
+    export of earlier weights at that name is removed (it would not be used anyway)."""
+    from .onnx_model import export_onnx, onnx_path
+
+    try:
+        return f", {export_onnx(weights)}"
+    except ImportError as e:
+        onnx_path(weights).unlink(missing_ok=True)
+        print(f"note: no ONNX export ({e}; pip install onnx): Segment runs these weights on "
+              "PyTorch", file=sys.stderr)
+        return ""

@@ -372,6 +372,9 @@ by its stack's scale (phase inverted) and a kind flag; outputs per pixel: {', '.
 {info['n_params']} parameters ({path.stat().st_size / 1e6:.2f} MB). Crops are
 reflect-padded to multiples of 8; trained on {CROP_SHAPE[0]} x {CROP_SHAPE[1]}.
 Instances: `torch_model.labels_from_probabilities` (the default method's splitting).
+`{path.with_suffix(".onnx").name}` beside the weights is the same network for ONNX
+Runtime (what Segment runs by default; `onnx_model.export_onnx`, which records the
+SHA-256 of the `.pt` it came from).
 
 ## Training data
 {info['data']}

@@ -1,0 +1,84 @@
+"""The shipped U-Net run by ONNX Runtime (the default) agrees with PyTorch."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")  # a test dependency: never skipped in CI
+pytest.importorskip("onnxruntime")    # a dependency of the package
+
+from batchlib.trench.segmentation import onnx_model, torch_model  # noqa: E402
+from batchlib.trench.segmentation.scale import resized  # noqa: E402
+from batchlib.trench.segmentation.training import generated_examples  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def crops():
+    x, _, kinds = generated_examples(["nominal", "low_snr", "dark_lumen"], [21, 22])[:3]
+    return x, kinds
+
+
+def test_the_shipped_export_is_of_the_shipped_weights():
+    net = onnx_model.load_export(torch_model.DEFAULT_WEIGHTS)
+    assert net is not None, "models/unet.onnx is missing or stale: python -m " \
+                            "batchlib.trench.segmentation.onnx_model batchlib/trench/segmentation/models/unet.pt"
+    assert net.source == onnx_model.file_sha256(torch_model.DEFAULT_WEIGHTS)
+    assert net.meta == torch_model.load_weights()[2]              # box_margin etc. travel with it
+
+
+@pytest.mark.parametrize("zoom", [None, 0.7, 1.45])
+def test_onnx_and_torch_give_the_same_probabilities_and_labels(crops, zoom):
+    x, kinds = crops
+    for kind in ("phase", "fluorescence"):
+        c = x[kinds == kind][:24]
+        nets = {b: torch_model._cached_model(None, "cpu", b)[0] for b in ("onnx", "torch")}
+        assert isinstance(nets["onnx"], onnx_model.OnnxUNet) and hasattr(nets["torch"], "parameters")
+        p = {b: torch_model.predict_probabilities(n, c, kind) for b, n in nets.items()}
+        assert p["onnx"].shape == (3, *c.shape)
+        np.testing.assert_allclose(p["onnx"], p["torch"], atol=1e-4)
+        labels = {b: torch_model.segment_unet(c, kind, backend=b, zoom=zoom) for b in nets}
+        assert labels["onnx"].max() >= 3                            # cells found
+        np.testing.assert_array_equal(labels["onnx"], labels["torch"])
+
+
+@pytest.mark.parametrize("shape,zoom", [((190, 32), 0.55), ((190, 32), 0.71), ((301, 29), 1.43),
+                                        ((90, 24), 1.8)])
+def test_resizing_matches_torch_interpolate(shape, zoom):
+    h, w = shape
+    x = np.random.default_rng(0).normal(size=(3, h, w)).astype(np.float32)
+    size = (round(h * zoom), round(w * zoom))
+    ref = torch.nn.functional.interpolate(torch.from_numpy(x)[:, None], size=size, mode="bilinear",
+                                          align_corners=False, antialias=zoom < 1)[:, 0].numpy()
+    np.testing.assert_allclose(resized(x, size, antialias=zoom < 1), ref, atol=1e-4)
+
+
+def test_an_export_of_other_weights_is_not_used(tmp_path, crops):
+    x, kinds = crops
+    c = x[kinds == "phase"][:4]
+    weights = tmp_path / "mine.pt"
+    model = torch_model.build_unet()                               # random weights
+    torch_model.save_weights(model, weights, {}, {"box_margin": [0.0, 3.0]})
+    assert onnx_model.load_export(weights) is None                 # no export yet
+    out = onnx_model.export_onnx(weights)
+    assert out == tmp_path / "mine.onnx" and not list(tmp_path.glob("*.tmp"))
+    net = onnx_model.load_export(weights)
+    assert net.meta == {"box_margin": [0.0, 3.0]}
+    np.testing.assert_array_equal(segment(c, weights, "onnx"), segment(c, weights, "torch"))
+    # new weights under the same name: the old export no longer belongs to them
+    torch_model.save_weights(torch_model.build_unet(channels=(8, 16, 32)), weights,
+                             {"channels": [8, 16, 32]})
+    torch_model._CACHE.clear()
+    assert onnx_model.load_export(weights) is None
+    with pytest.raises(ValueError, match="exported from other weights"):
+        segment(c, weights, "onnx")
+    assert segment(c, weights, "auto").shape == c.shape           # auto falls back to PyTorch
+    torch_model._CACHE.clear()
+
+
+def segment(c, weights, backend):
+    return torch_model.segment_unet(c, "phase", weights=str(weights), backend=backend)
+
+
+def test_a_bad_backend_is_refused_when_the_job_is_built():
+    from batchlib.trench.jobs import Segment
+
+    with pytest.raises(ValueError, match="Segment: backend must be one of auto, onnx, torch, not 'tf'"):
+        Segment(method="unet", method_params='{"backend": "tf"}')
