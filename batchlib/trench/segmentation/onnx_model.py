@@ -79,9 +79,9 @@ class OnnxUNet:
         if threads:
             options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
-        # idle threads sleep instead of spinning: they would take a core from the
-        # other workers of the executor
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # (ONNX Runtime's threads spin between operators, as its default: with two
+        # threads in the main process 21.5 against 27.4 ms for 32 crops of 304 x 24
+        # without; a worker runs one thread, which does not spin)
         self.path = str(path)
         self._session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
         meta = self._session.get_modelmeta().custom_metadata_map
