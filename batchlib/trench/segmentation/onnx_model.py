@@ -7,8 +7,9 @@ an existing one). The export records the SHA-256 of the ``.pt`` it came from,
 so a ``.onnx`` left behind by older weights is never used for newer ones.
 
 Why: ``import torch`` costs about 1.1 s and 218 MB in every process that
-segments; ONNX Runtime loads in 0.03 s and 52 MB and runs this network as fast
-on a CPU core (27.9 against 26.5 ms for 32 crops of 192 x 32). Its logits
+segments; ONNX Runtime loads in 0.03 s and 52 MB. Per crop it is slower
+(304 x 24 crops: 1.19 against 0.95 ms on one thread), which the import makes
+up for (the workflow: docs/benchmarks.md). Its logits
 agree with PyTorch's within 1e-4 (float32 summation order), which moves a
 pixel across a class boundary only where the probabilities tie to that
 precision (docs/segmentation.md measures how often).
