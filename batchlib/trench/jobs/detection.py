@@ -48,8 +48,9 @@ class TrenchDetection(BatchJobOnContainer):
     # stand out from the brightness unverified, a phase angle searched again between the
     # ends of a set whose periodic rows are few; 12: trench sets beyond two (two feeding
     # channels in view), chips turned beyond the angle search, another frame where frame 0
-    # gives no layout, trenches running left-right, boxes as wide as the magnification asks
-    version = "12"
+    # gives no layout, trenches running left-right, boxes as wide as the magnification asks;
+    # 13: fluorescence boxes start 1 px outside the cells' foot (was 0.5)
+    version = "13"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
