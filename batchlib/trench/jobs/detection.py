@@ -49,7 +49,8 @@ class TrenchDetection(BatchJobOnContainer):
     # ends of a set whose periodic rows are few; 12: trench sets beyond two (two feeding
     # channels in view), chips turned beyond the angle search, another frame where frame 0
     # gives no layout, trenches running left-right, boxes as wide as the magnification asks;
-    # 13: fluorescence boxes start 1 px outside the cells' foot (was 0.5)
+    # 13: fluorescence boxes start 1 px outside the cells' foot (was 0.5); a quarter of a
+    # fluorescence period tried when half of it resolves nothing
     version = "13"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
