@@ -82,3 +82,30 @@ def test_a_bad_backend_is_refused_when_the_job_is_built():
 
     with pytest.raises(ValueError, match="Segment: backend must be one of auto, onnx, torch, not 'tf'"):
         Segment(method="unet", method_params='{"backend": "tf"}')
+
+
+def test_the_segment_job_records_what_ran_the_network(tmp_path):
+    """The labels say whether ONNX Runtime or PyTorch ran the U-Net, with its version;
+    the labels are the same."""
+    import onnxruntime
+
+    from batchlib.io import open_file, read_attrs
+    from batchlib.trench.jobs import Compress, Ingest, Segment, TrenchDetection
+    from batchlib.trench.synthetic import SyntheticConfig, write_acquisition
+    from batchlib import run_workflow
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write_acquisition(raw, SyntheticConfig(height=256, width=256, n_positions=1, n_timepoints=2,
+                                           channels=("phase",), seed=3), layout="ome-tiff",
+                      name="acq", ground_truth=False)
+    jobs = [Ingest(), TrenchDetection(qc_plot=False), Compress(),
+            Segment(method="unet", name="by_onnx"),
+            Segment(method="unet", method_params='{"backend": "torch"}', name="by_torch",
+                    identifier="torch")]
+    run_workflow("Test", out, jobs, input_folder=raw, progress=False, log_level="WARNING")
+    with open_file(out / "acq_pos000.h5", "r") as f:
+        onnx, by_torch = f["segmentation/by_onnx"], f["segmentation/by_torch"]
+        assert read_attrs(onnx)["runtime"] == f"onnxruntime {onnxruntime.__version__}"
+        assert read_attrs(by_torch)["runtime"] == f"torch {torch.__version__}"
+        assert onnx[:].max() >= 2
+        np.testing.assert_array_equal(onnx[:], by_torch[:])

@@ -190,7 +190,10 @@ class Segment(BatchJobOnContainer):
         checks, warnings = judge(figures)
         for warning in warnings:
             self.warn(f"{os.path.basename(path)}: {warning}")
-        mark_frames(ds, n_t, basis, channel=key, kind=kind, method=p["method"], **checks)
+        # what ran the method (a method may say: the U-Net's ONNX Runtime or PyTorch)
+        runtime = getattr(method.fn, "runtime", None)
+        ran = {"runtime": runtime(extra)} if runtime is not None and figures else {}
+        mark_frames(ds, n_t, basis, channel=key, kind=kind, method=p["method"], **checks, **ran)
 
     @staticmethod
     def _empty_trenches(container, n):

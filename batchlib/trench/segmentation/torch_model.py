@@ -539,4 +539,17 @@ def _check_params(params: dict) -> None:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
 
 
+def _runtime(params: dict) -> str:
+    """What ran the network for these method parameters, with its version (recorded by
+    the Segment job with the labels): ``"onnxruntime 1.32.0"`` or ``"torch 2.13.0"``."""
+    model, _ = _cached_model(params.get("weights"), params.get("device", "cpu"),
+                             params.get("backend", "auto"), params.get("threads"))
+    if hasattr(model, "parameters"):
+        return f"torch {_require_torch().__version__}"
+    import onnxruntime
+
+    return f"onnxruntime {onnxruntime.__version__}"
+
+
 segment_unet.check_params = _check_params
+segment_unet.runtime = _runtime
