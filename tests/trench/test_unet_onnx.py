@@ -77,11 +77,20 @@ def segment(c, weights, backend):
     return torch_model.segment_unet(c, "phase", weights=str(weights), backend=backend)
 
 
-def test_a_bad_backend_is_refused_when_the_job_is_built():
+def test_a_bad_backend_is_refused_when_the_job_is_built(monkeypatch):
+    import importlib.util
+
     from batchlib.trench.jobs import Segment
 
     with pytest.raises(ValueError, match="Segment: backend must be one of auto, onnx, torch, not 'tf'"):
         Segment(method="unet", method_params='{"backend": "tf"}')
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("torch", "onnxruntime") else real(name, *a))
+    for backend, missing in (("torch", "torch"), ("onnx", "onnxruntime")):
+        with pytest.raises(ImportError, match=f"Segment: backend={backend} needs {missing}, which is "
+                                              "not installed"):
+            Segment(method="unet", method_params=f'{{"backend": "{backend}"}}')
 
 
 def test_the_segment_job_records_what_ran_the_network(tmp_path):

@@ -537,6 +537,12 @@ def _check_params(params: dict) -> None:
     backend = params.get("backend", "auto")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    import importlib.util
+
+    needs = {"torch": ("torch", "pip install torch==2.13.0"),
+             "onnx": ("onnxruntime", "pip install onnxruntime")}.get(backend)
+    if needs and importlib.util.find_spec(needs[0]) is None:
+        raise ImportError(f"backend={backend} needs {needs[0]}, which is not installed ({needs[1]})")
 
 
 def _runtime(params: dict) -> str:
