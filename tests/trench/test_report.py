@@ -163,3 +163,19 @@ def test_a_rerun_that_changes_nothing_imports_no_pandas(folder):
     assert not {"pandas", "matplotlib", "torch"} & imported
     assert "cells in the first frame" in proc.stdout
     assert (folder / "report.html").stat().st_mtime_ns > before  # the page shows this run
+
+
+def test_kymograph_image_is_8_bit_rgb_with_outlines_and_frame_separators():
+    """8-bit RGB (the JPEG it ends in; a float image held 4-8 times the memory at the
+    workflow's peak), cells outlined, a dark column between frames."""
+    from batchlib.trench.report.figures import kymograph_image
+
+    crops = np.random.default_rng(0).normal(100, 5, (3, 40, 12)).astype(np.float32)
+    labels = np.zeros((3, 40, 12), np.uint16)
+    labels[:, 5:20, 3:9] = 1
+    rgb = kymograph_image(crops, labels)
+    assert rgb.dtype == np.uint8 and rgb.shape == (80, 3 * 24, 3)
+    outline = np.all(rgb == (255, 64, 26), axis=-1)
+    assert outline[10:40, :24].any() and not outline[50:, :].any()   # around the cell only
+    assert (rgb[:, 23] == 0).all() and (rgb[:, 47] == 0).all()      # frame separators
+    assert 50 < rgb[60:, :22, 0].mean() < 205                        # the stretched background

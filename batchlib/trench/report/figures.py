@@ -146,12 +146,15 @@ def kymograph_image(crops, labels, max_frames: int = 20) -> np.ndarray:
 
     t = np.unique(np.linspace(0, len(crops) - 1, min(max_frames, len(crops))).round().astype(int))
     # Shown twice as large: outlines one pixel wide on thin cells, not filled blobs.
-    img = _stretch(crops[t]).repeat(2, axis=1).repeat(2, axis=2)
+    # 8-bit RGB, as the JPEG it ends in: a float image costs 4-8 times the memory, and
+    # matplotlib copies it again (the report drawn after a 4 x 60-frame run: the peak
+    # of the whole workflow)
+    img = (_stretch(crops[t]) * 255 + 0.5).astype(np.uint8).repeat(2, axis=1).repeat(2, axis=2)
     rgb = np.repeat(img[..., None], 3, axis=-1)
     if labels is not None and len(labels) >= len(crops):
         for i, lab in enumerate(np.asarray(labels[t]).repeat(2, axis=1).repeat(2, axis=2)):
-            rgb[i][find_boundaries(lab, mode="inner")] = (1.0, 0.25, 0.1)  # per frame, not across time
-    rgb[:, :, -1] = 0.0  # a dark column between frames
+            rgb[i][find_boundaries(lab, mode="inner")] = (255, 64, 26)  # per frame, not across time
+    rgb[:, :, -1] = 0  # a dark column between frames
     return np.concatenate(list(rgb), axis=1)
 
 
