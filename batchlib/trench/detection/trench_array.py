@@ -215,9 +215,10 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         Default ``PHASE_CLOSED_END_MARGIN`` for phase (the end line is the
         empty lumens' half level, at the lumen's first row within a few
         tenths of a pixel) and ``FLUORESCENCE_CLOSED_END_MARGIN`` (1 px) for
-        fluorescence (measured from the outer foot of the outermost cell). Recorded as ``closed_end_margin_px`` in
-        the layout's quality: segmentation reads the lumen from that row on
-        when no empty trench shows where it starts.
+        fluorescence (measured from the outer foot of the outermost cell).
+        Recorded as ``closed_end_margin_px`` in the layout's quality:
+        segmentation reads the lumen from that row on when no empty trench
+        shows where it starts.
     self_check : bool
         Check that the boxes hold the cells (:func:`.selfcheck.check_layout`):
         a layout whose boxes sit on the walls is an error; one that cannot be

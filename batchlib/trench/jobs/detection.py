@@ -72,7 +72,7 @@ class TrenchDetection(BatchJobOnContainer):
         "n_sets": Param(0, "number of trench sets in the image (0: detected)"),
         "min_trenches": Param(3, "fewer trenches than this is a detection failure"),
         "closed_end_margin": Param(-1.0, "pixels of PDMS every box keeps before the closed end "
-                                   "(negative: the default, 1.5 phase, 0.5 fluorescence)"),
+                                   "(negative: the default, 1.5 phase, 1 fluorescence)"),
         "qc_plot": Param(True, "write a QC picture per position to <folder>/qc/", affects_result=False),
     }
     input_keys = specs(RAW)

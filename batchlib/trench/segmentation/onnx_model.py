@@ -39,13 +39,6 @@ def file_sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def available() -> bool:
-    """Whether ONNX Runtime can be imported."""
-    import importlib.util
-
-    return importlib.util.find_spec("onnxruntime") is not None
-
-
 def load_export(weights, threads: int | None = None):
     """An :class:`OnnxUNet` of the ``.onnx`` export of ``weights``, or None when there is
     none or it was made from other weights (its recorded digest differs)."""

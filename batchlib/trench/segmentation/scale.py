@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["TRAINED_PIXEL_UM", "KEEP_BETWEEN", "zoom_for", "zoomed_probabilities",
-           "unknown_magnification_warning"]
+           "unknown_magnification_warning", "linear_weights", "resized"]
 
 #: Pixel size (µm) of the U-Net's training positions.
 TRAINED_PIXEL_UM = 0.1
