@@ -15,7 +15,7 @@ from .fill import LOW_FILL, MOSTLY_SPANNING, SPANNING, spanning_counts, trench_f
 from .frame_counts import OUT_OF_LINE, frame_cell_counts, frames_out_of_line
 from .mirror import LOW_AGREEMENT, agreement
 from .mother_lengths import WIDE_SPREAD, mother_length_spread, mother_lengths
-from .static_objects import STILL_PX, static_trenches
+from .static_objects import STILL_PX, STILL_SHARE, static_trenches
 
 __all__ = ["block_figures", "judge"]
 
@@ -130,8 +130,9 @@ def judge(blocks) -> tuple[dict, list]:
         listed = ", ".join(f"{i} (frames {a}-{b})" for i, a, b in still[:5]) + \
             (" ..." if len(still) > 5 else "")
         warnings.append(f"{len(figures['still_trenches'])} trench(es) hold objects that neither grow "
-                        f"nor move (no end moves over {STILL_PX} px from the first frames to the "
-                        f"last) while the cells in the other trenches do: trench {listed}. Debris, "
+                        f"nor move (no end moves over {STILL_PX} px, or {STILL_SHARE:.0%} of what "
+                        f"the other trenches' cells move, from the first frames to the last) while "
+                        f"the cells in the other trenches do: trench {listed}. Debris, "
                         "a chip defect or background texture taken for cells, or dead cells? Look "
                         "at those kymographs")
     with_counts = [b for b in blocks if b.get("counts") is not None]
