@@ -124,7 +124,7 @@ def static_trenches(labels) -> tuple[list, float]:
 def still_limit(moved) -> float:
     """Largest movement (px) of a still object's ends beside others that moved ``moved``.
 
-    >>> still_limit(6.0), still_limit(34.0)
-    (1.0, 3.4)
+    >>> still_limit(6.0), still_limit(40.0)
+    (1.0, 4.0)
     """
     return max(float(STILL_PX), STILL_SHARE * float(moved))
