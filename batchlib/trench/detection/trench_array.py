@@ -556,7 +556,7 @@ def _closed_end_angle_error(img, layout):
     tr = tr[~tr["empty"].to_numpy(bool)]  # an empty trench has no mother tip
     if tr.empty:
         return float("nan"), float("nan")
-    tips = closed_end_positions(img, tr, layout.angle_deg)
+    tips = closed_end_positions(img, tr, layout.angle_deg, outermost=True)
     error, stderr, _ = closed_end_angle_error(tr["x_center"], tips, tr["set"])
     return error, stderr
 

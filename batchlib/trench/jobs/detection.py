@@ -51,8 +51,10 @@ class TrenchDetection(BatchJobOnContainer):
     # gives no layout, trenches running left-right, boxes as wide as the magnification asks;
     # 13: fluorescence boxes start 1 px outside the cells' foot (was 0.5); a quarter of a
     # fluorescence period tried when half of it resolves nothing; 14: a phase polarity the
-    # one-frame self-check left unverified overturned on weaker evidence over time
-    version = "14"
+    # one-frame self-check left unverified overturned on weaker evidence over time; 15:
+    # fluorescence ends cleared of each trench's outermost cell as seen from the end line,
+    # the mother tips that lean the angle from the outermost cell
+    version = "15"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
