@@ -512,7 +512,7 @@ def _clear_beyond_line(rows, each, filled, top, bottom):
     top, bottom = top.copy(), bottom.copy()
     for i in np.flatnonzero(filled):
         prof = smooth(each[:, i], 1.0)
-        for k, (end, inward) in enumerate(((top, +1), (bottom, -1))):
+        for end, inward in ((top, +1), (bottom, -1)):
             if not np.isfinite(end[i]):
                 continue
             foot = outer_foot(rows, prof, float(end[i]), inward, reach=CELL_REACH)

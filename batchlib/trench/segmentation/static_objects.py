@@ -67,9 +67,10 @@ def static_trenches(labels) -> tuple[list, float]:
         Trenches (``N`` indices) holding the same number of objects in every
         frame, each of whose first and last rows stays within
         :data:`STILL_PX` over the block (after a running median of three
-        frames, which takes out a single frame's outline), and none reaching
-        the crop's far end (it may grow out of sight); empty unless the block can be judged (enough frames and moving
-        trenches).
+        frames, which takes out a single frame's outline), or within
+        :func:`still_limit` of ``moved`` without lengthening, and none reaching
+        the crop's far end (it may grow out of sight); empty unless the block
+        can be judged (enough frames and moving trenches).
     moved : float
         Median, over the other trenches holding objects in every frame, of
         their objects' largest change of a first or last row over the block
