@@ -222,8 +222,14 @@ def _omero(pos: Position, first_frames) -> dict:
 
 def _write_metadata(group, name, shapes, t_step, pixel, factor, axes, omero=None, labels=None,
                     extra=None) -> None:
+    import warnings
+
     from ome_zarr.format import FormatV04
-    from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
+    with warnings.catch_warnings():
+        # ome-zarr 0.18 builds a deprecated Scaler as a default argument when its writer
+        # module is imported; only its metadata writers are used here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
 
     fmt = FormatV04()
     meta = {"metadata": {"omero": omero}} if omero else {}
