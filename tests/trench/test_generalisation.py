@@ -1193,7 +1193,7 @@ def test_a_line_cutting_a_dim_mothers_tip_is_pushed_out_to_clear_it():
     line is not a reason to push the box."""
     from scipy import ndimage
 
-    from batchlib.trench.detection.ends import LINE_CLEAR_PX, _clear_beyond_line
+    from batchlib.trench.detection.ends import LINE_CLEAR_PX, _clear_beyond_line, smooth
 
     rows = np.arange(200.0)
     each = np.zeros((200, 2))
@@ -1203,7 +1203,8 @@ def test_a_line_cutting_a_dim_mothers_tip_is_pushed_out_to_clear_it():
     each[162:172, 1] = 400.0           # ... and a cell 10 px beyond its end line
     each = ndimage.gaussian_filter1d(each, 1.2, axis=0)
     top, bottom = np.array([37.5, 17.5]), np.array([160.5, 151.5])  # the tops beyond their feet
-    top2, bottom2 = _clear_beyond_line(rows, each, np.array([True, True]), top, bottom)
+    profs = {i: smooth(each[:, i], 1.0) for i in range(2)}  # as _trench_ends passes them
+    top2, bottom2 = _clear_beyond_line(rows, profs, top, bottom)
     assert 162.5 < bottom2[0] <= 160.5 + LINE_CLEAR_PX      # the mother's foot, outside her tip
     assert bottom2[1] == 151.5 and np.array_equal(top2, top)
 

@@ -438,8 +438,9 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
     from_empty = False
     if kind == "fluorescence":
         clear = np.full((n, 2), np.nan)  # the feet at each outermost cell's own level
+        profs = {}
         for i in np.flatnonzero(filled):
-            prof = smooth(each[:, i], 1.0)
+            prof = profs[i] = smooth(each[:, i], 1.0)
             ends[i] = [outer_foot(rows, prof, edges[0], +1), outer_foot(rows, prof, edges[1], -1)]
             clear[i] = [outer_foot(rows, prof, edges[0], +1, reach=CELL_REACH),
                         outer_foot(rows, prof, edges[1], -1, reach=CELL_REACH)]
@@ -475,7 +476,7 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
     if kind == "fluorescence":
         top = np.fmin(top, np.fmin(ends[:, 0], clear[:, 0]))
         bottom = np.fmax(bottom, np.fmax(ends[:, 1], clear[:, 1]))
-        top, bottom = _clear_beyond_line(rows, each, filled, top, bottom)
+        top, bottom = _clear_beyond_line(rows, profs, top, bottom)
     else:
         tips = _phase_cell_tips(rows, profs, filled, edges)
         if tips is not None:
@@ -496,9 +497,10 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
 LINE_CLEAR_PX = 4.0
 
 
-def _clear_beyond_line(rows, each, filled, top, bottom):
+def _clear_beyond_line(rows, profs, top, bottom):
     """Fluorescence ends pushed out, at most :data:`LINE_CLEAR_PX`, to clear every filled
-    trench's outermost cell as seen from the end line.
+    trench's outermost cell as seen from the end line (``profs``: the smoothed profile
+    of every filled trench, by index).
 
     The set's edge (the median half-level extent) can lie far inside its closed end
     where dim mothers sit under bright daughters: the daughters' half level falls at the
@@ -510,8 +512,7 @@ def _clear_beyond_line(rows, each, filled, top, bottom):
     profile beyond the end is the dark chip, and the mother is the outermost object.
     """
     top, bottom = top.copy(), bottom.copy()
-    for i in np.flatnonzero(filled):
-        prof = smooth(each[:, i], 1.0)
+    for i, prof in profs.items():
         for end, inward in ((top, +1), (bottom, -1)):
             if not np.isfinite(end[i]):
                 continue

@@ -362,14 +362,6 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
             "no trench set could be resolved into trenches: rows with trench-like structure "
             "were found, but no regularly spaced trenches in them (debris or too few trenches?)")
 
-    if (kind == "fluorescence" and not pitch_given and 0.5 * pitch >= min_pitch
-            and _cells_between(found, pitch)):
-        # Sparse filled trenches (many empty ones) make every second trench look
-        # like the period; cells half-way between the boxes say it is half of it.
-        # Or a quarter: at half of it the filled trenches may still be too few on
-        # its sites to resolve (held-out jpeg 10277: 15 of 23 filled, 170.7 px for
-        # 42.6; nothing resolved at 85.3, and the position failed).
-        return _first_found(again, [dict(pitch=pitch / m) for m in (2, 4) if pitch / m >= min_pitch])
     if kind == "fluorescence" and not pitch_given:
         finer = _at_finer_lattice(found, pitch, min_pitch, again)
         if finer is not None:
@@ -734,16 +726,22 @@ def _warn_low_confidence(layout):
 
 
 def _at_finer_lattice(found, pitch, min_pitch, again):
-    """A fluorescence layout found again at a third or a quarter of ``pitch`` when cells
-    stand at those fractions of it between the boxes; None when none do, or nothing is
-    found there.
+    """A fluorescence layout found again at a fraction of ``pitch`` when cells stand
+    between the boxes; None when none do.
 
-    Filled trenches that happen to sit every fourth (or third) site of the chip's
-    lattice, the ones between them empty, make that multiple the strongest period and
-    leave no cell half-way between the boxes (held-out curved_cells 10211 at 768²: 216.4
-    px taken for 53.9, 3 of 8 filled trenches boxed at confidence 0.70, nothing warned;
-    cells stood a quarter and three quarters of the way between the boxes).
+    Sparse filled trenches (many empty ones) make a multiple of the chip's pitch the
+    strongest period. Cells half-way between the boxes say it is half of it, or a
+    quarter: at half of it the filled trenches may still be too few on its sites to
+    resolve (held-out jpeg 10277: 15 of 23 filled, 170.7 px for 42.6; nothing resolved
+    at 85.3, and the position failed); the error of the last try is raised when none
+    resolves. Filled trenches every fourth (or third) site leave no cell half-way but
+    some a quarter or three quarters (a third, two thirds) of the way (held-out
+    curved_cells 10211 at 768²: 216.4 px taken for 53.9, 3 of 8 filled trenches boxed
+    at confidence 0.70, nothing warned): a quarter (a third) is tried, and None
+    returned when nothing resolves there.
     """
+    if pitch / 2 >= min_pitch and _cells_between(found, pitch):
+        return _first_found(again, [dict(pitch=pitch / m) for m in (2, 4) if pitch / m >= min_pitch])
     for m in (4, 3):
         if pitch / m < min_pitch:
             continue
@@ -775,8 +773,8 @@ def _cells_between(found, pitch, min_fraction=0.2, fraction=0.5):
         at = strip_mean(prof, centres, 1) - base
         level = np.nanmedian(at[filled])
         sites = np.concatenate([centres - (1.0 - fraction) * pitch, centres[-1:] + fraction * pitch])
-        half = strip_mean(prof, sites, 1) - base
-        n_between += int(np.sum(np.nan_to_num(half) > 0.5 * level))
+        between = strip_mean(prof, sites, 1) - base
+        n_between += int(np.sum(np.nan_to_num(between) > 0.5 * level))
         n_filled += int(filled.sum())
     return n_filled > 0 and n_between >= max(2, min_fraction * n_filled)
 
