@@ -479,6 +479,7 @@ def test_jpeg_blocks_are_not_taken_for_the_trench_pitch(family, seed):
     ("mixed", 2, 1, 1024, 3, 18),        # tuning: filled trenches beyond the last empty one
     ("halo_walls", 10004, 0, 768, 8, 12),  # held out, found in bench_segmentation: the same
     ("geometry", 10001, 0, 768, 8, 8),   # held out: a whole trench 19 px from the edge, 89 px pitch
+    ("halo_walls", 10217, 0, 768, 8, 11),  # held out: two empty lumens beyond full trenches
 ])
 def test_every_phase_trench_is_found(family, seed, position, size, frames, before):
     """Trenches full of cells beyond the last empty one have a weak cross-profile contrast
@@ -1229,3 +1230,44 @@ def test_fluorescence_lattice_found_when_cells_stand_a_quarter_of_the_way_betwee
     pairs, _ = match_boxes(filled, lay.angle_deg, truth, pos.metadata["angle_deg"],
                            movie.shape[1:], cfg.pitch_px)
     assert len(pairs) == len(filled) == len(truth) == 8
+
+
+def test_empty_lumens_beyond_full_trenches_are_trenches_but_a_halo_is_not():
+    """Where most trenches are full, the cross-profile template is theirs (dark cells
+    between bright rims) and an empty lumen beyond the run does not match it (held-out
+    halo_walls 10217: two of thirteen dropped). An empty lumen is a symmetric stripe with
+    a strong contrast; a halo beyond the last trench falls off to one side."""
+    from batchlib.trench.detection.centres import locate_centres
+
+    pitch, n = 54.0, 11
+    x = np.arange(620, dtype=float)
+    sites = 40.0 + pitch * np.arange(n)
+
+    def stripe(c, w=13.5, sharp=1.2):
+        return 1 / (1 + np.exp(-(w / 2 - np.abs(x - c)) / sharp))
+
+    walls = np.full(x.size, 2000.0)
+    full = walls + sum(-700 * stripe(c, 9) + 900 * (stripe(c) - stripe(c, 9)) for c in sites[2:])
+    with_empty = full + sum(1200 * stripe(c) for c in sites[:2])
+    found = locate_centres(with_empty, pitch, sites[5] % pitch, 0, x.size - 1, "phase")
+    assert np.allclose(np.sort(found["centres"]), sites, atol=0.5)
+    assert np.isfinite(found["ncc"]).all()
+
+    halo = full + 1200 * np.exp(-0.5 * ((x - (sites[2] - 40)) / 18.0) ** 2) * (x < sites[2] - 20)
+    found = locate_centres(halo, pitch, sites[5] % pitch, 0, x.size - 1, "phase")
+    assert np.allclose(np.sort(found["centres"]), sites[2:], atol=0.5)
+
+
+def test_boxes_start_outside_the_mothers_beside_empty_edge_lumens():
+    """Held-out halo_walls 10217 (768^2): with the two empty edge lumens missed, the cells'
+    tips could not be compared with an empty lumen and every box started 1.4-1.9 px inside
+    its mother (mothers within 5 %: 0.04). Now every box starts outside its closed end."""
+    from batchlib.trench.detection.movie import detect_in_movie
+
+    cfg = sample_config("halo_walls", 10217, height=768, width=768, n_timepoints=8,
+                        n_positions=1)
+    pos = simulate_position(cfg, 0)
+    layout, _ = detect_in_movie(pos.movies["phase"], "phase", box_width=cfg.box_width)
+    errs = _closed_end_errors(layout, pos.trenches, cfg.pitch_px, box_start=True)
+    assert len(errs) == len(pos.trenches) == 13
+    assert errs.max() < -0.5, errs

@@ -295,6 +295,61 @@ def _contrast_ratio(prof, centres, offsets, tmpl, pitch):
     return np.nan_to_num((lum - wal) / den) if den != 0 else np.zeros(len(centres))
 
 
+def _mirror_ncc(window):
+    """Normalised correlation of a window with its own mirror image (NaN: left out)."""
+    ok = np.isfinite(window) & np.isfinite(window[::-1])
+    if ok.sum() < 0.6 * window.size:
+        return np.nan
+    a = window[ok] - window[ok].mean()
+    b = window[::-1][ok] - window[::-1][ok].mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else np.nan
+
+
+def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitch, site_pitch,
+                            min_mirror=0.8, min_contrast=0.5):
+    """Phase sites beyond the run of kept trenches that hold an empty lumen, added.
+
+    Where most trenches are full of cells the template is theirs (dark cells between
+    bright halo rims), and an empty lumen does not match it: two empty trenches at the
+    frame's edge were dropped (held-out halo_walls 10217, 11 of 13), and with one empty
+    trench left the cells' tips could not be compared with an empty lumen, so every box
+    started 1.4-1.9 px inside its mother. An empty lumen is a stripe symmetric about its
+    lattice position (mirror correlation at least ``min_mirror``) whose contrast to the
+    walls half a pitch away is at least ``min_contrast`` of the template's range; a
+    halo beyond the last trench falls off to one side. Sites are taken outwards from
+    the run, and the first that fails ends it.
+    """
+    at_all = offset + np.rint((np.asarray(site, float) - offset) / pitch) * pitch
+    kept = np.rint((pos - offset) / pitch)
+    m_all = np.rint((at_all - offset) / pitch)
+    if not np.isfinite(tmpl).all() or pos.size == 0:
+        return pos, ncc
+    scale = float(np.ptp(tmpl))
+    q = max(1.0, 0.1 * site_pitch)
+    add = []
+    for step, start in ((-1, kept.min()), (+1, kept.max())):
+        m = start + step
+        while np.any(m_all == m):
+            at = offset + m * pitch
+            win = _windows(profile, [at], offsets)[0]
+            lum = strip_mean(profile, [at], q)[0]
+            wal = nanmean(np.array([strip_mean(profile, [at - 0.5 * pitch], q)[0],
+                                    strip_mean(profile, [at + 0.5 * pitch], q)[0]]))
+            if not (_mirror_ncc(win) >= min_mirror and abs(lum - wal) >= min_contrast * scale):
+                break
+            add.append(at)
+            m += step
+    if not add:
+        return pos, ncc
+    # their correlation with the (full trenches') template, at most half a pixel off
+    own = match_template(profile, np.array(add), offsets, tmpl, 0.5)[1]
+    pos = np.concatenate([pos, add])
+    ncc = np.concatenate([ncc, own])
+    order = np.argsort(pos)
+    return pos[order], ncc[order]
+
+
 def locate_centres(profile, pitch, axis, first, last, kind="phase", texture=None,
                    lumen_width=None):
     """Sub-pixel trench centres of a set from its cross profile and lumen axis.
@@ -394,6 +449,9 @@ def locate_centres(profile, pitch, axis, first, last, kind="phase", texture=None
             ncc = np.concatenate([ncc, dropped_ncc[add]])
             order = np.argsort(pos)
             pos, ncc = pos[order], ncc[order]
+    if kind == "phase" and strong.size:
+        pos, ncc = _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset,
+                                           pitch_fit, pitch)
     lattice = offset + np.rint((pos - offset) / pitch_fit) * pitch_fit
     residual = pos - lattice
     # a site whose own match strays is more likely disturbed than displaced

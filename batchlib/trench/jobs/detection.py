@@ -54,8 +54,9 @@ class TrenchDetection(BatchJobOnContainer):
     # one-frame self-check left unverified overturned on weaker evidence over time; 15:
     # fluorescence ends cleared of each trench's outermost cell as seen from the end line,
     # the mother tips that lean the angle from the outermost cell; 16: a fluorescence
-    # lattice found again at a quarter or a third of the period where cells stand there
-    version = "16"
+    # lattice found again at a quarter or a third of the period where cells stand there;
+    # 17: empty phase lumens beyond a run of full trenches kept
+    version = "17"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
