@@ -1,4 +1,4 @@
-"""Trench angle from the line of the closed ends (fluorescence).
+"""Trench angle from the line of the closed ends (fluorescence, and phase as a check).
 
 In fluorescence only the cells show, so the shift-and-add search
 (:mod:`.rotation`) reads the angle from the lean of the cell columns. The cells
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["end_line_lean", "closed_end_angle_error"]
+__all__ = ["end_line_lean", "closed_end_angle_error", "phase_closed_ends"]
 
 
 def end_line_lean(x, tips, min_tips=5, max_scatter_px=1.0, n_rounds=4):
@@ -128,3 +128,35 @@ def closed_end_angle_error(x, tips, sets):
         return float("nan"), float("nan"), n
     w = np.asarray(weights)
     return float(np.average(leans, weights=w)), float(1.0 / np.sqrt(w.sum())), n
+
+
+def phase_closed_ends(image, trenches, angle_deg, pitch, half_width, reach=24, far=6.0):
+    """Rotated row of every phase trench's closed end: where its lumen's contrast to the
+    walls on both sides falls to half (NaN where not seen within ``far`` px of the
+    layout's line).
+
+    Unlike a fluorescence mother's tip, the lumen's end is the chip's own edge in empty
+    and filled trenches alike; a mother against it moves the crossing by the same
+    amount in every filled trench, so lines are fitted to the filled and the empty
+    trenches apart (:func:`closed_end_angle_error` with one group each).
+    """
+    from .ends import half_level_crossings, smooth_columns, strip_profiles
+
+    out = np.full(len(trenches), np.nan)
+    for _, g in trenches.groupby("set", sort=False):
+        d = int(g["direction"].iloc[0])
+        x = g["x_center"].to_numpy(float)
+        line = g["y_closed"].to_numpy(float)
+        mid = float(np.median(line))
+        rows = np.arange(np.floor(line.min()) - reach, np.ceil(line.max()) + reach + 1)
+        walls = np.concatenate([x - 0.5 * pitch, x + 0.5 * pitch])
+        lum, wal = strip_profiles(image, angle_deg, rows, x, walls, half_width)
+        excess = lum - 0.5 * (wal[:, : len(x)] + wal[:, len(x):])
+        into = (rows - mid) * d
+        inside = (into >= 6) & (into <= reach)
+        if inside.sum() < 3:
+            continue
+        ends = half_level_crossings(rows, smooth_columns(excess, 1.0), inside, -d)
+        ends[np.abs(ends - line) > far] = np.nan
+        out[trenches.index.get_indexer(g.index)] = ends
+    return out

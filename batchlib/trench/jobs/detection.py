@@ -55,8 +55,9 @@ class TrenchDetection(BatchJobOnContainer):
     # fluorescence ends cleared of each trench's outermost cell as seen from the end line,
     # the mother tips that lean the angle from the outermost cell; 16: a fluorescence
     # lattice found again at a quarter or a third of the period where cells stand there;
-    # 17: empty phase lumens beyond a run of full trenches kept
-    version = "17"
+    # 17: empty phase lumens beyond a run of full trenches kept; 18: a phase angle
+    # corrected by the lean of the lumens' closed-end lines, empty flags kept per set
+    version = "18"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
