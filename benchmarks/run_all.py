@@ -8,7 +8,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["bench_perf.py", "bench_core.py", "bench_compression.py", "bench_synthetic.py", "bench_ingest.py",
-              "bench_detection.py", "bench_segmentation.py", "bench_workflow.py",
+              "bench_detection.py", "bench_segmentation.py", "bench_independent.py",
+              "bench_workflow.py",
               "bench_tracking.py", "bench_interrupt.py", "bench_channel_kind.py",
               "bench_unnamed_channels.py", "bench_checksum.py", "bench_export.py"]
 

@@ -306,7 +306,7 @@ def _mirror_ncc(window):
     return float((a * b).sum() / den) if den > 0 else np.nan
 
 
-def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitch, site_pitch,
+def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitch,
                             min_mirror=0.8, min_contrast=0.5):
     """Phase sites beyond the run of kept trenches that hold an empty lumen, added.
 
@@ -320,13 +320,12 @@ def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitc
     halo beyond the last trench falls off to one side. Sites are taken outwards from
     the run, and the first that fails ends it.
     """
-    at_all = offset + np.rint((np.asarray(site, float) - offset) / pitch) * pitch
-    kept = np.rint((pos - offset) / pitch)
-    m_all = np.rint((at_all - offset) / pitch)
     if not np.isfinite(tmpl).all() or pos.size == 0:
         return pos, ncc
+    kept = np.rint((pos - offset) / pitch)                    # lattice indices
+    m_all = np.rint((np.asarray(site, float) - offset) / pitch)
     scale = float(np.ptp(tmpl))
-    q = max(1.0, 0.1 * site_pitch)
+    q = max(1.0, 0.1 * pitch)
     add = []
     for step, start in ((-1, kept.min()), (+1, kept.max())):
         m = start + step
@@ -451,7 +450,7 @@ def locate_centres(profile, pitch, axis, first, last, kind="phase", texture=None
             pos, ncc = pos[order], ncc[order]
     if kind == "phase" and strong.size:
         pos, ncc = _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset,
-                                           pitch_fit, pitch)
+                                           pitch_fit)
     lattice = offset + np.rint((pos - offset) / pitch_fit) * pitch_fit
     residual = pos - lattice
     # a site whose own match strays is more likely disturbed than displaced

@@ -592,7 +592,7 @@ def _phase_end_line_error(img, layout):
 
     The shift-and-add search reads the angle off the whole lattice, cells included:
     where cells tilt and jitter in their lumens and the walls show little contrast,
-    it was 0.06-0.15 deg off on the independent simulator (seeds 6-17, Zernike
+    it was 0.06-0.37 deg off on the independent simulator (seeds 0-17, Zernike
     optics), both sets of a chip off alike, while the lumens' ends lie on the chip's
     straight edge."""
     tr = layout.trenches
