@@ -333,8 +333,7 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
     if not runs:
         raise TrenchDetectionError(
             f"no rows with trenches: no run of rows is periodic at the pitch {pitch:.1f} px "
-            f"(the strongest row's periodicity ratio is {np.nanmax(ratio):.1f}; a set needs a run "
-            f"of rows at 3 or more)")
+            f"({_periodic_rows_said(ratio, y8, pitch)})")
 
     # cross profile of every set; the pitch is shared (one chip), refined on all
     profiles, pitches, lengths = [], [], []
@@ -470,6 +469,27 @@ def _first_found(again, changes):
         except TrenchDetectionError:
             if i == len(changes) - 1:
                 raise
+
+
+def _periodic_rows_said(ratio, row_y, pitch, min_ratio=3.0) -> str:
+    """Why no set was found, for the error: the strongest row's periodicity ratio and, when
+    rows reach ``min_ratio``, how far their longest run spans against the one pitch a set
+    needs (a strongest row at 10 read as a contradiction without it).
+
+    >>> said = _periodic_rows_said(np.array([1.0, 10.4, 2.0]), np.array([0.0, 8.0, 16.0]), 60.0)
+    >>> said.split(", but ")[1]
+    'rows at 3 or more span 8 px at most, where a set needs one pitch (60 px)'
+    """
+    r = np.nan_to_num(np.asarray(ratio, float))
+    said = f"the strongest row's periodicity ratio is {r.max():.1f}"
+    high = r >= min_ratio
+    if not high.any():
+        return said + f"; a set needs a run of rows at {min_ratio:g} or more"
+    step = float(np.median(np.diff(row_y))) if len(row_y) > 1 else 1.0
+    edges = np.diff(np.concatenate([[0], high.astype(int), [0]]))
+    longest = int(np.max(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)))
+    return (said + f", but rows at {min_ratio:g} or more span {longest * step:.0f} px at most, "
+            f"where a set needs one pitch ({pitch:.0f} px)")
 
 
 def _phase_retry_acceptable(changed, layout) -> bool:
