@@ -375,20 +375,25 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
                                        noise, step)
     # judged per set: two sets' texture scales differ
     clear = [empty_flags_clear(kind, f["signal"]) for f in found]
-    if any(clear) and not all(clear):
+    if not all(clear) and sum(int(np.sum(f["empty"])) for f, ok in zip(found, clear)
+                              if ok) >= MIN_REFERENCE_EMPTY:
         # A set whose flags are unclear keeps none: its trenches count as filled (the
         # direction that costs no cells), and the clear sets' empty lumens are the
         # position's reference. With one unclear set the whole position had none
         # (independent simulator seed 5: trenches partly filled blurred one set's
         # texture gap; without a reference every empty trench-frame got two cells at
-        # the lumen's shaded ends).
+        # the lumen's shaded ends). Clear sets with too few empty lumens for a
+        # reference leave the position unclear, and Segment says so (tuning mixed 7:
+        # faint cells, the clear set all filled).
         for f, ok in zip(found, clear):
             if not ok:
                 f["empty"] = np.zeros_like(f["empty"])
+        clear = [True] * len(clear)
     extra = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
                  set_angle_spread_deg=spread,
-                 empty_flags_clear=float(any(clear)),
-                 empty_flags_unclear_sets=float(sum(not ok for ok in clear)),
+                 empty_flags_clear=float(all(clear)),
+                 empty_flags_unclear_sets=float(sum(not empty_flags_clear(kind, f["signal"])
+                                                    for f in found)),
                  empty_flags_disputed=float(sum(f["disputed"] for f in found)))
     extra.update({f"set{i}_angle_deg": a for i, a in enumerate(per_set)})
     if closed_end_margin is None:
@@ -469,6 +474,11 @@ def _first_found(again, changes):
         except TrenchDetectionError:
             if i == len(changes) - 1:
                 raise
+
+
+#: empty trenches a position's clear sets must flag to be its reference alone (the
+#: Segment job's empty-trench median, ``threshold.empty_background``, needs two)
+MIN_REFERENCE_EMPTY = 2
 
 
 def _periodic_rows_said(ratio, row_y, pitch, min_ratio=3.0) -> str:
