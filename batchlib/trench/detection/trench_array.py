@@ -373,27 +373,11 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
             f["empty"] = open_end_only(f["excess"], f["rows"], closed, open_, f["empty"],
                                        f["signal"], max(1, int(np.floor(0.25 * f["lumen_width"]))),
                                        noise, step)
-    # judged per set: two sets' texture scales differ
-    clear = [empty_flags_clear(kind, f["signal"]) for f in found]
-    if not all(clear) and sum(int(np.sum(f["empty"])) for f, ok in zip(found, clear)
-                              if ok) >= MIN_REFERENCE_EMPTY:
-        # A set whose flags are unclear keeps none: its trenches count as filled (the
-        # direction that costs no cells), and the clear sets' empty lumens are the
-        # position's reference. With one unclear set the whole position had none
-        # (independent simulator seed 5: trenches partly filled blurred one set's
-        # texture gap; without a reference every empty trench-frame got two cells at
-        # the lumen's shaded ends). Clear sets with too few empty lumens for a
-        # reference leave the position unclear, and Segment says so (tuning mixed 7:
-        # faint cells, the clear set all filled).
-        for f, ok in zip(found, clear):
-            if not ok:
-                f["empty"] = np.zeros_like(f["empty"])
-        clear = [True] * len(clear)
+    flags_clear, unclear_sets = _empty_flags_by_set(found, kind)
     extra = dict(angle_gain=gain, whole_frame_angle_deg=whole_frame_angle,
                  set_angle_spread_deg=spread,
-                 empty_flags_clear=float(all(clear)),
-                 empty_flags_unclear_sets=float(sum(not empty_flags_clear(kind, f["signal"])
-                                                    for f in found)),
+                 empty_flags_clear=float(flags_clear),
+                 empty_flags_unclear_sets=float(unclear_sets),
                  empty_flags_disputed=float(sum(f["disputed"] for f in found)))
     extra.update({f"set{i}_angle_deg": a for i, a in enumerate(per_set)})
     if closed_end_margin is None:
@@ -479,6 +463,31 @@ def _first_found(again, changes):
 #: empty trenches a position's clear sets must flag to be its reference alone (the
 #: Segment job's empty-trench median, ``threshold.empty_background``, needs two)
 MIN_REFERENCE_EMPTY = 2
+
+
+def _empty_flags_by_set(found, kind):
+    """``(clear, n_unclear)``: whether the position's empty flags can serve as Segment's
+    reference, judged per set (two sets' texture scales differ), and how many sets
+    were unclear (:func:`.quality.empty_flags_clear`).
+
+    A set whose flags are unclear keeps none when the clear sets flag at least
+    :data:`MIN_REFERENCE_EMPTY` empty lumens: its trenches count as filled (the direction
+    that costs no cells), and the clear sets' empty lumens are the reference. With one
+    unclear set the whole position had none (independent simulator seed 5: partly
+    filled trenches blurred one set's texture gap, and every empty trench-frame got two
+    cells at the lumen's shaded ends). Clear sets with too few empty lumens leave the
+    position unclear, and Segment says so (tuning mixed 7: faint cells, the clear set
+    all filled). Changes ``found``'s ``empty`` flags in place.
+    """
+    clear = [empty_flags_clear(kind, f["signal"]) for f in found]
+    n_unclear = sum(not ok for ok in clear)
+    if n_unclear and sum(int(np.sum(f["empty"])) for f, ok in zip(found, clear)
+                         if ok) >= MIN_REFERENCE_EMPTY:
+        for f, ok in zip(found, clear):
+            if not ok:
+                f["empty"] = np.zeros_like(f["empty"])
+        return True, n_unclear
+    return not n_unclear, n_unclear
 
 
 def _periodic_rows_said(ratio, row_y, pitch, min_ratio=3.0) -> str:
