@@ -283,16 +283,25 @@ def _holds_cells(texture, centres, pitch, factor=10.0):
     return np.nan_to_num(lumen) > factor * max(float(np.median(walls)), 1e-12)
 
 
+def _lumen_minus_walls(prof, centres, pitch):
+    """The profile's mean over a tenth of the pitch about every centre minus its mean
+    over the same strips half a pitch to either side (the walls)."""
+    q = max(1.0, 0.1 * pitch)
+    centres = np.asarray(centres, float)
+    lum = strip_mean(prof, centres, q)
+    wal = nanmean(np.stack([strip_mean(prof, centres - 0.5 * pitch, q),
+                            strip_mean(prof, centres + 0.5 * pitch, q)]), axis=0)
+    return lum - wal
+
+
 def _contrast_ratio(prof, centres, offsets, tmpl, pitch):
     """Lumen-minus-wall contrast at every centre relative to the template's."""
     q = max(1.0, 0.1 * pitch)
     t_lumen = tmpl[np.abs(offsets) <= q].mean()
     t_wall = tmpl[np.abs(offsets) >= offsets.max() - q].mean()
-    lum = strip_mean(prof, centres, q)
-    wal = nanmean(np.stack([strip_mean(prof, centres - 0.5 * pitch, q),
-                            strip_mean(prof, centres + 0.5 * pitch, q)]), axis=0)
     den = t_lumen - t_wall
-    return np.nan_to_num((lum - wal) / den) if den != 0 else np.zeros(len(centres))
+    return (np.nan_to_num(_lumen_minus_walls(prof, centres, pitch) / den) if den != 0
+            else np.zeros(len(centres)))
 
 
 def _mirror_ncc(window):
@@ -325,17 +334,14 @@ def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitc
     kept = np.rint((pos - offset) / pitch)                    # lattice indices
     m_all = np.rint((np.asarray(site, float) - offset) / pitch)
     scale = float(np.ptp(tmpl))
-    q = max(1.0, 0.1 * pitch)
     add = []
     for step, start in ((-1, kept.min()), (+1, kept.max())):
         m = start + step
         while np.any(m_all == m):
             at = offset + m * pitch
             win = _windows(profile, [at], offsets)[0]
-            lum = strip_mean(profile, [at], q)[0]
-            wal = nanmean(np.array([strip_mean(profile, [at - 0.5 * pitch], q)[0],
-                                    strip_mean(profile, [at + 0.5 * pitch], q)[0]]))
-            if not (_mirror_ncc(win) >= min_mirror and abs(lum - wal) >= min_contrast * scale):
+            contrast = abs(float(_lumen_minus_walls(profile, [at], pitch)[0]))
+            if not (_mirror_ncc(win) >= min_mirror and contrast >= min_contrast * scale):
                 break
             add.append(at)
             m += step

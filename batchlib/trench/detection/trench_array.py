@@ -393,17 +393,12 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
             return _with_search_facts(again(angle_deg=extended), gain, whole_frame_angle,
                                       spread, per_set,
                                       full_extent_correction_deg=extended - angle)
-    if kind == "phase" and angle_deg is None:
-        error, stderr = _phase_end_line_error(img, layout)
-        if abs(error) > max(PHASE_END_LINE_SIGMAS * stderr, MIN_PHASE_END_LINE_CORRECTION_DEG):
-            return _with_search_facts(again(angle_deg=angle - error), gain, whole_frame_angle,
-                                      spread, per_set, end_line_correction_deg=-error,
-                                      end_line_stderr_deg=stderr)
-        layout.quality.update(end_line_correction_deg=0.0,
-                              end_line_stderr_deg=float(np.nan_to_num(stderr, nan=-1.0)))
-    if kind == "fluorescence" and angle_deg is None:
-        error, stderr = _closed_end_angle_error(img, layout)
-        if abs(error) > max(2.0 * stderr, MIN_END_LINE_CORRECTION_DEG):
+    if angle_deg is None:
+        # the lean of the closed-end lines: the mothers' tips (fluorescence), the lumens'
+        # ends (phase); the layout is found again at the corrected angle
+        measure, sigmas, least = _END_LINE[kind]
+        error, stderr = measure(img, layout)
+        if abs(error) > max(sigmas * stderr, least):
             return _with_search_facts(again(angle_deg=angle - error), gain, whole_frame_angle,
                                       spread, per_set, end_line_correction_deg=-error,
                                       end_line_stderr_deg=stderr)
@@ -642,6 +637,13 @@ def _phase_end_line_error(img, layout):
     group = 2 * tr["set"].to_numpy(int) + tr["empty"].to_numpy(int)
     error, stderr, _ = closed_end_angle_error(tr["x_center"], ends, group)
     return error, stderr
+
+
+#: per kind: how the closed-end lines' lean is measured, how many standard errors and how
+#: many degrees it must reach to find the layout again
+_END_LINE = {"fluorescence": (_closed_end_angle_error, 2.0, MIN_END_LINE_CORRECTION_DEG),
+             "phase": (_phase_end_line_error, PHASE_END_LINE_SIGMAS,
+                       MIN_PHASE_END_LINE_CORRECTION_DEG)}
 
 
 def _band_rows(img):
