@@ -1325,3 +1325,76 @@ def test_one_unclear_set_keeps_the_clear_sets_empty_flags():
     raw_x = (tr["raw_x0"] + tr["raw_x1"]).to_numpy() / 2
     for x in raw_x[tr["empty"].to_numpy(bool)]:
         assert min(abs(x - e) for e in empty_x) < 5
+
+
+def _mother_cut_depths(acq, layout, drift):
+    """Per matched trench with a mother at frame 0: how far (px, along the true axis) the
+    box's first row lies inside the mother's first pixel (negative: clear of it)."""
+    import bench_independent as bench
+
+    closed, axis, length, _, index = bench.true_geometry(acq)
+    start, box_axis = bench.box_geometry(layout.trenches, drift[0])
+    pairs = bench.match(start, box_axis, closed, axis, length,
+                        acq.params["pitch_um"] / acq.pixel_size_um)
+    mother = bench.mother_first_along(acq, index, closed, axis)
+    return np.array([float(np.dot(start[j] - closed[i], axis[i])) - mother[i]
+                     for i, j in pairs if np.isfinite(mother[i])])
+
+
+@pytest.mark.parametrize("seed,before", [(1009, 1.11), (6, 0.64)])
+def test_phase_boxes_clear_dark_mothers_without_an_empty_lumen_reference(seed, before):
+    """Independent simulator: lumens as bright as their walls hold dark mothers with
+    bright halos. Seed 1009's upper set has no empty trench, and its end line fell 2.7 px
+    inside the closed end (7 of 28 boxes more than 0.25 px into their mothers, up to
+    ``before``); seed 6's reference was the median of three lumens flagged empty, one of
+    them filled (up to 0.64 px in). The cells' tips are now also found against the walls'
+    own level, followed out to where their halo takes over, and every box clears its
+    mother (by 0.7 and 0.4 px)."""
+    from batchlib.trench.detection.movie import detect_in_movie, movie_drift
+
+    acq = _independent_simulation(seed)
+    layout, reference = detect_in_movie(acq.phase, "phase")
+    depth = _mother_cut_depths(acq, layout, movie_drift(acq.phase, reference, layout, "phase"))
+    assert len(depth) >= 24
+    assert depth.max() < 0 < before, depth
+
+
+def test_twice_the_pitch_refused_where_lumens_lie_half_way():
+    """Independent simulator seed 11: no run of rows is periodic at the 81.8 px pitch
+    (filled lumens dark between bright rims, empty ones the inverse), so twice the pitch
+    was tried: 5 of 12 trenches boxed, the direction reversed, confidence 0.75 and no
+    warning. The stripes half-way between those boxes hold as much structure as the
+    boxes (0.84): twice the pitch is refused, and what is left is warned."""
+    from batchlib.trench.detection.trench_array import _half_way_alike
+
+    acq = _independent_simulation(11)
+    pitch = acq.params["pitch_um"] / acq.pixel_size_um
+    frame = acq.phase[0]
+    assert _half_way_alike(detect_trenches(frame, "phase", pitch=2 * pitch))
+    layout = detect_trenches(frame, "phase")
+    assert abs(layout.pitch - pitch) < 0.02 * pitch and len(layout.trenches) == 12
+    assert layout.warnings and layout.quality["confidence"] < 0.4
+
+
+def test_thin_network_objects_beside_cells_are_dropped():
+    """Independent simulator seed 1010 (phase optics the network never saw): the U-Net
+    found strips of lumen beside the cells and in the lumen's shading as cells, 1.4
+    objects too many per trench-frame (count within 1: 0.59). Objects both narrower and
+    smaller than their frame's cells are dropped (:func:`drop_thin_objects`)."""
+    from batchlib.trench.detection.movie import detect_in_movie, movie_drift
+
+    acq = _independent_simulation(1010, n_frames=2)  # puts benchmarks/ on the path
+    import bench_independent as bench
+    from bench_segmentation import score, segment
+
+    layout, reference = detect_in_movie(acq.phase, "phase",
+                                        box_width=bench.box_width(acq.pixel_size_um))
+    drift = movie_drift(acq.phase, reference, layout, "phase")
+    crops = np.stack([crop_trenches(acq.phase[t], layout, drift_yx=drift[t])
+                      for t in range(2)], axis=1)
+    truth, mother = bench.truth_crops(acq, layout, drift)
+    labels, _ = segment(crops, "phase", layout.quality["lumen_width_px"],
+                        layout.trenches["empty"].to_numpy(bool), "unet",
+                        layout.quality["closed_end_margin_px"], acq.pixel_size_um)
+    scores = score(truth, labels, mother)
+    assert scores["count +-1"] >= 0.8 and scores["F1"] >= 0.93, scores

@@ -56,8 +56,10 @@ class TrenchDetection(BatchJobOnContainer):
     # the mother tips that lean the angle from the outermost cell; 16: a fluorescence
     # lattice found again at a quarter or a third of the period where cells stand there;
     # 17: empty phase lumens beyond a run of full trenches kept; 18: a phase angle
-    # corrected by the lean of the lumens' closed-end lines, empty flags kept per set
-    version = "18"
+    # corrected by the lean of the lumens' closed-end lines, empty flags kept per set; 19:
+    # phase boxes clear of dark cells' tips where no empty lumens give a reference (the
+    # walls' level), twice the pitch refused where half-way stripes are as structured
+    version = "19"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),

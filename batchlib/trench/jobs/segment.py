@@ -38,7 +38,9 @@ class Segment(BatchJobOnContainer):
     built, so a misspelt name or parameter fails at once, not in every worker.
     """
 
-    version = "12"  # 12: crops of another magnification (pixel size) resized to the trained one.
+    # 12: crops of another magnification (pixel size) resized to the trained one; 13: the
+    # U-Net's objects both narrower and smaller than their frame's cells dropped
+    version = "13"
     # 11: U-Net weights that have seen dark lumens' faintest cells.
     # 10: fluorescence cells where the U-Net's P(cell) > 0.6 (was 0.5).
     # 9: phase objects that look like the empty lumen dropped.

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fragments import merge_fragments
+from .fragments import drop_thin_objects, merge_fragments
 from .numbering import drop_slivers, relabel_from_closed_end
 
 #: the weights shipped as package data (see models/MODEL_CARD.md)
@@ -420,8 +420,9 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
     Returns
     -------
     int32 ndarray, same shape as ``crops``: cells numbered 1..k from the closed end.
-    Objects far shorter than the cells of their frame are joined to the cell
-    they touch (:func:`~.fragments.merge_fragments`).
+    Objects both narrower and smaller than the cells of their frame are dropped
+    (:func:`~.fragments.drop_thin_objects`); objects far shorter are joined to
+    the cell they touch (:func:`~.fragments.merge_fragments`).
     """
     model, meta = _cached_model(weights, device, backend, threads)
     if hasattr(model, "parameters"):  # PyTorch
@@ -453,7 +454,7 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
             labels = _clipped(_by_start(model, crops, cut, kind, device, batch_size, extract),
                               lumen)
         # pieces noise cut off a cell (low SNR) go back to it
-        return merge_fragments(labels)
+        return merge_fragments(drop_thin_objects(labels))
     if starts is None and kind == "phase" and closed_end_margin:
         # no empty trench shows where the lumen starts: the boxes' margin does. A start
         # read off the empty trenches is left as read: bounding it by the margin helped
@@ -462,7 +463,8 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         from .threshold import first_cell_row
 
         starts = min(first_cell_row(closed_end_margin), crops.shape[-2] // 4)
-    return merge_fragments(_by_start(model, crops, starts, kind, device, batch_size, extract))
+    return merge_fragments(drop_thin_objects(
+        _by_start(model, crops, starts, kind, device, batch_size, extract)))
 
 
 def _by_start(model, crops, starts, kind, device, batch_size, extract):
