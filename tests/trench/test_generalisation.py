@@ -1364,7 +1364,9 @@ def test_twice_the_pitch_refused_where_lumens_lie_half_way():
     (filled lumens dark between bright rims, empty ones the inverse), so twice the pitch
     was tried: 5 of 12 trenches boxed, the direction reversed, confidence 0.75 and no
     warning. The stripes half-way between those boxes hold as much structure as the
-    boxes (0.84): twice the pitch is refused, and what is left is warned."""
+    boxes (0.84): twice the pitch is refused. The rows' edges repeat at the pitch
+    whatever the lumens hold: all 12 trenches are boxed from them, facing the right
+    way, their closed ends within 2 px, and warned (confidence 0.31)."""
     from batchlib.trench.detection.trench_array import _half_way_alike
 
     acq = _independent_simulation(11)
@@ -1373,7 +1375,29 @@ def test_twice_the_pitch_refused_where_lumens_lie_half_way():
     assert _half_way_alike(detect_trenches(frame, "phase", pitch=2 * pitch))
     layout = detect_trenches(frame, "phase")
     assert abs(layout.pitch - pitch) < 0.02 * pitch and len(layout.trenches) == 12
+    assert (layout.trenches["direction"] == 1).all()
+    closed_y = np.array([t["closed_xy"][1] for t in acq.trenches])
+    # closed_xy is the lumen's end; the box's closed end row lies half a pixel inside it
+    assert np.all(np.abs(np.sort(layout.trenches["y_closed"].to_numpy())
+                         - np.sort(closed_y) - 0.5) <= 2.0)
     assert layout.warnings and layout.quality["confidence"] < 0.4
+
+
+def test_a_multiple_of_the_pitch_from_mixed_lumens_is_halved():
+    """Held-out mixed 10370 pos 1 (found there, so no longer unseen): filled and empty
+    lumens alternate so that the plain rows repeat at twice the 81.5 px pitch, which
+    the search took; no run of rows was a pitch long there and the position failed.
+    The rows' edges at half the estimate find all 12 trenches (warned: confidence
+    0.09)."""
+    cfg = sample_config("mixed", 10370, height=1024, width=1024, n_timepoints=1,
+                        n_positions=2)
+    pos = simulate_position(cfg, 1)
+    phase = next(c for c in cfg.channels if cfg.is_phase(c))
+    layout = detect_trenches(pos.movies[phase][0], kind="phase")
+    assert abs(layout.pitch - cfg.pitch_px) < 0.5 and len(layout.trenches) == 12
+    errs = _closed_end_errors(layout, pos.trenches, cfg.pitch_px)
+    assert len(errs) == 12 and np.all(np.abs(errs) <= 2.0), errs
+    assert layout.warnings
 
 
 def test_thin_network_objects_beside_cells_are_dropped():
@@ -1398,3 +1422,19 @@ def test_thin_network_objects_beside_cells_are_dropped():
                         layout.quality["closed_end_margin_px"], acq.pixel_size_um)
     scores = score(truth, labels, mother)
     assert scores["count +-1"] >= 0.8 and scores["F1"] >= 0.93, scores
+
+
+@pytest.mark.parametrize("seed,before", [(1017, 15.2), (1019, 13.0)])
+def test_an_unsure_phase_layout_is_tried_at_multiples_of_its_pitch(seed, before):
+    """Independent simulator: a harmonic of the pitch was periodic enough to be taken for
+    it (``before`` px), and the boxes stood on walls as well as lumens (1017: 65 boxes
+    for 33 trenches; 1019: 130 for 39), warned but wrong. An unsure phase layout is now
+    found again at two to four times its pitch, and the more confident one whose boxes
+    have plain walls between them is kept."""
+    acq = _independent_simulation(seed)
+    pitch = acq.params["pitch_um"] / acq.pixel_size_um
+    layout = detect_trenches(acq.phase[0], "phase")
+    assert abs(layout.pitch - pitch) < 0.02 * pitch and abs(before - pitch) > 0.2 * pitch
+    visible = sum(t["visible"] for t in acq.trenches)
+    assert visible - 2 <= len(layout.trenches) <= visible
+    assert layout.quality["confidence"] >= 0.4 and not layout.warnings

@@ -23,7 +23,7 @@ import pandas as pd
 from ..geometry import box_corners, corners_inside, frame_center, rotated_to_raw
 from ._common import TrenchDetectionError, as_image2d, band_profiles, nanmean
 from ._sampling import rotated_band_image
-from .centres import column_texture, fold_template, locate_centres, refine_pitch
+from .centres import column_texture, locate_centres, refine_pitch
 from .closed_end_drift import closed_end_positions
 from .direction import assign_directions
 from .end_line import closed_end_angle_error, phase_closed_ends
@@ -176,7 +176,7 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
                     direction: int | None = None,
                     closed_end_margin: float | None = None, self_check: bool = True,
                     angle_deg: float | None = None, orientation: str = "auto",
-                    _weak_rows_alone: bool = False) -> TrenchLayout:
+                    _rows: str = "periodic") -> TrenchLayout:
     """Find the trench array of a mother-machine image.
 
     Parameters
@@ -234,9 +234,12 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         found turned has an angle near -90° and
         ``quality["turned_quarter"] = 1``; crops are upright either way.
 
-    _weak_rows_alone : bool
-        Internal (a retry of the pitch check below): phase rows periodic at
-        :data:`PHASE_WEAK_RATIO` count without a strictly periodic row beside them.
+    _rows : {"periodic", "weak", "edges"}
+        Internal (retries of the pitch check below): which rows make a set.
+        ``"weak"``: phase rows periodic at :data:`PHASE_WEAK_RATIO` count without a
+        strictly periodic row beside them; ``"edges"``: the rows' periodicity is
+        that of their edges' magnitude (lumens of either look, see
+        :func:`_sets_at`).
 
     Returns
     -------
@@ -252,7 +255,7 @@ def detect_trenches(image, kind: str = "phase", box_width: int | None = 32,
         box_height=box_height, pitch=pitch, angle_range_deg=angle_range_deg, n_sets=n_sets,
         min_trenches=min_trenches, min_pitch=min_pitch, max_pitch=max_pitch, lumen=lumen,
         direction=direction, closed_end_margin=closed_end_margin, self_check=self_check,
-        _weak_rows_alone=_weak_rows_alone)
+        _rows=_rows)
 
 
 def _detect_any_tilt(image, **kwargs):
@@ -263,7 +266,7 @@ def _detect_any_tilt(image, **kwargs):
 
 def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg, n_sets,
                      min_trenches, *, min_pitch, max_pitch, lumen, direction,
-                     closed_end_margin, self_check, angle_deg, _weak_rows_alone):
+                     closed_end_margin, self_check, angle_deg, _rows):
     """:func:`detect_trenches` of trenches running top-bottom (within ``angle_range_deg``)."""
     if kind not in ("phase", "fluorescence"):
         raise ValueError(f"kind must be 'phase' or 'fluorescence', got {kind!r}")
@@ -282,7 +285,7 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
                      angle_range_deg=angle_range_deg, n_sets=n_sets, min_trenches=min_trenches,
                      min_pitch=min_pitch, max_pitch=max_pitch, lumen=lumen, direction=direction,
                      closed_end_margin=closed_end_margin, self_check=self_check,
-                     angle_deg=angle_deg, _weak_rows_alone=_weak_rows_alone)
+                     angle_deg=angle_deg, _rows=_rows)
 
     def again(**changed):
         """The whole detection again with some arguments changed. A retry gives what it
@@ -298,12 +301,12 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
         whole_frame_angle = angle
         angle, per_set, spread, (rot, power, ratio, runs) = _per_set_angle(
             bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, angle_range_deg, step,
-            _weak_rows_alone)
+            _rows)
     else:
         angle = whole_frame_angle = float(angle_deg)
         gain, per_set, spread = float("nan"), np.zeros(0), 0.0
         rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets,
-                                           _weak_rows_alone)
+                                           _rows)
     if angle_deg is None and abs(angle) > 0.8 * angle_range_deg \
             and angle_range_deg < MAX_ANGLE_RANGE_DEG:
         # the best angle at the edge of the search, or refined past it: the chip is
@@ -324,10 +327,18 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
         # Or the pitch is right and the cells' halos put so much power between its
         # harmonics that no row is periodic at 3 (held-out halo_walls 10217: 1.2-2.6,
         # with 100 times the PDMS's periodic power; at twice the pitch the layout
-        # was wrong). Both are tried, the more confident acceptable layout kept.
-        retried = _most_confident(again, (dict(pitch=2 * pitch),
-                                          dict(pitch=pitch, _weak_rows_alone=True)),
-                                  accept=_phase_retry_acceptable)
+        # was wrong). Or filled lumens (dark between bright rims) and empty ones (the
+        # inverse) mix so that the power lies half-way between the harmonics, at
+        # this pitch or, where that made twice the pitch the strongest period, at
+        # half of it: their edges repeat at the pitch whatever the lumens hold
+        # (independent simulator 11: 5 of 12 trenches boxed at twice the pitch;
+        # held-out mixed 10370 pos 1: 163 px estimated for 81.5, the position
+        # failed). All are tried, the more confident acceptable layout kept.
+        changes = [dict(pitch=2 * pitch), dict(pitch=pitch, _rows="weak"),
+                   dict(pitch=pitch, _rows="edges")]
+        if pitch / 2 >= min_pitch:
+            changes.append(dict(pitch=pitch / 2, _rows="edges"))
+        retried = _most_confident(again, changes, accept=_phase_retry_acceptable)
         if retried is not None:
             return retried
     if not runs:
@@ -410,8 +421,27 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
 
         layout = _apply_self_check(img, layout, noise, with_lumen if kind == "phase"
                                    and lumen == "auto" else None)
+    if kind == "phase" and self_check and not pitch_given \
+            and layout.quality["confidence"] < LOW_PHASE_CONFIDENCE:
+        # (not in the self-check's own retries, which compare polarities at one pitch)
+        layout = _at_multiple(again, layout, max_pitch or W / 3.0)
     _warn_low_confidence(layout)
     return layout
+
+
+def _at_multiple(again, layout, max_pitch):
+    """An unsure phase layout, or the most confident one found again at two to four times
+    its pitch when that is more confident and its boxes have plain walls between them
+    (not :func:`_half_way_alike`).
+
+    A harmonic of the pitch can be periodic enough to be taken for it, the boxes then on
+    walls as well as lumens (independent simulator 1017: 65 boxes at 15.2 px for 33
+    trenches at 30.4, confidence 0.28; 1019: 130 at 13.0 for 37 at 51.9).
+    """
+    changes = [dict(pitch=m * layout.pitch) for m in (2, 3, 4) if m * layout.pitch <= max_pitch]
+    better = _most_confident(again, changes, accept=lambda changed, found: not _half_way_alike(found)
+                             and found.quality["confidence"] > layout.quality["confidence"])
+    return layout if better is None else better
 
 
 def _with_search_facts(refined, gain, whole_frame_angle, spread, per_set, **correction):
@@ -522,8 +552,9 @@ def _phase_retry_acceptable(changed, layout) -> bool:
     """Phase, no periodic run at the estimated pitch (see ``detect_trenches``): a layout
     from weak rows alone must not be very unsure too (held-out halo_walls 10217 pos 0:
     0.04, every box 29 px inside its trench; the right one of pos 1: 0.15), and twice the
-    pitch is wrong when the stripes half-way between its boxes look like them."""
-    if changed.get("_weak_rows_alone"):
+    pitch is wrong when the stripes half-way between its boxes look like them, as is a
+    layout from the rows' edges whose boxes have lumens between them."""
+    if changed.get("_rows") == "weak":
         return layout.quality["confidence"] >= MIN_WEAK_ROWS_CONFIDENCE
     return not _half_way_alike(layout)
 
@@ -567,35 +598,27 @@ def _full_extent_angle(bands8, y8, bands32, y32, shape, angle, pitch, found, ang
 MIN_WEAK_ROWS_CONFIDENCE = 0.1
 
 
-def _half_way_alike(layout, min_ncc=0.5, min_energy=0.5) -> bool:
-    """Whether, in every set, the cross profile half-way between the boxes looks like
-    the profile at the boxes: trenches between the boxes, a pitch twice too long.
+def _half_way_alike(layout, min_scatter=0.5) -> bool:
+    """Whether, in every set, the cross profile half-way between the boxes holds as much
+    structure as at the boxes: trenches between the boxes, a pitch too long.
 
-    Alike is either correlated (NCC of the folded templates at least ``min_ncc``) or as
-    much structure (the profile's scatter within a quarter pitch of the half-way sites,
-    median over the sites, at least ``min_energy`` of that at the boxes). At twice the
-    true pitch the sites half-way are lumens as well (held-out halo_walls 10217: NCC
-    0.61, scatter 1.11); at the true pitch they are the walls (NCC 0.27-0.38, scatter
-    0.25-0.38 under the wide halos of halo_walls 10065, NCC -0.2 at 10217's true pitch).
-    The scatter sees lumens whatever they hold: on the independent simulator's seed 11
-    the empty lumens half-way showed the filled ones' profile inverted (bright between
-    dark rims, NCC 0.34), scatter 0.84, and 5 of 12 trenches were boxed at twice the
-    pitch, the direction reversed, confidence 0.75 without a warning.
+    Structure is the profile's scatter within a quarter pitch of each site (median
+    over the sites); alike is at least ``min_scatter`` of that at the boxes. At twice
+    the true pitch the sites half-way are lumens as well: 0.73-1.37 (held-out halo_walls
+    10217, 10065, 10086; the independent simulator's seed 11, whose empty lumens
+    half-way showed the filled ones' profile inverted: 5 of 12 trenches had been boxed
+    at twice the pitch, confidence 0.75 without a warning). At the true pitch they are
+    the walls: 0.08-0.38. A correlation of the folded templates (0.5 or more), used
+    before, called narrow lumens at the true pitch alike (independent 1017: 0.65, the
+    scatter 0.38): a folded template spans the pitch, lumen and wall alike.
     """
     for s in layout.profiles.get("sets", []):
         prof = np.asarray(s["profile"], float)
         x = np.asarray(s["centres"], float)
-        half = int(np.ceil(0.5 * layout.pitch))
-        a = fold_template(prof, x, half)[1]
-        b = fold_template(prof, x + 0.5 * layout.pitch, half)[1]
-        a, b = a - np.nanmean(a), b - np.nanmean(b)
-        den = float(np.sqrt(np.nansum(a * a) * np.nansum(b * b)))
-        correlated = den > 0 and float(np.nansum(a * b)) / den >= min_ncc
         quarter = int(0.25 * layout.pitch)
         at_boxes = _site_scatter(prof, x, quarter)
-        structured = at_boxes > 0 and _site_scatter(prof, x + 0.5 * layout.pitch,
-                                                    quarter) >= min_energy * at_boxes
-        if not (correlated or structured):
+        if not (at_boxes > 0 and _site_scatter(prof, x + 0.5 * layout.pitch, quarter)
+                >= min_scatter * at_boxes):
             return False
     return bool(layout.profiles.get("sets"))
 
@@ -719,7 +742,7 @@ def _estimated_pitch(bands32, kind, min_pitch, max_pitch, width, img=None) -> fl
 
 
 def _per_set_angle(bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, angle_range_deg, step,
-                   weak_rows_alone=False):
+                   rows="periodic"):
     """``(angle, per-set angles, their spread, sets)`` refined from each set's own lattice.
 
     The whole-frame search mixes the sets' lattices (biased by degrees when
@@ -728,8 +751,7 @@ def _per_set_angle(bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, 
     :func:`_sets_at` returns at the final angle.
     """
     W = shape[1]
-    rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets,
-                                       weak_rows_alone)
+    rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets, rows)
     whole_frame_angle, per_set, spread = angle, np.full(len(runs), np.nan), 0.0
     margins = (0.5 * W * np.tan(np.deg2rad(angle_range_deg)), _fine_margin(W, step))
     for margin in margins:
@@ -746,7 +768,7 @@ def _per_set_angle(bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, 
         # the sets' rows move by less than a pixel for small changes: keep them
         if moved > 0.02:
             rot, power, ratio, runs = _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets,
-                                               weak_rows_alone)
+                                               rows)
         elif moved > 1e-4:
             rot = rotated_band_image(bands8, y8, shape, angle, y8)
     return angle, per_set, spread, (rot, power, ratio, runs)
@@ -909,14 +931,23 @@ def _cells_between(found, pitch, min_fraction=0.2, fraction=0.5):
 PHASE_WEAK_RATIO = 1.5
 
 
-def _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets, weak_rows_alone=False):
-    """The straightened low-resolution image at ``angle`` and the sets found in it."""
+def _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets, rows="periodic"):
+    """The straightened low-resolution image at ``angle`` and the sets found in it
+    (``rows``: see ``_rows`` of :func:`detect_trenches`).
+
+    With ``rows="edges"`` each row's periodicity is that of its edges' magnitude
+    (the absolute difference of neighbouring columns): a lumen has its walls
+    whatever it holds, so filled lumens dark between bright rims and empty ones
+    the inverse repeat at the pitch there, where their mix in the plain rows puts
+    the power half-way between its harmonics.
+    """
     rot = rotated_band_image(bands8, y8, shape, angle, y8)
-    power, ratio = row_periodicity(rot, pitch)
+    power, ratio = row_periodicity(np.abs(np.diff(rot, axis=1)) if rows == "edges" else rot,
+                                   pitch)
     coherence = row_coherence(rot, pitch) if kind == "fluorescence" else None
     weak = PHASE_WEAK_RATIO if kind == "phase" else None
     return rot, power, ratio, find_sets(power, ratio, y8, pitch, n_sets, coherence=coherence,
-                                        weak_ratio=weak, weak_alone=weak_rows_alone)
+                                        weak_ratio=weak, weak_alone=rows == "weak")
 
 
 def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noise):

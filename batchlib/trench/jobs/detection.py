@@ -58,7 +58,9 @@ class TrenchDetection(BatchJobOnContainer):
     # 17: empty phase lumens beyond a run of full trenches kept; 18: a phase angle
     # corrected by the lean of the lumens' closed-end lines, empty flags kept per set; 19:
     # phase boxes clear of dark cells' tips where no empty lumens give a reference (the
-    # walls' level), twice the pitch refused where half-way stripes are as structured
+    # walls' level), twice the pitch refused where half-way stripes are as structured,
+    # rows' periodicity from their edges where no run is periodic, unsure phase layouts
+    # tried at multiples of their pitch
     version = "19"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
