@@ -1341,7 +1341,7 @@ def _mother_cut_depths(acq, layout, drift):
                      for i, j in pairs if np.isfinite(mother[i])])
 
 
-@pytest.mark.parametrize("seed,before", [(1009, 1.11), (6, 0.64)])
+@pytest.mark.parametrize("seed,before", [(1009, 1.11), (6, 0.64), (1026, 2.61), (1021, 2.33)])
 def test_phase_boxes_clear_dark_mothers_without_an_empty_lumen_reference(seed, before):
     """Independent simulator: lumens as bright as their walls hold dark mothers with
     bright halos. Seed 1009's upper set has no empty trench, and its end line fell 2.7 px
@@ -1349,13 +1349,17 @@ def test_phase_boxes_clear_dark_mothers_without_an_empty_lumen_reference(seed, b
     ``before``); seed 6's reference was the median of three lumens flagged empty, one of
     them filled (up to 0.64 px in). The cells' tips are now also found against the walls'
     own level, followed out to where their halo takes over, and every box clears its
-    mother (by 0.7 and 0.4 px)."""
+    mother (by 0.7 and 0.4 px). Seeds 1026 and 1021 (one empty lumen per set): the cells'
+    halos reach over their tips, their dark bodies stop 2-3 px short of them, and the
+    boxes started up to ``before`` px into the mothers at confidence 0.78 and 0.53
+    without a warning; no empty lumen may now end beyond the line, and the move that
+    takes says the edge was wrong (warned)."""
     from batchlib.trench.detection.movie import detect_in_movie, movie_drift
 
     acq = _independent_simulation(seed)
     layout, reference = detect_in_movie(acq.phase, "phase")
     depth = _mother_cut_depths(acq, layout, movie_drift(acq.phase, reference, layout, "phase"))
-    assert len(depth) >= 24
+    assert len(depth) >= 15
     assert depth.max() < 0 < before, depth
 
 
