@@ -650,14 +650,14 @@ def _phase_cell_tips(rows, profs, filled, edges, reach=40, k=5.0):
             # darker at all, its edge (where a bright halo takes over), 1.5 px
             # beyond the row 5 sigmas dark (1009: with that row, boxes 0.1 px into
             # two mothers and every mother's first row cut by Segment)
-            follow_k = 1.0
+            against_walls, follow_k = True, 1.0
         else:
-            follow_k = k
+            against_walls, follow_k = False, k
     if not sigma > 0:
         return None
     darker = ref[:, None] - profs
     dark = _held(darker > k * sigma)
-    follow = dark if follow_k == k else _held(darker > follow_k * sigma)
+    follow = _held(darker > follow_k * sigma) if against_walls else dark
     tips = np.full((len(empty), 2), np.nan)
     for i in np.flatnonzero(filled):
         for end, inward in ((0, +1), (1, -1)):
@@ -672,7 +672,7 @@ def _phase_cell_tips(rows, profs, filled, edges, reach=40, k=5.0):
                     (rows[j - inward] - edges[end]) * inward > -15:
                 j -= inward
             tips[i, end] = rows[j]
-    return tips, follow_k != k
+    return tips, against_walls
 
 
 def _held(rows_true):
