@@ -89,14 +89,10 @@ def test_an_outline_that_wobbles_by_two_pixels_beside_growth_is_still():
     assert static_trenches(lab)[0] == []
 
 
-@pytest.mark.parametrize("seed", [10133, 10172])
-def test_held_out_texture_patch_taken_for_a_cell_is_warned_about(seed):
-    """Held-out alt_optics (phase, detected boxes): an empty trench that detection calls
-    filled holds one object that stays put in all 8 frames; it used to pass unwarned.
-    10133: a 68 px object with the same rows in every frame; 10172: a 19 px blob whose
-    first row reads 2 px lower in one frame (the old range-over-frames test missed it).
-    (10207, a blob whose first row wobbled by 2 px, is now mostly dropped as a thin
-    object: see the next test.)"""
+def _alt_optics_through_the_chain(seed):
+    """Held-out alt_optics ``seed`` (768², 8 frames) detected, cropped and segmented as the
+    benchmark does: ``(crops, labels, truly_empty)`` with the boxes whose matched true
+    trench holds no cell in any frame."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     import bench_segmentation as B
     from batchlib.trench.synthetic import simulate_position
@@ -113,13 +109,25 @@ def test_held_out_texture_patch_taken_for_a_cell_is_warned_about(seed):
     empty = lay.trenches["empty"].to_numpy(bool)
     pred, _ = B.segment(crops, "phase", lay.quality.get("lumen_width_px", 14.0), empty, "unet",
                         lay.quality.get("closed_end_margin_px"))
+    pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
+                           movie.shape[1:], cfg.pitch_px)
+    truly_empty = [b for t, b in pairs if count_labels(pos.trench_labels)[t].max() == 0]
+    return crops, pred, truly_empty
+
+
+@pytest.mark.parametrize("seed", [10133, 10172])
+def test_held_out_texture_patch_taken_for_a_cell_is_warned_about(seed):
+    """Held-out alt_optics (phase, detected boxes): an empty trench that detection calls
+    filled holds one object that stays put in all 8 frames; it used to pass unwarned.
+    10133: a 68 px object with the same rows in every frame; 10172: a 19 px blob whose
+    first row reads 2 px lower in one frame (the old range-over-frames test missed it).
+    (10207, a blob whose first row wobbled by 2 px, is now mostly dropped as a thin
+    object: see the next test.)"""
+    crops, pred, truly_empty = _alt_optics_through_the_chain(seed)
     figures, warnings = judge([block_figures(crops, pred, "phase")])
     assert len(figures["still_trenches"]) == 1
     (j,) = figures["still_trenches"]
-    pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
-                           movie.shape[1:], cfg.pitch_px)
-    truth = dict((b, t) for t, b in pairs)[j]
-    assert count_labels(pos.trench_labels)[truth].max() == 0   # the trench is truly empty
+    assert j in truly_empty
     assert any(f"trench {j} (frames 0-7)" in w for w in warnings)
 
 
@@ -130,26 +138,7 @@ def test_held_out_texture_blob_in_an_empty_trench_is_mostly_dropped():
     are dropped now (:func:`~batchlib.trench.segmentation.fragments.drop_thin_objects`):
     7 of the 8 go. The eighth (146 px in frame 1) stays, and a blob seen in one frame is
     not still, so nothing warns about it: one false cell where there were eight."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    import bench_segmentation as B
-    from batchlib.trench.synthetic import simulate_position
-    from batchlib.trench.synthetic.families import sample_config
-    from batchlib.trench.synthetic.scoring import count_labels, match_boxes
-
-    cfg = sample_config("alt_optics", 10207, height=768, width=768, n_timepoints=8,
-                        n_positions=1)
-    pos = simulate_position(cfg, 0)
-    movie = pos.movies[B.channels_of(cfg)[0]]
-    lay, ref = B.detect_in_movie(movie, "phase", box_width=cfg.box_width)
-    drift = B.movie_drift(movie, ref, lay, "phase")
-    crops = np.stack([B.crop_trenches(movie[t], lay, drift_yx=drift[t]) for t in range(len(movie))],
-                     axis=1)
-    empty = lay.trenches["empty"].to_numpy(bool)
-    pred, _ = B.segment(crops, "phase", lay.quality.get("lumen_width_px", 14.0), empty, "unet",
-                        lay.quality.get("closed_end_margin_px"))
-    pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
-                           movie.shape[1:], cfg.pitch_px)
-    truly_empty = [b for t, b in pairs if count_labels(pos.trench_labels)[t].max() == 0]
+    _, pred, truly_empty = _alt_optics_through_the_chain(10207)
     assert truly_empty
     frames_with_objects = sum(int(pred[b, t].max() > 0) for b in truly_empty
                               for t in range(pred.shape[1]))
