@@ -594,6 +594,8 @@ WALLS_NOISE_BEYOND = 8.0
 #: Empty lumens whose scatter about their median exceeds this many times the walls'
 #: noise are no reference for the cells' tips (one of them holds cells).
 EMPTY_AGREE = 3.0
+#: Against the walls' level a cell is followed outwards while this many sigmas darker.
+WALLS_FOLLOW_SIGMAS = 1.0
 
 
 def _mad_sigma(values) -> float:
@@ -650,14 +652,14 @@ def _phase_cell_tips(rows, profs, filled, edges, reach=40, k=5.0):
             # darker at all, its edge (where a bright halo takes over), 1.5 px
             # beyond the row 5 sigmas dark (1009: with that row, boxes 0.1 px into
             # two mothers and every mother's first row cut by Segment)
-            against_walls, follow_k = True, 1.0
+            against_walls = True
         else:
-            against_walls, follow_k = False, k
+            against_walls = False
     if not sigma > 0:
         return None
     darker = ref[:, None] - profs
     dark = _held(darker > k * sigma)
-    follow = _held(darker > follow_k * sigma) if against_walls else dark
+    follow = _held(darker > WALLS_FOLLOW_SIGMAS * sigma) if against_walls else dark
     tips = np.full((len(empty), 2), np.nan)
     for i in np.flatnonzero(filled):
         for end, inward in ((0, +1), (1, -1)):

@@ -526,26 +526,14 @@ def _periodic_rows_said(ratio, row_y, pitch, min_ratio=3.0) -> str:
     """
     r = np.nan_to_num(np.asarray(ratio, float))
     said = f"the strongest row's periodicity ratio is {r.max():.1f}"
-    if not (r >= min_ratio).any():
-        return said + f"; a set needs a run of rows at {min_ratio:g} or more"
-    longest = _longest_periodic_span(r, row_y, min_ratio)
-    return (said + f", but rows at {min_ratio:g} or more span {longest:.0f} px at most, "
-            f"where a set needs one pitch ({pitch:.0f} px)")
-
-
-def _longest_periodic_span(ratio, row_y, min_ratio=3.0) -> float:
-    """Rows (px) spanned by the longest run of rows whose periodicity ratio reaches
-    ``min_ratio`` (0 when none does).
-
-    >>> _longest_periodic_span(np.array([1.0, 4.0, 5.0, 2.0, 9.0]), np.arange(5) * 8.0)
-    16.0
-    """
-    high = np.nan_to_num(np.asarray(ratio, float)) >= min_ratio
+    high = r >= min_ratio
     if not high.any():
-        return 0.0
+        return said + f"; a set needs a run of rows at {min_ratio:g} or more"
     step = float(np.median(np.diff(row_y))) if len(row_y) > 1 else 1.0
     edges = np.diff(np.concatenate([[0], high.astype(int), [0]]))
-    return float(np.max(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1))) * step
+    longest = int(np.max(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)))
+    return (said + f", but rows at {min_ratio:g} or more span {longest * step:.0f} px at most, "
+            f"where a set needs one pitch ({pitch:.0f} px)")
 
 
 def _phase_retry_acceptable(changed, layout) -> bool:
