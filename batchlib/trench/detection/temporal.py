@@ -13,12 +13,17 @@ over the change between them was 7.6-16 on right layouts (nominal,
 dark_lumen, halo_walls 10252; mixed 10247) and 0.18-0.48 on the layouts that
 boxed the walls (mixed 10212, 10224, 10226, 10252 pos 1); a layout boxing half
 its trenches right gave 1.0.
+
+The same frames check the empty flags where a frame's lumen texture leaves them
+unclear (:func:`trench_changes`, :func:`empty_flags_in_time`): an empty lumen
+changes by the noise alone, like the walls beside it.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["temporal_contrast", "flip_thresholds", "FLIP_BELOW", "VERIFIED_ABOVE",
+__all__ = ["aligned_frames", "temporal_contrast", "trench_changes", "empty_flags_in_time",
+           "flip_thresholds", "FLIP_BELOW", "VERIFIED_ABOVE",
            "UNVERIFIED_FLIP_BELOW", "UNVERIFIED_VERIFIED_ABOVE"]
 
 #: Below this ratio the boxes sit where nothing changes: the walls.
@@ -49,15 +54,71 @@ def flip_thresholds(unverified: bool) -> tuple:
     return FLIP_BELOW, VERIFIED_ABOVE
 
 
-def temporal_contrast(movie, layout, max_frames: int = 6, margin: int = 10) -> float:
+def aligned_frames(movie, layout, max_frames: int = 6):
+    """``(stack, b, shape)``: up to ``max_frames`` frames from the layout's reference
+    frame on, aligned on it (:class:`.drift.DriftEstimator`, bilinear shifts) and
+    binned by ``b`` to about 512 px (a lumen stays several pixels wide; at 2048², 6
+    frames: 585 -> 199 ms, most of it the drift), and the frames' shape. ``None``
+    for fewer than 3 frames.
+    """
+    from scipy import ndimage
+
+    from .drift import DriftEstimator
+
+    n_t = movie.shape[0]
+    start = int(layout.quality.get("reference_frame", 0))
+    stop = min(n_t, start + max_frames)
+    if stop - start < 3:
+        return None
+    ref = np.asarray(movie[start], np.float32)
+    estimator = DriftEstimator(ref)
+    b = max(1, min(ref.shape) // 512)
+
+    def binned(a):
+        h, w = (a.shape[0] // b) * b, (a.shape[1] // b) * b
+        return a[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3))
+
+    frames = [binned(ref)]
+    for t in range(start + 1, stop):
+        frame = np.asarray(movie[t], np.float32)
+        shift = -np.asarray(estimator(frame), float) / b
+        frames.append(ndimage.shift(binned(frame), shift, order=1, mode="nearest"))
+    return np.stack(frames), b, ref.shape
+
+
+def _along_boxes(change, b, shape, layout, offsets, margin):
+    """Mean of the map ``change`` (frames of ``shape`` binned by ``b``) along every
+    box's axis moved sideways by each of ``offsets`` (rotated pixels), ``margin`` rows in from both
+    ends: ``(n_boxes, len(offsets))``, NaN rows for boxes too short."""
+    from scipy import ndimage
+
+    from ..geometry import rotated_to_raw
+
+    tr = layout.trenches
+    out = np.full((len(tr), len(offsets)), np.nan)
+    for i, r in enumerate(tr.itertuples()):
+        n = int(r.height) - 2 * margin
+        if n < 3:
+            continue
+        rows = float(r.y_closed) + int(r.direction) * np.arange(margin, margin + n, dtype=float)
+        for j, dx in enumerate(offsets):
+            pts = np.stack([rows, np.full(rows.shape, float(r.x_center) + dx)], axis=-1)
+            raw = (rotated_to_raw(pts, layout.angle_deg, shape) - 0.5 * (b - 1)) / b
+            out[i, j] = float(np.mean(ndimage.map_coordinates(change, [raw[:, 0], raw[:, 1]],
+                                                              order=1, mode="nearest")))
+    return out
+
+
+def temporal_contrast(movie, layout, max_frames: int = 6, margin: int = 10,
+                      aligned=None) -> float:
     """How much more the image changes over time on the boxes' axes than half a pitch
     beside them (NaN when it cannot be measured).
 
     Up to ``max_frames`` frames from the layout's reference frame on are aligned on
-    it (:class:`.drift.DriftEstimator`, bilinear shifts); the change is the standard
-    deviation of the differences between consecutive frames over the mean frame,
-    sampled along every box's axis (``margin`` rows in from both ends) and along
-    the line half a pitch beside it; the ratio of the two medians over the boxes.
+    it (:func:`aligned_frames`, or ``aligned``, its result); the change is the
+    standard deviation of the differences between consecutive frames over the mean
+    frame, sampled along every box's axis (``margin`` rows in from both ends) and
+    along the line half a pitch beside it; the ratio of the two medians over the boxes.
 
     Examples
     --------
@@ -72,45 +133,79 @@ def temporal_contrast(movie, layout, max_frames: int = 6, margin: int = 10) -> f
     >>> bool(temporal_contrast(movie, lay) > 5)
     True
     """
-    from scipy import ndimage
-
-    from ..geometry import rotated_to_raw
-    from .drift import DriftEstimator
-
-    n_t = movie.shape[0]
-    start = int(layout.quality.get("reference_frame", 0))
-    stop = min(n_t, start + max_frames)
-    tr = layout.trenches
-    if stop - start < 3 or len(tr) == 0:
+    aligned = aligned if aligned is not None else aligned_frames(movie, layout, max_frames)
+    if aligned is None or len(layout.trenches) == 0:
         return float("nan")
-    ref = np.asarray(movie[start], np.float32)
-    estimator = DriftEstimator(ref)
-    # binned to about 512 px: a lumen stays several pixels wide, the cost a sixteenth
-    # at 2048² (6 frames: 585 -> 199 ms, most of it the drift)
-    b = max(1, min(ref.shape) // 512)
-
-    def binned(a):
-        h, w = (a.shape[0] // b) * b, (a.shape[1] // b) * b
-        return a[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3))
-
-    frames = [binned(ref)]
-    for t in range(start + 1, stop):
-        frame = np.asarray(movie[t], np.float32)
-        shift = -np.asarray(estimator(frame), float) / b
-        frames.append(ndimage.shift(binned(frame), shift, order=1, mode="nearest"))
-    stack = np.stack(frames)
+    stack, b, shape = aligned
     change = np.std(np.diff(stack, axis=0), axis=0) / np.maximum(np.abs(stack.mean(axis=0)), 1e-6)
-    on, off = [], []
-    for r in tr.itertuples():
-        n = int(r.height) - 2 * margin
-        if n < 3:
-            continue
-        rows = float(r.y_closed) + int(r.direction) * np.arange(margin, margin + n, dtype=float)
-        for dx, out in ((0.0, on), (0.5 * float(layout.pitch), off)):
-            pts = np.stack([rows, np.full(rows.shape, float(r.x_center) + dx)], axis=-1)
-            raw = (rotated_to_raw(pts, layout.angle_deg, ref.shape) - 0.5 * (b - 1)) / b
-            out.append(float(np.mean(ndimage.map_coordinates(change, [raw[:, 0], raw[:, 1]],
-                                                             order=1, mode="nearest"))))
-    if not on:
+    along = _along_boxes(change, b, shape, layout, (0.0, 0.5 * float(layout.pitch)), margin)
+    along = along[np.isfinite(along).all(axis=1)]
+    if not len(along):
         return float("nan")
-    return float(np.median(on) / max(float(np.median(off)), 1e-12))
+    return float(np.median(along[:, 0]) / max(float(np.median(along[:, 1])), 1e-12))
+
+
+def trench_changes(movie, layout, max_frames: int = 6, margin: int = 10, aligned=None):
+    """Per box: how much the image changes over time along its axis over how much it
+    changes along the walls half a pitch to either side (NaN where not measured).
+
+    The change is the standard deviation of the differences between consecutive
+    aligned frames (:func:`aligned_frames`), in grey levels: an empty lumen, like
+    the PDMS beside it, changes by the noise alone (ratios 0.9-1.2 on the
+    independent simulator's optics, 0.5-3 on the generator's, where lumens and
+    walls differ in brightness and so in shot noise), a lumen whose cells grow and
+    move by far more (5-30 on the independent simulator, 8 frames). See
+    :func:`empty_flags_in_time`.
+    """
+    aligned = aligned if aligned is not None else aligned_frames(movie, layout, max_frames)
+    if aligned is None or len(layout.trenches) == 0:
+        return np.full(len(layout.trenches), np.nan)
+    stack, b, shape = aligned
+    change = np.std(np.diff(stack, axis=0), axis=0)
+    half = 0.5 * float(layout.pitch)
+    along = _along_boxes(change, b, shape, layout, (0.0, -half, half), margin)
+    return along[:, 0] / np.maximum(0.5 * (along[:, 1] + along[:, 2]), 1e-12)
+
+
+#: The factor by which the trenches' changes over time must split (the largest gap
+#: between them, in log space), as for the lumens' texture (:func:`.quality.empty_flags_clear`).
+CLEAR_GAP = 2.5
+
+
+def empty_flags_in_time(changes, empty, min_empty: int = 2):
+    """``(empty, confirmed, gap)``: the empty flags checked against the trenches'
+    change over time (:func:`trench_changes`).
+
+    Where the lumens' texture in one frame does not separate empty trenches from
+    filled ones by a clear gap, time may: an empty lumen changes from frame to
+    frame by the noise alone, one with cells by their growth and movement. When
+    the changes split by a gap of :data:`CLEAR_GAP` or more, a flagged trench on
+    the changing side holds cells (its flag is dropped: the direction that costs
+    no cells), and the flags are confirmed when at least ``min_empty`` flagged
+    trenches stay on the still side and make at least half of it (texture and
+    time then agree on what is empty; still trenches the texture calls filled
+    keep that call: a cell that does not grow is still a cell). ``gap`` is the
+    split's factor (1.0 where fewer than four trenches were measured).
+
+    Examples
+    --------
+    >>> changes = [1.0, 0.9, 1.1, 12.0, 9.0, 15.0, 11.0, 10.5]
+    >>> flags = [True, True, False, True, False, False, False, False]
+    >>> empty, confirmed, gap = empty_flags_in_time(changes, flags)
+    >>> empty.tolist(), confirmed, round(gap, 1)
+    ([True, True, False, False, False, False, False, False], True, 8.2)
+    >>> empty_flags_in_time([1.0, 1.2, 1.5, 1.9, 2.2, 2.6], [True] * 3 + [False] * 3)[1]
+    False
+    """
+    from .quality import _largest_gap
+
+    empty = np.asarray(empty, bool).copy()
+    changes = np.asarray(changes, float)
+    measured = np.isfinite(changes)
+    gap, threshold = _largest_gap(changes[measured])
+    if not gap > CLEAR_GAP:
+        return empty, False, gap
+    still = measured & (changes < threshold)
+    empty &= ~(measured & ~still)
+    kept = int(np.sum(empty & still))
+    return empty, bool(kept >= min_empty and 2 * kept >= int(still.sum())), gap

@@ -60,8 +60,9 @@ class TrenchDetection(BatchJobOnContainer):
     # phase boxes clear of dark cells' tips where no empty lumens give a reference (the
     # walls' level), twice the pitch refused where half-way stripes are as structured,
     # rows' periodicity from their edges where no run is periodic, unsure phase layouts
-    # tried at multiples of their pitch
-    version = "19"
+    # tried at multiples of their pitch; 20: phase empty flags the texture left unclear
+    # checked over time (empty lumens change by the noise alone)
+    version = "20"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
