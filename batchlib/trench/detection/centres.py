@@ -355,6 +355,13 @@ def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitc
     return pos[order], ncc[order]
 
 
+#: A lattice site inside the run of trenches is an empty lumen when its lumen-minus-walls
+#: contrast has the template's sign and this share of its size ...
+WEAK_LUMEN_RATIO = 0.1
+#: ... and its own template match, within a tenth of the pitch of the site, reaches this.
+WEAK_LUMEN_NCC = 0.3
+
+
 def locate_centres(profile, pitch, axis, first, last, kind="phase", texture=None,
                    lumen_width=None):
     """Sub-pixel trench centres of a set from its cross profile and lumen axis.
@@ -426,6 +433,7 @@ def locate_centres(profile, pitch, axis, first, last, kind="phase", texture=None
         keep &= strong_site | (shaped & inner & (np.abs(ratio) >= 0.1))
     dropped_inner = ~keep & inner if kind == "phase" else np.zeros(len(pos), bool)
     dropped_ncc = np.nan_to_num(ncc[dropped_inner])
+    dropped_pos = pos[dropped_inner]
     pos, ncc = pos[keep], ncc[keep]
     if pos.size == 0:
         return None
@@ -444,7 +452,15 @@ def locate_centres(profile, pitch, axis, first, last, kind="phase", texture=None
         # shows it: 5-16 times the walls', where empty lumens had 0.5-0.8. A lattice
         # site inside the run needs less than a site beyond it (10 times).
         at = offset + np.rint((site[dropped_inner] - offset) / pitch_fit) * pitch_fit
-        lumen_like = np.abs(_contrast_ratio(profile, at, offsets, tmpl, pitch)) >= 0.4
+        ratio_at = _contrast_ratio(profile, at, offsets, tmpl, pitch)
+        lumen_like = np.abs(ratio_at) >= 0.4
+        # An empty lumen as bright as the walls beside filled ones whose cells set the
+        # template (independent simulator 1020: 16 of 77 trenches dropped, unwarned;
+        # 1011: 4) keeps a weak contrast of the lumen's sign, 0.17-0.35 of the
+        # template's, and a shape that matches it in part (0.39-0.49) right at its
+        # lattice position; plain PDMS shows neither.
+        lumen_like |= ((ratio_at >= WEAK_LUMEN_RATIO) & (dropped_ncc >= WEAK_LUMEN_NCC)
+                       & (np.abs(dropped_pos - at) <= 0.1 * pitch_fit))
         if texture is not None:
             lumen_like |= _holds_cells(texture, at, pitch, factor=4.0)
         apart = np.min(np.abs(at[:, None] - pos[None, :]), axis=1) > 0.5 * pitch_fit
