@@ -62,7 +62,8 @@ class TrenchDetection(BatchJobOnContainer):
     # rows' periodicity from their edges where no run is periodic, unsure phase layouts
     # tried at multiples of their pitch; 20: phase empty flags the texture left unclear
     # checked over time (empty lumens change by the noise alone), lattice sites inside
-    # the run with a weak contrast of the lumen's sign kept (empty lumens as bright as walls)
+    # the run with a weak contrast of the lumen's sign kept (empty lumens as bright as walls),
+    # an unsure phase layout's pitch doubled or tripled where time says so
     version = "20"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
