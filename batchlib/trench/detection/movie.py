@@ -158,17 +158,18 @@ def _multiple_pitch_in_time(movie, layout, reference, detect_kwargs, direction):
     Half the pitch boxes every lumen and every wall alike, and on a textured chip
     (the ``mixed`` family) one frame can neither tell the two apart nor accept
     twice that pitch: the stripes half-way between its boxes, the walls, look as
-    structured as the lumens (:func:`.trench_array._half_way_alike`) (held-out mixed 10233 at 768²: 92 boxes at 15.9 px
-    for 46 trenches at 31.7, confidence 0.08). Over time the lumens change and the
+    structured as the lumens (:func:`.trench_array._half_way_alike`; held-out mixed
+    10233 at 768²: 92 boxes at 15.9 px for 46 trenches at 31.7, confidence 0.08). Over time the lumens change and the
     walls do not: at the true pitch the boxes change 9.9x more than half a pitch
     beside them, at half of it 4.2x (half the boxes on walls). Where the half-way
     stripes are lumens too (twice the true pitch), the contrast stays near 1.
     """
-    from .temporal import VERIFIED_ABOVE, temporal_contrast
+    from .temporal import VERIFIED_ABOVE, aligned_frames, temporal_contrast
 
+    aligned = aligned_frames(movie, layout)  # one alignment for every layout tried
     first = layout.quality.get("temporal_contrast")
     if first is None:
-        first = temporal_contrast(movie, layout)
+        first = temporal_contrast(movie, layout, aligned=aligned)
     if not np.isfinite(first):
         return layout
     width = reference.shape[1]
@@ -186,7 +187,7 @@ def _multiple_pitch_in_time(movie, layout, reference, detect_kwargs, direction):
             continue
         if "reference_frame" in layout.quality:
             other.quality["reference_frame"] = layout.quality["reference_frame"]
-        ratio = temporal_contrast(movie, other)
+        ratio = temporal_contrast(movie, other, aligned=aligned)
         if ratio >= max(VERIFIED_ABOVE, 1.5 * first) and (
                 best is None or other.quality["confidence"] > best.quality["confidence"]):
             other.quality["temporal_contrast"] = ratio
