@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["end_line_lean", "closed_end_angle_error", "phase_closed_ends"]
+__all__ = ["end_line_lean", "closed_end_angle_error", "phase_closed_ends",
+           "empty_end_shifts"]
 
 
 def end_line_lean(x, tips, min_tips=5, max_scatter_px=1.0, n_rounds=4):
@@ -160,3 +161,44 @@ def phase_closed_ends(image, trenches, angle_deg, pitch, half_width, reach=24, f
         ends[np.abs(ends - line) > far] = np.nan
         out[trenches.index.get_indexer(g.index)] = ends
     return out
+
+
+#: Where a set's line sits inside its empty lumens' half-level ends when detection drew
+#: it from them (independent simulator 1025, 1032, 1056 set 0: 0.2-0.7 px, median 0.45).
+EMPTY_END_OFFSET = 0.5
+#: A set's empty lumens must end this much further out than that for its boxes to move.
+EMPTY_END_SLACK = 0.5
+
+
+def empty_end_shifts(image, trenches, angle_deg, pitch, half_width, margin, min_empty=2,
+                     max_spread=1.0):
+    """Per set, how far (rotated rows, :meth:`~.trench_array.TrenchLayout.moved_along`)
+    its boxes must move out for its line to sit as far inside its empty lumens' closed
+    ends (:func:`phase_closed_ends`) as detection puts it when it draws the line from
+    them (:data:`EMPTY_END_OFFSET`); only sets with at least ``min_empty`` empty
+    trenches whose ends agree within ``max_spread`` px and lie more than
+    :data:`EMPTY_END_SLACK` beyond that. ``trenches``: a layout's boxes (``y_closed``
+    is the box start, ``margin`` px outside the line).
+
+    For a movie whose empty flags the lumens' texture left unclear and time confirmed
+    (:mod:`.temporal`): its lines were drawn with the unverified flags, and filled
+    trenches among them put a line at the mothers' tips (independent simulator 1056:
+    7 of 19 flagged trenches held cells; one set's line 2.3 px inside its closed
+    ends, boxes up to 1.15 px into 17 of 38 mothers, confidence 0.57 unwarned; its 7
+    empty lumens ended 1.9-2.5 px beyond the line).
+    """
+    ends = phase_closed_ends(image, trenches, angle_deg, pitch, half_width)
+    shifts = {}
+    for k, g in trenches.groupby("set", sort=False):
+        idx = trenches.index.get_indexer(g.index)
+        empty = g["empty"].to_numpy(bool)
+        d = int(g["direction"].iloc[0])
+        line = g["y_closed"].to_numpy(float) + d * margin
+        beyond = ((line - ends[idx]) * d)[empty]
+        beyond = beyond[np.isfinite(beyond)]
+        if beyond.size < min_empty or np.ptp(beyond) > max_spread:
+            continue
+        move = float(np.median(beyond)) - EMPTY_END_OFFSET
+        if move > EMPTY_END_SLACK:
+            shifts[int(k)] = -d * move
+    return shifts

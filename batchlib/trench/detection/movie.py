@@ -67,7 +67,7 @@ def detect_in_movie(movie, kind, **detect_kwargs):
             and layout.quality["confidence"] < LOW_PHASE_CONFIDENCE:
         layout = _multiple_pitch_in_time(movie, layout, reference, detect_kwargs, forced)
     if kind == "phase" and not layout.quality.get("empty_flags_clear", 1.0) and n_t >= 3:
-        layout = _empty_flags_checked_in_time(movie, layout)
+        layout = _empty_flags_checked_in_time(movie, layout, reference)
     if kind == "fluorescence" and forced is None:
         picks = np.unique(np.linspace(0, n_t - 1, min(n_t, 3)).round().astype(int))
         layout = orient_by_tips(reference, [np.asarray(movie[t], np.float32) for t in picks],
@@ -202,7 +202,7 @@ def _multiple_pitch_in_time(movie, layout, reference, detect_kwargs, direction):
     return layout if best is None else best
 
 
-def _empty_flags_checked_in_time(movie, layout):
+def _empty_flags_checked_in_time(movie, layout, reference):
     """The phase layout whose empty flags its lumens' texture left unclear, with the
     flags checked against each trench's change over time (:mod:`.temporal`).
 
@@ -215,6 +215,9 @@ def _empty_flags_checked_in_time(movie, layout):
     cells to 52-100 % of their empty trench-frames. Their changes over time: 0.9-1.2
     for empty trenches, 5-27 for filled ones. Records ``empty_flags_in_time`` (the
     split's factor) and ``empty_flags_dropped_in_time``.
+    The sets' closed-end lines were drawn with the unverified flags; confirmed, the
+    empty lumens move a set's boxes out where they end beyond its line
+    (:func:`.end_line.empty_end_shifts`, ``closed_end_moved_in_time_px``, warned).
     """
     from .temporal import empty_flags_in_time, trench_changes
 
@@ -229,14 +232,47 @@ def _empty_flags_checked_in_time(movie, layout):
         layout.trenches = trenches
         layout.quality["empty_flags_clear"] = 1.0
         layout.quality["empty_fraction"] = float(np.mean(empty))
+        layout = _ends_at_empty_lumens(reference, layout)
     return layout
+
+
+def _ends_at_empty_lumens(reference, layout):
+    """The layout with every set moved out to its confirmed empty lumens' closed ends
+    (:func:`.end_line.empty_end_shifts`) where its line lies inside them, warned."""
+    from .end_line import empty_end_shifts
+
+    q = layout.quality
+    half_width = max(1, int(np.floor(0.25 * q.get("lumen_width_px", 4.0))))
+    shifts = empty_end_shifts(reference, layout.trenches, layout.angle_deg, layout.pitch,
+                              half_width, q.get("closed_end_margin_px", 0.0))
+    moved, shifts = _moved_inside(layout, shifts)
+    moved.quality["closed_end_moved_in_time_px"] = float(
+        max((abs(v) for v in shifts.values()), default=0.0))
+    if not shifts:
+        return moved
+    moved.warnings.append(
+        f"the closed ends of {len(shifts)} trench set(s) were moved out by up to "
+        f"{moved.quality['closed_end_moved_in_time_px']:.1f} px to their empty lumens' ends: "
+        "they had been drawn while the empty flags were unclear (some trenches taken for "
+        "empty hold cells, found over time); check the QC picture")
+    return moved
 
 
 def _closed_ends_on_frame(layout, reference, frame):
     """The fluorescence layout with every set moved to ``frame``'s mother tips
     (:func:`.closed_end_drift.set_shifts_to_frame`), except a set whose boxes would
     leave the image; ``quality["closed_end_frame_shift_px"]``, the largest move."""
-    shifts = set_shifts_to_frame(reference, frame, layout)
+    moved, shifts = _moved_inside(layout, set_shifts_to_frame(reference, frame, layout))
+    moved.quality["closed_end_frame_shift_px"] = float(
+        max((abs(v) for v in shifts.values()), default=0.0))
+    return moved
+
+
+def _moved_inside(layout, shifts):
+    """``(moved, shifts)``: the layout with its sets moved along the trenches by
+    ``shifts`` (:meth:`~.trench_array.TrenchLayout.moved_along`), except the sets whose
+    boxes would then leave the image, and the shifts kept."""
+    shifts = dict(shifts)
     moved = layout.moved_along(shifts)
     tr = moved.trenches
     raw = np.stack([tr[[f"raw_y{i}" for i in range(4)]].to_numpy(),
@@ -246,9 +282,7 @@ def _closed_ends_on_frame(layout, reference, frame):
         shifts.pop(k, None)
     if outside.any():
         moved = layout.moved_along(shifts)
-    moved.quality["closed_end_frame_shift_px"] = float(
-        max((abs(v) for v in shifts.values()), default=0.0))
-    return moved
+    return moved, shifts
 
 
 def movie_drift(movie, reference, layout, kind, start=0, previous=None):

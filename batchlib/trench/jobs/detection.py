@@ -61,7 +61,8 @@ class TrenchDetection(BatchJobOnContainer):
     # walls' level), twice the pitch refused where half-way stripes are as structured,
     # rows' periodicity from their edges where no run is periodic, unsure phase layouts
     # tried at multiples of their pitch; 20: phase empty flags the texture left unclear
-    # checked over time (empty lumens change by the noise alone), lattice sites inside
+    # checked over time (empty lumens change by the noise alone) and the lines of sets
+    # whose confirmed empty lumens end beyond them moved out, lattice sites inside
     # the run with a weak contrast of the lumen's sign kept (empty lumens as bright as walls),
     # an unsure phase layout's pitch doubled or tripled where time says so
     version = "20"
