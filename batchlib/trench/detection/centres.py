@@ -469,8 +469,8 @@ def locate_centres(profile, pitch, axis, first, last, kind="phase", texture=None
         ratio_at = _contrast_ratio(profile, at, offsets, tmpl, pitch)
         lumen_like = np.abs(ratio_at) >= 0.4
         # An empty lumen as bright as the walls beside filled ones whose cells set the
-        # template (independent simulator 1020: 16 of 77 trenches dropped, unwarned;
-        # 1011: 4) keeps a weak contrast of the lumen's sign, 0.17-0.35 of the
+        # template (independent simulator 1020: 16 of 77 trenches dropped, unwarned)
+        # keeps a weak contrast of the lumen's sign, 0.17-0.35 of the
         # template's, and a shape that matches it in part (0.39-0.49) right at its
         # lattice position; plain PDMS shows neither.
         lumen_like |= ((ratio_at >= WEAK_LUMEN_RATIO) & (dropped_ncc >= WEAK_LUMEN_NCC)
