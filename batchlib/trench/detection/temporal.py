@@ -154,7 +154,7 @@ def trench_changes(movie, layout, max_frames: int = 6, margin: int = 10, aligned
     the PDMS beside it, changes by the noise alone (ratios 0.9-1.2 on the
     independent simulator's optics, 0.5-3 on the generator's, where lumens and
     walls differ in brightness and so in shot noise), a lumen whose cells grow and
-    move by far more (5-30 on the independent simulator, 8 frames). See
+    move by far more (5-27 on the independent simulator, its first 6 frames). See
     :func:`empty_flags_in_time`.
     """
     aligned = aligned if aligned is not None else aligned_frames(movie, layout, max_frames)
