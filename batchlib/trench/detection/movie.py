@@ -61,13 +61,15 @@ def detect_in_movie(movie, kind, **detect_kwargs):
             raise
         layout, reference = _from_another_frame(movie, error, detect_kwargs, forced)
     n_t = movie.shape[0]
+    aligned = _aligned_once(movie)  # the checks over time share the frames' alignment
     if kind == "phase" and detect_kwargs.get("lumen", "auto") == "auto" and n_t >= 3:
-        layout = _checked_in_time(movie, layout, reference, detect_kwargs, forced)
+        layout = _checked_in_time(movie, layout, reference, detect_kwargs, forced, aligned)
     if kind == "phase" and detect_kwargs.get("pitch") is None and n_t >= 3 \
             and layout.quality["confidence"] < LOW_PHASE_CONFIDENCE:
-        layout = _multiple_pitch_in_time(movie, layout, reference, detect_kwargs, forced)
+        layout = _multiple_pitch_in_time(movie, layout, reference, detect_kwargs, forced,
+                                         aligned)
     if kind == "phase" and not layout.quality.get("empty_flags_clear", 1.0) and n_t >= 3:
-        layout = _empty_flags_checked_in_time(movie, layout, reference)
+        layout = _empty_flags_checked_in_time(movie, layout, reference, aligned)
     if kind == "fluorescence" and forced is None:
         picks = np.unique(np.linspace(0, n_t - 1, min(n_t, 3)).round().astype(int))
         layout = orient_by_tips(reference, [np.asarray(movie[t], np.float32) for t in picks],
@@ -106,14 +108,31 @@ def _from_another_frame(movie, error, detect_kwargs, direction):
     raise TrenchDetectionError(f"{error}{tried}") from error
 
 
-def _checked_in_time(movie, layout, reference, detect_kwargs, direction):
+def _aligned_once(movie):
+    """``aligned(layout)``: :func:`.temporal.aligned_frames` of the movie from the
+    layout's reference frame, computed once per reference frame (every layout found
+    on one reference shares its frames' alignment; about 0.2 s at 2048²)."""
+    from .temporal import aligned_frames
+
+    done = {}
+
+    def aligned(layout):
+        start = int(layout.quality.get("reference_frame", 0))
+        if start not in done:
+            done[start] = aligned_frames(movie, layout)
+        return done[start]
+
+    return aligned
+
+
+def _checked_in_time(movie, layout, reference, detect_kwargs, direction, aligned):
     """The phase layout, or the one of the other lumen polarity where the image changes
     over time between the boxes rather than on them (:mod:`.temporal`): the boxes sat
     on the walls. ``quality["temporal_contrast"]`` records the figure."""
     from .temporal import flip_thresholds, temporal_contrast
     from .trench_array import _lumens_are_bright
 
-    ratio = temporal_contrast(movie, layout)
+    ratio = temporal_contrast(movie, layout, aligned=aligned(layout))
     layout.quality["temporal_contrast"] = ratio
     flip_below, verified_above = flip_thresholds(layout.quality.get("self_check", 1.0) < 1.0)
     if not ratio < flip_below:
@@ -132,7 +151,7 @@ def _checked_in_time(movie, layout, reference, detect_kwargs, direction):
             return layout
     if "reference_frame" in layout.quality:
         other.quality["reference_frame"] = layout.quality["reference_frame"]
-    other_ratio = temporal_contrast(movie, other)
+    other_ratio = temporal_contrast(movie, other, aligned=aligned(other))
     if not other_ratio >= verified_above:
         return layout
     other.quality["temporal_contrast"] = other_ratio
@@ -149,7 +168,7 @@ def _checked_in_time(movie, layout, reference, detect_kwargs, direction):
 PITCH_MULTIPLES = (2, 3)
 
 
-def _multiple_pitch_in_time(movie, layout, reference, detect_kwargs, direction):
+def _multiple_pitch_in_time(movie, layout, reference, detect_kwargs, direction, aligned):
     """An unsure phase layout, or the one found at a multiple of its pitch whose boxes
     hold what changes over time (:func:`.temporal.temporal_contrast` of at least
     :data:`~.temporal.VERIFIED_ABOVE` and 1.5 times the first layout's), the most
@@ -159,17 +178,17 @@ def _multiple_pitch_in_time(movie, layout, reference, detect_kwargs, direction):
     (the ``mixed`` family) one frame can neither tell the two apart nor accept
     twice that pitch: the stripes half-way between its boxes, the walls, look as
     structured as the lumens (:func:`.trench_array._half_way_alike`; held-out mixed
-    10233 at 768²: 92 boxes at 15.9 px for 46 trenches at 31.7, confidence 0.08). Over time the lumens change and the
-    walls do not: at the true pitch the boxes change 9.9x more than half a pitch
-    beside them, at half of it 4.2x (half the boxes on walls). Where the half-way
+    10233 at 768²: 92 boxes at 15.9 px for 46 trenches at 31.7, confidence 0.08).
+    Over time the lumens change and the walls do not: at the true pitch the boxes
+    change 9.9x more than half a pitch beside them, at half of it 4.2x (half the
+    boxes on walls). Where the half-way
     stripes are lumens too (twice the true pitch), the contrast stays near 1.
     """
-    from .temporal import VERIFIED_ABOVE, aligned_frames, temporal_contrast
+    from .temporal import VERIFIED_ABOVE, temporal_contrast
 
-    aligned = aligned_frames(movie, layout)  # one alignment for every layout tried
     first = layout.quality.get("temporal_contrast")
     if first is None:
-        first = temporal_contrast(movie, layout, aligned=aligned)
+        first = temporal_contrast(movie, layout, aligned=aligned(layout))
     if not np.isfinite(first):
         return layout
     width = reference.shape[1]
@@ -187,7 +206,7 @@ def _multiple_pitch_in_time(movie, layout, reference, detect_kwargs, direction):
             continue
         if "reference_frame" in layout.quality:
             other.quality["reference_frame"] = layout.quality["reference_frame"]
-        ratio = temporal_contrast(movie, other, aligned=aligned)
+        ratio = temporal_contrast(movie, other, aligned=aligned(other))
         if ratio >= max(VERIFIED_ABOVE, 1.5 * first) and (
                 best is None or other.quality["confidence"] > best.quality["confidence"]):
             other.quality["temporal_contrast"] = ratio
@@ -202,7 +221,7 @@ def _multiple_pitch_in_time(movie, layout, reference, detect_kwargs, direction):
     return layout if best is None else best
 
 
-def _empty_flags_checked_in_time(movie, layout, reference):
+def _empty_flags_checked_in_time(movie, layout, reference, aligned):
     """The phase layout whose empty flags its lumens' texture left unclear, with the
     flags checked against each trench's change over time (:mod:`.temporal`).
 
@@ -223,7 +242,8 @@ def _empty_flags_checked_in_time(movie, layout, reference):
 
     trenches = layout.trenches
     flags = trenches["empty"].to_numpy(bool)
-    empty, confirmed, gap = empty_flags_in_time(trench_changes(movie, layout), flags)
+    empty, confirmed, gap = empty_flags_in_time(
+        trench_changes(movie, layout, aligned=aligned(layout)), flags)
     layout.quality["empty_flags_in_time"] = float(gap)
     layout.quality["empty_flags_dropped_in_time"] = float(np.sum(flags & ~empty))
     if confirmed:

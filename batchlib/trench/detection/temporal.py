@@ -88,8 +88,8 @@ def aligned_frames(movie, layout, max_frames: int = 6):
 
 def _along_boxes(change, b, shape, layout, offsets, margin):
     """Mean of the map ``change`` (frames of ``shape`` binned by ``b``) along every
-    box's axis moved sideways by each of ``offsets`` (rotated pixels), ``margin`` rows in from both
-    ends: ``(n_boxes, len(offsets))``, NaN rows for boxes too short."""
+    box's axis moved sideways by each of ``offsets`` (rotated pixels), ``margin`` rows
+    in from both ends: ``(n_boxes, len(offsets))``, NaN rows for boxes too short."""
     from scipy import ndimage
 
     from ..geometry import rotated_to_raw

@@ -152,15 +152,16 @@ def within_empty_spread(labels, crops, background, empty):
     level = _row_medians(ratio.reshape(-1, h * w), free.reshape(-1, h * w))
     dev = ratio - level.reshape(len(idx), n_t, 1, 1)
     spread = 1.4826 * np.median(np.abs(dev - np.median(dev, axis=0)), axis=0)   # (T, H, W)
+    # the mean spread under every label of every empty crop: (crop, label) -> one index
     k = departure.shape[1] - 1
-    for i, trench in enumerate(idx):
-        for t in range(n_t):
-            lab = labels[trench, t].ravel()
-            on = np.bincount(lab, weights=spread[t].ravel(), minlength=k + 1)
-            size = np.bincount(lab, minlength=k + 1)
-            m = trench * n_t + t
-            with np.errstate(invalid="ignore", divide="ignore"):
-                score[m] = np.abs(departure[m]) / (on / size)
+    lab = labels[idx].reshape(-1, h * w)
+    ids = (np.arange(len(lab))[:, None] * (k + 1) + lab).ravel()
+    weights = np.broadcast_to(spread, (len(idx), n_t, h, w)).ravel()
+    on = np.bincount(ids, weights=weights, minlength=lab.shape[0] * (k + 1))
+    size = np.bincount(ids, minlength=lab.shape[0] * (k + 1))
+    rows = (idx[:, None] * n_t + np.arange(n_t)).ravel()        # those crops in C order
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score[rows] = np.abs(departure[rows]) / (on / size).reshape(len(rows), k + 1)
     score[:, 0] = np.nan
     return score
 
