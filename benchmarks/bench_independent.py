@@ -25,6 +25,8 @@ frame coordinates, without batchlib's scoring helpers for the geometry:
   without cells; truth cut with the same boxes (nearest pixel).
 * **warned**: the detection's confidence below 0.5 or a warning; a position
   with a wrong answer and no warning is a *confident wrong answer*.
+  **seg warned**: Segment's warnings on the position (its doubts, as the job
+  judges them); **seg confident wrong**: F1 under 0.9 with neither warning.
 
 Usage::
 
@@ -55,7 +57,7 @@ import pandas as pd  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_detection import markdown  # noqa: E402
-from bench_segmentation import score, segment  # noqa: E402
+from bench_segmentation import plausibility, score, segment  # noqa: E402
 from independent_sim import simulate  # noqa: E402
 
 from batchlib.trench.detection import TrenchDetectionError, crop_trenches  # noqa: E402
@@ -65,6 +67,8 @@ from batchlib.trench.synthetic.scoring import labels_in_boxes  # noqa: E402
 
 #: a position is wrong when any of these fails (the confident-wrong-answer test)
 WRONG = dict(recall=0.9, precision=0.9, angle=0.3, ends=0.5)
+#: segmentation F1 under which a position without a warning is a confident wrong answer
+SEG_WRONG_F1 = 0.9
 
 
 def box_width(pixel_size_um) -> int:
@@ -217,10 +221,13 @@ def run_position(acq, seed, kind, verbose=False):
                       for t in range(movie.shape[0])], axis=1)
     truth, mlen = truth_crops(acq, lay, drift)
     empty = lay.trenches["empty"].to_numpy(bool) if lay.quality.get("empty_flags_clear", 1.0) else None
-    pred, _ = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0), empty, "unet",
-                      lay.quality.get("closed_end_margin_px"), acq.pixel_size_um)
+    pred, extra = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0), empty, "unet",
+                          lay.quality.get("closed_end_margin_px"), acq.pixel_size_um)
     seg = score(truth, pred, mlen)
     row.update({k: seg[k] for k in ("F1", "mean IoU", "count +-1", "mother len 5%", "empty clean")})
+    row["seg warned"] = float(plausibility(crops, pred, kind, extra)["flagged"])
+    row["seg confident wrong"] = float(seg["F1"] < SEG_WRONG_F1 and not warned
+                                       and not row["seg warned"])
     wrong = (row["recall"] < WRONG["recall"] or row["precision"] < WRONG["precision"]
              or row["angle err"] > WRONG["angle"] or row["end +-2px"] < WRONG["ends"])
     row["confident wrong"] = float(wrong and not warned)
@@ -234,15 +241,16 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     """Per kind: median over positions and the worst position of every column."""
     out = []
     worst = {"angle err": "max", "end err med": "absmax", "cuts mother": "max", "failed": "max",
-             "confident wrong": "max"}
+             "confident wrong": "max", "seg confident wrong": "max"}
     cols = ["angle err", "recall", "precision", "end +-2px", "end err med", "cuts mother",
             "F1", "mean IoU", "count +-1", "mother len 5%", "empty clean", "failed",
-            "confident wrong"]
+            "confident wrong", "seg confident wrong"]
     for kind, g in df.groupby("kind", sort=False):
         cols_k = [c for c in cols if c in g]
         med = {c: g[c].median() for c in cols_k}
         med.update({"failed": g["failed"].sum(), "confident wrong": g.get("confident wrong",
-                                                                          pd.Series(0)).sum()})
+                                                                          pd.Series(0)).sum(),
+                    "seg confident wrong": g.get("seg confident wrong", pd.Series(0)).sum()})
         out.append(dict(kind=kind, what="median (failed, confident wrong: count)",
                         positions=len(g), **med))
         w = {}

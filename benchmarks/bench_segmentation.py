@@ -161,23 +161,26 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
     recurs in most empty trenches dropped from them. The U-Net gets the zoom of
     the acquisition's ``pixel_size_um`` (:func:`~batchlib.trench.segmentation.scale.zoom_for`).
 
-    Returns the labels and, as the job measures them, the :func:`mirror_counts`
-    of the first frame (the benchmark's movies are one block of frames)."""
+    Returns the labels and, as the job measures them, the doubts' extra figures:
+    the :func:`mirror_counts` of the first frame (the benchmark's movies are one
+    block of frames) and the trench-frames that lost an object beside a cell."""
     kwargs = _segment_kwargs(crops, kind, lumen_width, empty, method, margin, pixel_size_um)
 
     def call(crops, **kwargs):
         return segment_and_clean(crops, method, kind, empty, **kwargs)[0]
 
-    labels = call(crops, **kwargs)
-    return labels, mirror_counts(crops, labels, call, **kwargs)
+    labels, removed = segment_and_clean(crops, method, kind, empty, **kwargs)
+    return labels, {"mirror": mirror_counts(crops, labels, call, **kwargs),
+                    "side_crops": removed["side_crops"]}
 
 
-def plausibility(crops, pred, kind, mirror=None, detection_warned=False) -> dict:
+def plausibility(crops, pred, kind, extra=None, detection_warned=False) -> dict:
     """Whether the status warns about one position: Segment's warnings
-    (:mod:`batchlib.trench.segmentation.doubts`) and, on the detected geometry,
-    TrenchDetection's (empty flags it could not decide, a layout it could not verify);
-    ``mirror agreement``: the figure of :mod:`batchlib.trench.segmentation.mirror`."""
-    figures, warned = judge([block_figures(crops, pred, kind, mirror=mirror)])
+    (:mod:`batchlib.trench.segmentation.doubts`; ``extra``: :func:`segment`'s
+    figures) and, on the detected geometry, TrenchDetection's (empty flags it could
+    not decide, a layout it could not verify); ``mirror agreement``: the figure of
+    :mod:`batchlib.trench.segmentation.mirror`."""
+    figures, warned = judge([block_figures(crops, pred, kind, **(extra or {}))])
     agree = figures.get("mirror_agreement")
     return {"flagged": bool(warned) or detection_warned,
             "mirror agreement": np.nan if agree is None else agree}
@@ -225,7 +228,7 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
                       for t in range(len(movie))], axis=1)
     # as the Segment job does: unclear empty flags are not used
     empty = lay.trenches["empty"].to_numpy(bool) if lay.quality.get("empty_flags_clear", 1.0) else None
-    pred, mirror = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0), empty, method,
+    pred, extra = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0), empty, method,
                            lay.quality.get("closed_end_margin_px"), cfg.pixel_size_um)
     pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
                            movie.shape[1:], cfg.pitch_px)
@@ -244,7 +247,7 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
         matched[i] = True
     return {**score(truth, pred, det_len, counts, all_counts[~matched],
                     int(np.isfinite(mother_len[~matched]).sum())),
-            **plausibility(crops, pred, kind, mirror, empty is None or bool(lay.warnings))}
+            **plausibility(crops, pred, kind, extra, empty is None or bool(lay.warnings))}
 
 
 def on_edge_trenches(lay, pos, cfg, shape, matched) -> np.ndarray:
@@ -290,11 +293,11 @@ def run_families(families, seed_list, size, n_timepoints, verbose=False, method=
                     continue
                 results = {}
                 if "true" in geometries:
-                    pred, mirror = segment(crops[ch], kind, cfg.trench_width_px,
+                    pred, extra = segment(crops[ch], kind, cfg.trench_width_px,
                                            pos.trenches["empty"].to_numpy(bool), method,
                                            pixel_size_um=cfg.pixel_size_um)
                     results["true"] = {**score(pos.trench_labels, pred, mlen),
-                                       **plausibility(crops[ch], pred, kind, mirror)}
+                                       **plausibility(crops[ch], pred, kind, extra)}
                 if "detected" in geometries:
                     results["detected"] = end_to_end(pos, cfg, ch, kind, mlen, method)
                 for geo, r in results.items():

@@ -178,17 +178,23 @@ class Segment(BatchJobOnContainer):
             if kind == "phase" and "closed_end_margin" in wants and "closed_end_margin" not in extra:
                 # where the lumen starts in every box, from how detection placed them
                 kwargs["closed_end_margin"] = margin
-            labels, gone = segment_block(block, **kwargs)
-            if gone:
+            labels, removed = segment_block(block, **kwargs)
+            if removed["lookalikes"]:
                 self.logger.info("%s: frames %d-%d: %d objects that look like the empty "
-                                 "lumen dropped", os.path.basename(path), t0, t1 - 1, gone)
+                                 "lumen dropped", os.path.basename(path), t0, t1 - 1,
+                                 removed["lookalikes"])
+            if removed["side_crops"]:
+                self.logger.info("%s: frames %d-%d: objects beside a cell dropped in %d "
+                                 "trench-frames", os.path.basename(path), t0, t1 - 1,
+                                 removed["side_crops"])
             # the block's first frame again, mirrored: a lost method gives other cells
             mirror = mirror_counts(block, labels, lambda c, **kw: segment_block(c, **kw)[0],
                                    **kwargs)
             if labels.max(initial=0) > np.iinfo(np.uint16).max:
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
             ds[:, t0:t1] = labels.astype(np.uint16)
-            figures.append(block_figures(block, labels, kind, first_frame=t0, mirror=mirror))
+            figures.append(block_figures(block, labels, kind, first_frame=t0, mirror=mirror,
+                                         side_crops=removed["side_crops"]))
         # how far to trust the labels of the frames segmented now (status, log, report)
         checks, warnings = judge(figures)
         for warning in warnings:

@@ -3,7 +3,8 @@
 The figures are measured per block of frames (:func:`block_figures`) and
 judged together (:func:`judge`); the thresholds and how they were chosen are
 in :mod:`.mother_lengths`, :mod:`.fill`, :mod:`.contrast`,
-:mod:`.boundaries`, :mod:`.frame_counts`, :mod:`.mirror` and :mod:`.static_objects`.
+:mod:`.boundaries`, :mod:`.frame_counts`, :mod:`.mirror`, :mod:`.single_file` and
+:mod:`.static_objects`.
 """
 from __future__ import annotations
 
@@ -15,16 +16,19 @@ from .fill import LOW_FILL, MOSTLY_SPANNING, SPANNING, spanning_counts, trench_f
 from .frame_counts import OUT_OF_LINE, frame_cell_counts, frames_out_of_line
 from .mirror import LOW_AGREEMENT, agreement
 from .mother_lengths import WIDE_SPREAD, mother_length_spread, mother_lengths
+from .single_file import SIDE_SHARE
 from .static_objects import STILL_PX, STILL_SHARE, static_trenches
 
 __all__ = ["block_figures", "judge"]
 
 
-def block_figures(crops, labels, kind, first_frame=0, mirror=None) -> dict:
+def block_figures(crops, labels, kind, first_frame=0, mirror=None, side_crops=None) -> dict:
     """Mother lengths, trench fill, cells per frame and (fluorescence) the contrast of the
     cells and of the dips between them, of one block of frames (``(N, T, H, W)``
     labels: its frames are ``first_frame`` on); ``mirror``: the block's
-    :func:`~.mirror.mirror_counts`, when measured."""
+    :func:`~.mirror.mirror_counts`, when measured; ``side_crops``: how many of its
+    trench-frames lost an object beside a cell (:func:`~.single_file.drop_side_objects`),
+    when counted."""
     fluorescence = kind == "fluorescence"
     counts = frame_cell_counts(labels) if np.ndim(labels) == 4 else None
     frames = None if counts is None else np.arange(first_frame, first_frame + len(counts))
@@ -40,7 +44,9 @@ def block_figures(crops, labels, kind, first_frame=0, mirror=None) -> dict:
             "spanning": spanning_counts(labels), "counts": counts, "frames": frames,
             "contrast": contrast_to_noise(crops, labels) if fluorescence else None,
             "boundaries": dips, "frame_boundaries": per_frame,
-            "mirror": None if mirror is None else np.asarray(mirror, np.int64)}
+            "mirror": None if mirror is None else np.asarray(mirror, np.int64),
+            "side": None if side_crops is None else (int(side_crops),
+                                                     int(np.prod(np.shape(labels)[:-2])))}
 
 
 def _finite_median(values):
@@ -52,7 +58,7 @@ def judge(blocks) -> tuple[dict, list]:
     """``(figures, warnings)`` of a position from its blocks' :func:`block_figures`.
 
     ``figures`` (``mother_length_spread``, ``trench_fill``, ``spanning_fraction``,
-    ``frames_out_of_line``, ``mirror_agreement`` and, in fluorescence,
+    ``frames_out_of_line``, ``mirror_agreement``, ``side_objects_share`` and, in fluorescence,
     ``contrast_to_noise``, ``boundary_contrast_to_noise`` and ``frames_blurred``;
     ``None`` where not measurable) are
     recorded with the labels; ``warnings`` are sentences for the status.
@@ -124,6 +130,18 @@ def judge(blocks) -> tuple[dict, list]:
                             f"{LOW_AGREEMENT:.0%} or more): the crops look unlike what it was "
                             "made for (trench width, optics, contrast?); expect cells merged, "
                             "split or cut short. Look at the kymographs")
+    sides = [b["side"] for b in blocks if b.get("side") is not None]
+    if sides:
+        lost, crops = np.sum(sides, axis=0)
+        share = float(lost / crops) if crops else None
+        figures["side_objects_share"] = share
+        if share is not None and share >= SIDE_SHARE:
+            warnings.append(f"in {lost} of {crops} trench-frames an object was found beside a "
+                            f"cell, sharing its rows (cells lie in single file; on conditions "
+                            f"the method knows, under {SIDE_SHARE:.0%} of them): they were "
+                            "dropped, but the crops look unlike what the method was made for "
+                            "(magnification, optics?); expect cells split or cut short and "
+                            "objects in empty lumens. Look at the kymographs")
     still = sorted({s for b in blocks for s in b.get("still") or []})
     figures["still_trenches"] = sorted({s[0] for s in still})
     if still:

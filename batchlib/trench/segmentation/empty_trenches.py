@@ -11,20 +11,28 @@ __all__ = ["segment_and_clean", "clean_by_empty_trenches", "clean_empty_trenches
 
 
 def segment_and_clean(crops, method, kind, empty=None, **kwargs) -> tuple:
-    """``(labels, n_lookalikes)``: ``segment_trenches(crops, method=method, kind=kind,
-    **kwargs)``, then, with TrenchDetection's ``empty`` flags, what they rule out
-    (:func:`clean_by_empty_trenches`, with ``kwargs["background"]`` when given).
+    """``(labels, removed)``: ``segment_trenches(crops, method=method, kind=kind,
+    **kwargs)``; objects beside a larger one dropped (cells lie in single file:
+    :func:`~.single_file.drop_side_objects`); then, with TrenchDetection's
+    ``empty`` flags, what they rule out (:func:`clean_by_empty_trenches`, with
+    ``kwargs["background"]`` when given).
 
     The Segment job's segmentation of a block of frames, and of the frame it
     segments again mirrored (:mod:`.mirror`); the benchmarks score this call.
+    ``removed``: ``{"side_crops": crops that lost an object beside a cell,
+    "lookalikes": objects dropped as look-alikes of the empty lumen}``.
     """
     from . import segment_trenches
+    from .single_file import drop_side_objects
 
-    labels = segment_trenches(crops, method=method, kind=kind, **kwargs)
+    labels, side_crops = drop_side_objects(segment_trenches(crops, method=method, kind=kind,
+                                                            **kwargs))
+    removed = {"side_crops": side_crops, "lookalikes": 0}
     if empty is None:
-        return labels, 0
-    return clean_by_empty_trenches(labels, crops, kind, np.asarray(empty, bool),
-                                   kwargs.get("background"))
+        return labels, removed
+    labels, removed["lookalikes"] = clean_by_empty_trenches(
+        labels, crops, kind, np.asarray(empty, bool), kwargs.get("background"))
+    return labels, removed
 
 
 def clean_by_empty_trenches(labels, crops, kind, empty, background=None) -> tuple:
