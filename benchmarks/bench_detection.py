@@ -64,6 +64,7 @@ from batchlib.trench.detection import (DriftEstimator, TrenchDetectionError,  # 
                                        crop_trenches, detect_trenches, estimate_drift)
 from batchlib.trench.detection.movie import detect_in_movie  # noqa: E402
 from batchlib.trench.synthetic import SyntheticConfig, simulate_position  # noqa: E402
+from batchlib.trench.synthetic.chip import make_layout  # noqa: E402
 from batchlib.trench.synthetic.families import (FAMILIES, add_seed_arguments,  # noqa: E402
                                                 sample_config, seeds)
 from batchlib.trench.synthetic.scoring import (closed_end_errors, match_boxes,  # noqa: E402
@@ -103,6 +104,31 @@ def score_detection(lay, truth, angle, shape, pitch, mother_top):
     return r
 
 
+def edge_lumen_boxes(lay, cfg, position, angle, shape) -> np.ndarray:
+    """Which detected boxes lie on a lumen the generator leaves out of the truth.
+
+    The generator's truth holds the trenches whose *box* stays inside every frame;
+    with ``edge_trenches`` ``"empty"`` or ``"cells"`` it draws the others too.
+    Detection keeps a trench whose *lumen* lies in the frame, its box filled
+    beyond the edge (``geometry.corners_inside``'s ``keep``): such a box is on a
+    real trench, neither a true positive nor a false one. A box that matches a
+    true trench is never one of these.
+    """
+    out = np.zeros(len(lay.trenches), bool)
+    if cfg.edge_trenches == "omit" or not len(lay.trenches):
+        return out
+    layout = make_layout(cfg, int(position))
+    edge = layout.lumens[layout.lumens["row"] < 0]
+    if not len(edge):
+        return out
+    edge = edge.assign(height=int(layout.trench_length), width=int(layout.box_width))
+    in_truth = {j for _, j in match_boxes(lay.trenches, lay.angle_deg, layout.trenches, angle,
+                                          shape, cfg.pitch_px)[0]}
+    for _, j in match_boxes(lay.trenches, lay.angle_deg, edge, angle, shape, cfg.pitch_px)[0]:
+        out[j] = j not in in_truth
+    return out
+
+
 def evaluate(family, seed, position, cfg):
     """Rows (one per kind) of one simulated position."""
     pos = simulate_position(cfg, position)
@@ -125,8 +151,11 @@ def evaluate(family, seed, position, cfg):
             if kind == "fluorescence":
                 # Only filled trenches are visible: score the boxes not flagged empty.
                 lay.trenches = lay.trenches[~lay.trenches["empty"]].reset_index(drop=True)
+            edge = edge_lumen_boxes(lay, cfg, position, angle, shape)
+            lay.trenches = lay.trenches[~edge].reset_index(drop=True)
             r = score_detection(lay, truth[sel].reset_index(drop=True), angle, shape,
                                 cfg.pitch_px, top[sel])
+            r["edge_boxes"] = int(edge.sum())
         except TrenchDetectionError as exc:
             elapsed = time.perf_counter() - t0
             r = dict(failed=1, angle_err=np.nan, tp=0, n_true=int(sel.sum()), n_det=0, within2=0,
@@ -247,7 +276,9 @@ def accuracy(families, seed_list, n_positions, size, n_timepoints, verbose):
                         print(f"# {family} seed {seed} pos {p} {r['kind']}: angle {r['angle']:+.2f} "
                               f"err {r['angle_err']:.3f} {r['tp']}/{r['n_true']} (det {r['n_det']}) "
                               f"ends within 2 px {r['within2']}/{r['n_ends']} cuts {r['cuts']} "
-                              f"conf {r['confidence']:.2f} {r.get('error', '')}", file=sys.stderr)
+                              f"conf {r['confidence']:.2f} {r.get('error', '')}"
+                              + (f" edge boxes {r['edge_boxes']}" if r.get("edge_boxes") else ""),
+                              file=sys.stderr)
     elapsed = time.perf_counter() - t0
     df = pd.DataFrame(rows)
     print(f"\n### Detection accuracy per family ({len(families)} families x {len(seed_list)} seeds "

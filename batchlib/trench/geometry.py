@@ -35,6 +35,8 @@ __all__ = [
     "raw_to_rotated",
     "box_sample_grid",
     "box_corners",
+    "corners_inside",
+    "lumen_share",
     "crop_box",
 ]
 
@@ -64,13 +66,44 @@ def raw_to_rotated(points_yx, angle_deg: float, shape, drift_yx=(0.0, 0.0)) -> n
     return (p - c) @ rotation_matrix(angle_deg) + c
 
 
-def corners_inside(raw_corners, shape) -> np.ndarray:
+def corners_inside(raw_corners, shape, keep=1.0) -> np.ndarray:
     """Whether every corner ``(..., 4, 2)`` of each box lies on the image (pixel
-    centres from 0 to ``shape - 1``, give or take half a pixel)."""
+    centres from 0 to ``shape - 1``, give or take half a pixel).
+
+    ``keep`` < 1 asks it of the middle ``keep`` of each box's width only (corners
+    in :func:`box_corners`'s order): a box whose lumen lies in the frame while the
+    walls beside it leave it (a trench at the frame's side edge) counts as inside.
+
+    Examples
+    --------
+    >>> box = box_corners(7.0, 0.0, 1, 20, 10)[None]          # columns 2.5-11.5
+    >>> corners_inside(box, (30, 10)).tolist(), corners_inside(box, (30, 10), keep=0.5).tolist()
+    ([False], [True])
+    """
     c = np.asarray(raw_corners, float)
+    if keep < 1.0:
+        # closed-left, closed-right, open-right, open-left: pull each side in
+        left, right = c[..., [0, 3], :], c[..., [1, 2], :]
+        inset = 0.5 * (1.0 - max(float(keep), 0.0)) * (right - left)
+        c = np.concatenate([left + inset, right - inset], axis=-2)
     H, W = shape
     return np.all((c[..., 0] >= -0.5) & (c[..., 0] <= H - 0.5)
                   & (c[..., 1] >= -0.5) & (c[..., 1] <= W - 0.5), axis=-1)
+
+
+def lumen_share(lumen_width, box_width, pad=1.0) -> float:
+    """The middle share of a box's width that must lie in the frame (:func:`corners_inside`):
+    the lumen and ``pad`` pixels of wall either side; the whole box where the lumen
+    width is unknown.
+
+    Examples
+    --------
+    >>> lumen_share(22.5, 46), lumen_share(None, 46), lumen_share(50.0, 46)
+    (0.532608695652174, 1.0, 1.0)
+    """
+    if lumen_width is None or not np.isfinite(lumen_width) or lumen_width <= 0 or box_width <= 0:
+        return 1.0
+    return float(min(1.0, (float(lumen_width) + 2.0 * pad) / float(box_width)))
 
 
 def box_sample_grid(x_center, y_closed, direction, height, width):

@@ -137,7 +137,7 @@ def detect_any_tilt(detect, image, angle_range_deg=5.0, angle_deg=None, **kwargs
 def _on_turned_copy(detect, image, angle, angle_range_deg, kwargs):
     """The layout found on the frame turned by ``angle`` (:func:`.orientation.turned_copy`),
     turned back, without the boxes that leave the frame."""
-    from ..geometry import corners_inside
+    from ..geometry import corners_inside, lumen_share
     from .orientation import turned_back, turned_copy
 
     raw = np.asarray(image)
@@ -146,7 +146,9 @@ def _on_turned_copy(detect, image, angle, angle_range_deg, kwargs):
     tr = layout.trenches
     corners = np.stack([tr[[f"raw_y{i}" for i in range(4)]].to_numpy(),
                         tr[[f"raw_x{i}" for i in range(4)]].to_numpy()], axis=-1)
-    inside = corners_inside(corners, raw.shape)
+    width = float(tr["width"].max()) if len(tr) else 0.0
+    inside = corners_inside(corners, raw.shape,
+                            keep=lumen_share(layout.quality.get("lumen_width_px"), width))
     if not inside.all():
         layout.trenches = tr[inside].reset_index(drop=True)
         layout.quality["n_trenches"] = float(inside.sum())

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..geometry import box_corners, corners_inside, frame_center, rotated_to_raw
+from ..geometry import box_corners, corners_inside, frame_center, lumen_share, rotated_to_raw
 from ._common import TrenchDetectionError, as_image2d, band_profiles, nanmean
 from ._sampling import rotated_band_image
 from .centres import column_texture, locate_centres, refine_pitch
@@ -1047,7 +1047,10 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
         corners = np.stack([box_corners(x, y, d, box_height, box_width)
                             for x, y in zip(s["centres"], closed)]) if n else np.zeros((0, 4, 2))
         raw = rotated_to_raw(corners, angle, shape)
-        inside = corners_inside(raw, shape)
+        # a trench at the frame's side edge whose lumen lies in the frame is kept, the
+        # samples beyond the edge filled (independent simulator 1058: a filled trench
+        # 2 px from the edge, whose 46 px box left the frame by 3 px, was dropped)
+        inside = corners_inside(raw, shape, keep=lumen_share(s["lumen_width"], box_width))
         if inside.sum() < min_trenches:
             continue
         set_id = len(set_rows)
