@@ -1532,3 +1532,24 @@ def test_a_close_match_beyond_an_empty_lumen_extends_the_run():
     assert len(visible_x) == 12 and len(raw_x) == 12
     assert np.all(np.abs(raw_x - visible_x) < 10), (raw_x, visible_x)
     assert 0.43 < CLOSE_MATCH < 0.98
+
+
+def test_a_multiple_of_the_pitch_that_skips_lumens_is_refused():
+    """Independent simulator seed 1067 (first run of this session): a third of the 42
+    lumens empty, the right layout unsure (0.28). Found again at 2 and 3 times its
+    pitch, the boxes on every second or third lumen changed over time 28x and 24x
+    more than the still empty lumens beside them, against 13x for the right layout's
+    boxes against walls, and 3x was taken: 14 boxes, direction reversed, recall 0,
+    warned. The lines a multiple skips change there as much as its boxes (lumens
+    with cells: 1.15-1.17 at the 90th percentile); the right layout stays."""
+    from batchlib.trench.detection.movie import detect_in_movie
+    from batchlib.trench.detection.temporal import SKIPPED_STILL, skipped_change
+
+    acq = _independent_simulation(1067)
+    pitch = acq.params["pitch_um"] / acq.pixel_size_um
+    layout, _ = detect_in_movie(acq.phase, "phase")
+    assert abs(layout.pitch - pitch) < 0.02 * pitch and len(layout.trenches) >= 40
+    assert "pitch_multiple_in_time" not in layout.quality and layout.warnings  # unsure: warned
+    tripled = detect_trenches(acq.phase[0], "phase", pitch=3 * layout.pitch,
+                              direction=int(layout.trenches["direction"].iloc[0]))
+    assert skipped_change(acq.phase, tripled, 3) > 2 * SKIPPED_STILL
