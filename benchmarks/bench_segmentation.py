@@ -63,6 +63,7 @@ from batchlib.trench.segmentation.doubts import block_figures, judge  # noqa: E4
 from batchlib.trench.segmentation.fill import LOW_FILL  # noqa: E402
 from batchlib.trench.segmentation.mirror import LOW_AGREEMENT, mirror_counts  # noqa: E402
 from batchlib.trench.segmentation.mother_lengths import WIDE_SPREAD  # noqa: E402
+from batchlib.trench.segmentation.single_file import SIDE_SHARE  # noqa: E402
 from batchlib.trench.measure import measure_cells, measure_trench_frames  # noqa: E402
 from batchlib.trench.detection.movie import detect_in_movie, movie_drift  # noqa: E402
 from batchlib.trench.segmentation import segment_trenches  # noqa: E402
@@ -337,7 +338,8 @@ def warnings_table(rows: pd.DataFrame, wrong_below: float = 0.95) -> str:
             f"fluorescence contrast under {LOW_CONTRAST:g}x the noise, or dips between cells "
             f"under {LOW_BOUNDARY:g}x; cells filling under "
             f"{LOW_FILL:.0%} of their trenches; under {LOW_AGREEMENT:.0%} of the cells found "
-            "again in the crops mirrored; detected geometry: TrenchDetection's warnings "
+            f"again in the crops mirrored; objects beside cells in {SIDE_SHARE:.0%} of the "
+            "trench-frames or more; detected geometry: TrenchDetection's warnings "
             "too, unclear empty flags or a layout it could not verify)\n\n"
             + markdown(pd.DataFrame(out)) + "\n")
 
