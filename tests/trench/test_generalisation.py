@@ -1553,3 +1553,28 @@ def test_a_multiple_of_the_pitch_that_skips_lumens_is_refused():
     tripled = detect_trenches(acq.phase[0], "phase", pitch=3 * layout.pitch,
                               direction=int(layout.trenches["direction"].iloc[0]))
     assert skipped_change(acq.phase, tripled, 3) > 2 * SKIPPED_STILL
+
+
+@pytest.mark.parametrize("seed,inside_before", [(1057, False), (1048, True)])
+def test_a_closed_end_moved_out_by_the_contrast_rise_is_warned(seed, inside_before):
+    """Independent simulator: with too few empty lumens a set's line is moved out to where
+    the filled lumens' contrast rises from the PDMS. On 1048 that cleared the mothers
+    (the line had been 3.9 px inside); on 1057 the line was right and the halo beyond
+    the closed end took it 3.3 px outside (every box 2.75 px beyond its end, confidence
+    0.54, unwarned). The two profiles look alike, so both are warned about now."""
+    from batchlib.trench.detection.movie import detect_in_movie
+    from batchlib.trench.detection.trench_array import CLEARED_WARN_PX
+
+    acq = _independent_simulation(seed)
+    layout, _ = detect_in_movie(acq.phase, "phase")
+    moved = layout.quality["closed_end_cleared_px"]
+    assert moved >= CLEARED_WARN_PX and (moved > 3.5) == inside_before
+    assert any(f"moved out {moved:.1f} px" in w for w in layout.warnings)
+
+
+def test_no_cleared_end_warning_on_a_nominal_position():
+    cfg = sample_config("nominal", 100, height=1024, width=1024, n_timepoints=3, n_positions=1)
+    pos = simulate_position(cfg, 0)
+    layout = detect_trenches(pos.movies["phase"][0], "phase", box_width=cfg.box_width)
+    assert layout.quality["closed_end_cleared_px"] == 0.0
+    assert not any("moved out" in w for w in layout.warnings)
