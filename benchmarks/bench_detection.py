@@ -64,11 +64,10 @@ from batchlib.trench.detection import (DriftEstimator, TrenchDetectionError,  # 
                                        crop_trenches, detect_trenches, estimate_drift)
 from batchlib.trench.detection.movie import detect_in_movie  # noqa: E402
 from batchlib.trench.synthetic import SyntheticConfig, simulate_position  # noqa: E402
-from batchlib.trench.synthetic.chip import make_layout  # noqa: E402
 from batchlib.trench.synthetic.families import (FAMILIES, add_seed_arguments,  # noqa: E402
                                                 sample_config, seeds)
-from batchlib.trench.synthetic.scoring import (closed_end_errors, match_boxes,  # noqa: E402
-                                               mother_top_rows)
+from batchlib.trench.synthetic.scoring import (closed_end_errors, edge_lumen_boxes,  # noqa: E402
+                                               match_boxes, mother_top_rows)
 
 CONFIDENT = 0.5  # quality["confidence"] at or above which a wrong answer counts as confident
 # (column, target, "max" | "min"): the worst family must satisfy every one.
@@ -104,31 +103,6 @@ def score_detection(lay, truth, angle, shape, pitch, mother_top):
     return r
 
 
-def edge_lumen_boxes(lay, cfg, position, angle, shape) -> np.ndarray:
-    """Which detected boxes lie on a lumen the generator leaves out of the truth.
-
-    The generator's truth holds the trenches whose *box* stays inside every frame;
-    with ``edge_trenches`` ``"empty"`` or ``"cells"`` it draws the others too.
-    Detection keeps a trench whose *lumen* lies in the frame, its box filled
-    beyond the edge (``geometry.corners_inside``'s ``keep``): such a box is on a
-    real trench, neither a true positive nor a false one. A box that matches a
-    true trench is never one of these.
-    """
-    out = np.zeros(len(lay.trenches), bool)
-    if cfg.edge_trenches == "omit" or not len(lay.trenches):
-        return out
-    layout = make_layout(cfg, int(position))
-    edge = layout.lumens[layout.lumens["row"] < 0]
-    if not len(edge):
-        return out
-    edge = edge.assign(height=int(layout.trench_length), width=int(layout.box_width))
-    in_truth = {j for _, j in match_boxes(lay.trenches, lay.angle_deg, layout.trenches, angle,
-                                          shape, cfg.pitch_px)[0]}
-    for _, j in match_boxes(lay.trenches, lay.angle_deg, edge, angle, shape, cfg.pitch_px)[0]:
-        out[j] = j not in in_truth
-    return out
-
-
 def evaluate(family, seed, position, cfg):
     """Rows (one per kind) of one simulated position."""
     pos = simulate_position(cfg, position)
@@ -151,7 +125,9 @@ def evaluate(family, seed, position, cfg):
             if kind == "fluorescence":
                 # Only filled trenches are visible: score the boxes not flagged empty.
                 lay.trenches = lay.trenches[~lay.trenches["empty"]].reset_index(drop=True)
-            edge = edge_lumen_boxes(lay, cfg, position, angle, shape)
+            # boxes on trenches the generator leaves out of its truth (their box leaves
+            # a frame, their lumen does not): neither right nor wrong
+            edge = edge_lumen_boxes(lay.trenches, lay.angle_deg, cfg, position, angle, shape)
             lay.trenches = lay.trenches[~edge].reset_index(drop=True)
             r = score_detection(lay, truth[sel].reset_index(drop=True), angle, shape,
                                 cfg.pitch_px, top[sel])

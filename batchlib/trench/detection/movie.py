@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import corners_inside, lumen_share
 from .closed_end_drift import (across_trenches, closed_end_positions, fluorescence_drift,
                                orient_by_tips, set_shifts_to_frame)
 from ._common import TrenchDetectionError
@@ -308,21 +307,12 @@ def _moved_inside(layout, shifts):
     shifts = dict(shifts)
     moved = layout.moved_along(shifts)
     tr = moved.trenches
-    raw = np.stack([tr[[f"raw_y{i}" for i in range(4)]].to_numpy(),
-                    tr[[f"raw_x{i}" for i in range(4)]].to_numpy()], axis=-1)
-    outside = ~corners_inside(raw, layout.image_shape, keep=_kept_share(layout))
+    outside = ~moved.boxes_inside()
     for k in set(tr.loc[outside, "set"].astype(int)):
         shifts.pop(k, None)
     if outside.any():
         moved = layout.moved_along(shifts)
     return moved, shifts
-
-
-def _kept_share(layout) -> float:
-    """The middle share of the boxes' width that must stay in the frame (the lumen:
-    :func:`~batchlib.trench.geometry.lumen_share`)."""
-    width = layout.trenches["width"].max() if len(layout.trenches) else 0
-    return lumen_share(layout.quality.get("lumen_width_px"), float(width))
 
 
 def movie_drift(movie, reference, layout, kind, start=0, previous=None):

@@ -137,18 +137,13 @@ def detect_any_tilt(detect, image, angle_range_deg=5.0, angle_deg=None, **kwargs
 def _on_turned_copy(detect, image, angle, angle_range_deg, kwargs):
     """The layout found on the frame turned by ``angle`` (:func:`.orientation.turned_copy`),
     turned back, without the boxes that leave the frame."""
-    from ..geometry import corners_inside, lumen_share
     from .orientation import turned_back, turned_copy
 
     raw = np.asarray(image)
     layout = turned_back(detect(turned_copy(raw, angle), angle_range_deg=angle_range_deg,
                                 angle_deg=None, **kwargs), raw.shape, angle)
     tr = layout.trenches
-    corners = np.stack([tr[[f"raw_y{i}" for i in range(4)]].to_numpy(),
-                        tr[[f"raw_x{i}" for i in range(4)]].to_numpy()], axis=-1)
-    width = float(tr["width"].max()) if len(tr) else 0.0
-    inside = corners_inside(corners, raw.shape,
-                            keep=lumen_share(layout.quality.get("lumen_width_px"), width))
+    inside = layout.boxes_inside()
     if not inside.all():
         layout.trenches = tr[inside].reset_index(drop=True)
         layout.quality["n_trenches"] = float(inside.sum())

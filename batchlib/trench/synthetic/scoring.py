@@ -12,8 +12,8 @@ import pandas as pd
 
 from ..geometry import box_sample_grid, raw_to_rotated, rotated_to_raw
 
-__all__ = ["match_boxes", "closed_end_errors", "mother_top_rows", "labels_in_boxes",
-           "count_labels"]
+__all__ = ["match_boxes", "edge_lumen_boxes", "closed_end_errors", "mother_top_rows",
+           "labels_in_boxes", "count_labels"]
 
 
 def _centres(df, angle, shape):
@@ -59,6 +59,41 @@ def match_boxes(det, det_angle, truth, true_angle, shape, pitch):
         inter = iy * ix
         ious.append(inter / (th[i] * tw[i] + dh[j] * dw[j] - inter))
     return pairs, ious
+
+
+def edge_lumen_boxes(det, det_angle, cfg, position, angle, shape) -> np.ndarray:
+    """Which detected boxes lie on a lumen the generator leaves out of the truth.
+
+    The truth holds the trenches whose *box* stays inside every frame; with
+    ``cfg.edge_trenches`` ``"empty"`` or ``"cells"`` the others are drawn too.
+    Detection keeps a trench whose *lumen* lies in the frame (its box filled beyond
+    the edge): such a box is on a real trench, neither a true nor a false positive.
+    A box that matches a true trench is never one of these.
+
+    Parameters
+    ----------
+    det : DataFrame
+        Detected boxes (a layout's ``trenches``); ``det_angle`` its angle.
+    cfg, position
+        The generator's configuration and the position simulated.
+    angle, shape
+        The true angle and the frame's shape.
+    """
+    from .chip import make_layout
+
+    out = np.zeros(len(det), bool)
+    if cfg.edge_trenches == "omit" or not len(det):
+        return out
+    layout = make_layout(cfg, int(position))
+    edge = layout.lumens[layout.lumens["row"] < 0]
+    if not len(edge):
+        return out
+    edge = edge.assign(height=int(layout.trench_length), width=int(layout.box_width))
+    in_truth = {j for _, j in match_boxes(det, det_angle, layout.trenches, angle, shape,
+                                          cfg.pitch_px)[0]}
+    for _, j in match_boxes(det, det_angle, edge, angle, shape, cfg.pitch_px)[0]:
+        out[j] = j not in in_truth
+    return out
 
 
 def closed_end_errors(det, truth, pairs, true_angle, shape) -> np.ndarray:
