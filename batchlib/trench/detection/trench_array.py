@@ -51,6 +51,27 @@ TRENCH_COLUMNS = ["set", "trench", "x_center", "y_closed", "direction", "height"
                   "empty", "score", *_CORNERS]
 SET_COLUMNS = ["set", "y_closed", "y_open", "direction"]
 
+#: A box that leaves the frame's side (its lumen inside) is kept when its site matches the
+#: lumens' template at least this well (the edge sites of independent seeds 1058-1068 that
+#: were trenches: 0.98-1.0).
+EDGE_MATCH = 0.9
+
+
+def boxes_on_frame(raw_corners, shape, lumen_width, box_width, score) -> np.ndarray:
+    """Per box: whether it lies on the image, or its lumen does and its site matches the
+    lumens' template at :data:`EDGE_MATCH` or more (``score``).
+
+    A trench at the frame's side edge whose lumen lies in the frame (with a pixel of
+    wall either side, :func:`~batchlib.trench.geometry.lumen_share`) is kept, the
+    crop's samples beyond the edge filled (independent simulator 1058: a filled trench
+    9 px from the edge, whose 42 px box left the frame, was dropped), where its site
+    matches closely: at the edge a site sees part of its neighbourhood only (tuning
+    dark_lumen 7 at 512²: plain PDMS matched at 0.65).
+    """
+    lumen_in = corners_inside(raw_corners, shape, keep=lumen_share(lumen_width, box_width))
+    return corners_inside(raw_corners, shape) | (
+        lumen_in & (np.asarray(score, float) >= EDGE_MATCH))
+
 
 @dataclass
 class TrenchLayout:
@@ -114,15 +135,15 @@ class TrenchLayout:
                             self.image_shape, self.kind, self.profiles, list(self.warnings))
 
     def boxes_inside(self) -> np.ndarray:
-        """Per box: whether it lies on the image, its lumen at least (the middle
-        :func:`~batchlib.trench.geometry.lumen_share` of its width: a trench at the
-        frame's side edge is kept, the crop's samples beyond the edge filled)."""
+        """Per box: :func:`boxes_on_frame` (on the image, or a trench at its side edge
+        whose lumen is and whose site matches closely)."""
         tr = self.trenches
         raw = np.stack([tr[[f"raw_y{i}" for i in range(4)]].to_numpy(float),
                         tr[[f"raw_x{i}" for i in range(4)]].to_numpy(float)], axis=-1)
         width = float(tr["width"].max()) if len(tr) else 0.0
-        return corners_inside(raw, self.image_shape,
-                              keep=lumen_share(self.quality.get("lumen_width_px"), width))
+        score = tr["score"].to_numpy(float) if "score" in tr else np.full(len(tr), np.nan)
+        return boxes_on_frame(raw, self.image_shape, self.quality.get("lumen_width_px"),
+                              width, score)
 
     def to_dict(self) -> dict:
         """JSON-friendly form (without the diagnostic profiles)."""
@@ -872,11 +893,6 @@ def _warn_low_confidence(layout):
           "check the QC picture")
 
 
-#: A box that leaves the frame's side (its lumen inside) is kept when its site matches the
-#: lumens' template at least this well (the edge sites of independent seeds 1058-1068 that
-#: were trenches: 0.98-1.0).
-EDGE_MATCH = 0.9
-
 #: A closed-end line moved out by the contrast's rise (:func:`.filled_ends.clear_closed_end`)
 #: by this much or more is warned about.
 CLEARED_WARN_PX = 2.0
@@ -1088,14 +1104,7 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
         corners = np.stack([box_corners(x, y, d, box_height, box_width)
                             for x, y in zip(s["centres"], closed)]) if n else np.zeros((0, 4, 2))
         raw = rotated_to_raw(corners, angle, shape)
-        # a trench at the frame's side edge whose lumen lies in the frame is kept, the
-        # samples beyond the edge filled (independent simulator 1058: a filled trench
-        # 9 px from the edge, whose 42 px box left the frame, was dropped), where its
-        # site matches the lumens' template closely: at the edge a site sees part of
-        # its neighbourhood only (tuning dark_lumen 7 at 512²: plain PDMS at 0.65)
-        inside = corners_inside(raw, shape) | (
-            corners_inside(raw, shape, keep=lumen_share(s["lumen_width"], box_width))
-            & (np.asarray(s["ncc"], float) >= EDGE_MATCH))
+        inside = boxes_on_frame(raw, shape, s["lumen_width"], box_width, s["ncc"])
         if inside.sum() < min_trenches:
             continue
         set_id = len(set_rows)
