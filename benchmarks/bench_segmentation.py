@@ -71,11 +71,10 @@ from batchlib.trench.segmentation.evaluate import match_labels, rod_profile  # n
 from batchlib.trench.segmentation.scale import zoom_for  # noqa: E402
 from batchlib.trench.segmentation.threshold import empty_background  # noqa: E402
 from batchlib.trench.synthetic import simulate_position  # noqa: E402
-from batchlib.trench.synthetic.chip import make_layout  # noqa: E402
 from batchlib.trench.synthetic.families import (FAMILIES, add_seed_arguments,  # noqa: E402
                                                 sample_config, seeds)
-from batchlib.trench.synthetic.scoring import (count_labels, labels_in_boxes,  # noqa: E402
-                                               match_boxes)
+from batchlib.trench.synthetic.scoring import (count_labels, edge_lumen_boxes,  # noqa: E402
+                                               labels_in_boxes, match_boxes)
 
 SHARED = Path(os.environ.get("BATCHLIB_SHARED_DATA",
                              Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -233,7 +232,7 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
                            lay.quality.get("closed_end_margin_px"), cfg.pixel_size_um)
     pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
                            movie.shape[1:], cfg.pitch_px)
-    keep = ~on_edge_trenches(lay, pos, cfg, movie.shape[1:], {j for _, j in pairs})
+    keep = ~on_edge_trenches(lay, pos, cfg, movie.shape[1:])
     if not keep.all():
         # a box on a trench the frame edge cuts: its cells are real but not in the truth
         index = np.cumsum(keep) - 1
@@ -251,29 +250,20 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
             **plausibility(crops, pred, kind, extra, empty is None or bool(lay.warnings))}
 
 
-def on_edge_trenches(lay, pos, cfg, shape, matched) -> np.ndarray:
+def on_edge_trenches(lay, pos, cfg, shape) -> np.ndarray:
     """Which detected boxes lie on a trench the generator cut at the frame edge.
 
     With ``edge_trenches="cells"`` such trenches are rendered with their cells
     but are neither in the truth nor in the labels (``docs/synthetic_data.md``).
-    A box detection puts on one (it may fit in the frame when the generator's
-    box, drifted over the movie, does not) holds real cells with no truth to
-    score them against: they are left out of the scores, not counted as false
-    cells. ``shape``: the frame's; ``matched``: boxes already paired with a true trench.
+    A box detection puts on one holds real cells with no truth to score them
+    against: they are left out of the scores, not counted as false cells
+    (:func:`~batchlib.trench.synthetic.scoring.edge_lumen_boxes`). ``shape``: the
+    frame's. With ``"empty"`` an edge lumen holds no cell, as scored.
     """
-    out = np.zeros(len(lay.trenches), bool)
-    if cfg.edge_trenches != "cells":  # "empty": an edge lumen holds no cell, as scored
-        return out
-    lumens = make_layout(cfg, int(pos.metadata["position"])).lumens
-    edge = lumens[lumens["row"] < 0]
-    if len(edge) == 0:
-        return out
-    edge = edge.assign(height=int(pos.trench_labels.shape[2]), width=int(pos.trench_labels.shape[3]))
-    pairs, _ = match_boxes(lay.trenches, lay.angle_deg, edge, pos.metadata["angle_deg"], shape,
-                           cfg.pitch_px)
-    for _, j in pairs:
-        out[j] = j not in matched
-    return out
+    if cfg.edge_trenches != "cells":
+        return np.zeros(len(lay.trenches), bool)
+    return edge_lumen_boxes(lay.trenches, lay.angle_deg, cfg, int(pos.metadata["position"]),
+                            pos.metadata["angle_deg"], shape)
 
 
 def run_families(families, seed_list, size, n_timepoints, verbose=False, method="threshold",

@@ -86,6 +86,12 @@ def aligned_frames(movie, layout, max_frames: int = 6):
     return np.stack(frames), b, ref.shape
 
 
+def _relative_change(stack):
+    """The standard deviation of consecutive frames' differences over the mean frame
+    (the change over time relative to the local brightness)."""
+    return np.std(np.diff(stack, axis=0), axis=0) / np.maximum(np.abs(stack.mean(axis=0)), 1e-6)
+
+
 def _along_boxes(change, b, shape, layout, offsets, margin):
     """Mean of the map ``change`` (frames of ``shape`` binned by ``b``) along every
     box's axis moved sideways by each of ``offsets`` (rotated pixels), ``margin`` rows
@@ -137,8 +143,8 @@ def temporal_contrast(movie, layout, max_frames: int = 6, margin: int = 10,
     if aligned is None or len(layout.trenches) == 0:
         return float("nan")
     stack, b, shape = aligned
-    change = np.std(np.diff(stack, axis=0), axis=0) / np.maximum(np.abs(stack.mean(axis=0)), 1e-6)
-    along = _along_boxes(change, b, shape, layout, (0.0, 0.5 * float(layout.pitch)), margin)
+    along = _along_boxes(_relative_change(stack), b, shape, layout,
+                         (0.0, 0.5 * float(layout.pitch)), margin)
     along = along[np.isfinite(along).all(axis=1)]
     if not len(along):
         return float("nan")
@@ -172,10 +178,9 @@ def skipped_change(movie, layout, multiple: int, max_frames: int = 6, margin: in
     if aligned is None or len(layout.trenches) == 0 or multiple < 2:
         return float("nan")
     stack, b, shape = aligned
-    change = np.std(np.diff(stack, axis=0), axis=0) / np.maximum(np.abs(stack.mean(axis=0)), 1e-6)
     step = float(layout.pitch) / multiple
     offsets = (0.0, *(side * k * step for k in range(1, multiple) for side in (1, -1)))
-    along = _along_boxes(change, b, shape, layout, offsets, margin)
+    along = _along_boxes(_relative_change(stack), b, shape, layout, offsets, margin)
     along = along[np.isfinite(along).all(axis=1)]
     if not len(along):
         return float("nan")

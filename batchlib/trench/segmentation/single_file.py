@@ -57,17 +57,12 @@ def side_objects(labels, overlap=0.5, smaller=0.7) -> np.ndarray:
     >>> side_objects(lab)[0].tolist()
     [False, False, False, True]
     """
-    from .label_stats import label_stats  # numba: loaded where used
+    from .label_stats import column_sums, label_stats  # numba: loaded where used
 
     labels = np.asarray(labels)
-    h, w = labels.shape[-2:]
-    flat = np.ascontiguousarray(labels.reshape(-1, h, w))
+    flat = np.ascontiguousarray(labels.reshape(-1, *labels.shape[-2:]))
     area, top, bottom, _, _ = label_stats(flat)
-    k = area.shape[1]
-    # the sum of the column of every labelled pixel, per crop and label
-    ids = (np.arange(len(flat))[:, None, None] * k + flat).ravel()
-    columns = np.broadcast_to(np.arange(w, dtype=np.float64), flat.shape).ravel()
-    col_sum = np.bincount(ids, weights=columns, minlength=len(flat) * k).reshape(len(flat), k)
+    col_sum = column_sums(flat, area.shape[1])
     return _beside(area, top, bottom, col_sum, float(overlap), float(smaller))
 
 
