@@ -266,8 +266,25 @@ def on_edge_trenches(lay, pos, cfg, shape) -> np.ndarray:
                             pos.metadata["angle_deg"], shape)
 
 
+def moved_boxes(pos, channel, across, into_wall):
+    """Crops of ``channel`` and their truth on the true boxes moved ``across`` px (x) and
+    ``into_wall`` px towards the closed end: what a box off by that much gives the
+    segmentation (the truth sampled as for detected boxes, ``labels_in_boxes``)."""
+    boxes = pos.trenches.copy()
+    boxes["x_center"] += across
+    boxes["y_closed"] -= into_wall * boxes["direction"]
+    movie = pos.movies[channel]
+    crops = np.stack([[crop_box(movie[t], r.x_center, r.y_closed, r.direction, int(r.height),
+                                int(r.width), r.angle_deg, pos.drift[t])
+                       for t in range(movie.shape[0])] for r in boxes.itertuples()])
+    truth = np.stack([labels_in_boxes(pos.frame_labels[t], boxes, pos.metadata["angle_deg"],
+                                      pos.drift[t]) for t in range(movie.shape[0])], axis=1)
+    return crops, truth
+
+
 def run_families(families, seed_list, size, n_timepoints, verbose=False, method="threshold",
-                 kinds=("phase", "fluorescence"), geometries=("true", "detected")):
+                 kinds=("phase", "fluorescence"), geometries=("true", "detected"),
+                 move_true=(0.0, 0.0)):
     rows, nominal_crops = [], None
     for family in families:
         for seed in seed_list:
@@ -284,11 +301,14 @@ def run_families(families, seed_list, size, n_timepoints, verbose=False, method=
                     continue
                 results = {}
                 if "true" in geometries:
-                    pred, extra = segment(crops[ch], kind, cfg.trench_width_px,
-                                           pos.trenches["empty"].to_numpy(bool), method,
-                                           pixel_size_um=cfg.pixel_size_um)
-                    results["true"] = {**score(pos.trench_labels, pred, mlen),
-                                       **plausibility(crops[ch], pred, kind, extra)}
+                    true_crops, truth = crops[ch], pos.trench_labels
+                    if any(move_true):
+                        true_crops, truth = moved_boxes(pos, ch, *move_true)
+                    pred, extra = segment(true_crops, kind, cfg.trench_width_px,
+                                          pos.trenches["empty"].to_numpy(bool), method,
+                                          pixel_size_um=cfg.pixel_size_um)
+                    results["true"] = {**score(truth, pred, mlen),
+                                       **plausibility(true_crops, pred, kind, extra)}
                 if "detected" in geometries:
                     results["detected"] = end_to_end(pos, cfg, ch, kind, mlen, method)
                 for geo, r in results.items():
@@ -468,6 +488,10 @@ def main(argv=None):
                         help="U-Net weights to measure in place of the shipped ones (with the "
                              "shipped weights' per-kind cell thresholds): candidate weights "
                              "from `batchlib train-segmenter`")
+    parser.add_argument("--move-true-boxes", default="0,0", metavar="ACROSS,INTO_WALL",
+                        help="move the true boxes by this many pixels across the trench (x) and "
+                             "towards the closed end, to measure what a box off by that much "
+                             "costs (the truth then sampled as on detected boxes)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per run (stderr)")
     args = parser.parse_args(argv)
     if args.weights:
@@ -494,8 +518,14 @@ def main(argv=None):
     geometries = tuple(g.strip() for g in args.geometries.split(",") if g.strip())
     if set(kinds) - {"phase", "fluorescence"} or set(geometries) - {"true", "detected"}:
         parser.error("--kinds takes phase and fluorescence, --geometries true and detected")
+    try:
+        move = tuple(float(v) for v in args.move_true_boxes.split(","))
+        assert len(move) == 2
+    except (ValueError, AssertionError):
+        parser.error(f"--move-true-boxes takes two numbers, ACROSS,INTO_WALL, not "
+                     f"{args.move_true_boxes!r}")
     rows, crops = run_families(families, seed_list, size, n_t, args.verbose, args.method,
-                               kinds, geometries)
+                               kinds, geometries, move)
     print(f"## Segmentation per family, method {args.method} ({len(families)} families x "
           f"{len(seed_list)} seeds "
           f"({seed_list[0]}..{seed_list[-1]}), {size} x {size}, {n_t} frames, "

@@ -234,6 +234,27 @@ def test_phase_cells_dark_and_halo(straight):
     assert len(gaps) > 5 and np.mean(inside) < 0.8 * np.mean(gaps)
 
 
+def test_focus_rim_moves_the_apparent_edge_and_defaults_to_none():
+    """``phase_focus_rim_px2``: the defocus term brightens the cell's rim inside its edge
+    (> 0) or darkens it there (< 0); the centre barely changes and 0 changes nothing."""
+    from batchlib.trench.synthetic.cells import phase_term, rod
+
+    thick = np.zeros((60, 40), np.float32)
+    win, th, inside = rod(thick.shape, 30.0, 20.0, 30.0, 12.0, 0.0)
+    thick[win] = th
+    base = phase_term(thick, 1.2, 1.4, 8.0)
+    assert np.array_equal(base, phase_term(thick, 1.2, 1.4, 8.0, focus_rim=0.0))
+    rim_in = phase_term(thick, 1.2, 1.4, 8.0, focus_rim=2.0)
+    rim_out = phase_term(thick, 1.2, 1.4, 8.0, focus_rim=-2.0)
+    # along the row through the centre: the edge is at column 14 (centre 20, radius 6)
+    edge_inside, centre = (30, 16), (30, 20)
+    assert rim_in[edge_inside] > base[edge_inside] + 0.1 > rim_out[edge_inside] + 0.2
+    assert abs(rim_in[centre] - base[centre]) < 0.1
+    # and the other way round just outside it: the dark core looks narrower (> 0)
+    edge_outside = (30, 14)
+    assert rim_in[edge_outside] < base[edge_outside] - 0.1 < rim_out[edge_outside] - 0.2
+
+
 def test_growth_and_division(pos):
     lin = pos.lineage.set_index("cell_id")
     daughters = lin[lin.parent_id > 0]

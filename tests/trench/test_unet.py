@@ -172,11 +172,11 @@ def test_finetuning_lowers_the_loss_and_is_deterministic(segmented, tmp_path):
 
 
 def test_train_segmenter_cli_finetunes_and_writes_a_model_card(segmented, tmp_path):
-    out = tmp_path / "mine.pt"
+    out = tmp_path / "models" / "mine.pt"  # a folder not there yet is made
     assert cli_main(["train-segmenter", "--out", str(out), "--finetune", str(segmented),
                      "--steps", "2", "--batch_size", "4", "--validation_positions", "1", "--threads", "1",
                      "--no_progress"]) == 0
-    card = (tmp_path / "MODEL_CARD.md").read_text()
+    card = (out.parent / "MODEL_CARD.md").read_text()
     assert "Fine-tuned from" in card and "| phase |" in card
     labels = segment_trenches(np.zeros((1, 64, 32), np.float32), method="unet", kind="phase",
                               weights=str(out))
@@ -427,6 +427,26 @@ def test_combined_training_family_renders_crops_of_trained_conditions():
     # seed 3 as 'combined' of ["dark_lumen"]: dark lumens only if drawn, never JPEG
     cfg = sample_config("mixed", 3, mixed_of=["dark_lumen"])
     assert cfg.jpeg_quality == 0
+
+
+def test_focus_rim_training_family_is_combined_out_of_focus():
+    """'focus_rim' positions are 'combined' ones (the same scene for a seed) whose cells'
+    phase image has the defocus rim, drawn in FOCUS_RIM_RANGE with either sign."""
+    families = ["nominal", "defocus", training.COMBINED, training.FOCUS_RIM]
+    rims = []
+    for seed in range(30):
+        cfg = training.training_config(training.FOCUS_RIM, seed, families, height=256,
+                                        width=256)
+        plain = training.training_config(training.COMBINED, seed, families, height=256,
+                                         width=256)
+        assert cfg.family == plain.family == "mixed" and plain.phase_focus_rim_px2 == 0.0
+        assert cfg.psf_sigma_px == plain.psf_sigma_px and cfg.seed == plain.seed
+        rims.append(cfg.phase_focus_rim_px2)
+    lo, hi = training.FOCUS_RIM_RANGE
+    assert lo <= min(rims) < 0 < max(rims) <= hi
+    crops, labels, kinds = training.generated_examples([training.FOCUS_RIM], [5],
+                                                       n_timepoints=1)
+    assert (labels > 0).any() and "phase" in set(kinds)
 
 
 def test_faint_dark_lumen_training_family_draws_dark_lumens_in_their_hardest_corner(tmp_path):

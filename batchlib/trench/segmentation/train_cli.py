@@ -12,6 +12,7 @@ import datetime
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -64,9 +65,11 @@ def main(args) -> int:
     if unknown:
         print(f"error: unknown families {unknown}; known: {', '.join(FAMILIES)} and "
               f"{', '.join(TRAINING_FAMILIES)} (training families: several of the others at "
-              "once; dark_lumen's faintest cells)", file=sys.stderr)
+              "once; dark_lumen's faintest cells; several at once out of focus)", file=sys.stderr)
         return 2
     margin_range = tuple(args.box_margin) if args.box_margin else BOX_MARGIN
+    # made now, not after minutes of training: a missing folder lost the run at the end
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     # Validation on held-out seeds far from those the benchmark uses first.
     val_seeds = seeds("heldout", args.validation_positions, start=900_000 + args.seed * 1000)
     with tqdm(total=args.validation_positions, desc="validation crops",

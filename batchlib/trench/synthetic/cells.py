@@ -140,7 +140,8 @@ def halo_blur(arr, sigma, model="gaussian", psf_sigma=0.0):
     return out
 
 
-def phase_term(thickness, contrast, psf_sigma, halo_sigma, sharp=None, halo_model="gaussian"):
+def phase_term(thickness, contrast, psf_sigma, halo_sigma, sharp=None, halo_model="gaussian",
+               focus_rim=0.0):
     """Log-factor by which cells of the given thickness modulate a phase image.
 
     Phase contrast shows an object as its optical path minus a low-passed copy
@@ -149,7 +150,25 @@ def phase_term(thickness, contrast, psf_sigma, halo_sigma, sharp=None, halo_mode
     trench lumen and the grey feeding channel alike, stay positive, and factors
     of overlapping canvases compose exactly. ``sharp`` is the PSF-blurred
     thickness when the caller already has it.
+
+    ``focus_rim`` (px²) adds the defocus term of the transport-of-intensity
+    equation, ``-contrast * focus_rim * laplacian(sharp)``: a focal plane a
+    fraction of a micrometre off brightens the rim just inside every cell edge
+    and darkens the medium just outside it (``focus_rim > 0``: the dark core
+    looks narrower than the cell), or the other way round (``< 0``).
+    Physically ``focus_rim`` is about ``dz * wavelength / (4 pi)`` in pixels
+    squared: 1.1 px² for 0.25 µm at 0.55 µm and 0.1 µm pixels.
     """
     if sharp is None:
         sharp = blur(thickness, psf_sigma)
-    return (-contrast) * (sharp - halo_blur(thickness, halo_sigma, halo_model, psf_sigma))
+    term = (-contrast) * (sharp - halo_blur(thickness, halo_sigma, halo_model, psf_sigma))
+    if focus_rim:
+        term -= (contrast * focus_rim) * laplacian_2d(sharp)
+    return term
+
+
+def laplacian_2d(a) -> np.ndarray:
+    """Discrete 5-point Laplacian over the last two axes (edges repeated)."""
+    a = np.asarray(a, np.float32)
+    return (ndimage.correlate1d(a, [1.0, -2.0, 1.0], axis=-1, mode="nearest")
+            + ndimage.correlate1d(a, [1.0, -2.0, 1.0], axis=-2, mode="nearest"))

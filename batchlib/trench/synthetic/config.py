@@ -92,6 +92,9 @@ class SyntheticConfig:
         draws bright lines along the walls, and its share of the wall halo.
     phase_halo_fraction : share of the wall contrast restored as halo (below 1,
         large PDMS areas look darker than the medium).
+    phase_focus_rim_px2 : defocus of the cells' phase image (px², either sign;
+        :func:`.cells.phase_term`): a bright rim inside (> 0) or outside (< 0)
+        every cell edge. 0, the default, draws none.
     phase_floor : darkest intensity as a fraction of ``phase_background``.
 
     Optics and camera
@@ -189,6 +192,7 @@ class SyntheticConfig:
     phase_edge_halo_weight: float = 0.35
     phase_halo_fraction: float = 0.75
     cell_halo_sigma_px: float = 8.0
+    phase_focus_rim_px2: float = 0.0
     phase_floor: float = 0.08
     # optics and camera
     psf_sigma_px: float = 1.4

@@ -239,7 +239,8 @@ class Renderer:
         phase = None
         if self.phase:
             phase = phase_term(thick, cfg.phase_cell_contrast, psf, cfg.cell_halo_sigma_px,
-                               sharp=sharp[0], halo_model=cfg.halo_model)
+                               sharp=sharp[0], halo_model=cfg.halo_model,
+                               focus_rim=cfg.phase_focus_rim_px2)
         return rows, first, phase, sharp[1:], crop_labels
 
     def _feeding_cells(self, t, psf):
@@ -270,7 +271,7 @@ class Renderer:
             if self.phase:
                 self.planes[0, ys, xs] *= np.exp(phase_term(
                     local, cfg.phase_cell_contrast, psf, cfg.cell_halo_sigma_px,
-                    halo_model=cfg.halo_model))
+                    halo_model=cfg.halo_model, focus_rim=cfg.phase_focus_rim_px2))
                 i = 1
             blurred = blur(local, psf)
             for j, ch in enumerate(self.fluo):

@@ -130,7 +130,11 @@ def labels_in_boxes(frame_labels, boxes: pd.DataFrame, angle_deg, drift_yx=(0.0,
     """True cell ids sampled (nearest pixel) on the grid of each box: ``(n, height, width)``.
 
     The truth of crops cut with any geometry, e.g. a detected one: pixels
-    outside the frame are 0.
+    outside the frame are 0. Off the pixel grid every boundary of this truth lies
+    up to half a pixel from the cell's, so a perfect segmentation of a box at a
+    random sub-pixel offset scores a mean IoU of about 0.93 against it (rods
+    7-13 px wide), 1.0 on whole-pixel boxes: IoU on detected boxes reads low by
+    that much; lengths measured against the true ones do not.
     """
     frame_labels = np.asarray(frame_labels)
     out = []
