@@ -57,7 +57,8 @@ import pandas as pd  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_detection import markdown  # noqa: E402
-from bench_segmentation import plausibility, score, segment  # noqa: E402
+from bench_segmentation import (add_model_options, apply_model_options, plausibility,  # noqa: E402
+                                score, segment)
 from independent_sim import simulate  # noqa: E402
 
 from batchlib.trench.detection import TrenchDetectionError, crop_trenches  # noqa: E402
@@ -278,15 +279,10 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--kinds", default="phase,fluorescence")
     parser.add_argument("--quick", action="store_true", help="2 seeds x 4 frames")
-    parser.add_argument("--weights", default=None,
-                        help="U-Net weights to measure in place of the shipped ones (as in "
-                             "bench_segmentation.py): candidate weights from "
-                             "`batchlib train-segmenter`")
+    add_model_options(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per position")
     args = parser.parse_args(argv)
-    if args.weights:
-        from batchlib.trench.segmentation import torch_model
-        torch_model.DEFAULT_WEIGHTS = Path(args.weights).resolve()
+    apply_model_options(parser, args)
     if args.quick:
         args.n_seeds, args.frames = 2, 4
     seeds = ([int(s) for s in args.seed_list.split(",")] if args.seed_list

@@ -466,6 +466,31 @@ def run_real_phase():
     return pd.DataFrame(rows)
 
 
+def add_model_options(parser) -> None:
+    """``--weights`` and ``--cell-threshold``: measure other U-Net weights or another
+    calibration with this benchmark (and ``bench_independent.py``)."""
+    parser.add_argument("--weights", default=None,
+                        help="U-Net weights to measure in place of the shipped ones (with the "
+                             "shipped weights' per-kind cell thresholds): candidate weights "
+                             "from `batchlib train-segmenter`")
+    parser.add_argument("--cell-threshold", default="", metavar="KIND=P,...",
+                        help="the U-Net's P(cell) threshold per kind in place of the shipped "
+                             "weights' (e.g. phase=0.4), to measure a calibration")
+
+
+def apply_model_options(parser, args) -> None:
+    """Put :func:`add_model_options`' choices in place for this process."""
+    from batchlib.trench.segmentation import torch_model
+
+    if args.weights:
+        torch_model.DEFAULT_WEIGHTS = Path(args.weights).resolve()
+    for item in filter(None, args.cell_threshold.split(",")):
+        kind, _, value = item.partition("=")
+        if kind not in ("phase", "fluorescence") or not value:
+            parser.error(f"--cell-threshold takes phase=P and/or fluorescence=P, not {item!r}")
+        torch_model.CELL_THRESHOLD[kind] = float(value)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -484,19 +509,14 @@ def main(argv=None):
     parser.add_argument("--seed-list", default=None,
                         help="comma-separated seeds to run instead of --seeds/--n-seeds/"
                              "--seed-start (e.g. the seeds of one corner of a family)")
-    parser.add_argument("--weights", default=None,
-                        help="U-Net weights to measure in place of the shipped ones (with the "
-                             "shipped weights' per-kind cell thresholds): candidate weights "
-                             "from `batchlib train-segmenter`")
+    add_model_options(parser)
     parser.add_argument("--move-true-boxes", default="0,0", metavar="ACROSS,INTO_WALL",
                         help="move the true boxes by this many pixels across the trench (x) and "
                              "towards the closed end, to measure what a box off by that much "
                              "costs (the truth then sampled as on detected boxes)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per run (stderr)")
     args = parser.parse_args(argv)
-    if args.weights:
-        from batchlib.trench.segmentation import torch_model
-        torch_model.DEFAULT_WEIGHTS = Path(args.weights).resolve()
+    apply_model_options(parser, args)
     if args.method == "auto":
         from batchlib.trench.segmentation.methods import default_method
         args.method = default_method()
