@@ -540,8 +540,9 @@ def main(argv=None):
         parser.error("--kinds takes phase and fluorescence, --geometries true and detected")
     try:
         move = tuple(float(v) for v in args.move_true_boxes.split(","))
-        assert len(move) == 2
-    except (ValueError, AssertionError):
+    except ValueError:
+        move = ()
+    if len(move) != 2:
         parser.error(f"--move-true-boxes takes two numbers, ACROSS,INTO_WALL, not "
                      f"{args.move_true_boxes!r}")
     rows, crops = run_families(families, seed_list, size, n_t, args.verbose, args.method,
