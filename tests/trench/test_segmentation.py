@@ -346,3 +346,50 @@ def test_row_medians_equal_nanmedian():
             warnings.simplefilter("ignore", RuntimeWarning)
             expected = np.nanmedian(np.where(chosen, values, np.nan), axis=1)
         np.testing.assert_array_equal(_row_medians(values, chosen), expected)
+
+
+def test_a_lone_empty_trench_keeps_a_cell_that_enters_it_later():
+    """One trench flagged empty: its median over the first frames is the empty lumen's
+    reference (``threshold.empty_background``). The band the method took for a cell in
+    every frame goes; a dark cell that enters after those frames departs from it and
+    stays, in the job's later blocks too (the reference passed as ``lone``)."""
+    from batchlib.trench.segmentation.empty_trenches import clean_by_empty_trenches
+    from batchlib.trench.segmentation.threshold import (LONE_REFERENCE_FRAMES,
+                                                        empty_background,
+                                                        lone_empty_reference)
+
+    rng = np.random.default_rng(1)
+    n, t, h, w = 6, LONE_REFERENCE_FRAMES + 8, 60, 16
+    lumen = np.full((h, w), 900.0)
+    lumen[:, 6:10] = 860.0                            # the halo band
+    crops = np.broadcast_to(lumen, (n, t, h, w)) + rng.normal(0, 5, (n, t, h, w))
+    labels = np.zeros(crops.shape, np.int32)
+    for i in range(5):                                # filled: two dark cells
+        for k, (r0, r1) in enumerate([(2, 14), (16, 28)], 1):
+            labels[i, :, r0:r1, 5:11] = k
+            crops[i, :, r0:r1, 5:11] *= 0.45
+    labels[5, :, 10:50, 6:10] = 1                     # the band in the empty trench
+    late = LONE_REFERENCE_FRAMES + 2
+    labels[5, late:, 30:42, 5:11] = 1                 # ... and a cell that enters later
+    labels[5, late:, 10:30, 6:10] = 0
+    labels[5, late:, 42:50, 6:10] = 0
+    crops[5, late:, 30:42, 5:11] *= 0.45
+    empty = np.array([False] * 5 + [True])
+
+    background = empty_background(crops, empty)
+    assert background.shape == (1, t, h, w)
+    np.testing.assert_allclose(background[0, -1], np.median(crops[5, :LONE_REFERENCE_FRAMES], 0))
+    out, dropped = clean_by_empty_trenches(labels, crops, "phase", empty, background)
+    assert [int(out[5, f].max()) for f in (0, late - 1, late, t - 1)] == [0, 0, 1, 1]
+    assert (out[5, late:] == labels[5, late:]).all() and dropped == late
+    assert (out[:5] == labels[:5]).all()
+    # a later block alone (the cell in every frame of it): the first frames' reference
+    block = slice(late, t)
+    lone = lone_empty_reference(crops[5:, :LONE_REFERENCE_FRAMES])
+    later = empty_background(crops[:, block], empty, lone=lone)
+    out, _ = clean_by_empty_trenches(labels[:, block], crops[:, block], "phase", empty, later)
+    assert (out[5] == labels[5, block]).all()
+    # without the first frames the block is its own reference, and the cell would go
+    own = empty_background(crops[:, block], empty)
+    assert clean_by_empty_trenches(labels[:, block], crops[:, block], "phase", empty,
+                                   own)[0][5].max() == 0

@@ -105,7 +105,8 @@ class Segment(BatchJobOnContainer):
         from ..segmentation.methods import accepted_keywords
         from ..segmentation.mirror import mirror_counts
         from ..segmentation.scale import unknown_magnification_warning, zoom_for
-        from ..segmentation.threshold import empty_background
+        from ..segmentation.threshold import (LONE_REFERENCE_FRAMES, empty_background,
+                                              lone_empty_reference)
 
         p = self.param_values
         method = resolve_method(self._method)  # a worker: import it once, before any work
@@ -165,13 +166,19 @@ class Segment(BatchJobOnContainer):
             # cell, not a speck of halo or debris
             return segment_and_clean(block, method, kind, empty, **kwargs)
 
+        lone = None
+        if empty is not None and empty.sum() == 1:
+            # a single empty trench: what it looked like in the first frames, whichever
+            # block of frames is segmented now (threshold.empty_background)
+            first = crops[int(np.flatnonzero(empty)[0]), :min(LONE_REFERENCE_FRAMES, n_t)]
+            lone = lone_empty_reference(first[None])
         figures = []
         for t0, t1 in frame_blocks(kept, n_t):
             block = crops[:, t0:t1]
             kwargs = dict(extra)
             if empty is not None and not given and kind == "phase" and "background" in wants:
                 # what an empty trench looks like in these frames (see segment_threshold)
-                kwargs["background"] = empty_background(block, empty)
+                kwargs["background"] = empty_background(block, empty, lone=lone)
             elif empty is not None and not given and kind != "phase" and "empty_crops" in wants:
                 # what the artefacts of these frames look like in trenches without cells
                 kwargs["empty_crops"] = empty[:, None]
