@@ -1588,3 +1588,24 @@ def test_no_cleared_end_warning_on_a_nominal_position():
     layout = detect_trenches(pos.movies["phase"][0], "phase", box_width=cfg.box_width)
     assert layout.quality["closed_end_cleared_px"] == 0.0
     assert not any("moved out" in w for w in layout.warnings)
+
+
+@pytest.mark.parametrize("seed,far", [(1089, True), (1009, False)])
+def test_boxes_moved_far_beyond_the_closed_end_line_are_warned(seed, far):
+    """Independent simulator 1089: its PDMS and lumens are the same grey, so only the cells
+    show where the lumens end; against the walls' level each mother was followed out while
+    its lumen stayed a little darker, 17-19 px into the PDMS, and every box started there at
+    confidence 0.71 without a word. The move beyond the set's closed-end line is recorded
+    (``closed_end_tip_push_px``) and warned about from TIP_PUSH_WARN_PX. 1009 (the case the
+    following-out was made for, dark mothers with bright halos and no empty lumen): 1.3 px,
+    no warning."""
+    from batchlib.trench.detection.movie import detect_in_movie
+    from batchlib.trench.detection.trench_array import TIP_PUSH_WARN_PX
+
+    acq = _independent_simulation(seed)
+    layout, _ = detect_in_movie(acq.phase, "phase")
+    push = layout.quality["closed_end_tip_push_px"]
+    warned = any("beyond the trenches' closed-end line" in w for w in layout.warnings)
+    assert (push > 3 * TIP_PUSH_WARN_PX) == far and warned == far
+    if not far:
+        assert 0.5 < push < 2.0

@@ -421,7 +421,7 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
     return dict(y_top=edges[0], y_bottom=edges[1], reach=edges if reach is None else reach,
                 cues=cues, spread=spread, spill=spill,
                 top_each=per_trench[0], bottom_each=per_trench[1], pushed=per_trench[2],
-                ends_from_empty=per_trench[3], rows=rows, excess=each)
+                ends_from_empty=per_trench[3], tip_push=per_trench[4], rows=rows, excess=each)
 
 
 def _trench_ends(rows, each, inside, filled, centres, edges, kind):
@@ -473,6 +473,7 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
     top = fit_end_line(centres, ends[:, 0], edges[0], max_slope=max_slope)
     bottom = fit_end_line(centres, ends[:, 1], edges[1], max_slope=max_slope)
     pushed = (0.0, 0.0)
+    tip_push = (0.0, 0.0)
     if kind == "fluorescence":
         top = np.fmin(top, np.fmin(ends[:, 0], clear[:, 0]))
         bottom = np.fmax(bottom, np.fmax(ends[:, 1], clear[:, 1]))
@@ -485,6 +486,7 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
             tips, against_walls = found
             new_top = np.fmin(top, tips[:, 0] - 1.0)
             new_bottom = np.fmax(bottom, tips[:, 1] + 1.0)
+            tip_push = _median_push(top - new_top, new_bottom - bottom, filled)
             if not against_walls:
                 # when many boxes need it, the contrast edge itself was wrong (against
                 # the walls a dark lumen pushes every box by design: dark_lumen with no
@@ -503,7 +505,16 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
             shift = _beyond_empty_ends(top, bottom, ends, ~filled)
             top, bottom = top - shift[0], bottom + shift[1]
             pushed = tuple(max(p, float(m > 1.5)) for p, m in zip(pushed, shift))
-    return top, bottom, pushed, from_empty
+    return top, bottom, pushed, from_empty, tip_push
+
+
+def _median_push(top_moves, bottom_moves, filled):
+    """Median move (px) of the filled trenches' boxes beyond the line at each end."""
+    filled = np.asarray(filled, bool)
+    if not filled.any():
+        return (0.0, 0.0)
+    return tuple(float(np.nan_to_num(np.nanmedian(np.asarray(m, float)[filled])))
+                 for m in (top_moves, bottom_moves))
 
 
 #: The farthest (px) the ends of too few empty lumens move a phase set's line out.

@@ -21,7 +21,7 @@ from .closed_end_drift import (across_trenches, closed_end_positions, fluorescen
                                orient_by_tips, set_shifts_to_frame)
 from ._common import TrenchDetectionError
 from .drift import DriftEstimator
-from .trench_array import LOW_PHASE_CONFIDENCE, detect_trenches
+from .trench_array import LOW_PHASE_CONFIDENCE, detect_trenches, warn_tip_push
 
 __all__ = ["reference_image", "detect_in_movie", "movie_drift"]
 
@@ -75,7 +75,7 @@ def detect_in_movie(movie, kind, **detect_kwargs):
                                 layout, detect)
     if kind == "fluorescence":
         layout = _closed_ends_on_frame(layout, reference, np.asarray(movie[0], np.float32))
-    return layout, reference
+    return warn_tip_push(layout), reference
 
 
 #: Frames tried, in this order, when a phase movie's frame 0 gives no trench array.

@@ -356,6 +356,10 @@ def layout_quality(sets, trenches, pitch, noise, kind, extra):
         "lumen_confidence": float(min(s["lumen_conf"] for s in sets)) if sets else 0.0,
         "direction_confidence": float(min(s["dir_conf"] for s in sets)) if sets else 0.0,
         "closed_end_pushed_fraction": float(pushed),
+        # how far (median px) the filled trenches' boxes were moved out beyond the set's
+        # closed-end line to clear their outermost cells (ends.set_ends' tip_push)
+        "closed_end_tip_push_px": float(max((s.get("tip_push", (0.0, 0.0))[
+            0 if s["direction"] == 1 else 1] for s in sets), default=0.0)),
         # a fluorescence image shows only filled trenches: empty ones at the ends
         # of the array cannot be seen and are missing from the layout
         "may_miss_empty": 1.0 if kind == "fluorescence" else 0.0,
