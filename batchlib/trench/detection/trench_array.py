@@ -906,15 +906,22 @@ def _warn_cleared_end(layout):
     1048, 1051, 1058) and 2.2-2.7 px too far on 5 (1022, 1035, 1057, 1064, 1072: the
     halo beyond a closed end, whose contrast profile looks the same). Never on the
     generator's tuning seeds 100-107."""
-    moved = layout.quality.get("closed_end_cleared_px", 0.0)
-    if layout.kind != "phase" or not moved >= CLEARED_WARN_PX:
-        return
-    text = (f"a set's closed-end line was moved out {moved:.1f} px, to where the filled "
-            "lumens' contrast rises from the PDMS (too few empty trenches to draw it): "
-            "without the move the boxes would start inside the mothers, but a halo beyond "
-            "the closed end can put the line up to 3 px outside; check the QC picture")
-    if text not in layout.warnings:
-        layout.warnings.append(text)
+    _warn_phase_from(layout, "closed_end_cleared_px", CLEARED_WARN_PX, lambda moved: (
+        f"a set's closed-end line was moved out {moved:.1f} px, to where the filled "
+        "lumens' contrast rises from the PDMS (too few empty trenches to draw it): "
+        "without the move the boxes would start inside the mothers, but a halo beyond "
+        "the closed end can put the line up to 3 px outside; check the QC picture"))
+
+
+def _warn_phase_from(layout, key, threshold, message):
+    """Append ``message(value)`` to a phase layout's warnings (once) where its
+    ``quality[key]`` is ``threshold`` or more; the layout."""
+    value = layout.quality.get(key, 0.0)
+    if layout.kind == "phase" and value >= threshold:
+        text = message(value)
+        if text not in layout.warnings:
+            layout.warnings.append(text)
+    return layout
 
 
 #: Boxes moved out this far (px, the median of a set's filled trenches) beyond the set's
@@ -935,16 +942,11 @@ def warn_tip_push(layout):
     on independent 1000-1095 under 2.3 px but on 1089 (14 px) and 1084 (5.5 px: there the
     line lay inside the mothers and the push was needed; already warned, confidence 0.25).
     Called last (the detection's decisions never see it)."""
-    push = layout.quality.get("closed_end_tip_push_px", 0.0)
-    if layout.kind != "phase" or not push >= TIP_PUSH_WARN_PX:
-        return layout
-    text = (f"the boxes were moved {push:.1f} px out beyond the trenches' closed-end line to "
-            "clear their outermost cells: the lumens' end is unclear (the PDMS may look like "
-            "the lumen), and where the boxes start is uncertain by about that much (in the "
-            "PDMS, the mothers then look too long); check the QC picture")
-    if text not in layout.warnings:
-        layout.warnings.append(text)
-    return layout
+    return _warn_phase_from(layout, "closed_end_tip_push_px", TIP_PUSH_WARN_PX, lambda push: (
+        f"the boxes were moved {push:.1f} px out beyond the trenches' closed-end line to "
+        "clear their outermost cells: the lumens' end is unclear (the PDMS may look like "
+        "the lumen), and where the boxes start is uncertain by about that much (in the "
+        "PDMS, the mothers then look too long); check the QC picture"))
 
 
 def _at_finer_lattice(found, pitch, min_pitch, again):
