@@ -82,14 +82,16 @@ TARGETS = [("F1", 0.95, "min"), ("mean IoU", 0.85, "min"), ("count +-1", 0.95, "
            ("mother len 5%", 0.90, "min"), ("empty clean", 0.99, "min")]
 
 
-def crops_of(pos, channels):
-    """``(n_trench, T, H, W)`` crops of each channel on the true boxes and drift."""
+def crops_of(pos, channels, boxes=None):
+    """``(n_trench, T, H, W)`` crops of each channel on the true boxes (or ``boxes``, the
+    same columns) and drift."""
+    boxes = pos.trenches if boxes is None else boxes
     out = {}
     for ch in channels:
         movie = pos.movies[ch]
         out[ch] = np.stack([[crop_box(movie[t], r.x_center, r.y_closed, r.direction, int(r.height),
                                       int(r.width), r.angle_deg, pos.drift[t])
-                             for t in range(movie.shape[0])] for r in pos.trenches.itertuples()])
+                             for t in range(movie.shape[0])] for r in boxes.itertuples()])
     return out
 
 
@@ -273,13 +275,9 @@ def moved_boxes(pos, channel, across, into_wall):
     boxes = pos.trenches.copy()
     boxes["x_center"] += across
     boxes["y_closed"] -= into_wall * boxes["direction"]
-    movie = pos.movies[channel]
-    crops = np.stack([[crop_box(movie[t], r.x_center, r.y_closed, r.direction, int(r.height),
-                                int(r.width), r.angle_deg, pos.drift[t])
-                       for t in range(movie.shape[0])] for r in boxes.itertuples()])
     truth = np.stack([labels_in_boxes(pos.frame_labels[t], boxes, pos.metadata["angle_deg"],
-                                      pos.drift[t]) for t in range(movie.shape[0])], axis=1)
-    return crops, truth
+                                      pos.drift[t]) for t in range(len(pos.drift))], axis=1)
+    return crops_of(pos, (channel,), boxes)[channel], truth
 
 
 def run_families(families, seed_list, size, n_timepoints, verbose=False, method="threshold",

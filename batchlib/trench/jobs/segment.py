@@ -166,8 +166,10 @@ class Segment(BatchJobOnContainer):
             # cell, not a speck of halo or debris
             return segment_and_clean(block, method, kind, empty, **kwargs)
 
+        use_background = empty is not None and not given and kind == "phase" \
+            and "background" in wants
         lone = None
-        if empty is not None and empty.sum() == 1:
+        if use_background and empty.sum() == 1 and kept < n_t:
             # a single empty trench: what it looked like in the first frames, whichever
             # block of frames is segmented now (threshold.empty_background)
             first = crops[int(np.flatnonzero(empty)[0]), :min(LONE_REFERENCE_FRAMES, n_t)]
@@ -176,7 +178,7 @@ class Segment(BatchJobOnContainer):
         for t0, t1 in frame_blocks(kept, n_t):
             block = crops[:, t0:t1]
             kwargs = dict(extra)
-            if empty is not None and not given and kind == "phase" and "background" in wants:
+            if use_background:
                 # what an empty trench looks like in these frames (see segment_threshold)
                 kwargs["background"] = empty_background(block, empty, lone=lone)
             elif empty is not None and not given and kind != "phase" and "empty_crops" in wants:
