@@ -1,11 +1,12 @@
-"""The outer foot of a fluorescence trench's outermost cell (detection/ends.py: outer_foot)."""
+"""The outer foot of a fluorescence trench's outermost cell (detection/ends.py: outer_foot)
+and the tips of a phase trench's outermost cells (_phase_cell_tips)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from batchlib.trench.detection.ends import CELL_REACH, outer_foot
+from batchlib.trench.detection.ends import CELL_REACH, _phase_cell_tips, outer_foot
 
 ROWS = np.arange(200, 300, dtype=float)
 
@@ -60,3 +61,44 @@ def test_without_profile_beyond_the_end_the_brightest_peak_is_used():
     p = cells((203, 248, 150.0), (251, 280, 660.0))
     # the set's end at row 204: only 4 rows of the profile lie beyond it
     assert outer_foot(ROWS, p, 204.0, +1, reach=CELL_REACH) == outer_foot(ROWS, p, 204.0, +1)
+
+
+def _phase_set(closed_end_rim, n=6, seed=0):
+    """Contrast profiles (lumen minus walls, rows along axis 0) of ``n`` filled phase
+    trenches without an empty one, the closed end at row 100 (the set's line drawn 4 px
+    outside it, at 96), every mother's first row at 108 and its body 40 units dark (the
+    walls' noise 1), as on independent simulator 1089: a bright halo between the closed
+    end and the mother (rows 102-107) and, where ``closed_end_rim``, the end's own dark
+    rim (rows 95-101, 12 dark) and a faint darkening of the PDMS column 10 px beyond it
+    (3 dark)."""
+    rows = np.arange(40.0, 260.0)
+    level = np.zeros(rows.size)
+    level[(rows >= 108) & (rows <= 250)] = -40.0
+    level[(rows >= 102) & (rows < 108)] = 50.0
+    if closed_end_rim:
+        level[(rows >= 95) & (rows < 102)] = -12.0
+        level[(rows >= 85) & (rows < 95)] = -3.0
+    profile = ndimage.gaussian_filter1d(level, 1.0)
+    rng = np.random.default_rng(seed)
+    profs = profile[:, None] + rng.normal(0, 1.0, (rows.size, n))
+    return rows, profs, np.ones(n, bool), (96.0, 250.0)
+
+
+@pytest.mark.parametrize("closed_end_rim", [False, True])
+def test_a_closed_ends_dark_rim_beyond_a_halo_is_not_taken_for_a_cell(closed_end_rim):
+    rows, profs, filled, edges = _phase_set(closed_end_rim)
+    tips, against_walls = _phase_cell_tips(rows, profs, filled, edges)
+    assert against_walls
+    # the mothers' own first rows (108, blurred), not the rim 8-13 px further out in the PDMS
+    assert np.all(np.abs(tips[:, 0] - 108) <= 1.0)
+
+
+def test_a_mothers_faint_fringe_against_the_walls_is_still_followed_out():
+    # independent simulator 1009: dark mothers whose edge fades over a few rows; the box
+    # must start beyond the last row still darker than the walls, not at the dark core
+    rows = np.arange(40.0, 260.0)
+    level = np.where((rows >= 100) & (rows <= 250), -20.0, 0.0)
+    profile = ndimage.gaussian_filter1d(level, 2.0)
+    profs = profile[:, None] + np.random.default_rng(1).normal(0, 0.3, (rows.size, 5))
+    tips, _ = _phase_cell_tips(rows, profs, np.ones(5, bool), (101.0, 250.0))
+    assert np.all((tips[:, 0] >= 94) & (tips[:, 0] <= 98))  # the half level lies at 99.5

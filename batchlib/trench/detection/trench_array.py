@@ -935,12 +935,13 @@ def warn_tip_push(layout):
 
     Where the PDMS and the lumen look alike only the cells show where a lumen ends, and
     against the walls' level (:func:`.ends._phase_cell_tips`) a mother is followed out while
-    its lumen stays darker than the walls. Beyond the closed end of independent simulator
-    1089 the lumen column stayed a little darker for 20 px: every box started 17-19 px out in
-    the PDMS, at confidence 0.71, without a word. On the generator's tuning seeds 100-103
-    and held-out 10380-10381 (every family, both positions) the push was 1.5 px at most;
-    on independent 1000-1095 under 2.3 px but on 1089 (14 px) and 1084 (5.5 px: there the
-    line lay inside the mothers and the push was needed; already warned, confidence 0.25).
+    its lumen stays darker than the walls. On independent simulator 1089 the closed ends'
+    dark rim was taken for the mothers' tips and followed out while the PDMS column stayed a
+    little darker: every box started 17-22 px out in the PDMS, at confidence 0.71, without a
+    word (the rim is no cell now: ``ends.CELL_CORE_FRACTION``). On the generator's tuning
+    seeds 100-103 and held-out 10380-10381 (every family, both positions) the push was 1.5
+    px at most; on independent 1000-1095 under 2.3 px but on 1084 (5.5 px: there the line
+    lay inside the mothers and the push was needed; already warned, confidence 0.25).
     Called last (the detection's decisions never see it)."""
     return _warn_phase_from(layout, "closed_end_tip_push_px", TIP_PUSH_WARN_PX, lambda push: (
         f"the boxes were moved {push:.1f} px out beyond the trenches' closed-end line to "
