@@ -330,6 +330,40 @@ def test_objects_that_look_like_the_empty_lumen_are_dropped_cells_of_either_sign
     assert drop_lumen_lookalikes(few, crops, background) is few
 
 
+def test_lumen_departures_equal_their_definition():
+    """The look-alike step's departures (taken once for both of its rules, the crops'
+    levels only where a crop holds an object) are the mean of ``crop / background``
+    over each object less the median outside every object, by definition."""
+    import warnings
+
+    from batchlib.trench.segmentation.lumen_lookalikes import (lumen_departures,
+                                                               within_empty_spread)
+
+    rng = np.random.default_rng(3)
+    crops = rng.uniform(50, 150, (5, 3, 20, 6)).astype(np.float32)
+    background = rng.uniform(90, 110, (1, 3, 20, 6)).astype(np.float32)
+    labels = np.zeros(crops.shape, np.int32)
+    labels[0, :, 2:8, 1:5] = 1
+    labels[0, 1, 10:16, 1:5] = 2
+    labels[2, 2, 4:9, 2:4] = 1                     # crops 1, 3, 4 and most frames: none
+    labels[3, 0, 0:20, 0:6] = 1                    # no pixel outside its object: no level
+    got = lumen_departures(labels, crops, background)
+    ratio = (crops / background).reshape(15, -1)
+    flat = labels.reshape(15, -1)
+    want = np.full((15, 3), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for m in range(15):
+            level = np.nanmedian(np.where(flat[m] == 0, ratio[m], np.nan))
+            for k in range(1, 3):
+                if (flat[m] == k).any():
+                    want[m, k] = ratio[m][flat[m] == k].mean() - level
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6, equal_nan=True)
+    empty = np.array([False, False, True, True, True])
+    np.testing.assert_array_equal(within_empty_spread(labels, crops, background, empty),
+                                  within_empty_spread(labels, crops, background, empty, got))
+
+
 def test_row_medians_equal_nanmedian():
     """The sort-based per-row median the look-alike step uses is ``np.nanmedian`` of
     the chosen values (odd and even counts, rows with none)."""

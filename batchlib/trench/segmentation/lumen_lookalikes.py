@@ -58,7 +58,11 @@ def lumen_departures(labels, crops, background):
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total.reshape(size.shape) / size
     # a crop without a pixel outside its objects has no level (NaN): its objects stay
-    departure = mean - _row_medians(ratio, flat == 0)[:, None]
+    # only crops holding an object need their level (a third of them in empty trenches)
+    level = np.full(n * n_t, np.nan, ratio.dtype)
+    held = flat.any(axis=1)
+    level[held] = _row_medians(ratio[held], flat[held] == 0)
+    departure = mean - level[:, None]
     departure[size == 0] = np.nan
     departure[:, 0] = np.nan
     return departure
@@ -104,7 +108,7 @@ def reference_spread(crops, background, empty) -> float:
     return float(np.median(np.abs(middle - level).mean(axis=(-2, -1))))
 
 
-def within_empty_spread(labels, crops, background, empty):
+def within_empty_spread(labels, crops, background, empty, departure=None):
     """How far each object in a trench flagged empty departs from the empty lumen, in
     units of how far the empty lumens depart from each other at its pixels.
 
@@ -116,6 +120,9 @@ def within_empty_spread(labels, crops, background, empty):
     themselves (bands of the open end that fall a row or two apart from trench
     to trench) a look-alike of one of them scores about 1 however far it is
     from their median; a cell that entered an empty trench scores far more.
+
+    ``departure``, :func:`lumen_departures` of the same arguments (either sign), is
+    taken as given where the caller has it already.
 
     Returns
     -------
@@ -142,7 +149,8 @@ def within_empty_spread(labels, crops, background, empty):
     labels = np.asarray(labels)
     empty = np.asarray(empty, bool)
     n, n_t, h, w = labels.shape
-    departure = lumen_departures(labels, crops, background)
+    if departure is None:
+        departure = lumen_departures(labels, crops, background)
     score = np.full(departure.shape, np.nan)
     idx = np.flatnonzero(empty)
     floor = max(float(np.median(np.asarray(background, np.float32))) * 1e-2, 1e-6)
@@ -246,7 +254,7 @@ def drop_lumen_lookalikes(labels, crops, background, share=0.15, min_objects=5, 
         return labels
     gone = departure < share * np.median(found)          # NaN compares False
     if empty is not None and np.sum(empty) >= min_empty:
-        gone |= within_empty_spread(labels, crops, background, empty) < within_spread
+        gone |= within_empty_spread(labels, crops, background, empty, departure) < within_spread
     if not gone.any():
         return labels
     out = labels.copy()
