@@ -1610,6 +1610,30 @@ def test_boxes_moved_far_beyond_the_closed_end_line_are_warned(seed, far):
         assert 0.5 < push < 2.0
 
 
+def test_a_third_harmonic_taken_for_the_pitch_is_measured_again():
+    """Independent simulator 1098 (one set of short trenches, bright rims on both sides of
+    every lumen, 550 photons): the rims a third of the pitch apart made 10.8 px the period
+    for 34.1; no row was periodic there, nor at twice it, and the position failed. Three
+    times 10.8 is too far off for the rows' periodicity over 30 pitches: the period near
+    it is measured again, and every trench is found."""
+    import sys
+
+    from batchlib.trench.detection.movie import detect_in_movie
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_independent
+
+    acq = _independent_simulation(1098)
+    layout, _ = detect_in_movie(acq.phase, "phase")
+    pitch = acq.params["pitch_um"] / acq.pixel_size_um
+    assert layout.pitch == pytest.approx(pitch, abs=0.3)
+    closed, axis, length, _, _ = bench_independent.true_geometry(acq)
+    start, box_axis = bench_independent.box_geometry(layout.trenches, np.zeros(2))
+    pairs = bench_independent.match(start, box_axis, closed, axis, length, pitch)
+    must = bench_independent.countable(acq, range(len(acq.trenches)), "phase")
+    assert len(pairs) == len(layout.trenches) >= must.sum() - 1
+
+
 def test_a_closed_ends_dark_rim_does_not_push_the_boxes_into_the_pdms():
     """Independent simulator 1089 (PDMS and lumens the same grey, 0.074 um px): the closed
     ends show a dark rim, parted from the mothers by a bright halo and a third as dark.

@@ -40,6 +40,24 @@ def test_a_trench_whose_object_stays_put_while_the_others_grow_is_named():
     assert "neither grow nor move" in warnings[0]
 
 
+def test_a_lone_object_at_the_open_end_that_never_moves_is_named():
+    # independent simulator 1096: a patch of the open end's shading in an empty trench,
+    # taken for a cell in every frame, reaching the crop's last row
+    lab = growing_block()
+    lab[3] = 0
+    lab[3, :, 66:80, 3:7] = 1
+    assert static_trenches(lab)[0] == [3]
+    # a mother's filament from the closed end out of sight, or a cell leaving through the
+    # open end below others, is not judged
+    filament = growing_block()
+    filament[3] = 0
+    filament[3, :, 1:80, 3:7] = 1
+    assert static_trenches(filament)[0] == []
+    below = growing_block()
+    below[3, :, 66:80, 3:7] = 3
+    assert static_trenches(below)[0] == []
+
+
 def test_no_warning_without_growth_around_or_frames_to_judge():
     assert static_trenches(growing_block())[0] == []                       # all grow
     assert static_trenches(growing_block(still=range(5)))[0] == []         # all still: dead chip

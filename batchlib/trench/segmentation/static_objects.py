@@ -69,8 +69,9 @@ def static_trenches(labels) -> tuple[list, float]:
         :data:`STILL_PX` over the block (after a running median of three
         frames, which takes out a single frame's outline), or within
         :func:`still_limit` of ``moved`` without lengthening, and none reaching
-        the crop's far end (it may grow out of sight); empty unless the block
-        can be judged (enough frames and moving trenches).
+        the crop's far end (it may grow out of sight) but a trench's only object
+        lying in the far half of the crop; empty unless the block can be judged
+        (enough frames and moving trenches).
     moved : float
         Median, over the other trenches holding objects in every frame, of
         their objects' largest change of a first or last row over the block
@@ -107,8 +108,14 @@ def static_trenches(labels) -> tuple[list, float]:
         half = t // 2  # the later frames' lengths over the earlier ones' (medians)
         growth[i] = float((np.median(length[t - half:], axis=0)
                            - np.median(length[:half], axis=0)).max())
-    # an object reaching the crop's far end may grow out of sight (a filament): not judged
-    at_end = bottom[:, :, 1:].max(axis=(1, 2), initial=-1) >= labels.shape[2] - 1
+    # an object reaching the crop's far end may grow out of sight (a filament): not judged,
+    # unless it is its trench's only object and lies in the far half (no mother's
+    # filament): independent simulator 1096, a patch of the open end's shading taken for
+    # a cell in both empty trenches, in every frame, while nothing warned
+    h = labels.shape[2]
+    at_end = bottom[:, :, 1:].max(axis=(1, 2), initial=-1) >= h - 1
+    lone_far = (k == 1).all(axis=1) & (top[:, :, 1].min(axis=1, initial=h) >= h // 2)
+    at_end &= ~lone_far
     still = holding & same_count & (change <= STILL_PX) & ~at_end
     others = holding & ~still
     if others.sum() < MIN_REFERENCE:
