@@ -1634,6 +1634,38 @@ def test_a_third_harmonic_taken_for_the_pitch_is_measured_again():
     assert len(pairs) == len(layout.trenches) >= must.sum() - 1
 
 
+def test_an_edge_trench_whose_crop_leaves_the_frame_is_segmented():
+    """Independent simulator 1105: the trench at the frame's left edge is kept (its lumen
+    is inside), its crop 0 in the 5 columns outside the frame. The U-Net found no cell
+    in it in most frames (9-12 true ones), while the same crop flipped left-right was
+    segmented in full; the strip is now mirrored from the columns beside it."""
+    import sys
+
+    from batchlib.trench.detection.crop import crop_trenches
+    from batchlib.trench.detection.movie import detect_in_movie, movie_drift
+    from batchlib.trench.segmentation import segment_trenches
+    from batchlib.trench.segmentation.scale import zoom_for
+    from batchlib.trench.synthetic.scoring import count_labels
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_independent
+
+    acq = _independent_simulation(1105, n_frames=3)
+    layout, ref = detect_in_movie(acq.phase, "phase",
+                                  box_width=bench_independent.box_width(acq.pixel_size_um))
+    drift = movie_drift(acq.phase, ref, layout, "phase")
+    crops = np.stack([crop_trenches(acq.phase[t], layout, drift_yx=drift[t]) for t in range(3)],
+                     axis=1)
+    edge = [n for n in range(len(crops)) if not crops[n, :, :, 0].any()]
+    assert edge, "the leftmost box should leave the frame"
+    truth, _ = bench_independent.truth_crops(acq, layout, drift)
+    got = count_labels(segment_trenches(crops[edge], "unet", "phase",
+                                        zoom=round(zoom_for(acq.pixel_size_um), 4)))
+    want = count_labels(truth[edge])
+    assert want.min() >= 5
+    assert np.all(got >= want - 2) and got.sum() >= 0.85 * want.sum(), (got, want)
+
+
 def test_a_closed_ends_dark_rim_does_not_push_the_boxes_into_the_pdms():
     """Independent simulator 1089 (PDMS and lumens the same grey, 0.074 um px): the closed
     ends show a dark rim, parted from the mothers by a bright halo and a third as dark.

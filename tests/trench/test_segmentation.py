@@ -427,3 +427,31 @@ def test_a_lone_empty_trench_keeps_a_cell_that_enters_it_later():
     own = empty_background(crops[:, block], empty)
     assert clean_by_empty_trenches(labels[:, block], crops[:, block], "phase", empty,
                                    own)[0][5].max() == 0
+
+
+def test_columns_outside_the_frame_are_mirrored_from_inside():
+    """An edge trench's crop is 0 where its box leaves the frame: those side columns are
+    filled with the columns beside them, reflected; nothing else changes."""
+    from batchlib.trench.segmentation.outside_frame import (mirror_outside_columns,
+                                                            outside_columns)
+
+    rng = np.random.default_rng(0)
+    crops = rng.integers(1, 1000, (4, 2, 30, 12)).astype(np.uint16)
+    crops[0, :, :, :3] = 0                          # left edge of the frame
+    crops[1, :, :, -4:] = 0                         # right edge
+    crops[2, :, :, :10] = 0                         # more outside than inside: clamped
+    crops[3, 0] = 0                                 # a blank crop has nothing to mirror
+    crops[3, 1, :, 5] = 0                           # an inner zero column is no edge
+    left, right = outside_columns(crops)
+    assert left.tolist() == [[3, 3], [0, 0], [10, 10], [0, 0]]
+    assert right.tolist() == [[0, 0], [4, 4], [0, 0], [0, 0]]
+    out = mirror_outside_columns(crops)
+    assert out.dtype == crops.dtype and out is not crops
+    np.testing.assert_array_equal(out[0, :, :, :3], crops[0, :, :, 3:6][..., ::-1])
+    np.testing.assert_array_equal(out[1, :, :, -4:], crops[1, :, :, -8:-4][..., ::-1])
+    np.testing.assert_array_equal(out[2, :, :, 9], crops[2, :, :, 10])
+    np.testing.assert_array_equal(out[2, :, :, :9], np.repeat(crops[2, :, :, 11:12], 9, -1))
+    np.testing.assert_array_equal(out[3], crops[3])
+    np.testing.assert_array_equal(out[[0, 1, 3], :, :, 4:8], crops[[0, 1, 3], :, :, 4:8])
+    plain = rng.integers(1, 1000, (2, 3, 30, 12))
+    assert mirror_outside_columns(plain) is plain

@@ -516,9 +516,11 @@ def _lumen_starts(crops, background):
 
 def _segment_from(model, crops, start, kind, device, batch_size, extract):
     """Labels of ``crops`` read from row ``start`` on (rows before it left empty)."""
+    from .outside_frame import mirror_outside_columns
     from .scale import zoomed_probabilities
 
-    part = crops[..., start:, :]
+    # an edge trench's columns outside the frame look like the walls beside them
+    part = mirror_outside_columns(crops[..., start:, :])
     # (N, T, H, W) from the Segment job: one scale per frame, not per block of frames
     scale = frame_scales(part) if part.ndim == 4 and part.shape[0] else None
     *extract, zoom = extract
