@@ -56,6 +56,8 @@ def test_a_lone_object_at_the_open_end_that_never_moves_is_named():
     below = growing_block()
     below[3, :, 66:80, 3:7] = 3
     assert static_trenches(below)[0] == []
+    # a block without a single object (every trench empty) is no error
+    assert static_trenches(np.zeros_like(lab))[0] == []
 
 
 def test_no_warning_without_growth_around_or_frames_to_judge():

@@ -114,7 +114,8 @@ def static_trenches(labels) -> tuple[list, float]:
     # a cell in both empty trenches, in every frame, while nothing warned
     h = labels.shape[2]
     at_end = bottom[:, :, 1:].max(axis=(1, 2), initial=-1) >= h - 1
-    lone_far = (k == 1).all(axis=1) & (top[:, :, 1].min(axis=1, initial=h) >= h // 2)
+    first = top[:, :, 1] if top.shape[2] > 1 else np.full((n, t), -1)  # no object at all
+    lone_far = (k == 1).all(axis=1) & (first.min(axis=1, initial=h) >= h // 2)
     at_end &= ~lone_far
     still = holding & same_count & (change <= STILL_PX) & ~at_end
     others = holding & ~still
