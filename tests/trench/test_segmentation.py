@@ -429,29 +429,50 @@ def test_a_lone_empty_trench_keeps_a_cell_that_enters_it_later():
                                    own)[0][5].max() == 0
 
 
-def test_columns_outside_the_frame_are_mirrored_from_inside():
-    """An edge trench's crop is 0 where its box leaves the frame: those side columns are
-    filled with the columns beside them, reflected; nothing else changes."""
-    from batchlib.trench.segmentation.outside_frame import (mirror_outside_columns,
+def test_crops_leaving_the_frame_on_the_left_are_found_and_flipped():
+    """An edge trench's crop is 0 where its box leaves the frame: a crop with side
+    columns 0 in every row on the left only is one the U-Net is shown turned."""
+    from batchlib.trench.segmentation.outside_frame import (flip_crops, leaving_left,
                                                             outside_columns)
 
     rng = np.random.default_rng(0)
     crops = rng.integers(1, 1000, (4, 2, 30, 12)).astype(np.uint16)
     crops[0, :, :, :3] = 0                          # left edge of the frame
+    crops[0, 1, 5:9, 3] = 0                         # ... a wedge in some rows: still 3
     crops[1, :, :, -4:] = 0                         # right edge
-    crops[2, :, :, :10] = 0                         # more outside than inside: clamped
-    crops[3, 0] = 0                                 # a blank crop has nothing to mirror
+    crops[2, :, :, :2] = 0                          # both (a box wider than the frame)
+    crops[2, :, :, -2:] = 0
+    crops[3, 0] = 0                                 # a blank crop is at no edge
     crops[3, 1, :, 5] = 0                           # an inner zero column is no edge
     left, right = outside_columns(crops)
-    assert left.tolist() == [[3, 3], [0, 0], [10, 10], [0, 0]]
-    assert right.tolist() == [[0, 0], [4, 4], [0, 0], [0, 0]]
-    out = mirror_outside_columns(crops)
-    assert out.dtype == crops.dtype and out is not crops
-    np.testing.assert_array_equal(out[0, :, :, :3], crops[0, :, :, 3:6][..., ::-1])
-    np.testing.assert_array_equal(out[1, :, :, -4:], crops[1, :, :, -8:-4][..., ::-1])
-    np.testing.assert_array_equal(out[2, :, :, 9], crops[2, :, :, 10])
-    np.testing.assert_array_equal(out[2, :, :, :9], np.repeat(crops[2, :, :, 11:12], 9, -1))
-    np.testing.assert_array_equal(out[3], crops[3])
-    np.testing.assert_array_equal(out[[0, 1, 3], :, :, 4:8], crops[[0, 1, 3], :, :, 4:8])
-    plain = rng.integers(1, 1000, (2, 3, 30, 12))
-    assert mirror_outside_columns(plain) is plain
+    assert left.tolist() == [[3, 3], [0, 0], [2, 2], [0, 0]]
+    assert right.tolist() == [[0, 0], [4, 4], [2, 2], [0, 0]]
+    which = leaving_left(crops)
+    assert which.tolist() == [[True, True], [False, False], [False, False], [False, False]]
+    turned = flip_crops(crops, which)
+    np.testing.assert_array_equal(turned[0], crops[0][..., ::-1])
+    np.testing.assert_array_equal(turned[1:], crops[1:])
+    prob = np.stack([crops, crops + 1])             # (classes, N, T, H, W)
+    back = flip_crops(flip_crops(prob, which), which)
+    np.testing.assert_array_equal(back, prob)
+    assert flip_crops(crops, np.zeros((4, 2), bool)) is crops
+
+
+def test_the_unet_answers_a_left_edge_crop_as_it_does_the_same_crop_turned():
+    """The U-Net's labels of a crop leaving the frame on the left are its labels of the
+    crop flipped (its strip on the right), flipped back; other crops are not touched."""
+    from batchlib.trench.segmentation import segment_trenches, training
+
+    crops, truth, kinds = training.generated_examples(["nominal"], [10001], n_timepoints=1)
+    filled = (kinds == "phase") & (truth.max(axis=(1, 2)) >= 2)
+    crops = crops[filled][:6]
+    crops = (crops - crops.min() + 1).astype(np.float32)
+    edge = crops.copy()
+    edge[0, :, :5] = 0
+    got = segment_trenches(edge[:, None], method="unet", kind="phase")
+    right = edge.copy()
+    right[0] = edge[0, :, ::-1]                      # the same crop, its strip on the right
+    turned = segment_trenches(right[:, None], method="unet", kind="phase")
+    np.testing.assert_array_equal(got[0, 0], turned[0, 0][:, ::-1])
+    assert got[0, 0].max() >= 2
+    np.testing.assert_array_equal(got[1:], turned[1:])

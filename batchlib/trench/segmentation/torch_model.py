@@ -516,16 +516,20 @@ def _lumen_starts(crops, background):
 
 def _segment_from(model, crops, start, kind, device, batch_size, extract):
     """Labels of ``crops`` read from row ``start`` on (rows before it left empty)."""
-    from .outside_frame import mirror_outside_columns
+    from .outside_frame import flip_crops, leaving_left
     from .scale import zoomed_probabilities
 
-    # an edge trench's columns outside the frame look like the walls beside them
-    part = mirror_outside_columns(crops[..., start:, :])
+    part = crops[..., start:, :]
     # (N, T, H, W) from the Segment job: one scale per frame, not per block of frames
     scale = frame_scales(part) if part.ndim == 4 and part.shape[0] else None
     *extract, zoom = extract
+    # an edge trench leaving the frame on the left is shown turned, its strip outside
+    # the frame on the right as the network answers it (outside_frame.py)
+    turned = leaving_left(part)
     prob = zoomed_probabilities(
-        lambda c: predict_probabilities(model, c, kind, device, batch_size, scale), part, zoom)
+        lambda c: predict_probabilities(model, c, kind, device, batch_size, scale),
+        flip_crops(part, turned), zoom)
+    prob = flip_crops(prob, turned)
     labels = labels_from_probabilities(prob, *extract)
     if not start:
         return labels
