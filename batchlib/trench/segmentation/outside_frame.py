@@ -7,8 +7,10 @@ U-Net answers such a strip unevenly, by its side: on independent simulator
 1105 the trench at the left edge (5 of 26 columns outside) got no cell in 6
 of 8 frames (9-12 true ones each) while the same crop flipped left-right was
 segmented in full, and the trench at the right edge was segmented in full
-until it was flipped. The network is shown a crop that leaves the frame on
-the left flipped, and its answer flipped back (the U-Net's ``_segment_from``).
+until it was flipped. The network is shown a phase crop that leaves the frame
+on the left flipped, and its answer flipped back (the U-Net's
+``_segment_from``). Fluorescence crops are shown as they are: no side failed
+there, and turned, 1105's fluorescence lost F1 0.982 -> 0.968.
 Filling the strip instead (mirrored from the columns beside it, or with the
 crop's median, or its nearest column) recovered 1105's left trench only in
 part and cost the right one and independent 1099's left trench up to 0.09
