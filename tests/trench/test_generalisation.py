@@ -1638,7 +1638,7 @@ def test_an_edge_trench_whose_crop_leaves_the_frame_is_segmented():
     """Independent simulator 1105: the trench at the frame's left edge is kept (its lumen
     is inside), its crop 0 in the 5 columns outside the frame. The U-Net found no cell
     in it in most frames (9-12 true ones), while the same crop flipped left-right was
-    segmented in full; the strip is now mirrored from the columns beside it."""
+    segmented in full; such a crop is now shown to the network turned."""
     import sys
 
     from batchlib.trench.detection.crop import crop_trenches
