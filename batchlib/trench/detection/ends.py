@@ -672,8 +672,7 @@ def _phase_cell_tips(rows, profs, filled, edges, reach=40, k=5.0):
     if not sigma > 0:
         return None
     darker = ref[:, None] - profs
-    dark = _held(darker > k * sigma)
-    follow = _held(darker > WALLS_FOLLOW_SIGMAS * sigma) if against_walls else dark
+    cell_floor = k * sigma
     if against_walls:
         # a closed end's own dark rim, a third as dark as the cells and parted from
         # the mother by the end's bright halo, is no cell: followed out against the
@@ -682,7 +681,9 @@ def _phase_cell_tips(rows, profs, filled, edges, reach=40, k=5.0):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             cells = np.nanpercentile(darker[within], 95, axis=0)
-        dark = _held(darker > np.fmax(k * sigma, CELL_CORE_FRACTION * np.nan_to_num(cells)))
+        cell_floor = np.fmax(cell_floor, CELL_CORE_FRACTION * np.nan_to_num(cells))
+    dark = _held(darker > cell_floor)
+    follow = _held(darker > WALLS_FOLLOW_SIGMAS * sigma) if against_walls else dark
     tips = np.full((len(empty), 2), np.nan)
     for i in np.flatnonzero(filled):
         for end, inward in ((0, +1), (1, -1)):

@@ -346,7 +346,8 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
         # default 5 the search stopped at 8.9 deg, every box 3 deg off its trench,
         # at confidence 0.49 and without a warning.
         return again(angle_range_deg=min(MAX_ANGLE_RANGE_DEG, 3.0 * angle_range_deg))
-    double = 2 * pitch <= (max_pitch or W / 3.0)
+    widest = max_pitch or W / 3.0  # the longest pitch the search may take
+    double = 2 * pitch <= widest
     if not runs and not pitch_given and kind == "fluorescence":
         # a multiple of the pitch taken for it (see _at_fractions), or a harmonic
         retried = _at_fractions(again, pitch, min_pitch, double)
@@ -375,10 +376,10 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
                    dict(pitch=pitch, _rows="edges")]
         if pitch / 2 >= min_pitch:
             changes.append(dict(pitch=pitch / 2, _rows="edges"))
-        if 3 * pitch <= (max_pitch or W / 3.0):
+        if 3 * pitch <= widest:
             try:
-                third = _estimated_pitch(bands32, kind, 2.5 * pitch,
-                                         min(3.5 * pitch, max_pitch or W / 3.0), W, img)
+                third = _estimated_pitch(bands32, kind, 2.5 * pitch, min(3.5 * pitch, widest),
+                                         W, img)
             except TrenchDetectionError:
                 third = 3 * pitch
             changes.append(dict(pitch=third))
@@ -468,7 +469,7 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
     if kind == "phase" and self_check and not pitch_given \
             and layout.quality["confidence"] < LOW_PHASE_CONFIDENCE:
         # (not in the self-check's own retries, which compare polarities at one pitch)
-        layout = _at_multiple(again, layout, max_pitch or W / 3.0)
+        layout = _at_multiple(again, layout, widest)
     _warn_low_confidence(layout)
     _warn_cleared_end(layout)
     return layout

@@ -79,9 +79,5 @@ def flip_crops(images, which):
     which = np.asarray(which, bool)
     if not which.any():
         return images
-    out = images.copy()
-    if which.shape == images.shape[:-2]:
-        out[which] = out[which][..., ::-1]
-    else:  # a leading axis (classes) before the crops' axes
-        out[:, which] = out[:, which][..., ::-1]
-    return out
+    # aligned from the right, the mask reaches past any leading (class) axis
+    return np.where(which[..., None, None], images[..., ::-1], images)
