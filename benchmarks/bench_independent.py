@@ -223,7 +223,8 @@ def run_position(acq, seed, kind, verbose=False):
     truth, mlen = truth_crops(acq, lay, drift)
     empty = lay.trenches["empty"].to_numpy(bool) if lay.quality.get("empty_flags_clear", 1.0) else None
     pred, extra = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0), empty, "unet",
-                          lay.quality.get("closed_end_margin_px"), acq.pixel_size_um)
+                          lay.quality.get("closed_end_margin_px"), acq.pixel_size_um,
+                          lay.trenches["set"].to_numpy())
     seg = score(truth, pred, mlen)
     row.update({k: seg[k] for k in ("F1", "mean IoU", "count +-1", "mother len 5%", "empty clean")})
     row["seg warned"] = float(plausibility(crops, pred, kind, extra)["flagged"])

@@ -56,7 +56,7 @@ from bench_detection import channels_of, markdown, with_summary  # noqa: E402
 from batchlib.trench.detection import (TrenchDetectionError,  # noqa: E402
                                        crop_trenches)
 from batchlib.trench.geometry import crop_box  # noqa: E402
-from batchlib.trench.segmentation.empty_trenches import segment_and_clean  # noqa: E402
+from batchlib.trench.segmentation.empty_trenches import references_by_set, segment_and_clean  # noqa: E402
 from batchlib.trench.segmentation.boundaries import LOW_BOUNDARY  # noqa: E402
 from batchlib.trench.segmentation.contrast import LOW_CONTRAST  # noqa: E402
 from batchlib.trench.segmentation.doubts import block_figures, judge  # noqa: E402
@@ -155,7 +155,7 @@ def score(truth, pred, mother_len, true_counts=None, missed_counts=None, missed_
 
 
 def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=None,
-            pixel_size_um=None):
+            pixel_size_um=None, sets=None):
     """The Segment job's call: ``threshold`` with the lumen width and, in phase, the
     empty trenches as the reference; other methods with their defaults (the U-Net,
     ``closed_end_margin``: the boxes' margin, as the Segment job passes it);
@@ -165,8 +165,12 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
 
     Returns the labels and, as the job measures them, the doubts' extra figures:
     the :func:`mirror_counts` of the first frame (the benchmark's movies are one
-    block of frames) and the trench-frames that lost an object beside a cell."""
+    block of frames) and the trench-frames that lost an object beside a cell.
+    ``sets``: every crop's trench set, whose own empty lumens are the look-alikes'
+    reference (:func:`references_by_set`)."""
     kwargs = _segment_kwargs(crops, kind, lumen_width, empty, method, margin, pixel_size_um)
+    if kind == "phase" and empty is not None and sets is not None:
+        kwargs["references"] = references_by_set(crops, empty, sets)
 
     def call(crops, **kwargs):
         return segment_and_clean(crops, method, kind, empty, **kwargs)[0]
@@ -231,7 +235,8 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
     # as the Segment job does: unclear empty flags are not used
     empty = lay.trenches["empty"].to_numpy(bool) if lay.quality.get("empty_flags_clear", 1.0) else None
     pred, extra = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0), empty, method,
-                           lay.quality.get("closed_end_margin_px"), cfg.pixel_size_um)
+                           lay.quality.get("closed_end_margin_px"), cfg.pixel_size_um,
+                           lay.trenches["set"].to_numpy())
     pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
                            movie.shape[1:], cfg.pitch_px)
     keep = ~on_edge_trenches(lay, pos, cfg, movie.shape[1:])

@@ -1320,21 +1320,25 @@ def test_one_unclear_set_keeps_the_clear_sets_empty_flags():
     """Independent simulator seed 5: one set's lumen texture separates empty from filled
     trenches clearly, the other's (trenches partly filled) does not. The whole position
     used to have no empty-trench reference, and every empty trench-frame got two cells at
-    the lumen's shaded ends. Now the unclear set's trenches all count as filled and the
-    clear set's empty ones are the reference."""
+    the lumen's shaded ends. With two frames (too few to tell over time) the unclear
+    set's trenches all count as filled and the clear set's empty ones are the
+    reference; over the 8 frames the unclear set's own flags are confirmed too (its 4
+    empty trenches still, a partly filled one its texture flagged changing)."""
     from batchlib.trench.detection.movie import detect_in_movie
 
     acq = _independent_simulation(5)
-    layout, _ = detect_in_movie(acq.phase, "phase")
-    q, tr = layout.quality, layout.trenches
-    assert q["empty_flags_clear"] == 1.0 and q["empty_flags_unclear_sets"] == 1.0
-    flagged = tr.groupby("set")["empty"].sum()
-    assert sorted(flagged.to_list()) == [0, 4]
-    # the four flagged trenches are the truly empty ones of their set
     empty_x = [t["closed_xy"][0] for t in acq.trenches if t["empty"] and t["visible"]]
-    raw_x = (tr["raw_x0"] + tr["raw_x1"]).to_numpy() / 2
-    for x in raw_x[tr["empty"].to_numpy(bool)]:
-        assert min(abs(x - e) for e in empty_x) < 5
+    for frames, per_set in ((2, [0, 4]), (8, [4, 4])):
+        layout, _ = detect_in_movie(acq.phase[:frames], "phase")
+        q, tr = layout.quality, layout.trenches
+        assert q["empty_flags_clear"] == 1.0 and q["empty_flags_unclear_sets"] == 1.0
+        assert sorted(tr.groupby("set")["empty"].sum().to_list()) == per_set
+        assert tr["empty_unclear"].sum() == 5
+        assert q.get("empty_flags_added_in_time", 0.0) == (4.0 if frames == 8 else 0.0)
+        # the flagged trenches are the truly empty ones
+        raw_x = (tr["raw_x0"] + tr["raw_x1"]).to_numpy() / 2
+        for x in raw_x[tr["empty"].to_numpy(bool)]:
+            assert min(abs(x - e) for e in empty_x) < 5
 
 
 def _mother_cut_depths(acq, layout, drift):

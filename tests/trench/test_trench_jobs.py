@@ -451,3 +451,49 @@ def test_segment_warns_when_the_cells_found_fill_little_of_their_trenches(tmp_pa
                     for w in e.get("warnings", [])]
         assert any("fill only" in w for w in warnings) == (method == "mothers_only"), warnings
     assert fills["mothers_only"] < LOW_FILL < 0.8 < fills["threshold"]
+
+
+def test_segment_judges_lumen_lookalikes_against_each_sets_empty_lumens(tmp_path, acquisition,
+                                                                        monkeypatch):
+    """Two trench sets face the main channel from either side, and one set's empty lumens
+    can look unlike the other's (independent simulator 1012, 1055: their open-end
+    shading or a dark empty lumen kept as cells). Segment hands the look-alike check
+    every crop's own set's reference (``empty_trenches.references_by_set``), with the
+    position's first frames for a set's lone empty trench."""
+    from batchlib.io import write_table
+    from batchlib.trench.segmentation import empty_trenches
+
+    out = tmp_path / "out"
+    assert workflow(acquisition, out, [Ingest(), TrenchDetection(qc_plot=False), Compress()],
+                    progress=False).success
+    path = out / "acq_pos000.h5"
+    with open_file(path, "a") as f:
+        table = read_table(f, "tables/trenches")
+        n = len(table)
+        sets = (np.arange(n) >= n // 2).astype(int)
+        empty = np.zeros(n, bool)
+        empty[[0, 1, n // 2]] = True        # two empty trenches in set 0, one in set 1
+        table["set"], table["empty"] = sets, empty
+        write_table(f, "tables/trenches", table)
+        shape = f["trench_crops/phase"].shape
+    seen = []
+    real = empty_trenches.references_by_set
+
+    def spy(crops, empty, sets, first=None):
+        ref = real(crops, empty, sets, first)
+        seen.append((np.asarray(empty).copy(), np.asarray(sets).copy(), np.shape(first), ref))
+        return ref
+
+    monkeypatch.setattr(empty_trenches, "references_by_set", spy)
+    assert workflow(acquisition, out, [Segment(method="threshold")], progress=False).success
+    assert seen, "Segment did not ask for the sets' references"
+    flags, given_sets, first, ref = seen[0]
+    np.testing.assert_array_equal(flags, empty)
+    np.testing.assert_array_equal(given_sets, sets)
+    assert first == (n, shape[1], *shape[2:])                 # all 3 frames are the first ones
+    with open_file(path, "r") as f:
+        crops = f["trench_crops/phase"][:].astype(np.float32)
+    assert ref.shape == crops.shape
+    # set 1's lone empty trench is its own reference; set 0's, the median of its two
+    np.testing.assert_allclose(ref[n - 1, 0], np.median(crops[n // 2], axis=0))
+    np.testing.assert_allclose(ref[2, 1], np.median(crops[[0, 1], 1], axis=0))

@@ -69,6 +69,9 @@ def detect_in_movie(movie, kind, **detect_kwargs):
                                          aligned)
     if kind == "phase" and not layout.quality.get("empty_flags_clear", 1.0) and n_t >= 3:
         layout = _empty_flags_checked_in_time(movie, layout, reference, aligned)
+    elif kind == "phase" and n_t >= 3 and "empty_unclear" in layout.trenches \
+            and layout.trenches["empty_unclear"].any():
+        layout = _unclear_sets_checked_in_time(movie, layout, reference, aligned)
     if kind == "fluorescence" and forced is None:
         picks = np.unique(np.linspace(0, n_t - 1, min(n_t, 3)).round().astype(int))
         layout = orient_by_tips(reference, [np.asarray(movie[t], np.float32) for t in picks],
@@ -268,6 +271,45 @@ def _empty_flags_checked_in_time(movie, layout, reference, aligned):
     return layout
 
 
+def _unclear_sets_checked_in_time(movie, layout, reference, aligned):
+    """The phase layout with the empty flags of the sets whose lumens' texture was
+    unclear confirmed over time, where the trenches' changes agree.
+
+    When one set's texture splits its trenches into empty and filled and another's
+    does not, the second set's trenches all count as filled
+    (``trench_array._empty_flags_by_set``): Segment then had no empty lumen to tell
+    its empty trenches by, and the U-Net took their shaded open ends for cells
+    (independent simulator 1006, 1012, 1046: 8, 4 and 2 empty trenches, empty
+    trench-frames clean 0.43, 0.56, 0.75). Their texture had flagged exactly those
+    trenches (column ``empty_unclear``), with too small a gap to trust; over time they
+    changed by 0.75-1.23 times the walls beside them, the filled ones by 3-11. The
+    position's flags, the clear sets' and those, are checked together
+    (:func:`.temporal.empty_flags_in_time`): when confirmed, the flags that time
+    contradicts go and the texture's flags of the unclear sets count; the sets' closed
+    ends then go out to their empty lumens where they lie inside them, warned
+    (:func:`_ends_at_empty_lumens`). Records ``unclear_sets_flags_in_time`` (the
+    split's factor) and ``empty_flags_added_in_time`` (flags taken from the unclear
+    sets).
+    """
+    from .temporal import empty_flags_in_time, trench_changes
+
+    trenches = layout.trenches
+    flags = trenches["empty"].to_numpy(bool)
+    unclear = trenches["empty_unclear"].to_numpy(bool)
+    empty, confirmed, gap = empty_flags_in_time(
+        trench_changes(movie, layout, aligned=aligned(layout)), flags | unclear)
+    layout.quality["unclear_sets_flags_in_time"] = float(gap)
+    added = empty & unclear & ~flags
+    layout.quality["empty_flags_added_in_time"] = float(np.sum(added)) if confirmed else 0.0
+    if not confirmed or not added.any():
+        return layout
+    trenches = trenches.copy()
+    trenches["empty"] = empty
+    layout.trenches = trenches
+    layout.quality["empty_fraction"] = float(np.mean(empty))
+    return _ends_at_empty_lumens(reference, layout)
+
+
 def _ends_at_empty_lumens(reference, layout):
     """The layout with every set moved out to its confirmed empty lumens' closed ends
     (:func:`.end_line.empty_end_shifts`) where its line lies inside them, warned."""
@@ -285,8 +327,8 @@ def _ends_at_empty_lumens(reference, layout):
     moved.warnings.append(
         f"the closed ends of {len(shifts)} trench set(s) were moved out by up to "
         f"{moved.quality['closed_end_moved_in_time_px']:.1f} px to their empty lumens' ends: "
-        "they had been drawn while the empty flags were unclear (some trenches taken for "
-        "empty hold cells, found over time); check the QC picture")
+        "they had been drawn while the empty flags were unclear (which trenches are empty "
+        "was found over time); check the QC picture")
     return moved
 
 

@@ -49,6 +49,8 @@ _CORNERS = [f"rot_{a}{i}" for a in "yx" for i in range(4)] + \
            [f"raw_{a}{i}" for a in "yx" for i in range(4)]
 TRENCH_COLUMNS = ["set", "trench", "x_center", "y_closed", "direction", "height", "width",
                   "empty", "score", *_CORNERS]
+#: Columns a detected layout adds (absent from older layouts and the generator's truth).
+OPTIONAL_TRENCH_COLUMNS = ["empty_unclear"]
 SET_COLUMNS = ["set", "y_closed", "y_open", "direction"]
 
 #: A box that leaves the frame's side (its lumen inside) is kept when its site matches the
@@ -91,7 +93,9 @@ class TrenchLayout:
         x_center, y_closed, direction, height, width, empty, score`` and the
         box corners in the rotated (``rot_y0..3, rot_x0..3``) and raw
         (``raw_y0..3, raw_x0..3``) frames, order closed-left, closed-right,
-        open-right, open-left.
+        open-right, open-left. A detected layout also has ``empty_unclear``: the
+        lumens' texture called the trench empty, but its set's flags were unclear
+        and not used (a movie's frames may confirm them).
     quality : dict of float
         ``pitch_regularity, contrast, empty_fraction, confidence,
         n_trenches`` and diagnostics (see ``docs/trench_detection.md``).
@@ -156,9 +160,10 @@ class TrenchLayout:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrenchLayout":
-        trenches = pd.DataFrame(d["trenches"], columns=TRENCH_COLUMNS)
+        optional = [c for c in OPTIONAL_TRENCH_COLUMNS if c in d["trenches"]]
+        trenches = pd.DataFrame(d["trenches"], columns=TRENCH_COLUMNS + optional)
         trenches = trenches.astype({"set": int, "trench": int, "direction": int, "height": int,
-                                    "width": int, "empty": bool})
+                                    "width": int, "empty": bool, **{c: bool for c in optional}})
         return cls(float(d["angle_deg"]), float(d["pitch"]),
                    pd.DataFrame(d["sets"], columns=SET_COLUMNS), trenches,
                    dict(d["quality"]), tuple(d["image_shape"]), d.get("kind", "phase"),
@@ -548,14 +553,20 @@ def _empty_flags_by_set(found, kind):
     filled trenches blurred one set's texture gap, and every empty trench-frame got two
     cells at the lumen's shaded ends). Clear sets with too few empty lumens leave the
     position unclear, and Segment says so (tuning mixed 7: faint cells, the clear set
-    all filled). Changes ``found``'s ``empty`` flags in place.
+    all filled). Changes ``found``'s ``empty`` flags in place; the texture's flags of a
+    set cleared so are kept as its ``empty_unclear`` (the boxes' column of that name),
+    which a movie's frames may confirm (:func:`.movie.detect_in_movie`).
     """
     clear = [empty_flags_clear(kind, f["signal"]) for f in found]
     n_unclear = sum(not ok for ok in clear)
+    for f in found:
+        f["empty_unclear"] = np.zeros(len(f["empty"]), bool)
     if n_unclear and sum(int(np.sum(f["empty"])) for f, ok in zip(found, clear)
                          if ok) >= MIN_REFERENCE_EMPTY:
         for f, ok in zip(found, clear):
             if not ok:
+                # kept for a movie, whose frames can confirm them (movie.py)
+                f["empty_unclear"] = np.asarray(f["empty"], bool).copy()
                 f["empty"] = np.zeros_like(f["empty"])
         return True, n_unclear
     return not n_unclear, n_unclear
@@ -1141,7 +1152,7 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
         s["y_open"] = s["y_bottom"] - 0.5 if s["direction"] == 1 else s["y_top"] + 0.5
     found = sorted(found, key=lambda s: s["y_closed"])
 
-    rows, set_rows, kept = [], [], []
+    rows, set_rows, kept, unclear = [], [], [], []
     for s in found:
         n = len(s["centres"])
         d = s["direction"]
@@ -1160,6 +1171,7 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
                          int(s["direction"]), box_height, box_width, bool(s["empty"][i]),
                          float(s["ncc"][i]), *corners[i, :, 0], *corners[i, :, 1],
                          *raw[i, :, 0], *raw[i, :, 1]])
+            unclear.append(bool(s.get("empty_unclear", np.zeros(n, bool))[i]))
         set_rows.append([set_id, float(s["y_closed"]), float(s["y_open"]), int(s["direction"])])
         kept.append(s)
     if not kept:
@@ -1171,6 +1183,7 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
     trenches = pd.DataFrame(rows, columns=TRENCH_COLUMNS).astype(
         {"set": int, "trench": int, "direction": int, "height": int, "width": int,
          "empty": bool})
+    trenches["empty_unclear"] = np.array(unclear, bool)
     sets = pd.DataFrame(set_rows, columns=SET_COLUMNS).astype({"set": int, "direction": int})
     quality = layout_quality(kept, trenches, pitch, noise, kind, extra_quality)
     # Segmentation restricts cells to the lumen: hand it the width measured here.

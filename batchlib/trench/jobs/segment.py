@@ -100,7 +100,7 @@ class Segment(BatchJobOnContainer):
     def process_container(self, container, path):
         import numpy as np
         from ..segmentation import resolve_method
-        from ..segmentation.empty_trenches import segment_and_clean
+        from ..segmentation.empty_trenches import references_by_set, segment_and_clean
         from ..segmentation.doubts import block_figures, judge
         from ..segmentation.methods import accepted_keywords
         from ..segmentation.mirror import mirror_counts
@@ -174,6 +174,10 @@ class Segment(BatchJobOnContainer):
             # block of frames is segmented now (threshold.empty_background)
             first = crops[int(np.flatnonzero(empty)[0]), :min(LONE_REFERENCE_FRAMES, n_t)]
             lone = lone_empty_reference(first[None])
+        # look-alikes of the empty lumen are judged against their own trench set's
+        # (empty_trenches.references_by_set); a set's lone empty trench by its first frames
+        sets = self._trench_sets(container, n) if use_background and kept < n_t else None
+        first_frames = crops[:, :min(LONE_REFERENCE_FRAMES, n_t)] if sets is not None else None
         figures = []
         for t0, t1 in frame_blocks(kept, n_t):
             block = crops[:, t0:t1]
@@ -181,6 +185,8 @@ class Segment(BatchJobOnContainer):
             if use_background:
                 # what an empty trench looks like in these frames (see segment_threshold)
                 kwargs["background"] = empty_background(block, empty, lone=lone)
+                if sets is not None:
+                    kwargs["references"] = references_by_set(block, empty, sets, first_frames)
             elif empty is not None and not given and kind != "phase" and "empty_crops" in wants:
                 # what the artefacts of these frames look like in trenches without cells
                 kwargs["empty_crops"] = empty[:, None]
@@ -224,6 +230,17 @@ class Segment(BatchJobOnContainer):
         if "empty" not in table or len(table) != n:
             return None
         return table["empty"].to_numpy(bool)
+
+    @staticmethod
+    def _trench_sets(container, n):
+        """TrenchDetection's ``set`` per crop, or ``None`` when it is not there, or when
+        no two sets hold trenches."""
+        from ...io import read_table
+
+        table = read_table(container, TRENCHES_TABLE)
+        if "set" not in table or len(table) != n or table["set"].nunique() < 2:
+            return None
+        return table["set"].to_numpy()
 
     @staticmethod
     def _layout_attrs(container) -> dict:

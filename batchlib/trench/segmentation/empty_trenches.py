@@ -7,15 +7,15 @@ from .chip_structures import drop_chip_structures
 from .numbering import remove_objects
 
 __all__ = ["segment_and_clean", "clean_by_empty_trenches", "clean_empty_trenches",
-           "drop_fragments"]
+           "drop_fragments", "references_by_set"]
 
 
-def segment_and_clean(crops, method, kind, empty=None, **kwargs) -> tuple:
+def segment_and_clean(crops, method, kind, empty=None, references=None, **kwargs) -> tuple:
     """``(labels, removed)``: ``segment_trenches(crops, method=method, kind=kind,
     **kwargs)``; objects beside a larger one dropped (cells lie in single file:
     :func:`~.single_file.drop_side_objects`); then, with TrenchDetection's
     ``empty`` flags, what they rule out (:func:`clean_by_empty_trenches`, with
-    ``kwargs["background"]`` when given).
+    ``kwargs["background"]`` and ``references``, :func:`references_by_set`, when given).
 
     The Segment job's segmentation of a block of frames, and of the frame it
     segments again mirrored (:mod:`.mirror`); the benchmarks score this call.
@@ -31,18 +31,80 @@ def segment_and_clean(crops, method, kind, empty=None, **kwargs) -> tuple:
     if empty is None:
         return labels, removed
     labels, removed["lookalikes"] = clean_by_empty_trenches(
-        labels, crops, kind, np.asarray(empty, bool), kwargs.get("background"))
+        labels, crops, kind, np.asarray(empty, bool), kwargs.get("background"), references)
     return labels, removed
 
 
-def clean_by_empty_trenches(labels, crops, kind, empty, background=None) -> tuple:
+def references_by_set(crops, empty, sets, first=None):
+    """What an empty lumen looks like in each crop's own trench set, per frame; ``None``
+    where fewer than two sets have a trench flagged empty (the position's one
+    reference, :func:`~.threshold.empty_background`, is then the same thing).
+
+    The two sets of a chip face the main channel from either side: their lumens'
+    open ends lie in other light, and an empty lumen of one set can look unlike
+    those of the other. Against the median of both, the open-end shading of one
+    set's empty trenches departed from "empty" by a quarter of the cells' median
+    departure (independent simulator 1012, kept as a cell in every frame of its 4
+    empty trenches), or a dark empty lumen by 0.7 of it (1055: taken for one long
+    cell); against their own set's empty lumens, by 0.00-0.04.
+
+    Parameters
+    ----------
+    crops : ndarray, shape (N, T, H, W)
+    empty : array of bool, shape (N,)
+        TrenchDetection's ``empty`` flags.
+    sets : array of int, shape (N,)
+        The set of every crop (the trenches table's ``set``).
+    first : ndarray, shape (N, T0, H, W), optional
+        The position's first frames: a set with one empty trench takes its median
+        over them (:func:`~.threshold.lone_empty_reference`; the Segment job's later
+        blocks of frames pass them); default ``crops``.
+
+    Returns
+    -------
+    ndarray of float32, shape (N, T, H, W), or None
+        Crops of a set without an empty trench get the median of all empty ones.
+
+    Examples
+    --------
+    >>> crops = np.zeros((4, 2, 6, 3), np.float32)
+    >>> crops[2:] = 10.0                                  # the second set's light
+    >>> ref = references_by_set(crops, [True, False, True, False], [0, 0, 1, 1])
+    >>> ref[:, 0, 0, 0].tolist()
+    [0.0, 0.0, 10.0, 10.0]
+    >>> references_by_set(crops, [True, True, False, False], [0, 0, 1, 1]) is None
+    True
+    """
+    from .threshold import lone_empty_reference
+
+    crops = np.asarray(crops)
+    empty, sets = np.asarray(empty, bool), np.asarray(sets)
+    flagged = [k for k in np.unique(sets) if empty[sets == k].any()]
+    if crops.ndim != 4 or len(flagged) < 2:
+        return None
+    first = crops if first is None else np.asarray(first)
+    out = np.empty(crops.shape, np.float32)
+    out[:] = np.median(crops[empty].astype(np.float32), axis=0)
+    for k in flagged:
+        own = empty & (sets == k)
+        if own.sum() == 1:
+            ref = lone_empty_reference(first[own])[:, None]       # (1, 1, H, W)
+        else:
+            ref = np.median(crops[own].astype(np.float32), axis=0)[None]
+        out[sets == k] = ref
+    return out
+
+
+def clean_by_empty_trenches(labels, crops, kind, empty, background=None,
+                            references=None) -> tuple:
     """What the trenches TrenchDetection found empty rule out, after any segmentation
     method: what the Segment job does (and the benchmarks, which must score what it
     writes).
 
     In phase contrast, objects in any trench that look just like the empty lumen
     (:func:`~.lumen_lookalikes.drop_lumen_lookalikes`, against ``background`` or,
-    without it, the empty trenches' median crop); then, in the trenches flagged
+    without it, the empty trenches' median crop, and against each trench set's own,
+    ``references``, when given); then, in the trenches flagged
     empty, chip structures and fragments (:func:`clean_empty_trenches`).
 
     Returns
@@ -58,7 +120,8 @@ def clean_by_empty_trenches(labels, crops, kind, empty, background=None) -> tupl
 
         if background is None:
             background = empty_background(crops, empty)
-        kept = drop_lumen_lookalikes(labels, crops, background, empty=empty)
+        kept = drop_lumen_lookalikes(labels, crops, background, empty=empty,
+                                     references=references)
         if kept is not labels:
             # numbered 1..k in every crop: the largest labels count the objects
             n_lookalikes = int(labels.max(axis=(2, 3)).sum() - kept.max(axis=(2, 3)).sum())

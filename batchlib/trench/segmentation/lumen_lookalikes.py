@@ -30,8 +30,9 @@ def lumen_departures(labels, crops, background):
         Objects numbered 1..k in every crop.
     crops : array_like, shape (N, T, H, W)
         The phase-contrast crops.
-    background : array_like, shape (1, T, H, W)
-        The median crop of the empty trenches per frame.
+    background : array_like, shape (1, T, H, W) or (N, T, H, W)
+        The median crop of the empty trenches per frame (or one per crop: of its
+        set's, :func:`~.empty_trenches.references_by_set`).
 
     Returns
     -------
@@ -97,15 +98,25 @@ def reference_spread(crops, background, empty) -> float:
     trenches with cells flagged empty do not (0.05-0.15), and their median is
     then no picture of an empty lumen.
     """
-    flagged = np.asarray(crops)[np.asarray(empty, bool)].astype(np.float32)
+    empty = np.asarray(empty, bool)
+    flagged = np.asarray(crops)[empty].astype(np.float32)
     if flagged.size == 0:
         return float("nan")
+    background = _of(background, empty)
     floor = max(float(np.median(background)) * 1e-2, 1e-6)
-    ratio = flagged / np.maximum(np.asarray(background, np.float32), floor)
+    ratio = flagged / np.maximum(background, floor)
     w = ratio.shape[-1]
     middle = ratio[..., max(w // 2 - 2, 0): w // 2 + 3]
     level = np.median(ratio.reshape(*ratio.shape[:-2], -1), axis=-1)[..., None, None]
     return float(np.median(np.abs(middle - level).mean(axis=(-2, -1))))
+
+
+def _of(background, empty):
+    """``background`` (float32) for the crops flagged ``empty``: one crop for all
+    (``(1, T, H, W)``), or its rows of one per crop (``(N, T, H, W)``,
+    :func:`~.empty_trenches.references_by_set`)."""
+    background = np.asarray(background, np.float32)
+    return background[empty] if background.shape[0] == len(empty) > 1 else background
 
 
 def within_empty_spread(labels, crops, background, empty, departure=None):
@@ -153,9 +164,9 @@ def within_empty_spread(labels, crops, background, empty, departure=None):
         departure = lumen_departures(labels, crops, background)
     score = np.full(departure.shape, np.nan)
     idx = np.flatnonzero(empty)
-    floor = max(float(np.median(np.asarray(background, np.float32))) * 1e-2, 1e-6)
-    ratio = (np.asarray(crops, np.float32)[idx]
-             / np.maximum(np.asarray(background, np.float32), floor))      # (E, T, H, W)
+    background = _of(background, empty)
+    floor = max(float(np.median(background)) * 1e-2, 1e-6)
+    ratio = np.asarray(crops, np.float32)[idx] / np.maximum(background, floor)  # (E, T, H, W)
     free = labels[idx] == 0
     level = _row_medians(ratio.reshape(-1, h * w), free.reshape(-1, h * w))
     dev = ratio - level.reshape(len(idx), n_t, 1, 1)
@@ -174,8 +185,25 @@ def within_empty_spread(labels, crops, background, empty, departure=None):
     return score
 
 
+def _close_to(departure, crops, background, empty, share, min_objects, max_spread):
+    """Per object (:func:`lumen_departures`' layout): whether its ``departure`` from
+    ``background`` is under ``share`` of the median of the other trenches' objects;
+    ``None`` where that says nothing (too few objects, or a reference that holds cells:
+    see :func:`drop_lumen_lookalikes`)."""
+    judged = departure
+    if empty is not None:
+        judged = departure[np.repeat(~np.asarray(empty, bool), np.shape(crops)[1])]
+    found = judged[np.isfinite(judged)]
+    if found.size < min_objects:
+        return None
+    if empty is not None and not reference_spread(crops, background, empty) \
+            < max_spread * np.median(found):
+        return None
+    return departure < share * np.median(found)          # NaN compares False
+
+
 def drop_lumen_lookalikes(labels, crops, background, share=0.15, min_objects=5, empty=None,
-                          max_spread=0.5, within_spread=2.0, min_empty=4):
+                          max_spread=0.5, within_spread=2.0, min_empty=4, references=None):
     """Remove phase objects whose contrast to the empty lumen is a small share of the cells'.
 
     Parameters
@@ -217,6 +245,17 @@ def drop_lumen_lookalikes(labels, crops, background, share=0.15, min_objects=5, 
         score 4 or more in 95 % of cases (median 16).
     min_empty : int
         See ``within_spread``.
+    references : array_like, shape (N, T, H, W), optional
+        With ``empty``: what an empty lumen looks like in each crop's own trench
+        set (:func:`~.empty_trenches.references_by_set`). An object also goes when
+        it departs from that by under ``share`` of the median (with the same
+        checks). The two sets of a chip can light their lumens differently: the
+        open-end shading of one set's empty lumens (independent simulator 1012),
+        or one set's dark empty lumens (1055), departed from the position's
+        median by a quarter to 0.7 of the cells' median, from their own set's by
+        0.00-0.04. Not in place of ``background``: against a set's reference of
+        two or three lumens the spread of ``within_spread`` is too narrow (1084:
+        an empty lumen's open end, 2-2.8 times it, would have stayed).
 
     Returns
     -------
@@ -240,22 +279,17 @@ def drop_lumen_lookalikes(labels, crops, background, share=0.15, min_objects=5, 
     labels = np.asarray(labels)
     if background is None or labels.ndim != 4 or labels.max(initial=0) == 0:
         return labels
-    departure = np.abs(lumen_departures(labels, crops, background))
     n, n_t = labels.shape[:2]
-    judged = departure
-    if empty is not None:
-        others = np.repeat(~np.asarray(empty, bool), n_t)       # crops in C order
-        judged = departure[others]
-    found = judged[np.isfinite(judged)]
-    if found.size < min_objects:
-        return labels
-    if empty is not None and not reference_spread(crops, background, empty) \
-            < max_spread * np.median(found):
-        return labels
-    gone = departure < share * np.median(found)          # NaN compares False
-    if empty is not None and np.sum(empty) >= min_empty:
+    departure = np.abs(lumen_departures(labels, crops, background))
+    gone = _close_to(departure, crops, background, empty, share, min_objects, max_spread)
+    if gone is not None and empty is not None and np.sum(empty) >= min_empty:
         gone |= within_empty_spread(labels, crops, background, empty, departure) < within_spread
-    if not gone.any():
+    if references is not None and empty is not None:
+        by_set = _close_to(np.abs(lumen_departures(labels, crops, references)), crops,
+                           references, empty, share, min_objects, max_spread)
+        if by_set is not None:
+            gone = by_set if gone is None else gone | by_set
+    if gone is None or not gone.any():
         return labels
     out = labels.copy()
     flat = out.reshape(n * n_t, *labels.shape[2:])

@@ -54,7 +54,9 @@ def mirror_counts(crops, labels, segment, frame: int = 0, **kwargs) -> np.ndarra
         measure the agreement, and costs ``1/T`` of the segmentation.
     **kwargs
         Passed to ``segment``. A per-frame ``background`` ``(1, T, H, W)`` (the
-        empty-trench reference of phase contrast) is cut to the frame and mirrored too.
+        empty-trench reference of phase contrast), or ``references`` ``(N, T, H, W)``
+        (one per crop, :func:`.empty_trenches.references_by_set`), is cut to the frame
+        and mirrored too.
 
     Returns
     -------
@@ -72,11 +74,12 @@ def mirror_counts(crops, labels, segment, frame: int = 0, **kwargs) -> np.ndarra
     """
     crops, labels = np.asarray(crops), np.asarray(labels)
     one = crops[:, frame:frame + 1, :, ::-1]
-    background = kwargs.get("background")
-    if background is not None and np.ndim(background) == 4:
-        if np.shape(background)[1] == crops.shape[1]:
-            background = np.asarray(background)[:, frame:frame + 1]
-        kwargs["background"] = np.ascontiguousarray(np.asarray(background)[..., ::-1])
+    for key in ("background", "references"):
+        background = kwargs.get(key)
+        if background is not None and np.ndim(background) == 4:
+            if np.shape(background)[1] == crops.shape[1]:
+                background = np.asarray(background)[:, frame:frame + 1]
+            kwargs[key] = np.ascontiguousarray(np.asarray(background)[..., ::-1])
     mirrored = np.asarray(segment(np.ascontiguousarray(one), **kwargs))[..., ::-1]
     m = match_labels(labels[:, frame:frame + 1], mirrored)
     return np.array([m.tp, m.n_true, m.n_pred], np.int64)
