@@ -247,8 +247,10 @@ def _empty_flags_checked_in_time(movie, layout, reference, aligned):
     texture was only 1-4 times the walls': 7 of 12 positions (1024-1035) had right
     flags called unclear, and the U-Net, without the empty lumens' reference, gave
     cells to 52-100 % of their empty trench-frames. Their changes over time: 0.9-1.2
-    for empty trenches, 5-27 for filled ones. Records ``empty_flags_in_time`` (the
-    split's factor) and ``empty_flags_dropped_in_time``.
+    for empty trenches, 5-27 for filled ones. A still trench the unclear texture
+    called filled is empty too (``texture_clear=False`` of
+    :func:`.temporal.empty_flags_in_time`). Records ``empty_flags_in_time`` (the
+    split's factor), ``empty_flags_dropped_in_time`` and ``empty_flags_added_in_time``.
     The sets' closed-end lines were drawn with the unverified flags; confirmed, the
     empty lumens move a set's boxes out where they end beyond its line
     (:func:`.end_line.empty_end_shifts`, ``closed_end_moved_in_time_px``, warned).
@@ -257,9 +259,12 @@ def _empty_flags_checked_in_time(movie, layout, reference, aligned):
 
     trenches = layout.trenches
     flags = trenches["empty"].to_numpy(bool)
+    # the texture was unclear: its "filled" is no evidence against a still trench
     empty, confirmed, gap = empty_flags_in_time(
-        trench_changes(movie, layout, aligned=aligned(layout)), flags)
+        trench_changes(movie, layout, aligned=aligned(layout)), flags, texture_clear=False)
     layout.quality["empty_flags_in_time"] = float(gap)
+    layout.quality["empty_flags_added_in_time"] = float(np.sum(empty & ~flags)) if confirmed \
+        else 0.0
     layout.quality["empty_flags_dropped_in_time"] = float(np.sum(flags & ~empty))
     if confirmed:
         trenches = trenches.copy()
