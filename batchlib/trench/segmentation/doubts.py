@@ -3,8 +3,8 @@
 The figures are measured per block of frames (:func:`block_figures`) and
 judged together (:func:`judge`); the thresholds and how they were chosen are
 in :mod:`.mother_lengths`, :mod:`.fill`, :mod:`.contrast`,
-:mod:`.boundaries`, :mod:`.frame_counts`, :mod:`.mirror`, :mod:`.single_file` and
-:mod:`.static_objects`.
+:mod:`.boundaries`, :mod:`.frame_counts`, :mod:`.sharpness`, :mod:`.mirror`,
+:mod:`.single_file` and :mod:`.static_objects`.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from .fill import LOW_FILL, MOSTLY_SPANNING, SPANNING, spanning_counts, trench_f
 from .frame_counts import OUT_OF_LINE, frame_cell_counts, frames_out_of_line
 from .mirror import LOW_AGREEMENT, agreement
 from .mother_lengths import WIDE_SPREAD, mother_length_spread, mother_lengths
+from .sharpness import (BLURRED_OUT_OF_LINE, BLURRED_SHARE, blurred_out_of_line,
+                        frame_sharpness)
 from .single_file import SIDE_SHARE
 from .static_objects import STILL_PX, STILL_SHARE, static_trenches
 
@@ -42,6 +44,8 @@ def block_figures(crops, labels, kind, first_frame=0, mirror=None, side_crops=No
     return {"mothers": mother_lengths(labels), "fill": trench_fill(labels),
             "still": [(int(i), int(first_frame), int(last)) for i in still],
             "spanning": spanning_counts(labels), "counts": counts, "frames": frames,
+            "sharpness": frame_sharpness(crops) if counts is not None and np.ndim(crops) == 4
+            else None,
             "contrast": contrast_to_noise(crops, labels) if fluorescence else None,
             "boundaries": dips, "frame_boundaries": per_frame,
             "mirror": None if mirror is None else np.asarray(mirror, np.int64),
@@ -58,7 +62,8 @@ def judge(blocks) -> tuple[dict, list]:
     """``(figures, warnings)`` of a position from its blocks' :func:`block_figures`.
 
     ``figures`` (``mother_length_spread``, ``trench_fill``, ``spanning_fraction``,
-    ``frames_out_of_line``, ``mirror_agreement``, ``side_objects_share`` and, in fluorescence,
+    ``frames_out_of_line``, ``frames_blurred_out_of_line``, ``mirror_agreement``,
+    ``side_objects_share`` and, in fluorescence,
     ``contrast_to_noise``, ``boundary_contrast_to_noise`` and ``frames_blurred``;
     ``None`` where not measurable) are
     recorded with the labels; ``warnings`` are sentences for the status.
@@ -157,7 +162,8 @@ def judge(blocks) -> tuple[dict, list]:
     if with_counts:
         counts = np.concatenate([b["counts"] for b in with_counts])
         frames = np.concatenate([b["frames"] for b in with_counts])
-        odd = frames[frames_out_of_line(counts)]
+        out = frames_out_of_line(counts)
+        odd = frames[out]
         figures["frames_out_of_line"] = int(odd.size)
         if odd.size:
             listed = ", ".join(str(int(t)) for t in odd[:5]) + (" ..." if odd.size > 5 else "")
@@ -165,4 +171,16 @@ def judge(blocks) -> tuple[dict, list]:
                             f"than the frames around them (frame {listed}): cells do not "
                             "merge and split back from one frame to the next; a focus slip or "
                             "a flash? Look at those frames")
+        if all(b.get("sharpness") is not None for b in with_counts):
+            sharpness = np.concatenate([b["sharpness"] for b in with_counts])
+            slipped = frames[np.setdiff1d(blurred_out_of_line(counts, sharpness), out)]
+            figures["frames_blurred_out_of_line"] = int(slipped.size)
+            if slipped.size:
+                listed = ", ".join(str(int(t)) for t in slipped[:5]) + \
+                    (" ..." if slipped.size > 5 else "")
+                warnings.append(f"{slipped.size} frame(s) are blurred (under {BLURRED_SHARE:.0%} "
+                                "of the sharpness of most frames) and hold "
+                                f"{BLURRED_OUT_OF_LINE:.0%} more or fewer cells than the sharp "
+                                f"frames around them (frame {listed}): a focus slip, cells merged? "
+                                "Look at those frames")
     return figures, warnings
