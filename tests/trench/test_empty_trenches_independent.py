@@ -42,16 +42,37 @@ def _true_empty(bench, acq, layout):
     return truth
 
 
+def _detected(bench, seed):
+    """``(acquisition, layout)`` of independent simulator ``seed``'s phase movie."""
+    bench_independent, sim = bench
+    acq = sim.simulate(seed)
+    layout, _ = detect_in_movie(acq.phase, "phase",
+                                box_width=bench_independent.box_width(acq.pixel_size_um))
+    return acq, layout
+
+
+def _detected_in_a_still_movie(bench, sim_seed, noise, **simulate_kwargs):
+    """The layout of a simulated position's first frame repeated 6 times, each with fresh
+    noise of ``noise`` times its mean (every trench then changes by the noise alone)."""
+    bench_independent, sim = bench
+    acq = sim.simulate(sim_seed, **simulate_kwargs)
+    rng = np.random.default_rng(0)
+    first = acq.phase[0].astype(np.float64)
+    still = np.stack([np.clip(first + rng.normal(0, noise * first.mean(), first.shape), 0, 65535)
+                      for _ in range(6)]).astype(acq.phase.dtype)
+    layout, _ = detect_in_movie(still, "phase",
+                                box_width=bench_independent.box_width(acq.pixel_size_um))
+    return layout
+
+
 @pytest.mark.parametrize("seed,dropped", [(1027, 0), (1032, 1)])
 def test_unclear_empty_flags_are_confirmed_over_time(bench, seed, dropped):
     """Seed 1027 (3 empty of 12) and 1032 (37 of 91, one filled trench flagged empty):
     the texture left both unclear; over 6 frames empty trenches changed 0.9-1.1
     times as much as the walls beside them, filled ones 6-27 times. The flags are
     confirmed, and the filled trench flagged empty loses its flag."""
-    bench_independent, sim = bench
-    acq = sim.simulate(seed)
-    layout, _ = detect_in_movie(acq.phase, "phase",
-                                box_width=bench_independent.box_width(acq.pixel_size_um))
+    bench_independent, _ = bench
+    acq, layout = _detected(bench, seed)
     q = layout.quality
     assert q["empty_flags_clear"] == 1.0 and q["empty_flags_unclear_sets"] >= 1
     assert q["empty_flags_in_time"] > 2.5 and q["empty_flags_dropped_in_time"] == dropped
@@ -75,15 +96,7 @@ def test_a_still_movie_leaves_unclear_flags_unclear(bench):
     """Without change over time there is no evidence: seed 1027's first frame repeated
     with fresh noise (every trench then changes by the noise alone) keeps the flags
     unclear, and Segment is told so."""
-    bench_independent, sim = bench
-    acq = sim.simulate(1027, n_frames=4)
-    rng = np.random.default_rng(0)
-    first = acq.phase[0].astype(np.float64)
-    still = np.stack([np.clip(first + rng.normal(0, 0.02 * first.mean(), first.shape), 0, 65535)
-                      for _ in range(6)]).astype(acq.phase.dtype)
-    layout, _ = detect_in_movie(still, "phase",
-                                box_width=bench_independent.box_width(acq.pixel_size_um))
-    q = layout.quality
+    q = _detected_in_a_still_movie(bench, sim_seed=1027, noise=0.02, n_frames=4).quality
     assert q["empty_flags_clear"] == 0.0
     assert q["empty_flags_in_time"] < 2.5 and q["empty_flags_dropped_in_time"] == 0
 
@@ -106,10 +119,8 @@ def test_a_lone_empty_trench_is_its_own_reference(bench, seed):
     empty-lumen reference, and the U-Net's object in it (a still band at its open end)
     stayed in every frame (empty clean 0.0; counts within one 0.875 and 0.812, F1 0.958
     and 0.962). Its own median over the first frames is the reference now."""
-    bench_independent, sim = bench
-    acq = sim.simulate(seed)
-    layout, _ = detect_in_movie(acq.phase, "phase",
-                                box_width=bench_independent.box_width(acq.pixel_size_um))
+    bench_independent, _ = bench
+    acq, layout = _detected(bench, seed)
     assert int(layout.trenches["empty"].sum()) == 1
     row = bench_independent.run_position(acq, seed, "phase")
     assert row["empty clean"] == 1.0
@@ -123,10 +134,8 @@ def test_an_unclear_sets_empty_flags_are_confirmed_over_time(bench):
     trench-frames. Over 8 frames those trenches changed 0.75-0.88 times as much as the
     walls beside them, the filled ones 5-11 times: the texture's flags of that set are
     confirmed, and every box's flag is right."""
-    bench_independent, sim = bench
-    acq = sim.simulate(1006)
-    layout, _ = detect_in_movie(acq.phase, "phase",
-                                box_width=bench_independent.box_width(acq.pixel_size_um))
+    bench_independent, _ = bench
+    acq, layout = _detected(bench, 1006)
     q = layout.quality
     assert q["empty_flags_clear"] == 1.0 and q["empty_flags_unclear_sets"] == 1
     assert q["unclear_sets_flags_in_time"] > 2.5 and q["empty_flags_added_in_time"] == 8
@@ -139,14 +148,7 @@ def test_an_unclear_sets_flags_stay_cleared_in_a_still_movie(bench):
     """Seed 1006's first frame repeated with fresh noise (half a percent: more noise makes
     the set's texture clear): nothing tells the unclear set's empty trenches from its
     filled ones over time, and its trenches still count as filled."""
-    bench_independent, sim = bench
-    acq = sim.simulate(1006)
-    rng = np.random.default_rng(0)
-    first = acq.phase[0].astype(np.float64)
-    still = np.stack([np.clip(first + rng.normal(0, 0.005 * first.mean(), first.shape), 0, 65535)
-                      for _ in range(6)]).astype(acq.phase.dtype)
-    layout, _ = detect_in_movie(still, "phase",
-                                box_width=bench_independent.box_width(acq.pixel_size_um))
+    layout = _detected_in_a_still_movie(bench, sim_seed=1006, noise=0.005)
     q = layout.quality
     assert q["empty_flags_unclear_sets"] == 1 and q["empty_flags_added_in_time"] == 0
     trenches = layout.trenches
@@ -173,10 +175,8 @@ def test_a_still_trench_an_unclear_texture_called_filled_is_empty(bench):
     others 4.5-15 times. The still one the texture called filled is empty too (a texture
     that cannot tell is no evidence), the flags are confirmed, and the U-Net's open-end
     "cells" in both go (empty trench-frames clean 0.06 -> 1.0)."""
-    bench_independent, sim = bench
-    acq = sim.simulate(1096)
-    layout, _ = detect_in_movie(acq.phase, "phase",
-                                box_width=bench_independent.box_width(acq.pixel_size_um))
+    bench_independent, _ = bench
+    acq, layout = _detected(bench, 1096)
     q = layout.quality
     assert q["empty_flags_clear"] == 1.0 and q["empty_flags_added_in_time"] == 1
     truth = _true_empty(bench_independent, acq, layout)
