@@ -170,7 +170,8 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
     reference (:func:`references_by_set`)."""
     kwargs = _segment_kwargs(crops, kind, lumen_width, empty, method, margin, pixel_size_um)
     if kind == "phase" and empty is not None and sets is not None:
-        kwargs["references"] = references_by_set(crops, empty, sets)
+        kwargs["references"] = references_by_set(crops, empty, sets,
+                                                 background=kwargs.get("background"))
 
     def call(crops, **kwargs):
         return segment_and_clean(crops, method, kind, empty, **kwargs)[0]

@@ -479,8 +479,8 @@ def test_segment_judges_lumen_lookalikes_against_each_sets_empty_lumens(tmp_path
     seen = []
     real = empty_trenches.references_by_set
 
-    def spy(crops, empty, sets, first=None):
-        ref = real(crops, empty, sets, first)
+    def spy(crops, empty, sets, first=None, background=None):
+        ref = real(crops, empty, sets, first, background)
         seen.append((np.asarray(empty).copy(), np.asarray(sets).copy(), np.shape(first), ref))
         return ref
 

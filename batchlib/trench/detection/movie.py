@@ -267,12 +267,8 @@ def _empty_flags_checked_in_time(movie, layout, reference, aligned):
         else 0.0
     layout.quality["empty_flags_dropped_in_time"] = float(np.sum(flags & ~empty))
     if confirmed:
-        trenches = trenches.copy()
-        trenches["empty"] = empty
-        layout.trenches = trenches
         layout.quality["empty_flags_clear"] = 1.0
-        layout.quality["empty_fraction"] = float(np.mean(empty))
-        layout = _ends_at_empty_lumens(reference, layout)
+        layout = _with_empty_flags(reference, layout, empty)
     return layout
 
 
@@ -308,7 +304,13 @@ def _unclear_sets_checked_in_time(movie, layout, reference, aligned):
     layout.quality["empty_flags_added_in_time"] = float(np.sum(added)) if confirmed else 0.0
     if not confirmed or not added.any():
         return layout
-    trenches = trenches.copy()
+    return _with_empty_flags(reference, layout, empty)
+
+
+def _with_empty_flags(reference, layout, empty):
+    """The layout with the ``empty`` flags that time confirmed, its sets' closed ends
+    moved out to those empty lumens where they lie inside them (:func:`_ends_at_empty_lumens`)."""
+    trenches = layout.trenches.copy()
     trenches["empty"] = empty
     layout.trenches = trenches
     layout.quality["empty_fraction"] = float(np.mean(empty))

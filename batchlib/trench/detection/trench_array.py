@@ -1171,7 +1171,7 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
                          int(s["direction"]), box_height, box_width, bool(s["empty"][i]),
                          float(s["ncc"][i]), *corners[i, :, 0], *corners[i, :, 1],
                          *raw[i, :, 0], *raw[i, :, 1]])
-            unclear.append(bool(s.get("empty_unclear", np.zeros(n, bool))[i]))
+            unclear.append(bool(s["empty_unclear"][i]))  # set by _empty_flags_by_set
         set_rows.append([set_id, float(s["y_closed"]), float(s["y_open"]), int(s["direction"])])
         kept.append(s)
     if not kept:

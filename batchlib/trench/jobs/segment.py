@@ -177,7 +177,13 @@ class Segment(BatchJobOnContainer):
         # look-alikes of the empty lumen are judged against their own trench set's
         # (empty_trenches.references_by_set); a set's lone empty trench by its first frames
         sets = self._trench_sets(container, n) if use_background and kept < n_t else None
-        first_frames = crops[:, :min(LONE_REFERENCE_FRAMES, n_t)] if sets is not None else None
+        first_frames = None
+        if sets is not None:
+            per_set = [int(np.sum(empty & (sets == k))) for k in np.unique(sets)]
+            if sum(c > 0 for c in per_set) < 2:
+                sets = None  # the position's reference is every set's
+            elif 1 in per_set:
+                first_frames = crops[:, :min(LONE_REFERENCE_FRAMES, n_t)]
         figures = []
         for t0, t1 in frame_blocks(kept, n_t):
             block = crops[:, t0:t1]
@@ -186,7 +192,8 @@ class Segment(BatchJobOnContainer):
                 # what an empty trench looks like in these frames (see segment_threshold)
                 kwargs["background"] = empty_background(block, empty, lone=lone)
                 if sets is not None:
-                    kwargs["references"] = references_by_set(block, empty, sets, first_frames)
+                    kwargs["references"] = references_by_set(block, empty, sets, first_frames,
+                                                             kwargs["background"])
             elif empty is not None and not given and kind != "phase" and "empty_crops" in wants:
                 # what the artefacts of these frames look like in trenches without cells
                 kwargs["empty_crops"] = empty[:, None]

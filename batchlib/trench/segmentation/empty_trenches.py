@@ -35,7 +35,7 @@ def segment_and_clean(crops, method, kind, empty=None, references=None, **kwargs
     return labels, removed
 
 
-def references_by_set(crops, empty, sets, first=None):
+def references_by_set(crops, empty, sets, first=None, background=None):
     """What an empty lumen looks like in each crop's own trench set, per frame; ``None``
     where fewer than two sets have a trench flagged empty (the position's one
     reference, :func:`~.threshold.empty_background`, is then the same thing).
@@ -59,11 +59,14 @@ def references_by_set(crops, empty, sets, first=None):
         The position's first frames: a set with one empty trench takes its median
         over them (:func:`~.threshold.lone_empty_reference`; the Segment job's later
         blocks of frames pass them); default ``crops``.
+    background : ndarray, shape (1, T, H, W), optional
+        The position's reference, :func:`~.threshold.empty_background` of ``crops``
+        and ``empty``, where the caller has it already.
 
     Returns
     -------
     ndarray of float32, shape (N, T, H, W), or None
-        Crops of a set without an empty trench get the median of all empty ones.
+        Crops of a set without an empty trench get the position's reference.
 
     Examples
     --------
@@ -75,23 +78,21 @@ def references_by_set(crops, empty, sets, first=None):
     >>> references_by_set(crops, [True, True, False, False], [0, 0, 1, 1]) is None
     True
     """
-    from .threshold import lone_empty_reference
+    from .threshold import empty_background, lone_empty_reference
 
     crops = np.asarray(crops)
     empty, sets = np.asarray(empty, bool), np.asarray(sets)
     flagged = [k for k in np.unique(sets) if empty[sets == k].any()]
     if crops.ndim != 4 or len(flagged) < 2:
         return None
-    first = crops if first is None else np.asarray(first)
     out = np.empty(crops.shape, np.float32)
-    out[:] = np.median(crops[empty].astype(np.float32), axis=0)
+    out[:] = empty_background(crops, empty) if background is None else background
     for k in flagged:
         own = empty & (sets == k)
-        if own.sum() == 1:
-            ref = lone_empty_reference(first[own])[:, None]       # (1, 1, H, W)
-        else:
-            ref = np.median(crops[own].astype(np.float32), axis=0)[None]
-        out[sets == k] = ref
+        # a set's lone empty trench: its median over the position's first frames
+        lone = lone_empty_reference(first[own]) if first is not None and own.sum() == 1 \
+            else None
+        out[sets == k] = empty_background(crops, own, lone=lone)
     return out
 
 

@@ -102,7 +102,7 @@ def reference_spread(crops, background, empty) -> float:
     flagged = np.asarray(crops)[empty].astype(np.float32)
     if flagged.size == 0:
         return float("nan")
-    background = _of(background, empty)
+    background = _for_flagged(background, empty)
     floor = max(float(np.median(background)) * 1e-2, 1e-6)
     ratio = flagged / np.maximum(background, floor)
     w = ratio.shape[-1]
@@ -111,7 +111,7 @@ def reference_spread(crops, background, empty) -> float:
     return float(np.median(np.abs(middle - level).mean(axis=(-2, -1))))
 
 
-def _of(background, empty):
+def _for_flagged(background, empty):
     """``background`` (float32) for the crops flagged ``empty``: one crop for all
     (``(1, T, H, W)``), or its rows of one per crop (``(N, T, H, W)``,
     :func:`~.empty_trenches.references_by_set`)."""
@@ -164,7 +164,7 @@ def within_empty_spread(labels, crops, background, empty, departure=None):
         departure = lumen_departures(labels, crops, background)
     score = np.full(departure.shape, np.nan)
     idx = np.flatnonzero(empty)
-    background = _of(background, empty)
+    background = _for_flagged(background, empty)
     floor = max(float(np.median(background)) * 1e-2, 1e-6)
     ratio = np.asarray(crops, np.float32)[idx] / np.maximum(background, floor)  # (E, T, H, W)
     free = labels[idx] == 0
