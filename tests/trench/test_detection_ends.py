@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from batchlib.trench.detection.ends import CELL_REACH, _phase_cell_tips, outer_foot
+from batchlib.trench.detection.ends import (CELL_REACH, LINE_FOLLOWS_TIPS_PX, _phase_cell_tips,
+                                         _trench_ends, outer_foot)
 
 ROWS = np.arange(200, 300, dtype=float)
 
@@ -102,3 +103,48 @@ def test_a_mothers_faint_fringe_against_the_walls_is_still_followed_out():
     profs = profile[:, None] + np.random.default_rng(1).normal(0, 0.3, (rows.size, 5))
     tips, _ = _phase_cell_tips(rows, profs, np.ones(5, bool), (101.0, 250.0))
     assert np.all((tips[:, 0] >= 94) & (tips[:, 0] <= 98))  # the half level lies at 99.5
+
+
+def _set_with_faint_empty_ends(cells_beyond):
+    """Contrast profiles of a phase set of 9 trenches (rows along axis 0), three of them
+    empty, as on independent simulator 1116 (rounded closed ends at row 100): the empty
+    lumens' contrast is a dark rim at the closed end (rows 100-102) and then fades to a
+    sixth of its level for 10 px (rows 103-111), so their half level lies 11 px inside;
+    the filled trenches' mothers begin ``cells_beyond`` px beyond that, behind a halo."""
+    rows = np.arange(40.0, 260.0)
+    empty_level = np.zeros(rows.size)
+    empty_level[(rows >= 100) & (rows <= 102)] = -450.0
+    empty_level[(rows >= 103) & (rows <= 111)] = -50.0
+    empty_level[(rows >= 112) & (rows <= 250)] = -300.0
+    first = 112.0 - cells_beyond
+    cell_level = np.zeros(rows.size)
+    cell_level[(rows >= first - 2) & (rows < first)] = 800.0
+    cell_level[(rows >= first) & (rows <= 250)] = -2000.0
+    rng = np.random.default_rng(3)
+    empty = np.zeros(9, bool)
+    empty[[2, 5, 7]] = True
+    each = np.stack([ndimage.gaussian_filter1d(empty_level if e else cell_level, 1.0)
+                     for e in empty], axis=1) + rng.normal(0, 20.0, (rows.size, 9))
+    inside = (rows >= 130) & (rows <= 230)
+    return rows, each, inside, ~empty, np.arange(9) * 40.0, (111.5, 250.5)
+
+
+def test_a_set_line_far_inside_its_cells_moves_out_with_them_for_every_trench():
+    # the empty lumens drew the line 11 px inside; the filled boxes clear their mothers
+    # and the empty trenches' and any trench without a seen tip follow them out
+    rows, each, inside, filled, centres, edges = _set_with_faint_empty_ends(11.0)
+    top, _, _, from_empty, tip_push = _trench_ends(rows, each, inside, filled, centres,
+                                                   edges, "phase")
+    assert from_empty and tip_push[0] > 8.0
+    assert np.all(top[filled] <= 100.0)
+    assert np.all(np.abs(top[~filled] - np.median(top[filled])) <= 1.0)
+
+
+def test_cells_a_little_beyond_the_line_move_their_own_boxes_only():
+    rows, each, inside, filled, centres, edges = _set_with_faint_empty_ends(2.0)
+    top, _, _, from_empty, tip_push = _trench_ends(rows, each, inside, filled, centres,
+                                                   edges, "phase")
+    assert from_empty and 0.0 < tip_push[0] <= LINE_FOLLOWS_TIPS_PX
+    assert np.all(top[filled] <= 109.0)
+    # the empty lumens keep their own line
+    assert np.all(np.abs(top[~filled] - 111.5) <= 1.0)

@@ -1696,3 +1696,39 @@ def test_a_closed_ends_dark_rim_does_not_push_the_boxes_into_the_pdms():
     beyond = [-float(np.dot(start[j] - closed[i], axis[i])) - margin for i, j in pairs]
     assert max(beyond) < 9.0 and min(beyond) > 0.0
     assert any("closed-end line was moved out" in w for w in layout.warnings)
+
+
+def test_empty_and_edge_trenches_follow_their_sets_line_out_to_the_cells():
+    """Independent simulator 1116 (rounded closed ends, lumens barely darker than the
+    PDMS): the three empty lumens' contrast fades 10 px inside the closed end, and they
+    drew the set's line there. The filled trenches' boxes were pushed out to clear their
+    mothers (10.6 px, warned), but the empty trenches' boxes stayed 11 px inside their
+    lumens and the edge trench's (its wall outside the frame, no tip seen) 10.5 px
+    inside its mother. Now the whole line follows the cells out."""
+    import sys
+
+    from batchlib.trench.detection.movie import detect_in_movie, movie_drift
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_independent
+
+    acq = _independent_simulation(1116)
+    layout, ref = detect_in_movie(acq.phase, "phase",
+                                  box_width=bench_independent.box_width(acq.pixel_size_um))
+    drift = movie_drift(acq.phase, ref, layout, "phase")
+    assert layout.quality["closed_end_tip_push_px"] > 8.0
+    assert any("moved" in w and "out beyond" in w for w in layout.warnings)
+    closed, axis, length, _, index = bench_independent.true_geometry(acq)
+    start, box_axis = bench_independent.box_geometry(layout.trenches, drift[0])
+    pitch = acq.params["pitch_um"] / acq.pixel_size_um
+    pairs = bench_independent.match(start, box_axis, closed, axis, length, pitch)
+    assert len(pairs) == len(layout.trenches) == 28
+    ti, bj = np.array(pairs).T
+    margin = layout.quality["closed_end_margin_px"]
+    end_error = np.einsum("ij,ij->i", start[bj] - closed[ti], axis[ti]) + margin
+    empty = layout.trenches["empty"].to_numpy(bool)[bj]
+    assert empty.sum() == 3
+    assert np.all(np.abs(end_error) <= 3.0), end_error  # were 12-13 px (empty and edge)
+    mother = bench_independent.mother_first_along(acq, index, closed, axis)[ti]
+    into_mother = end_error - margin - mother
+    assert np.nanmax(into_mother) < 1.0  # the edge trench's was 10.5 px

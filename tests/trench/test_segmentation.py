@@ -476,3 +476,35 @@ def test_the_unet_answers_a_left_edge_crop_as_it_does_the_same_crop_turned():
     np.testing.assert_array_equal(got[0, 0], turned[0, 0][:, ::-1])
     assert got[0, 0].max() >= 2
     np.testing.assert_array_equal(got[1:], turned[1:])
+
+
+def _empty_lumen_crop(rim, seed=0):
+    """An empty-trench crop (113 x 20) as on independent simulator 1116: PDMS (3500) in
+    row 0, the rounded end's dark outline ``rim`` below it in row 1, then a lumen 350
+    brighter than the PDMS, reached over three rows; noise 30 per pixel."""
+    rng = np.random.default_rng(seed)
+    profile = np.full(113, 3850.0)
+    profile[:4] = [3500.0, 3500.0 - rim, 3550.0, 3700.0]
+    return profile[:, None] + rng.normal(0, 30.0, (113, 20))
+
+
+def test_lumen_start_at_a_rounded_ends_dark_outline_before_a_bright_lumen():
+    from batchlib.trench.segmentation.threshold import lumen_start_row
+
+    # the outline, though less far from the PDMS than the lumen, is where the lumen
+    # begins; without it, half-way to the bright lumen lies two rows further in
+    seeds = range(10)
+    assert [lumen_start_row(_empty_lumen_crop(250.0, s)) for s in seeds] == [1] * 10
+    assert min(lumen_start_row(_empty_lumen_crop(0.0, s)) for s in seeds) >= 3
+
+
+def test_lumen_start_is_not_a_faint_halo_before_a_dark_lumen():
+    from batchlib.trench.segmentation.threshold import lumen_start_row
+
+    # independent simulator 1057: PDMS 2270, a halo 140 brighter in rows 1-3, the lumen
+    # 990 darker from row 6; the halo (0.14 of the lumen's departure) is not the start
+    profile = np.full(190, 1300.0)
+    profile[:6] = [2270.0, 2330.0, 2410.0, 2340.0, 1970.0, 1510.0]
+    rng = np.random.default_rng(0)
+    crops = [profile[:, None] + rng.normal(0, 10.0, (190, 32)) for _ in range(10)]
+    assert [lumen_start_row(c) for c in crops] == [5] * 10

@@ -494,6 +494,14 @@ def _trench_ends(rows, each, inside, filled, centres, edges, kind):
                 n = max(int(np.sum(filled)), 1)
                 pushed = (float(np.sum(top - new_top > 1.5)) / n,
                           float(np.sum(new_bottom - bottom > 1.5)) / n)
+            # most of the filled trenches' cells reaching far beyond the line says the
+            # line itself is wrong, not the cells: every trench's end moves out with
+            # them, the empty lumens' and those whose tips were not seen (independent
+            # simulator 1116, rounded closed ends whose empty lumens fade 10 px inside:
+            # the empty boxes and an edge trench's 10 px into their lumens / mother)
+            line_off = [p if p > LINE_FOLLOWS_TIPS_PX else 0.0 for p in tip_push]
+            new_top = np.fmin(new_top, top - line_off[0])
+            new_bottom = np.fmax(new_bottom, bottom + line_off[1])
             top, bottom = new_top, new_bottom
         if not from_empty and (~filled).any():
             # too few empty lumens to draw the line, but none of them may end beyond
@@ -515,6 +523,11 @@ def _median_push(top_moves, bottom_moves, filled):
         return (0.0, 0.0)
     return tuple(float(np.nan_to_num(np.nanmedian(np.asarray(m, float)[filled])))
                  for m in (top_moves, bottom_moves))
+
+
+#: A median move of the filled trenches' ends beyond their set's phase line (px) past
+#: which the whole line follows them (:func:`_trench_ends`).
+LINE_FOLLOWS_TIPS_PX = 3.0
 
 
 #: The farthest (px) the ends of too few empty lumens move a phase set's line out.
