@@ -117,3 +117,40 @@ def test_fluorescence_boxes_follow_both_sets_closed_ends_through_a_drifting_movi
         box = boxes.iloc[int(np.argmin(cost.to_numpy()))]
         err = (box["y_closed"] + along(drift) - t["y_closed"] - along(pos.drift)) * t["direction"]
         assert np.all(np.abs(err + margin) <= 1.0), (t["x_center"], err + margin)
+
+
+def _correlation_spectrum(peaks, shape=(64, 64)):
+    """The spectrum whose inverse DFT is a sum of Gaussian peaks ``(dy, dx, height)``."""
+    yy, xx = np.meshgrid(*(np.fft.fftfreq(n) * n for n in shape), indexing="ij")
+    corr = sum(h * np.exp(-((yy - dy) ** 2 + (xx - dx) ** 2) / 2.0) for dy, dx, h in peaks)
+    return np.fft.fft2(corr)
+
+
+@pytest.mark.parametrize("near_height,want", [(0.95, (-1.0, 1.0)), (0.8, (-11.0, 1.0))])
+def test_a_peak_next_to_the_expected_drift_wins_unless_far_lower(near_height, want):
+    from batchlib.trench.detection.drift import _integer_peak
+
+    # independent simulator 1090: cells that moved along their trenches correlate a
+    # little better 20 px away (here 10) than the stage's true drift next to the prior
+    c = _correlation_spectrum([(-1.0, 1.0, near_height), (-11.0, 1.0, 1.0)])
+    assert tuple(_integer_peak(c, prior=(-0.5, 0.5), near=2.0)) == want
+    # without a radius the highest peak is taken, as before
+    assert tuple(_integer_peak(c, prior=(-0.5, 0.5))) == (-11.0, 1.0)
+
+
+def test_phase_drift_is_not_taken_by_cells_moving_along_their_trenches():
+    """Independent simulator 1090: in frame 6 the whole-frame correlation was highest at
+    a shift of -21.6 px along the trenches (true -1.35) and frame 7 kept it as its prior;
+    the crops of both frames started 20 px out in the PDMS."""
+    import sys
+    from pathlib import Path
+
+    from batchlib.trench.detection.movie import detect_in_movie, movie_drift
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from independent_sim import simulate
+
+    acq = simulate(1090)
+    layout, reference = detect_in_movie(acq.phase, "phase")
+    drift = movie_drift(acq.phase, reference, layout, "phase")
+    assert np.abs(drift - acq.drift_yx).max() < 0.6, np.round(drift - acq.drift_yx, 2)
