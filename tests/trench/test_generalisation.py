@@ -1527,6 +1527,25 @@ def test_closed_ends_redrawn_from_empty_lumens_confirmed_over_time():
     assert len(depth) >= 50 and depth.max() < 0, depth
 
 
+def test_closed_ends_redrawn_from_the_one_empty_lumen_time_left():
+    """Independent simulator seed 1128 (found on its first run): the upper set's line was
+    drawn from ten lumens its texture called empty, nine of which time showed filled; the
+    cells' halos reach over their tips, so the line lay 2.6 px inside the closed end and
+    boxes started up to 1 px into 31 % of the mothers at confidence 0.81, unwarned. The
+    one empty lumen left ends 2 px beyond the line, which moves out to it (warned)."""
+    from batchlib.trench.detection.movie import detect_in_movie, movie_drift
+
+    acq = _independent_simulation(1128)  # puts benchmarks/ on the path
+    import bench_independent as bench
+
+    layout, reference = detect_in_movie(acq.phase, "phase",
+                                        box_width=bench.box_width(acq.pixel_size_um))
+    assert 1.5 < layout.quality["closed_end_moved_in_time_px"] < 3.0
+    assert any("moved out" in w for w in layout.warnings)
+    depth = _mother_cut_depths(acq, layout, movie_drift(acq.phase, reference, layout, "phase"))
+    assert len(depth) >= 40 and depth.max() < 0, depth
+
+
 def test_a_close_match_beyond_an_empty_lumen_extends_the_run():
     """Independent simulator seed 1049 (found on its first run): the run of strong sites
     stopped at an empty lumen whose match strayed (NCC 0.43), and the last trench beyond
