@@ -324,12 +324,8 @@ def _ends_at_empty_lumens(reference, layout):
 
     q = layout.quality
     half_width = max(1, int(np.floor(0.25 * q.get("lumen_width_px", 4.0))))
-    # one confirmed empty lumen suffices, as one bounds a line in set_ends
-    # (ends._beyond_empty_ends): independent simulator 1128, a line drawn from ten lumens
-    # of which time left one empty lay 2.6 px inside the closed end, under the halos that
-    # reach over the mothers' tips; boxes in 31 % of them at confidence 0.81, unwarned
     shifts = empty_end_shifts(reference, layout.trenches, layout.angle_deg, layout.pitch,
-                              half_width, q.get("closed_end_margin_px", 0.0), min_empty=1)
+                              half_width, q.get("closed_end_margin_px", 0.0))
     moved, shifts = _moved_inside(layout, shifts)
     moved.quality["closed_end_moved_in_time_px"] = float(
         max((abs(v) for v in shifts.values()), default=0.0))

@@ -140,7 +140,8 @@ class Segment(BatchJobOnContainer):
                 quality.get("lumen_width_px"), layout.get("kind"), pixel)
             if unknown:
                 self.warn(f"{os.path.basename(path)}: {unknown}")
-        empty = self._empty_trenches(container, n)
+        trenches = self._trenches(container, n)  # read once: the flags and the sets
+        empty = self._empty_trenches(trenches)
         if empty is not None and not quality.get("empty_flags_clear", 1.0):
             # faint cells that detection could not tell from empty lumens: trusting the
             # flags made the cells the "background" and the "chip structures"
@@ -176,7 +177,7 @@ class Segment(BatchJobOnContainer):
             lone = lone_empty_reference(first[None])
         # look-alikes of the empty lumen are judged against their own trench set's
         # (empty_trenches.references_by_set); a set's lone empty trench by its first frames
-        sets = self._trench_sets(container, n) if use_background and kept < n_t else None
+        sets = self._trench_sets(trenches) if use_background and kept < n_t else None
         first_frames = None
         if sets is not None:
             per_set = [int(np.sum(empty & (sets == k))) for k in np.unique(sets)]
@@ -227,27 +228,30 @@ class Segment(BatchJobOnContainer):
         mark_frames(ds, n_t, basis, channel=key, kind=kind, method=p["method"], **checks, **ran)
 
     @staticmethod
-    def _empty_trenches(container, n):
-        """TrenchDetection's ``empty`` flag per crop, or ``None`` when it is not there."""
+    def _trenches(container, n):
+        """TrenchDetection's trenches table, a row per crop, or ``None`` when it is not
+        there or does not match the ``n`` crops."""
         from ...io import read_table
 
         if TRENCHES_TABLE not in container:
             return None
         table = read_table(container, TRENCHES_TABLE)
-        if "empty" not in table or len(table) != n:
-            return None
-        return table["empty"].to_numpy(bool)
+        return table if len(table) == n else None
 
     @staticmethod
-    def _trench_sets(container, n):
-        """TrenchDetection's ``set`` per crop, or ``None`` when it is not there, or when
-        no two sets hold trenches."""
-        from ...io import read_table
-
-        table = read_table(container, TRENCHES_TABLE)
-        if "set" not in table or len(table) != n or table["set"].nunique() < 2:
+    def _empty_trenches(trenches):
+        """The ``empty`` flag per crop of the trenches table, or ``None``."""
+        if trenches is None or "empty" not in trenches:
             return None
-        return table["set"].to_numpy()
+        return trenches["empty"].to_numpy(bool)
+
+    @staticmethod
+    def _trench_sets(trenches):
+        """The ``set`` per crop of the trenches table, or ``None`` when it is not there,
+        or when no two sets hold trenches."""
+        if trenches is None or "set" not in trenches or trenches["set"].nunique() < 2:
+            return None
+        return trenches["set"].to_numpy()
 
     @staticmethod
     def _layout_attrs(container) -> dict:
