@@ -1,5 +1,6 @@
-"""The outer foot of a fluorescence trench's outermost cell (detection/ends.py: outer_foot)
-and the tips of a phase trench's outermost cells (_phase_cell_tips)."""
+"""The outer foot of a fluorescence trench's outermost cell (detection/ends.py: outer_foot),
+the tips of a phase trench's outermost cells (_phase_cell_tips) and the closed end of a
+well-loaded phase set (filled_ends.clear_closed_end)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +9,7 @@ from scipy import ndimage
 
 from batchlib.trench.detection.ends import (CELL_REACH, LINE_FOLLOWS_TIPS_PX, _phase_cell_tips,
                                          _trench_ends, outer_foot)
+from batchlib.trench.detection.filled_ends import clear_closed_end
 
 ROWS = np.arange(200, 300, dtype=float)
 
@@ -163,3 +165,31 @@ def test_a_sharp_mother_against_the_walls_is_not_followed_into_the_blurs_tail():
     assert against_walls
     # the half level lies at 99.5: the tip row within a pixel of it, not three out
     assert np.all((tips[:, 0] >= 98) & (tips[:, 0] <= 100)), tips[:, 0]
+
+
+def _well_loaded_set(n_bright=3, seed=4):
+    """A phase set of 10 trenches, none flagged empty, its closed end at row 43, the
+    line drawn inside at row 50 (rows along axis 0, contrast lumen minus walls; the
+    walls' noise 3): filled lumens bright at the end's halo (rows 43-49) and dark with
+    cells from row 50; ``n_bright`` lumens empty and bright from row 43; and a faint
+    dark band in the PDMS before the end (rows 32-42, 15 dark), as on independent
+    simulator 1140."""
+    rows = np.arange(3.0, 460.0)
+    filled = np.where(rows >= 50, -60.0, np.where(rows >= 43, 80.0, 0.0))
+    empty = np.where(rows >= 43, 80.0, 0.0)
+    band = np.where((rows >= 32) & (rows < 43), -15.0, 0.0)
+    rng = np.random.default_rng(seed)
+    each = np.stack([ndimage.gaussian_filter1d((empty if i < n_bright else filled) + band, 1.0)
+                     for i in range(10)], axis=1) + rng.normal(0, 3.0, (rows.size, 10))
+    return dict(direction=1, rows=rows, excess=each, empty=np.zeros(10, bool), y_top=50.0,
+                y_bottom=440.0, top_each=np.full(10, 50.0), bottom_each=np.full(10, 440.0))
+
+
+@pytest.mark.parametrize("n_bright", [0, 3])
+def test_a_well_loaded_sets_line_moves_out_to_its_lumens_not_a_band_in_the_pdms(n_bright):
+    # the lumens' mean contrast: dark cells and bright empty lumens cancel, and at half
+    # of what is left the faint band 11 px out in the PDMS counted as the closed end
+    # (1140: every box of the set 12 px out); each lumen's own magnitude does not cancel
+    s = _well_loaded_set(n_bright)
+    moved = clear_closed_end(s)
+    assert 5.0 <= moved <= 8.0 and np.all(np.abs(s["top_each"] - 43.0) <= 1.0), s["top_each"]

@@ -477,6 +477,7 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
         layout = _at_multiple(again, layout, widest)
     _warn_low_confidence(layout)
     _warn_cleared_end(layout)
+    _warn_readings_differ(layout)
     return layout
 
 
@@ -937,6 +938,18 @@ def _warn_cleared_end(layout):
         "the closed end can put the line up to 3 px outside; check the QC picture"))
 
 
+def _warn_readings_differ(layout):
+    """A warning when a set's filled lumens were bright and dark by turns, so that where
+    its closed end lies depended on how their contrast was read
+    (``closed_end_readings_differ_px``, :func:`.filled_ends.clear_closed_end`):
+    independent simulator 1089, every box 3.5 px beyond its closed end at confidence
+    0.71 (6.8 px, warned, with the lumens' mean contrast)."""
+    _warn_phase_from(layout, "closed_end_readings_differ_px", CLEARED_WARN_PX, lambda px: (
+        "a set's lumens are bright and dark by turns (empty lumens taken for filled "
+        f"ones?): where its closed end lies depends on how their contrast is read, "
+        f"{px:.1f} px apart; check the QC picture"))
+
+
 def _warn_phase_from(layout, key, threshold, message):
     """Append ``message(value)`` to a phase layout's warnings (once) where its
     ``quality[key]`` is ``threshold`` or more; the layout."""
@@ -1124,7 +1137,9 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
         # too few empty lumens to draw the closed end: the cells' contrast can put
         # it inside the mother; the contrast's rise from the PDMS beyond does not
         moved = [clear_closed_end(s) for s in found]
-        extra_quality = {**extra_quality, "closed_end_cleared_px": float(max(moved, default=0.0))}
+        differ = [s.get("closed_end_readings_differ_px", 0.0) for s in found]
+        extra_quality = {**extra_quality, "closed_end_cleared_px": float(max(moved, default=0.0)),
+                         "closed_end_readings_differ_px": float(max(differ, default=0.0))}
     if kind == "fluorescence":
         # from the boxes' closed ends (the trenches' own) to the set's reach (see
         # set_ends): the median of the cells' ends can lie 15 px inside either end
