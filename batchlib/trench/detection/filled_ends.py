@@ -123,22 +123,16 @@ def clear_closed_end(s, tolerance=1.0, inset=10.0) -> float:
         moves = [_move(s, outermost_rise(rows, p, inside, -d)) for p in (profile, magnitude)]
         s["closed_end_readings_differ_px"] = abs(moves[0] - moves[1])
         profile = magnitude
-    rise = outermost_rise(rows, profile, inside, -d)
-    if not np.isfinite(rise):
+    move = _move(s, outermost_rise(rows, profile, inside, -d))
+    if move <= tolerance:
         return 0.0
     if d == 1:
-        move = float(np.nanmedian(s["top_each"])) - rise
-        if move > tolerance:
-            s["top_each"] = np.asarray(s["top_each"]) - move
-            s["y_top"] = min(s["y_top"], float(np.nanmedian(s["top_each"])))
-            return move
+        s["top_each"] = np.asarray(s["top_each"]) - move
+        s["y_top"] = min(s["y_top"], float(np.nanmedian(s["top_each"])))
     else:
-        move = rise - float(np.nanmedian(s["bottom_each"]))
-        if move > tolerance:
-            s["bottom_each"] = np.asarray(s["bottom_each"]) + move
-            s["y_bottom"] = max(s["y_bottom"], float(np.nanmedian(s["bottom_each"])))
-            return move
-    return 0.0
+        s["bottom_each"] = np.asarray(s["bottom_each"]) + move
+        s["y_bottom"] = max(s["y_bottom"], float(np.nanmedian(s["bottom_each"])))
+    return move
 
 
 def _move(s, rise) -> float:
