@@ -1648,7 +1648,8 @@ def test_no_cleared_end_warning_on_a_nominal_position():
     pos = simulate_position(cfg, 0)
     layout = detect_trenches(pos.movies["phase"][0], "phase", box_width=cfg.box_width)
     assert layout.quality["closed_end_cleared_px"] == 0.0
-    assert not any("moved out" in w for w in layout.warnings)
+    assert layout.quality["closed_end_readings_differ_px"] == 0.0
+    assert not any("moved out" in w or "contrast is read" in w for w in layout.warnings)
 
 
 @pytest.mark.parametrize("seed,far", [(1084, True), (1009, False)])
