@@ -5,6 +5,7 @@ import numpy as np
 
 from .chip_structures import drop_chip_structures
 from .numbering import remove_objects
+from .open_end_bands import join_across_open_end_bands
 
 __all__ = ["segment_and_clean", "clean_by_empty_trenches", "clean_empty_trenches",
            "drop_fragments", "references_by_set"]
@@ -13,7 +14,8 @@ __all__ = ["segment_and_clean", "clean_by_empty_trenches", "clean_empty_trenches
 def segment_and_clean(crops, method, kind, empty=None, references=None, **kwargs) -> tuple:
     """``(labels, removed)``: ``segment_trenches(crops, method=method, kind=kind,
     **kwargs)``; objects beside a larger one dropped (cells lie in single file:
-    :func:`~.single_file.drop_side_objects`); then, with TrenchDetection's
+    :func:`~.single_file.drop_side_objects`); in phase, a cell split by the chip's band
+    at the open end joined (:func:`~.open_end_bands.join_across_open_end_bands`); then, with TrenchDetection's
     ``empty`` flags, what they rule out (:func:`clean_by_empty_trenches`, with
     ``kwargs["background"]`` and ``references``, :func:`references_by_set`, when given).
 
@@ -27,6 +29,9 @@ def segment_and_clean(crops, method, kind, empty=None, references=None, **kwargs
 
     labels, side_crops = drop_side_objects(segment_trenches(crops, method=method, kind=kind,
                                                             **kwargs))
+    if kind == "phase" and np.ndim(labels) == 4:
+        # a cell split by the chip's band at the open end is one cell (open_end_bands.py)
+        labels, _ = join_across_open_end_bands(labels, crops)
     removed = {"side_crops": side_crops, "lookalikes": 0}
     if empty is None:
         return labels, removed
