@@ -201,16 +201,23 @@ def _joined(crop, top, bot, fragment, gap):
             new_id[f + 1] = 0
     out = new_id[crop]
     for label, last, first in fills:
-        # the rows between the two pieces: the columns both of their facing rows hold
-        # (either's, where they share none)
-        if first - last > 1:
-            cols = (out[last] == label) & (out[first] == label)
-            if not cols.any():
-                cols = (out[last] == label) | (out[first] == label)
-            rows = slice(last + 1, first)
-            out[rows] = np.where((out[rows] == 0) & cols, label, out[rows])
+        fill_between(out, label, last, first)
     kept = np.unique(out)
     kept = kept[kept > 0]
     renumber = np.zeros(k + 1, out.dtype)
     renumber[kept] = np.arange(1, len(kept) + 1)
     return renumber[out].astype(crop.dtype)
+
+
+def fill_between(crop, label, last, first):
+    """Fill, in place, the empty pixels of rows ``last + 1 .. first - 1`` of ``crop``
+    with ``label``, the two pieces of which end at row ``last`` and begin at row
+    ``first``: in the columns both of those facing rows hold (either's, where they
+    share none)."""
+    if first - last <= 1:
+        return
+    cols = (crop[last] == label) & (crop[first] == label)
+    if not cols.any():
+        cols = (crop[last] == label) | (crop[first] == label)
+    rows = slice(last + 1, first)
+    crop[rows] = np.where((crop[rows] == 0) & cols, label, crop[rows])

@@ -126,11 +126,9 @@ def _band_between(image, lab, last_row, first_row) -> bool:
 
 
 def _join(lab, upper, lower, last_row, first_row):
-    """Label ``lower`` joined to ``upper`` in place, the rows between them filled in the
-    columns both hold (either's where they share none)."""
-    cols = (lab[last_row] == upper) & (lab[first_row] == lower)
-    if not cols.any():
-        cols = (lab[last_row] == upper) | (lab[first_row] == lower)
+    """Label ``lower`` joined to ``upper`` in place, the rows between them filled as
+    :func:`.fragments.merge_fragments` fills them."""
+    from .fragments import fill_between
+
     lab[lab == lower] = upper
-    rows = slice(last_row + 1, first_row)
-    lab[rows] = np.where((lab[rows] == 0) & cols, upper, lab[rows])
+    fill_between(lab, upper, last_row, first_row)
