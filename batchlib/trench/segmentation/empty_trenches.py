@@ -15,7 +15,8 @@ def segment_and_clean(crops, method, kind, empty=None, references=None, **kwargs
     """``(labels, removed)``: ``segment_trenches(crops, method=method, kind=kind,
     **kwargs)``; objects beside a larger one dropped (cells lie in single file:
     :func:`~.single_file.drop_side_objects`); in phase, a cell split by the chip's band
-    at the open end joined (:func:`~.open_end_bands.join_across_open_end_bands`); then, with TrenchDetection's
+    at the open end joined (:func:`~.open_end_bands.join_across_open_end_bands`; the
+    ``unet`` method joins them itself, before its fragments are merged); then, with TrenchDetection's
     ``empty`` flags, what they rule out (:func:`clean_by_empty_trenches`, with
     ``kwargs["background"]`` and ``references``, :func:`references_by_set`, when given).
 
@@ -24,12 +25,12 @@ def segment_and_clean(crops, method, kind, empty=None, references=None, **kwargs
     ``removed``: ``{"side_crops": crops that lost an object beside a cell,
     "lookalikes": objects dropped as look-alikes of the empty lumen}``.
     """
-    from . import segment_trenches
+    from . import resolve_method, segment_trenches
     from .single_file import drop_side_objects
 
     labels, side_crops = drop_side_objects(segment_trenches(crops, method=method, kind=kind,
                                                             **kwargs))
-    if kind == "phase" and np.ndim(labels) == 4:
+    if kind == "phase" and resolve_method(method).name != "unet":
         # a cell split by the chip's band at the open end is one cell (open_end_bands.py)
         labels, _ = join_across_open_end_bands(labels, crops)
     removed = {"side_crops": side_crops, "lookalikes": 0}

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .fragments import drop_thin_objects, merge_fragments
+from .open_end_bands import join_across_open_end_bands
 from .numbering import drop_slivers, relabel_from_closed_end
 
 #: the weights shipped as package data (see models/MODEL_CARD.md)
@@ -421,8 +422,10 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
     -------
     int32 ndarray, same shape as ``crops``: cells numbered 1..k from the closed end.
     Objects both narrower and smaller than the cells of their frame are dropped
-    (:func:`~.fragments.drop_thin_objects`); objects far shorter are joined to
-    the cell they touch (:func:`~.fragments.merge_fragments`).
+    (:func:`~.fragments.drop_thin_objects`); in phase, a cell split by the chip's
+    band at the open end is joined (:func:`~.open_end_bands.join_across_open_end_bands`);
+    objects far shorter are joined to the cell they touch
+    (:func:`~.fragments.merge_fragments`).
     """
     model, meta = _cached_model(weights, device, backend, threads)
     if hasattr(model, "parameters"):  # PyTorch
@@ -453,8 +456,7 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
             cut = np.maximum(np.floor(lumen - keep), 0).astype(int)
             labels = _clipped(_by_start(model, crops, cut, kind, device, batch_size, extract),
                               lumen)
-        # pieces noise cut off a cell (low SNR) go back to it
-        return merge_fragments(drop_thin_objects(labels))
+        return _tidied(labels, crops, kind)
     if starts is None and kind == "phase" and closed_end_margin:
         # no empty trench shows where the lumen starts: the boxes' margin does. A start
         # read off the empty trenches is left as read: bounding it by the margin helped
@@ -463,8 +465,18 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         from .threshold import first_cell_row
 
         starts = min(first_cell_row(closed_end_margin), crops.shape[-2] // 4)
-    return merge_fragments(drop_thin_objects(
-        _by_start(model, crops, starts, kind, device, batch_size, extract)))
+    return _tidied(_by_start(model, crops, starts, kind, device, batch_size, extract), crops, kind)
+
+
+def _tidied(labels, crops, kind):
+    """Thin objects dropped; in phase, cells split by the chip's band at the open end
+    joined (:mod:`.open_end_bands`, before the next step, which would otherwise take
+    the lower cell's piece above a band for a fragment of the cell above); pieces noise
+    cut off a cell (low SNR) back to it."""
+    labels = drop_thin_objects(labels)
+    if kind == "phase":
+        labels, _ = join_across_open_end_bands(labels, crops)
+    return merge_fragments(labels)
 
 
 def _by_start(model, crops, starts, kind, device, batch_size, extract):
