@@ -61,6 +61,15 @@ def test_a_septum_in_the_lumen_only_stays_a_division():
         assert joined == 0 and np.array_equal(out, labels)
 
 
+def test_a_septum_on_the_band_stays_a_division():
+    # independent 1108 and 1085: the lumen's gap brightened beyond what the band on the
+    # walls explains (a division at the band); 71 such splits were joined without this
+    crops, labels = _crops_and_labels(band_on_walls=True, upper_rows=10)
+    crops[0, 0, 50:52, 6:14] += 30.0
+    out, joined = join_across_open_end_bands(labels, crops)
+    assert joined == 0 and np.array_equal(out, labels)
+
+
 def test_walls_bright_in_one_trench_only_are_no_band():
     # the chip's band lies across every trench of the frame; a wall brightening beside
     # one trench's gap is that trench's own (a septum's halo)
@@ -69,10 +78,10 @@ def test_walls_bright_in_one_trench_only_are_no_band():
     assert joined == 0 and np.array_equal(out, labels)
 
 
-def test_walls_that_climb_towards_the_open_end_are_no_band():
+def test_a_septum_in_walls_that_climb_towards_the_open_end_stays_a_division():
     # generator mixed 7: walls brightening steadily towards the open end (uneven light)
     # reached half the gap's rise over their median in the last rows, and 45 real
-    # divisions there were joined; a band stands out of the rows before it
+    # divisions there were joined; the septum brightens the lumen beyond them
     crops, labels = _crops_and_labels(band_on_walls=False, upper_rows=10)
     crops[..., 56:60, 6:14] += 40.0                          # no dark edge either
     crops[..., 30:, :] += np.linspace(0, 60, 30)[:, None]    # lumen and walls alike

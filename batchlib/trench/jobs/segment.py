@@ -40,8 +40,9 @@ class Segment(BatchJobOnContainer):
 
     # 12: crops of another magnification (pixel size) resized to the trained one; 13: the
     # U-Net's objects both narrower and smaller than their frame's cells dropped; 14: phase
-    # objects in empty trenches within twice the empty lumens' own spread dropped
-    version = "14"
+    # objects in empty trenches within twice the empty lumens' own spread dropped; 15: a
+    # phase cell split by the chip's band at the open end joined (open_end_bands.py)
+    version = "15"
     # 11: U-Net weights that have seen dark lumens' faintest cells.
     # 10: fluorescence cells where the U-Net's P(cell) > 0.6 (was 0.5).
     # 9: phase objects that look like the empty lumen dropped.

@@ -10,10 +10,11 @@ they are (their brightening over 0.29 of the lumen gap's on 95 % of the real
 splits of 1000, 1010, 1035, 1051, 1079, 1146 and 1149); a band brightens them as
 much as the gap (0.9-1.7 on 1146 and 1149). A band is also the chip's: the
 frame's other trenches share it (the median of their walls' profiles rises there
-by 0.56-0.73 of the crop's own on 1035), and the feeding channel's dark edge
-follows it. Walls that only climb towards the open end (uneven light) share their
-rise too, but no dark edge follows (generator mixed 7: 45 real divisions by the
-open end were joined without that test).
+by 0.56-0.73 of the crop's own on 1035). A division can still lie on a band (1108,
+1085: 71 such splits): its septum brightens the lumen beyond what the walls' band
+explains, which the rows beside the gap calibrate. Walls that climb towards the
+open end in uneven light are told from a band by that test too (generator mixed 7:
+45 real divisions by the open end joined without it, 5 with it).
 
 The join runs before short pieces are merged into their neighbours
 (:func:`.fragments.merge_fragments`): where a cell's septum lies a few rows
@@ -40,6 +41,12 @@ WALL_SIGMAS = 8.0
 #: of the crop's own walls' rise there (a band: 0.56-0.73 on independent 1035, where the
 #: frame's median covers two sets; a halo beside one trench's septum: about 0).
 CHIP_SHARE = 0.25
+#: The lumen's profile is fitted as a line of the walls' over this many rows on either
+#: side of the gap; where it rises in the gap by this share of the gap's rise beyond the fit, a
+#: septum lies on the band (independent 1108 and 1085: 71 divisions at a band, 0.37-0.67
+#: of it; splits at the band alone on nine positions: under 0.35 but for 1 in 100).
+FIT_ROWS = 10
+SEPTUM_SHARE = 0.35
 #: Pieces further apart than this (rows, the gap included) are not joined.
 MAX_GAP_ROWS = 8
 #: The lower piece reaches this close (rows) to the box's open end.
@@ -140,9 +147,9 @@ def _shared_wall_profile(images, labs):
 
 def _band_between(image, lab, last_row, first_row, shared=None) -> bool:
     """Whether rows ``last_row..first_row`` (the facing ends of two objects) are the
-    chip's band: the walls beside them bright (as much as half the lumen's gap), then
-    dark towards the open end, and the frame's other crops sharing the brightening
-    (``shared``: :func:`_shared_wall_profile`)."""
+    chip's band: the walls beside them bright (as much as half the lumen's gap), the
+    frame's other crops sharing the brightening (``shared``:
+    :func:`_shared_wall_profile`), and the lumen no brighter than the walls explain."""
     walls = _walls(lab)
     if walls is None:
         return False
@@ -155,17 +162,19 @@ def _band_between(image, lab, last_row, first_row, shared=None) -> bool:
     level = float(np.median(wall))
     noise = 1.4826 * float(np.median(np.abs(np.diff(wall))))
     wall_rise = float(np.max(wall[gap])) - level
-    # walls that only climb towards the open end (uneven light) are no band: a band is
-    # followed by the feeding channel's dark edge (generator mixed 7: 45 divisions
-    # joined in such light without this)
-    after = wall[gap.stop:]
-    if not after.size or level - float(np.min(after)) < WALL_SIGMAS * noise:
-        return False
     lum = image[:, lumen].mean(axis=1)
     gap_rise = float(np.max(lum[gap])) - float(np.median(lum[(lab > 0).any(axis=1)]))
     if not (gap_rise > 0 and wall_rise >= WALL_SIGMAS * noise and wall_rise >= WALL_SHARE * gap_rise):
         return False
-    return shared is None or float(np.max(shared[gap]) - np.median(shared)) >= CHIP_SHARE * wall_rise
+    if shared is not None and float(np.max(shared[gap]) - np.median(shared)) < CHIP_SHARE * wall_rise:
+        return False
+    # a septum on the band: the lumen brightens beyond what the walls' band explains
+    # (the lumen as a line of the walls, fitted on the rows beside the gap)
+    near = np.r_[max(gap.start - FIT_ROWS, 0):gap.start, gap.stop:min(gap.stop + FIT_ROWS, len(wall))]
+    if near.size < 3:
+        return False
+    fit = np.polyfit(wall[near], lum[near], 1)
+    return float(np.max(lum[gap] - np.polyval(fit, wall[gap]))) < SEPTUM_SHARE * gap_rise
 
 
 def _join(lab, upper, lower, last_row, first_row):
