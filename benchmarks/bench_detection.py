@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchlib.trench.detection import (DriftEstimator, TrenchDetectionError,  # noqa: E402
                                        crop_trenches, detect_trenches, estimate_drift)
-from batchlib.trench.detection.movie import detect_in_movie  # noqa: E402
+from batchlib.trench.detection.movie import detect_in_movie, movie_drift  # noqa: E402
 from batchlib.trench.synthetic import SyntheticConfig, simulate_position  # noqa: E402
 from batchlib.trench.synthetic.families import (FAMILIES, add_seed_arguments,  # noqa: E402
                                                 sample_config, seeds)
@@ -120,8 +120,12 @@ def evaluate(family, seed, position, cfg):
         try:
             # as the TrenchDetection job does it (fluorescence: the maximum projection,
             # a single set's direction checked on the frames)
-            lay, _ = detect_in_movie(movie, kind, box_width=cfg.box_width)
+            lay, reference = detect_in_movie(movie, kind, box_width=cfg.box_width)
             elapsed = time.perf_counter() - t0
+            if kind == "phase":
+                # the drift the job records for the frames (movie_drift), against the truth
+                d = movie_drift(movie, reference, lay, kind)[1:]
+                drift_err = list(np.linalg.norm(d - pos.drift[1:], axis=1))
             if kind == "fluorescence":
                 # Only filled trenches are visible: score the boxes not flagged empty.
                 lay.trenches = lay.trenches[~lay.trenches["empty"]].reset_index(drop=True)
@@ -139,10 +143,8 @@ def evaluate(family, seed, position, cfg):
                      confidence=np.nan, wrong=0,
                      confident_wrong=0, error=str(exc))
         r["seconds"] = elapsed
-        if kind == "phase":
-            est = DriftEstimator(pos.movies[ph][0])
-            d = np.array([est(f) for f in pos.movies[ph][1:]]).reshape(-1, 2)
-            r["drift_err"] = list(np.linalg.norm(d - pos.drift[1:], axis=1))
+        if kind == "phase" and not r.get("failed"):
+            r["drift_err"] = drift_err
         rows.append({**base, **r})
     return rows
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._common import TrenchDetectionError
 from .closed_end_drift import (across_trenches, closed_end_positions, fluorescence_drift,
                                orient_by_tips, set_shifts_to_frame)
-from ._common import TrenchDetectionError
 from .drift import DriftEstimator
+from .profile_drift import phase_drift
 from .trench_array import LOW_PHASE_CONFIDENCE, detect_trenches, warn_tip_push
 
 __all__ = ["reference_image", "detect_in_movie", "movie_drift"]
@@ -371,7 +372,8 @@ def movie_drift(movie, reference, layout, kind, start=0, previous=None):
     frame 0 gave no layout, ``quality["reference_frame"]``); a fluorescence
     maximum projection is compared with every frame across the trenches by
     cross-correlation, and along them the mother cells' tips of every frame
-    are compared with those of frame 0. Frames
+    are compared with those of frame 0; a phase frame's drift along the
+    trenches is matched at the boxes' closed ends (:func:`.profile_drift.phase_drift`). Frames
     before ``start`` take their rows from ``previous`` (an incremental run).
 
     The prior of each frame (which of near-equal correlation peaks of a
@@ -404,5 +406,7 @@ def movie_drift(movie, reference, layout, kind, start=0, previous=None):
             frame, prior=out[t - 1] if t else (0.0, 0.0))
         if kind == "fluorescence":
             d = fluorescence_drift(reference, frame, trenches, layout.angle_deg, d, tips)
+        else:
+            d = phase_drift(reference, frame, trenches, layout.angle_deg, d)
         out[t] = d
     return out

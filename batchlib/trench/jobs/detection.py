@@ -64,8 +64,11 @@ class TrenchDetection(BatchJobOnContainer):
     # checked over time (empty lumens change by the noise alone) and the lines of sets
     # whose confirmed empty lumens end beyond them moved out, lattice sites inside
     # the run with a weak contrast of the lumen's sign kept (empty lumens as bright as walls),
-    # an unsure phase layout's pitch doubled or tripled where time says so
-    version = "20"
+    # an unsure phase layout's pitch doubled or tripled where time says so; 21: phase
+    # tips against the walls stop at a tenth of the cells' darkness, cancelled lumens'
+    # lines follow their magnitude, and a phase frame's drift along the trenches is
+    # matched at the boxes' closed ends (profile_drift.py)
+    version = "21"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
                          "phase-like channel, else the first fluorescence one)"),
