@@ -72,3 +72,14 @@ def test_independent_positions_whose_cells_pulled_the_drift_along(seed, worst_be
         drift = movie_drift(acq.phase, reference, layout, "phase")
     error = np.abs((drift - drift[0]) - (acq.drift_yx - acq.drift_yx[0]))
     assert error.max() < 0.3, (worst_before, error.max())
+
+
+def test_independent_1103_keeps_its_mothers_whole_in_every_frame():
+    """1103's frame 1 boxes started 2.25 px inside their closed ends: the Segment job read
+    the lumen's start 7 rows in and 8 mothers lost 6-7 rows (mothers within 5 % 0.812)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_independent
+    import independent_sim
+
+    row = bench_independent.run_position(independent_sim.simulate(1103), 1103, "phase")
+    assert row["mother len 5%"] >= 0.95 and row["F1"] >= 0.99, row
