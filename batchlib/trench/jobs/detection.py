@@ -67,7 +67,8 @@ class TrenchDetection(BatchJobOnContainer):
     # an unsure phase layout's pitch doubled or tripled where time says so; 21: phase
     # tips against the walls stop at a tenth of the cells' darkness, cancelled lumens'
     # lines follow their magnitude, and a phase frame's drift along the trenches is
-    # matched at the boxes' closed ends (profile_drift.py)
+    # matched at the boxes' closed ends (profile_drift.py), the pitch kept to the
+    # fundamental where the harmonics follow something else (centres.refine_pitch)
     version = "21"
     params = {
         "channel": Param("", "detection channel, name or key (default or auto: the first "
