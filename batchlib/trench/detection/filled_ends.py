@@ -110,6 +110,7 @@ def clear_closed_end(s, tolerance=1.0, inset=10.0) -> float:
     magnitude = _median_magnitude(excess)
     d = s["direction"]
     s["closed_end_readings_differ_px"] = 0.0
+    move = _move(s, outermost_rise(rows, profile, inside, -d))
     if np.nanmedian(np.abs(profile[inside])) < CANCELLED * np.nanmedian(magnitude[inside]):
         # lumens of both signs (dark cells, bright lumens the texture called filled)
         # cancel in the mean, and at half of what is left a faint band in the PDMS
@@ -120,10 +121,9 @@ def clear_closed_end(s, tolerance=1.0, inset=10.0) -> float:
         # magnitude rose inside the mothers on 1051 and 1058 (95-100 % of them cut).
         # How far the two readings' moves differ says how unsure the end is (1089:
         # 3.3 px, every box 3.5 px out with the magnitude's, 6.8 with the mean's)
-        moves = [_move(s, outermost_rise(rows, p, inside, -d)) for p in (profile, magnitude)]
-        s["closed_end_readings_differ_px"] = abs(moves[0] - moves[1])
-        profile = magnitude
-    move = _move(s, outermost_rise(rows, profile, inside, -d))
+        by_magnitude = _move(s, outermost_rise(rows, magnitude, inside, -d))
+        s["closed_end_readings_differ_px"] = abs(move - by_magnitude)
+        move = by_magnitude
     if move <= tolerance:
         return 0.0
     if d == 1:

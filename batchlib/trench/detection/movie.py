@@ -21,7 +21,7 @@ from ._common import TrenchDetectionError
 from .closed_end_drift import (across_trenches, closed_end_positions, fluorescence_drift,
                                orient_by_tips, set_shifts_to_frame)
 from .drift import DriftEstimator
-from .profile_drift import phase_drift
+from .profile_drift import closed_end_profiles, phase_drift
 from .trench_array import LOW_PHASE_CONFIDENCE, detect_trenches, warn_tip_push
 
 __all__ = ["reference_image", "detect_in_movie", "movie_drift"]
@@ -389,7 +389,7 @@ def movie_drift(movie, reference, layout, kind, start=0, previous=None):
     # a phase reference is a frame of the movie: its drift is 0 by definition
     reference_frame = int(layout.quality.get("reference_frame", 0))
     first = 1 if kind == "phase" and reference_frame == 0 else 0
-    estimator, tips, d0 = None, None, None
+    estimator, tips, d0, profiles = None, None, None, None
     if kind == "fluorescence" and n_t > max(start, first):
         # along the trenches, frames are compared with frame 0's mother tips, where
         # detect_in_movie put the boxes (the projection's tips are each set's outermost)
@@ -407,6 +407,8 @@ def movie_drift(movie, reference, layout, kind, start=0, previous=None):
         if kind == "fluorescence":
             d = fluorescence_drift(reference, frame, trenches, layout.angle_deg, d, tips)
         else:
-            d = phase_drift(reference, frame, trenches, layout.angle_deg, d)
+            if profiles is None:  # the reference's closed ends, sampled once per movie
+                profiles = closed_end_profiles(reference, trenches, layout.angle_deg)
+            d = phase_drift(reference, frame, trenches, layout.angle_deg, d, profiles)
         out[t] = d
     return out

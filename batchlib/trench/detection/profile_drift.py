@@ -19,7 +19,7 @@ import numpy as np
 from ._sampling import rotated_samples
 from .closed_end_drift import across_trenches
 
-__all__ = ["closed_end_shift", "phase_drift"]
+__all__ = ["closed_end_profiles", "closed_end_shift", "phase_drift"]
 
 #: Rows on either side of a box's closed end whose profile is matched.
 HALF_LENGTH = 12
@@ -33,7 +33,27 @@ MAX_SPREAD_PX = 1.0
 MIN_BOXES = 3
 
 
-def closed_end_shift(reference, frame, trenches, angle_deg, along=0.0, across=0.0):
+def closed_end_profiles(reference, trenches, angle_deg):
+    """Every box's profile along the trench about its closed end in ``reference``
+    (``2 * HALF_LENGTH + 1`` rows, about its own mean; NaN where the stretch leaves
+    the image): what :func:`closed_end_shift` matches a frame's against. One movie
+    needs them once (:func:`~.movie.movie_drift`)."""
+    reference = np.asarray(reference, np.float32)
+    x = trenches["x_center"].to_numpy(float)
+    y = trenches["y_closed"].to_numpy(float)
+    offs = np.arange(-HALF_LENGTH, HALF_LENGTH + 1, dtype=float)
+    cols = np.arange(-HALF_WIDTH, HALF_WIDTH + 1, dtype=float)
+    out = np.full((len(x), len(offs)), np.nan)
+    for i in range(len(x)):
+        ref = rotated_samples(reference, reference.shape, angle_deg, y[i] + offs, x[i] + cols)
+        if np.isfinite(ref).all():
+            ref = ref.mean(axis=1)
+            out[i] = ref - ref.mean()
+    return out
+
+
+def closed_end_shift(reference, frame, trenches, angle_deg, along=0.0, across=0.0,
+                     reference_profiles=None):
     """Per box, how far ``frame``'s profile about the closed end lies beyond
     ``along`` (rotated rows) from ``reference``'s.
 
@@ -45,6 +65,9 @@ def closed_end_shift(reference, frame, trenches, angle_deg, along=0.0, across=0.
     angle_deg : float
     along, across : float
         The shift of ``frame``'s content to start from, along and across the trenches.
+    reference_profiles : ndarray, optional
+        :func:`closed_end_profiles` of ``reference`` (saves sampling it again for every
+        frame; ``reference`` is then not read).
 
     Returns
     -------
@@ -63,6 +86,8 @@ def closed_end_shift(reference, frame, trenches, angle_deg, along=0.0, across=0.
     >>> np.round(closed_end_shift(chip(0.0), chip(1.5), boxes, 0.0), 1).tolist()
     [1.5, 1.5, 1.5]
     """
+    if reference_profiles is None:
+        reference_profiles = closed_end_profiles(reference, trenches, angle_deg)
     x = trenches["x_center"].to_numpy(float)
     y = trenches["y_closed"].to_numpy(float)
     offs = np.arange(-HALF_LENGTH, HALF_LENGTH + 1, dtype=float)
@@ -76,14 +101,15 @@ def closed_end_shift(reference, frame, trenches, angle_deg, along=0.0, across=0.
     windows = np.arange(n_shifts)[:, None] + per_px * np.arange(len(offs))[None, :]
     out = np.full(len(x), np.nan)
     for i in range(len(x)):
-        ref = rotated_samples(reference, reference.shape, angle_deg, y[i] + offs, x[i] + cols)
-        here = rotated_samples(frame, frame.shape, angle_deg, y[i] + along + fine, x[i] + across + cols)
-        if not (np.isfinite(ref).all() and np.isfinite(here).all()):
+        ref = reference_profiles[i]
+        if not np.isfinite(ref).all():
             continue
-        ref = ref.mean(axis=1)
+        here = rotated_samples(frame, frame.shape, angle_deg, y[i] + along + fine, x[i] + across + cols)
+        if not np.isfinite(here).all():
+            continue
         here = here.mean(axis=1)[windows]
         # levels differ between frames (illumination): profiles about their means
-        cost = (((here - here.mean(axis=1, keepdims=True)) - (ref - ref.mean())) ** 2).sum(axis=1)
+        cost = (((here - here.mean(axis=1, keepdims=True)) - ref) ** 2).sum(axis=1)
         j = int(np.argmin(cost))
         if not 0 < j < n_shifts - 1:
             continue
@@ -93,19 +119,20 @@ def closed_end_shift(reference, frame, trenches, angle_deg, along=0.0, across=0.
     return out
 
 
-def phase_drift(reference, frame, trenches, angle_deg, cross_yx):
+def phase_drift(reference, frame, trenches, angle_deg, cross_yx, reference_profiles=None):
     """Raw-frame drift ``(dy, dx)`` of a phase frame: across the trenches from the
     cross-correlation ``cross_yx``, along them from the closed ends' profiles
-    (:func:`closed_end_shift`); ``cross_yx`` unchanged where fewer than
+    (:func:`closed_end_shift`; ``reference_profiles``, :func:`closed_end_profiles` of
+    ``reference``, where the caller has them); ``cross_yx`` unchanged where fewer than
     :data:`MIN_BOXES` boxes answer or they disagree by more than :data:`MAX_SPREAD_PX`.
     """
     a = np.deg2rad(angle_deg)
     ca, sa = np.cos(a), np.sin(a)
     across = across_trenches(cross_yx, angle_deg)
     along = ca * cross_yx[0] + sa * cross_yx[1]
-    reference = np.asarray(reference, np.float32)
     frame = np.asarray(frame, np.float32)
-    shift = closed_end_shift(reference, frame, trenches, angle_deg, along, across)
+    shift = closed_end_shift(reference, frame, trenches, angle_deg, along, across,
+                             reference_profiles)
     shift = shift[np.isfinite(shift)]
     if shift.size < MIN_BOXES:
         return float(cross_yx[0]), float(cross_yx[1])
