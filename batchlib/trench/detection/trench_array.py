@@ -926,16 +926,18 @@ CLEARED_WARN_PX = 2.0
 def _warn_cleared_end(layout):
     """A warning when a set's closed-end line was moved out to where the filled lumens'
     contrast rises from the PDMS (``closed_end_cleared_px``, too few empty lumens to draw
-    it): on the independent simulator (seeds 1000-1083) the move fired on 9 of 84 phase
-    positions and was right on 4 (the line had been 3-5 px inside the mothers: 1003,
-    1048, 1051, 1058) and 2.2-2.7 px too far on 5 (1022, 1035, 1057, 1064, 1072: the
-    halo beyond a closed end, whose contrast profile looks the same). Never on the
+    it). Independent simulator, phase, seeds 1000-1171 (docs/trench_detection.md,
+    closed ends of filled sets): moves of 2 px or more on 17 sets, right (within 2 px) on
+    11, where the line had been 2.5-33 px inside the mothers, and 2.2-7.2 px too far
+    out on 6 (1057, 1072, 1091, 1156, 1158, 1168: a halo beyond the closed end, whose
+    contrast looks like the trench's own edge), none cutting a mother. Never on the
     generator's tuning seeds 100-107."""
     _warn_phase_from(layout, "closed_end_cleared_px", CLEARED_WARN_PX, lambda moved: (
         f"a set's closed-end line was moved out {moved:.1f} px, to where the filled "
         "lumens' contrast rises from the PDMS (too few empty trenches to draw it): "
-        "without the move the boxes would start inside the mothers, but a halo beyond "
-        "the closed end can put the line up to 3 px outside; check the QC picture"))
+        "without the move the boxes would start inside the mothers, but where a halo "
+        f"lies beyond the closed end the boxes now start up to {moved:.1f} px out in the "
+        "PDMS (the trench's own edge and a halo look alike); check the QC picture"))
 
 
 def _warn_readings_differ(layout):
