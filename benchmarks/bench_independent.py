@@ -244,7 +244,7 @@ def run_position(acq, seed, kind, verbose=False):
     pred, extra = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0), empty, "unet",
                           lay.quality.get("closed_end_margin_px"), acq.pixel_size_um,
                           lay.trenches["set"].to_numpy())
-    seg = score(truth, pred, mlen)
+    seg = score(truth, pred, mlen, poles=extra["poles"])
     row.update({k: seg[k] for k in ("F1", "mean IoU", "count +-1", "mother len 5%", "empty clean")})
     row["true masks 5%"] = true_mask_within(acq, truth, mlen)
     row["seg warned"] = float(plausibility(crops, pred, kind, extra)["flagged"])

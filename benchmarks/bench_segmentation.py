@@ -66,7 +66,8 @@ from batchlib.trench.segmentation.mother_lengths import WIDE_SPREAD  # noqa: E40
 from batchlib.trench.segmentation.single_file import SIDE_SHARE  # noqa: E402
 from batchlib.trench.measure import measure_cells, measure_trench_frames  # noqa: E402
 from batchlib.trench.detection.movie import detect_in_movie, movie_drift  # noqa: E402
-from batchlib.trench.segmentation import segment_trenches  # noqa: E402
+from batchlib.trench.segmentation import resolve_method, segment_trenches  # noqa: E402
+from batchlib.trench.segmentation.methods import accepted_keywords  # noqa: E402
 from batchlib.trench.segmentation.evaluate import match_labels, rod_profile  # noqa: E402
 from batchlib.trench.segmentation.scale import zoom_for  # noqa: E402
 from batchlib.trench.segmentation.threshold import empty_background  # noqa: E402
@@ -104,7 +105,8 @@ def mother_lengths(pos) -> np.ndarray:
     return out
 
 
-def score(truth, pred, mother_len, true_counts=None, missed_counts=None, missed_mothers=0):
+def score(truth, pred, mother_len, true_counts=None, missed_counts=None, missed_mothers=0,
+          poles=None):
     """Segmentation scores of crops ``(N, T, H, W)`` against their truth.
 
     Parameters
@@ -122,6 +124,9 @@ def score(truth, pred, mother_len, true_counts=None, missed_counts=None, missed_
         their cells count as missed, their mothers as wrong.
     missed_mothers : int
         Mothers in those trench-frames.
+    poles : ndarray (N, T, H, 2), optional
+        The U-Net's pole codes (:func:`segment`'s ``extra["poles"]``): the mothers'
+        lengths measured to a fraction of a pixel, as the Measure job does.
     """
     missed = np.zeros(0, int) if missed_counts is None else np.asarray(missed_counts).ravel()
     if truth.size:
@@ -137,7 +142,7 @@ def score(truth, pred, mother_len, true_counts=None, missed_counts=None, missed_
     within = np.concatenate([np.abs(npred - nt) <= 1, missed <= 1])
     ok_mother, n_mother = 0, missed_mothers
     if np.isfinite(mother_len).any():
-        meas = measure_cells(pred) if pred.size and pred.max() > 0 else None
+        meas = measure_cells(pred, pole_codes=poles) if pred.size and pred.max() > 0 else None
         pred_len = np.full(mother_len.shape, np.nan)
         if meas is not None:
             first = meas[meas["label"] == 1]
@@ -165,7 +170,8 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
 
     Returns the labels and, as the job measures them, the doubts' extra figures:
     the :func:`mirror_counts` of the first frame (the benchmark's movies are one
-    block of frames) and the trench-frames that lost an object beside a cell.
+    block of frames) and the trench-frames that lost an object beside a cell;
+    ``poles``: the methods' pole codes where they give them (the U-Net), else None.
     ``sets``: every crop's trench set, whose own empty lumens are the look-alikes'
     reference (:func:`references_by_set`)."""
     kwargs = _segment_kwargs(crops, kind, lumen_width, empty, method, margin, pixel_size_um)
@@ -176,9 +182,14 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
     def call(crops, **kwargs):
         return segment_and_clean(crops, method, kind, empty, **kwargs)[0]
 
-    labels, removed = segment_and_clean(crops, method, kind, empty, **kwargs)
+    poles = None
+    if "poles_out" in accepted_keywords(resolve_method(method).fn):
+        # where the free poles lie within their pixels, as the Segment job keeps them
+        poles = np.zeros((*crops.shape[:-1], 2), np.uint8)
+    labels, removed = segment_and_clean(crops, method, kind, empty, poles_out=poles, **kwargs) \
+        if poles is not None else segment_and_clean(crops, method, kind, empty, **kwargs)
     return labels, {"mirror": mirror_counts(crops, labels, call, **kwargs),
-                    "side_crops": removed["side_crops"]}
+                    "side_crops": removed["side_crops"], "poles": poles}
 
 
 def plausibility(crops, pred, kind, extra=None, detection_warned=False) -> dict:
@@ -187,7 +198,8 @@ def plausibility(crops, pred, kind, extra=None, detection_warned=False) -> dict:
     figures) and, on the detected geometry, TrenchDetection's (empty flags it could
     not decide, a layout it could not verify); ``mirror agreement``: the figure of
     :mod:`batchlib.trench.segmentation.mirror`."""
-    figures, warned = judge([block_figures(crops, pred, kind, **(extra or {}))])
+    extra = {k: v for k, v in (extra or {}).items() if k != "poles"}
+    figures, warned = judge([block_figures(crops, pred, kind, **extra)])
     agree = figures.get("mirror_agreement")
     return {"flagged": bool(warned) or detection_warned,
             "mirror agreement": np.nan if agree is None else agree}
@@ -246,6 +258,8 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
         index = np.cumsum(keep) - 1
         pairs = [(i, int(index[j])) for i, j in pairs]
         crops, truth, pred = crops[keep], truth[keep], pred[keep]
+        if extra["poles"] is not None:
+            extra["poles"] = extra["poles"][keep]
     det_len = np.full(crops.shape[:2], np.nan)
     counts = np.zeros(crops.shape[:2], int)  # boxes on no trench should hold no cell
     all_counts = count_labels(pos.trench_labels)
@@ -254,7 +268,7 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
         det_len[j], counts[j] = mother_len[i], all_counts[i]
         matched[i] = True
     return {**score(truth, pred, det_len, counts, all_counts[~matched],
-                    int(np.isfinite(mother_len[~matched]).sum())),
+                    int(np.isfinite(mother_len[~matched]).sum()), extra["poles"]),
             **plausibility(crops, pred, kind, extra, empty is None or bool(lay.warnings))}
 
 
@@ -311,7 +325,7 @@ def run_families(families, seed_list, size, n_timepoints, verbose=False, method=
                     pred, extra = segment(true_crops, kind, cfg.trench_width_px,
                                           pos.trenches["empty"].to_numpy(bool), method,
                                           pixel_size_um=cfg.pixel_size_um)
-                    results["true"] = {**score(truth, pred, mlen),
+                    results["true"] = {**score(truth, pred, mlen, poles=extra["poles"]),
                                        **plausibility(true_crops, pred, kind, extra)}
                 if "detected" in geometries:
                     results["detected"] = end_to_end(pos, cfg, ch, kind, mlen, method)

@@ -50,6 +50,9 @@ TRENCHES_TABLE = "tables/trenches"
 DRIFT_TABLE = "tables/drift"
 CROPS = "trench_crops"
 SEGMENTATION = "segmentation"
+#: Where the cells' free poles lie within their pixels, per segmentation (U-Net labels:
+#: :mod:`batchlib.trench.segmentation.poles`), for sub-pixel lengths.
+SEGMENTATION_POLES = "segmentation_poles"
 CELLS_TABLE = "tables/cells"
 TRENCH_FRAMES_TABLE = "tables/trenches_t"
 ACQUISITION_ATTR = "acquisition"
@@ -82,6 +85,8 @@ SPECS = {
     CROPS: _GROUP,
     f"{CROPS}/<channel>": KeySpec(ndim=4),
     f"{SEGMENTATION}/<name>": KeySpec(ndim=4, dtype="ui"),
+    SEGMENTATION_POLES: _GROUP,
+    f"{SEGMENTATION_POLES}/<name>": KeySpec(ndim=4, dtype="u"),
     f"{CELLS_TABLE}/<name>": _TABLE,
     TRENCH_FRAMES_TABLE: _TABLE,
     f"{TRACKS_TABLE}/<name>": _TABLE,

@@ -10,7 +10,7 @@ from ...container_job import BatchJobOnContainer
 from ...io import read_attrs, read_table, write_attrs, write_table
 from ...io.files import atomic_path
 from ..layout import (CELLS_CSV, CELLS_DATASET, CELLS_TABLE, CROPS, DRIFT_TABLE, FRAMES_TABLE,
-                      SEGMENTATION, TRENCH_FRAMES_TABLE, TRENCHES_TABLE, AcquisitionMeta,
+                      SEGMENTATION, SEGMENTATION_POLES, TRENCH_FRAMES_TABLE, TRENCHES_TABLE, AcquisitionMeta,
                       folder_output, specs)
 from .stacks import CHUNK_T, STACK_ID, frame_blocks
 
@@ -26,7 +26,8 @@ class Measure(BatchJobOnContainer):
     folder reads as one dataset (:func:`read_cells`).
     """
 
-    version = "2"
+    # 3: lengths to a fraction of a pixel from the U-Net's pole codes (segmentation_poles)
+    version = "3"
     params = {
         "segmentation": Param("cells", "name of the segmentation to measure", is_name=True),
         "background": Param("trench", "background: trench (cell-free lumen of the same crop) "
@@ -51,7 +52,9 @@ class Measure(BatchJobOnContainer):
         trenches = read_table(container, TRENCHES_TABLE)
         empty = trenches["empty"].to_numpy(bool) if "empty" in trenches else None
         lumen = _lumen_columns(container, labels_ds.shape[-1])
-        basis = self._basis(container, labels_ds, fluo, focus, empty, lumen, meta.pixel_size_um)
+        poles_ds = _poles_of(container, p["segmentation"], labels_ds, n_t)
+        basis = self._basis(container, labels_ds, fluo, focus, empty, lumen, meta.pixel_size_um,
+                            poles_ds)
         start, cells, frames = self._kept_rows(container, basis, n_t)
         if start:
             self.logger.debug("%s: measuring frames %d-%d (earlier ones kept)", path, start, n_t - 1)
@@ -60,7 +63,8 @@ class Measure(BatchJobOnContainer):
             inten = {k: container[f"{CROPS}/{k}"][:, t0:t1] for k in fluo}
             block = measure_cells(labels, inten, pixel_size_um=meta.pixel_size_um,
                                   background=p["background"], empty_trench_mask=empty,
-                                  percentile=p["percentile"], lumen_columns=lumen)
+                                  percentile=p["percentile"], lumen_columns=lumen,
+                                  pole_codes=None if poles_ds is None else poles_ds[:, t0:t1])
             block["t"] += t0
             cells.append(block)
             focus_inten = dict(inten)
@@ -77,7 +81,8 @@ class Measure(BatchJobOnContainer):
                     {MEASURED_ATTR: {"basis": basis, "n_frames": int(n_t)}})
         write_parquet(self.folder_outputs(path)[0], cells)
 
-    def _basis(self, container, labels_ds, fluo, focus, empty, lumen, pixel_size_um) -> dict:
+    def _basis(self, container, labels_ds, fluo, focus, empty, lumen, pixel_size_um,
+               poles_ds=None) -> dict:
         """What the measurements of a frame depend on besides its own labels and crops."""
         import numpy as np
 
@@ -90,6 +95,7 @@ class Measure(BatchJobOnContainer):
         return json.loads(json.dumps({
             "version": self.version, "params": {k: self.param_values[k] for k in ("background", "percentile")},
             "labels": stack(labels_ds), "crops": crops, "fluo": sorted(fluo),
+            "poles": None if poles_ds is None else stack(poles_ds),
             "focus": focus, "empty": flags[0], "lumen": flags[1], "pixel_size_um": pixel_size_um},
             default=str))
 
@@ -232,6 +238,23 @@ def export_csv(folder, path=None, force=False) -> Path:
     with atomic_path(record_path) as tmp:
         tmp.write_text(json.dumps(record, indent=1))
     return path
+
+
+def _poles_of(container, segmentation, labels_ds, n_t):
+    """The pole codes Segment kept with these labels (``segmentation_poles/<name>``), or
+    ``None``: none kept (not a U-Net segmentation, or written before they were), or ones
+    left from other labels (another basis, other shape, fewer frames)."""
+    key = f"{SEGMENTATION_POLES}/{segmentation}"
+    if key not in container:
+        return None
+    ds = container[key]
+    attrs, label_attrs = read_attrs(ds), read_attrs(labels_ds)
+    n, _, h, _ = labels_ds.shape
+    if ds.ndim != 4 or (ds.shape[0], ds.shape[2], ds.shape[3]) != (n, h, 2) \
+            or attrs.get("basis") != label_attrs.get("basis") \
+            or int(attrs.get("n_frames", 0)) < n_t or ds.shape[1] < n_t:
+        return None
+    return ds
 
 
 def _lumen_columns(container, width):

@@ -7,8 +7,8 @@ from ...base import Param
 from ...container_job import BatchJobOnContainer
 from ...errors import InvalidInputError
 from ...io import read_attrs
-from ..layout import (CROPS, SEGMENTATION, TRENCHES_TABLE, AcquisitionMeta, check_channel,
-                      resolve_channel, specs)
+from ..layout import (CROPS, SEGMENTATION, SEGMENTATION_POLES, TRENCHES_TABLE, AcquisitionMeta,
+                      check_channel, resolve_channel, specs)
 from .stacks import frame_blocks, frames_kept, mark_frames, prepare_stack
 
 
@@ -41,8 +41,9 @@ class Segment(BatchJobOnContainer):
     # 12: crops of another magnification (pixel size) resized to the trained one; 13: the
     # U-Net's objects both narrower and smaller than their frame's cells dropped; 14: phase
     # objects in empty trenches within twice the empty lumens' own spread dropped; 15: a
-    # phase cell split by the chip's band at the open end joined (open_end_bands.py)
-    version = "15"
+    # phase cell split by the chip's band at the open end joined (open_end_bands.py); 16:
+    # the U-Net's pole codes kept beside the labels (segmentation_poles/<name>)
+    version = "16"
     # 11: U-Net weights that have seen dark lumens' faintest cells.
     # 10: fluorescence cells where the U-Net's P(cell) > 0.6 (was 0.5).
     # 9: phase objects that look like the empty lumen dropped.
@@ -160,7 +161,14 @@ class Segment(BatchJobOnContainer):
                  "closed_end_margin": margin}
         out_key = f"{SEGMENTATION}/{p['name']}"
         kept = frames_kept(container, out_key, (n, h, w), basis)
+        # where the free poles lie within their pixels (the U-Net's P(cell)), for
+        # Measure's sub-pixel lengths: written with the labels, frame for frame
+        poles_key = f"{SEGMENTATION_POLES}/{p['name']}" if "poles_out" in wants else None
+        if poles_key is not None:
+            kept = min(kept, frames_kept(container, poles_key, (n, h, 2), basis))
         ds = prepare_stack(container, out_key, (n, h, w), n_t, np.uint16, kept)
+        poles = None if poles_key is None else \
+            prepare_stack(container, poles_key, (n, h, 2), n_t, np.uint8, kept)
 
         def segment_block(block, **kwargs):
             # a shade of the empty lumen (a wall halo's band) is not a cell; what recurs
@@ -202,7 +210,11 @@ class Segment(BatchJobOnContainer):
             if kind == "phase" and "closed_end_margin" in wants and "closed_end_margin" not in extra:
                 # where the lumen starts in every box, from how detection placed them
                 kwargs["closed_end_margin"] = margin
-            labels, removed = segment_block(block, **kwargs)
+            block_poles = None if poles is None else np.zeros((n, t1 - t0, h, 2), np.uint8)
+            if block_poles is None:
+                labels, removed = segment_block(block, **kwargs)
+            else:
+                labels, removed = segment_block(block, poles_out=block_poles, **kwargs)
             if removed["lookalikes"]:
                 self.logger.info("%s: frames %d-%d: %d objects that look like the empty "
                                  "lumen dropped", os.path.basename(path), t0, t1 - 1,
@@ -216,6 +228,8 @@ class Segment(BatchJobOnContainer):
                                    **kwargs)
             if labels.max(initial=0) > np.iinfo(np.uint16).max:
                 raise RuntimeError(f"{path}: more than 65535 cells in one crop")
+            if poles is not None:
+                poles[:, t0:t1] = block_poles
             ds[:, t0:t1] = labels.astype(np.uint16)
             figures.append(block_figures(block, labels, kind, first_frame=t0, mirror=mirror,
                                          side_crops=removed["side_crops"]))
@@ -226,6 +240,8 @@ class Segment(BatchJobOnContainer):
         # what ran the method (a method may say: the U-Net's ONNX Runtime or PyTorch)
         runtime = getattr(method.fn, "runtime", None)
         ran = {"runtime": runtime(extra)} if runtime is not None and figures else {}
+        if poles is not None:
+            mark_frames(poles, n_t, basis)
         mark_frames(ds, n_t, basis, channel=key, kind=kind, method=p["method"], **checks, **ran)
 
     @staticmethod

@@ -11,7 +11,7 @@ from .background import SOURCES, crop_backgrounds
 
 def measure_cells(labels, intensities=None, pixel_size_um=None, background="trench",
                   empty_trench_mask=None, *, percentile=95.0, dilate=2,
-                  min_background_pixels=50, lumen_columns=None) -> pd.DataFrame:
+                  min_background_pixels=50, lumen_columns=None, pole_codes=None) -> pd.DataFrame:
     """Measure every labelled cell of a stack of trench crops.
 
     All cells of all crops are reduced at once (``bincount`` over the labelled
@@ -41,12 +41,19 @@ def measure_cells(labels, intensities=None, pixel_size_um=None, background="tren
         Fewer cell-free lumen pixels than this mark a crop as full.
     lumen_columns : array of bool, shape (W,) or (N, W), optional
         Lumen columns used for the background; inferred from the cells by default.
+    pole_codes : ndarray of uint8, shape (N, T, H, 2), optional
+        Where the cells' free poles lie within their pixels, by row
+        (:func:`batchlib.trench.segmentation.poles.pole_fractions`: the Segment
+        job keeps them with U-Net labels). ``length_px`` is then measured to a
+        fraction of a pixel.
 
     Returns
     -------
     pandas.DataFrame
         One row per ``(n, t, label)``, sorted that way, with columns ``n, t,
-        label, area, length_px`` (row extent: along the trench axis),
+        label, area, length_px`` (along the trench axis: the row extent, integer;
+        with ``pole_codes``, float, from pole to pole: the extent less a pixel plus
+        each pole's fraction of its end pixel, half a pixel where it is not known),
         ``width_px`` (across it: median over the cell's rows of its pixels in
         the row), ``centroid_y, centroid_x`` (crop pixels),
         ``length_um, width_um, area_um2``, ``at_open_end`` (the cell touches the
@@ -59,7 +66,7 @@ def measure_cells(labels, intensities=None, pixel_size_um=None, background="tren
         raise TypeError(f"labels must be integers, got {lab.dtype}")
     channels = check_channels(intensities, lab.shape)
     idx = CellIndex(lab)
-    data = _shape_columns(idx, lab.shape, pixel_size_um)
+    data = _shape_columns(idx, lab.shape, pixel_size_um, pole_codes)
     if channels:
         bg, source = crop_backgrounds(lab, channels, background, empty_trench_mask,
                                       dilate, min_background_pixels, lumen_columns)
@@ -68,7 +75,7 @@ def measure_cells(labels, intensities=None, pixel_size_um=None, background="tren
     return pd.DataFrame(data)
 
 
-def _shape_columns(idx, shape, pixel_size_um) -> dict:
+def _shape_columns(idx, shape, pixel_size_um, pole_codes=None) -> dict:
     """Index, size and position columns of every cell of ``idx`` (see :func:`measure_cells`)."""
     n_tr, n_t, h, w = shape
     rows, cols = idx.rows_cols()
@@ -76,6 +83,8 @@ def _shape_columns(idx, shape, pixel_size_um) -> dict:
     ymin, ymax, _, _ = group_extents(idx.flat_idx, idx.gid, idx.n_cells, h, w)
     px = np.nan if pixel_size_um is None else float(pixel_size_um)
     length = ymax - ymin + 1
+    if pole_codes is not None:
+        length = _pole_to_pole(pole_codes, (n_tr * n_t, h), idx.crop, ymin, ymax)
     # Width: median over the cell's rows of its pixels in the row; unlike the
     # column extent, one stray pixel beside the cell does not change it.
     row_g, row_n = group_row_counts(idx.flat_idx, idx.gid, idx.n_cells, h, w)
@@ -85,7 +94,7 @@ def _shape_columns(idx, shape, pixel_size_um) -> dict:
         "t": (idx.crop % n_t).astype(np.int32),
         "label": idx.label.astype(np.int64),
         "area": idx.area.astype(np.int64),
-        "length_px": length.astype(np.int64),
+        "length_px": length if pole_codes is not None else length.astype(np.int64),
         "width_px": width,
         "centroid_y": idx.sum(rows.astype(np.float64)) / area,
         "centroid_x": idx.sum(cols.astype(np.float64)) / area,
@@ -94,6 +103,20 @@ def _shape_columns(idx, shape, pixel_size_um) -> dict:
         "area_um2": area * px * px,
         "at_open_end": ymax == h - 1,
     }
+
+
+def _pole_to_pole(pole_codes, crops_h, crop, ymin, ymax) -> np.ndarray:
+    """Lengths (px, float) from the first to the last row's poles (see :func:`measure_cells`)."""
+    from ..segmentation.poles import decode_fractions
+
+    codes = np.asarray(pole_codes)
+    if codes.shape[-1] != 2 or codes.size != 2 * crops_h[0] * crops_h[1]:
+        raise ValueError(f"pole_codes {codes.shape} do not match labels of {crops_h[0]} crops "
+                         f"of {crops_h[1]} rows")
+    codes = codes.reshape(*crops_h, 2)
+    top = decode_fractions(codes[crop, ymin, 0])
+    bottom = decode_fractions(codes[crop, ymax, 1])
+    return (ymax - ymin).astype(np.float64) + top + bottom
 
 
 def _intensity_columns(idx, channels, bg, percentile) -> dict:

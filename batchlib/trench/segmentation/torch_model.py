@@ -361,7 +361,7 @@ CELL_THRESHOLD = {"phase": 0.5, "fluorescence": 0.6}
 def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=None,
                  batch_size=32, split_depth=0.7, min_length=6, min_area=30, open_end="keep",
                  background=None, closed_end_margin=None, cell_threshold=None, zoom=None,
-                 backend="auto"):
+                 backend="auto", poles_out=None):
     """Segment trench crops with the U-Net (the registered ``unet`` method).
 
     Parameters
@@ -417,6 +417,10 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         on a CPU where it is installed and the weights' ``.onnx`` export lies
         beside them (:mod:`.onnx_model`; the shipped weights have one), else
         PyTorch. The two agree within float32 rounding.
+    poles_out : ndarray of uint8, shape (..., H, 2), optional
+        Filled with where the labels' free poles lie within their pixels
+        (:func:`~.poles.pole_fractions` of the network's P(cell)): what
+        Measure's sub-pixel lengths read. The Segment job passes it.
 
     Returns
     -------
@@ -445,7 +449,7 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         # molyso frame, 28 rows) are the rows before it cut off, keeping the
         # middle of the trained margin.
         if starts is None:
-            labels = _segment_from(model, crops, 0, kind, device, batch_size, extract)
+            labels, cell = _segment_from(model, crops, 0, kind, device, batch_size, extract)
             if kind == "phase" and closed_end_margin:
                 # no empty trench shows the lumen start, but the boxes start this far
                 # outside the closed end: those rows are PDMS, not the mother
@@ -454,9 +458,9 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
             lumen = np.asarray(starts)
             keep = float(np.mean(trained_margin))
             cut = np.maximum(np.floor(lumen - keep), 0).astype(int)
-            labels = _clipped(_by_start(model, crops, cut, kind, device, batch_size, extract),
-                              lumen)
-        return _tidied(labels, crops, kind)
+            labels, cell = _by_start(model, crops, cut, kind, device, batch_size, extract)
+            labels = _clipped(labels, lumen)
+        return _with_poles(_tidied(labels, crops, kind), cell, cell_threshold, poles_out)
     if starts is None and kind == "phase" and closed_end_margin:
         # no empty trench shows where the lumen starts: the boxes' margin does. A start
         # read off the empty trenches is left as read: bounding it by the margin helped
@@ -465,7 +469,20 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         from .threshold import first_cell_row
 
         starts = min(first_cell_row(closed_end_margin), crops.shape[-2] // 4)
-    return _tidied(_by_start(model, crops, starts, kind, device, batch_size, extract), crops, kind)
+    labels, cell = _by_start(model, crops, starts, kind, device, batch_size, extract)
+    return _with_poles(_tidied(labels, crops, kind), cell, cell_threshold, poles_out)
+
+
+def _with_poles(labels, cell, threshold, poles_out):
+    """``labels``, with :func:`~.poles.pole_fractions` written to ``poles_out`` (if given).
+
+    Rows cleared before the lumen start keep the network's P(cell): a pole cut there
+    sees P(cell) above the threshold beyond it and stays whole-pixel."""
+    if poles_out is not None:
+        from .poles import pole_fractions
+
+        poles_out[...] = pole_fractions(labels, cell, threshold)
+    return labels
 
 
 def _tidied(labels, crops, kind):
@@ -480,17 +497,19 @@ def _tidied(labels, crops, kind):
 
 
 def _by_start(model, crops, starts, kind, device, batch_size, extract):
-    """Labels of ``crops`` read from row ``starts`` on: one start for all, or one per frame."""
+    """Labels and P(cell) of ``crops`` read from row ``starts`` on: one start for all, or
+    one per frame."""
     if starts is None or np.ndim(starts) == 0:
         return _segment_from(model, crops, int(starts or 0), kind, device, batch_size, extract)
     # frames grouped by where their lumen starts: each frame's labels depend on
     # that frame alone, however the frames are batched
     out = np.zeros(crops.shape, np.int32)
+    cell = np.zeros(crops.shape, np.float32)
     for start in np.unique(starts):
         frames = np.flatnonzero(starts == start)
-        out[:, frames] = _segment_from(model, crops[:, frames], int(start), kind, device,
-                                       batch_size, extract)
-    return out
+        out[:, frames], cell[:, frames] = _segment_from(model, crops[:, frames], int(start), kind,
+                                                        device, batch_size, extract)
+    return out, cell
 
 
 def _clipped(labels, lumen):
@@ -527,7 +546,8 @@ def _lumen_starts(crops, background):
 
 
 def _segment_from(model, crops, start, kind, device, batch_size, extract):
-    """Labels of ``crops`` read from row ``start`` on (rows before it left empty)."""
+    """Labels and P(cell) of ``crops`` read from row ``start`` on (rows before it: no cell,
+    P(cell) 1)."""
     from .outside_frame import flip_crops, leaving_left
     from .scale import zoomed_probabilities
 
@@ -545,10 +565,13 @@ def _segment_from(model, crops, start, kind, device, batch_size, extract):
     prob = flip_crops(prob, turned)
     labels = labels_from_probabilities(prob, *extract)
     if not start:
-        return labels
+        return labels, 1.0 - prob[0]
     out = np.zeros(crops.shape, labels.dtype)
     out[..., start:, :] = labels
-    return out
+    # no pole at the first row read is free: what lies before it was not seen
+    cell = np.ones(crops.shape, np.float32)
+    cell[..., start:, :] = 1.0 - prob[0]
+    return out, cell
 
 
 def _check_params(params: dict) -> None:
