@@ -21,7 +21,9 @@ frame coordinates, without batchlib's scoring helpers for the geometry:
   pixel (the crop lost mother rows);
 * **segmentation** on the detected boxes (the workflow's Segment call with the
   acquisition's pixel size): F1 at IoU 0.5, mean IoU, count within +-1, mother
-  length within 5 % of the simulator's pole-to-pole length, empty trench-frames
+  length within 5 % of the simulator's pole-to-pole length (the mother measured
+  as Measure does: pole to pole from the U-Net's pole codes; row extents with
+  ``--whole-pixel-lengths``), empty trench-frames
   without cells; truth cut with the same boxes (nearest pixel). **true masks 5%**:
   the same length test on the true masks themselves, the floor a segmentation
   right to the pixel reaches (rows are whole; 5 % of a 15-row newborn is under one).
@@ -198,7 +200,7 @@ def true_mask_within(acq, truth, mother_len, tolerance=0.05) -> float:
     return ok / n if n else np.nan
 
 
-def run_position(acq, seed, kind, verbose=False):
+def run_position(acq, seed, kind, verbose=False, whole_pixel_lengths=False):
     """Scores of one simulated acquisition and kind (one row)."""
     movie = acq.phase if kind == "phase" else acq.fluorescence
     # boxes may match any listed trench; recall counts those it must find
@@ -244,7 +246,9 @@ def run_position(acq, seed, kind, verbose=False):
     pred, extra = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0), empty, "unet",
                           lay.quality.get("closed_end_margin_px"), acq.pixel_size_um,
                           lay.trenches["set"].to_numpy())
-    seg = score(truth, pred, mlen, poles=extra["poles"])
+    # lengths pole to pole from the U-Net's pole codes, as Measure gives them (or, to
+    # compare, the row extents)
+    seg = score(truth, pred, mlen, poles=None if whole_pixel_lengths else extra["poles"])
     row.update({k: seg[k] for k in ("F1", "mean IoU", "count +-1", "mother len 5%", "empty clean")})
     row["true masks 5%"] = true_mask_within(acq, truth, mlen)
     row["seg warned"] = float(plausibility(crops, pred, kind, extra)["flagged"])
@@ -302,6 +306,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="2 seeds x 4 frames")
     add_model_options(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per position")
+    parser.add_argument("--whole-pixel-lengths", action="store_true",
+                        help="mothers' lengths as row extents, not pole to pole (to compare)")
     args = parser.parse_args(argv)
     apply_model_options(parser, args)
     if args.quick:
@@ -312,7 +318,7 @@ def main(argv=None):
     for seed in seeds:
         acq = simulate(seed, height=args.size, width=args.size, n_frames=args.frames)
         for kind in args.kinds.split(","):
-            rows.append(run_position(acq, seed, kind, args.verbose))
+            rows.append(run_position(acq, seed, kind, args.verbose, args.whole_pixel_lengths))
     df = pd.DataFrame(rows)
     print(f"## Independent simulator, seeds {', '.join(map(str, seeds))}, "
           f"{args.size}² x {args.frames} frames\n")

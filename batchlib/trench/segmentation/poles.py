@@ -17,9 +17,12 @@ threshold between the two rows); else ``1 + round(254 f)`` for a fraction
 ``length_px`` is then ``bottom - top + f_top + f_bottom`` (row extent:
 ``f = 0.5`` at both ends).
 
-Independent simulator, the network's raw labels, mothers within 5 % of their
-length (free poles only): 1162 0.911 -> 0.994, 1000 0.896 -> 0.945, 1154 0.750
--> 0.774 (its masks are a pixel long: a bias no rounding explains).
+Mothers within 5 % of their true length, whole rows -> pole to pole (the
+workflow's calls on detected boxes): independent simulator, phase, seeds
+1000-1171, median 0.948 -> 0.983, under 0.9 on 34 -> 10 of 172 positions;
+generator tuning seeds, median of families 0.978 -> 0.992 (docs/benchmarks.md,
+"Fifteenth session"). A position whose masks are a pixel long stays so: the
+rounding goes, not the network's bias.
 """
 from __future__ import annotations
 
