@@ -190,3 +190,66 @@ def test_threshold_labels_keep_no_pole_codes_and_whole_pixel_lengths(tmp_path):
         assert "segmentation_poles" not in f
         cells = read_table(f, "tables/cells/cells")
     assert len(cells) > 5 and cells["length_px"].dtype == np.int64
+
+
+def test_pole_codes_of_appended_frames_equal_a_run_from_scratch(tmp_path):
+    """Frames that arrive later get their pole codes with their labels: codes, labels and
+    the cells table equal those of one run over all frames."""
+    pytest.importorskip("torch")
+    import shutil
+
+    import pandas as pd
+
+    from batchlib.io import open_file, read_table
+    from batchlib.trench.jobs import Compress, Ingest, Measure, Segment, TrenchDetection
+    from batchlib.trench.jobs.stacks import CHUNK_T
+    from batchlib.trench.synthetic import SyntheticConfig, write_acquisition
+    from batchlib import run_workflow
+
+    n_t = CHUNK_T + 3
+    cfg = SyntheticConfig(height=256, width=256, n_positions=1, n_timepoints=n_t, channels=("phase",),
+                          seed=29)
+    write_acquisition(tmp_path / "full", cfg, layout="tiff-sequence", name="A", ground_truth=False)
+
+    def jobs():
+        return [Ingest(phase_channels=["c0"]), TrenchDetection(qc_plot=False), Compress(),
+                Segment(method="unet"), Measure()]
+
+    def run(raw, out):
+        assert run_workflow("Test", out, jobs(), input_folder=raw, progress=False).success
+
+    run(tmp_path / "full", tmp_path / "batch")
+    raw = tmp_path / "raw" / "A"
+    raw.mkdir(parents=True)
+    for f in sorted((tmp_path / "full" / "A").glob("*.tif")):
+        if int(f.name[1:4]) < n_t - 2:
+            shutil.copy(f, raw / f.name)
+    run(tmp_path / "raw", tmp_path / "live")
+
+    def stack_ids():
+        from batchlib.io import read_attrs
+
+        with open_file(tmp_path / "live" / "A_pos000.h5", "r") as f:
+            return [(read_attrs(f[k])["stack_id"], read_attrs(f[k])["n_frames"])
+                    for k in ("segmentation/cells", "segmentation_poles/cells")]
+
+    before = stack_ids()
+    for f in sorted((tmp_path / "full" / "A").glob("*.tif")):
+        shutil.copy(f, raw / f.name)
+    run(tmp_path / "raw", tmp_path / "live")
+    # the same stacks, grown by the new frames (not made anew)
+    after = stack_ids()
+    assert [i for i, _ in after] == [i for i, _ in before]
+    assert [n for _, n in before] == [n_t - 2] * 2 and [n for _, n in after] == [n_t] * 2
+
+    def read(folder):
+        with open_file(folder / "A_pos000.h5", "r") as f:
+            return (f["segmentation/cells"][:], f["segmentation_poles/cells"][:],
+                    read_table(f, "tables/cells/cells"))
+
+    (lab_b, codes_b, cells_b), (lab_l, codes_l, cells_l) = read(tmp_path / "batch"), read(tmp_path / "live")
+    assert codes_b.shape[1] == n_t and (codes_b > 0).any()
+    np.testing.assert_array_equal(lab_l, lab_b)
+    np.testing.assert_array_equal(codes_l, codes_b)
+    pd.testing.assert_frame_equal(cells_l, cells_b)
+    assert cells_b["length_px"].dtype == np.float64
