@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_detection import markdown  # noqa: E402
 from bench_segmentation import (add_model_options, apply_model_options, plausibility,  # noqa: E402
-                                score, segment)
+                                pole_buffer, score, segment)
 from independent_sim import simulate  # noqa: E402
 
 from batchlib.trench.detection import TrenchDetectionError, crop_trenches  # noqa: E402
@@ -243,12 +243,13 @@ def run_position(acq, seed, kind, verbose=False, whole_pixel_lengths=False):
                       for t in range(movie.shape[0])], axis=1)
     truth, mlen = truth_crops(acq, lay, drift)
     empty = lay.trenches["empty"].to_numpy(bool) if lay.quality.get("empty_flags_clear", 1.0) else None
-    pred, extra = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0), empty, "unet",
-                          lay.quality.get("closed_end_margin_px"), acq.pixel_size_um,
-                          lay.trenches["set"].to_numpy())
     # lengths pole to pole from the U-Net's pole codes, as Measure gives them (or, to
     # compare, the row extents)
-    seg = score(truth, pred, mlen, poles=None if whole_pixel_lengths else extra["poles"])
+    poles = None if whole_pixel_lengths else pole_buffer(crops, "unet")
+    pred, extra = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0), empty, "unet",
+                          lay.quality.get("closed_end_margin_px"), acq.pixel_size_um,
+                          lay.trenches["set"].to_numpy(), poles_out=poles)
+    seg = score(truth, pred, mlen, poles=poles)
     row.update({k: seg[k] for k in ("F1", "mean IoU", "count +-1", "mother len 5%", "empty clean")})
     row["true masks 5%"] = true_mask_within(acq, truth, mlen)
     row["seg warned"] = float(plausibility(crops, pred, kind, extra)["flagged"])

@@ -125,7 +125,7 @@ def score(truth, pred, mother_len, true_counts=None, missed_counts=None, missed_
     missed_mothers : int
         Mothers in those trench-frames.
     poles : ndarray (N, T, H, 2), optional
-        The U-Net's pole codes (:func:`segment`'s ``extra["poles"]``): the mothers'
+        The U-Net's pole codes (:func:`segment`'s ``poles_out``): the mothers'
         lengths measured to a fraction of a pixel, as the Measure job does.
     """
     missed = np.zeros(0, int) if missed_counts is None else np.asarray(missed_counts).ravel()
@@ -160,7 +160,7 @@ def score(truth, pred, mother_len, true_counts=None, missed_counts=None, missed_
 
 
 def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=None,
-            pixel_size_um=None, sets=None):
+            pixel_size_um=None, sets=None, poles_out=None):
     """The Segment job's call: ``threshold`` with the lumen width and, in phase, the
     empty trenches as the reference; other methods with their defaults (the U-Net,
     ``closed_end_margin``: the boxes' margin, as the Segment job passes it);
@@ -170,8 +170,8 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
 
     Returns the labels and, as the job measures them, the doubts' extra figures:
     the :func:`mirror_counts` of the first frame (the benchmark's movies are one
-    block of frames) and the trench-frames that lost an object beside a cell;
-    ``poles``: the methods' pole codes where they give them (the U-Net), else None.
+    block of frames) and the trench-frames that lost an object beside a cell.
+    ``poles_out`` (:func:`pole_buffer`): filled with the method's pole codes.
     ``sets``: every crop's trench set, whose own empty lumens are the look-alikes'
     reference (:func:`references_by_set`)."""
     kwargs = _segment_kwargs(crops, kind, lumen_width, empty, method, margin, pixel_size_um)
@@ -182,14 +182,19 @@ def segment(crops, kind, lumen_width, empty=None, method="threshold", margin=Non
     def call(crops, **kwargs):
         return segment_and_clean(crops, method, kind, empty, **kwargs)[0]
 
-    poles = None
-    if "poles_out" in accepted_keywords(resolve_method(method).fn):
-        # where the free poles lie within their pixels, as the Segment job keeps them
-        poles = np.zeros((*crops.shape[:-1], 2), np.uint8)
-    labels, removed = segment_and_clean(crops, method, kind, empty, poles_out=poles, **kwargs) \
-        if poles is not None else segment_and_clean(crops, method, kind, empty, **kwargs)
+    poles = {} if poles_out is None else {"poles_out": poles_out}
+    labels, removed = segment_and_clean(crops, method, kind, empty, **kwargs, **poles)
     return labels, {"mirror": mirror_counts(crops, labels, call, **kwargs),
-                    "side_crops": removed["side_crops"], "poles": poles}
+                    "side_crops": removed["side_crops"]}
+
+
+def pole_buffer(crops, method):
+    """An array for :func:`segment`'s ``poles_out`` where ``method`` fills one (the U-Net:
+    where the free poles lie within their pixels, as the Segment job keeps them), else
+    ``None``."""
+    if "poles_out" not in accepted_keywords(resolve_method(method).fn):
+        return None
+    return np.zeros((*np.shape(crops)[:-1], 2), np.uint8)
 
 
 def plausibility(crops, pred, kind, extra=None, detection_warned=False) -> dict:
@@ -198,8 +203,7 @@ def plausibility(crops, pred, kind, extra=None, detection_warned=False) -> dict:
     figures) and, on the detected geometry, TrenchDetection's (empty flags it could
     not decide, a layout it could not verify); ``mirror agreement``: the figure of
     :mod:`batchlib.trench.segmentation.mirror`."""
-    extra = {k: v for k, v in (extra or {}).items() if k != "poles"}
-    figures, warned = judge([block_figures(crops, pred, kind, **extra)])
+    figures, warned = judge([block_figures(crops, pred, kind, **(extra or {}))])
     agree = figures.get("mirror_agreement")
     return {"flagged": bool(warned) or detection_warned,
             "mirror agreement": np.nan if agree is None else agree}
@@ -247,9 +251,10 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
                       for t in range(len(movie))], axis=1)
     # as the Segment job does: unclear empty flags are not used
     empty = lay.trenches["empty"].to_numpy(bool) if lay.quality.get("empty_flags_clear", 1.0) else None
+    poles = pole_buffer(crops, method)
     pred, extra = segment(crops, kind, lay.quality.get("lumen_width_px", 14.0), empty, method,
                            lay.quality.get("closed_end_margin_px"), cfg.pixel_size_um,
-                           lay.trenches["set"].to_numpy())
+                           lay.trenches["set"].to_numpy(), poles_out=poles)
     pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
                            movie.shape[1:], cfg.pitch_px)
     keep = ~on_edge_trenches(lay, pos, cfg, movie.shape[1:])
@@ -258,8 +263,7 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
         index = np.cumsum(keep) - 1
         pairs = [(i, int(index[j])) for i, j in pairs]
         crops, truth, pred = crops[keep], truth[keep], pred[keep]
-        if extra["poles"] is not None:
-            extra["poles"] = extra["poles"][keep]
+        poles = None if poles is None else poles[keep]
     det_len = np.full(crops.shape[:2], np.nan)
     counts = np.zeros(crops.shape[:2], int)  # boxes on no trench should hold no cell
     all_counts = count_labels(pos.trench_labels)
@@ -268,7 +272,7 @@ def end_to_end(pos, cfg, ch, kind, mother_len, method="threshold"):
         det_len[j], counts[j] = mother_len[i], all_counts[i]
         matched[i] = True
     return {**score(truth, pred, det_len, counts, all_counts[~matched],
-                    int(np.isfinite(mother_len[~matched]).sum()), extra["poles"]),
+                    int(np.isfinite(mother_len[~matched]).sum()), poles),
             **plausibility(crops, pred, kind, extra, empty is None or bool(lay.warnings))}
 
 
@@ -322,10 +326,11 @@ def run_families(families, seed_list, size, n_timepoints, verbose=False, method=
                     true_crops, truth = crops[ch], pos.trench_labels
                     if any(move_true):
                         true_crops, truth = moved_boxes(pos, ch, *move_true)
+                    poles = pole_buffer(true_crops, method)
                     pred, extra = segment(true_crops, kind, cfg.trench_width_px,
                                           pos.trenches["empty"].to_numpy(bool), method,
-                                          pixel_size_um=cfg.pixel_size_um)
-                    results["true"] = {**score(truth, pred, mlen, poles=extra["poles"]),
+                                          pixel_size_um=cfg.pixel_size_um, poles_out=poles)
+                    results["true"] = {**score(truth, pred, mlen, poles=poles),
                                        **plausibility(true_crops, pred, kind, extra)}
                 if "detected" in geometries:
                     results["detected"] = end_to_end(pos, cfg, ch, kind, mlen, method)
