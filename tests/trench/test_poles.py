@@ -172,6 +172,19 @@ def test_segment_keeps_pole_codes_with_unet_labels_and_measure_reads_them(tmp_pa
         assert read_attrs(f["segmentation_poles/cells"])["stack_id"] == pa["stack_id"]
         assert read_attrs(f["segmentation/cells"])["stack_id"] == la["stack_id"]
         np.testing.assert_array_equal(f["segmentation_poles/cells"][:], codes)
+    # the codes are an output of Segment like the labels: in its record (digest), and
+    # made again with them when they are gone
+    from batchlib.records import read_records
+
+    with open_file(path, "r") as f:
+        datasets = read_records(f)["Segment"]["datasets"]
+    assert {"segmentation/cells", "segmentation_poles/cells"} <= set(datasets)
+    with open_file(path, "a") as f:
+        del f["segmentation_poles/cells"]
+    _run_workflow(tmp_path, "unet")
+    with open_file(path, "r") as f:
+        np.testing.assert_array_equal(f["segmentation_poles/cells"][:], codes)
+        np.testing.assert_array_equal(f["segmentation/cells"][:], labels)
     # codes left from other labels are not read: another basis, fewer frames
     with open_file(path, "a") as f:
         write_attrs(f["segmentation_poles/cells"], {"basis": {"other": 1}})
@@ -186,8 +199,11 @@ def test_threshold_labels_keep_no_pole_codes_and_whole_pixel_lengths(tmp_path):
     from batchlib.io import open_file, read_table
 
     path = _run_workflow(tmp_path, "threshold")
+    from batchlib.records import read_records
+
     with open_file(path, "r") as f:
         assert "segmentation_poles" not in f
+        assert not any(k.startswith("segmentation_poles") for k in read_records(f)["Segment"]["datasets"])
         cells = read_table(f, "tables/cells/cells")
     assert len(cells) > 5 and cells["length_px"].dtype == np.int64
 

@@ -70,7 +70,8 @@ class Segment(BatchJobOnContainer):
     output_keys = specs(f"{SEGMENTATION}/{{name}}")
 
     def __init__(self, input_pattern=None, identifier=None, **params):
-        from ..segmentation.methods import AUTO, check_method, default_method, is_picklable
+        from ..segmentation.methods import (AUTO, accepted_keywords, check_method, default_method,
+                                            is_picklable)
 
         super().__init__(input_pattern=input_pattern, identifier=identifier, **params)
         p = self.param_values
@@ -90,6 +91,19 @@ class Segment(BatchJobOnContainer):
         # pickles by reference), so one registered with register_method() in
         # this process works there too; otherwise they resolve it by name.
         self._method = method if is_picklable(method) else method.name
+        # a method that places the poles within their pixels (the U-Net) has its pole
+        # codes kept beside the labels, as an output of the job like them
+        self._keeps_poles = "poles_out" in accepted_keywords(method.fn)
+
+    def resolved_output_keys(self) -> list:
+        return [*super().resolved_output_keys(), *self._poles_keys()]
+
+    def resolved_output_specs(self) -> dict:
+        return {**super().resolved_output_specs(), **specs(*self._poles_keys())}
+
+    def _poles_keys(self) -> list:
+        """``segmentation_poles/<name>`` where the method fills pole codes, else nothing."""
+        return [f"{SEGMENTATION_POLES}/{self.param_values['name']}"] if self._keeps_poles else []
 
     def method_params(self) -> dict:
         """A copy of ``method_params`` (parsed when the job was built)."""
@@ -163,7 +177,7 @@ class Segment(BatchJobOnContainer):
         kept = frames_kept(container, out_key, (n, h, w), basis)
         # where the free poles lie within their pixels (the U-Net's P(cell)), for
         # Measure's sub-pixel lengths: written with the labels, frame for frame
-        poles_key = f"{SEGMENTATION_POLES}/{p['name']}" if "poles_out" in wants else None
+        poles_key = (self._poles_keys() or [None])[0]
         if poles_key is not None:
             kept = min(kept, frames_kept(container, poles_key, (n, h, 2), basis))
         ds = prepare_stack(container, out_key, (n, h, w), n_t, np.uint16, kept)
