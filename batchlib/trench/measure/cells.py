@@ -51,9 +51,9 @@ def measure_cells(labels, intensities=None, pixel_size_um=None, background="tren
     -------
     pandas.DataFrame
         One row per ``(n, t, label)``, sorted that way, with columns ``n, t,
-        label, area, length_px`` (along the trench axis: the row extent, integer;
-        with ``pole_codes``, float, from pole to pole: the extent less a pixel plus
-        each pole's fraction of its end pixel, half a pixel where it is not known),
+        label, area, length_px`` (along the trench axis, float: the row extent;
+        with ``pole_codes``, from pole to pole: the extent less a pixel plus each
+        pole's fraction of its end pixel, half a pixel where it is not known),
         ``width_px`` (across it: median over the cell's rows of its pixels in
         the row), ``centroid_y, centroid_x`` (crop pixels),
         ``length_um, width_um, area_um2``, ``at_open_end`` (the cell touches the
@@ -94,7 +94,9 @@ def _shape_columns(idx, shape, pixel_size_um, pole_codes=None) -> dict:
         "t": (idx.crop % n_t).astype(np.int32),
         "label": idx.label.astype(np.int64),
         "area": idx.area.astype(np.int64),
-        "length_px": length if pole_codes is not None else length.astype(np.int64),
+        # float whichever way it was measured: one column type for every method and
+        # position (the folder's parquet files are read as one table)
+        "length_px": length.astype(np.float64),
         "width_px": width,
         "centroid_y": idx.sum(rows.astype(np.float64)) / area,
         "centroid_x": idx.sum(cols.astype(np.float64)) / area,
