@@ -71,7 +71,8 @@ def pole_fractions(labels, cell_probability, threshold: float = 0.5) -> np.ndarr
     if prob.shape != labels.shape:
         raise ValueError(f"cell_probability {prob.shape} and labels {labels.shape} differ")
     h, w = labels.shape[-2:]
-    flat = np.ascontiguousarray(labels.reshape(-1, h, w)).astype(np.int64, copy=False)
+    # any integer type as it comes (the kernel compiles for it): no int64 copy of the stack
+    flat = np.ascontiguousarray(labels.reshape(-1, h, w))
     if flat.size and flat.min() < 0:
         raise ValueError("labels must be non-negative")
     out = _pole_codes(flat, np.ascontiguousarray(prob.reshape(-1, h, w)),
