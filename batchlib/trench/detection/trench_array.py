@@ -388,6 +388,15 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
             except TrenchDetectionError:
                 third = 3 * pitch
             changes.append(dict(pitch=third))
+        # Or the plain rows' strongest period is no harmonic at all: filled and empty
+        # lumens at random, faint walls (independent simulator 1176, wall phase 0.13
+        # rad: 17.0 px for 47.3 over the frame, 189 px, four pitches, in the trench
+        # rows alone; the position failed). Their edges' magnitude repeats at the pitch
+        # whatever the lumens hold (47.3 px there).
+        edge_pitch = _edge_pitch(bands32, min_pitch, widest)
+        if edge_pitch is not None and not any(abs(edge_pitch / c["pitch"] - 1) < SAME_PITCH
+                                              for c in changes if c.get("_rows") == "edges"):
+            changes.append(dict(pitch=edge_pitch, _rows="edges"))
         retried = _most_confident(again, changes, accept=_phase_retry_acceptable)
         if retried is not None:
             return retried
@@ -642,6 +651,9 @@ def _full_extent_angle(bands8, y8, bands32, y32, shape, angle, pitch, found, ang
 
 #: a layout found on weakly periodic rows alone is kept only at this confidence or more
 MIN_WEAK_ROWS_CONFIDENCE = 0.1
+#: relative difference under which two pitches are one (a retry from the edges at their
+#: own period is only worth it where one from the edges at that pitch is not tried already)
+SAME_PITCH = 0.02
 
 
 def _half_way_alike(layout, min_scatter=0.5) -> bool:
@@ -785,6 +797,15 @@ def _estimated_pitch(bands32, kind, min_pitch, max_pitch, width, img=None) -> fl
             f"between {min_pitch:g} and {max_pitch or width / 3:g} px (periodicity "
             f"{periodicity:.2f} < {floor}); blank, debris-only or out-of-focus image?")
     return pitch
+
+
+def _edge_pitch(bands32, min_pitch, max_pitch) -> float | None:
+    """The period of the band profiles' edges' magnitude (the absolute difference of
+    neighbouring columns), or ``None`` where they are not periodic enough (the phase
+    floor of :func:`_estimated_pitch`)."""
+    pitch, periodicity = estimate_pitch(np.abs(np.diff(bands32, axis=1)),
+                                        min_pitch=min_pitch, max_pitch=max_pitch)
+    return float(pitch) if np.isfinite(pitch) and periodicity >= 0.2 else None
 
 
 def _per_set_angle(bands8, y8, bands32, y32, shape, angle, pitch, kind, n_sets, angle_range_deg, step,
