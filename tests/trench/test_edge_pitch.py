@@ -1,6 +1,7 @@
-"""Phase chips whose walls barely differ from their lumens: only what the lumens hold
-shows the trenches, filled ones dark, empty ones bright (detection/trench_array.py:
-``_edge_pitch`` and the retries when no row is periodic at the estimated pitch)."""
+"""The pitch from the band profiles' edges (detection/trench_array.py: ``_edge_pitch``),
+tried when no row is periodic at the estimated pitch and when a phase layout is unsure:
+chips whose walls barely differ from their lumens, where only what the lumens hold shows
+the trenches (filled dark, empty bright), and a strongest period that is no harmonic."""
 from __future__ import annotations
 
 import sys
@@ -59,4 +60,43 @@ def test_independent_1176_faint_walls_are_found_at_their_pitch():
     assert abs(layout.angle_deg - acq.params["angle_deg"]) < 0.05
     assert len(layout.trenches) == 21
     # right, but on little evidence: still said
+    assert layout.quality["confidence"] < 0.4 and layout.warnings
+
+
+def test_independent_1184_a_period_that_is_no_harmonic_gives_way_to_the_edges():
+    """Independent simulator 1184: the plain rows repeat at 9.83 px (periodicity 0.77),
+    no harmonic of the 33.7 px pitch, and 299 boxes were laid at it (confidence 0.00,
+    recall 0.08). An unsure layout is found again at the edges' period too."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_independent
+    import independent_sim
+
+    acq = independent_sim.simulate(1184)
+    true_pitch = acq.params["pitch_um"] / acq.pixel_size_um
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layout = detect_trenches(acq.phase[0], "phase",
+                                 box_width=bench_independent.box_width(acq.pixel_size_um))
+    assert abs(layout.pitch / true_pitch - 1) < 0.01
+    assert abs(layout.angle_deg - acq.params["angle_deg"]) < 0.05
+    assert len(layout.trenches) == 60
+
+
+def test_independent_1172_edges_at_the_layouts_pitch_keep_it():
+    """Independent simulator 1172: faint walls, half of the lumens empty. The layout at
+    the true 38.2 px was unsure (confidence 0.09) and three times the pitch, more
+    confident (0.28), replaced it: 9 boxes for 27 trenches, none on the right one. The
+    edges repeat at the layout's own pitch, so no multiple is taken."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_independent
+    import independent_sim
+
+    acq = independent_sim.simulate(1172)
+    true_pitch = acq.params["pitch_um"] / acq.pixel_size_um
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layout = detect_trenches(acq.phase[0], "phase",
+                                 box_width=bench_independent.box_width(acq.pixel_size_um))
+    assert abs(layout.pitch / true_pitch - 1) < 0.01
+    assert len(layout.trenches) == 27
     assert layout.quality["confidence"] < 0.4 and layout.warnings
