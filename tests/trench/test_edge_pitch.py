@@ -41,21 +41,27 @@ def test_no_edge_pitch_from_noise():
     assert _edge_pitch(noise, 6.0, 1024 / 3) is None
 
 
+def _detected_on_frame_0(seed):
+    """``(acquisition, layout of its phase frame 0, true pitch in px)`` of an
+    independent simulator seed."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_independent
+    import independent_sim
+
+    acq = independent_sim.simulate(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layout = detect_trenches(acq.phase[0], "phase",
+                                 box_width=bench_independent.box_width(acq.pixel_size_um))
+    return acq, layout, acq.params["pitch_um"] / acq.pixel_size_um
+
+
 def test_independent_1176_faint_walls_are_found_at_their_pitch():
     """Independent simulator 1176: wall phase 0.13 rad, 30 % of the trenches empty. The
     plain rows' strongest period was 17.0 px over the frame (189 px, four pitches, in the
     trench rows), every retry failed and the position was boxed on another frame at a
     pitch 2 % short (recall 0.81, F1 0.40). The edges repeat at 47.3 px."""
-    sys.path.insert(0, str(BENCHMARKS))
-    import bench_independent
-    import independent_sim
-
-    acq = independent_sim.simulate(1176)
-    true_pitch = acq.params["pitch_um"] / acq.pixel_size_um
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        layout = detect_trenches(acq.phase[0], "phase",
-                                 box_width=bench_independent.box_width(acq.pixel_size_um))
+    acq, layout, true_pitch = _detected_on_frame_0(1176)
     assert abs(layout.pitch / true_pitch - 1) < 0.01
     assert abs(layout.angle_deg - acq.params["angle_deg"]) < 0.05
     assert len(layout.trenches) == 21
@@ -67,16 +73,7 @@ def test_independent_1184_a_period_that_is_no_harmonic_gives_way_to_the_edges():
     """Independent simulator 1184: the plain rows repeat at 9.83 px (periodicity 0.77),
     no harmonic of the 33.7 px pitch, and 299 boxes were laid at it (confidence 0.00,
     recall 0.08). An unsure layout is found again at the edges' period too."""
-    sys.path.insert(0, str(BENCHMARKS))
-    import bench_independent
-    import independent_sim
-
-    acq = independent_sim.simulate(1184)
-    true_pitch = acq.params["pitch_um"] / acq.pixel_size_um
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        layout = detect_trenches(acq.phase[0], "phase",
-                                 box_width=bench_independent.box_width(acq.pixel_size_um))
+    acq, layout, true_pitch = _detected_on_frame_0(1184)
     assert abs(layout.pitch / true_pitch - 1) < 0.01
     assert abs(layout.angle_deg - acq.params["angle_deg"]) < 0.05
     assert len(layout.trenches) == 60
@@ -87,16 +84,7 @@ def test_independent_1172_edges_at_the_layouts_pitch_keep_it():
     the true 38.2 px was unsure (confidence 0.09) and three times the pitch, more
     confident (0.28), replaced it: 9 boxes for 27 trenches, none on the right one. The
     edges repeat at the layout's own pitch, so no multiple is taken."""
-    sys.path.insert(0, str(BENCHMARKS))
-    import bench_independent
-    import independent_sim
-
-    acq = independent_sim.simulate(1172)
-    true_pitch = acq.params["pitch_um"] / acq.pixel_size_um
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        layout = detect_trenches(acq.phase[0], "phase",
-                                 box_width=bench_independent.box_width(acq.pixel_size_um))
+    acq, layout, true_pitch = _detected_on_frame_0(1172)
     assert abs(layout.pitch / true_pitch - 1) < 0.01
     assert len(layout.trenches) == 27
     assert layout.quality["confidence"] < 0.4 and layout.warnings
