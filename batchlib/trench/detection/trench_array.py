@@ -664,8 +664,8 @@ def _full_extent_angle(bands8, y8, bands32, y32, shape, angle, pitch, found, ang
 
 #: a layout found on weakly periodic rows alone is kept only at this confidence or more
 MIN_WEAK_ROWS_CONFIDENCE = 0.1
-#: relative difference under which two pitches are one (a retry from the edges at their
-#: own period is only worth it where one from the edges at that pitch is not tried already)
+#: relative difference under which two pitches are one (the edges' period against the
+#: retries already listed, the layout's pitch and its multiples: see ``_at_multiple``)
 SAME_PITCH = 0.02
 
 
