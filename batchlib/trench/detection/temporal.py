@@ -92,26 +92,36 @@ def _relative_change(stack):
     return np.std(np.diff(stack, axis=0), axis=0) / np.maximum(np.abs(stack.mean(axis=0)), 1e-6)
 
 
-def _along_boxes(change, b, shape, layout, offsets, margin):
-    """Mean of the map ``change`` (frames of ``shape`` binned by ``b``) along every
-    box's axis moved sideways by each of ``offsets`` (rotated pixels), ``margin`` rows
-    in from both ends: ``(n_boxes, len(offsets))``, NaN rows for boxes too short."""
+def _along_axis(change, b, shape, angle_deg, box, dx, margin, min_rows=3):
+    """The map ``change`` (frames of ``shape`` binned by ``b``) sampled along the axis of
+    ``box`` (a row of the layout's trenches) moved sideways by ``dx`` (rotated pixels),
+    from ``margin`` rows in from its closed end to as far from its open end, closed end
+    first; ``None`` for a box of fewer than ``min_rows`` such rows."""
     from scipy import ndimage
 
     from ..geometry import rotated_to_raw
 
+    n = int(box.height) - 2 * margin
+    if n < min_rows:
+        return None
+    rows = float(box.y_closed) + int(box.direction) * np.arange(margin, margin + n, dtype=float)
+    pts = np.stack([rows, np.full(rows.shape, float(box.x_center) + dx)], axis=-1)
+    raw = (rotated_to_raw(pts, angle_deg, shape) - 0.5 * (b - 1)) / b
+    return ndimage.map_coordinates(change, [raw[:, 0], raw[:, 1]], order=1, mode="nearest")
+
+
+def _along_boxes(change, b, shape, layout, offsets, margin):
+    """Mean of the map ``change`` (frames of ``shape`` binned by ``b``) along every
+    box's axis moved sideways by each of ``offsets`` (rotated pixels), ``margin`` rows
+    in from both ends: ``(n_boxes, len(offsets))``, NaN rows for boxes too short."""
     tr = layout.trenches
     out = np.full((len(tr), len(offsets)), np.nan)
     for i, r in enumerate(tr.itertuples()):
-        n = int(r.height) - 2 * margin
-        if n < 3:
-            continue
-        rows = float(r.y_closed) + int(r.direction) * np.arange(margin, margin + n, dtype=float)
         for j, dx in enumerate(offsets):
-            pts = np.stack([rows, np.full(rows.shape, float(r.x_center) + dx)], axis=-1)
-            raw = (rotated_to_raw(pts, layout.angle_deg, shape) - 0.5 * (b - 1)) / b
-            out[i, j] = float(np.mean(ndimage.map_coordinates(change, [raw[:, 0], raw[:, 1]],
-                                                              order=1, mode="nearest")))
+            along = _along_axis(change, b, shape, layout.angle_deg, r, dx, margin)
+            if along is None:
+                break
+            out[i, j] = float(np.mean(along))
     return out
 
 
@@ -203,7 +213,16 @@ def trench_changes(movie, layout, max_frames: int = 6, margin: int = 10, aligned
     if aligned is None or len(layout.trenches) == 0:
         return np.full(len(layout.trenches), np.nan)
     stack, b, shape = aligned
-    change = np.std(np.diff(stack, axis=0), axis=0)
+    return _changes_over_walls(_change(stack), b, shape, layout, margin)
+
+
+def _change(stack):
+    """The standard deviation of consecutive frames' differences (grey levels)."""
+    return np.std(np.diff(stack, axis=0), axis=0)
+
+
+def _changes_over_walls(change, b, shape, layout, margin):
+    """:func:`trench_changes` from the map ``change`` (:func:`_change`)."""
     half = 0.5 * float(layout.pitch)
     along = _along_boxes(change, b, shape, layout, (0.0, -half, half), margin)
     return along[:, 0] / np.maximum(0.5 * (along[:, 1] + along[:, 2]), 1e-12)
@@ -302,24 +321,16 @@ def open_end_change(movie, layout, max_frames: int = 6, margin: int = 10, min_ch
     aligned = aligned if aligned is not None else aligned_frames(movie, layout, max_frames)
     if aligned is None or len(layout.trenches) == 0:
         return float("nan")
-    from scipy import ndimage
-
-    from ..geometry import rotated_to_raw
-
     stack, b, shape = aligned
-    change = np.std(np.diff(stack, axis=0), axis=0)
-    filled = np.nan_to_num(trench_changes(movie, layout, max_frames, margin,
-                                          aligned=aligned)) >= min_change
+    change = _change(stack)
+    filled = np.nan_to_num(_changes_over_walls(change, b, shape, layout, margin)) >= min_change
     ratios = []
     for i, r in enumerate(layout.trenches.itertuples()):
-        n = int(r.height) - 2 * margin
-        if not filled[i] or n < 9:
+        along = _along_axis(change, b, shape, layout.angle_deg, r, 0.0, margin, min_rows=9) \
+            if filled[i] else None
+        if along is None:
             continue
-        rows = float(r.y_closed) + int(r.direction) * np.arange(margin, margin + n, dtype=float)
-        pts = np.stack([rows, np.full(rows.shape, float(r.x_center))], axis=-1)
-        raw = (rotated_to_raw(pts, layout.angle_deg, shape) - 0.5 * (b - 1)) / b
-        along = ndimage.map_coordinates(change, [raw[:, 0], raw[:, 1]], order=1, mode="nearest")
-        third = n // 3
+        third = along.size // 3
         ratios.append(np.log(max(float(np.mean(along[-third:])), 1e-12)
                              / max(float(np.mean(along[:third])), 1e-12)))
     return float(np.median(ratios)) if ratios else float("nan")

@@ -225,10 +225,8 @@ class Segment(BatchJobOnContainer):
                 # where the lumen starts in every box, from how detection placed them
                 kwargs["closed_end_margin"] = margin
             block_poles = None if poles is None else np.zeros((n, t1 - t0, h, 2), np.uint8)
-            if block_poles is None:
-                labels, removed = segment_block(block, **kwargs)
-            else:
-                labels, removed = segment_block(block, poles_out=block_poles, **kwargs)
+            with_poles = {} if block_poles is None else {"poles_out": block_poles}
+            labels, removed = segment_block(block, **with_poles, **kwargs)
             if removed["lookalikes"]:
                 self.logger.info("%s: frames %d-%d: %d objects that look like the empty "
                                  "lumen dropped", os.path.basename(path), t0, t1 - 1,

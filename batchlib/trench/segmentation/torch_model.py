@@ -449,7 +449,8 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         # molyso frame, 28 rows) are the rows before it cut off, keeping the
         # middle of the trained margin.
         if starts is None:
-            labels, cell = _segment_from(model, crops, 0, kind, device, batch_size, extract)
+            labels, background = _segment_from(model, crops, 0, kind, device, batch_size,
+                                               extract)
             if kind == "phase" and closed_end_margin:
                 # no empty trench shows the lumen start, but the boxes start this far
                 # outside the closed end: those rows are PDMS, not the mother
@@ -458,9 +459,9 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
             lumen = np.asarray(starts)
             keep = float(np.mean(trained_margin))
             cut = np.maximum(np.floor(lumen - keep), 0).astype(int)
-            labels, cell = _by_start(model, crops, cut, kind, device, batch_size, extract)
+            labels, background = _by_start(model, crops, cut, kind, device, batch_size, extract)
             labels = _clipped(labels, lumen)
-        return _with_poles(_tidied(labels, crops, kind), cell, cell_threshold, poles_out)
+        return _with_poles(_tidied(labels, crops, kind), background, cell_threshold, poles_out)
     if starts is None and kind == "phase" and closed_end_margin:
         # no empty trench shows where the lumen starts: the boxes' margin does. A start
         # read off the empty trenches is left as read: bounding it by the margin helped
@@ -469,19 +470,20 @@ def segment_unet(crops, kind="phase", *, weights=None, device="cpu", threads=Non
         from .threshold import first_cell_row
 
         starts = min(first_cell_row(closed_end_margin), crops.shape[-2] // 4)
-    labels, cell = _by_start(model, crops, starts, kind, device, batch_size, extract)
-    return _with_poles(_tidied(labels, crops, kind), cell, cell_threshold, poles_out)
+    labels, background = _by_start(model, crops, starts, kind, device, batch_size, extract)
+    return _with_poles(_tidied(labels, crops, kind), background, cell_threshold, poles_out)
 
 
-def _with_poles(labels, cell, threshold, poles_out):
-    """``labels``, with :func:`~.poles.pole_fractions` written to ``poles_out`` (if given).
+def _with_poles(labels, background, threshold, poles_out):
+    """``labels``, with :func:`~.poles.pole_fractions` of P(cell) = 1 - ``background``
+    written to ``poles_out`` (if given; P(cell) is only formed then).
 
     Rows cleared before the lumen start keep the network's P(cell): a pole cut there
     sees P(cell) above the threshold beyond it and stays whole-pixel."""
     if poles_out is not None:
         from .poles import pole_fractions
 
-        poles_out[...] = pole_fractions(labels, cell, threshold)
+        poles_out[...] = pole_fractions(labels, 1.0 - background, threshold)
     return labels
 
 
@@ -497,19 +499,19 @@ def _tidied(labels, crops, kind):
 
 
 def _by_start(model, crops, starts, kind, device, batch_size, extract):
-    """Labels and P(cell) of ``crops`` read from row ``starts`` on: one start for all, or
-    one per frame."""
+    """Labels and P(background) of ``crops`` read from row ``starts`` on: one start for
+    all, or one per frame."""
     if starts is None or np.ndim(starts) == 0:
         return _segment_from(model, crops, int(starts or 0), kind, device, batch_size, extract)
     # frames grouped by where their lumen starts: each frame's labels depend on
     # that frame alone, however the frames are batched
     out = np.zeros(crops.shape, np.int32)
-    cell = np.zeros(crops.shape, np.float32)
+    background = np.zeros(crops.shape, np.float32)
     for start in np.unique(starts):
         frames = np.flatnonzero(starts == start)
-        out[:, frames], cell[:, frames] = _segment_from(model, crops[:, frames], int(start), kind,
-                                                        device, batch_size, extract)
-    return out, cell
+        out[:, frames], background[:, frames] = _segment_from(
+            model, crops[:, frames], int(start), kind, device, batch_size, extract)
+    return out, background
 
 
 def _clipped(labels, lumen):
@@ -546,8 +548,8 @@ def _lumen_starts(crops, background):
 
 
 def _segment_from(model, crops, start, kind, device, batch_size, extract):
-    """Labels and P(cell) of ``crops`` read from row ``start`` on (rows before it: no cell,
-    P(cell) 1)."""
+    """Labels and P(background) of ``crops`` read from row ``start`` on (rows before it:
+    no cell, P(background) 0, so no pole there is free)."""
     from .outside_frame import flip_crops, leaving_left
     from .scale import zoomed_probabilities
 
@@ -565,13 +567,13 @@ def _segment_from(model, crops, start, kind, device, batch_size, extract):
     prob = flip_crops(prob, turned)
     labels = labels_from_probabilities(prob, *extract)
     if not start:
-        return labels, 1.0 - prob[0]
+        return labels, prob[0]
     out = np.zeros(crops.shape, labels.dtype)
     out[..., start:, :] = labels
     # no pole at the first row read is free: what lies before it was not seen
-    cell = np.ones(crops.shape, np.float32)
-    cell[..., start:, :] = 1.0 - prob[0]
-    return out, cell
+    background = np.zeros(crops.shape, np.float32)
+    background[..., start:, :] = prob[0]
+    return out, background
 
 
 def _check_params(params: dict) -> None:
