@@ -1081,10 +1081,12 @@ def test_a_chip_turned_beyond_the_angle_search_is_found(angle):
     assert len(lay.trenches) == len(pairs)
 
 
-def test_a_dark_first_frame_does_not_lose_the_position():
+def test_a_dark_first_frame_does_not_lose_the_position(monkeypatch):
     """Frame 0 taken with the shutter closed: the layout and the drift come from frame 1
     (said in a warning and ``quality["reference_frame"]``), the later frames' drift is
-    right relative to it; a movie with no usable frame fails naming the frames tried."""
+    right relative to it; a layout found again by a check over time keeps the warning; a
+    movie with no usable frame fails naming the frames tried."""
+    from batchlib.trench.detection import movie as movie_module
     from batchlib.trench.detection.movie import detect_in_movie, movie_drift
 
     cfg = SyntheticConfig(height=512, width=512, n_positions=1, n_timepoints=5,
@@ -1100,6 +1102,18 @@ def test_a_dark_first_frame_does_not_lose_the_position():
     np.testing.assert_array_equal(ref, movie[1])
     drift = movie_drift(movie, ref, lay, "phase")
     np.testing.assert_allclose(drift[1:], (pos.drift - pos.drift[1])[1:], atol=0.25)
+
+    def found_again(movie, layout, reference, detect_kwargs, direction, aligned):
+        # as the polarity check does when it takes the other lumens: a new layout
+        again = detect_trenches(reference, kind="phase", direction=direction)
+        again.quality["reference_frame"] = layout.quality["reference_frame"]
+        return again
+
+    monkeypatch.setattr(movie_module, "_checked_in_time", found_again)
+    again, _ = detect_in_movie(movie, "phase")
+    assert again.quality["reference_frame"] == 1
+    assert sum("frame 0 gave no trench array" in w for w in again.warnings) == 1
+    monkeypatch.undo()
     with pytest.raises(TrenchDetectionError, match=r"nor did frames 1, 2, 4"):
         detect_in_movie(np.full((5, 256, 256), 100.0), "phase")
 

@@ -60,6 +60,9 @@ def detect_in_movie(movie, kind, **detect_kwargs):
         if kind != "phase":
             raise
         layout, reference = _from_another_frame(movie, error, detect_kwargs, forced)
+    # a check over time below may find the layout again on the same reference frame;
+    # the warning that frame 0 failed must survive it
+    fallback = [w for w in layout.warnings if w.startswith(NO_ARRAY_ON_FRAME_0)]
     n_t = movie.shape[0]
     aligned = _aligned_once(movie)  # the checks over time share the frames' alignment
     if kind == "phase" and detect_kwargs.get("lumen", "auto") == "auto" and n_t >= 3:
@@ -83,9 +86,12 @@ def detect_in_movie(movie, kind, **detect_kwargs):
                                 layout, detect)
     if kind == "fluorescence":
         layout = _closed_ends_on_frame(layout, reference, np.asarray(movie[0], np.float32))
+    layout.warnings[:0] = [w for w in fallback if w not in layout.warnings]
     return warn_tip_push(layout), reference
 
 
+#: How the warning of :func:`_from_another_frame` begins.
+NO_ARRAY_ON_FRAME_0 = "frame 0 gave no trench array"
 #: Frames tried, in this order, when a phase movie's frame 0 gives no trench array.
 OTHER_REFERENCES = (1, 2, "middle", "last")
 
@@ -108,7 +114,7 @@ def _from_another_frame(movie, error, detect_kwargs, direction):
         except TrenchDetectionError:
             continue
         layout.quality["reference_frame"] = float(t)
-        layout.warnings.append(f"frame 0 gave no trench array ({error}); the boxes and the "
+        layout.warnings.append(f"{NO_ARRAY_ON_FRAME_0} ({error}); the boxes and the "
                                f"drift are those of frame {t}: look at frame 0")
         return layout, frame
     tried = f" (nor did frames {', '.join(map(str, picks))})" if picks else ""
