@@ -193,3 +193,31 @@ def test_a_well_loaded_sets_line_moves_out_to_its_lumens_not_a_band_in_the_pdms(
     s = _well_loaded_set(n_bright)
     moved = clear_closed_end(s)
     assert 5.0 <= moved <= 8.0 and np.all(np.abs(s["top_each"] - 43.0) <= 1.0), s["top_each"]
+
+
+def _haloed_set(halo, seed=0):
+    """A phase set of 12 filled trenches whose closed end is at row 43: a bright halo
+    (rows 43-44, ``halo``) at the mother's pole, her dark body from row 45 (-4400), the
+    line drawn inside at row 47; walls' noise 100. As on independent simulator 1225."""
+    rows = np.arange(3.0, 460.0)
+    filled = ndimage.gaussian_filter1d(
+        np.where(rows >= 45, -4400.0, np.where(rows >= 43, halo, 0.0)), 0.7)
+    rng = np.random.default_rng(seed)
+    each = filled[:, None] + rng.normal(0, 100.0, (rows.size, 12))
+    return dict(direction=1, rows=rows, excess=each, empty=np.zeros(12, bool), y_top=47.0,
+                y_bottom=440.0, top_each=np.full(12, 47.0), bottom_each=np.full(12, 440.0))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_bright_halo_beyond_a_filled_sets_line_is_recorded(seed):
+    # without a halo the line goes out to the mothers' dark bodies and nothing is said
+    plain = _haloed_set(0.0, seed)
+    clear_closed_end(plain)
+    assert abs(np.median(plain["top_each"]) - 44.5) < 0.5
+    assert plain["closed_end_halo_beyond_px"] < 0.5
+    # with one, the smoothed contrast (halo and body blended) stops the line 2 px inside
+    # the end; read less smoothed, the contrast rises at the halo, 2.5 px further out
+    haloed = _haloed_set(4000.0, seed)
+    clear_closed_end(haloed)
+    assert np.median(haloed["top_each"]) > 45.0
+    assert 2.0 <= haloed["closed_end_halo_beyond_px"] <= 3.5
