@@ -96,6 +96,16 @@ class SyntheticConfig:
         :func:`.cells.phase_term`): a bright rim inside (> 0) or outside (< 0)
         every cell edge. 0, the default, draws none.
     phase_floor : darkest intensity as a fraction of ``phase_background``.
+    cell_optics : ``"empirical"`` (the default: ``phase_cell_contrast`` and the cell
+        halo of ``halo_model``) or ``"zernike"``: the cells' phase image formed by
+        partially coherent imaging through an objective with a phase ring
+        (:mod:`.zernike`), from ``cell_phase_rad`` (optical path at a cell's axis,
+        radians) and the ``zernike_*`` fields (:class:`.zernike.ZernikeOptics`:
+        cutoff in cycles per pixel, ring radius and width as fractions of it, ring
+        intensity transmission, defocus in waves at the aperture's rim).
+        ``zernike_wall_phase_rad`` (radians, either sign; 0 leaves them out): the
+        PDMS walls of each trench imaged with its cells, so that a cell's edge
+        beside a wall is imaged coherently with the wall's.
 
     Optics and camera
     -----------------
@@ -193,6 +203,14 @@ class SyntheticConfig:
     phase_halo_fraction: float = 0.75
     cell_halo_sigma_px: float = 8.0
     phase_focus_rim_px2: float = 0.0
+    cell_optics: str = "empirical"
+    cell_phase_rad: float = 0.5
+    zernike_cutoff: float = 0.22
+    zernike_ring_radius: float = 0.35
+    zernike_ring_width: float = 0.18
+    zernike_ring_transmission: float = 0.2
+    zernike_defocus_waves: float = 0.0
+    zernike_wall_phase_rad: float = 0.0
     phase_floor: float = 0.08
     # optics and camera
     psf_sigma_px: float = 1.4
@@ -232,6 +250,8 @@ class SyntheticConfig:
             raise ValueError("phase_lumen must be 'bright' or 'dark'")
         if self.halo_model not in ("gaussian", "exponential"):
             raise ValueError("halo_model must be 'gaussian' or 'exponential'")
+        if self.cell_optics not in ("empirical", "zernike"):
+            raise ValueError("cell_optics must be 'empirical' or 'zernike'")
         if not 0.0 <= self.psf_tail_weight < 1.0:
             raise ValueError("psf_tail_weight must lie in [0, 1)")
         if not 0 <= int(self.jpeg_quality) <= 100:

@@ -161,6 +161,27 @@ def _alt_optics(rng, p):
                 phase_halo_sigma_px=float(rng.uniform(10, 24)))
 
 
+def _zernike_optics(rng, p):
+    """The cells' phase image formed by a phase-contrast objective (:mod:`.zernike`)
+    instead of the empirical halo: aperture, ring and focus drawn over the range of
+    100x oil objectives (NA 1.25-1.45) at 0.065-0.11 µm pixels and 0.5-0.65 µm light,
+    Ph3-like rings, a focal plane up to ~0.3 µm off, and cells of 0.25-0.8 rad. The
+    trench walls are imaged with the cells: PDMS optically thicker than the medium
+    (bright lumens) or, for a third of the draws, thinner (dark lumens, bright walls)."""
+    cell = float(rng.uniform(0.25, 0.8))
+    out = dict(cell_optics="zernike", cell_phase_rad=cell,
+               zernike_cutoff=float(rng.uniform(0.16, 0.30)),
+               zernike_ring_radius=float(rng.uniform(0.2, 0.5)),
+               zernike_ring_width=float(rng.uniform(0.08, 0.3)),
+               zernike_ring_transmission=float(rng.uniform(0.08, 0.35)),
+               zernike_defocus_waves=float(rng.uniform(-0.3, 0.3)))
+    if rng.random() < 1 / 3:
+        out.update(_dark_lumen(rng, p), zernike_wall_phase_rad=-cell * float(rng.uniform(0.1, 0.5)))
+    else:
+        out["zernike_wall_phase_rad"] = cell * float(rng.uniform(0.1, 1.0))
+    return out
+
+
 def _magnification(rng, p):
     """Another objective or camera: the same chip, cells and optics at ``s`` times the
     base magnification (0.1 µm pixels / ``s``, ``s`` log-uniform in 0.6-1.8: 0.056 to
@@ -192,19 +213,21 @@ _DRAW = {
     "unnamed_channels": _unnamed_channels,
     "alt_optics": _alt_optics,
     "magnification": _magnification,
+    "zernike_optics": _zernike_optics,
 }
 
 
 def _mixed(rng, p, only=None):
     """Several of the other families at once, each with probability 0.35 (of ``only``,
-    when given: the families a model may be trained on). ``magnification`` (added
-    later) is not among them, so that every seed of ``mixed`` draws what it drew
-    before it existed."""
+    when given: the families a model may be trained on). ``magnification`` and
+    ``zernike_optics`` (added later) are not among them, so that every seed of
+    ``mixed`` draws what it drew before they existed."""
     out = {}
     for name, draw in _DRAW.items():
         if only is not None and name not in only:
             continue
-        if name not in ("nominal", "mixed", "magnification") and rng.random() < 0.35:
+        if name not in ("nominal", "mixed", "magnification", "zernike_optics") and \
+                rng.random() < 0.35:
             q = {**p, **out}
             out.update(draw(rng, q))
     return out

@@ -14,12 +14,14 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from .. import geometry
 from .cells import _EXPONENTIAL_HALO, blur, halo_blur, phase_term, rod
 from .config import SyntheticConfig, rng_for
 from .chip import Layout, pdms_coverage
 from .kernels import warp_to_raw
+from .zernike import ZernikeOptics, zernike_log_factor
 
 __all__ = ["Renderer", "IlluminationField"]
 
@@ -98,6 +100,11 @@ class Renderer:
         self.fields = {ch: IlluminationField(cfg, i) for i, ch in enumerate(cfg.channels)}
         self.gain = {ch: f.full_frame() for ch, f in self.fields.items()}
         self.static = self._static_phase() if self.phase else None
+        self.optics = ZernikeOptics(
+            cfg.zernike_cutoff, cfg.zernike_ring_radius, cfg.zernike_ring_width,
+            cfg.zernike_ring_transmission, cfg.zernike_defocus_waves) if (
+            self.phase and cfg.cell_optics == "zernike") else None
+        self._wall_images = {}  # trench row -> (fine wall phase, log image of the walls alone)
         self.planes = np.zeros((self.n_planes,) + layout.canvas_shape, np.float32)
         self.labels = np.zeros(layout.canvas_shape, np.int32)
 
@@ -128,6 +135,15 @@ class Renderer:
         else:
             target[..., ys, xs] += part
 
+    def _local(self, canvas, box: _Box) -> np.ndarray:
+        """The local canvas of ``box`` cut from a canvas plane (crop orientation; the
+        nearest canvas value where it reaches past the canvas)."""
+        H, W = canvas.shape
+        ys = np.clip(np.arange(box.rows.start, box.rows.stop), 0, H - 1)
+        xs = np.clip(np.arange(box.cols.start, box.cols.stop), 0, W - 1)
+        local = canvas[np.ix_(ys, xs)]
+        return local[::-1] if box.flip else local
+
     def crop(self, canvas, row):
         """The box of trench ``row`` cut from a canvas plane (a view), closed end at row 0."""
         box = self.boxes[row]
@@ -138,7 +154,7 @@ class Renderer:
     def _static_phase(self) -> np.ndarray:
         cfg, lay = self.cfg, self.layout
         B = cfg.phase_background
-        cover = pdms_coverage(lay, cfg)
+        cover = self._cover = pdms_coverage(lay, cfg)
         # Two halo scales: a wide glow that lights up the narrow lumens and a narrow
         # one that draws bright lines along every wall. Only part of the contrast is
         # restored as halo, so large PDMS areas stay darker than the medium.
@@ -214,6 +230,10 @@ class Renderer:
         crop_labels = np.zeros((len(rows), L, bw), np.int32)
         axis = p + (bw - 1) / 2
         k_of = np.searchsorted(rows, frame["row"])
+        # Physical optics (cell_optics="zernike") images the optical path drawn on a
+        # grid twice as fine as the pixels, as the camera integrates over each pixel.
+        fine = np.zeros((len(rows),) + tuple(2 * n for n in self.local_shape),
+                        np.float32) if self.optics else None
         amps = frame["amps"]
         n = len(frame["row"])
         curv = frame.get("curvature", np.zeros(n)).tolist()
@@ -227,6 +247,11 @@ class Renderer:
             if win is None:
                 continue
             thick[k][win] += th
+            if fine is not None:
+                w2, th2, _ = rod(fine.shape[1:], 2 * (p + s) + 0.5, 2 * (axis + lat) + 0.5,
+                                 2 * length, 2 * width, tilt, curv[i] / 2, taper[i])
+                if w2 is not None:
+                    fine[k][w2] += th2
             for j in range(len(self.fluo)):
                 fluo[j, k][win] += amps[i, j] * th
             # Labels only inside the box: the perfect segmentation of the crop.
@@ -237,7 +262,9 @@ class Renderer:
             crop_labels[k, ys[yi], xs[xi]] = label
         sharp = blur(stack, psf)
         phase = None
-        if self.phase:
+        if fine is not None:
+            phase = self._zernike_trench_terms(rows, fine, psf)
+        elif self.phase:
             phase = phase_term(thick, cfg.phase_cell_contrast, psf, cfg.cell_halo_sigma_px,
                                sharp=sharp[0], halo_model=cfg.halo_model,
                                focus_rim=cfg.phase_focus_rim_px2)
@@ -268,7 +295,10 @@ class Renderer:
             local[win[0].start - ys.start:win[0].stop - ys.start,
                   win[1].start - xs.start:win[1].stop - xs.start] = th
             i = 0
-            if self.phase:
+            if self.optics:
+                self.planes[0, ys, xs] *= np.exp(self._zernike_term(local, psf, 1))
+                i = 1
+            elif self.phase:
                 self.planes[0, ys, xs] *= np.exp(phase_term(
                     local, cfg.phase_cell_contrast, psf, cfg.cell_halo_sigma_px,
                     halo_model=cfg.halo_model, focus_rim=cfg.phase_focus_rim_px2))
@@ -277,6 +307,34 @@ class Renderer:
             for j, ch in enumerate(self.fluo):
                 amp = cfg.amplitude(ch) * rng.lognormal(0.0, cfg.fluor_cell_sigma)
                 self.planes[i + j, ys, xs] += amp * blurred
+
+    def _zernike_trench_terms(self, rows, fine, psf):
+        """Log-factors of the cells of each trench (``fine``: thickness on the doubled
+        grid), imaged together with the trench's PDMS walls (``zernike_wall_phase_rad``),
+        relative to the walls imaged alone: the walls' own image is the static scene,
+        but a cell's edge a pixel from a wall's is imaged coherently with it."""
+        cfg = self.cfg
+        if not cfg.zernike_wall_phase_rad:
+            return self._zernike_term(fine, psf, 2)
+        out = np.empty((len(rows),) + self.local_shape, np.float32)
+        for k, row in enumerate(rows.tolist()):
+            if row not in self._wall_images:
+                cover = ndimage.zoom(self._local(self._cover, self.boxes[row]), 2, order=1,
+                                     grid_mode=True, mode="nearest")
+                wall = np.float32(cfg.zernike_wall_phase_rad) * cover
+                self._wall_images[row] = (wall, zernike_log_factor(wall, self.optics, 2))
+            wall, alone = self._wall_images[row]
+            out[k] = zernike_log_factor(wall + cfg.cell_phase_rad * fine[k], self.optics, 2) - alone
+        extra = math.sqrt(max(psf ** 2 - cfg.psf_sigma_px ** 2, 0.0))
+        return blur(out, extra) if extra > 1e-6 else out
+
+    def _zernike_term(self, thickness, psf, supersample):
+        """Log-factor of cells of ``thickness`` (drawn ``supersample`` times finer than
+        the pixels) under :attr:`optics`; a frame blurred beyond the configured PSF (a
+        focus change) blurs it by the difference."""
+        term = zernike_log_factor(self.cfg.cell_phase_rad * thickness, self.optics, supersample)
+        extra = math.sqrt(max(psf ** 2 - self.cfg.psf_sigma_px ** 2, 0.0))
+        return blur(term, extra) if extra > 1e-6 else term
 
     def render(self, t, frame):
         """Noise-free raw planes, raw labels and the truth of frame ``t``.
