@@ -6,7 +6,9 @@ trench-local canvases that share the crop coordinates of the box (row 0 = the
 closed end), blurred as one stack and pasted into the scene, flipped for
 trenches with ``direction == -1``. Labels are pasted only inside the boxes, so
 the crop of the label canvas is exactly the perfect segmentation. One numba pass
-then warps all planes and the labels to the raw frame.
+then warps all planes and the labels to the raw frame. With
+``cell_optics="zernike"`` the cells' factor is formed physically instead
+(:mod:`.zernike`), from thicknesses drawn on a grid twice as fine.
 """
 from __future__ import annotations
 
