@@ -136,19 +136,20 @@ def _alt_optics_through_the_chain(seed):
 
 
 @pytest.mark.parametrize("seed", [10133, 10172])
-def test_held_out_texture_patch_taken_for_a_cell_is_warned_about(seed):
+def test_held_out_texture_patch_is_not_taken_for_a_cell(seed):
     """Held-out alt_optics (phase, detected boxes): an empty trench that detection calls
-    filled holds one object that stays put in all 8 frames; it used to pass unwarned.
-    10133: a 68 px object with the same rows in every frame; 10172: a 19 px blob whose
-    first row reads 2 px lower in one frame (the old range-over-frames test missed it).
-    (10207, a blob whose first row wobbled by 2 px, is now mostly dropped as a thin
-    object: see the next test.)"""
+    filled holds a texture patch that stays put in all 8 frames. 10133: a 68 px
+    object with the same rows in every frame; 10172: a 19 px blob whose first row reads
+    2 px lower in one frame. The U-Net weights before 2026-12-06 drew it as a cell in
+    every frame, and the still-object check named that trench (the tests above cover
+    the check on arrays); the weights fine-tuned with physically formed phase contrast
+    draw nothing in any truly empty trench here, and nothing is named. (10207, a blob
+    whose first row wobbled by 2 px, is mostly dropped as a thin object: next test.)"""
     crops, pred, truly_empty = _alt_optics_through_the_chain(seed)
     figures, warnings = judge([block_figures(crops, pred, "phase")])
-    assert len(figures["still_trenches"]) == 1
-    (j,) = figures["still_trenches"]
-    assert j in truly_empty
-    assert any(f"trench {j} (frames 0-7)" in w for w in warnings)
+    assert len(truly_empty) >= 5
+    assert [b for b in truly_empty if pred[b].max() > 0] == []
+    assert figures["still_trenches"] == []
 
 
 def test_held_out_texture_blob_in_an_empty_trench_is_mostly_dropped():

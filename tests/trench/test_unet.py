@@ -561,7 +561,8 @@ def test_warns_about_frames_whose_dips_fall_while_the_counts_hold():
     """Held-out mixed 10169 (fluorescence, 768², 8 frames): focus slips merged a cell in
     most trenches of a few frames, too few for the frame counts to break, and the median
     dips over the frames stayed above the threshold; F1 0.95 went unwarned. On the true
-    boxes frame 4 (F1 0.79 there; dips 4.4 against 6.5 over the frames) is named. With
+    boxes frame 4 (F1 0.79 there with the U-Net weights before 2026-12-06, 0.86 with
+    those after; dips 4.4 against 6.5 over the frames) is named. With
     its crops and labels replaced by frame 3's (F1 1.0) the median rises, and frame 7
     (F1 0.89, dips 5.2) is named; with frame 7's replaced by frame 6's too, nothing is."""
     import sys
@@ -579,7 +580,7 @@ def test_warns_about_frames_whose_dips_fall_while_the_counts_hold():
     pos = simulate_position(cfg, 0)
     crops = B.crops_of(pos, B.channels_of(cfg))[B.channels_of(cfg)[1]]
     labels = segment_trenches(crops, method="unet", kind="fluorescence")
-    assert match_labels(pos.trench_labels[:, 4], labels[:, 4]).f1 < 0.85
+    assert match_labels(pos.trench_labels[:, 4], labels[:, 4]).f1 < 0.9
     figures, warnings = judge([block_figures(crops, labels, "fluorescence")])
     assert figures["boundary_contrast_to_noise"] > LOW_BOUNDARY      # the median hides it
     assert figures["frames_out_of_line"] == 0
