@@ -327,16 +327,20 @@ class Renderer:
                 self._wall_images[row] = (wall, zernike_log_factor(wall, self.optics, 2))
             wall, alone = self._wall_images[row]
             out[k] = zernike_log_factor(wall + cfg.cell_phase_rad * fine[k], self.optics, 2) - alone
-        extra = math.sqrt(max(psf ** 2 - cfg.psf_sigma_px ** 2, 0.0))
-        return blur(out, extra) if extra > 1e-6 else out
+        return self._refocused(out, psf)
 
     def _zernike_term(self, thickness, psf, supersample):
         """Log-factor of cells of ``thickness`` (drawn ``supersample`` times finer than
         the pixels) under :attr:`optics`; a frame blurred beyond the configured PSF (a
         focus change) blurs it by the difference."""
-        term = zernike_log_factor(self.cfg.cell_phase_rad * thickness, self.optics, supersample)
+        return self._refocused(zernike_log_factor(self.cfg.cell_phase_rad * thickness, self.optics,
+                                                  supersample), psf)
+
+    def _refocused(self, image, psf):
+        """``image`` (rendered at the configured PSF) blurred further to a frame's
+        ``psf``, when a focus change widened it."""
         extra = math.sqrt(max(psf ** 2 - self.cfg.psf_sigma_px ** 2, 0.0))
-        return blur(term, extra) if extra > 1e-6 else term
+        return blur(image, extra) if extra > 1e-6 else image
 
     def render(self, t, frame):
         """Noise-free raw planes, raw labels and the truth of frame ``t``.
@@ -359,12 +363,11 @@ class Renderer:
         crop_fluo : dict row -> ndarray (n_fluo, L, bw): noise-free fluorescence in
             the crop, gain applied (for ``<ch>_mean_true``)
         """
-        cfg, lay = self.cfg, self.layout
+        lay = self.layout
         psf = float(lay.psf_sigma[t])
         i = 0
         if self.phase:
-            extra = math.sqrt(max(psf ** 2 - cfg.psf_sigma_px ** 2, 0.0))
-            self.planes[0] = blur(self.static, extra) if extra > 1e-6 else self.static
+            self.planes[0] = self._refocused(self.static, psf)
             i = 1
         self.planes[i:] = 0.0
         self.labels[...] = 0

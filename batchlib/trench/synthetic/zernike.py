@@ -11,8 +11,8 @@ module computes that image the Abbe way: for each illumination point ``s`` on
 the annulus the coherent image ``|IFFT(FFT(field) * P(k + s))|^2``, averaged
 over the points, where ``P`` is the aperture (a disc of radius ``cutoff`` in
 cycles per pixel) times the ring (amplitude ``sqrt(transmission)``, phase
-advance of a quarter wave on the annulus ``radius * cutoff`` wide ``width *
-cutoff``) times the defocus ``exp(2 pi i w (k / cutoff)^2)``.
+shifted by a quarter wave, ``exp(-i pi / 2)``: positive phase contrast, cells
+dark; on the annulus ``radius * cutoff`` wide ``width * cutoff``) times the defocus ``exp(2 pi i w (k / cutoff)^2)``.
 
 The field is sampled on a grid finer than the pixels (``supersample``), and the
 intensity is averaged over each pixel, as a camera does.
@@ -40,7 +40,8 @@ class ZernikeOptics:
         Radius and width of the phase ring (and of the annulus it images) as
         fractions of ``cutoff``.
     ring_transmission : float
-        Intensity transmission of the ring (the direct light is attenuated).
+        Intensity transmission of the ring (the direct light is attenuated and
+        shifted by a quarter wave).
     defocus_waves : float
         Defocus as the wavefront error at the aperture's rim, in waves
         (either sign).
