@@ -118,3 +118,25 @@ def test_the_segment_job_records_what_ran_the_network(tmp_path):
         assert read_attrs(by_torch)["runtime"] == f"torch {torch.__version__}"
         assert onnx[:].max() >= 2
         np.testing.assert_array_equal(onnx[:], by_torch[:])
+
+
+@pytest.mark.parametrize("scale", ["stack", "per_frame"])
+def test_the_network_sees_the_whole_stacks_normalisation_a_batch_at_a_time(scale):
+    """predict_probabilities normalises and pads a batch at a time (no float copy of the
+    stack): every crop reaches the network as normalise() of the whole stack gives it."""
+    rng = np.random.default_rng(5)
+    crops = rng.integers(200, 4000, (7, 3, 61, 21)).astype(np.uint16)  # pads to 64 x 24
+    frame_scale = torch_model.frame_scales(crops) if scale == "per_frame" else None
+    seen = []
+
+    def net(x):                                        # numpy in and out, as ONNX Runtime
+        seen.append(x.copy())
+        return np.stack([x[:, 0], -x[:, 0], 0 * x[:, 0]], axis=1)
+
+    p = torch_model.predict_probabilities(net, crops, "phase", batch_size=4, scale=frame_scale)
+    assert [len(x) for x in seen] == [4] * 5 + [1]                   # 21 crops, 4 at a time
+    whole = torch_model.pad_to(torch_model.normalise(crops, "phase", frame_scale), 8)
+    np.testing.assert_array_equal(np.concatenate(seen), whole)
+    logits = np.stack([whole[:, 0], -whole[:, 0], 0 * whole[:, 0]], axis=1)
+    expected = onnx_model.softmax_classes(logits)[:, :, :61, :21].transpose(1, 0, 2, 3)
+    np.testing.assert_array_equal(p, expected.reshape(3, 7, 3, 61, 21))

@@ -269,19 +269,33 @@ def predict_probabilities(model, crops, kind: str, device: str = "cpu", batch_si
     (``scale``: see :func:`normalise`)."""
     shape = np.shape(crops)
     h, w = shape[-2:]
-    x = np.ascontiguousarray(pad_to(normalise(crops, kind, scale), 8))
-    out = np.empty((len(CLASSES), x.shape[0], h, w), np.float32)
+    flat = np.asarray(crops).reshape(-1, h, w)
+    m = flat.shape[0]
+    if scale is None:  # the stack's, as normalise would take it from all crops at once
+        x = flat.astype(np.float32)
+        scale = stack_scale(x - x.mean(axis=(1, 2), keepdims=True))
+        del x
+    scales = np.broadcast_to(np.asarray(scale, np.float32).reshape(-1), (m,))
+
+    def batches():
+        # normalised and padded a batch at a time: every crop's input is what it was
+        # when the whole stack was, without a float copy of the stack (Segment's peak)
+        for i in range(0, m, batch_size):
+            yield i, np.ascontiguousarray(pad_to(normalise(flat[i:i + batch_size], kind,
+                                                           scales[i:i + batch_size]), 8))
+
+    out = np.empty((len(CLASSES), m, h, w), np.float32)
     if not hasattr(model, "parameters"):  # an ONNX Runtime network: numpy in and out
         from .onnx_model import softmax_classes
 
-        for i in range(0, x.shape[0], batch_size):
-            p = softmax_classes(model(x[i:i + batch_size]))
+        for i, x in batches():
+            p = softmax_classes(model(x))
             out[:, i:i + batch_size] = p[:, :, :h, :w].transpose(1, 0, 2, 3)
         return out.reshape(len(CLASSES), *shape)
     torch = _require_torch()
     with torch.inference_mode():
-        for i in range(0, x.shape[0], batch_size):
-            xb = torch.from_numpy(x[i:i + batch_size]).to(device)
+        for i, x in batches():
+            xb = torch.from_numpy(x).to(device)
             p = torch.softmax(model(xb.contiguous(memory_format=torch.channels_last)), dim=1)
             out[:, i:i + batch_size] = p[:, :, :h, :w].permute(1, 0, 2, 3).cpu().numpy()
     return out.reshape(len(CLASSES), *shape)
