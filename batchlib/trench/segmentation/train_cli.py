@@ -28,6 +28,8 @@ def configure_parser(p) -> None:
     p.add_argument("--lr", type=float, default=None, help="max learning rate (default 2e-3, "
                                                           "3e-4 when fine-tuning)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--pole_weight", type=float, default=1.0,
+                   help="loss factor on the rows at either side of a cell's pole (1: none)")
     p.add_argument("--positions", type=int, default=160,
                    help="generated positions (one tuning seed each) to cut crops from")
     p.add_argument("--families", default="",
@@ -102,7 +104,7 @@ def main(args) -> int:
     model, config, losses = train(*data, steps=args.steps, batch_size=args.batch_size,
                                   rows=args.rows, lr=lr,
                                   seed=args.seed, threads=args.threads, init=init,
-                                  progress=not args.no_progress)
+                                  pole_weight=args.pole_weight, progress=not args.no_progress)
     meta = {"seed": args.seed, "steps": args.steps}
     # the range of box starts the network learnt to find the closed end in
     # (fine-tuning on a lab's own crops keeps the range of the weights it starts from)

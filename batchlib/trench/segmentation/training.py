@@ -253,12 +253,28 @@ def container_examples(folder, name: str = "cells", channel: str = ""):
     return np.concatenate(crops), np.concatenate(labels), np.array(kinds)
 
 
-def _batch(crops, classes, kinds, idx, rng, rows=None, empty=None):
+def pole_rows(labels) -> np.ndarray:
+    """Pixels of label crops ``(..., H, W)`` next to a change of label along the trench
+    (the rows on both sides of a cell's pole, or of the line between two cells).
+
+    >>> pole_rows(np.array([[0], [1], [1], [1], [2], [0]]))[:, 0].astype(int)
+    array([1, 1, 0, 1, 1, 1])
+    """
+    lab = np.asarray(labels)
+    change = np.diff(lab, axis=-2) != 0
+    out = np.zeros(lab.shape, bool)
+    out[..., :-1, :] |= change
+    out[..., 1:, :] |= change
+    return out
+
+
+def _batch(crops, classes, kinds, idx, rng, rows=None, empty=None, poles=None):
     """Network input and targets of crops ``idx``: windows of ``rows`` rows, half of
     them at row 0 (the network is convolutional; short windows make a step cheaper), random
     left-right flips. Crops come scaled by their stack's scale; each window is centred.
     A quarter of the ``empty`` crops (no cell) are scaled by their own spread, as
-    in a stack of only empty trenches, where the noise gets the scale of cells."""
+    in a stack of only empty trenches, where the noise gets the scale of cells.
+    With ``poles`` (:func:`pole_rows` of the crops), their windows are returned third."""
     h = crops.shape[1]
     rows = min(int(rows or h), h)
     # Half the windows start at the closed end: at inference it is always at row 0.
@@ -269,11 +285,16 @@ def _batch(crops, classes, kinds, idx, rng, rows=None, empty=None):
     y = np.stack([classes[i, s:s + rows] for i, s in zip(idx, start)]).astype(np.int64)
     flip = rng.random(len(idx)) < 0.5
     x[flip], y[flip] = x[flip][..., ::-1], y[flip][..., ::-1]
-    return np.ascontiguousarray(x), np.ascontiguousarray(y)
+    if poles is None:
+        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+    p = np.stack([poles[i, s:s + rows] for i, s in zip(idx, start)])
+    p[flip] = p[flip][..., ::-1]
+    return np.ascontiguousarray(x), np.ascontiguousarray(y), np.ascontiguousarray(p)
 
 
 def train(crops, labels, kinds, *, steps=1200, batch_size=16, rows=128, lr=2e-3, seed=0, threads=2,
-          init=None, arch=None, boundary_weight=2.0, progress=True, log_every=50):
+          init=None, arch=None, boundary_weight=2.0, pole_weight=1.0, progress=True,
+          log_every=50):
     """Train (or fine-tune from ``init``) the U-Net on example crops.
 
     Parameters
@@ -290,6 +311,10 @@ def train(crops, labels, kinds, *, steps=1200, batch_size=16, rows=128, lr=2e-3,
         Weights to start from (fine-tuning); their architecture is kept.
     boundary_weight : float
         Loss weight of boundary pixels (they separate touching cells).
+    pole_weight : float
+        Further factor on the loss of the pixels on both sides of a change of label
+        along the trench (:func:`pole_rows`: the cells' poles, where their lengths are
+        read); 1 weighs them as any other pixel of their class.
 
     Returns
     -------
@@ -315,14 +340,18 @@ def train(crops, labels, kinds, *, steps=1200, batch_size=16, rows=128, lr=2e-3,
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(int(steps), 1),
                                                 pct_start=0.1 if init is None else 0.01)
     weight = torch.tensor([1.0, 1.0, float(boundary_weight)])
+    poles = pole_rows(labels) if pole_weight != 1.0 else None
     losses = []
     bar = tqdm(range(int(steps)), desc="train-segmenter", disable=not progress, mininterval=1.0)
     for step in bar:
         idx = rng.integers(0, len(crops), batch_size)
-        x, y = _batch(crops, classes, kinds, idx, rng, rows, empty)
+        x, y, *p = _batch(crops, classes, kinds, idx, rng, rows, empty, poles)
         x = torch.from_numpy(pad_to(x, 8))
         logits = model(x)[..., :y.shape[-2], :y.shape[-1]]
-        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y), weight=weight)
+        if poles is None:
+            loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y), weight=weight)
+        else:
+            loss = _pole_weighted_loss(torch, logits, y, p[0], weight, pole_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -332,6 +361,19 @@ def train(crops, labels, kinds, *, steps=1200, batch_size=16, rows=128, lr=2e-3,
             bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
     model.eval()
     return model, config, np.array(losses)
+
+
+def _pole_weighted_loss(torch, logits, y, poles, class_weight, pole_weight):
+    """Cross-entropy with each pixel weighted by its class's weight, times ``pole_weight``
+    on pole rows; normalised by the weights' sum as torch's class-weighted mean is (so
+    ``pole_weight`` 1 gives that mean)."""
+    target = torch.from_numpy(y)
+    per_pixel = torch.nn.functional.cross_entropy(logits, target, reduction="none",
+                                                  ignore_index=-100)
+    counted = target != -100
+    w = class_weight[target.clamp(min=0)] * counted
+    w = w * torch.where(torch.from_numpy(poles), float(pole_weight), 1.0)
+    return (per_pixel * w).sum() / w.sum().clamp(min=1e-12)
 
 
 def mean_loss(model, crops, labels, kinds, boundary_weight=2.0, batch_size=64) -> float:
