@@ -1216,6 +1216,32 @@ def test_an_unverified_polarity_is_overturned_by_weaker_evidence_over_time(posit
     assert FLIP_BELOW < temporal_contrast(movie, walls) < UNVERIFIED_FLIP_BELOW
 
 
+def test_a_layout_the_frame_shows_beyond_doubt_is_not_overturned_by_time():
+    """Held-out geometry 10418 pos 0 (found there, so no longer unseen): thin walls (10.6
+    px at a 29 px pitch) between lumens that the cells fill wall to wall. Over time the
+    right layout's axes change 0.29x as much as half a pitch beside them, and the walls'
+    layout, refused by the self-check, 4.0x more: every box went onto a wall and the
+    direction was reversed at confidence 0.78. In the frame the right boxes hold 1030x the
+    texture between them: they are kept now, with a warning that the two readings
+    disagree."""
+    from batchlib.trench.detection.movie import detect_in_movie
+    from batchlib.trench.detection.temporal import FLIP_BELOW, SURE_IN_ONE_FRAME
+    from batchlib.trench.synthetic.scoring import match_boxes
+
+    cfg = sample_config("geometry", 10418, height=1024, width=1024, n_timepoints=8, n_positions=2)
+    pos = simulate_position(cfg, 0)
+    movie = pos.movies[next(c for c in cfg.channels if cfg.is_phase(c))]
+    lay, _ = detect_in_movie(movie, "phase", box_width=cfg.box_width)
+    pairs, _ = match_boxes(lay.trenches, lay.angle_deg, pos.trenches, pos.metadata["angle_deg"],
+                           movie.shape[1:], cfg.pitch_px)
+    assert len(pairs) == _n_boxes(lay, cfg, pos, 0) >= len(pos.trenches) - 1
+    assert set(lay.trenches["direction"]) == set(pos.trenches["direction"]) == {1}
+    assert lay.quality.get("lumen_polarity_flipped", 0.0) == 0.0
+    assert lay.quality["temporal_contrast"] < FLIP_BELOW                # time alone: doubted
+    assert lay.quality["self_check_log_ratio"] > SURE_IN_ONE_FRAME + 2  # the frame: sure
+    assert any("over time" in w and "were kept" in w for w in lay.warnings)
+
+
 def test_fluorescence_boxes_clear_dim_mothers_under_bright_daughters():
     """Held-out halo_walls 10312 (found there, so no longer unseen): in one set the
     daughters shine up to four times as bright as the mothers, the set's edge (the median

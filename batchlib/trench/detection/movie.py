@@ -142,13 +142,23 @@ def _checked_in_time(movie, layout, reference, detect_kwargs, direction, aligned
     """The phase layout, or the one of the other lumen polarity where the image changes
     over time between the boxes rather than on them (:mod:`.temporal`): the boxes sat
     on the walls. ``quality["temporal_contrast"]`` records the figure."""
-    from .temporal import flip_thresholds, temporal_contrast
+    from .temporal import flip_thresholds, sure_in_one_frame, temporal_contrast
     from .trench_array import _lumens_are_bright
 
     ratio = temporal_contrast(movie, layout, aligned=aligned(layout))
     layout.quality["temporal_contrast"] = ratio
     flip_below, verified_above = flip_thresholds(layout.quality.get("self_check", 1.0) < 1.0)
     if not ratio < flip_below:
+        return layout
+    if sure_in_one_frame(layout.quality):
+        # the frame's cells are beyond doubt in the boxes; the two readings disagree,
+        # which a person should know (temporal.sure_in_one_frame)
+        layout.warnings.append(
+            f"over time the image changes {1 / ratio:.1f}x more between the boxes than on "
+            f"them, but in the frame the boxes hold "
+            f"{np.exp(layout.quality['self_check_log_ratio']):.0f}x the texture between "
+            "them: the boxes were kept on the stripes the frame shows the cells in; check "
+            "the QC picture")
         return layout
     other_lumen = "dark" if _lumens_are_bright(layout) else "bright"
     kwargs = {**detect_kwargs, "lumen": other_lumen}
