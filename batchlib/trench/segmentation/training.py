@@ -255,13 +255,14 @@ def container_examples(folder, name: str = "cells", channel: str = ""):
 
 def pole_rows(labels) -> np.ndarray:
     """Pixels of label crops ``(..., H, W)`` next to a change of label along the trench
-    (the rows on both sides of a cell's pole, or of the line between two cells).
+    (the rows on both sides of a cell's pole, or of the line between two cells); the
+    edge of the padding (:data:`PAD`, :func:`fit_shape`) is none.
 
-    >>> pole_rows(np.array([[0], [1], [1], [1], [2], [0]]))[:, 0].astype(int)
-    array([1, 1, 0, 1, 1, 1])
+    >>> pole_rows(np.array([[0], [1], [1], [1], [2], [0], [-1]]))[:, 0].astype(int)
+    array([1, 1, 0, 1, 1, 1, 0])
     """
     lab = np.asarray(labels)
-    change = np.diff(lab, axis=-2) != 0
+    change = (np.diff(lab, axis=-2) != 0) & (lab[..., :-1, :] != PAD) & (lab[..., 1:, :] != PAD)
     out = np.zeros(lab.shape, bool)
     out[..., :-1, :] |= change
     out[..., 1:, :] |= change
