@@ -55,3 +55,12 @@ def test_training_with_a_pole_weight_runs_and_is_seeded():
     other = training.train(crops[:12], labels[:12], kinds[:12], steps=4, batch_size=4, lr=1e-3,
                            seed=2, threads=1, progress=False)[2]
     assert runs[0][0] != other[0]      # the first step's loss weighs the poles
+
+
+@pytest.mark.parametrize("bad", [0.0, -2.0, float("nan")])
+def test_a_pole_weight_that_is_not_positive_is_refused(bad):
+    crops = np.zeros((2, 16, 8), np.float32)
+    labels = np.zeros((2, 16, 8), np.int32)
+    with pytest.raises(ValueError, match="pole_weight must be positive"):
+        training.train(crops, labels, np.array(["phase"] * 2), steps=1, pole_weight=bad,
+                       progress=False)

@@ -321,6 +321,9 @@ def train(crops, labels, kinds, *, steps=1200, batch_size=16, rows=128, lr=2e-3,
     -------
     model, config (architecture dict), losses (per step)
     """
+    if not pole_weight > 0:
+        raise ValueError(f"pole_weight must be positive (1: the poles weigh as any pixel), "
+                         f"got {pole_weight}")
     torch = _require_torch()
     from tqdm import tqdm
 
