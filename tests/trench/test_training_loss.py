@@ -64,3 +64,12 @@ def test_a_pole_weight_that_is_not_positive_is_refused(bad):
     with pytest.raises(ValueError, match="pole_weight must be positive"):
         training.train(crops, labels, np.array(["phase"] * 2), steps=1, pole_weight=bad,
                        progress=False)
+
+
+def test_the_cli_refuses_a_pole_weight_that_is_not_positive_before_making_data(tmp_path, capsys):
+    from batchlib.cli import main as cli_main
+
+    assert cli_main(["train-segmenter", "--out", str(tmp_path / "x.pt"), "--pole_weight", "0",
+                     "--no_progress"]) == 2
+    assert "--pole_weight must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()

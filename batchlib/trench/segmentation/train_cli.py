@@ -69,6 +69,10 @@ def main(args) -> int:
               f"{', '.join(TRAINING_FAMILIES)} (training families: several of the others at "
               "once; dark_lumen's faintest cells; several at once out of focus)", file=sys.stderr)
         return 2
+    if not args.pole_weight > 0:  # refused now, not after minutes of making data
+        print(f"error: --pole_weight must be positive (1: the poles weigh as any pixel), got "
+              f"{args.pole_weight}", file=sys.stderr)
+        return 2
     margin_range = tuple(args.box_margin) if args.box_margin else BOX_MARGIN
     # made now, not after minutes of training: a missing folder lost the run at the end
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
