@@ -366,6 +366,11 @@ def _mirror_ncc(window):
     return float((a * b).sum() / den) if den > 0 else np.nan
 
 
+#: An edge site this symmetric about its lattice position is an empty lumen with a tenth
+#: of the template's contrast (:func:`_with_empty_edge_lumens`).
+CLEAR_MIRROR = 0.95
+
+
 def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitch,
                             min_mirror=0.8, min_contrast=0.5):
     """Phase sites beyond the run of kept trenches that hold an empty lumen, added.
@@ -392,7 +397,9 @@ def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitc
             at = offset + m * pitch
             win = _windows(profile, [at], offsets)[0]
             contrast = abs(float(_lumen_minus_walls(profile, [at], pitch)[0]))
-            if not (_mirror_ncc(win) >= min_mirror and contrast >= min_contrast * scale):
+            mirror = _mirror_ncc(win)
+            if not ((mirror >= min_mirror and contrast >= min_contrast * scale)
+                    or (mirror >= CLEAR_MIRROR and contrast >= WEAK_LUMEN_RATIO * scale)):
                 break
             add.append(at)
             m += step
