@@ -381,7 +381,9 @@ def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitc
     trench left the cells' tips could not be compared with an empty lumen, so every box
     started 1.4-1.9 px inside its mother. An empty lumen is a stripe symmetric about its
     lattice position (mirror correlation at least ``min_mirror``) whose contrast to the
-    walls half a pitch away is at least ``min_contrast`` of the template's range; a
+    walls half a pitch away is at least ``min_contrast`` of the template's range, or a
+    tenth of it (:data:`WEAK_LUMEN_RATIO`) where the stripe is as symmetric as a filled
+    lumen (:data:`CLEAR_MIRROR`; independent simulator 1287: an eighth, mirror 0.98); a
     halo beyond the last trench falls off to one side. Sites are taken outwards from
     the run, and the first that fails ends it.
     """
