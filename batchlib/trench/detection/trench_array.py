@@ -418,16 +418,9 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
     noise = image_noise(img)
     found = []
     for (prof, sel), (y0, y1, _) in zip(profiles, runs):
-        res = _locate_set(img, rot[sel], prof, pitch, kind, lumen, angle, y0, y1, step, noise)
         rot_set, offset = _set_canvas(bands8, y8, sel, shape, angle, rot)
-        if res is not None and offset:
-            # kept only where it finds more trenches, so that every other layout stays
-            # as it was to the last bit (the drift of a fluorescence movie hangs on
-            # tips that a change of 3e-7 degrees can move: test_orientation.py)
-            wide = _locate_set(img, rot_set, nanmean(rot_set, axis=0), pitch, kind, lumen,
-                               angle, y0, y1, step, noise, offset)
-            if wide is not None and len(wide["centres"]) > len(res["centres"]):
-                res = wide
+        res = _locate_set(img, rot_set, nanmean(rot_set, axis=0) if offset else prof, pitch,
+                          kind, lumen, angle, y0, y1, step, noise, offset)
         if res is not None:
             res["run"] = (y0, y1)
             found.append(res)
