@@ -154,3 +154,54 @@ def test_phase_drift_is_not_taken_by_cells_moving_along_their_trenches():
     layout, reference = detect_in_movie(acq.phase, "phase")
     drift = movie_drift(acq.phase, reference, layout, "phase")
     assert np.abs(drift - acq.drift_yx).max() < 0.6, np.round(drift - acq.drift_yx, 2)
+
+
+def test_a_fluorescence_drift_rests_on_the_filled_boxes_only():
+    """The drift along the trenches is the median shift of the mother cells' tips; an
+    empty box has no mother, and what its window finds (debris, a loose cell, noise)
+    moves at random. A turned movie's empty box 8 gave a "tip" 40 rows or -3 rows from
+    its closed end depending on a 3e-7 deg change of angle, and moved the frame's drift
+    by 0.3 px. Here every empty box holds a bright blob at a random place in every frame:
+    the drift is that of the layout without its empty boxes, bit for bit, and within
+    0.1 px of the truth; counting the empty boxes' blobs (their flags cleared) changes it."""
+    import copy
+
+    from batchlib.trench.detection.movie import detect_in_movie, movie_drift
+    from batchlib.trench.synthetic import SyntheticConfig, simulate_position
+
+    cfg = SyntheticConfig(height=512, width=512, n_timepoints=8, channels=("phase", "gfp"),
+                          seed=1, n_sets=2, angle_deg=0.8, drift_step_px=1.2,
+                          max_drift_px=5.0, empty_fraction=0.5)
+    pos = simulate_position(cfg, 0)
+    movie = pos.movies["gfp"]
+    layout, reference = detect_in_movie(movie, "fluorescence")
+    tr = layout.trenches
+    empty = tr[tr["empty"].to_numpy(bool)]
+    assert len(empty) >= 6 and len(tr) - len(empty) >= 6
+    a = np.deg2rad(layout.angle_deg)
+    cy, cx = (movie.shape[1] - 1) / 2, (movie.shape[2] - 1) / 2
+    yy, xx = np.mgrid[:movie.shape[1], :movie.shape[2]]
+    rng = np.random.default_rng(0)
+    painted = movie.astype(np.float32)
+    for t in range(movie.shape[0]):
+        for _, b in empty.iterrows():
+            ry = b["y_closed"] + b["direction"] * rng.uniform(2, 30) - cy
+            rx = b["x_center"] - cx
+            y, x = cy + np.cos(a) * ry + np.sin(a) * rx, cx - np.sin(a) * ry + np.cos(a) * rx
+            painted[t] += 3000.0 * np.exp(-(yy - y) ** 2 / 32.0 - (xx - x) ** 2 / 8.0)
+    painted = painted.astype(movie.dtype)
+
+    def along(d):
+        return np.cos(a) * d[:, 0] + np.sin(a) * d[:, 1]
+
+    drift = movie_drift(painted, reference, layout, "fluorescence")
+    filled_only = copy.deepcopy(layout)
+    filled_only.trenches = tr[~tr["empty"].to_numpy(bool)].reset_index(drop=True)
+    np.testing.assert_array_equal(drift, movie_drift(painted, reference, filled_only,
+                                                     "fluorescence"))
+    error = along(drift) - along(drift)[0] - (along(pos.drift) - along(pos.drift)[0])
+    assert np.abs(error).max() <= 0.1, error
+    flags_cleared = copy.deepcopy(layout)
+    flags_cleared.trenches["empty"] = False
+    assert not np.array_equal(drift, movie_drift(painted, reference, flags_cleared,
+                                                 "fluorescence"))

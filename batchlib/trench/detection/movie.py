@@ -462,6 +462,10 @@ def movie_drift(movie, reference, layout, kind, start=0, previous=None):
         estimator = DriftEstimator(reference)
         frame0 = np.asarray(movie[0], dtype=np.float32)
         d0 = estimator(frame0, prior=(0.0, 0.0))
+        # only filled boxes hold a mother tip: the "tip" found in an empty trench
+        # is noise (a turned movie's box 8: 40 or -3 rows), and one flip of it moved
+        # the median by 0.3 px
+        trenches = trenches[~trenches["empty"].to_numpy(bool)]
         tips = closed_end_positions(frame0, trenches, layout.angle_deg,
                                     across_trenches(d0, layout.angle_deg))
     for t in range(max(start, first), n_t):
