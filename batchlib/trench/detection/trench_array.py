@@ -418,7 +418,9 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
     noise = image_noise(img)
     found = []
     for (prof, sel), (y0, y1, _) in zip(profiles, runs):
-        res = _locate_set(img, rot[sel], prof, pitch, kind, lumen, angle, y0, y1, step, noise)
+        rot_set, offset = _set_canvas(bands8, y8, sel, shape, angle, rot)
+        res = _locate_set(img, rot_set, nanmean(rot_set, axis=0) if offset else prof, pitch,
+                          kind, lumen, angle, y0, y1, step, noise, offset)
         if res is not None:
             res["run"] = (y0, y1)
             found.append(res)
@@ -1116,8 +1118,38 @@ def _sets_at(bands8, y8, shape, angle, pitch, kind, n_sets, rows="periodic"):
                                         weak_ratio=weak, weak_alone=rows == "weak")
 
 
-def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noise):
-    """Centres, empty flags and ends of one set; ``None`` if it holds no trench."""
+def _set_canvas(bands8, y8, sel, shape, angle, rot):
+    """The rotated rows ``sel`` of a set, widened to every column the raw frame
+    reaches at those rows, and the column of rotated ``x = 0`` in it.
+
+    The rotated frame has the raw frame's columns: at rows far from the centre of
+    rotation the raw frame reaches past them, by ``|y - cy| tan(angle)``. A trench
+    whose lumen lies in the raw frame there was cut at the canvas's side and
+    dropped (independent simulator: a trench at the side edge of 14 of 280
+    positions, 1272 at 1.9 degrees: raw x 20-30, rotated x 4.7). Of the columns
+    added, only those the raw frame holds at every row of the set are kept: a
+    site seen on a few rows has a partial texture, between the empty lumens' and
+    the filled ones' (independent 1111: the set's empty flags turned unclear).
+    """
+    cy, _ = frame_center(shape)
+    reach = float(np.max(np.abs(y8[sel] - cy))) * abs(np.tan(np.deg2rad(angle)))
+    offset = int(np.ceil(reach))
+    if offset == 0:
+        return rot[sel], 0
+    cols = np.arange(-offset, shape[1] + offset, dtype=float)
+    wide = rotated_band_image(bands8, y8, shape, angle, y8[sel], cols)
+    added = (cols < 0) | (cols > shape[1] - 1)
+    wide[:, added & ~np.isfinite(wide).all(axis=0)] = np.nan
+    return wide, offset
+
+
+def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noise, offset=0):
+    """Centres, empty flags and ends of one set; ``None`` if it holds no trench.
+
+    ``rot_set`` and ``prof`` may reach ``offset`` columns past the rotated frame on
+    either side (:func:`_set_canvas`); the centres and profile returned are the
+    rotated frame's.
+    """
     valid = np.flatnonzero(np.isfinite(prof))
     if valid.size < 2 * pitch:
         return None
@@ -1142,8 +1174,8 @@ def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noi
         # an empty trench is invisible: its own match is noise, the lattice knows better
         centres = np.where(empty, lattice, centres)
         use_own = use_own & ~empty
-        empty, signal = _filled_over_whole_set(img, angle, y0, y1, step, centres, pitch, strip,
-                                               empty, signal, noise)
+        empty, signal = _filled_over_whole_set(img, angle, y0, y1, step, centres - offset,
+                                               pitch, strip, empty, signal, noise)
         filled = ~empty
         # only the span of visible trenches is trusted; gaps inside it are empty trenches
         lo, hi = np.flatnonzero(filled)[[0, -1]]
@@ -1152,6 +1184,9 @@ def _locate_set(img, rot_set, prof, pitch, kind, lumen, angle, y0, y1, step, noi
             centres[span], ncc[span], empty[span], signal[span], residual[span], use_own[span])
         walls = np.concatenate([centres - 0.5 * pitch, centres[-1:] + 0.5 * pitch])
 
+    # from here on the rotated frame's columns
+    centres, walls = centres - offset, walls - offset
+    prof = prof[offset:prof.size - offset]
     ends = set_ends(img, angle, y0, y1, step, centres, walls, strip, pitch, ~empty, kind)
     if kind == "phase":
         # the set's periodic rows may miss the closed end, and a trench holding only
