@@ -1856,6 +1856,21 @@ def test_empty_and_edge_trenches_follow_their_sets_line_out_to_the_cells():
     assert np.nanmax(into_mother) < 1.0  # the edge trench's was 10.5 px
 
 
+def _boxes_on_truth(acq, layout, kind):
+    """``(closed, index, must, pairs)`` of an independent acquisition's frame-0 ``layout``:
+    the true closed ends, the truth's trench indices, which of them must be found
+    (countable and visible), and the matched (truth, box) pairs."""
+    import bench_independent as bench
+
+    closed, axis, length, _, index = bench._geometry(acq, range(len(acq.trenches)))
+    must = bench.countable(acq, index, kind) & np.array([acq.trenches[i]["visible"]
+                                                         for i in index])
+    start, box_axis = bench.box_geometry(layout.trenches, (0.0, 0.0))
+    pairs = bench.match(start, box_axis, closed, axis, length,
+                        acq.params["pitch_um"] / acq.pixel_size_um)
+    return closed, index, must, pairs
+
+
 def test_faint_empty_lumens_beyond_the_run_are_found():
     """Independent simulator seed 1287 (found on its first run): the last two trenches of
     the lower set are empty; their lumens are stripes as symmetric about their lattice
@@ -1869,12 +1884,7 @@ def test_faint_empty_lumens_beyond_the_run_are_found():
 
     layout = detect_trenches(acq.phase[0], "phase",
                              box_width=bench.box_width(acq.pixel_size_um))
-    closed, axis, length, _, index = bench._geometry(acq, range(len(acq.trenches)))
-    must = bench.countable(acq, index, "phase") & np.array([acq.trenches[i]["visible"]
-                                                            for i in index])
-    start, box_axis = bench.box_geometry(layout.trenches, (0.0, 0.0))
-    pairs = bench.match(start, box_axis, closed, axis, length,
-                        acq.params["pitch_um"] / acq.pixel_size_um)
+    closed, index, must, pairs = _boxes_on_truth(acq, layout, "phase")
     found = {i for i, _ in pairs}
     edge = [i for i in np.flatnonzero(must) if closed[i][0] > 960 and closed[i][1] > 512]
     assert len(edge) == 2 and all(acq.trenches[index[i]]["empty"] for i in edge)
@@ -1894,12 +1904,7 @@ def test_a_trench_the_rotated_frame_leaves_out_at_the_side_is_found(kind):
 
     movie = acq.phase if kind == "phase" else acq.fluorescence
     layout = detect_trenches(movie[0], kind, box_width=bench.box_width(acq.pixel_size_um))
-    closed, axis, length, _, index = bench._geometry(acq, range(len(acq.trenches)))
-    must = bench.countable(acq, index, kind) & np.array([acq.trenches[i]["visible"]
-                                                         for i in index])
-    start, box_axis = bench.box_geometry(layout.trenches, (0.0, 0.0))
-    pairs = bench.match(start, box_axis, closed, axis, length,
-                        acq.params["pitch_um"] / acq.pixel_size_um)
+    closed, _, must, pairs = _boxes_on_truth(acq, layout, kind)
     found = {i for i, _ in pairs}
     edge = [i for i in np.flatnonzero(must) if closed[i][0] < 25]
     assert len(edge) == 1 and edge[0] in found
@@ -1924,12 +1929,7 @@ def test_an_unsure_phase_layout_takes_the_trenches_its_rows_edges_add(seed, n_mu
         warnings.simplefilter("ignore")
         layout = detect_trenches(acq.phase[0], "phase",
                                  box_width=bench.box_width(acq.pixel_size_um))
-    closed, axis, length, _, index = bench._geometry(acq, range(len(acq.trenches)))
-    must = bench.countable(acq, index, "phase") & np.array([acq.trenches[i]["visible"]
-                                                            for i in index])
-    start, box_axis = bench.box_geometry(layout.trenches, (0.0, 0.0))
-    pairs = bench.match(start, box_axis, closed, axis, length,
-                        acq.params["pitch_um"] / acq.pixel_size_um)
+    _, _, must, pairs = _boxes_on_truth(acq, layout, "phase")
     found = {i for i, _ in pairs}
     assert must.sum() == n_must
     assert all(i in found for i in np.flatnonzero(must))
