@@ -1936,3 +1936,27 @@ def test_an_unsure_phase_layout_takes_the_trenches_its_rows_edges_add(seed, n_mu
     assert len(pairs) == len(layout.trenches)            # every box on a trench
     assert layout.quality["confidence"] < 0.4 and any("low confidence" in w
                                                       for w in layout.warnings)
+
+
+def test_a_cell_floating_between_two_sets_does_not_join_them():
+    """Independent simulator 1327 (found on its first run), fluorescence: two facing
+    sets, the lower one's lattice a sixth of a pitch sideways. A cell floating in the
+    feeding channel makes four rows coherent from row to row (not periodic: ratio under
+    0.8, 2-3 % of the sets' power), which bridged both sets into one run of rows: 9 of
+    22 trenches boxed at confidence 0.72, unwarned. A coherent run shorter than a pitch,
+    faint and not periodic is a lone cell, not a set: both sets are found."""
+    from batchlib.trench.detection.movie import detect_in_movie
+
+    acq = _independent_simulation(1327)  # puts benchmarks/ on the path
+    import bench_independent as bench
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layout, _ = detect_in_movie(acq.fluorescence, "fluorescence",
+                                    box_width=bench.box_width(acq.pixel_size_um))
+    assert len(layout.sets) == 2
+    assert sorted(layout.sets["direction"]) == [-1, 1]
+    _, _, must, pairs = _boxes_on_truth(acq, layout, "fluorescence")
+    found = {i for i, _ in pairs}
+    assert must.sum() == 22 and all(i in found for i in np.flatnonzero(must))
+    assert len(pairs) == len(layout.trenches)            # every box on a trench
