@@ -1938,6 +1938,45 @@ def test_an_unsure_phase_layout_takes_the_trenches_its_rows_edges_add(seed, n_mu
                                                       for w in layout.warnings)
 
 
+def test_a_set_only_the_rows_edges_show_is_found_beside_a_sure_one():
+    """Independent simulator 1345 (found on its first run): two facing sets; in the lower
+    one filled lumens (dark cells between bright rims) and empty ones (bright) mix, so
+    its plain rows are periodic at 1.0-1.8 only (the upper set's at 5-17) and it was not
+    found: 21 of 43 trenches at confidence 0.49, unwarned, so the retries of unsure
+    layouts never ran. The rows' edges, read at the layout's angle and pitch, repeat at
+    the pitch along both sets (8-12 and 17-54): a run of them the layout has no set on
+    sends the detection to the layout found from the edges, kept because it holds every
+    first box and more."""
+    acq = _independent_simulation(1345)  # puts benchmarks/ on the path
+    import bench_independent as bench
+
+    layout = detect_trenches(acq.phase[0], "phase", box_width=bench.box_width(acq.pixel_size_um))
+    _, _, must, pairs = _boxes_on_truth(acq, layout, "phase")
+    found = {i for i, _ in pairs}
+    assert must.sum() == 43 and layout.quality["n_sets"] == 2
+    assert all(i in found for i in np.flatnonzero(must))
+    assert len(pairs) == len(layout.trenches)            # every box on a trench
+
+
+def test_filled_trenches_beyond_an_empty_one_match_as_closely_as_the_run():
+    """Independent simulator 1352 (found on its first run): one set whose filled lumens
+    match their template loosely (the strong sites' median 0.84, none reaching the 0.9
+    asked of a site beyond the run); the run of strong sites began at an empty trench,
+    and the two filled trenches beyond it (0.82 and 0.71, their cells' texture 4-5 times
+    the walls') were dropped: 16 of 18 trenches, unwarned. A site as close as the run's
+    own (within 0.05 of its median) with cells' texture is inside the run."""
+    acq = _independent_simulation(1352)  # puts benchmarks/ on the path
+    import bench_independent as bench
+
+    layout = detect_trenches(acq.phase[0], "phase", box_width=bench.box_width(acq.pixel_size_um))
+    closed, _, must, pairs = _boxes_on_truth(acq, layout, "phase")
+    found = {i for i, _ in pairs}
+    assert must.sum() == 18
+    assert all(i in found for i in np.flatnonzero(must))
+    assert len(pairs) == len(layout.trenches)            # every box on a trench
+    assert sorted(closed[i][0] < 100 for i in found).count(True) == 2   # the two at the left
+
+
 def test_a_cell_floating_between_two_sets_does_not_join_them():
     """Independent simulator 1327 (found on its first run), fluorescence: two facing
     sets, the lower one's lattice a sixth of a pitch sideways. A cell floating in the

@@ -489,6 +489,9 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
         edge_pitch = _edge_pitch(bands32, min_pitch, widest)
         layout = _at_multiple(again, layout, widest, edge_pitch)
         layout = _with_more_trenches(again, layout, edge_pitch)
+    elif kind == "phase" and self_check and not pitch_given and n_sets is None \
+            and _rows == "periodic" and _edges_see_another_set(rot, y8, layout):
+        layout = _with_more_trenches(again, layout)
     _warn_low_confidence(layout)
     _warn_cleared_end(layout)
     _warn_readings_differ(layout)
@@ -553,6 +556,30 @@ def _with_more_trenches(again, layout, edge_pitch=None):
                 and found.quality.get("self_check_log_ratio", np.nan) >= ratio:
             best = found
     return best
+
+
+def _edges_see_another_set(rot, y8, layout, max_overlap=0.5) -> bool:
+    """Whether the rows' edges (as :func:`_sets_at` with ``rows="edges"``) of ``rot``, the
+    straightened band image at the layout's angle, show a set of trenches where the
+    layout has none: a run of rows less than ``max_overlap`` of which lies within the
+    rows of a set of the layout.
+
+    Filled lumens dark between bright rims and empty ones bright, mixed at random
+    along a set, spread its plain rows' power half-way between the harmonics, so
+    that such a set is not found while the other set, with more filled lumens, is
+    (independent simulator 1345: 21 of 43 trenches at confidence 0.49, unwarned;
+    the missed set's rows periodic at 1.0-1.8, its edges at 8-12). Cheap: a few
+    milliseconds, and the whole detection again only where it says so.
+    """
+    power, ratio = row_periodicity(np.abs(np.diff(rot, axis=1)), layout.pitch)
+    runs = find_sets(power, ratio, y8, layout.pitch, weak_ratio=PHASE_WEAK_RATIO)
+    spans = [(min(a, b), max(a, b)) for a, b in
+             zip(layout.sets["y_closed"], layout.sets["y_open"])]
+    for y0, y1, _ in runs:
+        covered = max((max(0.0, min(y1, b) - max(y0, a)) for a, b in spans), default=0.0)
+        if covered < max_overlap * (y1 - y0):
+            return True
+    return False
 
 
 def _holds(found, layout, tolerance=0.15):
