@@ -205,3 +205,45 @@ def test_a_fluorescence_drift_rests_on_the_filled_boxes_only():
     flags_cleared.trenches["empty"] = False
     assert not np.array_equal(drift, movie_drift(painted, reference, flags_cleared,
                                                  "fluorescence"))
+
+
+def test_the_tip_scatter_that_orients_a_single_set_counts_filled_boxes_only():
+    """:func:`.closed_end_drift.tip_scatter` tells the closed end from the open one (the
+    mothers' tips stay put at the closed end). An empty box has no mother: a blob
+    painted at a random place near the closed end of every empty box in every frame
+    would make the closed end look as restless as an open one. The scatter is that of
+    the filled boxes alone, and well under a pixel; with the empty flags cleared (the
+    blobs counted) it is larger."""
+    import copy
+
+    from batchlib.trench.detection.closed_end_drift import tip_scatter
+    from batchlib.trench.detection.movie import detect_in_movie
+    from batchlib.trench.synthetic import SyntheticConfig, simulate_position
+
+    cfg = SyntheticConfig(height=512, width=512, n_timepoints=3, channels=("phase", "gfp"),
+                          seed=5, n_sets=1, angle_deg=0.5, empty_fraction=0.5)
+    movie = simulate_position(cfg, 0).movies["gfp"]
+    layout, reference = detect_in_movie(movie, "fluorescence")
+    tr = layout.trenches
+    empty = tr[tr["empty"].to_numpy(bool)]
+    assert len(empty) >= 4 and len(tr) - len(empty) >= 4
+    a = np.deg2rad(layout.angle_deg)
+    cy, cx = (movie.shape[1] - 1) / 2, (movie.shape[2] - 1) / 2
+    yy, xx = np.mgrid[:movie.shape[1], :movie.shape[2]]
+    rng = np.random.default_rng(1)
+    frames = []
+    for t in range(movie.shape[0]):
+        frame = movie[t].astype(np.float32)
+        for _, b in empty.iterrows():
+            ry = b["y_closed"] + b["direction"] * rng.uniform(2, 30) - cy
+            rx = b["x_center"] - cx
+            y, x = cy + np.cos(a) * ry + np.sin(a) * rx, cx - np.sin(a) * ry + np.cos(a) * rx
+            frame += 3000.0 * np.exp(-(yy - y) ** 2 / 32.0 - (xx - x) ** 2 / 8.0)
+        frames.append(frame)
+    scatter = tip_scatter(reference, frames, tr, layout.angle_deg)
+    filled = tr[~tr["empty"].to_numpy(bool)]
+    assert scatter == tip_scatter(reference, frames, filled, layout.angle_deg)
+    assert scatter < 1.0
+    cleared = copy.deepcopy(tr)
+    cleared["empty"] = False
+    assert tip_scatter(reference, frames, cleared, layout.angle_deg) > scatter

@@ -108,7 +108,13 @@ def tip_scatter(reference, frames, trenches, angle_deg):
     At a real closed end the mother cells' tips stay put, so all boxes' tips
     move together (by the drift) and their scatter is small; at an open end,
     where cells come and go, it is large. NaN when too few tips are seen.
+    Only the boxes not flagged empty count, where three or more are filled: an
+    empty box has no mother, and what its window holds (noise, debris, a cell
+    floating by) jumps from frame to frame whichever end is closed.
     """
+    if "empty" in trenches:
+        filled = trenches[~trenches["empty"].to_numpy(bool)]
+        trenches = filled if len(filled) >= 3 else trenches
     ref = closed_end_positions(reference, trenches, angle_deg)
     spreads = [_median_and_spread(closed_end_positions(np.asarray(f, np.float32), trenches,
                                                        angle_deg) - ref)[1] for f in frames]

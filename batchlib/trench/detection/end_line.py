@@ -88,7 +88,7 @@ def end_line_lean(x, tips, min_tips=5, max_scatter_px=1.0, n_rounds=4):
     return (float(np.rad2deg(np.arctan(slope))), float(np.rad2deg(stderr)), int(x.size))
 
 
-def closed_end_angle_error(x, tips, sets):
+def closed_end_angle_error(x, tips, sets, max_scatter_px=1.0):
     """Error of the angle a layout was straightened at, from its sets' closed-end lines.
 
     Parameters
@@ -97,6 +97,8 @@ def closed_end_angle_error(x, tips, sets):
         Rotated column and closed-end tip row of every box.
     sets : array_like, shape (n,)
         Set of every box; each set has its own line, all lean alike.
+    max_scatter_px : float
+        See :func:`end_line_lean`.
 
     Returns
     -------
@@ -120,7 +122,7 @@ def closed_end_angle_error(x, tips, sets):
     leans, weights, n = [], [], 0
     for s in np.unique(sets):
         m = sets == s
-        lean, err, k = end_line_lean(x[m], tips[m])
+        lean, err, k = end_line_lean(x[m], tips[m], max_scatter_px=max_scatter_px)
         if np.isfinite(lean):
             leans.append(lean)
             weights.append(1.0 / err ** 2)
