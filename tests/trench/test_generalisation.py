@@ -2074,3 +2074,27 @@ def test_a_fluorescence_end_line_a_pixel_rough_still_corrects_the_angle():
     assert abs(layout.angle_deg - acq.params["angle_deg"]) < 0.05
     assert abs(layout.quality["end_line_correction_deg"]) > 0.15
 
+
+def test_sets_cut_short_where_the_rows_mix_reach_their_closed_ends():
+    """Independent simulator 1375 (found on its first run): two facing sets of partly
+    filled trenches at a 101 px pitch. Near the closed ends filled lumens (dark between
+    bright rims) and empty ones mix, and the plain rows there are periodic at 0.3-3.4
+    only: the sets' rows were cut short and every box started 41 px (upper set) and
+    106 px (lower set) inside its trench, through the mothers, at confidence 0.43,
+    unwarned. The rows' edges run on to the closed ends; the layout found from them
+    holds every box and starts at the ends."""
+    acq = _independent_simulation(1375)  # puts benchmarks/ on the path
+    import bench_independent as bench
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layout = detect_trenches(acq.phase[0], "phase",
+                                 box_width=bench.box_width(acq.pixel_size_um))
+    closed, index, must, pairs = _boxes_on_truth(acq, layout, "phase")
+    assert all(i in {t for t, _ in pairs} for i in np.flatnonzero(must))
+    _, axis, _, _, _ = bench._geometry(acq, range(len(acq.trenches)))
+    start, _ = bench.box_geometry(layout.trenches, (0.0, 0.0))
+    along = np.array([np.dot(start[b] - closed[t], axis[t]) for t, b in pairs])
+    mother = bench.mother_first_along(acq, index, closed, axis)[[t for t, _ in pairs]]
+    assert np.all(along < 2.0)                                   # none starts inside
+    assert not np.any(np.isfinite(mother) & (along > mother))    # no box cuts a mother

@@ -493,8 +493,12 @@ def _detect_vertical(image, kind, box_width, box_height, pitch, angle_range_deg,
         layout = _at_multiple(again, layout, widest, edge_pitch)
         layout = _with_more_trenches(again, layout, edge_pitch)
     elif kind == "phase" and self_check and not pitch_given and n_sets is None \
-            and _rows == "periodic" and _edges_see_another_set(rot, y8, layout):
-        layout = _with_more_trenches(again, layout)
+            and _rows == "periodic":
+        said = _edges_disagree(rot, y8, layout)
+        if said == "another set":
+            layout = _with_more_trenches(again, layout)
+        elif said == "longer":
+            layout = _with_longer_sets(again, layout)
     _warn_low_confidence(layout)
     _warn_cleared_end(layout)
     _warn_readings_differ(layout)
@@ -561,28 +565,70 @@ def _with_more_trenches(again, layout, edge_pitch=None):
     return best
 
 
-def _edges_see_another_set(rot, y8, layout, max_overlap=0.5) -> bool:
-    """Whether the rows' edges (as :func:`_sets_at` with ``rows="edges"``) of ``rot``, the
-    straightened band image at the layout's angle, show a set of trenches where the
-    layout has none: a run of rows less than ``max_overlap`` of which lies within the
-    rows of a set of the layout.
+#: rows by which the rows' edges may run past a set's closed end before the set is taken
+#: for cut short (right layouts of independent simulator 1276-1298: -10 to +2.8 px)
+EDGES_BEYOND_END_PX = 24.0
+#: a set's closed end found again within this many rows further in is the same end
+SAME_END_PX = 3.0
+
+
+def _edges_disagree(rot, y8, layout, max_overlap=0.5):
+    """What the rows' edges (as :func:`_sets_at` with ``rows="edges"``) of ``rot``, the
+    straightened band image at the layout's angle, say that the layout missed:
+    ``"another set"`` where a run of their rows lies less than ``max_overlap`` within
+    the rows of any set of the layout, ``"longer"`` where a run overlapping a set runs
+    on past its closed end by more than :data:`EDGES_BEYOND_END_PX`, else ``None``.
 
     Filled lumens dark between bright rims and empty ones bright, mixed at random
-    along a set, spread its plain rows' power half-way between the harmonics, so
-    that such a set is not found while the other set, with more filled lumens, is
-    (independent simulator 1345: 21 of 43 trenches at confidence 0.49, unwarned;
-    the missed set's rows periodic at 1.0-1.8, its edges at 8-12). Cheap: a few
-    milliseconds, and the whole detection again only where it says so.
+    along a set, spread its plain rows' power half-way between the harmonics. A set
+    so mixed was not found beside a set with more filled lumens (independent
+    simulator 1345: 21 of 43 trenches at confidence 0.49, unwarned; the missed set's
+    plain rows periodic at 1.0-1.8, its edges at 8-12). Or where the trenches are
+    only partly filled the rows near the closed ends are so mixed, and the sets were
+    cut short there (1375: the boxes started 41 and 106 px inside the trenches, into
+    the mothers, at confidence 0.43, unwarned; the edges run to the ends). Cheap: a
+    few milliseconds, and the whole detection again only where they disagree.
     """
     power, ratio = row_periodicity(np.abs(np.diff(rot, axis=1)), layout.pitch)
     runs = find_sets(power, ratio, y8, layout.pitch, weak_ratio=PHASE_WEAK_RATIO)
-    spans = [(min(a, b), max(a, b)) for a, b in
-             zip(layout.sets["y_closed"], layout.sets["y_open"])]
+    sets = list(layout.sets.itertuples())
+    longer = False
     for y0, y1, _ in runs:
-        covered = max((max(0.0, min(y1, b) - max(y0, a)) for a, b in spans), default=0.0)
-        if covered < max_overlap * (y1 - y0):
-            return True
-    return False
+        covered = [max(0.0, min(y1, max(s.y_closed, s.y_open)) - max(y0, min(s.y_closed, s.y_open)))
+                   for s in sets]
+        if max(covered, default=0.0) < max_overlap * (y1 - y0):
+            return "another set"
+        for s, c in zip(sets, covered):
+            beyond = (s.y_closed - y0) if s.direction == 1 else (y1 - s.y_closed)
+            longer |= c > 0 and beyond > EDGES_BEYOND_END_PX
+    return "longer" if longer else None
+
+
+def _with_longer_sets(again, layout):
+    """A phase layout whose sets the rows' edges say were cut short at their closed ends
+    (:func:`_edges_disagree`), or the one found from the edges, when that holds every
+    box of it, has no fewer trenches, its self-check passes and its sets' closed ends lie
+    no further in and one of them at least half that distance further out (independent
+    simulator 1375: 41 and 106 px further out, every trench found: 19 -> 20 of 20,
+    confidence 0.43 -> 0.30, warned)."""
+    try:
+        found = again(pitch=layout.pitch, _rows="edges")
+    except TrenchDetectionError:
+        return layout
+    if len(found.trenches) < len(layout.trenches) or not _holds(found, layout) \
+            or found.quality.get("self_check") != 1.0:
+        return layout
+    # how far out each of its sets' closed ends moved (rows, outwards positive)
+    moved = []
+    for s in found.sets.itertuples():
+        mine = [t.y_closed for t in layout.sets.itertuples() if t.direction == s.direction]
+        if not mine:
+            return layout
+        closest = min(mine, key=lambda y: abs(y - s.y_closed))
+        moved.append((closest - s.y_closed) * s.direction)
+    if min(moved) < -SAME_END_PX or max(moved) < 0.5 * EDGES_BEYOND_END_PX:
+        return layout
+    return found
 
 
 def _holds(found, layout, tolerance=0.15):
