@@ -156,6 +156,24 @@ def test_phase_drift_is_not_taken_by_cells_moving_along_their_trenches():
     assert np.abs(drift - acq.drift_yx).max() < 0.6, np.round(drift - acq.drift_yx, 2)
 
 
+def _blobs_in_empty_boxes(movie, layout, seed):
+    """``movie`` (float32) with a bright blob at a random place near the closed end of
+    every empty box of ``layout`` in every frame (debris, a loose cell: no mother)."""
+    a = np.deg2rad(layout.angle_deg)
+    cy, cx = (movie.shape[1] - 1) / 2, (movie.shape[2] - 1) / 2
+    yy, xx = np.mgrid[:movie.shape[1], :movie.shape[2]]
+    rng = np.random.default_rng(seed)
+    painted = movie.astype(np.float32)
+    empty = layout.trenches[layout.trenches["empty"].to_numpy(bool)]
+    for t in range(movie.shape[0]):
+        for _, b in empty.iterrows():
+            ry = b["y_closed"] + b["direction"] * rng.uniform(2, 30) - cy
+            rx = b["x_center"] - cx
+            y, x = cy + np.cos(a) * ry + np.sin(a) * rx, cx - np.sin(a) * ry + np.cos(a) * rx
+            painted[t] += 3000.0 * np.exp(-(yy - y) ** 2 / 32.0 - (xx - x) ** 2 / 8.0)
+    return painted
+
+
 def test_a_fluorescence_drift_rests_on_the_filled_boxes_only():
     """The drift along the trenches is the median shift of the mother cells' tips; an
     empty box has no mother, and what its window finds (debris, a loose cell, noise)
@@ -179,17 +197,7 @@ def test_a_fluorescence_drift_rests_on_the_filled_boxes_only():
     empty = tr[tr["empty"].to_numpy(bool)]
     assert len(empty) >= 6 and len(tr) - len(empty) >= 6
     a = np.deg2rad(layout.angle_deg)
-    cy, cx = (movie.shape[1] - 1) / 2, (movie.shape[2] - 1) / 2
-    yy, xx = np.mgrid[:movie.shape[1], :movie.shape[2]]
-    rng = np.random.default_rng(0)
-    painted = movie.astype(np.float32)
-    for t in range(movie.shape[0]):
-        for _, b in empty.iterrows():
-            ry = b["y_closed"] + b["direction"] * rng.uniform(2, 30) - cy
-            rx = b["x_center"] - cx
-            y, x = cy + np.cos(a) * ry + np.sin(a) * rx, cx - np.sin(a) * ry + np.cos(a) * rx
-            painted[t] += 3000.0 * np.exp(-(yy - y) ** 2 / 32.0 - (xx - x) ** 2 / 8.0)
-    painted = painted.astype(movie.dtype)
+    painted = _blobs_in_empty_boxes(movie, layout, seed=0).astype(movie.dtype)
 
     def along(d):
         return np.cos(a) * d[:, 0] + np.sin(a) * d[:, 1]
@@ -227,19 +235,7 @@ def test_the_tip_scatter_that_orients_a_single_set_counts_filled_boxes_only():
     tr = layout.trenches
     empty = tr[tr["empty"].to_numpy(bool)]
     assert len(empty) >= 4 and len(tr) - len(empty) >= 4
-    a = np.deg2rad(layout.angle_deg)
-    cy, cx = (movie.shape[1] - 1) / 2, (movie.shape[2] - 1) / 2
-    yy, xx = np.mgrid[:movie.shape[1], :movie.shape[2]]
-    rng = np.random.default_rng(1)
-    frames = []
-    for t in range(movie.shape[0]):
-        frame = movie[t].astype(np.float32)
-        for _, b in empty.iterrows():
-            ry = b["y_closed"] + b["direction"] * rng.uniform(2, 30) - cy
-            rx = b["x_center"] - cx
-            y, x = cy + np.cos(a) * ry + np.sin(a) * rx, cx - np.sin(a) * ry + np.cos(a) * rx
-            frame += 3000.0 * np.exp(-(yy - y) ** 2 / 32.0 - (xx - x) ** 2 / 8.0)
-        frames.append(frame)
+    frames = list(_blobs_in_empty_boxes(movie, layout, seed=1))
     scatter = tip_scatter(reference, frames, tr, layout.angle_deg)
     filled = tr[~tr["empty"].to_numpy(bool)]
     assert scatter == tip_scatter(reference, frames, filled, layout.angle_deg)
