@@ -61,7 +61,7 @@ def test_no_box_on_plain_pdms_at_the_frame_edge():
     frame is kept only where its site matches closely (the trenches at the edges of the
     independent seeds: 0.98-1.0)."""
     from batchlib.trench.detection import detect_trenches
-    from batchlib.trench.detection.trench_array import EDGE_MATCH
+    from batchlib.trench.detection.trench_layout import EDGE_MATCH
     from batchlib.trench.synthetic import simulate_position
     from batchlib.trench.synthetic.families import sample_config
     from batchlib.trench.synthetic.scoring import match_boxes

@@ -636,7 +636,7 @@ def test_a_low_confidence_phase_layout_is_warned():
     under 0.4 now carries a warning naming its weakest evidence; a right one does not.
     (Since the weakly periodic rows are tried at the estimated pitch too, all 18 are
     boxed on their axes; the angle is 0.1 deg off and the layout still warned.)"""
-    from batchlib.trench.detection.trench_array import LOW_PHASE_CONFIDENCE
+    from batchlib.trench.detection.layout_checks import LOW_PHASE_CONFIDENCE
 
     cfg = sample_config("halo_walls", 10086, height=1024, width=1024, n_timepoints=1,
                         n_positions=1)
@@ -1006,7 +1006,7 @@ def test_phase_pitch_kept_when_cells_halos_blur_the_rows_periodicity():
     1.2-2.6, with 100 times the PDMS's periodic power), so twice the pitch was tried,
     where the boxes held every other trench (9 of 18). Both are tried now; twice the
     pitch is refused when the stripes half-way between its boxes look like them."""
-    from batchlib.trench.detection.trench_array import _half_way_alike
+    from batchlib.trench.detection.retries import half_way_alike
 
     cfg = sample_config("halo_walls", 10217, height=1024, width=1024, n_timepoints=1,
                         n_positions=2)
@@ -1017,8 +1017,8 @@ def test_phase_pitch_kept_when_cells_halos_blur_the_rows_periodicity():
     errs = _closed_end_errors(layout, pos.trenches, cfg.pitch_px)
     assert np.all(np.abs(errs) <= 2.0), errs
     assert layout.warnings  # still unsure: weakly periodic rows, confidence 0.15
-    assert _half_way_alike(detect_trenches(frame, kind="phase", pitch=2 * cfg.pitch_px))
-    assert not _half_way_alike(layout)
+    assert half_way_alike(detect_trenches(frame, kind="phase", pitch=2 * cfg.pitch_px))
+    assert not half_way_alike(layout)
 
 
 def test_phase_angle_over_the_whole_set_when_its_periodic_rows_are_few():
@@ -1445,12 +1445,12 @@ def test_twice_the_pitch_refused_where_lumens_lie_half_way():
     boxes (0.84): twice the pitch is refused. The rows' edges repeat at the pitch
     whatever the lumens hold: all 12 trenches are boxed from them, facing the right
     way, their closed ends within 2 px, and warned (confidence 0.31)."""
-    from batchlib.trench.detection.trench_array import _half_way_alike
+    from batchlib.trench.detection.retries import half_way_alike
 
     acq = _independent_simulation(11)
     pitch = acq.params["pitch_um"] / acq.pixel_size_um
     frame = acq.phase[0]
-    assert _half_way_alike(detect_trenches(frame, "phase", pitch=2 * pitch))
+    assert half_way_alike(detect_trenches(frame, "phase", pitch=2 * pitch))
     layout = detect_trenches(frame, "phase")
     assert abs(layout.pitch - pitch) < 0.02 * pitch and len(layout.trenches) == 12
     assert (layout.trenches["direction"] == 1).all()
@@ -1675,7 +1675,7 @@ def test_a_closed_end_moved_out_by_the_contrast_rise_is_warned(seed, inside_befo
     the closed end took it 3.3 px outside (every box 2.75 px beyond its end, confidence
     0.54, unwarned). The two profiles look alike, so both are warned about now."""
     from batchlib.trench.detection.movie import detect_in_movie
-    from batchlib.trench.detection.trench_array import CLEARED_WARN_PX
+    from batchlib.trench.detection.layout_checks import CLEARED_WARN_PX
 
     acq = _independent_simulation(seed)
     layout, _ = detect_in_movie(acq.phase, "phase")
@@ -1691,7 +1691,7 @@ def test_a_halo_beyond_a_filled_sets_closed_end_is_warned():
     35 % of the mothers at confidence 0.60 without a warning. Read less smoothed, the
     contrast rises 2.6 px further out: the end is unsure, and it says so."""
     from batchlib.trench.detection.movie import detect_in_movie
-    from batchlib.trench.detection.trench_array import CLEARED_WARN_PX
+    from batchlib.trench.detection.layout_checks import CLEARED_WARN_PX
 
     acq = _independent_simulation(1225)
     layout, _ = detect_in_movie(acq.phase, "phase")
@@ -1722,7 +1722,7 @@ def test_boxes_moved_far_beyond_the_closed_end_line_are_warned(seed, far):
     against the walls was made for, dark mothers with bright halos and no empty lumen):
     1.3 px, no warning."""
     from batchlib.trench.detection.movie import detect_in_movie
-    from batchlib.trench.detection.trench_array import TIP_PUSH_WARN_PX
+    from batchlib.trench.detection.layout_checks import TIP_PUSH_WARN_PX
 
     acq = _independent_simulation(seed)
     layout, _ = detect_in_movie(acq.phase, "phase")

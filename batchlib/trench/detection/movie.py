@@ -22,7 +22,8 @@ from .closed_end_drift import (across_trenches, closed_end_positions, fluorescen
                                orient_by_tips, set_shifts_to_frame)
 from .drift import DriftEstimator
 from .profile_drift import closed_end_profiles, phase_drift
-from .trench_array import LOW_PHASE_CONFIDENCE, detect_trenches, warn_tip_push
+from .layout_checks import LOW_PHASE_CONFIDENCE, lumens_are_bright, warn_tip_push
+from .trench_array import detect_trenches
 
 __all__ = ["reference_image", "detect_in_movie", "movie_drift"]
 
@@ -143,7 +144,6 @@ def _checked_in_time(movie, layout, reference, detect_kwargs, direction, aligned
     over time between the boxes rather than on them (:mod:`.temporal`): the boxes sat
     on the walls. ``quality["temporal_contrast"]`` records the figure."""
     from .temporal import flip_thresholds, sure_in_one_frame, temporal_contrast
-    from .trench_array import _lumens_are_bright
 
     ratio = temporal_contrast(movie, layout, aligned=aligned(layout))
     layout.quality["temporal_contrast"] = ratio
@@ -160,7 +160,7 @@ def _checked_in_time(movie, layout, reference, detect_kwargs, direction, aligned
             "them: the boxes were kept on the stripes the frame shows the cells in; check "
             "the QC picture")
         return layout
-    other_lumen = "dark" if _lumens_are_bright(layout) else "bright"
+    other_lumen = "dark" if lumens_are_bright(layout) else "bright"
     kwargs = {**detect_kwargs, "lumen": other_lumen}
     try:
         other = detect_trenches(reference, kind="phase", direction=direction, **kwargs)
@@ -200,7 +200,7 @@ def _multiple_pitch_in_time(movie, layout, reference, detect_kwargs, direction, 
     Half the pitch boxes every lumen and every wall alike, and on a textured chip
     (the ``mixed`` family) one frame can neither tell the two apart nor accept
     twice that pitch: the stripes half-way between its boxes, the walls, look as
-    structured as the lumens (:func:`.trench_array._half_way_alike`; held-out mixed
+    structured as the lumens (:func:`.retries.half_way_alike`; held-out mixed
     10233 at 768²: 92 boxes at 15.9 px for 46 trenches at 31.7, confidence 0.08).
     Over time the lumens change and the walls do not: at the true pitch the boxes
     change 9.9x more than half a pitch beside them, at half of it 4.2x (half the

@@ -13,6 +13,7 @@ import numpy as np
 from scipy import fft, ndimage
 
 from ._common import nanmean
+from ._sampling import rotated_band_image
 
 __all__ = ["row_periodicity", "row_coherence", "find_sets"]
 
@@ -244,3 +245,27 @@ def _more_sets(others, kept, min_length=0.75, min_strength=0.2):
     strength = min(r[2] for r in kept)
     return [r for r in others if r[1] - r[0] >= min_length * length
             and r[2] >= min_strength * strength]
+
+
+#: phase: rows this periodic hold trenches when their periodic power is that of the
+#: most periodic rows (:func:`.trench_sets.find_sets`)
+PHASE_WEAK_RATIO = 1.5
+
+
+def sets_at(bands8, y8, shape, angle, pitch, kind, n_sets, rows="periodic"):
+    """The straightened low-resolution image at ``angle`` and the sets found in it
+    (``rows``: see ``_rows`` of :func:`detect_trenches`).
+
+    With ``rows="edges"`` each row's periodicity is that of its edges' magnitude
+    (the absolute difference of neighbouring columns): a lumen has its walls
+    whatever it holds, so filled lumens dark between bright rims and empty ones
+    the inverse repeat at the pitch there, where their mix in the plain rows puts
+    the power half-way between its harmonics.
+    """
+    rot = rotated_band_image(bands8, y8, shape, angle, y8)
+    power, ratio = row_periodicity(np.abs(np.diff(rot, axis=1)) if rows == "edges" else rot,
+                                   pitch)
+    coherence = row_coherence(rot, pitch) if kind == "fluorescence" else None
+    weak = PHASE_WEAK_RATIO if kind == "phase" else None
+    return rot, power, ratio, find_sets(power, ratio, y8, pitch, n_sets, coherence=coherence,
+                                        weak_ratio=weak, weak_alone=rows == "weak")
