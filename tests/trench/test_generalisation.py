@@ -1978,6 +1978,72 @@ def test_filled_trenches_beyond_an_empty_one_match_as_closely_as_the_run():
     assert sorted(closed[i][0] < 100 for i in found).count(True) == 2   # the two at the left
 
 
+@pytest.mark.parametrize("seed,n_trenches,mirror", [(1389, 50, "0.84 and beyond the frame"),
+                                                    (1376, 23, "0.57-0.71")])
+def test_empty_lumens_beyond_the_run_like_its_own_empty_ones_are_found(seed, n_trenches,
+                                                                      mirror):
+    """Independent simulator 1389 and 1376 (found on their first runs): most trenches
+    are full, so the template is the filled lumens', and the first two trenches of a
+    set, empty, lie beyond the run of sites matching it. Their lumens have a third
+    (1389) or a tenth (1376) of the template's contrast and are not symmetric enough
+    (mirror ``mirror``) for the rule for empty lumens at a set's edge: both dropped,
+    unwarned (recall 0.96 and 0.91). The run holds empty lumens of its own, found at
+    their lattice sites; the two edge sites' windows correlate 0.97-0.98 with theirs
+    (the filled ones' 0.1 and 0.6), and count."""
+    acq = _independent_simulation(seed)  # puts benchmarks/ on the path
+    import bench_independent as bench
+    from batchlib.trench.detection.movie import detect_in_movie
+
+    layout, _ = detect_in_movie(acq.phase, "phase", box_width=bench.box_width(acq.pixel_size_um))
+    closed, index, must, pairs = _boxes_on_truth(acq, layout, "phase")
+    found = {i for i, _ in pairs}
+    assert must.sum() == n_trenches
+    assert all(i in found for i in np.flatnonzero(must))
+    assert len(pairs) == len(layout.trenches)            # every box on a trench
+    left = sorted((closed[i][0], i) for i in np.flatnonzero(must)
+                  if closed[i][1] == max(closed[j][1] for j in np.flatnonzero(must)))[:2]
+    assert all(acq.trenches[index[i]]["empty"] for _, i in left)
+
+
+def test_a_site_beyond_the_run_counts_when_it_looks_like_the_runs_empty_lumens():
+    """Array level: filled lumens (dark cells between bright rims) set the template; empty
+    lumens, lopsided (mirror correlation 0.03) and with a fifth of its contrast, lie
+    inside the run and at its start. The edge ones count as the run's own do; a halo beyond the run, or the same
+    empty lumens with none inside the run to compare with, do not."""
+    from batchlib.trench.detection.centres import locate_centres
+
+    pitch, n = 54.0, 12
+    x = np.arange(700, dtype=float)
+    sites = 40.0 + pitch * np.arange(n)
+
+    def stripe(c, w=13.5, sharp=1.2):
+        return 1 / (1 + np.exp(-(w / 2 - np.abs(x - c)) / sharp))
+
+    def lopsided(c):
+        return 100 * stripe(c) + 200 * stripe(c + 4.0, 4) - 120 * stripe(c - 4.0, 4)
+
+    walls = np.full(x.size, 2000.0)
+    empty = {0, 1, 5, 8}
+    prof = walls + sum(lopsided(c) if i in empty else
+                       -700 * stripe(c, 9) + 900 * (stripe(c) - stripe(c, 9))
+                       for i, c in enumerate(sites))
+    found = locate_centres(prof, pitch, sites[5] % pitch, 0, x.size - 1, "phase")
+    assert np.allclose(np.sort(found["centres"]), sites, atol=1.0)
+
+    # with no empty lumen inside the run there is nothing to compare the edge ones with
+    filled_inside = walls + sum(lopsided(c) if i in (0, 1) else
+                                -700 * stripe(c, 9) + 900 * (stripe(c) - stripe(c, 9))
+                                for i, c in enumerate(sites))
+    found = locate_centres(filled_inside, pitch, sites[5] % pitch, 0, x.size - 1, "phase")
+    assert np.allclose(np.sort(found["centres"]), sites[2:], atol=1.0)
+
+    # a halo beyond the run's first trench is no empty lumen
+    halo = prof - lopsided(sites[0]) - lopsided(sites[1]) \
+        + 300 * np.exp(-0.5 * ((x - (sites[2] - 40)) / 18.0) ** 2) * (x < sites[2] - 20)
+    found = locate_centres(halo, pitch, sites[5] % pitch, 0, x.size - 1, "phase")
+    assert np.allclose(np.sort(found["centres"]), sites[2:], atol=1.0)
+
+
 def test_a_cell_floating_between_two_sets_does_not_join_them():
     """Independent simulator 1327 (found on its first run), fluorescence: two facing
     sets, the lower one's lattice a sixth of a pitch sideways. A cell floating in the

@@ -371,6 +371,49 @@ def _mirror_ncc(window):
 CLEAR_MIRROR = 0.95
 
 
+#: An edge site whose window correlates this well with the mean window of the run's own
+#: empty lumens is one of them (:func:`_with_empty_edge_lumens`) ...
+EMPTY_LIKE_MATCH = 0.9
+#: ... at this share of their scale or more, and at most its inverse.
+EMPTY_LIKE_SCALE = 0.6
+#: The run's own empty lumens: its sites matching the template this much under the
+#: median of its sites, where two or more do.
+EMPTY_LIKE_GAP = 0.2
+
+
+def _run_empties_window(profile, pos, ncc, offsets, offset, pitch, min_sites=2):
+    """The mean window (each window's mean removed) at the lattice positions of the run's
+    sites that match the template :data:`EMPTY_LIKE_GAP` under the run's median match:
+    the run's own empty lumens where its filled ones set the template; ``None`` where
+    fewer than ``min_sites`` do."""
+    ncc = np.nan_to_num(np.asarray(ncc, float))
+    weak = np.asarray(pos, float)[ncc < float(np.median(ncc)) - EMPTY_LIKE_GAP]
+    if weak.size < min_sites:
+        return None
+    at = offset + np.rint((weak - offset) / pitch) * pitch
+    wins = _windows(profile, at[:, None], offsets)[:, 0]
+    wins = wins - nanmean(wins, axis=1)[:, None]
+    mean = nanmean(wins, axis=0)
+    return mean if np.isfinite(mean).all() and np.ptp(mean) > 0 else None
+
+
+def _like_run_empties(window, empties) -> bool:
+    """Whether ``window`` correlates with the run's empty lumens' mean window
+    (:func:`_run_empties_window`) at :data:`EMPTY_LIKE_MATCH` or more, at a scale within
+    :data:`EMPTY_LIKE_SCALE` of theirs (on 60 % of the window or more)."""
+    ok = np.isfinite(window)
+    if empties is None or ok.sum() < 0.6 * window.size:
+        return False
+    a = window[ok] - window[ok].mean()
+    b = empties[ok] - empties[ok].mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    if not den > 0:
+        return False
+    scale = float((a * b).sum() / (b * b).sum())
+    return bool((a * b).sum() / den >= EMPTY_LIKE_MATCH
+                and EMPTY_LIKE_SCALE <= scale <= 1.0 / EMPTY_LIKE_SCALE)
+
+
 def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitch,
                             min_mirror=0.8, min_contrast=0.5):
     """Phase sites beyond the run of kept trenches that hold an empty lumen, added.
@@ -384,14 +427,20 @@ def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitc
     walls half a pitch away is at least ``min_contrast`` of the template's range, or a
     tenth of it (:data:`WEAK_LUMEN_RATIO`) where the stripe is as symmetric as a filled
     lumen (:data:`CLEAR_MIRROR`; independent simulator 1287: an eighth, mirror 0.98); a
-    halo beyond the last trench falls off to one side. Sites are taken outwards from
-    the run, and the first that fails ends it.
+    halo beyond the last trench falls off to one side. Or it looks like the run's own
+    empty lumens (:func:`_like_run_empties`): independent simulator 1389, the first two
+    trenches of a set, empty, a third of the template's contrast, missed unwarned
+    (their windows correlate 0.97 with the run's four empty lumens', the filled ones'
+    0.1); 1376, two empty trenches whose lumens are lopsided (mirror 0.57-0.71) as the
+    run's own five (0.98; the filled ones' 0.6). Sites are taken outwards from the run,
+    and the first that fails ends it.
     """
     if not np.isfinite(tmpl).all() or pos.size == 0:
         return pos, ncc
     kept = np.rint((pos - offset) / pitch)                    # lattice indices
     m_all = np.rint((np.asarray(site, float) - offset) / pitch)
     scale = float(np.ptp(tmpl))
+    empties = _run_empties_window(profile, pos, ncc, offsets, offset, pitch)
     add = []
     for step, start in ((-1, kept.min()), (+1, kept.max())):
         m = start + step
@@ -401,7 +450,8 @@ def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitc
             contrast = abs(float(_lumen_minus_walls(profile, [at], pitch)[0]))
             mirror = _mirror_ncc(win)
             if not ((mirror >= min_mirror and contrast >= min_contrast * scale)
-                    or (mirror >= CLEAR_MIRROR and contrast >= WEAK_LUMEN_RATIO * scale)):
+                    or (mirror >= CLEAR_MIRROR and contrast >= WEAK_LUMEN_RATIO * scale)
+                    or _like_run_empties(win, empties)):
                 break
             add.append(at)
             m += step
