@@ -47,30 +47,6 @@ def test_nothing_measured_without_frames_or_filled_boxes():
     assert np.isnan(open_end_change(still, _box(1)))                  # nothing changes
 
 
-def test_independent_1205_is_turned_by_its_cells():
-    """Independent simulator 1205: one set, direction confidence 0.08, every box's
-    closed end at the feeding channel (recall 0.00 against boxes facing the right way;
-    warned at 0.26). Its open ends changed half as much as its closed ends."""
-    sys.path.insert(0, str(BENCHMARKS))
-    import bench_independent
-    import independent_sim
-
-    from batchlib.trench.detection.movie import detect_in_movie
-
-    acq = independent_sim.simulate(1205)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        layout, _ = detect_in_movie(acq.phase, "phase",
-                                    box_width=bench_independent.box_width(acq.pixel_size_um))
-    closed = np.array([t["closed_xy"] for t in acq.trenches], float)
-    opened = np.array([t["open_xy"] for t in acq.trenches], float)
-    truth = 1 if np.median(opened[:, 1] - closed[:, 1]) > 0 else -1
-    assert (layout.trenches["direction"] == truth).all()
-    assert layout.quality["direction_turned_in_time"] == 1.0
-    assert layout.quality["direction_in_time"] > 0.3
-    assert any("the movie turned it" in w and "open ends changed" in w for w in layout.warnings)
-
-
 def _boxes_face_the_truth(seed):
     """``(layout, truth)`` of an independent acquisition's movie: the closed ends' side."""
     sys.path.insert(0, str(BENCHMARKS))
@@ -87,6 +63,17 @@ def _boxes_face_the_truth(seed):
     closed = np.array([t["closed_xy"] for t in acq.trenches], float)
     opened = np.array([t["open_xy"] for t in acq.trenches], float)
     return layout, 1 if np.median(opened[:, 1] - closed[:, 1]) > 0 else -1
+
+
+def test_independent_1205_is_turned_by_its_cells():
+    """Independent simulator 1205: one set, direction confidence 0.08, every box's
+    closed end at the feeding channel (recall 0.00 against boxes facing the right way;
+    warned at 0.26). Its open ends changed half as much as its closed ends."""
+    layout, truth = _boxes_face_the_truth(1205)
+    assert (layout.trenches["direction"] == truth).all()
+    assert layout.quality["direction_turned_in_time"] == 1.0
+    assert layout.quality["direction_in_time"] > 0.3
+    assert any("the movie turned it" in w and "open ends changed" in w for w in layout.warnings)
 
 
 def test_independent_1390_is_turned_by_its_frames():
