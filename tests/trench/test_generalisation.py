@@ -2044,6 +2044,60 @@ def test_a_site_beyond_the_run_counts_when_it_looks_like_the_runs_empty_lumens()
     assert np.allclose(np.sort(found["centres"]), sites[2:], atol=1.0)
 
 
+@pytest.mark.parametrize("seed,n_trenches", [(1418, 44), (1413, 65), (1267, 15)])
+def test_an_empty_lumen_whose_box_leaves_the_frame_is_kept_like_the_sets_others(
+        seed, n_trenches):
+    """Independent simulator 1418 and 1413 (found on their first runs), 1267 (an open
+    point since): an empty trench at the frame's side edge, its lumen inside, its box
+    leaving the frame. Such a box is kept where its site matches the template at 0.9
+    (``EDGE_MATCH``: plain PDMS at the edge matched at 0.88 on 1017), but the template
+    is the filled lumens', and the empty one matched it at 0.5-0.65: one trench
+    dropped, unwarned. Its window looks like the set's other empty lumens' (as
+    ``centres._like_run_empties`` asks): kept."""
+    acq = _independent_simulation(seed)  # puts benchmarks/ on the path
+    import bench_independent as bench
+    from batchlib.trench.detection.movie import detect_in_movie
+
+    layout, _ = detect_in_movie(acq.phase, "phase", box_width=bench.box_width(acq.pixel_size_um))
+    closed, index, must, pairs = _boxes_on_truth(acq, layout, "phase")
+    found = {i for i, _ in pairs}
+    assert must.sum() == n_trenches
+    assert all(i in found for i in np.flatnonzero(must))
+    assert len(pairs) == len(layout.trenches)            # every box on a trench
+    width, half_box = acq.phase.shape[2], 0.5 * bench.box_width(acq.pixel_size_um)
+    edge = [i for i in np.flatnonzero(must)                  # whose box leaves the frame
+            if min(closed[i][0], width - 1 - closed[i][0]) < half_box]
+    assert any(acq.trenches[index[i]]["empty"] for i in edge)   # the one dropped before
+
+
+def test_like_other_empty_lumens_on_a_profile():
+    """Array level: an empty lumen cut by the profile's end looks like the set's two
+    other empty lumens (each of those the others); a filled site, plain PDMS flagged
+    empty, or an empty lumen with only one other to compare with do not count."""
+    from batchlib.trench.detection.centres import like_other_empty_lumens
+
+    pitch = 40.0
+    x = np.arange(420, dtype=float)
+    sites = 8.0 + pitch * np.arange(10)
+
+    def stripe(c, w=9.0, sharp=1.0):
+        return 1 / (1 + np.exp(-(w / 2 - np.abs(x - c)) / sharp))
+
+    empty = np.array([1, 0, 0, 1, 0, 0, 1, 0, 1, 0], bool)
+    prof = np.full(x.size, 1000.0) + sum(
+        (150 * stripe(c) + 90 * stripe(c + 2.5, 3)) if e else
+        (-400 * stripe(c, 6) + 500 * (stripe(c) - stripe(c, 6)))
+        for c, e in zip(sites, empty))
+    like = like_other_empty_lumens(prof, sites, empty, pitch)
+    assert like.tolist() == empty.tolist()           # the edge one (8 px in) included
+    flat = prof.copy()
+    flat[: 30] = 1000.0                              # PDMS where the edge lumen was
+    assert not like_other_empty_lumens(flat, sites, empty, pitch)[0]
+    two = empty.copy()
+    two[6:] = False
+    assert not like_other_empty_lumens(prof, sites, two, pitch).any()
+
+
 def test_a_cell_floating_between_two_sets_does_not_join_them():
     """Independent simulator 1327 (found on its first run), fluorescence: two facing
     sets, the lower one's lattice a sixth of a pitch sideways. A cell floating in the

@@ -414,6 +414,33 @@ def _like_run_empties(window, empties) -> bool:
                 and EMPTY_LIKE_SCALE <= scale <= 1.0 / EMPTY_LIKE_SCALE)
 
 
+def like_other_empty_lumens(profile, centres, empty, pitch) -> np.ndarray:
+    """Per site of a set: whether it is flagged ``empty`` and its window (a pitch wide,
+    60 % of it or more in the profile) looks like the mean window of the set's other
+    empty lumens, two or more whose windows lie wholly in the profile
+    (:func:`_like_run_empties`).
+
+    An empty lumen at the frame's side edge whose box leaves the frame is kept on
+    this evidence, where a filled one needs to match the template closely
+    (:data:`~.trench_layout.EDGE_MATCH`): where the template is the filled lumens',
+    an empty one matches it at 0.5-0.65 (independent simulator 1413, 1418: the last
+    and the first trench of a set, empty, dropped unwarned).
+    """
+    half = int(np.ceil(0.5 * pitch))
+    offsets = np.arange(-half, half + 1, dtype=float)
+    centres, empty = np.asarray(centres, float), np.asarray(empty, bool)
+    wins = _windows(profile, centres[:, None], offsets)[:, 0]
+    whole = np.isfinite(wins).all(axis=1)
+    like = np.zeros(len(centres), bool)
+    for i in np.flatnonzero(empty):
+        others = empty & whole
+        others[i] = False
+        if others.sum() >= 2:
+            mean = (wins[others] - wins[others].mean(axis=1)[:, None]).mean(axis=0)
+            like[i] = _like_run_empties(wins[i], mean)
+    return like
+
+
 def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitch,
                             min_mirror=0.8, min_contrast=0.5):
     """Phase sites beyond the run of kept trenches that hold an empty lumen, added.

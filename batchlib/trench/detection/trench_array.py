@@ -28,7 +28,7 @@ from ._common import TrenchDetectionError, as_image2d, band_profiles, nanmean
 from ._sampling import rotated_band_image
 from .angle_refinement import (END_LINE, MIN_FULL_EXTENT_CORRECTION_DEG, full_extent_angle,
                                per_set_angle, with_search_facts)
-from .centres import column_texture, locate_centres, refine_pitch
+from .centres import column_texture, like_other_empty_lumens, locate_centres, refine_pitch
 from .direction import assign_directions
 from .ends import set_ends
 from .filled_ends import clear_closed_end
@@ -635,7 +635,9 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
         corners = np.stack([box_corners(x, y, d, box_height, box_width)
                             for x, y in zip(s["centres"], closed)]) if n else np.zeros((0, 4, 2))
         raw = rotated_to_raw(corners, angle, shape)
-        inside = boxes_on_frame(raw, shape, s["lumen_width"], box_width, s["ncc"])
+        like = like_other_empty_lumens(s["profile"], s["centres"], s["empty"], pitch) \
+            if kind == "phase" else None
+        inside = boxes_on_frame(raw, shape, s["lumen_width"], box_width, s["ncc"], like)
         if inside.sum() < min_trenches:
             continue
         set_id = len(set_rows)

@@ -24,9 +24,12 @@ SET_COLUMNS = ["set", "y_closed", "y_open", "direction"]
 EDGE_MATCH = 0.9
 
 
-def boxes_on_frame(raw_corners, shape, lumen_width, box_width, score) -> np.ndarray:
+def boxes_on_frame(raw_corners, shape, lumen_width, box_width, score,
+                   lumen_like=None) -> np.ndarray:
     """Per box: whether it lies on the image, or its lumen does and its site matches the
-    lumens' template at :data:`EDGE_MATCH` or more (``score``).
+    lumens' template at :data:`EDGE_MATCH` or more (``score``), or is known to be a
+    lumen otherwise (``lumen_like``: an empty lumen like its set's others,
+    :func:`.centres.like_other_empty_lumens`).
 
     A trench at the frame's side edge whose lumen lies in the frame (with a pixel of
     wall either side, :func:`~batchlib.trench.geometry.lumen_share`) is kept, the
@@ -36,8 +39,10 @@ def boxes_on_frame(raw_corners, shape, lumen_width, box_width, score) -> np.ndar
     dark_lumen 7 at 512²: plain PDMS matched at 0.65).
     """
     lumen_in = corners_inside(raw_corners, shape, keep=lumen_share(lumen_width, box_width))
-    return corners_inside(raw_corners, shape) | (
-        lumen_in & (np.asarray(score, float) >= EDGE_MATCH))
+    known = np.asarray(score, float) >= EDGE_MATCH
+    if lumen_like is not None:
+        known |= np.asarray(lumen_like, bool)
+    return corners_inside(raw_corners, shape) | (lumen_in & known)
 
 
 @dataclass
