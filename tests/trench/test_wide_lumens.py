@@ -50,7 +50,10 @@ def test_independent_1207_a_set_of_wide_full_lumens_is_found_whole():
     """Independent simulator 1207: 18 px lumens at a 63 px pitch, two sets. The upper
     set's full trenches had a contrast of 0.03-0.25 of the template's at NCC 0.95-0.97;
     only those within the run of its four empty lumens and above 0.1 were kept: 9 of
-    16, confidence 0.70, no warning (a confident wrong answer)."""
+    16, confidence 0.70, no warning (a confident wrong answer). The lower set's 16th
+    trench, an empty lumen at the frame's edge whose box leaves the frame, is kept
+    since it is compared with the set's other empty lumens
+    (``centres.like_other_empty_lumens``): 32 of 32."""
     sys.path.insert(0, str(BENCHMARKS))
     import bench_independent
     import independent_sim
@@ -63,4 +66,4 @@ def test_independent_1207_a_set_of_wide_full_lumens_is_found_whole():
         layout = detect_trenches(acq.phase[0], "phase",
                                  box_width=bench_independent.box_width(acq.pixel_size_um))
     per_set = layout.trenches.groupby("set").size().to_dict()
-    assert per_set == {0: 16, 1: 15}, per_set
+    assert per_set == {0: 16, 1: 16}, per_set
