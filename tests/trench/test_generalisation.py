@@ -1978,6 +1978,23 @@ def test_filled_trenches_beyond_an_empty_one_match_as_closely_as_the_run():
     assert sorted(closed[i][0] < 100 for i in found).count(True) == 2   # the two at the left
 
 
+def _every_trench_boxed_in_movie(seed, n_trenches):
+    """``(acq, closed, index, must)`` of an independent acquisition whose phase movie's
+    layout (``detect_in_movie``) boxes each of its ``n_trenches`` trenches that must be
+    found, and nothing else (see :func:`_boxes_on_truth`)."""
+    acq = _independent_simulation(seed)  # puts benchmarks/ on the path
+    import bench_independent as bench
+    from batchlib.trench.detection.movie import detect_in_movie
+
+    layout, _ = detect_in_movie(acq.phase, "phase", box_width=bench.box_width(acq.pixel_size_um))
+    closed, index, must, pairs = _boxes_on_truth(acq, layout, "phase")
+    found = {i for i, _ in pairs}
+    assert must.sum() == n_trenches
+    assert all(i in found for i in np.flatnonzero(must))
+    assert len(pairs) == len(layout.trenches)            # every box on a trench
+    return acq, closed, index, must
+
+
 @pytest.mark.parametrize("seed,n_trenches,mirror", [(1389, 50, "0.84 and beyond the frame"),
                                                     (1376, 23, "0.57-0.71")])
 def test_empty_lumens_beyond_the_run_like_its_own_empty_ones_are_found(seed, n_trenches,
@@ -1990,16 +2007,7 @@ def test_empty_lumens_beyond_the_run_like_its_own_empty_ones_are_found(seed, n_t
     unwarned (recall 0.96 and 0.91). The run holds empty lumens of its own, found at
     their lattice sites; the two edge sites' windows correlate 0.97-0.98 with theirs
     (the filled ones' 0.1 and 0.6), and count."""
-    acq = _independent_simulation(seed)  # puts benchmarks/ on the path
-    import bench_independent as bench
-    from batchlib.trench.detection.movie import detect_in_movie
-
-    layout, _ = detect_in_movie(acq.phase, "phase", box_width=bench.box_width(acq.pixel_size_um))
-    closed, index, must, pairs = _boxes_on_truth(acq, layout, "phase")
-    found = {i for i, _ in pairs}
-    assert must.sum() == n_trenches
-    assert all(i in found for i in np.flatnonzero(must))
-    assert len(pairs) == len(layout.trenches)            # every box on a trench
+    acq, closed, index, must = _every_trench_boxed_in_movie(seed, n_trenches)
     left = sorted((closed[i][0], i) for i in np.flatnonzero(must)
                   if closed[i][1] == max(closed[j][1] for j in np.flatnonzero(must)))[:2]
     assert all(acq.trenches[index[i]]["empty"] for _, i in left)
@@ -2054,16 +2062,9 @@ def test_an_empty_lumen_whose_box_leaves_the_frame_is_kept_like_the_sets_others(
     is the filled lumens', and the empty one matched it at 0.5-0.65: one trench
     dropped, unwarned. Its window looks like the set's other empty lumens' (as
     ``centres._like_run_empties`` asks): kept."""
-    acq = _independent_simulation(seed)  # puts benchmarks/ on the path
+    acq, closed, index, must = _every_trench_boxed_in_movie(seed, n_trenches)
     import bench_independent as bench
-    from batchlib.trench.detection.movie import detect_in_movie
 
-    layout, _ = detect_in_movie(acq.phase, "phase", box_width=bench.box_width(acq.pixel_size_um))
-    closed, index, must, pairs = _boxes_on_truth(acq, layout, "phase")
-    found = {i for i, _ in pairs}
-    assert must.sum() == n_trenches
-    assert all(i in found for i in np.flatnonzero(must))
-    assert len(pairs) == len(layout.trenches)            # every box on a trench
     width, half_box = acq.phase.shape[2], 0.5 * bench.box_width(acq.pixel_size_um)
     edge = [i for i in np.flatnonzero(must)                  # whose box leaves the frame
             if min(closed[i][0], width - 1 - closed[i][0]) < half_box]
