@@ -96,7 +96,7 @@ def row_coherence(rot, pitch, lag=2):
 
 def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length=None,
               merge_fraction=0.2, coherence=None, min_coherence=0.6, weak_ratio=None,
-              weak_power=0.1, weak_alone=False):
+              weak_power=0.1, weak_alone=False, continued_power=0.1):
     """Row ranges of the trench sets.
 
     Parameters
@@ -116,6 +116,10 @@ def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length
     merge_fraction : float
         Runs separated by less than this fraction of the longer run's length
         are one set.
+    continued_power : float
+        Runs are one set too where every row between them keeps at least this
+        fraction of the weaker run's periodic power: the lumens go on, only
+        their periodicity dipped (see :func:`_lumens_go_on`).
     coherence : ndarray, optional
         From :func:`row_coherence`; rows with ``coherence >= min_coherence``
         count as trench rows too. For fluorescence, where a few irregularly
@@ -179,11 +183,12 @@ def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length
         power_of = np.concatenate([[np.inf], ndimage.mean(p, fragments, np.arange(1, n_fragments + 1))])
         faint = (sizes < 3) & (power_of < 0.2 * np.percentile(p[strong], 90))
         periodic &= ~faint[fragments]
+    if coherence is not None:
+        # before the bridging below, which would join a floating cell to a set
+        periodic &= ~_lone_cells(periodic, r, p, step, pitch, np.percentile(p[strong], 90))
     # bridge short interruptions (a clump of debris across a set)
     gap = max(1, int(round(0.5 * pitch / step)))
     periodic = ndimage.binary_closing(np.pad(periodic, gap), structure=np.ones(gap + 1))[gap:-gap]
-    if coherence is not None:
-        periodic &= ~_lone_cells(periodic, r, p, step, pitch, np.percentile(p[strong], 90))
     labels, n = ndimage.label(periodic)
     spans = [np.flatnonzero(labels == lab)[[0, -1]] for lab in range(1, n + 1)]
     # A set interrupted by rows without periodic signal (e.g. fluorescence where
@@ -193,7 +198,8 @@ def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length
     for a, b in spans:
         if merged:
             pa, pb = merged[-1]
-            if (a - pb - 1) * step < merge_fraction * max(pb - pa + 1, b - a + 1) * step:
+            if (a - pb - 1) * step < merge_fraction * max(pb - pa + 1, b - a + 1) * step \
+                    or _lumens_go_on(p, periodic, (pa, pb), (a, b), continued_power):
                 merged[-1] = (pa, b)
                 continue
         merged.append((a, b))
@@ -214,6 +220,28 @@ def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length
     return sorted(runs + _more_sets(ranked[2:], runs))
 
 
+def _lumens_go_on(power, periodic, above, below, fraction):
+    """Whether every row between the runs ``above`` and ``below`` (first and last
+    index) keeps ``fraction`` of the weaker run's periodic power (the mean of
+    ``power`` over its ``periodic`` rows).
+
+    Within a set of long trenches the cells' halos can spread the rows' power
+    between the harmonics for a stretch longer than a set's holes (independent
+    simulator 1417: 394 px trenches, rows 756-812 periodic at 1.2-1.5 in their
+    3-row median, with the set's power; 1377 likewise): the set was split in two,
+    taken for two sets facing each other, and half the boxes started in the middle
+    of the trenches (precision 0.54, 1417). The rows between the halves held 92-97 %
+    of the weaker half's periodic power there; between two sets lie the feeding
+    channel or PDMS, whose rows kept at most 0.7 % of it in phase and 2.1 % in
+    fluorescence (the first runs of rows of 156 independent positions, 1200-1245 and
+    1310-1419: 61 and 68 pairs of sets)."""
+    gap = slice(above[1] + 1, below[0])
+    if gap.start >= gap.stop:
+        return True
+    weaker = min(power[a:b + 1][periodic[a:b + 1]].mean() for a, b in (above, below))
+    return bool(power[gap].min() >= fraction * weaker)
+
+
 def _lone_cells(rows, ratio, power, step, pitch, reference, max_ratio=1.5, faint=0.2):
     """Runs of ``rows`` that are a cell floating in the feeding channel, not trenches:
     shorter than a pitch, under ``faint`` times ``reference`` (the strong rows' periodic
@@ -221,7 +249,14 @@ def _lone_cells(rows, ratio, power, step, pitch, reference, max_ratio=1.5, faint
     to row. Left in, one bridged two facing fluorescence sets into one (independent
     simulator 1327: a cell 4 rows long, ratio 0.72-0.77, 2-3 % of the sets' power, 56
     and 64 px from them; the lower set, 13 of 22 trenches, lay beside the upper set's
-    boxes at confidence 0.72, unwarned). A dim set's rows, bridged above, are longer."""
+    boxes at confidence 0.72, unwarned). Taken out before short interruptions of a set
+    are bridged: floating cells 16-40 px from a set of long trenches were joined to it,
+    which brought it within the merging distance of the facing set across a 155 px
+    feeding channel (1417: one run over both sets, 49 boxes for 20 trenches, precision
+    0.27). Over the first runs of rows of 156 independent positions (1200-1245,
+    1310-1419) taking them out first changed two more, both nearer the truth: a set's
+    run no longer began 48 px beyond its open end (1216), a run of floating cells with
+    no set in it was gone (1243)."""
     labels, n = ndimage.label(rows)
     lone = np.zeros(rows.shape, bool)
     for lab in range(1, n + 1):
