@@ -2052,7 +2052,7 @@ def test_a_site_beyond_the_run_counts_when_it_looks_like_the_runs_empty_lumens()
     assert np.allclose(np.sort(found["centres"]), sites[2:], atol=1.0)
 
 
-@pytest.mark.parametrize("seed,n_trenches", [(1418, 44), (1413, 65), (1267, 15)])
+@pytest.mark.parametrize("seed,n_trenches", [(1418, 44), (1413, 65), (1267, 15), (1386, 15)])
 def test_an_empty_lumen_whose_box_leaves_the_frame_is_kept_like_the_sets_others(
         seed, n_trenches):
     """Independent simulator 1418 and 1413 (found on their first runs), 1267 (an open
@@ -2061,7 +2061,9 @@ def test_an_empty_lumen_whose_box_leaves_the_frame_is_kept_like_the_sets_others(
     (``EDGE_MATCH``: plain PDMS at the edge matched at 0.88 on 1017), but the template
     is the filled lumens', and the empty one matched it at 0.5-0.65: one trench
     dropped, unwarned. Its window looks like the set's other empty lumens' (as
-    ``centres._like_run_empties`` asks): kept."""
+    ``centres._like_run_empties`` asks): kept. 1386 (found on its first run): the set's
+    one other empty lumen to compare with (correlation 1.00, where a single one must
+    reach 0.95), the site beyond the run and its box both dropped before."""
     acq, closed, index, must = _every_trench_boxed_in_movie(seed, n_trenches)
     import bench_independent as bench
 
@@ -2073,8 +2075,9 @@ def test_an_empty_lumen_whose_box_leaves_the_frame_is_kept_like_the_sets_others(
 
 def test_like_other_empty_lumens_on_a_profile():
     """Array level: an empty lumen cut by the profile's end looks like the set's two
-    other empty lumens (each of those the others); a filled site, plain PDMS flagged
-    empty, or an empty lumen with only one other to compare with do not count."""
+    other empty lumens (each of those the others), or like a single other one; a filled
+    site, plain PDMS flagged empty, an empty lumen with none to compare with, or one
+    correlating under 0.95 with a single other (its rim 4 px away: 0.946) do not count."""
     from batchlib.trench.detection.centres import like_other_empty_lumens
 
     pitch = 40.0
@@ -2095,8 +2098,14 @@ def test_like_other_empty_lumens_on_a_profile():
     flat[: 30] = 1000.0                              # PDMS where the edge lumen was
     assert not like_other_empty_lumens(flat, sites, empty, pitch)[0]
     two = empty.copy()
-    two[6:] = False
-    assert not like_other_empty_lumens(prof, sites, two, pitch).any()
+    two[6:] = False                                  # the edge one and one other
+    like = like_other_empty_lumens(prof, sites, two, pitch)
+    assert like[0] and not like[1:].any()            # (the cut one is no reference)
+    one = empty.copy()
+    one[1:] = False
+    assert not like_other_empty_lumens(prof, sites, one, pitch).any()
+    rim_moved = prof - 90 * stripe(sites[3] + 2.5, 3) + 90 * stripe(sites[3] - 1.5, 3)
+    assert not like_other_empty_lumens(rim_moved, sites, two, pitch).any()
 
 
 def test_a_cell_floating_between_two_sets_does_not_join_them():

@@ -377,32 +377,37 @@ EMPTY_LIKE_MATCH = 0.9
 #: ... at this share of their scale or more, and at most its inverse.
 EMPTY_LIKE_SCALE = 0.6
 #: The run's own empty lumens: its sites matching the template this much under the
-#: median of its sites, where two or more do.
+#: median of its sites.
 EMPTY_LIKE_GAP = 0.2
+#: Where the run holds a single empty lumen, an edge site must correlate this well with
+#: its window (one window is noisier than a mean of several; independent simulator 1386:
+#: the set's last trench, empty, its box leaving the frame, 1.00 with the one other).
+EMPTY_LIKE_ONE_MATCH = 0.95
 
 
-def _run_empties_window(profile, pos, ncc, offsets, offset, pitch, min_sites=2):
-    """The mean window (each window's mean removed) at the lattice positions of the run's
-    sites that match the template :data:`EMPTY_LIKE_GAP` under the run's median match:
-    the run's own empty lumens where its filled ones set the template; ``None`` where
-    fewer than ``min_sites`` do."""
+def _run_empties_window(profile, pos, ncc, offsets, offset, pitch):
+    """``(mean, n)``: the mean window (each window's mean removed) at the lattice
+    positions of the run's ``n`` sites that match the template :data:`EMPTY_LIKE_GAP`
+    under the run's median match: the run's own empty lumens where its filled ones set
+    the template; ``(None, 0)`` where none does."""
     ncc = np.nan_to_num(np.asarray(ncc, float))
     weak = np.asarray(pos, float)[ncc < float(np.median(ncc)) - EMPTY_LIKE_GAP]
-    if weak.size < min_sites:
-        return None
+    if weak.size == 0:
+        return None, 0
     at = offset + np.rint((weak - offset) / pitch) * pitch
     wins = _windows(profile, at[:, None], offsets)[:, 0]
     wins = wins - nanmean(wins, axis=1)[:, None]
     mean = nanmean(wins, axis=0)
-    return mean if np.isfinite(mean).all() and np.ptp(mean) > 0 else None
+    return (mean, weak.size) if np.isfinite(mean).all() and np.ptp(mean) > 0 else (None, 0)
 
 
-def _like_run_empties(window, empties) -> bool:
-    """Whether ``window`` correlates with the run's empty lumens' mean window
-    (:func:`_run_empties_window`) at :data:`EMPTY_LIKE_MATCH` or more, at a scale within
+def _like_run_empties(window, empties, n=2) -> bool:
+    """Whether ``window`` correlates with the mean window of ``n`` empty lumens of the
+    run (:func:`_run_empties_window`) at :data:`EMPTY_LIKE_MATCH` or more
+    (:data:`EMPTY_LIKE_ONE_MATCH` against a single one), at a scale within
     :data:`EMPTY_LIKE_SCALE` of theirs (on 60 % of the window or more)."""
     ok = np.isfinite(window)
-    if empties is None or ok.sum() < 0.6 * window.size:
+    if empties is None or n < 1 or ok.sum() < 0.6 * window.size:
         return False
     a = window[ok] - window[ok].mean()
     b = empties[ok] - empties[ok].mean()
@@ -410,14 +415,15 @@ def _like_run_empties(window, empties) -> bool:
     if not den > 0:
         return False
     scale = float((a * b).sum() / (b * b).sum())
-    return bool((a * b).sum() / den >= EMPTY_LIKE_MATCH
+    match = EMPTY_LIKE_MATCH if n >= 2 else EMPTY_LIKE_ONE_MATCH
+    return bool((a * b).sum() / den >= match
                 and EMPTY_LIKE_SCALE <= scale <= 1.0 / EMPTY_LIKE_SCALE)
 
 
 def like_other_empty_lumens(profile, centres, empty, pitch) -> np.ndarray:
     """Per site of a set: whether it is flagged ``empty`` and its window (a pitch wide,
     60 % of it or more in the profile) looks like the mean window of the set's other
-    empty lumens, two or more whose windows lie wholly in the profile
+    empty lumens whose windows lie wholly in the profile, one or more
     (:func:`_like_run_empties`).
 
     An empty lumen at the frame's side edge whose box leaves the frame is kept on
@@ -435,9 +441,9 @@ def like_other_empty_lumens(profile, centres, empty, pitch) -> np.ndarray:
     for i in np.flatnonzero(empty):
         others = empty & whole
         others[i] = False
-        if others.sum() >= 2:
+        if others.any():
             mean = (wins[others] - wins[others].mean(axis=1)[:, None]).mean(axis=0)
-            like[i] = _like_run_empties(wins[i], mean)
+            like[i] = _like_run_empties(wins[i], mean, int(others.sum()))
     return like
 
 
@@ -467,7 +473,7 @@ def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitc
     kept = np.rint((pos - offset) / pitch)                    # lattice indices
     m_all = np.rint((np.asarray(site, float) - offset) / pitch)
     scale = float(np.ptp(tmpl))
-    empties = _run_empties_window(profile, pos, ncc, offsets, offset, pitch)
+    empties, n_empties = _run_empties_window(profile, pos, ncc, offsets, offset, pitch)
     add = []
     for step, start in ((-1, kept.min()), (+1, kept.max())):
         m = start + step
@@ -478,7 +484,7 @@ def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitc
             mirror = _mirror_ncc(win)
             if not ((mirror >= min_mirror and contrast >= min_contrast * scale)
                     or (mirror >= CLEAR_MIRROR and contrast >= WEAK_LUMEN_RATIO * scale)
-                    or _like_run_empties(win, empties)):
+                    or _like_run_empties(win, empties, n_empties)):
                 break
             add.append(at)
             m += step
