@@ -377,21 +377,32 @@ EMPTY_LIKE_MATCH = 0.9
 #: ... at this share of their scale or more, and at most its inverse.
 EMPTY_LIKE_SCALE = 0.6
 #: The run's own empty lumens: its sites matching the template this much under the
-#: median of its sites.
+#: median of its sites ...
 EMPTY_LIKE_GAP = 0.2
+#: ... or at under this share of the median site's scale of the template: empty lumens
+#: shaped like the filled ones, faint (independent simulator 1009: three empty lumens
+#: matching at 0.84-0.86 where the run's median is 0.99, at 0.21 of its scale; the
+#: filled sites 0.53 and more of it over independent 1009's two sets).
+EMPTY_LIKE_AMPLITUDE = 0.4
 #: Where the run holds a single empty lumen, an edge site must correlate this well with
 #: its window (one window is noisier than a mean of several; independent simulator 1386:
 #: the set's last trench, empty, its box leaving the frame, 1.00 with the one other).
 EMPTY_LIKE_ONE_MATCH = 0.95
 
 
-def _run_empties_window(profile, pos, ncc, offsets, offset, pitch):
+def _run_empties_window(profile, pos, ncc, offsets, offset, pitch, amplitude=None):
     """``(mean, n)``: the mean window (each window's mean removed) at the lattice
     positions of the run's ``n`` sites that match the template :data:`EMPTY_LIKE_GAP`
-    under the run's median match: the run's own empty lumens where its filled ones set
-    the template; ``(None, 0)`` where none does."""
+    under the run's median match, or whose ``amplitude`` (the template's scale in them)
+    is under :data:`EMPTY_LIKE_AMPLITUDE` of the run's median: the run's own empty
+    lumens where its filled ones set the template; ``(None, 0)`` where none is."""
     ncc = np.nan_to_num(np.asarray(ncc, float))
-    weak = np.asarray(pos, float)[ncc < float(np.median(ncc)) - EMPTY_LIKE_GAP]
+    faint = ncc < float(np.median(ncc)) - EMPTY_LIKE_GAP
+    if amplitude is not None and np.isfinite(amplitude).any():
+        amplitude = np.asarray(amplitude, float)
+        faint |= np.nan_to_num(amplitude, nan=np.inf) \
+            < EMPTY_LIKE_AMPLITUDE * float(np.nanmedian(amplitude))
+    weak = np.asarray(pos, float)[faint]
     if weak.size == 0:
         return None, 0
     at = offset + np.rint((weak - offset) / pitch) * pitch
@@ -473,7 +484,8 @@ def _with_empty_edge_lumens(profile, site, offsets, tmpl, pos, ncc, offset, pitc
     kept = np.rint((pos - offset) / pitch)                    # lattice indices
     m_all = np.rint((np.asarray(site, float) - offset) / pitch)
     scale = float(np.ptp(tmpl))
-    empties, n_empties = _run_empties_window(profile, pos, ncc, offsets, offset, pitch)
+    empties, n_empties = _run_empties_window(profile, pos, ncc, offsets, offset, pitch,
+                                             _amplitude(profile, pos, offsets, tmpl))
     add = []
     for step, start in ((-1, kept.min()), (+1, kept.max())):
         m = start + step
