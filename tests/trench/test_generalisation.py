@@ -1021,15 +1021,26 @@ def test_phase_pitch_kept_when_cells_halos_blur_the_rows_periodicity():
     assert not half_way_alike(layout)
 
 
-def test_phase_angle_over_the_whole_set_when_its_periodic_rows_are_few():
+@pytest.mark.parametrize("rows_joined", [True, False])
+def test_phase_angle_over_the_whole_set_when_its_periodic_rows_are_few(monkeypatch,
+                                                                       rows_joined):
     """Phase, wide halos at 768² (held-out halo_walls 10146): the periodic rows covered
     rows 323-411 of a set spanning 212-440 and the angle read off them was 0.19 deg
-    off. Searched again over the whole set, between its ends, it is within 0.07."""
+    off. Searched again over the whole set, between its ends, it is within 0.07. The
+    rows between the periodic runs keep the set's periodic power, and now join them
+    (``trench_sets._lumens_go_on``): the set's rows are found whole (212-412) and the
+    angle is right without the search (0.0004 deg); without that rule the search still
+    corrects it."""
+    from batchlib.trench.detection import trench_sets
+
+    if not rows_joined:
+        monkeypatch.setattr(trench_sets, "_lumens_go_on", lambda *args: False)
     cfg = sample_config("halo_walls", 10146, height=768, width=768, n_timepoints=1, n_positions=1)
     pos = simulate_position(cfg, 0)
     layout = detect_trenches(pos.movies["phase"][0], kind="phase")
-    assert abs(layout.angle_deg - pos.metadata["angle_deg"]) < 0.07
-    assert abs(layout.quality["full_extent_correction_deg"]) > 0.1
+    assert abs(layout.angle_deg - pos.metadata["angle_deg"]) < (0.01 if rows_joined else 0.07)
+    correction = abs(layout.quality.get("full_extent_correction_deg", 0.0))
+    assert correction == 0.0 if rows_joined else correction > 0.1
     errs = _closed_end_errors(layout, pos.trenches, cfg.pitch_px)
     assert len(errs) == len(pos.trenches) and np.all(np.abs(errs) <= 2.0), errs
 
@@ -2234,7 +2245,7 @@ def test_rows_whose_periodicity_dips_midway_are_one_set():
     """A set's rows whose periodicity dips for a stretch (the cells' halos spreading the
     power between the harmonics) while its periodic power goes on are one set; the same
     dip at the feeding channel's power (half a percent of the set's) splits it."""
-    from batchlib.trench.detection.trench_sets import find_sets
+    from batchlib.trench.detection.trench_sets import PHASE_CONTINUED_POWER, find_sets
 
     row_y = np.arange(0, 1024, 8) + 3.5
     power, ratio = np.full(row_y.size, 1e3), np.full(row_y.size, 0.9)
@@ -2243,11 +2254,16 @@ def test_rows_whose_periodicity_dips_midway_are_one_set():
     power[upper], ratio[upper] = 1.0e7, 4.0
     power[lower], ratio[lower] = 8.0e6, 3.5
     ratio[dip] = 1.2
-    runs = find_sets(power, ratio, row_y, 78.0, weak_ratio=1.5)
+    phase = dict(weak_ratio=1.5, continued_power=PHASE_CONTINUED_POWER)
+    runs = find_sets(power, ratio, row_y, 78.0, **phase)
     assert [(round(a), round(b)) for a, b, _ in runs] == [(44, 428), (604, 988)]
+    split = [(44, 428), (604, 748), (844, 988)]
+    # without the rule (fluorescence, whose power is the cells') the dip splits the set
+    assert [(round(a), round(b)) for a, b, _ in find_sets(power, ratio, row_y, 78.0,
+                                                          weak_ratio=1.5)] == split
     power[dip] = 4e4
-    runs = find_sets(power, ratio, row_y, 78.0, weak_ratio=1.5)
-    assert [(round(a), round(b)) for a, b, _ in runs] == [(44, 428), (604, 748), (844, 988)]
+    runs = find_sets(power, ratio, row_y, 78.0, **phase)
+    assert [(round(a), round(b)) for a, b, _ in runs] == split
 
 
 @pytest.mark.parametrize("seed,n_trenches,sets", [(1417, 26, [-1, 1]), (1377, 16, [-1])])

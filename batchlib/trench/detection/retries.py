@@ -12,7 +12,7 @@ import numpy as np
 
 from ..geometry import raw_to_rotated
 from ._common import TrenchDetectionError
-from .trench_sets import PHASE_WEAK_RATIO, find_sets, row_periodicity
+from .trench_sets import PHASE_CONTINUED_POWER, PHASE_WEAK_RATIO, find_sets, row_periodicity
 
 
 def at_multiple(again, layout, max_pitch, edge_pitch=None):
@@ -99,7 +99,8 @@ def edges_disagree(rot, y8, layout, max_overlap=0.5):
     few milliseconds, and the whole detection again only where they disagree.
     """
     power, ratio = row_periodicity(np.abs(np.diff(rot, axis=1)), layout.pitch)
-    runs = find_sets(power, ratio, y8, layout.pitch, weak_ratio=PHASE_WEAK_RATIO)
+    runs = find_sets(power, ratio, y8, layout.pitch, weak_ratio=PHASE_WEAK_RATIO,
+                     continued_power=PHASE_CONTINUED_POWER)
     sets = list(layout.sets.itertuples())
     longer = False
     for y0, y1, _ in runs:

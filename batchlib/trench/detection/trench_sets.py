@@ -96,7 +96,7 @@ def row_coherence(rot, pitch, lag=2):
 
 def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length=None,
               merge_fraction=0.2, coherence=None, min_coherence=0.6, weak_ratio=None,
-              weak_power=0.1, weak_alone=False, continued_power=0.1):
+              weak_power=0.1, weak_alone=False, continued_power=None):
     """Row ranges of the trench sets.
 
     Parameters
@@ -116,10 +116,15 @@ def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length
     merge_fraction : float
         Runs separated by less than this fraction of the longer run's length
         are one set.
-    continued_power : float
+    continued_power : float, optional
         Runs are one set too where every row between them keeps at least this
         fraction of the weaker run's periodic power: the lumens go on, only
-        their periodicity dipped (see :func:`_lumens_go_on`).
+        their periodicity dipped (see :func:`_lumens_go_on`). For phase contrast
+        (:data:`PHASE_CONTINUED_POWER`), where every lumen shows whatever it
+        holds; in fluorescence the power is the cells', and cells floating in
+        the feeding channel, summed over a movie's maximum projection, kept a
+        tenth of it between two generated sets (`SyntheticConfig` seed 11 at
+        384 x 448: both sets taken for one).
     coherence : ndarray, optional
         From :func:`row_coherence`; rows with ``coherence >= min_coherence``
         count as trench rows too. For fluorescence, where a few irregularly
@@ -199,7 +204,8 @@ def find_sets(power, ratio, row_y, pitch, n_sets=None, min_ratio=3.0, min_length
         if merged:
             pa, pb = merged[-1]
             if (a - pb - 1) * step < merge_fraction * max(pb - pa + 1, b - a + 1) * step \
-                    or _lumens_go_on(p, periodic, (pa, pb), (a, b), continued_power):
+                    or (continued_power is not None
+                        and _lumens_go_on(p, periodic, (pa, pb), (a, b), continued_power)):
                 merged[-1] = (pa, b)
                 continue
         merged.append((a, b))
@@ -285,6 +291,9 @@ def _more_sets(others, kept, min_length=0.75, min_strength=0.2):
 #: phase: rows this periodic hold trenches when their periodic power is that of the
 #: most periodic rows (:func:`.trench_sets.find_sets`)
 PHASE_WEAK_RATIO = 1.5
+#: phase: runs of rows are one set where the rows between them keep this share of the
+#: weaker run's periodic power (:func:`_lumens_go_on`)
+PHASE_CONTINUED_POWER = 0.1
 
 
 def sets_at(bands8, y8, shape, angle, pitch, kind, n_sets, rows="periodic"):
@@ -301,6 +310,8 @@ def sets_at(bands8, y8, shape, angle, pitch, kind, n_sets, rows="periodic"):
     power, ratio = row_periodicity(np.abs(np.diff(rot, axis=1)) if rows == "edges" else rot,
                                    pitch)
     coherence = row_coherence(rot, pitch) if kind == "fluorescence" else None
-    weak = PHASE_WEAK_RATIO if kind == "phase" else None
+    phase = kind == "phase"
     return rot, power, ratio, find_sets(power, ratio, y8, pitch, n_sets, coherence=coherence,
-                                        weak_ratio=weak, weak_alone=rows == "weak")
+                                        weak_ratio=PHASE_WEAK_RATIO if phase else None,
+                                        weak_alone=rows == "weak",
+                                        continued_power=PHASE_CONTINUED_POWER if phase else None)
