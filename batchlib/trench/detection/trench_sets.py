@@ -241,11 +241,9 @@ def _lumens_go_on(power, periodic, above, below, fraction):
     channel or PDMS, whose rows kept at most 0.7 % of it in phase and 2.1 % in
     fluorescence (the first runs of rows of 156 independent positions, 1200-1245 and
     1310-1419: 61 and 68 pairs of sets)."""
-    gap = slice(above[1] + 1, below[0])
-    if gap.start >= gap.stop:
-        return True
     weaker = min(power[a:b + 1][periodic[a:b + 1]].mean() for a, b in (above, below))
-    return bool(power[gap].min() >= fraction * weaker)
+    # runs are separate labels of ``periodic``: at least one row lies between them
+    return bool(power[above[1] + 1:below[0]].min() >= fraction * weaker)
 
 
 def _lone_cells(rows, ratio, power, step, pitch, reference, max_ratio=1.5, faint=0.2):
