@@ -2006,6 +2006,15 @@ def _every_trench_boxed_in_movie(seed, n_trenches):
     return acq, closed, index, must
 
 
+def _boxes_leaving_the_side(acq, closed, index, must, half_box):
+    """The trenches of ``must`` whose axis comes within ``half_box`` of the frame's side
+    at its closed or open end (their boxes leave the frame)."""
+    width = acq.phase.shape[2]
+    ends = [(closed[i][0], acq.trenches[index[i]]["open_xy"][0]) for i in range(len(index))]
+    return [i for i in np.flatnonzero(must)
+            if min(min(x, width - 1 - x) for x in ends[i]) < half_box]
+
+
 @pytest.mark.parametrize("seed,n_trenches,mirror", [(1389, 50, "0.84 and beyond the frame"),
                                                     (1376, 23, "0.57-0.71")])
 def test_empty_lumens_beyond_the_run_like_its_own_empty_ones_are_found(seed, n_trenches,
@@ -2078,10 +2087,44 @@ def test_an_empty_lumen_whose_box_leaves_the_frame_is_kept_like_the_sets_others(
     acq, closed, index, must = _every_trench_boxed_in_movie(seed, n_trenches)
     import bench_independent as bench
 
-    width, half_box = acq.phase.shape[2], 0.5 * bench.box_width(acq.pixel_size_um)
-    edge = [i for i in np.flatnonzero(must)                  # whose box leaves the frame
-            if min(closed[i][0], width - 1 - closed[i][0]) < half_box]
+    half_box = 0.5 * bench.box_width(acq.pixel_size_um)
+    edge = _boxes_leaving_the_side(acq, closed, index, must, half_box)
     assert any(acq.trenches[index[i]]["empty"] for i in edge)   # the one dropped before
+
+
+@pytest.mark.parametrize("seed,n_trenches", [(1428, 23), (1423, 56), (1019, 39)])
+def test_a_filled_trench_whose_box_leaves_the_frame_is_kept_on_its_cells(seed, n_trenches):
+    """Independent simulator 1428 and 1423 (found on their first runs), 1019 (open since
+    it was first run): the last trench of a set, filled, its lumen 10-17 px from the
+    frame's right edge and its box leaving the frame. Its site matched the filled
+    lumens' template at 0.84-0.90, under ``EDGE_MATCH`` (0.9), and its box was dropped,
+    unwarned (recall 0.957-0.982). Its lumen shows cells' texture 9-33 times the walls'
+    in a set whose empty flags are clear (``trench_layout.holds_cells_at_edge``): kept."""
+    acq, closed, index, must = _every_trench_boxed_in_movie(seed, n_trenches)
+    import bench_independent as bench
+
+    half_box = 0.5 * bench.box_width(acq.pixel_size_um)
+    edge = _boxes_leaving_the_side(acq, closed, index, must, half_box)
+    assert any(not acq.trenches[index[i]]["empty"] for i in edge)   # the one dropped before
+
+
+def test_holds_cells_at_edge_on_a_detected_set():
+    """Array level: a site at the frame's edge whose box leaves it counts with a match of
+    0.8 where its lumen shows cells (not flagged empty, texture at least 4 times the
+    walls', flags clear), and not with 0.85 and an empty lumen's texture, nor in a set
+    whose flags are unclear; a match of 0.9 counts as before."""
+    from batchlib.trench.detection.trench_layout import boxes_on_frame, holds_cells_at_edge
+    from batchlib.trench.geometry import box_corners
+
+    shape, lumen, box = (300, 200), 10.0, 24
+    corners = np.stack([box_corners(x, 20.0, 1, 200, box) for x in (100.0, 192.0)])
+    score = np.array([0.99, 0.85])
+    assert boxes_on_frame(corners, shape, lumen, box, score).tolist() == [True, False]
+    for signal, empty, clear, kept in [(9.0, False, True, True), (1.2, True, True, False),
+                                       (3.0, False, True, False), (9.0, False, False, False)]:
+        cells = holds_cells_at_edge(score, [30.0, signal], [False, empty], clear)
+        assert boxes_on_frame(corners, shape, lumen, box, score, cells).tolist() == [True, kept]
+    assert not holds_cells_at_edge([0.79], [30.0], [False], True)[0]
 
 
 def test_like_other_empty_lumens_on_a_profile():

@@ -45,7 +45,8 @@ from .retries import (SAME_PITCH, at_finer_lattice, at_fractions, at_multiple, e
                       with_more_trenches)
 from .rotation import angle_from_bands
 from .tilt import detect_any_tilt
-from .trench_layout import SET_COLUMNS, TRENCH_COLUMNS, TrenchLayout, boxes_on_frame
+from .trench_layout import (SET_COLUMNS, TRENCH_COLUMNS, TrenchLayout, boxes_on_frame,
+                           holds_cells_at_edge)
 from .trench_sets import sets_at
 
 __all__ = ["TrenchLayout", "detect_trenches"]
@@ -412,8 +413,9 @@ def _empty_flags_by_set(found, kind):
     """
     clear = [empty_flags_clear(kind, f["signal"]) for f in found]
     n_unclear = sum(not ok for ok in clear)
-    for f in found:
+    for f, ok in zip(found, clear):
         f["empty_unclear"] = np.zeros(len(f["empty"]), bool)
+        f["empty_flags_clear"] = ok
     if n_unclear and sum(int(np.sum(f["empty"])) for f, ok in zip(found, clear)
                          if ok) >= MIN_REFERENCE_EMPTY:
         for f, ok in zip(found, clear):
@@ -636,6 +638,7 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
                             for x, y in zip(s["centres"], closed)]) if n else np.zeros((0, 4, 2))
         raw = rotated_to_raw(corners, angle, shape)
         like = like_other_empty_lumens(s["profile"], s["centres"], s["empty"], pitch) \
+            | holds_cells_at_edge(s["ncc"], s["signal"], s["empty"], s["empty_flags_clear"]) \
             if kind == "phase" else None
         inside = boxes_on_frame(raw, shape, s["lumen_width"], box_width, s["ncc"], like)
         if inside.sum() < min_trenches:

@@ -22,6 +22,37 @@ SET_COLUMNS = ["set", "y_closed", "y_open", "direction"]
 #: lumens' template at least this well (the edge sites of independent seeds 1058-1068 that
 #: were trenches: 0.98-1.0).
 EDGE_MATCH = 0.9
+#: ... or, in phase contrast, at least this well where its lumen shows cells
+#: (:func:`holds_cells_at_edge`).
+EDGE_CELLS_MATCH = 0.8
+#: The lumen's texture over the walls' (the phase empty flag's signal) that shows cells at
+#: a site the empty flags call filled: the flags' floor (:func:`.quality.empty_flags_clear`).
+EDGE_CELLS_TEXTURE = 4.0
+
+
+def holds_cells_at_edge(score, signal, empty, flags_clear) -> np.ndarray:
+    """Per phase site: whether its lumen holds cells, and its site matches the lumens'
+    template at :data:`EDGE_CELLS_MATCH` or more.
+
+    At the frame's side edge a filled trench's site sees part of its neighbourhood, its
+    cells in a lumen whose outer wall may lie beyond the frame: independent simulator
+    1019, 1423 and 1428 each lost their last trench, filled, unwarned, at matches of
+    0.84-0.90 (under :data:`EDGE_MATCH`), the lumens' texture 9-33 times the walls'
+    (the sets' filled lumens: 12-30; empty ones 0.8-1.8). Plain PDMS beyond the last
+    trench matched at 0.65-0.88 but shows no cells' texture. Only where the set's empty
+    flags were decided on a clear gap (``flags_clear``): an empty lumen's texture reaches
+    five times the walls' under JPEG artefacts.
+
+    >>> holds_cells_at_edge([0.85, 0.85, 0.75, 0.85], [9.0, 1.2, 9.0, 9.0],
+    ...                     [False, True, False, False], True).tolist()
+    [True, False, False, True]
+    >>> holds_cells_at_edge([0.85], [9.0], [False], False).tolist()
+    [False]
+    """
+    score = np.nan_to_num(np.asarray(score, float))
+    signal = np.nan_to_num(np.asarray(signal, float))
+    return (bool(flags_clear) & (score >= EDGE_CELLS_MATCH) & (signal >= EDGE_CELLS_TEXTURE)
+            & ~np.asarray(empty, bool))
 
 
 def boxes_on_frame(raw_corners, shape, lumen_width, box_width, score,
@@ -29,7 +60,8 @@ def boxes_on_frame(raw_corners, shape, lumen_width, box_width, score,
     """Per box: whether it lies on the image, or its lumen does and its site matches the
     lumens' template at :data:`EDGE_MATCH` or more (``score``), or is known to be a
     lumen otherwise (``lumen_like``: an empty lumen like its set's others,
-    :func:`.centres.like_other_empty_lumens`).
+    :func:`.centres.like_other_empty_lumens`, or a lumen holding cells,
+    :func:`holds_cells_at_edge`).
 
     A trench at the frame's side edge whose lumen lies in the frame (with a pixel of
     wall either side, :func:`~batchlib.trench.geometry.lumen_share`) is kept, the
