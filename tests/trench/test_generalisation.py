@@ -2072,7 +2072,8 @@ def test_a_site_beyond_the_run_counts_when_it_looks_like_the_runs_empty_lumens()
     assert np.allclose(np.sort(found["centres"]), sites[2:], atol=1.0)
 
 
-@pytest.mark.parametrize("seed,n_trenches", [(1418, 44), (1413, 65), (1267, 15), (1386, 15)])
+@pytest.mark.parametrize("seed,n_trenches", [(1418, 44), (1413, 65), (1267, 15), (1386, 15),
+                                              (1321, 45)])
 def test_an_empty_lumen_whose_box_leaves_the_frame_is_kept_like_the_sets_others(
         seed, n_trenches):
     """Independent simulator 1418 and 1413 (found on their first runs), 1267 (an open
@@ -2083,7 +2084,10 @@ def test_an_empty_lumen_whose_box_leaves_the_frame_is_kept_like_the_sets_others(
     dropped, unwarned. Its window looks like the set's other empty lumens' (as
     ``centres._like_run_empties`` asks): kept. 1386 (found on its first run): the set's
     one other empty lumen to compare with (correlation 1.00, where a single one must
-    reach 0.95), the site beyond the run and its box both dropped before."""
+    reach 0.95), the site beyond the run and its box both dropped before. 1321 (open
+    since its first run): the set at 1.9°, its profile cut where the turned frame leaves
+    the raw one, 57 % of the edge lumen's window in it (60 % was asked; correlation
+    0.997 with the set's six other empty lumens')."""
     acq, closed, index, must = _every_trench_boxed_in_movie(seed, n_trenches)
     import bench_independent as bench
 
@@ -2131,7 +2135,8 @@ def test_like_other_empty_lumens_on_a_profile():
     """Array level: an empty lumen cut by the profile's end looks like the set's two
     other empty lumens (each of those the others), or like a single other one; a filled
     site, plain PDMS flagged empty, an empty lumen with none to compare with, or one
-    correlating under 0.95 with a single other (its rim 4 px away: 0.946) do not count."""
+    correlating under 0.95 with a single other (its rim 4 px away: 0.946) do not count.
+    Half the edge window in the profile suffices (``EDGE_WINDOW_SHARE``), less does not."""
     from batchlib.trench.detection.centres import like_other_empty_lumens
 
     pitch = 40.0
@@ -2160,6 +2165,11 @@ def test_like_other_empty_lumens_on_a_profile():
     assert not like_other_empty_lumens(prof, sites, one, pitch).any()
     rim_moved = prof - 90 * stripe(sites[3] + 2.5, 3) + 90 * stripe(sites[3] - 1.5, 3)
     assert not like_other_empty_lumens(rim_moved, sites, two, pitch).any()
+    cut = prof.copy()
+    cut[:5] = np.nan                  # 24 of the edge window's 41 samples left (59 %)
+    assert like_other_empty_lumens(cut, sites, empty, pitch)[0]
+    cut[:9] = np.nan                  # 20 left, under half: the lumen's centre is gone
+    assert not like_other_empty_lumens(cut, sites, empty, pitch)[0]
 
 
 def test_a_cell_floating_between_two_sets_does_not_join_them():
