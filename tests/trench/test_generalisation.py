@@ -1713,6 +1713,28 @@ def test_a_halo_beyond_a_filled_sets_closed_end_is_warned():
                for w in layout.warnings)
 
 
+def test_a_faint_opposite_halo_beyond_a_filled_sets_closed_end_is_warned():
+    """Independent simulator 1455 (found on its first run): both sets filled, no empty
+    lumen; each mother's pole a bright halo at the closed end, a third of the cells'
+    dark contrast, so the magnitude's half-level rise stopped at the mothers' bodies:
+    every box 2-4.5 px inside its trench's end, most mothers cut, confidence 0.81,
+    no warning. The halo of the opposite sign beyond the line is recorded
+    (``filled_ends.opposite_halo_beyond``) and the end said to be unsure."""
+    from batchlib.trench.detection.layout_checks import CLEARED_WARN_PX
+    from batchlib.trench.detection.movie import detect_in_movie
+
+    acq = _independent_simulation(1455)  # puts benchmarks/ on the path
+    import bench_independent as bench
+
+    layout, _ = detect_in_movie(acq.phase, "phase", box_width=bench.box_width(acq.pixel_size_um))
+    closed, index, must, pairs = _boxes_on_truth(acq, layout, "phase")
+    assert len(pairs) == len(layout.trenches) == must.sum()       # the boxes' trenches right
+    beyond = layout.quality["closed_end_halo_beyond_px"]
+    assert CLEARED_WARN_PX <= beyond <= 5.0
+    assert any("closed end is unsure" in w and f"{beyond:.1f} px" in w
+               for w in layout.warnings)
+
+
 def test_no_cleared_end_warning_on_a_nominal_position():
     cfg = sample_config("nominal", 100, height=1024, width=1024, n_timepoints=3, n_positions=1)
     pos = simulate_position(cfg, 0)

@@ -25,7 +25,7 @@ import numpy as np
 from ._common import nanmean
 from .ends import smooth, smooth_columns
 
-__all__ = ["outermost_rise", "clear_closed_end", "MIN_EMPTY"]
+__all__ = ["outermost_rise", "clear_closed_end", "opposite_halo_beyond", "MIN_EMPTY"]
 
 #: With at least this many empty trenches in a set their lumens draw its ends.
 MIN_EMPTY = 3
@@ -35,6 +35,12 @@ CANCELLED = 0.5
 #: The mean contrast read again, less smoothed (Gaussian sigma, rows), for a bright halo
 #: right at the closed end that the usual smoothing blends into the cells' dark contrast.
 FINE_SIGMA = 0.5
+#: A halo of the sign opposite to the filled lumens' contrast, beyond the closed-end line,
+#: at this share of their level or more, is recorded as ``closed_end_halo_beyond_px``
+#: (:func:`opposite_halo_beyond`) ...
+OPPOSITE_HALO = 0.25
+#: ... where it peaks within this many rows of the line.
+OPPOSITE_HALO_REACH = 6.0
 
 
 def outermost_rise(rows, profile, inside_rows, outward, fraction=0.5, outside_rows=10):
@@ -124,7 +130,8 @@ def clear_closed_end(s, tolerance=1.0, inset=10.0) -> float:
     cancelled = np.nanmedian(np.abs(profile[inside])) < CANCELLED * np.nanmedian(
         magnitude[inside])
     if not cancelled:
-        fine = _move(s, outermost_rise(rows, smooth(mean, FINE_SIGMA), inside, -d))
+        fine_mean = smooth(mean, FINE_SIGMA)
+        fine = _move(s, outermost_rise(rows, fine_mean, inside, -d))
         s["closed_end_halo_beyond_px"] = max(0.0, fine - (move if move > tolerance else 0.0))
     else:
         # lumens of both signs (dark cells, bright lumens the texture called filled)
@@ -139,15 +146,54 @@ def clear_closed_end(s, tolerance=1.0, inset=10.0) -> float:
         by_magnitude = _move(s, outermost_rise(rows, magnitude, inside, -d))
         s["closed_end_readings_differ_px"] = abs(move - by_magnitude)
         move = by_magnitude
-    if move <= tolerance:
+    if move > tolerance:
+        if d == 1:
+            s["top_each"] = np.asarray(s["top_each"]) - move
+            s["y_top"] = min(s["y_top"], float(np.nanmedian(s["top_each"])))
+        else:
+            s["bottom_each"] = np.asarray(s["bottom_each"]) + move
+            s["y_bottom"] = max(s["y_bottom"], float(np.nanmedian(s["bottom_each"])))
+    if not cancelled:
+        line = float(np.nanmedian(s["top_each"] if d == 1 else s["bottom_each"]))
+        s["closed_end_halo_beyond_px"] = max(
+            s["closed_end_halo_beyond_px"],
+            opposite_halo_beyond(rows, fine_mean, inside, line, -d))
+    return move if move > tolerance else 0.0
+
+
+def opposite_halo_beyond(rows, profile, inside_rows, line, outward) -> float:
+    """How far beyond ``line`` (px, towards ``outward``) ``profile`` peaks with the sign
+    opposite to its median inside the set, at :data:`OPPOSITE_HALO` of that level or
+    more, within :data:`OPPOSITE_HALO_REACH` rows; 0.0 where it does not.
+
+    Phase cells dark in the lumen have a bright halo at their poles, and a mother at
+    the closed end puts hers where the trench begins. The half-level rise of the
+    contrast's magnitude (:func:`outermost_rise`) then stops at her dark body, inside
+    her, where the halo is fainter than half her contrast: independent simulator 1455
+    (no empty trench; halo +180 against -540, a third), every box 2-4.5 px inside
+    the trenches' ends, 79 % of the mothers cut, at confidence 0.81 without a warning.
+    The halo cannot be told from one beyond the trench's end (as for the same-signed
+    halo of :func:`clear_closed_end`), so it is recorded, not acted on.
+
+    Examples
+    --------
+    >>> rows = np.arange(60.0)
+    >>> p = np.where(rows >= 42, -540.0, 0.0)
+    >>> p[37:42] = [60.0, 120.0, 180.0, 120.0, 60.0]              # the halo, peak at row 39
+    >>> round(opposite_halo_beyond(rows, p, rows >= 50, 42.0, -1), 1)
+    3.0
+    >>> opposite_halo_beyond(rows, np.where(rows >= 42, -540.0, 0.0), rows >= 50, 42.0, -1)
+    0.0
+    """
+    p = np.asarray(profile, float)
+    level = float(np.nanmedian(p[np.asarray(inside_rows, bool)]))
+    away = (line - np.asarray(rows, float)) * (-outward)
+    near = (away > 0) & (away <= OPPOSITE_HALO_REACH) & np.isfinite(p)
+    if not near.any() or not level != 0:
         return 0.0
-    if d == 1:
-        s["top_each"] = np.asarray(s["top_each"]) - move
-        s["y_top"] = min(s["y_top"], float(np.nanmedian(s["top_each"])))
-    else:
-        s["bottom_each"] = np.asarray(s["bottom_each"]) + move
-        s["y_bottom"] = max(s["y_bottom"], float(np.nanmedian(s["bottom_each"])))
-    return move
+    opposite = -np.sign(level) * p[near]
+    i = int(np.argmax(opposite))
+    return float(away[near][i]) if opposite[i] >= OPPOSITE_HALO * abs(level) else 0.0
 
 
 def _move(s, rise) -> float:
