@@ -106,7 +106,8 @@ def clear_closed_end(s, tolerance=1.0, inset=10.0) -> float:
     mean: :data:`CANCELLED`) where it lies more than ``tolerance`` px further in.
 
     Records ``s["closed_end_halo_beyond_px"]``: how far beyond the line (as moved) the
-    mean contrast, less smoothed (:data:`FINE_SIGMA`), rises; a halo there can be the
+    mean contrast, less smoothed (:data:`FINE_SIGMA`), rises, or a fainter halo of the
+    opposite sign peaks (:func:`opposite_halo_beyond`); a halo there can be the
     mothers' poles (the line then lies inside them) or a halo beyond the trench's end,
     and the two look alike (independent simulator 1225 and 1206, both 2.6-3.0 px: the
     first's boxes started inside 35 % of its mothers, the second's were right).
@@ -189,7 +190,7 @@ def opposite_halo_beyond(rows, profile, inside_rows, line, outward) -> float:
     level = float(np.nanmedian(p[np.asarray(inside_rows, bool)]))
     away = (line - np.asarray(rows, float)) * (-outward)
     near = (away > 0) & (away <= OPPOSITE_HALO_REACH) & np.isfinite(p)
-    if not near.any() or not level != 0:
+    if not near.any() or not np.isfinite(level) or level == 0:
         return 0.0
     opposite = -np.sign(level) * p[near]
     i = int(np.argmax(opposite))
