@@ -12,7 +12,7 @@ import numpy as np
 
 from ..geometry import raw_to_rotated
 from ._common import TrenchDetectionError
-from .trench_sets import PHASE_CONTINUED_POWER, PHASE_WEAK_RATIO, find_sets, row_periodicity
+from .trench_sets import sets_in
 
 
 def at_multiple(again, layout, max_pitch, edge_pitch=None):
@@ -82,8 +82,8 @@ SAME_END_PX = 3.0
 
 
 def edges_disagree(rot, y8, layout, max_overlap=0.5):
-    """What the rows' edges (as :func:`sets_at` with ``rows="edges"``) of ``rot``, the
-    straightened band image at the layout's angle, say that the layout missed:
+    """What the rows' edges (:func:`.trench_sets.sets_in` with ``rows="edges"``) of
+    ``rot``, the straightened band image at the layout's angle, say that the layout missed:
     ``"another set"`` where a run of their rows lies less than ``max_overlap`` within
     the rows of any set of the layout, ``"longer"`` where a run overlapping a set runs
     on past its closed end by more than :data:`EDGES_BEYOND_END_PX`, else ``None``.
@@ -98,9 +98,7 @@ def edges_disagree(rot, y8, layout, max_overlap=0.5):
     the mothers, at confidence 0.43, unwarned; the edges run to the ends). Cheap: a
     few milliseconds, and the whole detection again only where they disagree.
     """
-    power, ratio = row_periodicity(np.abs(np.diff(rot, axis=1)), layout.pitch)
-    runs = find_sets(power, ratio, y8, layout.pitch, weak_ratio=PHASE_WEAK_RATIO,
-                     continued_power=PHASE_CONTINUED_POWER)
+    _, _, runs = sets_in(rot, y8, layout.pitch, "phase", rows="edges")
     sets = list(layout.sets.itertuples())
     longer = False
     for y0, y1, _ in runs:

@@ -305,11 +305,17 @@ def sets_at(bands8, y8, shape, angle, pitch, kind, n_sets, rows="periodic"):
     the power half-way between its harmonics.
     """
     rot = rotated_band_image(bands8, y8, shape, angle, y8)
+    return (rot, *sets_in(rot, y8, pitch, kind, n_sets, rows))
+
+
+def sets_in(rot, y8, pitch, kind, n_sets=None, rows="periodic"):
+    """``(power, ratio, runs)`` of the straightened low-resolution image ``rot`` (rows
+    ``y8``): :func:`sets_at` on an image already straightened."""
     power, ratio = row_periodicity(np.abs(np.diff(rot, axis=1)) if rows == "edges" else rot,
                                    pitch)
     coherence = row_coherence(rot, pitch) if kind == "fluorescence" else None
     phase = kind == "phase"
-    return rot, power, ratio, find_sets(power, ratio, y8, pitch, n_sets, coherence=coherence,
-                                        weak_ratio=PHASE_WEAK_RATIO if phase else None,
-                                        weak_alone=rows == "weak",
-                                        continued_power=PHASE_CONTINUED_POWER if phase else None)
+    return power, ratio, find_sets(power, ratio, y8, pitch, n_sets, coherence=coherence,
+                                   weak_ratio=PHASE_WEAK_RATIO if phase else None,
+                                   weak_alone=rows == "weak",
+                                   continued_power=PHASE_CONTINUED_POWER if phase else None)
