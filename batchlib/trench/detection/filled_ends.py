@@ -25,7 +25,8 @@ import numpy as np
 from ._common import nanmean
 from .ends import smooth, smooth_columns
 
-__all__ = ["outermost_rise", "clear_closed_end", "opposite_halo_beyond", "MIN_EMPTY"]
+__all__ = ["outermost_rise", "clear_closed_end", "opposite_halo_beyond", "pole_halo_beyond",
+           "MIN_EMPTY"]
 
 #: With at least this many empty trenches in a set their lumens draw its ends.
 MIN_EMPTY = 3
@@ -41,6 +42,9 @@ FINE_SIGMA = 0.5
 OPPOSITE_HALO = 0.25
 #: ... where it peaks within this many rows of the line.
 OPPOSITE_HALO_REACH = 6.0
+#: Such a halo that falls under half its peak within this many rows further out is the
+#: mothers' poles' (:func:`pole_halo_beyond`): the line moves out to its peak.
+POLE_HALO_FALL = 4.0
 
 
 def outermost_rise(rows, profile, inside_rows, outward, fraction=0.5, outside_rows=10):
@@ -105,6 +109,10 @@ def clear_closed_end(s, tolerance=1.0, inset=10.0) -> float:
     lumens' mean contrast (of their median magnitude where their signs cancel in the
     mean: :data:`CANCELLED`) where it lies more than ``tolerance`` px further in.
 
+    A narrow halo of the opposite sign beyond the line is the mothers' poles': the line
+    then moves out to its peak (:func:`pole_halo_beyond`; recorded in
+    ``s["closed_end_pole_halo_px"]``).
+
     Records ``s["closed_end_halo_beyond_px"]``: how far beyond the line (as moved) the
     mean contrast, less smoothed (:data:`FINE_SIGMA`), rises, or a fainter halo of the
     opposite sign peaks (:func:`opposite_halo_beyond`); a halo there can be the
@@ -127,6 +135,7 @@ def clear_closed_end(s, tolerance=1.0, inset=10.0) -> float:
     magnitude = _median_magnitude(excess)
     d = s["direction"]
     s["closed_end_readings_differ_px"] = s["closed_end_halo_beyond_px"] = 0.0
+    s["closed_end_pole_halo_px"] = 0.0
     move = _move(s, outermost_rise(rows, profile, inside, -d))
     cancelled = np.nanmedian(np.abs(profile[inside])) < CANCELLED * np.nanmedian(
         magnitude[inside])
@@ -148,18 +157,36 @@ def clear_closed_end(s, tolerance=1.0, inset=10.0) -> float:
         s["closed_end_readings_differ_px"] = abs(move - by_magnitude)
         move = by_magnitude
     if move > tolerance:
-        if d == 1:
-            s["top_each"] = np.asarray(s["top_each"]) - move
-            s["y_top"] = min(s["y_top"], float(np.nanmedian(s["top_each"])))
-        else:
-            s["bottom_each"] = np.asarray(s["bottom_each"]) + move
-            s["y_bottom"] = max(s["y_bottom"], float(np.nanmedian(s["bottom_each"])))
+        _move_out(s, move)
     if not cancelled:
-        line = float(np.nanmedian(s["top_each"] if d == 1 else s["bottom_each"]))
+        # the mothers' poles' bright halo beyond a line drawn at their dark bodies
+        # (independent simulator 1455: every box 2-4.5 px inside, 79 % of the mothers
+        # cut); a halo beyond the trench's end stays up further out (1009 and 1206, 5
+        # and 3 px out: still 0.8 and 0.7 of its peak 4 rows beyond it)
+        pole = pole_halo_beyond(rows, fine_mean, inside, _line(s), -d)
+        if pole > 0:
+            _move_out(s, pole)
+            s["closed_end_pole_halo_px"] = pole
+            s["closed_end_halo_beyond_px"] = max(0.0, s["closed_end_halo_beyond_px"] - pole)
         s["closed_end_halo_beyond_px"] = max(
             s["closed_end_halo_beyond_px"],
-            opposite_halo_beyond(rows, fine_mean, inside, line, -d))
+            opposite_halo_beyond(rows, fine_mean, inside, _line(s), -d))
     return move if move > tolerance else 0.0
+
+
+def _line(s) -> float:
+    """Set ``s``'s closed-end line: the median of its trenches' closed-end rows."""
+    return float(np.nanmedian(s["top_each"] if s["direction"] == 1 else s["bottom_each"]))
+
+
+def _move_out(s, by):
+    """Move set ``s``'s trenches' closed ends (and its edge there) out by ``by`` px."""
+    if s["direction"] == 1:
+        s["top_each"] = np.asarray(s["top_each"]) - by
+        s["y_top"] = min(s["y_top"], float(np.nanmedian(s["top_each"])))
+    else:
+        s["bottom_each"] = np.asarray(s["bottom_each"]) + by
+        s["y_bottom"] = max(s["y_bottom"], float(np.nanmedian(s["bottom_each"])))
 
 
 def opposite_halo_beyond(rows, profile, inside_rows, line, outward) -> float:
@@ -173,8 +200,8 @@ def opposite_halo_beyond(rows, profile, inside_rows, line, outward) -> float:
     her, where the halo is fainter than half her contrast: independent simulator 1455
     (no empty trench; halo +180 against -540, a third), every box 2-4.5 px inside
     the trenches' ends, 79 % of the mothers cut, at confidence 0.81 without a warning.
-    The halo cannot be told from one beyond the trench's end (as for the same-signed
-    halo of :func:`clear_closed_end`), so it is recorded, not acted on.
+    A halo beyond the trench's end can look alike (as for the same-signed halo of
+    :func:`clear_closed_end`); a narrow one is the poles' (:func:`pole_halo_beyond`).
 
     Examples
     --------
@@ -197,12 +224,43 @@ def opposite_halo_beyond(rows, profile, inside_rows, line, outward) -> float:
     return float(away[near][i]) if opposite[i] >= OPPOSITE_HALO * abs(level) else 0.0
 
 
+def pole_halo_beyond(rows, profile, inside_rows, line, outward) -> float:
+    """:func:`opposite_halo_beyond` where the halo, further out than its peak, falls under
+    half the peak within :data:`POLE_HALO_FALL` rows (the mothers' poles' halo); else 0.0.
+
+    A bright pole halo is as narrow as the optics' blur; the PDMS beyond a trench's end
+    can differ from the walls' level over many rows, and a halo there stays up
+    (independent simulator 1009 and 1206, lines right: 0.8 and 0.7 of the peak 4 rows
+    further out; 1455 and 1225, lines 3.3 and 1.0 px inside the mothers: 0.3 and 0.2).
+
+    Examples
+    --------
+    >>> rows = np.arange(60.0)
+    >>> p = np.where(rows >= 42, -540.0, 0.0)
+    >>> p[37:42] = [60.0, 120.0, 180.0, 120.0, 60.0]              # the halo, peak at row 39
+    >>> round(pole_halo_beyond(rows, p, rows >= 50, 42.0, -1), 1)
+    3.0
+    >>> p[30:39] = 170.0                                           # a plateau beyond it
+    >>> pole_halo_beyond(rows, p, rows >= 50, 42.0, -1)
+    0.0
+    """
+    peak_at = opposite_halo_beyond(rows, profile, inside_rows, line, outward)
+    if peak_at == 0.0:
+        return 0.0
+    p = np.asarray(profile, float)
+    level = float(np.nanmedian(p[np.asarray(inside_rows, bool)]))
+    away = (line - np.asarray(rows, float)) * (-outward)
+    opposite = -np.sign(level) * p
+    peak = float(opposite[np.argmin(np.abs(away - peak_at))])
+    further = (away > peak_at) & (away <= peak_at + POLE_HALO_FALL) & np.isfinite(p)
+    return peak_at if further.any() and np.min(opposite[further]) < 0.5 * peak else 0.0
+
+
 def _move(s, rise) -> float:
     """How far out (px, >= 0) set ``s``'s closed-end line must move to ``rise`` (NaN: 0)."""
     if not np.isfinite(rise):
         return 0.0
-    line = float(np.nanmedian(s["top_each"] if s["direction"] == 1 else s["bottom_each"]))
-    return max(0.0, (line - rise) * s["direction"])
+    return max(0.0, (_line(s) - rise) * s["direction"])
 
 
 def _median_magnitude(excess):

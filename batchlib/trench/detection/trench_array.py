@@ -607,7 +607,8 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
         # it inside the mother; the contrast's rise from the PDMS beyond does not
         moved = [clear_closed_end(s) for s in found]
         extra_quality = {**extra_quality, "closed_end_cleared_px": float(max(moved, default=0.0))}
-        for key in ("closed_end_readings_differ_px", "closed_end_halo_beyond_px"):
+        for key in ("closed_end_readings_differ_px", "closed_end_halo_beyond_px",
+                    "closed_end_pole_halo_px"):
             extra_quality[key] = float(max((s.get(key, 0.0) for s in found), default=0.0))
     if kind == "fluorescence":
         # from the boxes' closed ends (the trenches' own) to the set's reach (see
