@@ -2049,6 +2049,12 @@ def _every_trench_boxed_in_movie(seed, n_trenches):
     assert must.sum() == n_trenches
     assert all(i in found for i in np.flatnonzero(must))
     assert len(pairs) == len(layout.trenches)            # every box on a trench
+    # and inside the frame by the layout's own rule, also as written and read back (a
+    # layout found on a turned copy of the frame is judged so when turned back)
+    from batchlib.trench.detection import TrenchLayout
+
+    assert layout.boxes_inside().all()
+    assert TrenchLayout.from_dict(layout.to_dict()).boxes_inside().all()
     return acq, closed, index, must
 
 

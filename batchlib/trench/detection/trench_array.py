@@ -637,7 +637,7 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
         s["y_open"] = s["y_bottom"] - 0.5 if s["direction"] == 1 else s["y_top"] + 0.5
     found = sorted(found, key=lambda s: s["y_closed"])
 
-    rows, set_rows, kept, unclear = [], [], [], []
+    rows, set_rows, kept, unclear, known = [], [], [], [], []
     for s in found:
         n = len(s["centres"])
         d = s["direction"]
@@ -660,6 +660,7 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
                          float(s["ncc"][i]), *corners[i, :, 0], *corners[i, :, 1],
                          *raw[i, :, 0], *raw[i, :, 1]])
             unclear.append(bool(s["empty_unclear"][i]))  # set by _empty_flags_by_set
+            known.append(like is not None and bool(like[i]))
         set_rows.append([set_id, float(s["y_closed"]), float(s["y_open"]), int(s["direction"])])
         kept.append(s)
     if not kept:
@@ -672,6 +673,7 @@ def _assemble(found, shape, angle, pitch, kind, box_width, box_height, min_trenc
         {"set": int, "trench": int, "direction": int, "height": int, "width": int,
          "empty": bool})
     trenches["empty_unclear"] = np.array(unclear, bool)
+    trenches["lumen_like"] = np.array(known, bool)
     sets = pd.DataFrame(set_rows, columns=SET_COLUMNS).astype({"set": int, "direction": int})
     quality = layout_quality(kept, trenches, pitch, noise, kind, extra_quality)
     # Segmentation restricts cells to the lumen: hand it the width measured here.

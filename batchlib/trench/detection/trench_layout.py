@@ -14,7 +14,7 @@ _CORNERS = [f"rot_{a}{i}" for a in "yx" for i in range(4)] + \
 TRENCH_COLUMNS = ["set", "trench", "x_center", "y_closed", "direction", "height", "width",
                   "empty", "score", *_CORNERS]
 #: Columns a detected layout adds (absent from older layouts and the generator's truth).
-OPTIONAL_TRENCH_COLUMNS = ["empty_unclear"]
+OPTIONAL_TRENCH_COLUMNS = ["empty_unclear", "lumen_like"]
 SET_COLUMNS = ["set", "y_closed", "y_open", "direction"]
 
 
@@ -97,7 +97,9 @@ class TrenchLayout:
         (``raw_y0..3, raw_x0..3``) frames, order closed-left, closed-right,
         open-right, open-left. A detected layout also has ``empty_unclear``: the
         lumens' texture called the trench empty, but its set's flags were unclear
-        and not used (a movie's frames may confirm them).
+        and not used (a movie's frames may confirm them); and ``lumen_like``: the
+        site is known to be a lumen otherwise than by its match (``lumen_like`` of
+        :func:`boxes_on_frame`), so its box stays where it leaves the frame.
     quality : dict of float
         ``pitch_regularity, contrast, empty_fraction, confidence,
         n_trenches`` and diagnostics (see ``docs/trench_detection.md``).
@@ -142,14 +144,17 @@ class TrenchLayout:
 
     def boxes_inside(self) -> np.ndarray:
         """Per box: :func:`boxes_on_frame` (on the image, or a trench at its side edge
-        whose lumen is and whose site matches closely)."""
+        whose lumen is and whose site matches closely or is known to be a lumen, the
+        column ``lumen_like``: a layout found on a turned copy of the frame keeps such
+        boxes when turned back)."""
         tr = self.trenches
         raw = np.stack([tr[[f"raw_y{i}" for i in range(4)]].to_numpy(float),
                         tr[[f"raw_x{i}" for i in range(4)]].to_numpy(float)], axis=-1)
         width = float(tr["width"].max()) if len(tr) else 0.0
         score = tr["score"].to_numpy(float) if "score" in tr else np.full(len(tr), np.nan)
+        like = tr["lumen_like"].to_numpy(bool) if "lumen_like" in tr else None
         return boxes_on_frame(raw, self.image_shape, self.quality.get("lumen_width_px"),
-                              width, score)
+                              width, score, like)
 
     def to_dict(self) -> dict:
         """JSON-friendly form (without the diagnostic profiles)."""
