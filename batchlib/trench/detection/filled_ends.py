@@ -109,9 +109,9 @@ def clear_closed_end(s, tolerance=1.0, inset=10.0) -> float:
     lumens' mean contrast (of their median magnitude where their signs cancel in the
     mean: :data:`CANCELLED`) where it lies more than ``tolerance`` px further in.
 
-    A narrow halo of the opposite sign beyond the line is the mothers' poles': the line
-    then moves out to its peak (:func:`pole_halo_beyond`; recorded in
-    ``s["closed_end_pole_halo_px"]``).
+    A narrow halo of the opposite sign peaking more than ``tolerance`` px beyond the line
+    is the mothers' poles': the line then moves out to its peak
+    (:func:`pole_halo_beyond`; recorded in ``s["closed_end_pole_halo_px"]``).
 
     Records ``s["closed_end_halo_beyond_px"]``: how far beyond the line (as moved) the
     mean contrast, less smoothed (:data:`FINE_SIGMA`), rises, or a fainter halo of the
@@ -164,7 +164,7 @@ def clear_closed_end(s, tolerance=1.0, inset=10.0) -> float:
         # cut); a halo beyond the trench's end stays up further out (1009 and 1206, 5
         # and 3 px out: still 0.8 and 0.7 of its peak 4 rows beyond it)
         pole = pole_halo_beyond(rows, fine_mean, inside, _line(s), -d)
-        if pole > 0:
+        if pole > tolerance:
             _move_out(s, pole)
             s["closed_end_pole_halo_px"] = pole
             s["closed_end_halo_beyond_px"] = max(0.0, s["closed_end_halo_beyond_px"] - pole)
