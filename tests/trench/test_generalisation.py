@@ -1722,12 +1722,7 @@ def test_the_mothers_pole_halo_moves_a_filled_sets_closed_end_out(seed, line_bef
     34 % of the mothers cut (1455 at confidence 0.81 without a warning at first, then
     warned as unsure). The halo falls off within a few rows beyond its peak
     (``filled_ends.pole_halo_beyond``): the line moves out to it."""
-    from batchlib.trench.detection.movie import detect_in_movie
-
-    acq = _independent_simulation(seed)  # puts benchmarks/ on the path
-    import bench_independent as bench
-
-    layout, _ = detect_in_movie(acq.phase, "phase", box_width=bench.box_width(acq.pixel_size_um))
+    acq, layout = _movie_layout(seed)
     along, mother, _ = _box_starts(acq, layout)
     margin = layout.quality["closed_end_margin_px"]
     line = along + margin                                         # the line's own error
@@ -1744,12 +1739,8 @@ def test_a_halo_that_stays_up_beyond_the_closed_end_is_no_pole_and_is_warned(see
     (the PDMS beyond the trench's end, not a pole): the line stays, and the end is said
     to be unsure (``closed_end_halo_beyond_px``)."""
     from batchlib.trench.detection.layout_checks import CLEARED_WARN_PX
-    from batchlib.trench.detection.movie import detect_in_movie
 
-    acq = _independent_simulation(seed)  # puts benchmarks/ on the path
-    import bench_independent as bench
-
-    layout, _ = detect_in_movie(acq.phase, "phase", box_width=bench.box_width(acq.pixel_size_um))
+    acq, layout = _movie_layout(seed)
     along, _, _ = _box_starts(acq, layout)
     assert abs(np.median(along + layout.quality["closed_end_margin_px"])) < 1.0
     assert layout.quality["closed_end_pole_halo_px"] == 0.0
@@ -2329,14 +2320,32 @@ def test_sets_cut_short_where_the_rows_mix_reach_their_closed_ends():
     106 px (lower set) inside its trench, through the mothers, at confidence 0.43,
     unwarned. The rows' edges run on to the closed ends; the layout found from them
     holds every box and starts at the ends."""
-    acq = _independent_simulation(1375)  # puts benchmarks/ on the path
+    acq, layout = _first_frame_layout(1375)
+    _assert_every_trench_boxed_from_its_closed_end(acq, layout)
+
+
+def _first_frame_layout(seed):
+    """An independent acquisition and the layout found on its first phase frame."""
+    acq = _independent_simulation(seed)  # puts benchmarks/ on the path
     import bench_independent as bench
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         layout = detect_trenches(acq.phase[0], "phase",
                                  box_width=bench.box_width(acq.pixel_size_um))
-    _assert_every_trench_boxed_from_its_closed_end(acq, layout)
+    return acq, layout
+
+
+def _movie_layout(seed):
+    """An independent acquisition and the layout ``detect_in_movie`` finds on its phase
+    movie."""
+    from batchlib.trench.detection.movie import detect_in_movie
+
+    acq = _independent_simulation(seed)  # puts benchmarks/ on the path
+    import bench_independent as bench
+
+    layout, _ = detect_in_movie(acq.phase, "phase", box_width=bench.box_width(acq.pixel_size_um))
+    return acq, layout
 
 
 def _box_starts(acq, layout):
@@ -2371,13 +2380,7 @@ def test_empty_lumens_at_the_walls_level_showing_only_their_rims_are_boxed():
     half a pitch from the sites, turn the contrast over; the rims' match is the lumen's."""
     from batchlib.trench.detection.centres import RIM_AMPLITUDE, RIM_MATCH_NCC
 
-    acq = _independent_simulation(1447)  # puts benchmarks/ on the path
-    import bench_independent as bench
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        layout = detect_trenches(acq.phase[0], "phase",
-                                 box_width=bench.box_width(acq.pixel_size_um))
+    acq, layout = _first_frame_layout(1447)
     _assert_every_trench_boxed_from_its_closed_end(acq, layout)
     assert len(layout.trenches) == 22
     assert RIM_MATCH_NCC <= 0.51 and RIM_AMPLITUDE <= 0.16
@@ -2391,13 +2394,7 @@ def test_an_unsure_layout_whose_set_was_cut_short_reaches_its_closed_end():
     of the rows' edges for sets cut short was made on sure layouts only; the edges run
     on to the closed end, and the layout found from them holds every box and starts
     there."""
-    acq = _independent_simulation(1457)  # puts benchmarks/ on the path
-    import bench_independent as bench
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        layout = detect_trenches(acq.phase[0], "phase",
-                                 box_width=bench.box_width(acq.pixel_size_um))
+    acq, layout = _first_frame_layout(1457)
     _assert_every_trench_boxed_from_its_closed_end(acq, layout)
 
 
