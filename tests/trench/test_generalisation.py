@@ -2356,21 +2356,6 @@ def _assert_every_trench_boxed_from_its_closed_end(acq, layout):
     assert not np.any(np.isfinite(mother) & (along > mother))    # no box cuts a mother
 
 
-def test_empty_lumens_at_the_walls_level_showing_only_their_rims_are_boxed():
-    """Independent simulator 1447 (found on its first run): 18 px lumens at a 46 px
-    pitch, the template set by the filled ones (dark cells between bright rims). Three
-    empty lumens lie at the walls' level, 0.04-0.09 of the template's contrast (under
-    the weak-lumen rule's 0.1), their rims matching its shape at 0.51-0.56 right at
-    their lattice sites: 3 of 22 trenches were dropped (recall 0.864). The set's walls,
-    half a pitch from the sites, turn the contrast over; the rims' match is the lumen's."""
-    from batchlib.trench.detection.centres import RIM_AMPLITUDE, RIM_MATCH_NCC
-
-    acq, layout = _first_frame_layout(1447)
-    _assert_every_trench_boxed_from_its_closed_end(acq, layout)
-    assert len(layout.trenches) == 22
-    assert RIM_MATCH_NCC <= 0.51 and RIM_AMPLITUDE <= 0.16
-
-
 def test_an_unsure_layout_whose_set_was_cut_short_reaches_its_closed_end():
     """Independent simulator 1457 (found on its first run): one set of mostly filled
     lumens (11 of 13) at a wide pitch (80 px for 12 px lumens). The periodic rows

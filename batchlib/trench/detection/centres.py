@@ -547,11 +547,6 @@ RUN_MATCH_SPREAD = 0.05
 WEAK_LUMEN_RATIO = 0.1
 #: ... and its own template match, within a tenth of the pitch of the site, reaches this.
 WEAK_LUMEN_NCC = 0.3
-#: Or, at the walls' level (contrast of the lumen's sign, however small), it matches the
-#: template's shape at least this well ...
-RIM_MATCH_NCC = 0.5
-#: ... and holds at least this share of the template's amplitude (its rims).
-RIM_AMPLITUDE = 0.1
 
 
 def locate_centres(profile, pitch, axis, first, last, kind="phase", texture=None,
@@ -674,16 +669,8 @@ def locate_centres(profile, pitch, axis, first, last, kind="phase", texture=None
         # keeps a weak contrast of the lumen's sign, 0.17-0.35 of the
         # template's, and a shape that matches it in part (0.39-0.49) right at its
         # lattice position; plain PDMS shows neither.
-        near = np.abs(dropped_pos - at) <= 0.1 * pitch_fit
-        lumen_like |= (ratio_at >= WEAK_LUMEN_RATIO) & (dropped_ncc >= WEAK_LUMEN_NCC) & near
-        # Or as bright as the walls, only its rims showing (independent simulator 1447:
-        # 18 px lumens at 46 px, 3 empty of 22 at 0.04-0.09 of the contrast, matches
-        # 0.51-0.56, 0.16-0.17 of the template's amplitude; dropped, the closed-end line
-        # was drawn by the filled lumens, 6 px out). The set's walls there, at 0.5 of
-        # the pitch from its sites, turn the contrast over (-0.9 to -1.4).
-        amplitude_at = np.nan_to_num(_amplitude(profile, at, offsets, tmpl))
-        lumen_like |= (ratio_at > 0) & (dropped_ncc >= RIM_MATCH_NCC) \
-            & (amplitude_at >= RIM_AMPLITUDE) & near
+        lumen_like |= ((ratio_at >= WEAK_LUMEN_RATIO) & (dropped_ncc >= WEAK_LUMEN_NCC)
+                       & (np.abs(dropped_pos - at) <= 0.1 * pitch_fit))
         if texture is not None:
             lumen_like |= _holds_cells(texture, at, pitch, factor=4.0)
         apart = np.min(np.abs(at[:, None] - pos[None, :]), axis=1) > 0.5 * pitch_fit
