@@ -115,10 +115,9 @@ def clear_closed_end(s, tolerance=1.0, inset=10.0) -> float:
 
     Records ``s["closed_end_halo_beyond_px"]``: how far beyond the line (as moved) the
     mean contrast, less smoothed (:data:`FINE_SIGMA`), rises, or a fainter halo of the
-    opposite sign peaks (:func:`opposite_halo_beyond`); a halo there can be the
-    mothers' poles (the line then lies inside them) or a halo beyond the trench's end,
-    and the two look alike (independent simulator 1225 and 1206, both 2.6-3.0 px: the
-    first's boxes started inside 35 % of its mothers, the second's were right).
+    opposite sign peaks (:func:`opposite_halo_beyond`): a halo beyond the trench's end
+    (independent simulator 1206, the boxes right) or the mothers' poles' halo that
+    :func:`pole_halo_beyond` did not take as one (it stayed up further out).
 
     Returns the distance moved (0.0 if not moved). Sets with :data:`MIN_EMPTY`
     or more empty trenches are left alone, and so are sets whose empty lumens drew
@@ -213,15 +212,7 @@ def opposite_halo_beyond(rows, profile, inside_rows, line, outward) -> float:
     >>> opposite_halo_beyond(rows, np.where(rows >= 42, -540.0, 0.0), rows >= 50, 42.0, -1)
     0.0
     """
-    p = np.asarray(profile, float)
-    level = float(np.nanmedian(p[np.asarray(inside_rows, bool)]))
-    away = (line - np.asarray(rows, float)) * (-outward)
-    near = (away > 0) & (away <= OPPOSITE_HALO_REACH) & np.isfinite(p)
-    if not near.any() or not np.isfinite(level) or level == 0:
-        return 0.0
-    opposite = -np.sign(level) * p[near]
-    i = int(np.argmax(opposite))
-    return float(away[near][i]) if opposite[i] >= OPPOSITE_HALO * abs(level) else 0.0
+    return _opposite_halo(rows, profile, inside_rows, line, outward)[0]
 
 
 def pole_halo_beyond(rows, profile, inside_rows, line, outward) -> float:
@@ -244,16 +235,28 @@ def pole_halo_beyond(rows, profile, inside_rows, line, outward) -> float:
     >>> pole_halo_beyond(rows, p, rows >= 50, 42.0, -1)
     0.0
     """
-    peak_at = opposite_halo_beyond(rows, profile, inside_rows, line, outward)
+    peak_at, opposite, away = _opposite_halo(rows, profile, inside_rows, line, outward)
     if peak_at == 0.0:
         return 0.0
+    peak = float(opposite[np.argmin(np.abs(away - peak_at))])
+    further = (away > peak_at) & (away <= peak_at + POLE_HALO_FALL) & np.isfinite(opposite)
+    return peak_at if further.any() and np.min(opposite[further]) < 0.5 * peak else 0.0
+
+
+def _opposite_halo(rows, profile, inside_rows, line, outward):
+    """:func:`opposite_halo_beyond`'s answer, with ``profile`` signed so that the sign
+    opposite to its median inside the set is positive, and each row's distance beyond
+    ``line`` towards ``outward``."""
     p = np.asarray(profile, float)
     level = float(np.nanmedian(p[np.asarray(inside_rows, bool)]))
     away = (line - np.asarray(rows, float)) * (-outward)
     opposite = -np.sign(level) * p
-    peak = float(opposite[np.argmin(np.abs(away - peak_at))])
-    further = (away > peak_at) & (away <= peak_at + POLE_HALO_FALL) & np.isfinite(p)
-    return peak_at if further.any() and np.min(opposite[further]) < 0.5 * peak else 0.0
+    near = (away > 0) & (away <= OPPOSITE_HALO_REACH) & np.isfinite(p)
+    if not near.any() or not np.isfinite(level) or level == 0:
+        return 0.0, opposite, away
+    i = int(np.argmax(opposite[near]))
+    peak_at = float(away[near][i]) if opposite[near][i] >= OPPOSITE_HALO * abs(level) else 0.0
+    return peak_at, opposite, away
 
 
 def _move(s, rise) -> float:

@@ -172,7 +172,8 @@ def warn_halo_beyond(layout):
     :data:`CLEARED_WARN_PX` or more beyond its closed-end line
     (``closed_end_halo_beyond_px``, :func:`.filled_ends.clear_closed_end`): a bright
     halo there may be the mothers' poles. Independent simulator, phase, 1000-1231:
-    1225 (boxes into 35 % of the mothers at confidence 0.60, unwarned before) and 1206
+    1225 (boxes into 35 % of the mothers at confidence 0.60, unwarned before; its poles'
+    halo now moves the line out, :func:`.filled_ends.pole_halo_beyond`) and 1206
     (right); the other positions it fires on were warned already."""
     _warn_phase_from(layout, "closed_end_halo_beyond_px", CLEARED_WARN_PX, lambda px: (
         f"a set's closed end is unsure: its filled lumens' contrast rises {px:.1f} px "
