@@ -2370,6 +2370,19 @@ def test_a_missed_facing_set_is_taken_though_the_edges_miss_the_first_trench():
     assert len(layout.sets) == 2
 
 
+def test_a_lumen_full_at_its_closed_end_and_empty_beyond_is_found():
+    """Independent simulator 1494 (found on its first run): in one set of 39 trenches, a
+    lumen holds three cells at its closed end and is empty below them. Its dark cells
+    and its bright empty stretch cancel in the set's cross profile (0.09 of the
+    template's contrast), its rims match the template (NCC 0.82 at 0.70 of its scale):
+    the first frame's layout dropped it, 38 of 39 at confidence 0.60 without a warning
+    (``centres.INNER_MATCH``)."""
+    acq, layout = _first_frame_layout(1494)
+    closed, index, must, pairs = _boxes_on_truth(acq, layout, "phase")
+    assert must.sum() == 39
+    assert len(pairs) == len(layout.trenches) == 39
+
+
 def test_an_unsure_layout_whose_set_was_cut_short_reaches_its_closed_end():
     """Independent simulator 1457 (found on its first run): one set of mostly filled
     lumens (11 of 13) at a wide pitch (80 px for 12 px lumens). The periodic rows
