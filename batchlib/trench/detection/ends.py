@@ -338,6 +338,13 @@ def fit_end_line(x, ends, fallback, max_residual=None, max_slope=0.002):
     return np.polyval(coef, x)
 
 
+def _end_spreads(extents):
+    """The scatter (median absolute deviation) of per-trench ``extents`` ``(n, 2)`` at
+    the top and at the bottom; NaN where fewer than three are known."""
+    return [float(np.nanmedian(np.abs(e - np.nanmedian(e)))) if np.isfinite(e).sum() >= 3
+            else np.nan for e in np.asarray(extents, float).T]
+
+
 def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, filled, kind):
     """Top and bottom edges of a set and the cues for its direction.
 
@@ -364,7 +371,8 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
         its periodic rows and the fuller trenches' cells; else the edges),
         ``cues`` (lumen and wall level changes at the top and bottom ends,
         see :func:`end_cues`), ``spread`` (scatter of the per-trench signal
-        ends at the top and bottom), ``spill`` (mean lumen signal beyond
+        ends at the top and bottom), ``dark_spread`` (phase: the same of the
+        filled trenches' dark signal, their cells), ``spill`` (mean lumen signal beyond
         each end, above the walls' level), ``rows`` and ``excess`` (the lumens'
         level over their walls on those rows, rows x trenches).
     """
@@ -395,8 +403,12 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
     # per-trench extents of the signal: cells always touch the closed end, while
     # at the open end they stop early (few cells) or spill out
     ext = signal_extents(rows, smooth_columns(each[:, filled], 1.0), inside)
-    spread = [float(np.nanmedian(np.abs(e - np.nanmedian(e)))) if np.isfinite(e).sum() >= 3
-              else np.nan for e in ext.T]
+    spread = _end_spreads(ext)
+    # phase lumens full of dark cells stay under the walls' level: no positive signal
+    # to read their extents from, but the cells' own (dark) extents show the same
+    dark_spread = (_end_spreads(signal_extents(rows, smooth_columns(-each[:, filled], 1.0),
+                                               inside))
+                   if kind == "phase" else [np.nan, np.nan])
     reach = None
     if kind == "fluorescence" and np.isfinite(ext).sum(axis=0).min() >= 3:
         # walls are dark: the cells' own ends are the only edges to see
@@ -419,7 +431,7 @@ def set_ends(image, angle_deg, y0, y1, step, centres, walls, strip, pitch, fille
     spill = [float(np.nan_to_num(nanmean(lum[(rows - e) * o > 3])) - background)
              for e, o in zip(edges, (-1, 1))]
     return dict(y_top=edges[0], y_bottom=edges[1], reach=edges if reach is None else reach,
-                cues=cues, spread=spread, spill=spill,
+                cues=cues, spread=spread, dark_spread=dark_spread, spill=spill,
                 top_each=per_trench[0], bottom_each=per_trench[1], pushed=per_trench[2],
                 ends_from_empty=per_trench[3], tip_push=per_trench[4], rows=rows, excess=each)
 
