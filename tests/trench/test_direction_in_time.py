@@ -90,3 +90,46 @@ def test_independent_1390_is_turned_by_its_frames():
     assert layout.quality["direction_over_frames"] > 0.3
     assert abs(layout.quality["direction_in_time"]) < 0.3          # time alone: unsure
     assert any("each found on its own, face the other way" in w for w in layout.warnings)
+
+
+def _single_set(structural, spread, dark_spread):
+    """A single set's cues as :func:`.ends.set_ends` gives them: lumen and wall level
+    changes at the top and bottom making ``structural`` (closedness top minus bottom),
+    and the per-trench end scatter of the positive and of the dark signal."""
+    def cue(closedness):                                           # (lumen, wall) changes
+        return 1.0 + closedness, 1.0 - closedness
+
+    top = (1.0 + structural) / 2                                   # closedness at the top
+    return dict(cues=[cue(top), cue(top - structural)], spread=list(spread),
+                dark_spread=list(dark_spread), spill=[0.0, 0.0])
+
+
+def test_a_single_phase_sets_cells_tell_its_closed_end_where_its_lumens_do_not():
+    """Lumens full of dark cells give no positive signal's ends (``spread`` unknown);
+    their cells' dark ends, aligned at the closed end and scattered at the open end,
+    outweigh a weak structural cue pointing the other way (independent simulator 1511:
+    -0.17, every box's closed end at the feeding channel). Where the positive ends are
+    known, the dark ones are not read."""
+    from batchlib.trench.detection.direction import assign_directions
+
+    found = [_single_set(-0.2, (np.nan, np.nan), (0.4, 1.9))]      # cells aligned at top
+    assign_directions(found, "phase")
+    assert found[0]["direction"] == 1
+    assert abs(found[0]["dir_conf"] - (-0.2 + 0.5 * 1.5 / 2.3)) < 1e-9
+    found = [_single_set(-0.2, (np.nan, np.nan), (1.9, 0.4))]      # ... at the bottom
+    assign_directions(found, "phase")
+    assert found[0]["direction"] == -1
+    found = [_single_set(-0.2, (1.0, 1.0), (0.4, 1.9))]            # positive ends known
+    assign_directions(found, "phase")
+    assert found[0]["direction"] == -1 and abs(found[0]["dir_conf"] - 0.2) < 1e-9
+
+
+def test_independent_1511_is_found_facing_its_cells():
+    """Independent simulator 1511 (found on its first run): one set of lumens full of
+    dark cells; the structural cues said the feeding channel's end was closed (0.17),
+    the change over time and the frames' own directions did not say otherwise clearly
+    (-0.22 and 0.22): every box's closed end at the feeding channel, mothers within 5 %
+    0.097, warned only for something else. The cells' dark ends align at the closed
+    end."""
+    layout, truth = _boxes_face_the_truth(1511)
+    assert (layout.trenches["direction"] == truth).all()
