@@ -115,7 +115,7 @@ def test_a_single_phase_sets_cells_tell_its_closed_end_where_its_lumens_do_not()
     found = [_single_set(-0.2, (np.nan, np.nan), (0.4, 1.9))]      # cells aligned at top
     assign_directions(found, "phase")
     assert found[0]["direction"] == 1
-    assert abs(found[0]["dir_conf"] - (-0.2 + 0.5 * 1.5 / 2.3)) < 1e-9
+    assert abs(found[0]["dir_conf"] - (-0.2 + 1.5 / 2.3)) < 1e-9
     found = [_single_set(-0.2, (np.nan, np.nan), (1.9, 0.4))]      # ... at the bottom
     assign_directions(found, "phase")
     assert found[0]["direction"] == -1
