@@ -16,20 +16,28 @@ from batchlib.trench.detection.centres import _amplitude, locate_centres
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def _profile(pitch=63.0, n=16, empty=(2, 6, 11, 14)):
-    x = np.arange(40 + pitch * n, dtype=float)
-    sites = 30.0 + pitch * np.arange(n)
-
-    def stripe(c, w, sharp=1.0):
-        return expit((w / 2 - np.abs(x - c)) / sharp)
-
-    prof = np.full(x.size, 780.0)
+def _lumen_run(pitch, n, first, extra, level, sharp, lumen):
+    """``(profile, sites, pitch)``: ``n`` lumens ``pitch`` apart from column ``first`` on
+    a ``level`` background (``extra`` columns beyond the last period), lumen ``i`` adding
+    ``lumen(i, stripe)``, ``stripe(w)`` a stripe ``w`` wide about it, blurred by
+    ``sharp``."""
+    x = np.arange(extra + pitch * n, dtype=float)
+    sites = first + pitch * np.arange(n)
+    prof = np.full(x.size, level)
     for i, c in enumerate(sites):
-        if i in empty:                      # a bright lumen between bright rims
-            prof += 220 * stripe(c, 18) + 250 * (stripe(c, 18) - stripe(c, 14))
-        else:                               # dark cells, bright halos inside the lumen
-            prof += -250 * stripe(c, 8) + 400 * (stripe(c, 18) - stripe(c, 8))
+        def stripe(w, c=c):
+            return expit((w / 2 - np.abs(x - c)) / sharp)
+        prof += lumen(i, stripe)
     return prof, sites, pitch
+
+
+def _profile(pitch=63.0, n=16, empty=(2, 6, 11, 14)):
+    def lumen(i, stripe):
+        if i in empty:                      # a bright lumen between bright rims
+            return 220 * stripe(18) + 250 * (stripe(18) - stripe(14))
+        return -250 * stripe(8) + 400 * (stripe(18) - stripe(8))   # dark cells, halos
+
+    return _lumen_run(pitch, n, 30.0, 40, 780.0, 1.0, lumen)
 
 
 def test_full_wide_lumens_are_trenches_wherever_they_lie():
@@ -74,18 +82,12 @@ def _half_filled_run(pitch=25.5, n=12, half_filled=5):
     (``half_filled``) full over half the set's rows and bright between the same rims
     over the other half: its mean over the rows is near the walls' level (0.06 of the
     template's contrast; NCC 0.79 at 0.53 of its scale)."""
-    x = np.arange(20 + pitch * n, dtype=float)
-    sites = 12.0 + pitch * np.arange(n)
+    def lumen(i, stripe):
+        filled = -300 * stripe(6) + 350 * (stripe(11) - stripe(6))
+        empty = 180 * stripe(6) + 350 * (stripe(11) - stripe(6))
+        return 0.5 * (filled + empty) if i == half_filled else filled
 
-    def stripe(c, w, sharp=0.7):
-        return expit((w / 2 - np.abs(x - c)) / sharp)
-
-    prof = np.full(x.size, 800.0)
-    for i, c in enumerate(sites):
-        filled = -300 * stripe(c, 6) + 350 * (stripe(c, 11) - stripe(c, 6))
-        empty = 180 * stripe(c, 6) + 350 * (stripe(c, 11) - stripe(c, 6))
-        prof += 0.5 * (filled + empty) if i == half_filled else filled
-    return prof, sites, pitch
+    return _lumen_run(pitch, n, 12.0, 20, 800.0, 0.7, lumen)
 
 
 def test_a_lumen_full_at_one_end_and_empty_at_the_other_is_a_trench():
