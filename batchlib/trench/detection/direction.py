@@ -9,7 +9,10 @@
 * One set, phase contrast: at the closed end the lumen stops and the wall
   continues into the PDMS, at the open end the wall stops and the lumen
   continues into the feeding channel; so the lumen level changes more than the
-  wall level across the closed end, and the reverse across the open end.
+  wall level across the closed end, and the reverse across the open end. The
+  filled trenches' signal ends align at the closed end and scatter at the open
+  end; where their lumens, full of dark cells, give no positive signal's ends,
+  their cells' dark ends are read instead.
 * One set, fluorescence (walls dark): cells touch the closed end in every
   filled trench, while towards the open end they stop early or spill out; the
   per-trench signal ends are tightly aligned at the closed end only, and
