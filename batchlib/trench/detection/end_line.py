@@ -18,7 +18,8 @@ __all__ = ["end_line_lean", "closed_end_angle_error", "phase_closed_ends",
            "empty_end_shifts"]
 
 
-def end_line_lean(x, tips, min_tips=5, max_scatter_px=1.0, n_rounds=4):
+def end_line_lean(x, tips, min_tips=5, max_scatter_px=1.0, n_rounds=4, outlier_scatter_px=0.1,
+                  residual_floor_px=None):
     """Lean (degrees) of a straight line through the closed-end tips of one set.
 
     A least-squares line, refitted without the tips more than three robust
@@ -36,6 +37,15 @@ def end_line_lean(x, tips, min_tips=5, max_scatter_px=1.0, n_rounds=4):
     max_scatter_px : float
         Tips scattering more about the line (robust sigma) give no answer:
         that end is no straight closed end (an open end, a wrong box).
+    outlier_scatter_px : float
+        The least robust sigma the outliers are judged by (three of them): tips
+        are found to about a tenth of a pixel, but a mother's gap to the end
+        varies more than that from trench to trench.
+    residual_floor_px : float, optional
+        Take the standard error from the least-squares residuals of the tips
+        kept, with at least this scatter, rather than from the robust sigma:
+        over five to ten tips the robust sigma often comes out a fraction of
+        the tips' true scatter.
 
     Returns
     -------
@@ -70,8 +80,7 @@ def end_line_lean(x, tips, min_tips=5, max_scatter_px=1.0, n_rounds=4):
     for round_ in range(n_rounds):
         resid = y - slope * x
         resid -= np.median(resid[keep])
-        # floor: tips are found to about a tenth of a pixel
-        sigma = max(1.4826 * float(np.median(np.abs(resid[keep]))), 0.1)
+        sigma = max(1.4826 * float(np.median(np.abs(resid[keep]))), outlier_scatter_px)
         new_keep = np.abs(resid) <= 3.0 * sigma
         if new_keep.sum() < min_tips:
             return nan
@@ -84,11 +93,14 @@ def end_line_lean(x, tips, min_tips=5, max_scatter_px=1.0, n_rounds=4):
     if x.size < min_tips or sigma > max_scatter_px:
         return nan
     xc = x - x.mean()
+    if residual_floor_px is not None:
+        resid = y - y.mean() - slope * xc
+        sigma = max(float(np.sqrt(np.sum(resid ** 2) / (x.size - 2))), residual_floor_px)
     stderr = sigma / np.sqrt(np.sum(xc * xc))
     return (float(np.rad2deg(np.arctan(slope))), float(np.rad2deg(stderr)), int(x.size))
 
 
-def closed_end_angle_error(x, tips, sets, max_scatter_px=1.0):
+def closed_end_angle_error(x, tips, sets, **lean_options):
     """Error of the angle a layout was straightened at, from its sets' closed-end lines.
 
     Parameters
@@ -97,8 +109,8 @@ def closed_end_angle_error(x, tips, sets, max_scatter_px=1.0):
         Rotated column and closed-end tip row of every box.
     sets : array_like, shape (n,)
         Set of every box; each set has its own line, all lean alike.
-    max_scatter_px : float
-        See :func:`end_line_lean`.
+    **lean_options
+        Passed to :func:`end_line_lean` (``max_scatter_px``, ...).
 
     Returns
     -------
@@ -122,7 +134,7 @@ def closed_end_angle_error(x, tips, sets, max_scatter_px=1.0):
     leans, weights, n = [], [], 0
     for s in np.unique(sets):
         m = sets == s
-        lean, err, k = end_line_lean(x[m], tips[m], max_scatter_px=max_scatter_px)
+        lean, err, k = end_line_lean(x[m], tips[m], **lean_options)
         if np.isfinite(lean):
             leans.append(lean)
             weights.append(1.0 / err ** 2)
