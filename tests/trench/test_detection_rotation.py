@@ -231,23 +231,3 @@ def test_independent_1528s_bulging_mother_tips_do_not_turn_a_right_angle():
     assert n == 17
     # either no correction or one that leaves the angle within 0.05 deg
     assert abs(error) <= 2 * stderr or abs(error - -0.029) <= 0.05
-
-
-def test_independent_1004s_phase_end_lines_correct_an_angle_0_21_deg_off():
-    """Independent simulator 1004, phase: the rotated rows of the lumens' closed ends
-    (filled trenches group 0, empty ones group 1) in the frame straightened 0.212 deg off.
-    The robust sigma dropped the empty lumens' line and said -0.184 +- 0.046 deg, refused
-    at the 4 standard errors it was asked; the angle stayed 0.212 deg off."""
-    from batchlib.trench.detection.angle_refinement import PHASE_END_LINE, PHASE_END_LINE_SIGMAS
-    from batchlib.trench.detection.end_line import closed_end_angle_error
-
-    x = [57.5, 105.0, 152.3, 203.8, 250.3, 302.5, 347.4, 400.6, 449.5, 495.8, 548.8, 598.4,
-         647.3, 696.3, 741.5, 795.4, 843.7, 891.9, 941.8, 991.6]
-    ends = [583.71, 581.69, 584.97, 582.1, 584.38, 584.78, 582.76, 584.26, 581.14, 582.98,
-            580.23, 580.32, 579.2, 579.3, 581.44, 580.62, 579.08, 579.8, 580.59, 580.26]
-    group = [0, 0, 1, 0, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]
-    error, stderr, n = closed_end_angle_error(x, ends, group)
-    assert n == 13 and abs(error) <= 4 * stderr                     # the old reading
-    error, stderr, n = closed_end_angle_error(x, ends, group, **PHASE_END_LINE)
-    assert n == 20 and abs(error) > PHASE_END_LINE_SIGMAS * stderr
-    assert abs(error - -0.212) <= 0.03

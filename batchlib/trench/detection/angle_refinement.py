@@ -102,19 +102,10 @@ def _closed_end_angle_error(img, layout):
 
 #: smallest lean (degrees) of a phase layout's closed-end lines worth finding it again for,
 #: and how many of its standard errors it must be: filled lumens' ends move with their
-#: mothers. With the robust sigma's standard error 4 were asked (at 3 a two-set chip's
-#: lines, 0.049 +- 0.016 deg, turned an angle 0.007 deg off into 0.042: independent
-#: simulator seed 5); with the least-squares one (:data:`PHASE_END_LINE`), 3
+#: mothers, and at 3 a two-set chip's lines (0.049 +- 0.016 deg) turned an angle 0.007 deg
+#: off into 0.042 (independent simulator seed 5)
 MIN_PHASE_END_LINE_CORRECTION_DEG = 0.03
-PHASE_END_LINE_SIGMAS = 3.0
-#: how a phase set's line is fitted through its lumens' ends: as the mothers' tips
-#: (:data:`MOTHER_TIP_LINE`), the ends scattering 1 px at most. Modelled on the 304
-#: independent phase positions 1000-1047 and 1276-1531 (the ends of every end-line call
-#: dumped, each rule's final error computed): more than 0.05 deg off 46 -> 38, 20 better
-#: and 5 worse by 0.01 deg or more; the generator's 256 positions of tuning 100-103 and
-#: held-out 10429-10432 unchanged
-PHASE_END_LINE = dict(outlier_scatter_px=MOTHER_TIP_OUTLIER_SCATTER_PX,
-                      residual_floor_px=MOTHER_TIP_MIN_RESIDUAL_PX)
+PHASE_END_LINE_SIGMAS = 4.0
 
 
 def _phase_end_line_error(img, layout):
@@ -133,7 +124,7 @@ def _phase_end_line_error(img, layout):
     half = max(1, int(np.floor(0.25 * layout.quality.get("lumen_width_px", 8.0))))
     ends = phase_closed_ends(img, tr, layout.angle_deg, layout.pitch, half)
     group = 2 * tr["set"].to_numpy(int) + tr["empty"].to_numpy(int)
-    error, stderr, _ = closed_end_angle_error(tr["x_center"], ends, group, **PHASE_END_LINE)
+    error, stderr, _ = closed_end_angle_error(tr["x_center"], ends, group)
     return error, stderr
 
 
